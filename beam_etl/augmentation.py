@@ -1,0 +1,116 @@
+"""Offline augmentation: the same random geometry on image and mask, photometric changes on
+the image only. Pure functions, no Beam.
+
+The geometry (flip, rotation, crop) is one affine map sampled once per copy from an explicit
+``numpy`` generator and applied in a single resampling step, bilinear for the image and
+nearest neighbour for the mask. The rotated crop is always chosen inside the source image, so
+no fill value (0 or 255) ever enters a rotated corner: every mask value in the output was in
+the input.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+from PIL import Image
+
+# Stay at least this many source pixels inside the border, so no tap falls outside.
+_MIN_MARGIN = 1.0
+
+
+@dataclasses.dataclass(frozen=True)
+class AugmentSettings:
+    max_rotation_deg: float = 10.0
+    min_crop_scale: float = 0.7  # side of the crop relative to the largest that fits
+    max_brightness: float = 0.15  # additive, as a fraction of 255
+    max_contrast: float = 0.2  # multiplicative, 1 +/- this
+
+
+@dataclasses.dataclass(frozen=True)
+class AugmentParams:
+    flip: bool
+    angle_deg: float
+    crop_scale: float
+    center_x: float  # in [-1, 1]: where the crop sits within the room it has
+    center_y: float
+    brightness: float
+    contrast: float
+
+
+def sample_params(rng: np.random.Generator, settings: AugmentSettings = AugmentSettings()) -> AugmentParams:
+    """Draws one copy's parameters; the draw order is part of the reproducibility contract."""
+    return AugmentParams(
+        flip=bool(rng.random() < 0.5),
+        angle_deg=float(rng.uniform(-settings.max_rotation_deg, settings.max_rotation_deg)),
+        crop_scale=float(rng.uniform(settings.min_crop_scale, 1.0)),
+        center_x=float(rng.uniform(-1.0, 1.0)),
+        center_y=float(rng.uniform(-1.0, 1.0)),
+        brightness=float(rng.uniform(-settings.max_brightness, settings.max_brightness)),
+        contrast=float(rng.uniform(1.0 - settings.max_contrast, 1.0 + settings.max_contrast)),
+    )
+
+
+def affine_coefficients(source_hw: tuple[int, int], output_hw: tuple[int, int],
+                        params: AugmentParams, margin: float = _MIN_MARGIN) -> tuple[float, ...]:
+    """Pillow AFFINE data mapping output pixel coordinates to source coordinates.
+
+    The crop keeps the source's aspect ratio (as the plain resize does), is rotated by
+    ``angle_deg`` about its centre and is scaled so that its rotated corners stay inside the
+    source, ``margin`` pixels from the border.
+    """
+    src_h, src_w = source_hw
+    out_h, out_w = output_hw
+    theta = math.radians(params.angle_deg)
+    cos, sin = math.cos(theta), math.sin(theta)
+    room_w, room_h = src_w - 2 * margin, src_h - 2 * margin
+    if room_w <= 0 or room_h <= 0:
+        raise ValueError(f"image of {src_w}x{src_h} pixels is too small to augment")
+    # Largest crop of the source's aspect whose rotated bounding box fits the room.
+    fit = min(room_w / (abs(cos) * src_w + abs(sin) * src_h),
+              room_h / (abs(sin) * src_w + abs(cos) * src_h))
+    crop_w = src_w * fit * params.crop_scale
+    crop_h = src_h * fit * params.crop_scale
+    half_box_w = (abs(cos) * crop_w + abs(sin) * crop_h) / 2
+    half_box_h = (abs(sin) * crop_w + abs(cos) * crop_h) / 2
+    center_x = src_w / 2 + params.center_x * max(0.0, room_w / 2 - half_box_w)
+    center_y = src_h / 2 + params.center_y * max(0.0, room_h / 2 - half_box_h)
+    sign = -1.0 if params.flip else 1.0
+    # source = centre + R(theta) @ (sign * crop_w * (u / out_w - 1/2), crop_h * (v / out_h - 1/2))
+    a, b = cos * crop_w * sign / out_w, -sin * crop_h / out_h
+    d, e = sin * crop_w * sign / out_w, cos * crop_h / out_h
+    c = center_x - (a * out_w + b * out_h) / 2
+    f = center_y - (d * out_w + e * out_h) / 2
+    return (a, b, c, d, e, f)
+
+
+def adjust_photometric(pixels: np.ndarray, params: AugmentParams) -> np.ndarray:
+    """Contrast about the image mean, then brightness; the image only, never the mask."""
+    values = pixels.astype(np.float32)
+    mean = values.mean()
+    values = (values - mean) * params.contrast + mean + params.brightness * 255.0
+    return np.clip(np.rint(values), 0, 255).astype(np.uint8)
+
+
+def augment(pixels: np.ndarray, mask: np.ndarray, output_hw: tuple[int, int],
+            rng: np.random.Generator, settings: AugmentSettings = AugmentSettings()
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """One augmented copy at ``output_hw`` from a full-resolution image and mask.
+
+    ``pixels`` may be a DCT-downscaled decode of the image the mask belongs to: the map is
+    computed at the mask's (full) resolution and scaled onto the image, so both see exactly
+    the same region.
+    """
+    params = sample_params(rng, settings)
+    out_h, out_w = output_hw
+    scale_y, scale_x = pixels.shape[0] / mask.shape[0], pixels.shape[1] / mask.shape[1]
+    margin = max(_MIN_MARGIN, 1.0 / scale_x, 1.0 / scale_y)
+    mask_coeffs = affine_coefficients(mask.shape, output_hw, params, margin)
+    a, b, c, d, e, f = mask_coeffs
+    image_coeffs = (a * scale_x, b * scale_x, c * scale_x, d * scale_y, e * scale_y, f * scale_y)
+    image = Image.fromarray(pixels).transform(
+        (out_w, out_h), Image.Transform.AFFINE, image_coeffs, resample=Image.Resampling.BILINEAR)
+    out_mask = Image.fromarray(mask).transform(
+        (out_w, out_h), Image.Transform.AFFINE, mask_coeffs, resample=Image.Resampling.NEAREST)
+    return adjust_photometric(np.asarray(image), params), np.asarray(out_mask)

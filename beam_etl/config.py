@@ -1,0 +1,141 @@
+"""The job's validated settings: one frozen dataclass that every transform receives.
+
+Flags are parsed by :mod:`beam_etl.options`; this module owns the value parsers (so each
+error names the flag and the value) and the cross-field checks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+SPLITS = ("train", "val", "test")
+IMAGE_FORMATS = ("jpeg", "png", "raw")
+DEFAULT_SPLIT_FRACTIONS = (("train", 0.8), ("val", 0.1), ("test", 0.1))
+
+
+def parse_image_size(text: str) -> tuple[int, int]:
+    """``"128"`` -> (128, 128); ``"96x128"`` -> (96, 128) as (height, width)."""
+    match = re.fullmatch(r"\s*(\d+)\s*(?:[xX]\s*(\d+)\s*)?", str(text))
+    if not match:
+        raise ValueError(f"expected N or HxW, got {text!r}")
+    height = int(match.group(1))
+    width = int(match.group(2) or match.group(1))
+    if not (1 <= height <= 16384 and 1 <= width <= 16384):
+        raise ValueError(f"sides must be between 1 and 16384, got {text!r}")
+    return height, width
+
+
+def parse_split_fractions(text: str) -> tuple[tuple[str, float], ...]:
+    """``"train=0.8,val=0.1,test=0.1"`` -> (("train", 0.8), ...); fractions must sum to 1."""
+    result = []
+    for item in str(text).split(","):
+        name, sep, value = item.partition("=")
+        name = name.strip()
+        if not sep or name not in SPLITS:
+            raise ValueError(f"expected SPLIT=FRACTION items with SPLIT in {SPLITS}, got {text!r}")
+        try:
+            fraction = float(value)
+        except ValueError:
+            raise ValueError(f"fraction of {name!r} is not a number in {text!r}") from None
+        if not 0.0 <= fraction <= 1.0:
+            raise ValueError(f"fraction of {name!r} must be in [0, 1], got {text!r}")
+        result.append((name, fraction))
+    names = [name for name, _ in result]
+    if len(set(names)) != len(names):
+        raise ValueError(f"a split is named twice in {text!r}")
+    if abs(sum(f for _, f in result) - 1.0) > 1e-6:
+        raise ValueError(f"fractions must sum to 1, got {text!r}")
+    return tuple(result)
+
+
+def parse_mask_values(text: str) -> tuple[int, ...]:
+    """``"1,2,3"`` or ``"0-20,255"`` -> the allowed mask label values."""
+    values: set[int] = set()
+    for item in str(text).split(","):
+        item = item.strip()
+        match = re.fullmatch(r"(\d+)(?:-(\d+))?", item)
+        if not match:
+            raise ValueError(f"expected comma-separated values or ranges like 0-20, got {text!r}")
+        low, high = int(match.group(1)), int(match.group(2) or match.group(1))
+        if not 0 <= low <= high <= 255:
+            raise ValueError(f"mask values must be within 0-255, got {text!r}")
+        values.update(range(low, high + 1))
+    return tuple(sorted(values))
+
+
+@dataclasses.dataclass(frozen=True)
+class JobConfig:
+    """Everything the transforms need to know, validated once at launch."""
+
+    output: str
+    images: tuple[str, ...] = ()
+    masks: tuple[str, ...] = ()
+    oxford_pets: tuple[str, ...] = ()
+    image_size: tuple[int, int] = (128, 128)
+    image_format: str = "jpeg"
+    jpeg_quality: int = 95
+    max_pixels: int = 40_000_000
+    mask_values: tuple[int, ...] | None = None
+    augment_copies: int = 0
+    seed: int = 0
+    val_fraction: float = 0.1
+    split_fractions: tuple[tuple[str, float], ...] = DEFAULT_SPLIT_FRACTIONS
+    num_shards: int | None = None
+    shard_size_mb: float = 100.0
+    max_reject_fraction: float = 1.0
+    overwrite: bool = False
+
+    def __post_init__(self):
+        if not self.output:
+            raise ValueError("--output is required")
+        if len(self.images) != len(self.masks):
+            raise ValueError(
+                f"--images and --masks come in pairs, got {len(self.images)} --images "
+                f"{list(self.images)} and {len(self.masks)} --masks {list(self.masks)}")
+        if not self.images and not self.oxford_pets:
+            raise ValueError("give at least one source: --images/--masks or --oxford_pets")
+        if self.image_format not in IMAGE_FORMATS:
+            raise ValueError(f"--image_format must be one of {IMAGE_FORMATS}, got {self.image_format!r}")
+        if not 1 <= self.jpeg_quality <= 100:
+            raise ValueError(f"--jpeg_quality must be in [1, 100], got {self.jpeg_quality}")
+        if self.max_pixels < 1:
+            raise ValueError(f"--max_pixels must be positive, got {self.max_pixels}")
+        if not 0 <= self.augment_copies <= 100:
+            raise ValueError(f"--augment_copies must be in [0, 100], got {self.augment_copies}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(f"--val_fraction must be in [0, 1), got {self.val_fraction}")
+        if self.num_shards is not None and not 1 <= self.num_shards <= 99999:
+            raise ValueError(f"--num_shards must be in [1, 99999], got {self.num_shards}")
+        if self.shard_size_mb <= 0:
+            raise ValueError(f"--shard_size_mb must be positive, got {self.shard_size_mb}")
+        if not 0.0 <= self.max_reject_fraction <= 1.0:
+            raise ValueError(
+                f"--max_reject_fraction must be in [0, 1], got {self.max_reject_fraction}")
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        """Every split this run may write: each gets its files, even if empty."""
+        names = {name for name, fraction in self.split_fractions if fraction > 0}
+        if self.oxford_pets:
+            names.update({"train", "test"})
+            if self.val_fraction > 0:
+                names.add("val")
+        return tuple(name for name in SPLITS if name in names)
+
+    @property
+    def mask_format(self) -> str:
+        """Masks are always lossless: raw next to raw images, PNG otherwise."""
+        return "raw" if self.image_format == "raw" else "png"
+
+    def flags(self) -> dict:
+        """The settings as JSON-ready values, for the manifest."""
+        return json_ready(dataclasses.asdict(self))
+
+
+def json_ready(value):
+    if isinstance(value, dict):
+        return {k: json_ready(v) for k, v in value.items()}
+    if isinstance(value, (tuple, list)):
+        return [json_ready(v) for v in value]
+    return value

@@ -1,0 +1,162 @@
+"""Command-line flags of the preprocessing job, as a Beam ``PipelineOptions`` subclass.
+
+:func:`parse_args` is the one entry point: it turns ``argv`` into a validated
+:class:`~beam_etl.config.JobConfig` and the ``PipelineOptions`` for the runner, and fails at
+once, naming the flag and the value, on anything it cannot use (including flags that neither
+this job nor Beam knows, which Beam itself would only log and discard).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
+
+from beam_etl import config as config_lib
+
+try:  # Registers --dask_client_address & co. so that they count as known flags.
+    from apache_beam.runners.dask import dask_runner as _dask_runner  # noqa: F401
+except ImportError:  # the [dask] extra is not installed
+    pass
+
+
+def _flag_type(parse):
+    def convert(text):
+        try:
+            return parse(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(f"invalid value {text!r}: {error}") from None
+    convert.__name__ = parse.__name__.removeprefix("parse_")
+    return convert
+
+
+def _positive_int(text):
+    value = int(text)
+    if value < 1:
+        raise ValueError("must be a positive integer")
+    return value
+
+
+def _fraction(text):
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError("must be within [0, 1]")
+    return value
+
+
+def _non_negative_int(text):
+    value = int(text)
+    if value < 0:
+        raise ValueError("must be >= 0")
+    return value
+
+
+class PreprocessOptions(PipelineOptions):
+    """Flags of ``python -m pipelines.preprocess``."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        sources = parser.add_argument_group("sources (repeatable; several are flattened into one run)")
+        sources.add_argument(
+            "--images", action="append", default=None, metavar="GLOB",
+            help="Glob of images, e.g. 'DATA/images/*.jpg' or 'gs://bucket/images/**/*.jpg'. "
+                 "Paired by file stem with the --masks glob given in the same position.")
+        sources.add_argument(
+            "--masks", action="append", default=None, metavar="GLOB",
+            help="Glob of segmentation masks (single-channel or palette PNG).")
+        sources.add_argument(
+            "--oxford_pets", action="append", default=None, metavar="ROOT",
+            help="Root of a dataset in the Oxford-IIIT Pet layout: images/*.jpg, "
+                 "annotations/trimaps/*.png, annotations/{trainval,test}.txt give labels and splits.")
+        out = parser.add_argument_group("output")
+        out.add_argument("--output", default=None, metavar="DIR",
+                         help="Output directory (local or gs://): shards, manifest.json, rejected/.")
+        out.add_argument("--overwrite", action="store_true", default=False,
+                         help="Replace the output of an earlier run in --output.")
+        out.add_argument("--image_size", type=_flag_type(config_lib.parse_image_size),
+                         default=(128, 128), metavar="N|HxW",
+                         help="Output size: one number for a square, or HEIGHTxWIDTH. Default 128.")
+        out.add_argument("--image_format", type=str, choices=config_lib.IMAGE_FORMATS, default="jpeg",
+                         help="Encoding of images in the records; masks are always lossless "
+                              "(PNG, or raw bytes with --image_format raw). Default jpeg.")
+        out.add_argument("--jpeg_quality", type=_flag_type(_positive_int), default=95,
+                         help="JPEG quality, 1-100. Default 95.")
+        out.add_argument("--num_shards", type=_flag_type(_positive_int), default=None,
+                         help="Files per split. Default: enough for --shard_size_mb per file.")
+        out.add_argument("--shard_size_mb", type=_flag_type(float), default=100.0,
+                         help="Target size of a shard in MB when --num_shards is not given. Default 100.")
+        proc = parser.add_argument_group("processing")
+        proc.add_argument("--max_pixels", type=_flag_type(_positive_int), default=40_000_000,
+                          help="Refuse images with more pixels than this, from their header, "
+                               "before decoding. Default 40,000,000.")
+        proc.add_argument("--mask_values", type=_flag_type(config_lib.parse_mask_values), default=None,
+                          metavar="LIST",
+                          help="Allowed mask values, e.g. '1,2,3' for Oxford trimaps or '0-20,255'. "
+                               "Masks with other values are rejected. Default: any.")
+        proc.add_argument("--augment_copies", type=_flag_type(_non_negative_int), default=0,
+                          help="Extra augmented copies of each training example (flip, crop, "
+                               "rotation, brightness/contrast). Default 0.")
+        proc.add_argument("--seed", type=_flag_type(int), default=0,
+                          help="Seed of augmentation and of nothing else. Default 0.")
+        split = parser.add_argument_group("splits")
+        split.add_argument("--split_fractions", type=_flag_type(config_lib.parse_split_fractions),
+                           default=config_lib.DEFAULT_SPLIT_FRACTIONS, metavar="SPEC",
+                           help="Split of inputs whose source has none, by stable hash of the key. "
+                                "Default train=0.8,val=0.1,test=0.1.")
+        split.add_argument("--val_fraction", type=_flag_type(_fraction), default=0.1,
+                           help="Fraction of Oxford trainval held out as 'val' by stable hash. Default 0.1.")
+        split.add_argument("--max_reject_fraction", type=_flag_type(_fraction), default=1.0,
+                           help="Fail the job (and write no manifest) when more than this fraction "
+                                "of inputs is rejected. Default 1.0: never.")
+
+    def to_config(self) -> config_lib.JobConfig:
+        return config_lib.JobConfig(
+            output=self.output,
+            images=tuple(self.images or ()),
+            masks=tuple(self.masks or ()),
+            oxford_pets=tuple(self.oxford_pets or ()),
+            image_size=tuple(self.image_size),
+            image_format=self.image_format,
+            jpeg_quality=self.jpeg_quality,
+            max_pixels=self.max_pixels,
+            mask_values=self.mask_values,
+            augment_copies=self.augment_copies,
+            seed=self.seed,
+            val_fraction=self.val_fraction,
+            split_fractions=tuple(self.split_fractions),
+            num_shards=self.num_shards,
+            shard_size_mb=self.shard_size_mb,
+            max_reject_fraction=self.max_reject_fraction,
+            overwrite=self.overwrite,
+        )
+
+
+def _help_parser(prog: str | None, description: str | None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog, description=description, allow_abbrev=False,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Any Beam pipeline option is accepted too, e.g. --runner DirectRunner "
+               "--direct_running_mode multi_processing --direct_num_workers 2, or "
+               "--runner DaskRunner --dask_client_address HOST:PORT.")
+    PreprocessOptions._add_argparse_args(parser)  # pylint: disable=protected-access
+    return parser
+
+
+def parse_args(argv: list[str], prog: str | None = None,
+               description: str | None = None) -> tuple[config_lib.JobConfig, PipelineOptions]:
+    """Parses and validates ``argv``; exits with status 2 and a message naming the flag on error."""
+    parser = _help_parser(prog, description)
+    parser.parse_known_args(argv)  # --help, and flag-level errors with this job's own usage line
+    beam_parser = _BeamArgumentParser(allow_abbrev=False)
+    for cls in {str(c): c for c in PipelineOptions.__subclasses__()}.values():
+        cls._add_argparse_args(beam_parser)  # pylint: disable=protected-access
+    _, unknown = beam_parser.parse_known_args(argv)
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    options = PipelineOptions(argv)
+    try:
+        job_config = options.view_as(PreprocessOptions).to_config()
+    except ValueError as error:
+        parser.error(str(error))
+    return job_config, options
+

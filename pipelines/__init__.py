@@ -1,0 +1,1 @@
+"""Runnable Beam jobs: thin launchers over the beam_etl library."""

@@ -1,0 +1,88 @@
+"""Preprocess image-segmentation data into sharded TFRecords, a manifest and a rejected list.
+
+Locally, with the DirectRunner::
+
+    python -m beam_etl.sample_data --output DATA --num_images 200 --seed 0
+    python -m pipelines.preprocess --oxford_pets DATA --output OUT --image_size 128
+    python -m pipelines.preprocess --images 'DATA/images/*.jpg' \\
+        --masks 'DATA/annotations/trimaps/*.png' --output OUT2 --image_size 128 \\
+        --runner DirectRunner --direct_running_mode multi_processing --direct_num_workers 2
+
+On Dataflow (see README.md for the container)::
+
+    python -m pipelines.preprocess --oxford_pets gs://BUCKET/pets --output gs://BUCKET/out \\
+        --runner DataflowRunner --project PROJECT --region REGION \\
+        --temp_location gs://BUCKET/tmp --sdk_container_image IMAGE
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+
+import apache_beam as beam
+
+from beam_etl import manifest as manifest_lib
+from beam_etl import options as options_lib
+from beam_etl import sink, sources
+from beam_etl.config import JobConfig
+from beam_etl.transforms import ProcessExamples
+
+_MB = 1 << 20
+
+
+def build_pipeline(pipeline: beam.Pipeline, config: JobConfig):
+    """Wires the job's steps onto ``pipeline``; returns the PCollection holding the manifest."""
+    records, source_rejected = pipeline | "ReadSources" >> sources.ReadSources(config)
+    examples, rejected = records | "ProcessExamples" >> ProcessExamples(config)
+    shard_reports = examples | "WriteShards" >> sink.WriteShards(
+        config.output, config.splits, config.num_shards, int(config.shard_size_mb * _MB))
+    all_rejected = (source_rejected, rejected) | "FlattenRejected" >> beam.Flatten()
+    rejected_report = all_rejected | "WriteRejected" >> sink.WriteRejected(config.output)
+    inputs = ((records, source_rejected)
+              | "FlattenInputs" >> beam.Flatten()
+              | "CountInputs" >> beam.combiners.Count.Globally())
+    reports = (
+        (shard_reports | "TagShards" >> beam.Map(lambda info: ("shard", info)),
+         rejected_report | "TagRejected" >> beam.Map(lambda info: ("rejected", info)),
+         inputs | "TagInputs" >> beam.Map(lambda count: ("inputs", count)))
+        | "FlattenReports" >> beam.Flatten())
+    return reports | "WriteManifest" >> manifest_lib.WriteManifest(config)
+
+
+def summarize(manifest: dict, seconds: float) -> str:
+    lines = [f"beam-etl: {manifest['num_inputs']} inputs -> {manifest['num_written']} written "
+             f"({manifest['num_examples']} examples with augmentation), "
+             f"{manifest['num_rejected']} rejected, in {seconds:.1f} s "
+             f"({manifest['num_inputs'] / max(seconds, 1e-9):.1f} images/s)"]
+    for split, info in manifest["splits"].items():
+        lines.append(f"  {split:5s} {info['num_examples']:8d} examples in {len(info['files'])} files "
+                     f"({info['bytes'] / _MB:.1f} MB)")
+    for reason, count in manifest["rejected"]["by_reason"].items():
+        lines.append(f"  rejected {reason}: {count}")
+    return "\n".join(lines)
+
+
+def run(argv: list[str] | None = None) -> dict:
+    """Parses flags, runs the job to completion and returns the manifest."""
+    argv = sys.argv[1:] if argv is None else argv
+    config, pipeline_options = options_lib.parse_args(
+        argv, prog="python -m pipelines.preprocess", description=__doc__.split("\n\n")[0])
+    try:
+        sources.check_sources(config)
+        manifest_lib.prepare_output(config)
+    except ValueError as error:
+        sys.exit(f"error: {error}")
+    started = time.perf_counter()
+    with beam.Pipeline(options=pipeline_options) as pipeline:
+        build_pipeline(pipeline, config)
+    seconds = time.perf_counter() - started
+    manifest = manifest_lib.read_manifest(config.output)
+    print(summarize(manifest, seconds))
+    return manifest
+
+
+if __name__ == "__main__":
+    logging.getLogger().setLevel(logging.WARNING)
+    run()
