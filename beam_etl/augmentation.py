@@ -16,8 +16,15 @@ import math
 import numpy as np
 from PIL import Image
 
-# Stay at least this many source pixels inside the border, so no tap falls outside.
+# Distance kept from the border, in full-resolution pixels, so that no filter tap falls
+# outside even on an image decoded at 1/8 scale; it does not depend on the decoded size, so
+# the mask's geometry is the same whatever the JPEG decoder did.
 _MIN_MARGIN = 1.0
+_MAX_MARGIN = 8.0
+
+
+def _margin(full_hw: tuple[int, int]) -> float:
+    return max(_MIN_MARGIN, min(_MAX_MARGIN, min(full_hw) / 8.0))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,8 +112,7 @@ def augment(pixels: np.ndarray, mask: np.ndarray, output_hw: tuple[int, int],
     params = sample_params(rng, settings)
     out_h, out_w = output_hw
     scale_y, scale_x = pixels.shape[0] / mask.shape[0], pixels.shape[1] / mask.shape[1]
-    margin = max(_MIN_MARGIN, 1.0 / scale_x, 1.0 / scale_y)
-    mask_coeffs = affine_coefficients(mask.shape, output_hw, params, margin)
+    mask_coeffs = affine_coefficients(mask.shape, output_hw, params, _margin(mask.shape))
     a, b, c, d, e, f = mask_coeffs
     image_coeffs = (a * scale_x, b * scale_x, c * scale_x, d * scale_y, e * scale_y, f * scale_y)
     image = Image.fromarray(pixels).transform(

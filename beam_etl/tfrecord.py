@@ -7,7 +7,7 @@ little-endian, as TensorFlow's ``TFRecordWriter`` writes it.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import BinaryIO
 
 import google_crc32c
@@ -36,22 +36,3 @@ def write_records(handle: BinaryIO, records: Iterable[bytes]) -> int:
         written += len(framed)
     return written
 
-
-def read_records(handle: BinaryIO) -> Iterator[bytes]:
-    """Reads framed records back, checking both checksums."""
-    while True:
-        header = handle.read(12)
-        if not header:
-            return
-        if len(header) < 12:
-            raise ValueError("truncated TFRecord header")
-        length, length_crc = struct.unpack("<QI", header)
-        if masked_crc32c(header[:8]) != length_crc:
-            raise ValueError("corrupt TFRecord length checksum")
-        data = handle.read(length)
-        footer = handle.read(4)
-        if len(data) < length or len(footer) < 4:
-            raise ValueError("truncated TFRecord data")
-        if masked_crc32c(data) != struct.unpack("<I", footer)[0]:
-            raise ValueError("corrupt TFRecord data checksum")
-        yield data
