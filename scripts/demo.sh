@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Sets up .venv, writes the sample dataset (with defects) and runs the job on it with the
+# DirectRunner; the job prints its summary, then this shows what was written.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+export TF_CPP_MIN_LOG_LEVEL=2
+.venv/bin/python -m beam_etl.sample_data --output demo/data --num_images 200 --seed 0 --defects
+.venv/bin/python -m pipelines.preprocess --oxford_pets demo/data --output demo/out \
+  --image_size 128 --augment_copies 1 --mask_values 1,2,3 --overwrite
+echo
+echo "demo/out:"; ls -l demo/out
+echo; echo "demo/out/rejected/rejected-00000-of-00001.jsonl:"; cat demo/out/rejected/rejected-00000-of-00001.jsonl

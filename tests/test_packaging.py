@@ -1,0 +1,18 @@
+import pathlib
+import re
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def test_dockerfile_uses_the_pinned_beam_version():
+    pin = re.search(r'"apache-beam\[gcp\]==([\d.]+)"', (ROOT / "pyproject.toml").read_text()).group(1)
+    dockerfile = (ROOT / "docker" / "Dockerfile").read_text()
+    assert re.search(r"ARG BEAM_VERSION=([\d.]+)", dockerfile).group(1) == pin
+    assert "FROM apache/beam_python3.11_sdk:${BEAM_VERSION}" in dockerfile
+
+
+def test_readme_test_command_is_what_ci_runs():
+    readme = (ROOT / "README.md").read_text()
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "bash scripts/setup.sh && .venv/bin/python -m pytest" in readme
+    assert "bash scripts/setup.sh\n.venv/bin/python -m pytest\n" in ci
