@@ -2,8 +2,8 @@
 the image only. Pure functions, no Beam.
 
 The geometry (flip, rotation, crop) is one affine map sampled once per copy from an explicit
-``numpy`` generator and applied in a single resampling step, bilinear for the image and
-nearest neighbour for the mask. The rotated crop is always chosen inside the source image, so
+``numpy`` generator and applied in a single resampling step (OpenCV), bilinear for the image
+and nearest neighbour for the mask. The rotated crop is always chosen inside the source image, so
 no fill value (0 or 255) ever enters a rotated corner: every mask value in the output was in
 the input.
 """
@@ -13,8 +13,8 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import cv2
 import numpy as np
-from PIL import Image
 
 # Distance kept from the border, in full-resolution pixels, so that no filter tap falls
 # outside even on an image decoded at 1/8 scale; it does not depend on the decoded size, so
@@ -61,7 +61,8 @@ def sample_params(rng: np.random.Generator, settings: AugmentSettings = AugmentS
 
 def affine_coefficients(source_hw: tuple[int, int], output_hw: tuple[int, int],
                         params: AugmentParams, margin: float = _MIN_MARGIN) -> tuple[float, ...]:
-    """Pillow AFFINE data mapping output pixel coordinates to source coordinates.
+    """``(a, b, c, d, e, f)`` mapping output to source coordinates, as Pillow's AFFINE data:
+    ``x_src = a x + b y + c``, ``y_src = d x + e y + f``, with pixel centres at ``i + 0.5``.
 
     The crop keeps the source's aspect ratio (as the plain resize does), is rotated by
     ``angle_deg`` about its centre and is scaled so that its rotated corners stay inside the
@@ -115,8 +116,20 @@ def augment(pixels: np.ndarray, mask: np.ndarray, output_hw: tuple[int, int],
     mask_coeffs = affine_coefficients(mask.shape, output_hw, params, _margin(mask.shape))
     a, b, c, d, e, f = mask_coeffs
     image_coeffs = (a * scale_x, b * scale_x, c * scale_x, d * scale_y, e * scale_y, f * scale_y)
-    image = Image.fromarray(pixels).transform(
-        (out_w, out_h), Image.Transform.AFFINE, image_coeffs, resample=Image.Resampling.BILINEAR)
-    out_mask = Image.fromarray(mask).transform(
-        (out_w, out_h), Image.Transform.AFFINE, mask_coeffs, resample=Image.Resampling.NEAREST)
-    return adjust_photometric(np.asarray(image), params), np.asarray(out_mask)
+    image = _warp(pixels, image_coeffs, (out_h, out_w), cv2.INTER_LINEAR)
+    out_mask = _warp(mask, mask_coeffs, (out_h, out_w), cv2.INTER_NEAREST)
+    return adjust_photometric(image, params), out_mask
+
+
+def _warp(source: np.ndarray, coeffs: tuple[float, ...], output_hw: tuple[int, int],
+          interpolation: int) -> np.ndarray:
+    """Applies output->source affine ``coeffs`` given in pixel-centre coordinates (x + 0.5).
+
+    OpenCV indexes pixel centres at integers, hence the half-pixel shift. Reflection at the
+    border is a second guard: even a tap past the edge reads a value that is in the input.
+    """
+    a, b, c, d, e, f = coeffs
+    matrix = np.array([[a, b, c + (a + b) / 2 - 0.5], [d, e, f + (d + e) / 2 - 0.5]], np.float64)
+    out_h, out_w = output_hw
+    return cv2.warpAffine(source, matrix, (out_w, out_h), flags=interpolation | cv2.WARP_INVERSE_MAP,
+                          borderMode=cv2.BORDER_REFLECT_101)

@@ -3,13 +3,16 @@ neighbour only, so that no label value that was not in the mask can ever appear.
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
-from PIL import Image
 
-# Bilinear in Pillow widens its kernel when shrinking, so it antialiases; reducing_gap lets it
-# first box-reduce by an integer factor, which is faster and indistinguishable at 2.0.
-IMAGE_FILTER = Image.Resampling.BILINEAR
-REDUCING_GAP = 2.0
+# Parallelism comes from the runner's workers; OpenCV's own thread pool would only compete.
+cv2.setNumThreads(1)
+
+# Below this shrink factor, bilinear interpolation reads every source pixel and does not
+# alias; above it, area averaging does. The JPEG decoder's DCT scaling already brings most
+# images below it, where bilinear is several times faster than area (BENCHMARKS.md).
+_AREA_ABOVE = 2.0
 
 
 def resize_image(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -17,17 +20,18 @@ def resize_image(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     height, width = size
     if pixels.shape[:2] == (height, width):
         return pixels
-    resized = Image.fromarray(pixels).resize((width, height), IMAGE_FILTER, reducing_gap=REDUCING_GAP)
-    return np.asarray(resized)
+    shrink = max(pixels.shape[0] / height, pixels.shape[1] / width)
+    interpolation = cv2.INTER_AREA if shrink > _AREA_ABOVE else cv2.INTER_LINEAR
+    return cv2.resize(pixels, (width, height), interpolation=interpolation)
 
 
 def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """``uint8[h, w]`` -> ``uint8[size]`` by nearest neighbour: every output value is an input value."""
+    """``uint8[h, w]`` -> ``uint8[size]`` by nearest neighbour: every output value is an input value.
+
+    INTER_NEAREST_EXACT samples at pixel centres, as Pillow's NEAREST does (OpenCV's plain
+    INTER_NEAREST is shifted by half a pixel).
+    """
     height, width = size
     if mask.shape == (height, width):
         return mask
-    # Index arithmetic rather than a library call: the sampled rows and columns are pixel
-    # centres, exactly, so the result cannot depend on a resampler's rounding.
-    rows = ((np.arange(height) + 0.5) * (mask.shape[0] / height)).astype(np.intp)
-    cols = ((np.arange(width) + 0.5) * (mask.shape[1] / width)).astype(np.intp)
-    return mask[np.minimum(rows, mask.shape[0] - 1)[:, None], np.minimum(cols, mask.shape[1] - 1)[None, :]]
+    return cv2.resize(mask, (width, height), interpolation=cv2.INTER_NEAREST_EXACT)

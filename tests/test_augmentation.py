@@ -2,7 +2,9 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from beam_etl.augmentation import AugmentParams, AugmentSettings, affine_coefficients, augment
+import cv2
+
+from beam_etl.augmentation import AugmentParams, AugmentSettings, _warp, affine_coefficients, augment
 from beam_etl.hashing import rng_for
 from beam_etl.resizing import resize_image, resize_mask
 from tests.images import gradient
@@ -74,6 +76,10 @@ def test_flip_without_rotation_or_crop_mirrors_exactly():
     flipped = np.asarray(Image.fromarray(mask).transform((32, 32), Image.Transform.AFFINE, coeffs,
                                                           resample=Image.Resampling.NEAREST))
     np.testing.assert_array_equal(flipped, mask[:, ::-1])
+    # The OpenCV warp the job uses reads the same coefficients the same way.
+    np.testing.assert_array_equal(_warp(mask, coeffs, (32, 32), cv2.INTER_NEAREST), mask[:, ::-1])
+    image = np.repeat(mask[:, :, None] * 50, 3, axis=2)
+    np.testing.assert_array_equal(_warp(image, coeffs, (32, 32), cv2.INTER_LINEAR), image[:, ::-1])
     assert resize_mask(mask, (32, 32)) is mask
 
 

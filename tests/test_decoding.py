@@ -1,6 +1,8 @@
+import io
+
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 from beam_etl.decoding import decode_image, decode_mask
 from beam_etl.records import RejectedInput
@@ -81,3 +83,25 @@ def test_colour_mask_is_rejected():
     with pytest.raises(RejectedInput) as error:
         decode_mask(encode(Image.fromarray(gradient()), "PNG"), max_pixels=BIG)
     assert error.value.reason == "not_single_channel"
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_fast_jpeg_path_orients_like_pillow(orientation):
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    data = encode(Image.fromarray(gradient(40, 64)), "JPEG", quality=95, exif=exif.tobytes())
+    expected = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB"))
+    decoded = decode_image(data, max_pixels=BIG)
+    assert (decoded.height, decoded.width) == expected.shape[:2]
+    np.testing.assert_array_equal(decoded.pixels, expected)
+
+
+def test_mask_fast_path_rejects_truncated_and_too_large():
+    labels = (np.arange(300 * 200).reshape(300, 200) % 7).astype(np.uint8)
+    data = encode(Image.fromarray(labels), "PNG")
+    with pytest.raises(RejectedInput) as error:
+        decode_mask(data[: len(data) // 2], max_pixels=BIG)
+    assert error.value.reason == "truncated"
+    with pytest.raises(RejectedInput) as error:
+        decode_mask(data, max_pixels=1000)
+    assert error.value.reason == "too_large"
