@@ -5,22 +5,35 @@ Shards: each example goes to shard ``stable_hash(example_key) % num_shards`` of 
 a shard's records are sorted by key; so the same inputs give byte-identical files whatever
 the runner, worker count or bundle order. Every file is written under ``.incomplete/`` and
 renamed into place once complete.
+
+The example bytes never go through the shuffle. The step that makes them appends them to a
+spill file of its bundle (``.incomplete/spill/``) and passes on only where they are; the
+GroupByKey gathers those small pointers by shard, and the shard writer reads the bytes back
+in file order. Shuffling the bytes themselves made the job several times slower than a
+hand-written process pool on the DirectRunner, whose shuffle runs in one process, and made
+its memory grow with the dataset (BENCHMARKS.md).
 """
 
 from __future__ import annotations
 
 import collections
 import math
+import uuid
 
 import apache_beam as beam
 from apache_beam.io.filesystem import BeamIOError
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.transforms import window
+from apache_beam.utils.windowed_value import WindowedValue
 
 from beam_etl import tfrecord
+from beam_etl.config import JobConfig
 from beam_etl.hashing import stable_hash
 from beam_etl.records import EncodedExample
+from beam_etl.splits import assign_split
 
 INCOMPLETE_DIR = ".incomplete"
+SPILL_DIR = f"{INCOMPLETE_DIR}/spill"
 REJECTED_DIR = "rejected"
 REJECTED_FILE = f"{REJECTED_DIR}/rejected-00000-of-00001.jsonl"
 _EMPTY = None  # placeholder value that makes a shard exist even when no example lands in it
@@ -55,17 +68,49 @@ def write_atomically(output_dir: str, name: str, chunks) -> int:
     return written
 
 
-def _shard_counts_from_bytes(split_bytes, splits, shard_bytes):
-    counts = {split: 1 for split in splits}
-    for split, total in split_bytes:
-        counts[split] = max(1, math.ceil(total / shard_bytes))
+# Expected bytes per pixel of an encoded record, for choosing shard counts before any image
+# is decoded (image + mask; measured on photos at quality 95, rounded up).
+_BYTES_PER_PIXEL = {"raw": 4.0, "png": 2.2, "jpeg": 0.8}
+_RECORD_OVERHEAD = 512  # keys, filename, framing
+
+
+def expected_record_bytes(config: JobConfig) -> float:
+    height, width = config.image_size
+    return height * width * _BYTES_PER_PIXEL[config.image_format] + _RECORD_OVERHEAD
+
+
+def _shard_counts(split_inputs, config: JobConfig, shard_bytes: int):
+    counts = dict.fromkeys(config.splits, 1)
+    record_bytes = expected_record_bytes(config)
+    for split, inputs in split_inputs:
+        examples = inputs * (1 + config.augment_copies if split == "train" else 1)
+        counts[split] = max(1, math.ceil(examples * record_bytes / shard_bytes))
     return sorted(counts.items())
 
 
-def _assign_shard(example: EncodedExample, counts: dict):
-    num_shards = counts[example.split]
-    shard = stable_hash("shard", example.example_key) % num_shards
-    return (example.split, shard, num_shards), (example.example_key, example.copy, example.serialized)
+class ShardCounts(beam.PTransform):
+    """``SourceRecord`` -> ``(split, num_shards)`` for every split of the run.
+
+    With ``--num_shards`` that number; otherwise enough files for ``shard_bytes`` each,
+    from the number of inputs per split and the expected size of a record, so that shard
+    assignment can start as soon as inputs are listed, before any image is decoded.
+    """
+
+    def __init__(self, config: JobConfig, shard_bytes: int):
+        super().__init__()
+        self._config = config
+        self._shard_bytes = shard_bytes
+
+    def expand(self, records):
+        config = self._config
+        if config.num_shards:
+            return records.pipeline | "FixedCounts" >> beam.Create(
+                [(split, config.num_shards) for split in config.splits])
+        return (records
+                | "SplitOf" >> beam.Map(lambda r: (assign_split(r.key, r.split, config), 1))
+                | "CountBySplit" >> beam.CombinePerKey(sum)
+                | "ListCounts" >> beam.combiners.ToList()
+                | "ChooseCounts" >> beam.FlatMap(_shard_counts, config, self._shard_bytes))  # (split, n)
 
 
 def _placeholders(split_and_count):
@@ -74,21 +119,72 @@ def _placeholders(split_and_count):
         yield (split, shard, num_shards), _EMPTY
 
 
+class _SpillFn(beam.DoFn):
+    """Appends example bytes to this bundle's spill file; emits ``(shard, pointer)`` at its end."""
+
+    def __init__(self, output_dir: str):
+        self._output_dir = output_dir
+
+    def start_bundle(self):
+        self._handle = None
+        self._pointers = []
+
+    def process(self, example: EncodedExample, counts: dict):
+        if self._handle is None:
+            self._uri = join(self._output_dir, f"{SPILL_DIR}/{uuid.uuid4().hex}.bin")
+            self._handle = FileSystems.create(self._uri)
+            self._offset = 0
+        data = example.serialized
+        self._handle.write(data)
+        num_shards = counts[example.split]
+        shard = stable_hash("shard", example.example_key) % num_shards
+        self._pointers.append(((example.split, shard, num_shards),
+                               (example.example_key, example.copy, self._uri, self._offset, len(data))))
+        self._offset += len(data)
+
+    def finish_bundle(self):
+        if self._handle is None:
+            return
+        self._handle.close()  # the pointers go out only once their bytes are durable
+        for pointer in self._pointers:
+            yield WindowedValue(pointer, window.GlobalWindow().max_timestamp(), [window.GlobalWindow()])
+        self._handle = None
+        self._pointers = []
+
+
+def _read_spilled(pointers) -> dict[str, bytes]:
+    """``{example_key: bytes}``, reading each spill file once, front to back."""
+    data = {}
+    by_file = collections.defaultdict(list)
+    for key, _, uri, offset, length in pointers:
+        by_file[uri].append((offset, length, key))
+    for uri, parts in sorted(by_file.items()):
+        with FileSystems.open(uri) as handle:
+            for offset, length, key in sorted(parts):
+                handle.seek(offset)
+                chunk = handle.read(length)
+                if len(chunk) != length:
+                    raise IOError(f"spill file {uri} is shorter than expected at offset {offset}")
+                data[key] = chunk
+    return data
+
+
 class _WriteShardFn(beam.DoFn):
     def __init__(self, output_dir: str):
         self._output_dir = output_dir
 
     def process(self, element):
         (split, shard, num_shards), values = element
-        records = sorted(value for value in values if value is not _EMPTY)
+        pointers = sorted(value for value in values if value is not _EMPTY)
+        data = _read_spilled(pointers)
         name = shard_name(split, shard, num_shards)
         size = write_atomically(self._output_dir, name,
-                                (tfrecord.frame(serialized) for _, _, serialized in records))
+                                (tfrecord.frame(data[key]) for key, *_ in pointers))
         yield {
             "split": split,
             "file": name,
-            "num_examples": len(records),
-            "num_source_examples": sum(1 for _, copy, _ in records if copy == 0),
+            "num_examples": len(pointers),
+            "num_source_examples": sum(1 for _, copy, *_ in pointers if copy == 0),
             "bytes": size,
         }
 
@@ -96,34 +192,22 @@ class _WriteShardFn(beam.DoFn):
 class WriteShards(beam.PTransform):
     """``EncodedExample`` -> ``OUTPUT/<split>-SSSSS-of-NNNNN.tfrecord``; yields one dict per file.
 
-    With ``num_shards`` every split gets that many files; otherwise each split gets enough
-    files for ``shard_bytes`` each (at least one, so an empty split still has a file).
+    ``shard_counts`` is a PCollection of ``(split, num_shards)`` (see :class:`ShardCounts`);
+    every shard is written, an empty file where no example landed.
     """
 
-    def __init__(self, output_dir: str, splits: tuple[str, ...], num_shards: int | None,
-                 shard_bytes: int):
+    def __init__(self, output_dir: str, shard_counts):
         super().__init__()
         self._output_dir = output_dir
-        self._splits = splits
-        self._num_shards = num_shards
-        self._shard_bytes = shard_bytes
+        self._shard_counts = shard_counts
 
     def expand(self, examples):
-        if self._num_shards:
-            counts = examples.pipeline | "ShardCounts" >> beam.Create(
-                [(split, self._num_shards) for split in self._splits])
-        else:
-            counts = (examples
-                      | "SizeBySplit" >> beam.Map(lambda e: (e.split, len(e.serialized) + 16))
-                      | "SumBySplit" >> beam.CombinePerKey(sum)
-                      | "ListSizes" >> beam.combiners.ToList()
-                      | "ShardCounts" >> beam.FlatMap(
-                          _shard_counts_from_bytes, self._splits, self._shard_bytes))  # (split, n)
-        keyed = examples | "AssignShards" >> beam.Map(_assign_shard, beam.pvalue.AsDict(counts))
-        empty = counts | "EveryShard" >> beam.FlatMap(_placeholders)
-        return ((keyed, empty)
+        pointers = examples | "SpillExamples" >> beam.ParDo(
+            _SpillFn(self._output_dir), beam.pvalue.AsDict(self._shard_counts))
+        empty = self._shard_counts | "EveryShard" >> beam.FlatMap(_placeholders)
+        return ((pointers, empty)
                 | "FlattenShards" >> beam.Flatten()
-                | "GroupByShard" >> beam.GroupByKey()  # ((split, shard, n), [(key, copy, bytes)])
+                | "GroupByShard" >> beam.GroupByKey()  # ((split, shard, n), [(key, copy, spill, offset, len)])
                 | "WriteShardFiles" >> beam.ParDo(_WriteShardFn(self._output_dir)))
 
 

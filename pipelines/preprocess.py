@@ -36,8 +36,8 @@ def build_pipeline(pipeline: beam.Pipeline, config: JobConfig):
     """Wires the job's steps onto ``pipeline``; returns the PCollection holding the manifest."""
     records, source_rejected = pipeline | "ReadSources" >> sources.ReadSources(config)
     examples, rejected = records | "ProcessExamples" >> ProcessExamples(config)
-    shard_reports = examples | "WriteShards" >> sink.WriteShards(
-        config.output, config.splits, config.num_shards, int(config.shard_size_mb * _MB))
+    shard_counts = records | "ShardCounts" >> sink.ShardCounts(config, int(config.shard_size_mb * _MB))
+    shard_reports = examples | "WriteShards" >> sink.WriteShards(config.output, shard_counts)
     all_rejected = (source_rejected, rejected) | "FlattenRejected" >> beam.Flatten()
     rejected_report = all_rejected | "WriteRejected" >> sink.WriteRejected(config.output)
     inputs = ((records, source_rejected)

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import apache_beam as beam
@@ -5,8 +6,9 @@ import tensorflow as tf
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from beam_etl.records import EncodedExample, Rejection
-from beam_etl.sink import WriteRejected, WriteShards
+from beam_etl.config import JobConfig
+from beam_etl.records import EncodedExample, Rejection, SourceRecord
+from beam_etl.sink import ShardCounts, WriteRejected, WriteShards, expected_record_bytes
 
 
 def _examples(n, split="train"):
@@ -20,8 +22,8 @@ def _records(path):
 
 def test_fixed_shards_hold_every_example_sorted_and_empty_splits_get_files(tmp_path):
     with TestPipeline() as p:
-        reports = (p | beam.Create(_examples(40))
-                   | WriteShards(str(tmp_path), ("train", "test"), num_shards=3, shard_bytes=1 << 20))
+        counts = p | "Counts" >> beam.Create([("train", 3), ("test", 3)])
+        reports = p | beam.Create(_examples(40)) | WriteShards(str(tmp_path), counts)
         assert_that(reports | beam.Map(lambda r: (r["file"], r["split"])), equal_to([
             ("train-00000-of-00003.tfrecord", "train"), ("train-00001-of-00003.tfrecord", "train"),
             ("train-00002-of-00003.tfrecord", "train"), ("test-00000-of-00003.tfrecord", "test"),
@@ -35,15 +37,24 @@ def test_fixed_shards_hold_every_example_sorted_and_empty_splits_get_files(tmp_p
     assert sorted(everything) == sorted(f"payload-{i}".encode() for i in range(40))
     assert _records(tmp_path / "test-00000-of-00003.tfrecord") == []
     assert not (tmp_path / ".incomplete" / "train-00000-of-00003.tfrecord").exists()
+    spilled = list((tmp_path / ".incomplete" / "spill").iterdir())  # removed by the manifest step
+    assert spilled and sum(f.stat().st_size for f in spilled) == sum(len(f"payload-{i}") for i in range(40))
 
 
-def test_shard_count_follows_the_target_size(tmp_path):
-    # 40 records of ~10 bytes + 16 bytes framing = ~1 KB; 300-byte target -> 4 files.
+def test_shard_counts_from_inputs_and_target_size():
+    records = [SourceRecord(key=f"k{i}", image_uri="i", mask_uri="m", split="train") for i in range(100)]
+    records += [SourceRecord(key=f"t{i}", image_uri="i", mask_uri="m", split="test") for i in range(10)]
+    config = JobConfig(output="o", oxford_pets=("r",), image_size=(100, 100), image_format="raw",
+                       augment_copies=1)
+    record_bytes = expected_record_bytes(config)  # 100 * 100 * 4 + 512
+    assert record_bytes == 40512
     with TestPipeline() as p:
-        reports = (p | beam.Create(_examples(40))
-                   | WriteShards(str(tmp_path), ("train",), num_shards=None, shard_bytes=300))
-        assert_that(reports | beam.Map(lambda r: r["file"]),
-                    equal_to([f"train-{i:05d}-of-00004.tfrecord" for i in range(4)]))
+        counts = p | beam.Create(records) | ShardCounts(config, shard_bytes=1_000_000)
+        # train: 100 inputs x 2 copies x 40512 B = 8.1 MB -> 9 files; test 0.4 MB -> 1; val: none -> 1
+        assert_that(counts, equal_to([("train", 9), ("test", 1), ("val", 1)]))
+    with TestPipeline() as p:
+        fixed = p | beam.Create(records) | ShardCounts(dataclasses.replace(config, num_shards=4), 1)
+        assert_that(fixed, equal_to([("train", 4), ("val", 4), ("test", 4)]))
 
 
 def test_rejected_list_is_written_sorted_and_even_when_empty(tmp_path):
