@@ -20,9 +20,12 @@ import struct
 from collections.abc import Mapping, Sequence
 
 _LEN = 2  # wire type of length-delimited fields
+_ONE_BYTE = [bytes([value]) for value in range(0x80)]
 
 
 def _varint(value: int) -> bytes:
+    if 0 <= value < 0x80:
+        return _ONE_BYTE[value]  # tags and most lengths: no loop, no allocation
     if value < 0:
         value += 1 << 64  # int64 is sent as its two's complement, ten bytes long
     out = bytearray()

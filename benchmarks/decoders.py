@@ -1,0 +1,75 @@
+"""Which libraries to decode and resize with: the candidates side by side on the same files.
+
+    python -m benchmarks.decoders --num_images 300
+
+Prints ms per image, one process, for JPEG decoding (full size and shrunk for a 128x128
+output), PNG mask decoding and resizing. beam_etl uses the fastest of each (BENCHMARKS.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import tempfile
+import time
+
+import cv2
+import numpy as np
+import pyspng
+import simplejpeg
+from PIL import Image
+
+from benchmarks.preprocess_throughput import ensure_dataset
+
+cv2.setNumThreads(1)
+
+
+def _ms(function, items, repeats=3) -> float:
+    started = time.perf_counter()
+    for _ in range(repeats):
+        for item in items:
+            function(item)
+    return (time.perf_counter() - started) * 1000 / repeats / len(items)
+
+
+def _pillow_draft(data):
+    image = Image.open(io.BytesIO(data))
+    image.draft("RGB", (128, 128))
+    return np.asarray(image.convert("RGB"))
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--num_images", type=int, default=300)
+    parser.add_argument("--data", default=os.path.join(tempfile.gettempdir(), "beam-etl-bench-data"))
+    args = parser.parse_args(argv)
+    records = ensure_dataset(args.data, 4000)[: args.num_images]
+    jpegs = [open(r.image_uri, "rb").read() for r in records]
+    pngs = [open(r.mask_uri, "rb").read() for r in records]
+    rows = [
+        ("jpeg full: Pillow", _ms(lambda d: np.asarray(Image.open(io.BytesIO(d)).convert("RGB")), jpegs)),
+        ("jpeg full: simplejpeg", _ms(lambda d: simplejpeg.decode_jpeg(d), jpegs)),
+        ("jpeg full: OpenCV", _ms(lambda d: cv2.imdecode(np.frombuffer(d, np.uint8), cv2.IMREAD_COLOR), jpegs)),
+        ("jpeg >=128: Pillow draft", _ms(_pillow_draft, jpegs)),
+        ("jpeg >=128: simplejpeg min_size", _ms(lambda d: simplejpeg.decode_jpeg(d, min_height=128, min_width=128), jpegs)),
+        ("png mask: Pillow", _ms(lambda d: np.asarray(Image.open(io.BytesIO(d))), pngs)),
+        ("png mask: pyspng", _ms(pyspng.load, pngs)),
+        ("png mask: OpenCV", _ms(lambda d: cv2.imdecode(np.frombuffer(d, np.uint8), cv2.IMREAD_UNCHANGED), pngs)),
+    ]
+    shrunk = [simplejpeg.decode_jpeg(d, min_height=128, min_width=128) for d in jpegs]
+    masks = [pyspng.load(d) for d in pngs]
+    rows += [
+        ("resize to 128: Pillow bilinear", _ms(lambda a: np.asarray(Image.fromarray(a).resize((128, 128), Image.Resampling.BILINEAR)), shrunk)),
+        ("resize to 128: OpenCV area", _ms(lambda a: cv2.resize(a, (128, 128), interpolation=cv2.INTER_AREA), shrunk)),
+        ("resize to 128: OpenCV linear", _ms(lambda a: cv2.resize(a, (128, 128), interpolation=cv2.INTER_LINEAR), shrunk)),
+        ("mask to 128: Pillow nearest", _ms(lambda a: np.asarray(Image.fromarray(a).resize((128, 128), Image.Resampling.NEAREST)), masks)),
+        ("mask to 128: OpenCV nearest-exact", _ms(lambda a: cv2.resize(a, (128, 128), interpolation=cv2.INTER_NEAREST_EXACT), masks)),
+    ]
+    print(f"{len(records)} images from sample_data (mean {np.mean([len(j) for j in jpegs]) / 1024:.0f} KB JPEG), ms per image")
+    for name, ms in rows:
+        print(f"{name:>36} {ms:7.3f}")
+
+
+if __name__ == "__main__":
+    main()
