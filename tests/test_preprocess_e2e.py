@@ -124,3 +124,25 @@ def test_existing_output_needs_overwrite(pets_dir, tmp_path):
     written = sorted(p.name for p in (tmp_path / "out").glob("*.tfrecord"))
     assert written == sorted(f for s in manifest["splits"].values() for f in s["files"])  # old shards gone
     assert not (tmp_path / "out" / ".incomplete").exists()
+
+
+def test_metrics_count_inputs_writes_and_rejects(pets_dir, tmp_path, defects):
+    import apache_beam as beam
+    from apache_beam.metrics.metric import MetricsFilter
+
+    from beam_etl import options
+
+    config, pipeline_options = options.parse_args(
+        ["--oxford_pets", str(pets_dir), "--output", str(tmp_path / "out"), "--image_size", "32"])
+    pipeline = beam.Pipeline(options=pipeline_options)
+    preprocess.build_pipeline(pipeline, config)
+    result = pipeline.run()
+    result.wait_until_finish()
+    counters = {c.key.metric.name: c.committed
+                for c in result.metrics().query(MetricsFilter().with_namespace("beam_etl"))["counters"]}
+    manifest = manifest_lib.read_manifest(str(tmp_path / "out"))
+    assert counters["inputs"] + counters["rejected_at_source"] == manifest["num_inputs"]
+    for split, info in manifest["splits"].items():
+        assert counters.get(f"written_{split}", 0) == info["num_examples"]
+    assert counters["rejected_truncated"] == 1 and counters["rejected_empty_file"] == 1
+    assert counters["rejected_size_mismatch"] == 1 and counters["rejected_at_source"] == 1
