@@ -10,6 +10,7 @@ import dataclasses
 import json
 
 UNKNOWN_LABEL = -1
+REJECTED = "rejected"  # tag of the output that carries Rejection elements, in every step
 
 
 @dataclasses.dataclass(frozen=True)

@@ -20,10 +20,9 @@ from apache_beam.io.filesystem import MatchResult
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from beam_etl.records import Rejection, SourceRecord
+from beam_etl.records import REJECTED, Rejection, SourceRecord
 from beam_etl.splits import TRAINVAL
 
-REJECTED = "rejected"
 OXFORD_LISTS = (("trainval.txt", TRAINVAL), ("test.txt", "test"))
 
 
@@ -58,8 +57,7 @@ def _MatchByStem(pbegin, glob):  # pylint: disable=invalid-name
 class _PairByStemFn(beam.DoFn):
     """``(stem, {"image": [uri], "mask": [uri], "meta": [entry]})`` -> one record, or rejections."""
 
-    def __init__(self, source: str):
-        self._source = source
+    def __init__(self):
         self._rejected = Metrics.counter("beam_etl", "rejected_at_source")
 
     def _reject(self, uri, reason, message, key):
@@ -109,7 +107,7 @@ class ReadImageMaskPairs(beam.PTransform):
         masks = pbegin | "MatchMasks" >> _MatchByStem(self._masks_glob)  # (stem, uri)
         return ({"image": images, "mask": masks}
                 | "GroupByStem" >> beam.CoGroupByKey()
-                | "Pair" >> beam.ParDo(_PairByStemFn(self._images_glob)).with_outputs(REJECTED, main="records"))
+                | "Pair" >> beam.ParDo(_PairByStemFn()).with_outputs(REJECTED, main="records"))
 
 
 def parse_oxford_list(text: str, list_uri: str, split: str):
@@ -172,7 +170,7 @@ class ReadOxfordPets(beam.PTransform):
                  | "ReadLists" >> beam.FlatMap(_read_oxford_list))  # (stem, (split, label, name, list))
         return ({"image": images, "mask": masks, "meta": metas}
                 | "GroupByStem" >> beam.CoGroupByKey()
-                | "Pair" >> beam.ParDo(_PairByStemFn(self._root)).with_outputs(REJECTED, main="records"))
+                | "Pair" >> beam.ParDo(_PairByStemFn()).with_outputs(REJECTED, main="records"))
 
 
 class _DropDuplicateKeysFn(beam.DoFn):

@@ -9,10 +9,9 @@ from apache_beam.metrics import Metrics
 
 from beam_etl.config import JobConfig
 from beam_etl.process import process_example
-from beam_etl.records import RejectedInput, SourceRecord
+from beam_etl.records import REJECTED, RejectedInput, SourceRecord
 from beam_etl.splits import assign_split
 
-REJECTED = "rejected"
 _MASK_STAGES = ("read_mask", "decode_mask")
 
 
