@@ -23,8 +23,6 @@ import uuid
 import apache_beam as beam
 from apache_beam.io.filesystem import BeamIOError
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.transforms import window
-from apache_beam.utils.windowed_value import WindowedValue
 
 from beam_etl import tfrecord
 from beam_etl.config import JobConfig
@@ -120,14 +118,19 @@ def _placeholders(split_and_count):
 
 
 class _SpillFn(beam.DoFn):
-    """Appends example bytes to this bundle's spill file; emits ``(shard, pointer)`` at its end."""
+    """Appends example bytes to this bundle's spill file; emits ``(shard, pointer)``.
+
+    Pointers are emitted from ``process`` and the file is closed in ``finish_bundle``:
+    runners commit a bundle's outputs only once the bundle has finished, and the shard
+    writer reads after the GroupByKey, so it never sees a pointer into an open file. (The
+    Dask runner of Beam 2.77 drops whatever ``finish_bundle`` emits, so nothing is.)
+    """
 
     def __init__(self, output_dir: str):
         self._output_dir = output_dir
 
     def start_bundle(self):
         self._handle = None
-        self._pointers = []
 
     def process(self, example: EncodedExample, counts: dict):
         if self._handle is None:
@@ -138,18 +141,14 @@ class _SpillFn(beam.DoFn):
         self._handle.write(data)
         num_shards = counts[example.split]
         shard = stable_hash("shard", example.example_key) % num_shards
-        self._pointers.append(((example.split, shard, num_shards),
-                               (example.example_key, example.copy, self._uri, self._offset, len(data))))
+        yield ((example.split, shard, num_shards),
+               (example.example_key, example.copy, self._uri, self._offset, len(data)))
         self._offset += len(data)
 
     def finish_bundle(self):
-        if self._handle is None:
-            return
-        self._handle.close()  # the pointers go out only once their bytes are durable
-        for pointer in self._pointers:
-            yield WindowedValue(pointer, window.GlobalWindow().max_timestamp(), [window.GlobalWindow()])
-        self._handle = None
-        self._pointers = []
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
 
 
 def _read_spilled(pointers) -> dict[str, bytes]:
