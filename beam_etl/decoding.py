@@ -43,7 +43,6 @@ class DecodedImage:
     pixels: np.ndarray
     height: int
     width: int
-    format: str
 
 
 def _open(data: bytes, stage: str, max_pixels: int) -> Image.Image:
@@ -96,7 +95,6 @@ def decode_image(data: bytes, *, max_pixels: int,
         if decoded is not None:
             return decoded
     image = _open(data, "decode_image", max_pixels)
-    source_format = (image.format or "unknown").lower()
     orientation = _orientation(image)
     width, height = image.size
     if orientation in _TRANSPOSING_ORIENTATIONS:
@@ -110,7 +108,7 @@ def decode_image(data: bytes, *, max_pixels: int,
     if orientation != 1:
         image = ImageOps.exif_transpose(image)
     pixels = _to_rgb(image)
-    return DecodedImage(pixels=pixels, height=height, width=width, format=source_format)
+    return DecodedImage(pixels=pixels, height=height, width=width)
 
 
 _JPEG_SIGNATURE = b"\xff\xd8\xff"
@@ -159,8 +157,7 @@ def _decode_jpeg_fast(data: bytes, max_pixels: int, min_size) -> DecodedImage | 
     except ValueError as error:
         reason = "truncated" if "Premature end" in str(error) else "corrupt_data"
         raise RejectedInput("decode_image", reason, f"cannot decode pixels: {error}") from None
-    return DecodedImage(pixels=_apply_orientation(pixels, orientation), height=height, width=width,
-                        format="jpeg")
+    return DecodedImage(pixels=_apply_orientation(pixels, orientation), height=height, width=width)
 
 
 def _to_rgb(image: Image.Image) -> np.ndarray:

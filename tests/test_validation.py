@@ -7,7 +7,7 @@ from beam_etl.validation import validate_pair
 
 
 def _image(height, width):
-    return DecodedImage(np.zeros((height // 2, width // 2, 3), np.uint8), height, width, "jpeg")
+    return DecodedImage(np.zeros((height // 2, width // 2, 3), np.uint8), height, width)
 
 
 def test_sizes_compare_at_full_resolution():
