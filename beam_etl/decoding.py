@@ -45,6 +45,17 @@ class DecodedImage:
     width: int
 
 
+def _check_pixels(stage: str, width: int, height: int, max_pixels: int) -> None:
+    if width * height > max_pixels:
+        raise RejectedInput(stage, "too_large",
+                            f"{width}x{height} = {width * height} pixels exceeds --max_pixels={max_pixels}")
+
+
+def _oriented(orientation: int, first: int, second: int) -> tuple[int, int]:
+    """A (height, width)-like pair as seen after EXIF orientation: swapped for 5-8."""
+    return (second, first) if orientation in _TRANSPOSING_ORIENTATIONS else (first, second)
+
+
 def _open(data: bytes, stage: str, max_pixels: int) -> Image.Image:
     if not data:
         raise RejectedInput(stage, "empty_file", "file is empty (0 bytes)")
@@ -57,9 +68,7 @@ def _open(data: bytes, stage: str, max_pixels: int) -> Image.Image:
         raise RejectedInput(stage, "corrupt_header",
                             f"unreadable header: {type(error).__name__}: {error}") from None
     width, height = image.size
-    if width * height > max_pixels:
-        raise RejectedInput(stage, "too_large",
-                            f"{width}x{height} = {width * height} pixels exceeds --max_pixels={max_pixels}")
+    _check_pixels(stage, width, height, max_pixels)
     if width < 1 or height < 1:
         raise RejectedInput(stage, "corrupt_header", f"image has size {width}x{height}")
     return image
@@ -96,13 +105,9 @@ def decode_image(data: bytes, *, max_pixels: int,
             return decoded
     image = _open(data, "decode_image", max_pixels)
     orientation = _orientation(image)
-    width, height = image.size
-    if orientation in _TRANSPOSING_ORIENTATIONS:
-        width, height = height, width
+    height, width = _oriented(orientation, image.height, image.width)
     if min_size is not None and image.format == "JPEG":
-        want_h, want_w = min_size
-        if orientation in _TRANSPOSING_ORIENTATIONS:
-            want_h, want_w = want_w, want_h
+        want_h, want_w = _oriented(orientation, *min_size)
         image.draft("RGB", (want_w, want_h))
     _load(image, "decode_image")
     if orientation != 1:
@@ -140,17 +145,12 @@ def _decode_jpeg_fast(data: bytes, max_pixels: int, min_size) -> DecodedImage | 
         return None
     if colorspace not in _FAST_COLORSPACES:
         return None
-    if width * height > max_pixels:
-        raise RejectedInput("decode_image", "too_large",
-                            f"{width}x{height} = {width * height} pixels exceeds --max_pixels={max_pixels}")
+    _check_pixels("decode_image", width, height, max_pixels)
     orientation = _jpeg_orientation(data)
-    if orientation in _TRANSPOSING_ORIENTATIONS:
-        width, height = height, width
+    height, width = _oriented(orientation, height, width)
     kwargs = {}
     if min_size is not None:
-        want_h, want_w = min_size
-        if orientation in _TRANSPOSING_ORIENTATIONS:
-            want_h, want_w = want_w, want_h
+        want_h, want_w = _oriented(orientation, *min_size)
         kwargs = {"min_height": want_h, "min_width": want_w}
     try:
         pixels = simplejpeg.decode_jpeg(data, colorspace="RGB", **kwargs)
@@ -185,10 +185,7 @@ def _is_gray8_png(data: bytes) -> bool:
 def decode_mask(data: bytes, *, max_pixels: int) -> np.ndarray:
     """Decodes a segmentation mask to ``uint8[H, W]`` class values."""
     if _is_gray8_png(data):
-        width, height = struct.unpack(">II", data[16:24])
-        if width * height > max_pixels:
-            raise RejectedInput("decode_mask", "too_large",
-                                f"{width}x{height} = {width * height} pixels exceeds --max_pixels={max_pixels}")
+        _check_pixels("decode_mask", *struct.unpack(">II", data[16:24]), max_pixels)
         try:
             return pyspng.load(data)
         except RuntimeError as error:

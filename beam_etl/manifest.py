@@ -110,13 +110,14 @@ def prepare_output(config: JobConfig) -> None:
     The manifest goes first, so a run that dies mid-way never leaves the old one standing.
     """
     manifest_path = sink.join(config.output, MANIFEST)
+    has_manifest = FileSystems.exists(manifest_path)
     earlier = FileSystems.match([sink.join(config.output, "*.tfrecord")])[0].metadata_list
-    if not (earlier or FileSystems.exists(manifest_path)):
+    if not (earlier or has_manifest):
         return
     if not config.overwrite:
         raise ValueError(f"--output {config.output!r} already holds a run's output; "
                          "pass --overwrite to replace it")
-    paths = [manifest_path] if FileSystems.exists(manifest_path) else []
+    paths = [manifest_path] if has_manifest else []
     paths += [metadata.path for metadata in earlier]
     for name in (sink.REJECTED_DIR, sink.INCOMPLETE_DIR):
         if FileSystems.exists(sink.join(config.output, name)):

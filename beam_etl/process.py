@@ -42,8 +42,8 @@ def encode_example(config: JobConfig, record: SourceRecord, split: str, copy: in
         label=record.label,
         label_name=record.label_name,
     )
-    return EncodedExample(example_key=example_key, source_key=record.key, split=split,
-                          copy=copy, serialized=serialized)
+    return EncodedExample(example_key=example_key, split=split, copy=copy,
+                          serialized=serialized)
 
 
 def process_example(record: SourceRecord, image_bytes: bytes, mask_bytes: bytes, split: str,

@@ -71,7 +71,6 @@ class EncodedExample:
     """
 
     example_key: str
-    source_key: str
     split: str
     copy: int
     serialized: bytes

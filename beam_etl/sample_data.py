@@ -112,12 +112,17 @@ def _write_example(output: str, name: str, seed: int) -> None:
     rng = np.random.default_rng(stable_hash("sample_image", seed, name))
     width, height = _SIZES[int(rng.integers(len(_SIZES)))]
     image, trimap = make_example(rng, width, height)
-    _write(os.path.join(output, "images", f"{name}.jpg"), _jpeg(Image.fromarray(image)))
-    _write(os.path.join(output, "annotations", "trimaps", f"{name}.png"), _png(Image.fromarray(trimap)))
+    _write_pair(output, name, _jpeg(Image.fromarray(image)), _png(Image.fromarray(trimap)))
 
 
-def _defects(rng: np.random.Generator, names: list[str]) -> list[dict]:
-    """(name, image bytes or None, mask bytes or None, expectation) for each quirk."""
+def _write_pair(output: str, name: str, image: bytes, mask: bytes | None) -> None:
+    _write(os.path.join(output, "images", f"{name}.jpg"), image)
+    if mask is not None:
+        _write(os.path.join(output, "annotations", "trimaps", f"{name}.png"), mask)
+
+
+def _defects(rng: np.random.Generator) -> list[tuple[str, bytes, bytes | None, str]]:
+    """(kind, image bytes, mask bytes or None, what the job should do) for each quirk."""
     def example(size=(500, 375)):
         return make_example(rng, *size)
 
@@ -147,23 +152,18 @@ def _defects(rng: np.random.Generator, names: list[str]) -> list[dict]:
     out.append(("wrong_size_mask", _jpeg(Image.fromarray(image)), _png(wrong), "rejected:size_mismatch"))
     image, _ = example()
     out.append(("no_mask", _jpeg(Image.fromarray(image)), None, "rejected:missing_mask"))
-    return [{"name": name, "kind": kind, "image": img, "mask": mask, "expect": expect}
-            for name, (kind, img, mask, expect) in zip(names, out)]
-
-
-NUM_DEFECTS = 9
+    return out
 
 
 def generate(output: str, num_images: int, seed: int = 0, defects: bool = False) -> dict:
     """Writes the dataset; returns ``{"images": n, "defects": [...]}``."""
-    images_dir = os.path.join(output, "images")
-    trimaps_dir = os.path.join(output, "annotations", "trimaps")
-    os.makedirs(images_dir, exist_ok=True)
-    os.makedirs(trimaps_dir, exist_ok=True)
+    os.makedirs(os.path.join(output, "images"), exist_ok=True)
+    os.makedirs(os.path.join(output, "annotations", "trimaps"), exist_ok=True)
+    quirks = _defects(np.random.default_rng(stable_hash("defects", seed))) if defects else []
     rng = np.random.default_rng(stable_hash("sample_data", seed))
     counters = dict.fromkeys(BREEDS, 0)
     names = []
-    for _ in range(num_images + (NUM_DEFECTS if defects else 0)):
+    for _ in range(num_images + len(quirks)):
         breed = BREEDS[int(rng.integers(len(BREEDS)))]
         counters[breed] += 1
         names.append(f"{breed}_{counters[breed]}")
@@ -176,12 +176,9 @@ def generate(output: str, num_images: int, seed: int = 0, defects: bool = False)
         for job in jobs:
             _write_example(*job)
     written_defects = []
-    if defects:
-        for defect in _defects(np.random.default_rng(stable_hash("defects", seed)), names[num_images:]):
-            _write(os.path.join(images_dir, f"{defect['name']}.jpg"), defect["image"])
-            if defect["mask"] is not None:
-                _write(os.path.join(trimaps_dir, f"{defect['name']}.png"), defect["mask"])
-            written_defects.append({k: defect[k] for k in ("name", "kind", "expect")})
+    for name, (kind, image, mask, expect) in zip(names[num_images:], quirks):
+        _write_pair(output, name, image, mask)
+        written_defects.append({"name": name, "kind": kind, "expect": expect})
     for name in names:
         lists["trainval" if rng.random() < 0.5 else "test"].append(name)
     for list_name, members in lists.items():
@@ -205,7 +202,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--num_images", type=int, default=200, help="Number of regular images. Default 200.")
     parser.add_argument("--seed", type=int, default=0, help="Seed: the same seed writes the same bytes.")
     parser.add_argument("--defects", action="store_true",
-                        help=f"Add {NUM_DEFECTS} defective inputs and write defects.json describing them.")
+                        help="Add one input of each quirk real datasets have, and write defects.json "
+                             "saying which the job should accept and which reject.")
     args = parser.parse_args(argv)
     if args.num_images < 0:
         parser.error(f"argument --num_images: must be >= 0, got {args.num_images}")

@@ -139,11 +139,11 @@ class _SpillFn(beam.DoFn):
             self._offset = 0
         data = example.serialized
         self._handle.write(data)
+        offset = self._offset
+        self._offset += len(data)
         num_shards = counts[example.split]
         shard = stable_hash("shard", example.example_key) % num_shards
-        yield ((example.split, shard, num_shards),
-               (example.example_key, example.copy, self._uri, self._offset, len(data)))
-        self._offset += len(data)
+        yield ((example.split, shard, num_shards), (example.example_key, example.copy, self._uri, offset, len(data)))
 
     def finish_bundle(self):
         if self._handle is not None:

@@ -27,7 +27,6 @@ from beam_etl import augmentation, decoding, encoding, process, resizing, sample
 from beam_etl.config import JobConfig
 from beam_etl.hashing import rng_for
 from beam_etl.records import SourceRecord
-from beam_etl.sink import shard_name
 
 REFERENCE_MS = 0.76  # the per-image chain at 128x128 raw on one core, measured on this machine kind
 

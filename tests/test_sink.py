@@ -12,7 +12,7 @@ from beam_etl.sink import ShardCounts, WriteRejected, WriteShards, expected_reco
 
 
 def _examples(n, split="train"):
-    return [EncodedExample(example_key=f"k{i:03d}", source_key=f"k{i:03d}", split=split, copy=0,
+    return [EncodedExample(example_key=f"k{i:03d}", split=split, copy=0,
                            serialized=f"payload-{i}".encode()) for i in range(n)]
 
 
