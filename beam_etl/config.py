@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 import re
 
+from beam_etl import schema
+
 SPLITS = ("train", "val", "test")
 IMAGE_FORMATS = ("jpeg", "png", "raw")
 DEFAULT_SPLIT_FRACTIONS = (("train", 0.8), ("val", 0.1), ("test", 0.1))
@@ -85,6 +87,7 @@ class JobConfig:
     shard_size_mb: float = 100.0
     max_reject_fraction: float = 1.0
     overwrite: bool = False
+    statistics: bool = True
 
     def __post_init__(self):
         if not self.output:
@@ -127,6 +130,12 @@ class JobConfig:
     def mask_format(self) -> str:
         """Masks are always lossless: raw next to raw images, PNG otherwise."""
         return "raw" if self.image_format == "raw" else "png"
+
+    def image_info(self) -> dict:
+        """Size and encodings of every written record: the manifest's ``image`` entry."""
+        height, width = self.image_size
+        return {"height": height, "width": width, "channels": schema.CHANNELS,
+                "format": self.image_format, "mask_format": self.mask_format}
 
     def flags(self) -> dict:
         """The settings as JSON-ready values, for the manifest."""

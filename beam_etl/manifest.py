@@ -14,7 +14,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 import beam_etl
-from beam_etl import schema, sink
+from beam_etl import schema, sink, statistics
 from beam_etl.config import JobConfig
 
 MANIFEST = "manifest.json"
@@ -54,7 +54,6 @@ def build_manifest(config: JobConfig, parts: list[tuple[str, object]]) -> dict:
         raise RuntimeError(
             f"inputs are unaccounted for: {num_inputs} inputs but {written} written + "
             f"{rejected['num_rejected']} rejected")
-    height, width = config.image_size
     return {
         "format_version": FORMAT_VERSION,
         "num_inputs": num_inputs,
@@ -63,9 +62,10 @@ def build_manifest(config: JobConfig, parts: list[tuple[str, object]]) -> dict:
         "num_examples": sum(split["num_examples"] for split in splits.values()),
         "rejected": rejected,
         "splits": splits,
-        "image": {"height": height, "width": width, "channels": schema.CHANNELS,
-                  "format": config.image_format, "mask_format": config.mask_format},
+        "image": config.image_info(),
         "features": schema.describe(),
+        # Full-pass statistics of the training split (beam_etl.statistics); None with --no_statistics.
+        "statistics": next((info for kind, info in parts if kind == "statistics"), None),
         "flags": config.flags(),
         "versions": {"beam_etl": beam_etl.__version__, "apache_beam": beam.__version__,
                      "python": platform.python_version()},
@@ -119,7 +119,7 @@ def prepare_output(config: JobConfig) -> None:
                          "pass --overwrite to replace it")
     paths = [manifest_path] if has_manifest else []
     paths += [metadata.path for metadata in earlier]
-    for name in (sink.REJECTED_DIR, sink.INCOMPLETE_DIR):
+    for name in (sink.REJECTED_DIR, sink.INCOMPLETE_DIR, *statistics.TRANSFORM_DIRS):
         if FileSystems.exists(sink.join(config.output, name)):
             paths.append(sink.join(config.output, name))
     FileSystems.delete(paths)

@@ -98,6 +98,9 @@ class PreprocessOptions(PipelineOptions):
                                "rotation, brightness/contrast). Default 0.")
         proc.add_argument("--seed", type=_flag_type(int), default=0,
                           help="Seed of augmentation and of nothing else. Default 0.")
+        proc.add_argument("--no_statistics", dest="statistics", action="store_false", default=True,
+                          help="Skip the tensorflow-transform pass over the training split: no "
+                               "statistics in the manifest, no transform_fn/ for the loader.")
         split = parser.add_argument_group("splits")
         split.add_argument("--split_fractions", type=_flag_type(config_lib.parse_split_fractions),
                            default=config_lib.DEFAULT_SPLIT_FRACTIONS, metavar="SPEC",
@@ -128,6 +131,7 @@ class PreprocessOptions(PipelineOptions):
             shard_size_mb=self.shard_size_mb,
             max_reject_fraction=self.max_reject_fraction,
             overwrite=self.overwrite,
+            statistics=self.statistics,
         )
 
 

@@ -25,7 +25,7 @@ import apache_beam as beam
 
 from beam_etl import manifest as manifest_lib
 from beam_etl import options as options_lib
-from beam_etl import sink, sources
+from beam_etl import sink, sources, statistics
 from beam_etl.config import JobConfig
 from beam_etl.transforms import ProcessExamples
 
@@ -43,11 +43,13 @@ def build_pipeline(pipeline: beam.Pipeline, config: JobConfig):
     inputs = ((records, source_rejected)
               | "FlattenInputs" >> beam.Flatten()
               | "CountInputs" >> beam.combiners.Count.Globally())
-    reports = (
-        (shard_reports | "TagShards" >> beam.Map(lambda info: ("shard", info)),
-         rejected_report | "TagRejected" >> beam.Map(lambda info: ("rejected", info)),
-         inputs | "TagInputs" >> beam.Map(lambda count: ("inputs", count)))
-        | "FlattenReports" >> beam.Flatten())
+    reports = [shard_reports | "TagShards" >> beam.Map(lambda info: ("shard", info)),
+               rejected_report | "TagRejected" >> beam.Map(lambda info: ("rejected", info)),
+               inputs | "TagInputs" >> beam.Map(lambda count: ("inputs", count))]
+    if config.statistics:
+        statistics_report = examples | "AnalyzeTrainingSplit" >> statistics.AnalyzeAndWriteTransform(config)
+        reports.append(statistics_report | "TagStatistics" >> beam.Map(lambda info: ("statistics", info)))
+    reports = tuple(reports) | "FlattenReports" >> beam.Flatten()
     return reports | "WriteManifest" >> manifest_lib.WriteManifest(config)
 
 

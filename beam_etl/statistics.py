@@ -1,0 +1,206 @@
+"""Full-pass statistics of the training split with tensorflow-transform, and the transform graph
+that training and serving share.
+
+The job feeds TFT the training split's records (original examples only: augmentation copies
+would skew the statistics towards whatever the augmentation favours), as Arrow record batches
+decoded from the serialized examples by tfx-bsl: TFT's record-batch path, so memory is bounded
+by the batch size, never by the dataset. :func:`make_preprocessing_fn`'s analyzers compute
+
+- per-channel pixel sums and sums of squares (exact int64), hence mean and standard deviation;
+- a 256-bin histogram of mask values over pixels, and over images (in how many images each value
+  appears), hence class pixel frequencies and the fraction of images that contain each class;
+- a vocabulary of class names (``image/class/text``, Oxford breeds), written as the TFT
+  vocabulary file :data:`CLASS_NAMES`;
+
+and its outputs are what a model consumes: ``image`` float32 normalized with the mean and
+standard deviation, ``mask`` class ids 0..K-1 (the K mask values in increasing order: trimap
+1, 2, 3 become 0, 1, 2; a value outside them becomes -1), ``label`` the id of the class name in
+the vocabulary (-1 where unknown). TFT only emits float32, int64 and string features, so the
+mask is int64 here and the loader casts it to int32.
+
+``tft.TFTransformOutput(OUTPUT)`` then works on the job's output. The statistics are also
+outputs of the graph (``statistics/...``, the same for every example): that is how they are read
+back out of TFT into ``manifest.json`` (:func:`read_statistics`), and it lets a model that is
+handed the transform layer reach them (class weights, for one) without the manifest.
+"""
+
+from __future__ import annotations
+
+import apache_beam as beam
+import numpy as np
+
+from beam_etl import encoding, schema, sink
+from beam_etl.config import JobConfig
+
+CLASS_NAMES = "class_names"  # TFT vocabulary file name
+IMAGE, MASK, LABEL = "image", "mask", "label"
+MODEL_FEATURES = (IMAGE, MASK, LABEL)
+STATISTICS_PREFIX = "statistics/"
+NUM_MASK_VALUES = 256  # masks are uint8
+TFT_TEMP_DIR = f"{sink.INCOMPLETE_DIR}/tft"
+TRANSFORM_DIRS = ("transform_fn", "transformed_metadata")  # what tft.TFTransformOutput reads
+# Examples per record batch fed to the analyzers: 128 raw 128x128 images are 6 MB.
+RECORD_BATCH_SIZE = 128
+
+# The record features the transform reads (a subset of the schema: no need to parse the rest).
+RAW_FEATURES = (schema.IMAGE_ENCODED, schema.MASK_ENCODED, schema.CLASS_TEXT)
+
+
+def make_preprocessing_fn(image_info: dict, mask_values: tuple[int, ...] | None):
+    """The TFT ``preprocessing_fn`` for records of ``image_info`` (the manifest's ``image``).
+
+    ``mask_values``: the label set (``--mask_values``); without it, the values seen in the
+    training split.
+    """
+
+    def preprocessing_fn(inputs):
+        import tensorflow as tf  # pylint: disable=import-outside-toplevel
+        import tensorflow_transform as tft  # pylint: disable=import-outside-toplevel
+
+        from beam_etl import tf_decoding  # pylint: disable=import-outside-toplevel
+
+        images = tf_decoding.decode_images(inputs[schema.IMAGE_ENCODED], image_info)  # uint8[B,H,W,3]
+        masks = tf_decoding.decode_masks(inputs[schema.MASK_ENCODED], image_info)  # uint8[B,H,W]
+        batch = tf.shape(images)[0]
+        pixels = tf.cast(images, tf.int64)
+        channel_sum = tft.sum(tf.reduce_sum(pixels, axis=[1, 2]), reduce_instance_dims=False)
+        channel_sum_squares = tft.sum(tf.reduce_sum(pixels * pixels, axis=[1, 2]),
+                                      reduce_instance_dims=False)
+        num_images = tft.sum(tf.ones([batch], tf.int64))
+        per_image = tf.math.bincount(  # int64[B, 256]: pixels of each mask value in each image
+            tf.reshape(tf.cast(masks, tf.int32), [batch, -1]), minlength=NUM_MASK_VALUES,
+            maxlength=NUM_MASK_VALUES, axis=-1, dtype=tf.int64)
+        # Analyzer outputs come without a static shape; the graph's outputs need one.
+        value_pixels = tf.reshape(tft.sum(per_image, reduce_instance_dims=False), [NUM_MASK_VALUES])
+        value_images = tf.reshape(tft.sum(tf.cast(per_image > 0, tf.int64), reduce_instance_dims=False),
+                                  [NUM_MASK_VALUES])
+
+        names = inputs[schema.CLASS_TEXT]
+        vocabulary = tft.vocabulary(tf.boolean_mask(names, tf.strings.length(names) > 0),
+                                    vocab_filename=CLASS_NAMES)
+
+        num_pixels = tf.cast(num_images * image_info["height"] * image_info["width"], tf.float64)
+        mean = tf.cast(channel_sum, tf.float64) / tf.maximum(num_pixels, 1.0)
+        variance = tf.cast(channel_sum_squares, tf.float64) / tf.maximum(num_pixels, 1.0) - mean * mean
+        std = tf.sqrt(tf.maximum(variance, 0.0))
+        std = tf.where(std > 0, std, tf.ones_like(std))  # a constant channel: leave its scale alone
+        if mask_values is None:
+            is_class = value_pixels > 0
+        else:
+            is_class = tf.constant([value in mask_values for value in range(NUM_MASK_VALUES)])
+        class_ids = tf.where(is_class, tf.cumsum(tf.cast(is_class, tf.int64)) - 1,
+                             tf.constant(-1, tf.int64))  # int64[256]: mask value -> class id
+
+        def per_example(value, shape):
+            value = tf.reshape(value, shape)
+            return tf.ensure_shape(tf.broadcast_to(value, tf.concat([[batch], tf.constant(shape, tf.int32)], 0)), [None, *shape])
+
+        outputs = {
+            IMAGE: (tf.cast(images, tf.float32) - tf.cast(mean, tf.float32)) / tf.cast(std, tf.float32),
+            MASK: tf.gather(class_ids, tf.cast(masks, tf.int32)),
+            LABEL: tft.apply_vocabulary(names, vocabulary, default_value=-1),
+        }
+        channels, values = [image_info["channels"]], [NUM_MASK_VALUES]
+        statistics = {"num_images": (num_images, []), "channel_sum": (channel_sum, channels),
+                      "channel_sum_squares": (channel_sum_squares, channels),
+                      "value_pixels": (value_pixels, values), "value_images": (value_images, values),
+                      "class_ids": (class_ids, values)}
+        outputs.update({STATISTICS_PREFIX + name: per_example(value, shape)
+                        for name, (value, shape) in statistics.items()})
+        return outputs
+
+    return preprocessing_fn
+
+
+def summarize(raw: dict[str, np.ndarray], image_info: dict, class_names: list[str]) -> dict:
+    """The manifest's ``statistics``, from the graph's ``statistics/...`` outputs (one example's)."""
+    num_images = int(raw["num_images"])
+    num_pixels = num_images * image_info["height"] * image_info["width"]
+    denominator = max(num_pixels, 1)
+    mean = raw["channel_sum"].astype(np.float64) / denominator
+    variance = raw["channel_sum_squares"].astype(np.float64) / denominator - mean * mean
+    class_values = [int(v) for v in np.flatnonzero(raw["class_ids"] >= 0)]
+    value_pixels = raw["value_pixels"].astype(np.float64)
+    value_images = raw["value_images"].astype(np.float64)
+    return {
+        "split": "train",
+        "num_images": num_images,
+        "num_pixels": num_pixels,
+        "pixel_mean": mean.tolist(),
+        "pixel_std": np.sqrt(np.maximum(variance, 0.0)).tolist(),
+        "class_values": class_values,
+        "class_pixel_frequency": [value_pixels[v] / denominator for v in class_values],
+        "class_image_fraction": [value_images[v] / max(num_images, 1) for v in class_values],
+        "other_value_pixels": int(raw["value_pixels"][raw["class_ids"] < 0].sum()),
+        "class_names": class_names,
+        "transform_output": list(TRANSFORM_DIRS),
+    }
+
+
+def probe_features(image_info: dict) -> dict[str, list]:
+    """One valid record's raw features (black image, mask of 0s), to run the graph once."""
+    height, width = image_info["height"], image_info["width"]
+    image = encoding.encode_image(np.zeros((height, width, image_info["channels"]), np.uint8),
+                                  image_info["format"])
+    mask = encoding.encode_mask(np.zeros((height, width), np.uint8), image_info["mask_format"])
+    return {schema.IMAGE_ENCODED: [image], schema.MASK_ENCODED: [mask], schema.CLASS_TEXT: [b""]}
+
+
+def read_statistics(output_dir: str, image_info: dict) -> dict:
+    """Loads the written transform graph and reads its statistics back out (see module doc)."""
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    import tensorflow_transform as tft  # pylint: disable=import-outside-toplevel
+    from tensorflow_transform import analyzers  # pylint: disable=import-outside-toplevel
+
+    transform_output = tft.TFTransformOutput(output_dir)
+    features = {key: tf.constant(value) for key, value in probe_features(image_info).items()}
+    outputs = transform_output.transform_raw_features(features, drop_unused_features=True)
+    raw = {key[len(STATISTICS_PREFIX):]: value.numpy()[0] for key, value in outputs.items()
+           if key.startswith(STATISTICS_PREFIX)}
+    # TFT writes one placeholder token into a vocabulary that would be empty (no class names).
+    _, placeholder = analyzers.get_empy_vocabulary_dummy_value(tf.string)
+    class_names = [name.decode("utf-8") for name in transform_output.vocabulary_by_name(CLASS_NAMES)
+                   if name != placeholder]
+    return summarize(raw, image_info, class_names)
+
+
+def raw_feature_schema():
+    """The tfmd ``Schema`` of :data:`RAW_FEATURES`, for tfx-bsl's Example decoder."""
+    from tensorflow_transform.tf_metadata import schema_utils  # pylint: disable=import-outside-toplevel
+
+    spec = schema.feature_spec()
+    return schema_utils.schema_from_feature_spec({key: spec[key] for key in RAW_FEATURES})
+
+
+class AnalyzeAndWriteTransform(beam.PTransform):
+    """Training examples -> TFT analysis -> ``OUTPUT/transform_fn`` and ``transformed_metadata``.
+
+    Returns a one-element PCollection: the statistics dict for the manifest, emitted once the
+    transform graph is in place.
+    """
+
+    def __init__(self, config: JobConfig):
+        super().__init__()
+        self._config = config
+
+    def expand(self, examples):
+        # pylint: disable=import-outside-toplevel  # TFT is heavy; only this step needs it
+        import tensorflow_transform.beam as tft_beam
+        from tfx_bsl.public import tfxio
+
+        config = self._config
+        record_source = tfxio.TFExampleBeamRecord(
+            physical_format="inmem", telemetry_descriptors=["beam_etl"], schema=raw_feature_schema())
+        record_batches = (
+            examples
+            | "KeepTrainOriginals" >> beam.Filter(lambda e: e.split == "train" and e.copy == 0)
+            | "SerializedExamples" >> beam.Map(lambda e: e.serialized)
+            | "ToRecordBatches" >> record_source.BeamSource(batch_size=RECORD_BATCH_SIZE))
+        # pyarrow.RecordBatch of RAW_FEATURES, RECORD_BATCH_SIZE rows
+        preprocessing_fn = make_preprocessing_fn(config.image_info(), config.mask_values)
+        with tft_beam.Context(temp_dir=sink.join(config.output, TFT_TEMP_DIR)):
+            transform_fn = ((record_batches, record_source.TensorAdapterConfig())
+                            | "AnalyzeDataset" >> tft_beam.AnalyzeDataset(preprocessing_fn))
+            written = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(config.output)
+        return written | "ReadStatistics" >> beam.Map(
+            lambda _, output, info: read_statistics(output, info), config.output, config.image_info())

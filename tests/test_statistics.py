@@ -1,0 +1,123 @@
+"""tf.Transform statistics and transform graph: compared with numpy on the same images."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_transform as tft
+
+from beam_etl import schema, statistics
+from pipelines import preprocess
+from tests.tfrecords import read_examples
+
+
+def _run(pets_dir, out, *extra):
+    return preprocess.run(["--oxford_pets", str(pets_dir), "--output", str(out), "--num_shards", "2",
+                           "--image_size", "40x32", *extra])
+
+
+def _train_originals(out, manifest):
+    examples = read_examples([out / name for name in manifest["splits"]["train"]["files"]])
+    return [e for e in examples if "#aug" not in e["key"]]
+
+
+def _numpy_statistics(examples, class_values):
+    pixels = np.stack([e["image"] for e in examples]).reshape(-1, 3).astype(np.float64)
+    masks = np.stack([e["mask"] for e in examples])
+    return {
+        "pixel_mean": pixels.mean(axis=0),
+        "pixel_std": pixels.std(axis=0),
+        "class_pixel_frequency": [np.mean(masks == v) for v in class_values],
+        "class_image_fraction": [np.mean([(m == v).any() for m in masks]) for v in class_values],
+    }
+
+
+@pytest.fixture(scope="module")
+def raw_run(pets_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("raw")
+    return out, _run(pets_dir, out, "--image_format", "raw", "--augment_copies", "2", "--mask_values", "1,2,3")
+
+
+@pytest.mark.slow
+def test_statistics_match_numpy_on_the_training_originals(raw_run):
+    out, manifest = raw_run
+    stats = manifest["statistics"]
+    originals = _train_originals(out, manifest)
+    assert stats["num_images"] == len(originals) == manifest["splits"]["train"]["num_source_examples"]
+    assert stats["num_pixels"] == len(originals) * 40 * 32
+    assert stats["class_values"] == [1, 2, 3]
+    expected = _numpy_statistics(originals, [1, 2, 3])
+    for key, value in expected.items():
+        np.testing.assert_allclose(stats[key], value, rtol=1e-4, err_msg=key)
+    # Augmented copies are left out: including them changes the figures.
+    everything = read_examples([out / name for name in manifest["splits"]["train"]["files"]])
+    assert len(everything) > len(originals)
+    assert not np.allclose(_numpy_statistics(everything, [1, 2, 3])["pixel_mean"], stats["pixel_mean"], rtol=1e-4)
+    assert sorted(stats["class_names"]) == sorted({e["label_name"] for e in originals})
+    assert stats["other_value_pixels"] == 0
+
+
+@pytest.mark.slow
+def test_transform_graph_on_known_inputs(raw_run):
+    out, manifest = raw_run
+    stats = manifest["statistics"]
+    transform_output = tft.TFTransformOutput(str(out))
+    image = np.zeros((2, 40, 32, 3), np.uint8)
+    image[0, :, :] = [10, 120, 250]
+    image[1, 5, 7] = [255, 0, 1]
+    mask = np.full((2, 40, 32), 2, np.uint8)
+    mask[0, 0] = 1
+    mask[0, 1] = 3
+    mask[1, 2] = 7  # not a class: -1
+    names = [stats["class_names"][3].encode(), b"no such breed"]
+    outputs = transform_output.transform_raw_features({
+        schema.IMAGE_ENCODED: tf.constant([image[0].tobytes(), image[1].tobytes()]),
+        schema.MASK_ENCODED: tf.constant([mask[0].tobytes(), mask[1].tobytes()]),
+        schema.CLASS_TEXT: tf.constant(names),
+    }, drop_unused_features=True)
+    mean, std = np.array(stats["pixel_mean"]), np.array(stats["pixel_std"])
+    np.testing.assert_allclose(outputs["image"].numpy(), (image - mean) / std, rtol=1e-5, atol=1e-5)
+    assert outputs["image"].dtype == tf.float32
+    expected_mask = np.array([-1, 0, 1, 2] + [-1] * 252)[mask]
+    np.testing.assert_array_equal(outputs["mask"].numpy(), expected_mask)
+    assert outputs["label"].numpy().tolist() == [3, -1]
+    assert set(transform_output.transformed_feature_spec()) >= {"image", "mask", "label"}
+
+
+@pytest.mark.slow
+def test_jpeg_statistics_describe_the_decoded_records_and_classes_come_from_the_data(pets_dir, tmp_path):
+    manifest = _run(pets_dir, tmp_path, "--image_format", "jpeg")
+    stats = manifest["statistics"]
+    originals = _train_originals(tmp_path, manifest)
+    values = sorted(set(np.unique(np.stack([e["mask"] for e in originals])).tolist()))
+    assert stats["class_values"] == values == [1, 2, 3]
+    for key, value in _numpy_statistics(originals, values).items():
+        np.testing.assert_allclose(stats[key], value, rtol=1e-4, err_msg=key)
+
+
+@pytest.mark.slow
+def test_no_statistics_writes_no_transform(pets_dir, tmp_path):
+    manifest = _run(pets_dir, tmp_path, "--no_statistics")
+    assert manifest["statistics"] is None
+    assert not (tmp_path / "transform_fn").exists()
+    assert manifest["num_written"] > 0
+
+
+def test_summarize_computes_from_exact_sums():
+    raw = {
+        "num_images": np.int64(2),
+        "channel_sum": np.array([2 * 4 * 10, 0, 2 * 4 * 255]),
+        "channel_sum_squares": np.array([2 * 4 * 100, 0, 2 * 4 * 255 ** 2]),
+        "value_pixels": np.bincount([0] * 6 + [5, 5], minlength=256),
+        "value_images": np.bincount([0, 0, 5], minlength=256),
+        "class_ids": np.array([0, -1, -1, -1, -1, 1] + [-1] * 250),
+    }
+    image_info = {"height": 2, "width": 2, "channels": 3}
+    stats = statistics.summarize(raw, image_info, ["cat"])
+    assert stats["pixel_mean"] == [10.0, 0.0, 255.0]
+    assert stats["pixel_std"] == [0.0, 0.0, 0.0]
+    assert stats["class_values"] == [0, 5]
+    assert stats["class_pixel_frequency"] == [0.75, 0.25]
+    assert stats["class_image_fraction"] == [1.0, 0.5]
+    assert stats["num_pixels"] == 8 and stats["class_names"] == ["cat"]
