@@ -25,12 +25,16 @@ class IncompleteOutputError(FileNotFoundError):
     """The directory has no manifest: the job did not finish, or it is not beam-etl output."""
 
 
+def missing_manifest(path: str, output_dir: str) -> IncompleteOutputError:
+    return IncompleteOutputError(
+        f"{path} does not exist: {output_dir} is not a complete beam-etl output "
+        "(the job did not finish, or wrote elsewhere)")
+
+
 def read_manifest(output_dir: str) -> dict:
     path = sink.join(output_dir, MANIFEST)
     if not FileSystems.exists(path):
-        raise IncompleteOutputError(
-            f"{path} does not exist: {output_dir} is not a complete beam-etl output "
-            "(the job did not finish, or wrote elsewhere)")
+        raise missing_manifest(path, output_dir)
     with FileSystems.open(path) as handle:
         return json.loads(handle.read().decode("utf-8"))
 

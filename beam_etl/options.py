@@ -20,7 +20,8 @@ except ImportError:  # the [dask] extra is not installed
     pass
 
 
-def _flag_type(parse):
+def flag_type(parse):
+    """An argparse ``type`` from a parser that raises ValueError: the error names the value."""
     def convert(text):
         try:
             return parse(text)
@@ -30,7 +31,7 @@ def _flag_type(parse):
     return convert
 
 
-def _positive_int(text):
+def positive_int(text):
     value = int(text)
     if value < 1:
         raise ValueError("must be a positive integer")
@@ -73,42 +74,42 @@ class PreprocessOptions(PipelineOptions):
                          help="Output directory (local or gs://): shards, manifest.json, rejected/.")
         out.add_argument("--overwrite", action="store_true", default=False,
                          help="Replace the output of an earlier run in --output.")
-        out.add_argument("--image_size", type=_flag_type(config_lib.parse_image_size),
+        out.add_argument("--image_size", type=flag_type(config_lib.parse_image_size),
                          default=(128, 128), metavar="N|HxW",
                          help="Output size: one number for a square, or HEIGHTxWIDTH. Default 128.")
         out.add_argument("--image_format", type=str, choices=config_lib.IMAGE_FORMATS, default="jpeg",
                          help="Encoding of images in the records; masks are always lossless "
                               "(PNG, or raw bytes with --image_format raw). Default jpeg.")
-        out.add_argument("--jpeg_quality", type=_flag_type(_positive_int), default=95,
+        out.add_argument("--jpeg_quality", type=flag_type(positive_int), default=95,
                          help="JPEG quality, 1-100. Default 95.")
-        out.add_argument("--num_shards", type=_flag_type(_positive_int), default=None,
+        out.add_argument("--num_shards", type=flag_type(positive_int), default=None,
                          help="Files per split. Default: enough for --shard_size_mb per file.")
-        out.add_argument("--shard_size_mb", type=_flag_type(float), default=100.0,
+        out.add_argument("--shard_size_mb", type=flag_type(float), default=100.0,
                          help="Target size of a shard in MB when --num_shards is not given. Default 100.")
         proc = parser.add_argument_group("processing")
-        proc.add_argument("--max_pixels", type=_flag_type(_positive_int), default=40_000_000,
+        proc.add_argument("--max_pixels", type=flag_type(positive_int), default=40_000_000,
                           help="Refuse images with more pixels than this, from their header, "
                                "before decoding. Default 40,000,000.")
-        proc.add_argument("--mask_values", type=_flag_type(config_lib.parse_mask_values), default=None,
+        proc.add_argument("--mask_values", type=flag_type(config_lib.parse_mask_values), default=None,
                           metavar="LIST",
                           help="Allowed mask values, e.g. '1,2,3' for Oxford trimaps or '0-20,255'. "
                                "Masks with other values are rejected. Default: any.")
-        proc.add_argument("--augment_copies", type=_flag_type(_non_negative_int), default=0,
+        proc.add_argument("--augment_copies", type=flag_type(_non_negative_int), default=0,
                           help="Extra augmented copies of each training example (flip, crop, "
                                "rotation, brightness/contrast). Default 0.")
-        proc.add_argument("--seed", type=_flag_type(int), default=0,
+        proc.add_argument("--seed", type=flag_type(int), default=0,
                           help="Seed of augmentation and of nothing else. Default 0.")
         proc.add_argument("--no_statistics", dest="statistics", action="store_false", default=True,
                           help="Skip the tensorflow-transform pass over the training split: no "
                                "statistics in the manifest, no transform_fn/ for the loader.")
         split = parser.add_argument_group("splits")
-        split.add_argument("--split_fractions", type=_flag_type(config_lib.parse_split_fractions),
+        split.add_argument("--split_fractions", type=flag_type(config_lib.parse_split_fractions),
                            default=config_lib.DEFAULT_SPLIT_FRACTIONS, metavar="SPEC",
                            help="Split of inputs whose source has none, by stable hash of the key. "
                                 "Default train=0.8,val=0.1,test=0.1.")
-        split.add_argument("--val_fraction", type=_flag_type(_fraction), default=0.1,
+        split.add_argument("--val_fraction", type=flag_type(_fraction), default=0.1,
                            help="Fraction of Oxford trainval held out as 'val' by stable hash. Default 0.1.")
-        split.add_argument("--max_reject_fraction", type=_flag_type(_fraction), default=1.0,
+        split.add_argument("--max_reject_fraction", type=flag_type(_fraction), default=1.0,
                            help="Fail the job (and write no manifest) when more than this fraction "
                                 "of inputs is rejected. Default 1.0: never.")
 

@@ -8,6 +8,7 @@ import os
 import pytest
 
 from beam_etl import sample_data
+from tests.jobs import run_job
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -24,3 +25,11 @@ def pets_dir(tmp_path_factory):
 def defects(pets_dir):
     with open(pets_dir / "defects.json", encoding="utf-8") as handle:
         return json.load(handle)["defects"]
+
+
+@pytest.fixture(scope="session")
+def raw_output(pets_dir, tmp_path_factory):
+    """(directory, manifest) of one run: raw records, two augmentation copies, trimap values."""
+    out = tmp_path_factory.mktemp("raw_output")
+    return out, run_job(pets_dir, out, "--image_format", "raw", "--augment_copies", "2",
+                        "--mask_values", "1,2,3")

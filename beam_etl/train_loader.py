@@ -1,0 +1,310 @@
+"""The tf.data loader that feeds the job's shards to a model, and its command line.
+
+    python -m beam_etl.train_loader --data OUT --split train --batch_size 64 --steps 200
+    python -m beam_etl.train_loader --data OUT --preview grid.png
+    python -m beam_etl.train_loader --data OUT --train_steps 50
+
+:func:`make_dataset` reads everything from ``OUT/manifest.json`` (file list, image size and
+formats, feature schema) and, unless the job ran with ``--no_statistics``, applies the job's
+tf.Transform graph (``OUT/transform_fn``), so training and serving normalize the same way.
+The pipeline: file list (shuffled with the seed) -> parallel ``interleave`` of TFRecord
+readers -> optional cache of the serialized records -> shuffle buffer -> batch -> parse and
+decode the whole batch at once -> transform -> optional stateless flip -> prefetch.
+
+Records that fail to parse raise an error naming their file: each record travels with its
+file name into ``tf.io.parse_example(example_names=...)``, whose errors quote it. (A TFRecord
+file whose framing is corrupt fails inside TensorFlow's reader, which reports the byte offset
+but not the file; run ``--steps`` over a split to find which.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+import numpy as np
+import tensorflow as tf
+
+from beam_etl import schema, statistics
+from beam_etl import tf_decoding
+from beam_etl.manifest import MANIFEST, IncompleteOutputError, missing_manifest
+from beam_etl.options import flag_type, positive_int
+
+AUTOTUNE = tf.data.AUTOTUNE
+DEFAULT_SHUFFLE_BUFFER = 2048  # examples; 2048 raw 128x128 records are ~100 MB
+_READ_BUFFER = 8 << 20  # 8 MB per file reader: few, large reads (what GCS wants)
+
+
+def load_manifest(data_dir: str) -> dict:
+    """``data_dir/manifest.json`` through TensorFlow's file systems (local, ``gs://``)."""
+    path = f"{data_dir.rstrip('/')}/{MANIFEST}"
+    if not tf.io.gfile.exists(path):
+        raise missing_manifest(path, data_dir)
+    with tf.io.gfile.GFile(path, "r") as handle:
+        return json.load(handle)
+
+
+def split_files(data_dir: str, manifest: dict, split: str) -> list[str]:
+    if split not in manifest["splits"]:
+        raise ValueError(f"split {split!r} is not in {data_dir}; it has {sorted(manifest['splits'])}")
+    files = [f"{data_dir.rstrip('/')}/{name}" for name in manifest["splits"][split]["files"]]
+    if not manifest["splits"][split]["num_examples"]:
+        raise ValueError(f"split {split!r} of {data_dir} has no examples")
+    return files
+
+
+class Decoder:
+    """Parsed raw features (a batch) -> ``(image float32[B,H,W,3], mask int32[B,H,W])``.
+
+    With statistics: the job's tf.Transform graph. Without (``--no_statistics``): pixels scaled
+    to [0, 1] and masks as their stored values.
+    """
+
+    def __init__(self, data_dir: str, manifest: dict):
+        self.image_info = manifest["image"]
+        self.statistics = manifest.get("statistics")
+        self._transform = None
+        if self.statistics is not None:
+            import tensorflow_transform as tft  # pylint: disable=import-outside-toplevel
+            self._transform = tft.TFTransformOutput(data_dir).transform_features_layer()
+
+    def __call__(self, features: dict, batch_size: int | None = None) -> tuple[tf.Tensor, tf.Tensor]:
+        if self._transform is not None:
+            outputs = self._transform(features)
+            image, mask = outputs[statistics.IMAGE], outputs[statistics.MASK]
+        else:
+            image = tf.cast(tf_decoding.decode_images(features[schema.IMAGE_ENCODED], self.image_info),
+                            tf.float32) / 255.0
+            mask = tf_decoding.decode_masks(features[schema.MASK_ENCODED], self.image_info)
+        height, width, channels = (self.image_info[k] for k in ("height", "width", "channels"))
+        return (tf.ensure_shape(image, [batch_size, height, width, channels]),
+                tf.ensure_shape(tf.cast(mask, tf.int32), [batch_size, height, width]))
+
+    def denormalize(self, image: np.ndarray) -> np.ndarray:
+        """What :meth:`__call__` made of the pixels, back to uint8 (for pictures)."""
+        if self.statistics is None:
+            pixels = image * 255.0
+        else:
+            pixels = image * np.array(self.statistics["pixel_std"]) + np.array(self.statistics["pixel_mean"])
+        return np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
+
+
+def _flip(seed: int):
+    """Stateless random left-right flip of each example, the same on image and mask."""
+
+    def flip(index, image, mask):
+        coin = tf.random.stateless_uniform([tf.shape(image)[0]], seed=tf.stack([seed, index]))
+        do_flip = coin < 0.5
+        image = tf.where(do_flip[:, None, None, None], tf.reverse(image, axis=[2]), image)
+        mask = tf.where(do_flip[:, None, None], tf.reverse(mask, axis=[2]), mask)
+        return image, mask
+
+    return flip
+
+
+def make_dataset(data_dir: str, split: str = "train", batch_size: int = 64, *, shuffle: bool = True,
+                 repeat: bool = False, augment: bool = False, cache: bool | str = False,
+                 deterministic: bool = False, seed: int = 0,
+                 input_context: tf.distribute.InputContext | None = None,
+                 drop_remainder: bool = False, shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
+                 data_service_address: str | None = None) -> tf.data.Dataset:
+    """``(image, mask)`` batches of ``split`` in ``data_dir``, ready for ``model.fit``.
+
+    ``batch_size`` is the global batch: with an ``input_context`` (from
+    ``strategy.distribute_datasets_from_function``) each input pipeline makes batches of
+    ``input_context.get_per_replica_batch_size(batch_size)`` from its own share of the files,
+    so that every example is seen exactly once per epoch across workers. ``drop_remainder``
+    gives static batch shapes (TPUs). ``cache``: True keeps the serialized records in memory,
+    a string caches them in that file. ``deterministic`` with a ``seed`` gives the same order
+    every time. ``data_service_address`` (``grpc://host:port`` of a tf.data service dispatcher)
+    runs the pipeline on the service's workers, each file handed to one worker per epoch.
+    """
+    manifest = load_manifest(data_dir)
+    files = split_files(data_dir, manifest, split)
+    decoder = Decoder(data_dir, manifest)
+    raw_spec = {key: spec for key, spec in schema.feature_spec(manifest["features"]).items()
+                if key in statistics.RAW_FEATURES}
+
+    record_shard = None  # (count, index): this pipeline's records of every file
+    if input_context is not None:
+        batch_size = input_context.get_per_replica_batch_size(batch_size)
+        workers, index = input_context.num_input_pipelines, input_context.input_pipeline_id
+        if len(files) >= workers:
+            files = files[index::workers]
+        else:  # too few files to share out: every pipeline reads all, keeps its records
+            record_shard = (workers, index)
+
+    file_names = tf.data.Dataset.from_tensor_slices(files)
+    if shuffle:
+        file_names = file_names.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+
+    def read_file(name):
+        records = tf.data.TFRecordDataset(name, buffer_size=_READ_BUFFER)
+        if record_shard is not None:
+            records = records.shard(*record_shard)
+        return tf.data.Dataset.zip((records, tf.data.Dataset.from_tensors(name).repeat()))
+
+    dataset = file_names.interleave(read_file, cycle_length=min(len(files), 16), block_length=1,
+                                    num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+    # (serialized record, file name)
+    if cache:
+        dataset = dataset.cache(cache if isinstance(cache, str) else "")
+    if shuffle:
+        dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        dataset = dataset.repeat()
+    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
+
+    def parse_and_decode(records, names):
+        features = tf.io.parse_example(records, raw_spec, example_names=names)
+        return decoder(features, records.shape[0])  # static with drop_remainder
+
+    dataset = dataset.map(parse_and_decode, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+    if augment:
+        dataset = dataset.enumerate().map(lambda i, batch: _flip(seed)(i, *batch),
+                                          num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+    options = tf.data.Options()
+    options.deterministic = deterministic
+    if input_context is not None:  # sharded above; tf.distribute must not shard again
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    dataset = dataset.with_options(options)
+    if data_service_address:
+        dataset = dataset.apply(tf.data.experimental.service.distribute(
+            processing_mode=tf.data.experimental.service.ShardingPolicy.DYNAMIC,
+            service=data_service_address, job_name=f"beam_etl-{split}"))
+    return dataset.prefetch(AUTOTUNE)
+
+
+def distribute(strategy: tf.distribute.Strategy, data_dir: str, split: str, batch_size: int, **kwargs):
+    """The loader under ``strategy``: one input pipeline per worker, sharded by file."""
+    return strategy.distribute_datasets_from_function(
+        lambda context: make_dataset(data_dir, split, batch_size, input_context=context, **kwargs))
+
+
+# --- command line ------------------------------------------------------------------------------
+
+def measure_throughput(dataset: tf.data.Dataset, steps: int, record_bytes: float, batch_size: int,
+                       progress=None) -> dict:
+    """Iterates ``steps`` batches (after one warm-up batch) and times them."""
+    iterator = iter(dataset)
+    next(iterator)  # start-up: threads, file opens, the transform graph
+    images = 0
+    started = time.perf_counter()
+    for step in range(steps):
+        try:
+            image, _ = next(iterator)
+        except StopIteration:
+            break
+        images += int(image.shape[0])
+        if progress is not None:
+            progress(step + 1, steps, images / max(time.perf_counter() - started, 1e-9))
+    seconds = time.perf_counter() - started
+    return {"batches": step + 1, "images": images, "seconds": seconds,
+            "images_per_s": images / seconds, "batches_per_s": (step + 1) / seconds,
+            "mb_per_s": images * record_bytes / seconds / 1e6, "batch_size": batch_size}
+
+
+def _progress_bar(stream):
+    def show(done, total, rate):
+        width = 30
+        filled = int(width * done / total)
+        stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} batches, "
+                     f"{rate:,.0f} images/s")
+        if done == total:
+            stream.write("\n")
+        stream.flush()
+    return show
+
+
+MASK_COLOURS = np.array([[230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48],
+                         [145, 30, 180], [70, 240, 240], [240, 50, 230]], np.uint8)
+
+
+def preview_grid(images: np.ndarray, masks: np.ndarray, alpha: float = 0.45) -> np.ndarray:
+    """uint8 picture: each example as itself and with its mask overlaid in colour, side by side."""
+    tiles = []
+    for image, mask in zip(images, masks):
+        colours = MASK_COLOURS[np.mod(mask, len(MASK_COLOURS))].astype(np.float32)
+        overlay = np.where((mask >= 0)[..., None],
+                           (1 - alpha) * image + alpha * colours, image).astype(np.uint8)
+        tiles.append(np.concatenate([image, overlay], axis=1))
+    zoom = max(1, 128 // images.shape[1])  # small outputs are hard to see: at least 128 px high
+    tiles = [tile.repeat(zoom, axis=0).repeat(zoom, axis=1) for tile in tiles]
+    gap = np.full((4, tiles[0].shape[1], 3), 255, np.uint8)
+    rows = [part for tile in tiles for part in (tile, gap)][:-1]
+    return np.concatenate(rows, axis=0)
+
+
+def write_preview(data_dir: str, split: str, path: str, count: int, seed: int) -> np.ndarray:
+    manifest = load_manifest(data_dir)
+    decoder = Decoder(data_dir, manifest)
+    dataset = make_dataset(data_dir, split, count, seed=seed, deterministic=True)
+    image, mask = next(iter(dataset))
+    picture = preview_grid(decoder.denormalize(image.numpy()), mask.numpy())
+    from PIL import Image  # pylint: disable=import-outside-toplevel
+    with tf.io.gfile.GFile(path, "wb") as handle:
+        Image.fromarray(picture).save(handle, format="PNG")
+    return picture
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m beam_etl.train_loader",
+                                     description=__doc__.split("\n\n")[0], allow_abbrev=False)
+    parser.add_argument("--data", required=True, metavar="DIR", help="Output directory of the job (local or gs://).")
+    parser.add_argument("--split", default="train", help="Split to read. Default train.")
+    parser.add_argument("--batch_size", type=flag_type(positive_int), default=64, help="Default 64.")
+    parser.add_argument("--steps", type=flag_type(positive_int), default=100,
+                        help="Batches to time for the throughput figures. Default 100.")
+    parser.add_argument("--json", action="store_true", help="Print the figures as one JSON line.")
+    parser.add_argument("--seed", type=flag_type(int), default=0, help="Shuffle and augmentation seed.")
+    parser.add_argument("--deterministic", action="store_true", help="Same order on every run.")
+    parser.add_argument("--no_shuffle", dest="shuffle", action="store_false", help="Read in file order.")
+    parser.add_argument("--augment", action="store_true", help="Random flips (stateless, seeded).")
+    parser.add_argument("--cache", action="store_true", help="Cache the serialized records in memory.")
+    parser.add_argument("--drop_remainder", action="store_true", help="Static batch shapes (TPUs).")
+    parser.add_argument("--data_service_address", default=None, metavar="grpc://HOST:PORT",
+                        help="Run the input pipeline on this tf.data service dispatcher's workers.")
+    parser.add_argument("--preview", default=None, metavar="PNG",
+                        help="Write a picture of a few examples with their masks overlaid, then exit.")
+    parser.add_argument("--preview_count", type=flag_type(positive_int), default=8, help="Default 8.")
+    parser.add_argument("--train_steps", type=flag_type(positive_int), default=None, metavar="N",
+                        help="Fit a small U-Net for N steps fed by the loader, and again fed from "
+                             "one in-memory batch; report step times and how input-bound it is.")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = build_parser().parse_args(argv)
+    try:
+        manifest = load_manifest(args.data)
+        split_files(args.data, manifest, args.split)
+    except (IncompleteOutputError, ValueError) as error:
+        sys.exit(f"error: --data {args.data!r}: {error}")
+    if args.preview:
+        write_preview(args.data, args.split, args.preview, args.preview_count, args.seed)
+        print(f"wrote {args.preview}: {args.preview_count} {args.split} examples, image | mask overlay")
+        return {"preview": args.preview}
+    dataset = make_dataset(args.data, args.split, args.batch_size, shuffle=args.shuffle, repeat=True,
+                           augment=args.augment, cache=args.cache, deterministic=args.deterministic,
+                           seed=args.seed, drop_remainder=args.drop_remainder,
+                           data_service_address=args.data_service_address)
+    if args.train_steps:
+        from beam_etl import unet  # pylint: disable=import-outside-toplevel
+        figures = unet.compare_input_bound(dataset, manifest, args.train_steps)
+    else:
+        info = manifest["splits"][args.split]
+        figures = measure_throughput(dataset, args.steps, info["bytes"] / info["num_examples"],
+                                     args.batch_size, None if args.json else _progress_bar(sys.stderr))
+    figures.update({"split": args.split, "data": args.data})
+    if args.json:
+        print(json.dumps(figures, sort_keys=True))
+    else:
+        print("  ".join(f"{key}={value:,.2f}" if isinstance(value, float) else f"{key}={value}"
+                        for key, value in figures.items()))
+    return figures
+
+
+if __name__ == "__main__":
+    main()
