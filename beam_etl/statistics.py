@@ -90,14 +90,23 @@ def make_preprocessing_fn(image_info: dict, mask_values: tuple[int, ...] | None)
             is_class = tf.constant([value in mask_values for value in range(NUM_MASK_VALUES)])
         class_ids = tf.where(is_class, tf.cumsum(tf.cast(is_class, tf.int64)) - 1,
                              tf.constant(-1, tf.int64))  # int64[256]: mask value -> class id
+        height, width = image_info["height"], image_info["width"]
+
+        def per_pixel(value):  # [C] -> [H, W, C]
+            return tf.reshape(tf.tile(tf.cast(value, tf.float32), [height * width]), [height, width, -1])
+
+        # x * (1/std) + (-mean/std), with the factors tiled to a whole image: broadcasting a
+        # [3] vector over [B, H, W, 3] is several times slower in TensorFlow's kernels, and this
+        # runs on every batch the loader reads.
+        scale, offset = per_pixel(1.0 / std), per_pixel(-mean / std)
 
         def per_example(value, shape):
             value = tf.reshape(value, shape)
             return tf.ensure_shape(tf.broadcast_to(value, tf.concat([[batch], tf.constant(shape, tf.int32)], 0)), [None, *shape])
 
         outputs = {
-            IMAGE: (tf.cast(images, tf.float32) - tf.cast(mean, tf.float32)) / tf.cast(std, tf.float32),
-            MASK: tf.gather(class_ids, tf.cast(masks, tf.int32)),
+            IMAGE: tf.cast(images, tf.float32) * scale + offset,
+            MASK: _class_ids_of(masks, is_class, class_ids),
             LABEL: tft.apply_vocabulary(names, vocabulary, default_value=-1),
         }
         channels, values = [image_info["channels"]], [NUM_MASK_VALUES]
@@ -110,6 +119,30 @@ def make_preprocessing_fn(image_info: dict, mask_values: tuple[int, ...] | None)
         return outputs
 
     return preprocessing_fn
+
+
+def _class_ids_of(masks, is_class, class_ids):
+    """uint8 mask values -> int64 class ids (-1: not a class).
+
+    The usual label sets are contiguous (trimaps 1-3, or 0..K-1): then the id is one uint8
+    subtraction and one comparison (a value below the range wraps around above it). A table
+    look-up (``tf.gather``) is the general case, several times slower per pixel.
+    """
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+    count = tf.reduce_sum(tf.cast(is_class, tf.int32))
+    low = tf.cast(tf.argmax(tf.cast(is_class, tf.int32)), tf.int32)
+    high = NUM_MASK_VALUES - 1 - tf.cast(tf.argmax(tf.cast(is_class[::-1], tf.int32)), tf.int32)
+
+    def by_range():
+        offset = masks - tf.cast(low, tf.uint8)
+        return tf.where(offset <= tf.cast(high - low, tf.uint8), tf.cast(offset, tf.int64),
+                        tf.constant(-1, tf.int64))
+
+    def by_table():
+        return tf.gather(class_ids, tf.cast(masks, tf.int32))
+
+    return tf.cond((count > 0) & (high - low + 1 == count), by_range, by_table)
 
 
 def summarize(raw: dict[str, np.ndarray], image_info: dict, class_names: list[str]) -> dict:

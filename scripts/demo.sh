@@ -11,3 +11,8 @@ export TF_CPP_MIN_LOG_LEVEL=2
 echo
 echo "demo/out:"; ls -l demo/out
 echo; echo "demo/out/rejected/rejected-00000-of-00001.jsonl:"; cat demo/out/rejected/rejected-00000-of-00001.jsonl
+echo; echo "statistics in demo/out/manifest.json:"
+.venv/bin/python -c "import json; print(json.dumps(json.load(open('demo/out/manifest.json'))['statistics'], indent=1))" | head -30
+echo; echo "the loader, on the training split:"
+.venv/bin/python -m beam_etl.train_loader --data demo/out --split train --batch_size 32 --steps 20
+.venv/bin/python -m beam_etl.train_loader --data demo/out --split train --preview demo/preview.png

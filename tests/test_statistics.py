@@ -115,3 +115,13 @@ def test_summarize_computes_from_exact_sums():
     assert stats["class_pixel_frequency"] == [0.75, 0.25]
     assert stats["class_image_fraction"] == [1.0, 0.5]
     assert stats["num_pixels"] == 8 and stats["class_names"] == ["cat"]
+
+
+@pytest.mark.parametrize("values", [(1, 2, 3), (0, 2, 255), (0,), ()])
+def test_class_ids_of_mask_values_contiguous_or_not(values):
+    is_class = np.isin(np.arange(256), values)
+    class_ids = np.where(is_class, np.cumsum(is_class) - 1, -1)
+    masks = np.arange(256, dtype=np.uint8).reshape(1, 16, 16)
+    ids = statistics._class_ids_of(tf.constant(masks), tf.constant(is_class), tf.constant(class_ids))  # pylint: disable=protected-access
+    assert ids.dtype == tf.int64
+    np.testing.assert_array_equal(ids.numpy(), class_ids[masks])

@@ -1,0 +1,141 @@
+"""Throughput of the tf.data loader on the job's shards, against decoding raw files every epoch.
+
+    python -m benchmarks.loader_throughput --num_images 2000 --image_size 128
+
+On the same images, in one run:
+(a) ``beam_etl.train_loader.make_dataset`` on the job's shards in each image format (raw, jpeg,
+    png): interleave, shuffle, batch, parse, the tf.Transform graph, prefetch;
+(b) the approach of the TensorFlow segmentation tutorial that trains on Oxford pets: a tf.data
+    pipeline that reads the JPEG and PNG files and decodes, resizes, flips and normalizes them
+    every epoch (parallel map, batch, prefetch);
+(c) the ceiling: reading the raw-format TFRecord files with no parsing at all.
+Each is timed over --batches batches after a warm-up, in rounds (a, b, c, a, b, c, ...) so
+machine noise hits all alike; the best round counts. The ratios are the figures to compare.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import tempfile
+import time
+
+import tensorflow as tf
+
+from beam_etl import sample_data, train_loader
+from beam_etl.manifest import MANIFEST
+
+AUTOTUNE = tf.data.AUTOTUNE
+FORMATS = ("raw", "jpeg", "png")
+
+
+def ensure_images(root: str, num_images: int) -> str:
+    marker = os.path.join(root, f".complete-{num_images}")
+    if not os.path.exists(marker):
+        sample_data.generate(root, num_images=num_images, seed=0)
+        open(marker, "w").close()
+    return root
+
+
+def ensure_shards(images_root: str, num_images: int, size: int, image_format: str, root: str) -> str:
+    """The job's output for the first ``num_images`` images (cached between runs)."""
+    from pipelines import preprocess  # pylint: disable=import-outside-toplevel  # Beam only here
+
+    output = os.path.join(root, f"{image_format}-{size}-{num_images}")
+    if not os.path.exists(os.path.join(output, MANIFEST)):
+        subset = os.path.join(root, f"inputs-{num_images}")
+        if not os.path.exists(subset):
+            os.makedirs(os.path.join(subset, "images"))
+            os.makedirs(os.path.join(subset, "masks"))
+            for path in sorted(glob.glob(os.path.join(images_root, "images", "*.jpg")))[:num_images]:
+                stem = os.path.basename(path)[:-4]
+                os.symlink(path, os.path.join(subset, "images", stem + ".jpg"))
+                os.symlink(os.path.join(images_root, "annotations", "trimaps", stem + ".png"),
+                           os.path.join(subset, "masks", stem + ".png"))
+        preprocess.run(["--images", os.path.join(subset, "images", "*.jpg"),
+                        "--masks", os.path.join(subset, "masks", "*.png"), "--output", output,
+                        "--image_size", str(size), "--image_format", image_format, "--overwrite",
+                        "--split_fractions", "train=1.0", "--num_shards", "8",
+                        "--direct_running_mode", "multi_processing", "--direct_num_workers", "2"])
+    return output
+
+
+def decode_files_dataset(images_root: str, num_images: int, size: int, batch_size: int) -> tf.data.Dataset:
+    """(b): the tutorial's pipeline, on the same images."""
+    images = sorted(glob.glob(os.path.join(images_root, "images", "*.jpg")))[:num_images]
+    masks = [os.path.join(images_root, "annotations", "trimaps", os.path.basename(p)[:-4] + ".png")
+             for p in images]
+
+    def load(image_path, mask_path):
+        image = tf.io.decode_jpeg(tf.io.read_file(image_path), channels=3)
+        mask = tf.io.decode_png(tf.io.read_file(mask_path), channels=1)
+        image = tf.image.resize(image, (size, size))
+        mask = tf.image.resize(mask, (size, size), method="nearest")
+        if tf.random.uniform(()) > 0.5:
+            image, mask = tf.image.flip_left_right(image), tf.image.flip_left_right(mask)
+        return tf.cast(image, tf.float32) / 255.0, tf.cast(mask, tf.int32) - 1
+
+    return (tf.data.Dataset.from_tensor_slices((images, masks)).shuffle(len(images)).repeat()
+            .map(load, num_parallel_calls=AUTOTUNE).batch(batch_size).prefetch(AUTOTUNE))
+
+
+def records_only_dataset(output: str, batch_size: int) -> tf.data.Dataset:
+    """(c): the same shards read with no parsing."""
+    files = sorted(glob.glob(os.path.join(output, "*.tfrecord")))
+    return (tf.data.Dataset.from_tensor_slices(files).repeat()
+            .interleave(lambda f: tf.data.TFRecordDataset(f, buffer_size=8 << 20),
+                        cycle_length=len(files), num_parallel_calls=AUTOTUNE, deterministic=False)
+            .batch(batch_size).prefetch(AUTOTUNE))
+
+
+def images_per_second(dataset: tf.data.Dataset, batches: int) -> float:
+    iterator = iter(dataset)
+    for _ in range(5):  # warm-up: threads, autotuning, file opens
+        next(iterator)
+    images = 0
+    started = time.perf_counter()
+    for _ in range(batches):
+        element = next(iterator)
+        first = element[0] if isinstance(element, tuple) else element
+        images += int(first.shape[0])
+    return images / (time.perf_counter() - started)
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--num_images", type=int, default=2000)
+    parser.add_argument("--image_size", type=int, default=128)
+    parser.add_argument("--batch_size", type=int, default=64)
+    parser.add_argument("--batches", type=int, default=150)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--data", default=os.path.join(tempfile.gettempdir(), "beam-etl-bench-data"))
+    parser.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "beam-etl-bench-loader"))
+    args = parser.parse_args(argv)
+
+    images_root = ensure_images(args.data, args.num_images)
+    outputs = {fmt: ensure_shards(images_root, args.num_images, args.image_size, fmt, args.work)
+               for fmt in FORMATS}
+    pipelines = {f"a_loader_{fmt}": (lambda fmt=fmt: train_loader.make_dataset(
+        outputs[fmt], "train", args.batch_size, repeat=True)) for fmt in FORMATS}
+    pipelines["b_decode_files"] = lambda: decode_files_dataset(
+        images_root, args.num_images, args.image_size, args.batch_size)
+    pipelines["c_records_only"] = lambda: records_only_dataset(outputs["raw"], args.batch_size)
+
+    best = {name: 0.0 for name in pipelines}
+    for round_ in range(args.rounds):
+        for name, make in pipelines.items():
+            rate = images_per_second(make(), args.batches)
+            best[name] = max(best[name], rate)
+            print(f"round {round_ + 1}: {name:16s} {rate:10,.0f} images/s", flush=True)
+    ratios = {f"{fmt}_vs_decode_files": best[f"a_loader_{fmt}"] / best["b_decode_files"] for fmt in FORMATS}
+    ratios["raw_vs_records_only"] = best["a_loader_raw"] / best["c_records_only"]
+    result = {"images_per_s": best, "ratios": ratios, "num_images": args.num_images,
+              "image_size": args.image_size, "batch_size": args.batch_size, "cpus": os.cpu_count()}
+    print(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main()
