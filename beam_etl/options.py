@@ -136,6 +136,38 @@ class PreprocessOptions(PipelineOptions):
         )
 
 
+class RunnerOptions(PipelineOptions):
+    """Launcher conveniences around Beam's own runner flags."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        parser.add_argument(
+            "--dask_local_workers", type=flag_type(positive_int), default=None, metavar="N",
+            help="Start a dask.distributed LocalCluster of N worker processes (one thread each) "
+                 "and run on it with the DaskRunner; for a running cluster give "
+                 "--runner DaskRunner --dask_client_address HOST:PORT instead.")
+        parser.add_argument(
+            "--render_graph", default=None, metavar="PATH",
+            help="Write a picture of the job's graph (.svg, .png or .dot; needs Graphviz's dot "
+                 "for images) before running it.")
+
+
+# Beam 2.77 does not resolve the short name of its Dask runner; ours fixes it besides.
+DASK_RUNNER = "beam_etl.dask_runner.DaskRunner"  # Beam's, with fixes: see that module
+_RUNNER_ALIASES = {"DaskRunner": DASK_RUNNER}
+
+
+def _resolve_runner_alias(argv: list[str]) -> list[str]:
+    resolved = list(argv)
+    for index, arg in enumerate(resolved):
+        if arg == "--runner" and index + 1 < len(resolved):
+            resolved[index + 1] = _RUNNER_ALIASES.get(resolved[index + 1], resolved[index + 1])
+        elif arg.startswith("--runner="):
+            name = arg.split("=", 1)[1]
+            resolved[index] = "--runner=" + _RUNNER_ALIASES.get(name, name)
+    return resolved
+
+
 def _help_parser(prog: str | None, description: str | None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog, description=description, allow_abbrev=False,
@@ -144,12 +176,14 @@ def _help_parser(prog: str | None, description: str | None) -> argparse.Argument
                "--direct_running_mode multi_processing --direct_num_workers 2, or "
                "--runner DaskRunner --dask_client_address HOST:PORT.")
     PreprocessOptions._add_argparse_args(parser)  # pylint: disable=protected-access
+    RunnerOptions._add_argparse_args(parser.add_argument_group("running"))  # pylint: disable=protected-access
     return parser
 
 
 def parse_args(argv: list[str], prog: str | None = None,
                description: str | None = None) -> tuple[config_lib.JobConfig, PipelineOptions]:
     """Parses and validates ``argv``; exits with status 2 and a message naming the flag on error."""
+    argv = _resolve_runner_alias(argv)
     parser = _help_parser(prog, description)
     parser.parse_known_args(argv)  # --help, and flag-level errors with this job's own usage line
     beam_parser = _BeamArgumentParser(allow_abbrev=False)

@@ -20,7 +20,7 @@ from apache_beam.io.filesystem import MatchResult
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from beam_etl.records import REJECTED, Rejection, SourceRecord
+from beam_etl.records import Rejection, SourceRecord, SplitRejections
 from beam_etl.splits import TRAINVAL
 
 OXFORD_LISTS = (("trainval.txt", TRAINVAL), ("test.txt", "test"))
@@ -62,8 +62,7 @@ class _PairByStemFn(beam.DoFn):
 
     def _reject(self, uri, reason, message, key):
         self._rejected.inc()
-        return beam.pvalue.TaggedOutput(
-            REJECTED, Rejection(uri=uri, stage="pair", reason=reason, message=message, key=key))
+        return Rejection(uri=uri, stage="pair", reason=reason, message=message, key=key)
 
     def process(self, element):
         stem, grouped = element
@@ -107,7 +106,8 @@ class ReadImageMaskPairs(beam.PTransform):
         masks = pbegin | "MatchMasks" >> _MatchByStem(self._masks_glob)  # (stem, uri)
         return ({"image": images, "mask": masks}
                 | "GroupByStem" >> beam.CoGroupByKey()
-                | "Pair" >> beam.ParDo(_PairByStemFn()).with_outputs(REJECTED, main="records"))
+                | "Pair" >> beam.ParDo(_PairByStemFn())  # SourceRecord | Rejection
+                | "SplitRejections" >> SplitRejections())
 
 
 def parse_oxford_list(text: str, list_uri: str, split: str):
@@ -170,7 +170,8 @@ class ReadOxfordPets(beam.PTransform):
                  | "ReadLists" >> beam.FlatMap(_read_oxford_list))  # (stem, (split, label, name, list))
         return ({"image": images, "mask": masks, "meta": metas}
                 | "GroupByStem" >> beam.CoGroupByKey()
-                | "Pair" >> beam.ParDo(_PairByStemFn()).with_outputs(REJECTED, main="records"))
+                | "Pair" >> beam.ParDo(_PairByStemFn())  # SourceRecord | Rejection
+                | "SplitRejections" >> SplitRejections())
 
 
 class _DropDuplicateKeysFn(beam.DoFn):
@@ -183,9 +184,8 @@ class _DropDuplicateKeysFn(beam.DoFn):
         yield records[0]
         for record in records[1:]:
             self._rejected.inc()
-            yield beam.pvalue.TaggedOutput(REJECTED, Rejection(
-                uri=record.image_uri, stage="pair", reason="duplicate_key",
-                message=f"key {key!r} already comes from {records[0].image_uri}", key=key))
+            yield Rejection(uri=record.image_uri, stage="pair", reason="duplicate_key",
+                            message=f"key {key!r} already comes from {records[0].image_uri}", key=key)
 
 
 class ReadSources(beam.PTransform):
@@ -207,15 +207,15 @@ class ReadSources(beam.PTransform):
             outputs.append(pbegin | f"ReadImages{index}" >> ReadImageMaskPairs(images, masks))
         for index, root in enumerate(self._config.oxford_pets):
             outputs.append(pbegin | f"ReadOxfordPets{index}" >> ReadOxfordPets(root))
-        records = [out.records for out in outputs] | "FlattenRecords" >> beam.Flatten()
-        deduped = (records
-                   | "KeyByKey" >> beam.Map(lambda record: (record.key, record))
-                   | "GroupByKey" >> beam.GroupByKey()  # (key, [SourceRecord])
-                   | "DropDuplicateKeys" >> beam.ParDo(_DropDuplicateKeysFn()).with_outputs(
-                       REJECTED, main="records"))
-        rejected = ([out[REJECTED] for out in outputs] + [deduped[REJECTED]]
+        records = [records for records, _ in outputs] | "FlattenRecords" >> beam.Flatten()
+        deduped, duplicates = (records
+                               | "KeyByKey" >> beam.Map(lambda record: (record.key, record))
+                               | "GroupByKey" >> beam.GroupByKey()  # (key, [SourceRecord])
+                               | "DropDuplicateKeys" >> beam.ParDo(_DropDuplicateKeysFn())
+                               | "SplitRejections" >> SplitRejections())
+        rejected = ([rejected for _, rejected in outputs] + [duplicates]
                     | "FlattenRejected" >> beam.Flatten())
-        return deduped.records, rejected
+        return deduped, rejected
 
 
 def check_sources(config) -> None:

@@ -1,5 +1,5 @@
 """The Beam step around the per-example chain: reads the bytes, runs
-:func:`beam_etl.process.process_example`, and routes bad inputs to a ``rejected`` output."""
+:func:`beam_etl.process.process_example`, and turns bad inputs into ``Rejection`` s."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from apache_beam.metrics import Metrics
 
 from beam_etl.config import JobConfig
 from beam_etl.process import process_example
-from beam_etl.records import REJECTED, RejectedInput, SourceRecord
+from beam_etl.records import RejectedInput, SourceRecord, SplitRejections
 from beam_etl.splits import assign_split
 
 _MASK_STAGES = ("read_mask", "decode_mask")
@@ -52,7 +52,7 @@ class ProcessExamplesFn(beam.DoFn):
                 self._rejected[rejected.reason] = Metrics.counter("beam_etl", f"rejected_{rejected.reason}")
             self._rejected[rejected.reason].inc()
             uri = record.mask_uri if rejected.stage in _MASK_STAGES else record.image_uri
-            yield beam.pvalue.TaggedOutput(REJECTED, rejected.to_rejection(uri, record.key))
+            yield rejected.to_rejection(uri, record.key)
             return
         self._written[split].inc(len(examples))
         yield from examples
@@ -66,6 +66,7 @@ class ProcessExamples(beam.PTransform):
         self._config = config
 
     def expand(self, records):
-        outputs = records | "DecodeResizeEncode" >> beam.ParDo(
-            ProcessExamplesFn(self._config)).with_outputs(REJECTED, main="examples")
-        return outputs.examples, outputs[REJECTED]
+        return (records
+                | "DecodeResizeEncode" >> beam.ParDo(ProcessExamplesFn(self._config))
+                # EncodedExample | Rejection
+                | "SplitRejections" >> SplitRejections())

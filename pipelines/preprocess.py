@@ -22,6 +22,7 @@ import sys
 import time
 
 import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from beam_etl import manifest as manifest_lib
 from beam_etl import options as options_lib
@@ -66,6 +67,29 @@ def summarize(manifest: dict, seconds: float) -> str:
     return "\n".join(lines)
 
 
+def render_graph(config: JobConfig, path: str) -> None:
+    """Writes the job's graph to ``path`` with Beam's RenderRunner (steps two levels deep)."""
+    from apache_beam.runners.render import RenderRunner  # pylint: disable=import-outside-toplevel
+
+    options = PipelineOptions(render_output=[path], render_leaf_composite_nodes=[r"[^/]+/[^/]+$"])
+    with beam.Pipeline(runner=RenderRunner(), options=options) as pipeline:
+        build_pipeline(pipeline, config)
+    print(f"wrote the job's graph to {path}")
+
+
+def start_local_dask_cluster(pipeline_options: PipelineOptions, workers: int):
+    """A dask.distributed LocalCluster of ``workers`` processes, and the options to run on it."""
+    # pylint: disable=import-outside-toplevel  # the [dask] extra
+    from apache_beam.runners.dask.dask_runner import DaskOptions
+    from distributed import LocalCluster
+
+    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                           dashboard_address=None)
+    pipeline_options.view_as(StandardOptions).runner = options_lib.DASK_RUNNER
+    pipeline_options.view_as(DaskOptions).address = cluster.scheduler_address
+    return cluster
+
+
 def run(argv: list[str] | None = None) -> dict:
     """Parses flags, runs the job to completion and returns the manifest."""
     argv = sys.argv[1:] if argv is None else argv
@@ -76,9 +100,19 @@ def run(argv: list[str] | None = None) -> dict:
         manifest_lib.prepare_output(config)
     except ValueError as error:
         sys.exit(f"error: {error}")
+    runner_options = pipeline_options.view_as(options_lib.RunnerOptions)
+    if runner_options.render_graph:
+        render_graph(config, runner_options.render_graph)
+    cluster = None
+    if runner_options.dask_local_workers:
+        cluster = start_local_dask_cluster(pipeline_options, runner_options.dask_local_workers)
     started = time.perf_counter()
-    with beam.Pipeline(options=pipeline_options) as pipeline:
-        build_pipeline(pipeline, config)
+    try:
+        with beam.Pipeline(options=pipeline_options) as pipeline:
+            build_pipeline(pipeline, config)
+    finally:
+        if cluster is not None:
+            cluster.close()
     seconds = time.perf_counter() - started
     manifest = manifest_lib.read_manifest(config.output)
     print(summarize(manifest, seconds))

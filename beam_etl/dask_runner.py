@@ -1,0 +1,182 @@
+"""Beam's DaskRunner with four translation bugs of Beam 2.77 fixed.
+
+``--runner DaskRunner`` (or ``--dask_local_workers N``) runs the job with this runner: the
+same translation of a Beam pipeline into ``dask.bag`` operations, scheduled by a
+``dask.distributed`` cluster, as ``apache_beam.runners.dask.dask_runner.DaskRunner``, with
+these differences, each of which made the job's output differ from the DirectRunner's:
+
+1. Tagged outputs. Upstream puts every output of a multi-output ParDo in one bag and hands
+   all of it to the consumer of any one output. tf.Transform splits each analyzer's results
+   by tag (``ExtractOutputs``), so its statistics came out scrambled. Here a consumer reads
+   only its own tag.
+2. ``finish_bundle`` outputs. Upstream collects a bundle's outputs before it calls
+   ``finish_bundle``, so whatever a DoFn emits there is lost; ``beam.BatchElements`` emits its
+   last batch there, and tf.Transform and tfx-bsl batch with it. Here they are kept.
+3. Leaves. Upstream computes only the bag of the last transform visited; a branch that does
+   not feed it never runs. Here every bag that no step consumes is computed.
+4. Side inputs. Upstream recomputes a side input's whole upstream graph in every task that
+   reads it; tf.Transform's SavedModel-writing steps then ran once per reader, each in a new
+   temporary directory, and its DoFns saw different paths. Here a side input is computed once.
+
+The job itself has no Dask-only code path: where Beam features behave differently on Dask
+the job uses what works on every runner (two Filters instead of tagged outputs, spill writes
+that emit from ``process``), and these fixes are for what tf.Transform needs. They are the
+kind of fix to offer upstream; the module can go once Beam's runner has them.
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+
+from apache_beam import pvalue
+from apache_beam.pvalue import TaggedOutput
+from apache_beam.runners.common import DoFnContext, DoFnInvoker, DoFnSignature, _OutputHandler
+from apache_beam.runners.dask import dask_runner as upstream
+from apache_beam.runners.dask import transform_evaluator as evaluator
+from apache_beam.runners.dask.overrides import dask_overrides
+from apache_beam.transforms.core import DoFn
+from apache_beam.transforms.sideinputs import SideInputMap
+
+NAME = f"{__name__}.DaskRunner"
+
+
+def _apply_dofn_to_bundle(items, invoker_args, invoker_kwargs, receivers):
+    """Upstream's bundle function, collecting outputs after ``finish_bundle`` (fix 2)."""
+    invoker = DoFnInvoker.create_invoker(*invoker_args, **invoker_kwargs)
+    invoker.invoke_setup()
+    invoker.invoke_start_bundle()
+    for item in items:
+        invoker.invoke_process(item)
+    invoker.invoke_finish_bundle()
+    invoker.invoke_teardown()
+    # Like upstream, main outputs leave the bag as bare values (GroupByKey reads them as (k, v));
+    # tagged ones stay wrapped until a consumer of their tag takes them out (_untag).
+    results = [value if isinstance(value, TaggedOutput) else value.value for value in receivers.values]
+    receivers.values.clear()
+    return results
+
+
+class _ParDo(evaluator.ParDo):
+    def apply(self, input_bag, side_inputs=None):
+        transform = self.transform
+        args, kwargs = transform.raw_side_inputs
+        main_input = next(iter(self.applied.main_inputs.values()))
+        window_fn = main_input.windowing.windowfn if hasattr(main_input, "windowing") else None
+        receivers = evaluator.OneReceiver()
+        invoker_args = [
+            DoFnSignature(transform.fn),
+            _OutputHandler(window_fn=window_fn, main_receivers=receivers[None],
+                           tagged_receivers=receivers, per_element_output_counter=None,
+                           output_batch_converter=None, process_yields_batches=False,
+                           process_batch_yields_elements=False),
+        ]
+        invoker_kwargs = dict(context=DoFnContext(transform.label, state=None),
+                              side_inputs=side_inputs, input_args=list(args), input_kwargs=kwargs,
+                              user_state_context=None,
+                              bundle_finalizer_param=DoFn.BundleFinalizerParam())
+        return input_bag.map(evaluator.get_windowed_value, window_fn).map_partitions(
+            _apply_dofn_to_bundle, invoker_args, invoker_kwargs, receivers)
+
+
+_TRANSLATIONS = {**evaluator.TRANSLATIONS, evaluator.apache_beam.ParDo: _ParDo}
+
+
+def _is_main(element) -> bool:
+    return not isinstance(element, TaggedOutput)
+
+
+def _has_tag(element, tag) -> bool:
+    return isinstance(element, TaggedOutput) and element.tag == tag
+
+
+def _untag(element):
+    return element.value.value  # TaggedOutput(tag, WindowedValue(value))
+
+
+class _Visitor(upstream.PipelineVisitor):
+    """Upstream's DaskBagVisitor, reading each PCollection by its tag (fix 1)."""
+
+    def __init__(self, bag_kwargs):
+        self.bags = collections.OrderedDict()  # AppliedPTransform -> bag of all its outputs
+        self.consumed = set()
+        self._persisted = set()
+        self._bag_kwargs = bag_kwargs
+
+    def bag_of(self, pcoll):
+        producer = pcoll.producer
+        self.consumed.add(producer)
+        bag = self.bags[producer]
+        if len(producer.outputs) <= 1:
+            return bag
+        if pcoll.tag is None:
+            return bag.filter(_is_main)
+        return bag.filter(functools.partial(_has_tag, tag=pcoll.tag)).map(_untag)
+
+    def side_bag_of(self, pcoll):
+        """A side input's bag, computed once on the cluster (fix 4).
+
+        Each task that reads a side input computes its bag; upstream hands it the bag's
+        graph, so every reading task recomputed everything upstream of it. Steps with side
+        effects or fresh names (tf.Transform writes each phase's SavedModel to a new temporary
+        directory) then ran many times and disagreed. Persisting the producer's bag, for every
+        later consumer too, makes it one computation whose results the tasks fetch.
+        """
+        producer = pcoll.producer
+        if producer not in self._persisted:
+            self.bags[producer] = self.bags[producer].persist()
+            self._persisted.add(producer)
+        return self.bag_of(pcoll)
+
+    def visit_transform(self, transform_node):
+        op_class = _TRANSLATIONS.get(transform_node.transform.__class__, evaluator.NoOp)
+        op = op_class(transform_node, bag_kwargs=self._bag_kwargs)
+        op_kws = {"input_bag": None, "side_inputs": None}
+        inputs = list(transform_node.inputs)
+        if inputs:
+            bags = [None if isinstance(value, pvalue.PBegin) else self.bag_of(value) for value in inputs
+                    if isinstance(value, pvalue.PBegin) or value.producer in self.bags]
+            single = len(bags) == 1 and not isinstance(op, evaluator.Flatten)
+            op_kws["input_bag"] = bags[0] if single else bags
+        if transform_node.side_inputs:
+            op_kws["side_inputs"] = [
+                SideInputMap(type(side), side._view_options(),  # pylint: disable=protected-access
+                             evaluator.DaskBagWindowedIterator(self.side_bag_of(side.pvalue),
+                                                               side._window_mapping_fn))  # pylint: disable=protected-access
+                for side in transform_node.side_inputs]
+        self.bags[transform_node] = op.apply(**op_kws)
+
+    def leaves(self):
+        return [bag for node, bag in self.bags.items() if node not in self.consumed and bag is not None]
+
+
+class _Result(upstream.DaskRunnerResult):
+    def __init__(self, client, futures, persisted):
+        super().__init__(client, futures)
+        self._persisted = persisted  # the side inputs' futures: released, they would be lost
+
+    def wait_until_finish(self, duration=None):
+        try:
+            return super().wait_until_finish(duration)
+        finally:  # the job is over: let the cluster go without the client trying to reconnect
+            self.client.close()
+
+
+class DaskRunner(upstream.DaskRunner):
+    """Runs a pipeline on a dask.distributed cluster (``--dask_client_address``)."""
+
+    def run_pipeline(self, pipeline, options):
+        # pylint: disable=import-outside-toplevel
+        import dask
+        import dask.distributed as ddist
+
+        dask_options = options.view_as(upstream.DaskOptions).get_all_options(
+            drop_default=True, current_only=True)
+        bag_kwargs = upstream.DaskOptions._extract_bag_kwargs(dask_options)  # pylint: disable=protected-access
+        client = ddist.Client(**dask_options)
+        pipeline.replace_all(dask_overrides())
+        visitor = _Visitor(bag_kwargs)
+        pipeline.visit(visitor)
+        leaves = dask.optimize(*visitor.leaves())  # fix 3: every leaf, not only the last
+        futures = client.compute(list(leaves))
+        return _Result(client, futures, visitor.bags)
