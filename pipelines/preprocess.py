@@ -71,7 +71,8 @@ def render_graph(config: JobConfig, path: str) -> None:
     """Writes the job's graph to ``path`` with Beam's RenderRunner (steps two levels deep)."""
     from apache_beam.runners.render import RenderRunner  # pylint: disable=import-outside-toplevel
 
-    options = PipelineOptions(render_output=[path], render_leaf_composite_nodes=[r"[^/]+/[^/]+$"])
+    options = PipelineOptions(flags=[], render_output=[path],
+                              render_leaf_composite_nodes=[r"[^/]+/[^/]+$"])
     with beam.Pipeline(runner=RenderRunner(), options=options) as pipeline:
         build_pipeline(pipeline, config)
     print(f"wrote the job's graph to {path}")

@@ -16,3 +16,18 @@ def test_readme_test_command_is_what_ci_runs():
     ci = (ROOT / ".ci" / "run").read_text()
     assert "bash scripts/setup.sh && .venv/bin/python -m pytest" in readme
     assert "bash scripts/setup.sh\n.venv/bin/python -m pytest\n" in ci
+
+
+def test_flex_template_launches_the_job_with_flags_it_knows():
+    import json
+
+    from beam_etl import options as options_lib
+
+    dockerfile = (ROOT / "docker" / "Dockerfile").read_text()
+    py_file = re.search(r"FLEX_TEMPLATE_PYTHON_PY_FILE=/opt/beam-etl/(\S+)", dockerfile).group(1)
+    assert (ROOT / py_file).is_file()
+    assert "python_template_launcher" in dockerfile and "pip check" in dockerfile
+    parameters = json.loads((ROOT / "docker" / "metadata.json").read_text())["parameters"]
+    known = {action.dest for action in options_lib._help_parser(None, None)._actions}  # pylint: disable=protected-access
+    assert {p["name"] for p in parameters} <= known
+    assert [p["name"] for p in parameters if not p["isOptional"]] == ["output"]

@@ -1,0 +1,74 @@
+"""The job on a real dask.distributed cluster (2 worker processes), against the DirectRunner."""
+
+from __future__ import annotations
+
+import apache_beam as beam
+import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.testing.util import assert_that, equal_to
+from distributed import LocalCluster
+
+from beam_etl import manifest as manifest_lib
+from beam_etl.options import DASK_RUNNER
+from tests.jobs import run_job
+from tests.test_preprocess_e2e import _files
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def scheduler_address():
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        yield cluster.scheduler_address
+
+
+class _TagAndFlush(beam.DoFn):
+    """Even numbers to the main output, odd ones tagged; the bundle's count from finish_bundle."""
+
+    def start_bundle(self):
+        self._count = 0
+
+    def process(self, number):
+        self._count += 1
+        yield number if number % 2 == 0 else beam.pvalue.TaggedOutput("odd", number)
+
+    def finish_bundle(self):
+        yield beam.utils.windowed_value.WindowedValue(
+            ("seen", self._count), 0, [beam.transforms.window.GlobalWindow()])
+
+
+def _runner_fixture_pipeline(address, expected_odd):
+    options = PipelineOptions(runner=DASK_RUNNER, dask_client_address=address)
+    with beam.Pipeline(options=options) as pipeline:
+        numbers = pipeline | beam.Create(list(range(10)))
+        outputs = numbers | beam.ParDo(_TagAndFlush()).with_outputs("odd", main="even")
+        total = numbers | "Total" >> beam.CombineGlobally(sum)
+        assert_that(outputs.odd, equal_to(expected_odd), label="OddOnly")
+        seen = (outputs.even
+                | "Seen" >> beam.Filter(lambda x: isinstance(x, tuple))
+                | "Counts" >> beam.Map(lambda x: x[1])
+                | "SumSeen" >> beam.CombineGlobally(sum))
+        assert_that(seen, equal_to([10]), label="FinishBundleKept")
+        scaled = numbers | "Scale" >> beam.Map(lambda x, t: x * t, t=beam.pvalue.AsSingleton(total))
+        assert_that(scaled, equal_to([x * 45 for x in range(10)]), label="SideInput")
+
+
+def test_runner_keeps_tags_finish_bundle_outputs_side_inputs_and_every_branch(scheduler_address):
+    _runner_fixture_pipeline(scheduler_address, [1, 3, 5, 7, 9])
+    # Every assert_that is a leaf branch: a wrong expectation must fail the run, so they all ran.
+    with pytest.raises(Exception, match="BeamAssertException|Failed assert"):
+        _runner_fixture_pipeline(scheduler_address, [1, 3])
+
+
+def test_job_on_dask_gives_the_direct_runners_bytes_and_statistics(pets_dir, tmp_path, raw_output,
+                                                                   scheduler_address):
+    direct_dir, direct = raw_output
+    dask = run_job(pets_dir, tmp_path, "--image_format", "raw", "--augment_copies", "2",
+                   "--mask_values", "1,2,3", "--runner", "DaskRunner",
+                   "--dask_client_address", scheduler_address)
+    assert dask == manifest_lib.read_manifest(str(tmp_path))
+    assert _files(tmp_path) == _files(direct_dir)
+    assert dask["statistics"] == direct["statistics"]
+    for manifest in (dask, direct):
+        manifest["flags"].pop("output")
+    assert dask == direct
