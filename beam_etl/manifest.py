@@ -122,8 +122,6 @@ def prepare_output(config: JobConfig) -> None:
         raise ValueError(f"--output {config.output!r} already holds a run's output; "
                          "pass --overwrite to replace it")
     paths = [manifest_path] if has_manifest else []
-    paths += [metadata.path for metadata in earlier]
+    FileSystems.delete(paths + [metadata.path for metadata in earlier])
     for name in (sink.REJECTED_DIR, sink.INCOMPLETE_DIR, *statistics.TRANSFORM_DIRS):
-        if FileSystems.exists(sink.join(config.output, name)):
-            paths.append(sink.join(config.output, name))
-    FileSystems.delete(paths)
+        sink.delete_tree(sink.join(config.output, name))

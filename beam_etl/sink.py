@@ -245,8 +245,20 @@ class WriteRejected(beam.PTransform):
                 | "WriteRejectedFile" >> beam.ParDo(_WriteRejectedFn(self._output_dir)))
 
 
-def remove_incomplete(output_dir: str) -> None:
-    path = join(output_dir, INCOMPLETE_DIR)
+def delete_tree(path: str) -> None:
+    """Deletes a directory and everything under it, local or in an object store.
+
+    Object stores (``gs://``) have no directories: ``exists`` is False for a prefix, so the
+    objects under it are matched and deleted one by one.
+    """
     if FileSystems.exists(path):
         FileSystems.delete([path])
+        return
+    objects = FileSystems.match([f"{path.rstrip('/')}/**"])[0].metadata_list
+    if objects:
+        FileSystems.delete([metadata.path for metadata in objects])
+
+
+def remove_incomplete(output_dir: str) -> None:
+    delete_tree(join(output_dir, INCOMPLETE_DIR))
 

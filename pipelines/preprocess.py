@@ -85,7 +85,7 @@ def start_local_dask_cluster(pipeline_options: PipelineOptions, workers: int):
     from distributed import LocalCluster
 
     cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                           dashboard_address=None)
+                           dashboard_address=":0")
     pipeline_options.view_as(StandardOptions).runner = options_lib.DASK_RUNNER
     pipeline_options.view_as(DaskOptions).address = cluster.scheduler_address
     return cluster

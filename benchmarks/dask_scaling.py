@@ -1,0 +1,96 @@
+"""The job on a dask.distributed cluster of 1 and 2 workers, and on the DirectRunner, in one run.
+
+    python -m benchmarks.dask_scaling --sizes 1000,4000 --memory_size 16000
+
+Each run is the whole job (statistics included) in a fresh process, on a fresh LocalCluster
+of worker processes with one thread each, at 128x128 JPEG. Steady-state images/s come from
+the difference between the two sizes (what is left of the smaller run is start-up: cluster
+connection, graph building, tf.Transform tracing). Peak memory per worker is each worker
+process's maximum resident set (``ru_maxrss``) at the end of its run; it should not grow with
+the dataset: the job streams. The DirectRunner runs with 2 worker processes
+(multi_processing) for comparison.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+from benchmarks.preprocess_throughput import ensure_dataset, steady_state, subset_dir
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KB on Linux
+
+
+def run_job(inputs: str, output: str, runner_flags: list[str]) -> float:
+    command = [sys.executable, "-m", "pipelines.preprocess",
+               "--images", f"{inputs}/images/*.jpg", "--masks", f"{inputs}/masks/*.png",
+               "--output", output, "--image_size", "128", "--overwrite", *runner_flags]
+    started = time.perf_counter()
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                   env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    return time.perf_counter() - started
+
+
+def run_on_dask(inputs: str, output: str, workers: int) -> tuple[float, list[float]]:
+    from distributed import Client, LocalCluster  # pylint: disable=import-outside-toplevel
+
+    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                      dashboard_address=":0") as cluster, Client(cluster) as client:
+        seconds = run_job(inputs, output, ["--runner", "DaskRunner",
+                                           "--dask_client_address", cluster.scheduler_address])
+        peaks = sorted(client.run(_peak_rss_mb).values())
+    return seconds, peaks
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="1000,4000", help="two image counts for steady state")
+    parser.add_argument("--memory_size", type=int, default=16000,
+                        help="a larger count run on 2 Dask workers for peak memory only (0: skip)")
+    parser.add_argument("--data", default=os.path.join(tempfile.gettempdir(), "beam-etl-bench-data"))
+    args = parser.parse_args(argv)
+    small, large = (int(n) for n in args.sizes.split(","))
+    records = ensure_dataset(args.data, max(large, args.memory_size))
+    work = tempfile.mkdtemp(prefix="beam-etl-dask-")
+    inputs = {n: subset_dir(records[:n], os.path.join(work, f"inputs-{n}"))
+              for n in {small, large, args.memory_size} if n}
+
+    times, peaks = {}, {}
+    for n in (small, large):
+        times[("direct_2_processes", n)] = run_job(
+            inputs[n], os.path.join(work, "out"),
+            ["--direct_running_mode", "multi_processing", "--direct_num_workers", "2"])
+        for workers in (1, 2):
+            seconds, worker_peaks = run_on_dask(inputs[n], os.path.join(work, "out"), workers)
+            times[(f"dask_{workers}_workers", n)] = seconds
+            peaks[(workers, n)] = worker_peaks
+        print(f"{n} images: " + ", ".join(f"{name} {seconds:.1f} s" for (name, size), seconds in times.items()
+                                          if size == n), flush=True)
+    if args.memory_size:
+        _, peaks[(2, args.memory_size)] = run_on_dask(inputs[args.memory_size], os.path.join(work, "out"), 2)
+
+    result = {"steady_images_per_s": {}, "startup_s": {}, "wall_s": {}}
+    for name in ("direct_2_processes", "dask_1_workers", "dask_2_workers"):
+        rate, startup = steady_state(small, times[(name, small)], large, times[(name, large)])
+        result["steady_images_per_s"][name] = rate
+        result["startup_s"][name] = startup
+        result["wall_s"][name] = {small: times[(name, small)], large: times[(name, large)]}
+    rates = result["steady_images_per_s"]
+    result["dask_speedup_1_to_2_workers"] = rates["dask_2_workers"] / rates["dask_1_workers"]
+    result["dask_2_vs_direct_2"] = rates["dask_2_workers"] / rates["direct_2_processes"]
+    result["peak_rss_mb_per_worker"] = {f"{workers}_workers_{n}_images": [round(p) for p in values]
+                                        for (workers, n), values in peaks.items()}
+    print(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main()
