@@ -1,4 +1,4 @@
-"""Beam's DaskRunner with four translation bugs of Beam 2.77 fixed.
+"""Beam's DaskRunner with five translation bugs of Beam 2.77 fixed.
 
 ``--runner DaskRunner`` (or ``--dask_local_workers N``) runs the job with this runner: the
 same translation of a Beam pipeline into ``dask.bag`` operations, scheduled by a
@@ -17,6 +17,11 @@ these differences, each of which made the job's output differ from the DirectRun
 4. Side inputs. Upstream recomputes a side input's whole upstream graph in every task that
    reads it; tf.Transform's SavedModel-writing steps then ran once per reader, each in a new
    temporary directory, and its DoFns saw different paths. Here a side input is computed once.
+5. Parallelism. Upstream's GroupByKey keeps the number of partitions of its input; a job
+   that starts from a handful of globs (one partition) then runs everything on one worker,
+   however many the cluster has. Here a shuffle spreads its output over ``--dask_npartitions``
+   partitions, by default four per worker. A partition's results stay in worker memory while
+   its consumers run, so for very large inputs give more partitions (BENCHMARKS.md).
 
 The job itself has no Dask-only code path: where Beam features behave differently on Dask
 the job uses what works on every runner (two Filters instead of tagged outputs, spill writes
@@ -79,7 +84,23 @@ class _ParDo(evaluator.ParDo):
             _apply_dofn_to_bundle, invoker_args, invoker_kwargs, receivers)
 
 
-_TRANSLATIONS = {**evaluator.TRANSLATIONS, evaluator.apache_beam.ParDo: _ParDo}
+class _GroupByKey(evaluator.GroupByKey):
+    """Upstream's GroupByKey, spreading its output over ``shuffle_partitions`` (fix 5)."""
+
+    def apply(self, input_bag, side_inputs=None):
+        def key(item):
+            return item[0]
+
+        def value(item):
+            k, grouped = item
+            return k, [evaluator.defenestrate(element[1]) for element in grouped]
+
+        npartitions = self.bag_kwargs.get("npartitions") or self.bag_kwargs["shuffle_partitions"]
+        return input_bag.groupby(key, npartitions=npartitions).map(value)
+
+
+_TRANSLATIONS = {**evaluator.TRANSLATIONS, evaluator.apache_beam.ParDo: _ParDo,
+                 evaluator._GroupByKeyOnly: _GroupByKey}  # pylint: disable=protected-access
 
 
 def _is_main(element) -> bool:
@@ -175,7 +196,10 @@ class DaskRunner(upstream.DaskRunner):
         bag_kwargs = upstream.DaskOptions._extract_bag_kwargs(dask_options)  # pylint: disable=protected-access
         client = ddist.Client(**dask_options)
         pipeline.replace_all(dask_overrides())
-        visitor = _Visitor(bag_kwargs)
+        workers = len(client.scheduler_info().get("workers", {})) or 1
+        # A few tasks per worker after every shuffle: enough to keep them all busy and
+        # balanced, few enough that per-task overhead stays small.
+        visitor = _Visitor({**bag_kwargs, "shuffle_partitions": max(2, 4 * workers)})
         pipeline.visit(visitor)
         leaves = dask.optimize(*visitor.leaves())  # fix 3: every leaf, not only the last
         futures = client.compute(list(leaves))
