@@ -20,8 +20,7 @@ these differences, each of which made the job's output differ from the DirectRun
 5. Parallelism. Upstream's GroupByKey keeps the number of partitions of its input; a job
    that starts from a handful of globs (one partition) then runs everything on one worker,
    however many the cluster has. Here a shuffle spreads its output over ``--dask_npartitions``
-   partitions, by default four per worker. A partition's results stay in worker memory while
-   its consumers run, so for very large inputs give more partitions (BENCHMARKS.md).
+   partitions, by default four per worker.
 
 The job itself has no Dask-only code path: where Beam features behave differently on Dask
 the job uses what works on every runner (two Filters instead of tagged outputs, spill writes

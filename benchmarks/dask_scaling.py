@@ -39,13 +39,13 @@ def run_job(inputs: str, output: str, runner_flags: list[str]) -> float:
     return time.perf_counter() - started
 
 
-def run_on_dask(inputs: str, output: str, workers: int) -> tuple[float, list[float]]:
+def run_on_dask(inputs: str, output: str, workers: int, extra=()) -> tuple[float, list[float]]:
     from distributed import Client, LocalCluster  # pylint: disable=import-outside-toplevel
 
     with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                       dashboard_address=":0") as cluster, Client(cluster) as client:
         seconds = run_job(inputs, output, ["--runner", "DaskRunner",
-                                           "--dask_client_address", cluster.scheduler_address])
+                                           "--dask_client_address", cluster.scheduler_address, *extra])
         peaks = sorted(client.run(_peak_rss_mb).values())
     return seconds, peaks
 
@@ -55,6 +55,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--sizes", default="1000,4000", help="two image counts for steady state")
     parser.add_argument("--memory_size", type=int, default=16000,
                         help="a larger count run on 2 Dask workers for peak memory only (0: skip)")
+    parser.add_argument("--memory_npartitions", type=int, default=None,
+                        help="also run --memory_size with --dask_npartitions N, for its peak memory")
     parser.add_argument("--data", default=os.path.join(tempfile.gettempdir(), "beam-etl-bench-data"))
     args = parser.parse_args(argv)
     small, large = (int(n) for n in args.sizes.split(","))
@@ -76,6 +78,10 @@ def main(argv=None) -> dict:
                                           if size == n), flush=True)
     if args.memory_size:
         _, peaks[(2, args.memory_size)] = run_on_dask(inputs[args.memory_size], os.path.join(work, "out"), 2)
+        if args.memory_npartitions:
+            _, peaks[(f"2_npartitions_{args.memory_npartitions}", args.memory_size)] = run_on_dask(
+                inputs[args.memory_size], os.path.join(work, "out"), 2,
+                ["--dask_npartitions", str(args.memory_npartitions)])
 
     result = {"steady_images_per_s": {}, "startup_s": {}, "wall_s": {}}
     for name in ("direct_2_processes", "dask_1_workers", "dask_2_workers"):
