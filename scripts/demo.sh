@@ -12,7 +12,12 @@ echo
 echo "demo/out:"; ls -l demo/out
 echo; echo "demo/out/rejected/rejected-00000-of-00001.jsonl:"; cat demo/out/rejected/rejected-00000-of-00001.jsonl
 echo; echo "statistics in demo/out/manifest.json:"
-.venv/bin/python -c "import json; print(json.dumps(json.load(open('demo/out/manifest.json'))['statistics'], indent=1))" | head -30
+.venv/bin/python -c "
+import json
+stats = json.load(open('demo/out/manifest.json'))['statistics']
+names = stats.pop('class_names')
+print(json.dumps(stats, indent=1))
+print(len(names), 'class names, e.g.', names[:5])"
 echo; echo "the loader, on the training split:"
 .venv/bin/python -m beam_etl.train_loader --data demo/out --split train --batch_size 32 --steps 20
 .venv/bin/python -m beam_etl.train_loader --data demo/out --split train --preview demo/preview.png
