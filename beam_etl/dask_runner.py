@@ -13,7 +13,9 @@ these differences, each of which made the job's output differ from the DirectRun
    ``finish_bundle``, so whatever a DoFn emits there is lost; ``beam.BatchElements`` emits its
    last batch there, and tf.Transform and tfx-bsl batch with it. Here they are kept.
 3. Leaves. Upstream computes only the bag of the last transform visited; a branch that does
-   not feed it never runs. Here every bag that no step consumes is computed.
+   not feed it never runs. Here every bag that no step consumes is computed, and its elements
+   dropped on the worker: tf.Transform's instrumentation leaves pass the whole training split
+   through, which the client would otherwise gather and the workers hold.
 4. Side inputs. Upstream recomputes a side input's whole upstream graph in every task that
    reads it; tf.Transform's SavedModel-writing steps then ran once per reader, each in a new
    temporary directory, and its DoFns saw different paths. Here a side input is computed once.
@@ -170,6 +172,11 @@ class _Visitor(upstream.PipelineVisitor):
         return [bag for node, bag in self.bags.items() if node not in self.consumed and bag is not None]
 
 
+def _nothing(partition):
+    del partition
+    return []
+
+
 class _Result(upstream.DaskRunnerResult):
     def __init__(self, client, futures, persisted):
         super().__init__(client, futures)
@@ -200,6 +207,8 @@ class DaskRunner(upstream.DaskRunner):
         # balanced, few enough that per-task overhead stays small.
         visitor = _Visitor({**bag_kwargs, "shuffle_partitions": max(2, 4 * workers)})
         pipeline.visit(visitor)
-        leaves = dask.optimize(*visitor.leaves())  # fix 3: every leaf, not only the last
+        # Fix 3: every leaf, not only the last; their elements are dropped where they are made,
+        # so neither the workers keep them nor the client gathers them.
+        leaves = dask.optimize(*[leaf.map_partitions(_nothing) for leaf in visitor.leaves()])
         futures = client.compute(list(leaves))
         return _Result(client, futures, visitor.bags)
