@@ -34,7 +34,6 @@ from beam_etl.config import JobConfig
 
 CLASS_NAMES = "class_names"  # TFT vocabulary file name
 IMAGE, MASK, LABEL = "image", "mask", "label"
-MODEL_FEATURES = (IMAGE, MASK, LABEL)
 STATISTICS_PREFIX = "statistics/"
 NUM_MASK_VALUES = 256  # masks are uint8
 TFT_TEMP_DIR = f"{sink.INCOMPLETE_DIR}/tft"
@@ -59,6 +58,7 @@ def make_preprocessing_fn(image_info: dict, mask_values: tuple[int, ...] | None)
 
         from beam_etl import tf_decoding  # pylint: disable=import-outside-toplevel
 
+        height, width = image_info["height"], image_info["width"]
         images = tf_decoding.decode_images(inputs[schema.IMAGE_ENCODED], image_info)  # uint8[B,H,W,3]
         masks = tf_decoding.decode_masks(inputs[schema.MASK_ENCODED], image_info)  # uint8[B,H,W]
         batch = tf.shape(images)[0]
@@ -79,7 +79,7 @@ def make_preprocessing_fn(image_info: dict, mask_values: tuple[int, ...] | None)
         vocabulary = tft.vocabulary(tf.boolean_mask(names, tf.strings.length(names) > 0),
                                     vocab_filename=CLASS_NAMES)
 
-        num_pixels = tf.cast(num_images * image_info["height"] * image_info["width"], tf.float64)
+        num_pixels = tf.cast(num_images * height * width, tf.float64)
         mean = tf.cast(channel_sum, tf.float64) / tf.maximum(num_pixels, 1.0)
         variance = tf.cast(channel_sum_squares, tf.float64) / tf.maximum(num_pixels, 1.0) - mean * mean
         std = tf.sqrt(tf.maximum(variance, 0.0))
@@ -90,7 +90,6 @@ def make_preprocessing_fn(image_info: dict, mask_values: tuple[int, ...] | None)
             is_class = tf.constant([value in mask_values for value in range(NUM_MASK_VALUES)])
         class_ids = tf.where(is_class, tf.cumsum(tf.cast(is_class, tf.int64)) - 1,
                              tf.constant(-1, tf.int64))  # int64[256]: mask value -> class id
-        height, width = image_info["height"], image_info["width"]
 
         def per_pixel(value):  # [C] -> [H, W, C]
             return tf.reshape(tf.tile(tf.cast(value, tf.float32), [height * width]), [height, width, -1])
