@@ -82,13 +82,15 @@ class Decoder:
         return (tf.ensure_shape(image, [batch_size, height, width, channels]),
                 tf.ensure_shape(tf.cast(mask, tf.int32), [batch_size, height, width]))
 
-    def denormalize(self, image: np.ndarray) -> np.ndarray:
-        """What :meth:`__call__` made of the pixels, back to uint8 (for pictures)."""
-        if self.statistics is None:
-            pixels = image * 255.0
-        else:
-            pixels = image * np.array(self.statistics["pixel_std"]) + np.array(self.statistics["pixel_mean"])
-        return np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
+
+def denormalize(image: np.ndarray, stats: dict | None) -> np.ndarray:
+    """What :class:`Decoder` made of the pixels, back to uint8 (for pictures); ``stats`` is the
+    manifest's ``statistics`` (None: images were scaled to [0, 1])."""
+    if stats is None:
+        pixels = image * 255.0
+    else:
+        pixels = image * np.array(stats["pixel_std"]) + np.array(stats["pixel_mean"])
+    return np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
 
 
 def _flip(seed: int):
@@ -238,11 +240,10 @@ def preview_grid(images: np.ndarray, masks: np.ndarray, alpha: float = 0.45) -> 
 
 
 def write_preview(data_dir: str, split: str, path: str, count: int, seed: int) -> np.ndarray:
-    manifest = load_manifest(data_dir)
-    decoder = Decoder(data_dir, manifest)
+    stats = load_manifest(data_dir).get("statistics")
     dataset = make_dataset(data_dir, split, count, seed=seed, deterministic=True)
     image, mask = next(iter(dataset))
-    picture = preview_grid(decoder.denormalize(image.numpy()), mask.numpy())
+    picture = preview_grid(denormalize(image.numpy(), stats), mask.numpy())
     from PIL import Image  # pylint: disable=import-outside-toplevel
     with tf.io.gfile.GFile(path, "wb") as handle:
         Image.fromarray(picture).save(handle, format="PNG")
