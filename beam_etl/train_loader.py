@@ -64,9 +64,8 @@ class Decoder:
 
     def __init__(self, data_dir: str, manifest: dict):
         self.image_info = manifest["image"]
-        self.statistics = manifest.get("statistics")
         self._transform = None
-        if self.statistics is not None:
+        if manifest.get("statistics") is not None:
             import tensorflow_transform as tft  # pylint: disable=import-outside-toplevel
             self._transform = tft.TFTransformOutput(data_dir).transform_features_layer()
 

@@ -24,36 +24,23 @@ import time
 
 import tensorflow as tf
 
-from beam_etl import sample_data, train_loader
+from beam_etl import train_loader
 from beam_etl.manifest import MANIFEST
+from benchmarks.preprocess_throughput import ensure_dataset, subset_dir
 
 AUTOTUNE = tf.data.AUTOTUNE
 FORMATS = ("raw", "jpeg", "png")
 
 
-def ensure_images(root: str, num_images: int) -> str:
-    marker = os.path.join(root, f".complete-{num_images}")
-    if not os.path.exists(marker):
-        sample_data.generate(root, num_images=num_images, seed=0)
-        open(marker, "w").close()
-    return root
-
-
-def ensure_shards(images_root: str, num_images: int, size: int, image_format: str, root: str) -> str:
-    """The job's output for the first ``num_images`` images (cached between runs)."""
+def ensure_shards(records, size: int, image_format: str, root: str) -> str:
+    """The job's output for ``records`` (cached between runs)."""
     from pipelines import preprocess  # pylint: disable=import-outside-toplevel  # Beam only here
 
-    output = os.path.join(root, f"{image_format}-{size}-{num_images}")
+    output = os.path.join(root, f"{image_format}-{size}-{len(records)}")
     if not os.path.exists(os.path.join(output, MANIFEST)):
-        subset = os.path.join(root, f"inputs-{num_images}")
+        subset = os.path.join(root, f"inputs-{len(records)}")
         if not os.path.exists(subset):
-            os.makedirs(os.path.join(subset, "images"))
-            os.makedirs(os.path.join(subset, "masks"))
-            for path in sorted(glob.glob(os.path.join(images_root, "images", "*.jpg")))[:num_images]:
-                stem = os.path.basename(path)[:-4]
-                os.symlink(path, os.path.join(subset, "images", stem + ".jpg"))
-                os.symlink(os.path.join(images_root, "annotations", "trimaps", stem + ".png"),
-                           os.path.join(subset, "masks", stem + ".png"))
+            subset_dir(records, subset)
         preprocess.run(["--images", os.path.join(subset, "images", "*.jpg"),
                         "--masks", os.path.join(subset, "masks", "*.png"), "--output", output,
                         "--image_size", str(size), "--image_format", image_format, "--overwrite",
@@ -62,11 +49,10 @@ def ensure_shards(images_root: str, num_images: int, size: int, image_format: st
     return output
 
 
-def decode_files_dataset(images_root: str, num_images: int, size: int, batch_size: int) -> tf.data.Dataset:
+def decode_files_dataset(records, size: int, batch_size: int) -> tf.data.Dataset:
     """(b): the tutorial's pipeline, on the same images."""
-    images = sorted(glob.glob(os.path.join(images_root, "images", "*.jpg")))[:num_images]
-    masks = [os.path.join(images_root, "annotations", "trimaps", os.path.basename(p)[:-4] + ".png")
-             for p in images]
+    images = [record.image_uri for record in records]
+    masks = [record.mask_uri for record in records]
 
     def load(image_path, mask_path):
         image = tf.io.decode_jpeg(tf.io.read_file(image_path), channels=3)
@@ -114,13 +100,11 @@ def main(argv=None) -> dict:
     parser.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "beam-etl-bench-loader"))
     args = parser.parse_args(argv)
 
-    images_root = ensure_images(args.data, args.num_images)
-    outputs = {fmt: ensure_shards(images_root, args.num_images, args.image_size, fmt, args.work)
-               for fmt in FORMATS}
+    records = ensure_dataset(args.data, args.num_images)
+    outputs = {fmt: ensure_shards(records, args.image_size, fmt, args.work) for fmt in FORMATS}
     pipelines = {f"a_loader_{fmt}": (lambda fmt=fmt: train_loader.make_dataset(
         outputs[fmt], "train", args.batch_size, repeat=True)) for fmt in FORMATS}
-    pipelines["b_decode_files"] = lambda: decode_files_dataset(
-        images_root, args.num_images, args.image_size, args.batch_size)
+    pipelines["b_decode_files"] = lambda: decode_files_dataset(records, args.image_size, args.batch_size)
     pipelines["c_records_only"] = lambda: records_only_dataset(outputs["raw"], args.batch_size)
 
     best = {name: 0.0 for name in pipelines}

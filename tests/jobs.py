@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pathlib
+
 from pipelines import preprocess
 
 
@@ -10,3 +12,12 @@ def run_job(pets_dir, out, *extra) -> dict:
     return preprocess.run(["--oxford_pets", str(pets_dir), "--output", str(out), "--num_shards", "2",
                            "--image_size", "40x32", *extra])
 
+
+# TensorFlow does not serialize a SavedModel's graph byte-for-byte the same twice (the same
+# statistics and vocabulary give a differently ordered saved_model.pb); everything else must be.
+_NOT_BYTE_STABLE = {"manifest.json", "transform_fn/saved_model.pb", "transform_fn/fingerprint.pb"}
+
+
+def output_files(out: pathlib.Path) -> dict[str, bytes]:
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*"))
+            if p.is_file() and str(p.relative_to(out)) not in _NOT_BYTE_STABLE}

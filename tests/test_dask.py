@@ -10,8 +10,7 @@ from distributed import LocalCluster
 
 from beam_etl import manifest as manifest_lib
 from beam_etl.options import DASK_RUNNER
-from tests.jobs import run_job
-from tests.test_preprocess_e2e import _files
+from tests.jobs import output_files, run_job
 
 pytestmark = pytest.mark.slow
 
@@ -67,7 +66,7 @@ def test_job_on_dask_gives_the_direct_runners_bytes_and_statistics(pets_dir, tmp
                    "--mask_values", "1,2,3", "--runner", "DaskRunner",
                    "--dask_client_address", scheduler_address)
     assert dask == manifest_lib.read_manifest(str(tmp_path))
-    assert _files(tmp_path) == _files(direct_dir)
+    assert output_files(tmp_path) == output_files(direct_dir)
     assert dask["statistics"] == direct["statistics"]
     for manifest in (dask, direct):
         manifest["flags"].pop("output")

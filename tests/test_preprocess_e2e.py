@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import pathlib
 
 import numpy as np
 import pytest
@@ -11,6 +10,7 @@ import pytest
 from beam_etl import manifest as manifest_lib
 from beam_etl.sample_data import breed_ids
 from pipelines import preprocess
+from tests.jobs import output_files
 from tests.tfrecords import mask_values, read_examples
 
 pytestmark = pytest.mark.slow
@@ -20,14 +20,6 @@ def _run(pets_dir, out, *extra):
     return preprocess.run(["--oxford_pets", str(pets_dir), "--output", str(out), *extra])
 
 
-# TensorFlow does not serialize a SavedModel's graph byte-for-byte the same twice (the same
-# statistics and vocabulary give a differently ordered saved_model.pb); everything else must be.
-_NOT_BYTE_STABLE = {"manifest.json", "transform_fn/saved_model.pb", "transform_fn/fingerprint.pb"}
-
-
-def _files(out: pathlib.Path) -> dict[str, bytes]:
-    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*"))
-            if p.is_file() and str(p.relative_to(out)) not in _NOT_BYTE_STABLE}
 
 
 @pytest.fixture(scope="module")
@@ -90,12 +82,12 @@ def test_same_inputs_give_identical_bytes_in_process_and_with_two_worker_process
     first = _run(pets_dir, tmp_path / "a", *flags)
     _run(pets_dir, tmp_path / "b", *flags)
     _run(pets_dir, tmp_path / "c", *flags, "--direct_running_mode", "multi_processing", "--direct_num_workers", "2")
-    reference = _files(tmp_path / "a")
+    reference = output_files(tmp_path / "a")
     assert len([name for name in reference if name.endswith(".tfrecord")]) == 3 * 3
     assert {"rejected/rejected-00000-of-00001.jsonl", "transform_fn/assets/class_names",
             "transformed_metadata/schema.pbtxt"} <= set(reference)
-    assert _files(tmp_path / "b") == reference
-    assert _files(tmp_path / "c") == reference
+    assert output_files(tmp_path / "b") == reference
+    assert output_files(tmp_path / "c") == reference
     third = manifest_lib.read_manifest(str(tmp_path / "c"))
     for manifest in (first, third):
         manifest["flags"].pop("output")
