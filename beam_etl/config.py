@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 import re
 
+from apache_beam.io.gcp import bigquery_tools
+
 from beam_etl import schema
 
 SPLITS = ("train", "val", "test")
@@ -67,6 +69,41 @@ def parse_mask_values(text: str) -> tuple[int, ...]:
 
 
 @dataclasses.dataclass(frozen=True)
+class BigQueryColumns:
+    """Which column holds what; ``None`` for the optional ones the rows do not have."""
+
+    key: str = "key"
+    image: str = "image"
+    mask: str = "mask"
+    label: str | None = None
+    label_name: str | None = None
+    split: str | None = None
+
+    def named(self) -> list[tuple[str, str]]:
+        """``(flag, column)`` for every column the rows must have."""
+        return [(f"--bigquery_{field.name}_column", getattr(self, field.name))
+                for field in dataclasses.fields(self) if getattr(self, field.name)]
+
+
+def parse_column_name(text: str) -> str:
+    """A BigQuery column name: letters, digits and underscores, not starting with a digit."""
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,299}", str(text)):
+        raise ValueError("expected a column name (letters, digits, underscores)")
+    return str(text)
+
+
+def parse_table_spec(text: str) -> str:
+    """``PROJECT:DATASET.TABLE``, ``PROJECT.DATASET.TABLE`` or ``DATASET.TABLE``, checked with
+    Beam's own parser; returns the ``PROJECT:DATASET.TABLE`` (or ``DATASET.TABLE``) form."""
+    try:
+        reference = bigquery_tools.parse_table_reference(str(text).strip())
+    except ValueError:
+        raise ValueError(f"expected PROJECT:DATASET.TABLE or DATASET.TABLE, got {text!r}") from None
+    table = f"{reference.datasetId}.{reference.tableId}"
+    return f"{reference.projectId}:{table}" if reference.projectId else table
+
+
+@dataclasses.dataclass(frozen=True)
 class JobConfig:
     """Everything the transforms need to know, validated once at launch."""
 
@@ -74,6 +111,9 @@ class JobConfig:
     images: tuple[str, ...] = ()
     masks: tuple[str, ...] = ()
     oxford_pets: tuple[str, ...] = ()
+    bigquery_tables: tuple[str, ...] = ()
+    bigquery_queries: tuple[str, ...] = ()
+    bigquery_columns: BigQueryColumns = BigQueryColumns()
     image_size: tuple[int, int] = (128, 128)
     image_format: str = "jpeg"
     jpeg_quality: int = 95
@@ -96,8 +136,9 @@ class JobConfig:
             raise ValueError(
                 f"--images and --masks come in pairs, got {len(self.images)} --images "
                 f"{list(self.images)} and {len(self.masks)} --masks {list(self.masks)}")
-        if not self.images and not self.oxford_pets:
-            raise ValueError("give at least one source: --images/--masks or --oxford_pets")
+        if not (self.images or self.oxford_pets or self.bigquery_tables or self.bigquery_queries):
+            raise ValueError("give at least one source: --images/--masks, --oxford_pets, "
+                             "--bigquery_table or --bigquery_query")
         if self.image_format not in IMAGE_FORMATS:
             raise ValueError(f"--image_format must be one of {IMAGE_FORMATS}, got {self.image_format!r}")
         if not 1 <= self.jpeg_quality <= 100:
@@ -124,6 +165,8 @@ class JobConfig:
             names.update({"train", "test"})
             if self.val_fraction > 0:
                 names.add("val")
+        if (self.bigquery_tables or self.bigquery_queries) and self.bigquery_columns.split:
+            names.update(SPLITS)  # the rows say, and may say any
         return tuple(name for name in SPLITS if name in names)
 
     @property

@@ -9,8 +9,10 @@ this job nor Beam knows, which Beam itself would only log and discard).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
-from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
+from apache_beam.options.pipeline_options import (GoogleCloudOptions, PipelineOptions,
+                                                  _BeamArgumentParser)
 
 from beam_etl import config as config_lib
 
@@ -52,6 +54,16 @@ def _non_negative_int(text):
     return value
 
 
+_COLUMN_HELP = {
+    "key": "Column of the example's key (STRING or INT64), unique across all sources.",
+    "image": "Column of the image: a STRING URI (gs://, local) or the encoded BYTES.",
+    "mask": "Column of the mask: a STRING URI or the encoded BYTES.",
+    "label": "INT64 column of the class id.",
+    "label_name": "STRING column of the class name (the label vocabulary is built from it).",
+    "split": "STRING column: train, val, test, trainval or NULL (then --split_fractions).",
+}
+
+
 class PreprocessOptions(PipelineOptions):
     """Flags of ``python -m pipelines.preprocess``."""
 
@@ -69,6 +81,24 @@ class PreprocessOptions(PipelineOptions):
             "--oxford_pets", action="append", default=None, metavar="ROOT",
             help="Root of a dataset in the Oxford-IIIT Pet layout: images/*.jpg, "
                  "annotations/trimaps/*.png, annotations/{trainval,test}.txt give labels and splits.")
+        sources.add_argument(
+            "--bigquery_table", action="append", default=None, metavar="PROJECT:DATASET.TABLE",
+            type=flag_type(config_lib.parse_table_spec),
+            help="BigQuery table with one row per example (see the --bigquery_*_column flags), "
+                 "read with the Storage Read API (DIRECT_READ). DATASET.TABLE uses --project.")
+        sources.add_argument(
+            "--bigquery_query", action="append", default=None, metavar="SQL",
+            help="Standard-SQL query whose result rows are examples, like --bigquery_table's; "
+                 "runs as a job in --project.")
+        columns = parser.add_argument_group(
+            "BigQuery columns (STRING URIs or BYTES for image and mask)")
+        defaults = config_lib.BigQueryColumns()
+        for field in dataclasses.fields(config_lib.BigQueryColumns):
+            default = getattr(defaults, field.name)
+            columns.add_argument(
+                f"--bigquery_{field.name}_column", default=default, metavar="COLUMN",
+                type=flag_type(config_lib.parse_column_name),
+                help=_COLUMN_HELP[field.name] + (f" Default {default!r}." if default else " Default: none."))
         out = parser.add_argument_group("output")
         out.add_argument("--output", default=None, metavar="DIR",
                          help="Output directory (local or gs://): shards, manifest.json, rejected/.")
@@ -119,6 +149,11 @@ class PreprocessOptions(PipelineOptions):
             images=tuple(self.images or ()),
             masks=tuple(self.masks or ()),
             oxford_pets=tuple(self.oxford_pets or ()),
+            bigquery_tables=tuple(self.bigquery_table or ()),
+            bigquery_queries=tuple(self.bigquery_query or ()),
+            bigquery_columns=config_lib.BigQueryColumns(**{
+                field.name: getattr(self, f"bigquery_{field.name}_column") or None
+                for field in dataclasses.fields(config_lib.BigQueryColumns)}),
             image_size=tuple(self.image_size),
             image_format=self.image_format,
             jpeg_quality=self.jpeg_quality,
@@ -197,5 +232,21 @@ def parse_args(argv: list[str], prog: str | None = None,
         job_config = options.view_as(PreprocessOptions).to_config()
     except ValueError as error:
         parser.error(str(error))
-    return job_config, options
+    return _with_bigquery_project(job_config, options.view_as(GoogleCloudOptions).project,
+                                  parser), options
+
+
+def _with_bigquery_project(job_config, project, parser):
+    """Table specs without a project get ``--project``; queries need one to run in."""
+    tables = []
+    for table in job_config.bigquery_tables:
+        if ":" not in table:
+            if not project:
+                parser.error(f"--bigquery_table {table!r} names no project: give "
+                             f"PROJECT:DATASET.TABLE or --project")
+            table = f"{project}:{table}"
+        tables.append(table)
+    if job_config.bigquery_queries and not project:
+        parser.error("--bigquery_query runs as a BigQuery job: give --project")
+    return dataclasses.replace(job_config, bigquery_tables=tuple(tables))
 

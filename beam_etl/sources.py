@@ -20,6 +20,7 @@ from apache_beam.io.filesystem import MatchResult
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
+from beam_etl import bigquery_source
 from beam_etl.records import Rejection, SourceRecord, SplitRejections
 from beam_etl.splits import TRAINVAL
 
@@ -174,13 +175,19 @@ class ReadOxfordPets(beam.PTransform):
                 | "SplitRejections" >> SplitRejections())
 
 
+def _precedence(record: SourceRecord) -> tuple:
+    """Of records with the same key, the first by this order is kept, whatever the runner."""
+    return (record.image_uri, record.mask_uri or "", record.label, record.label_name,
+            record.split or "")
+
+
 class _DropDuplicateKeysFn(beam.DoFn):
     def __init__(self):
         self._rejected = Metrics.counter("beam_etl", "rejected_at_source")
 
     def process(self, element):
         key, records = element
-        records = sorted(records, key=lambda record: record.image_uri)
+        records = sorted(records, key=_precedence)
         yield records[0]
         for record in records[1:]:
             self._rejected.inc()
@@ -191,8 +198,9 @@ class _DropDuplicateKeysFn(beam.DoFn):
 class ReadSources(beam.PTransform):
     """Every source of the job, flattened, with keys made unique across sources.
 
-    Keys are file stems; when two sources yield the same stem, the record whose image URI
-    sorts first is kept and the others are rejected as ``duplicate_key``. The grouping by key
+    Keys are file stems, or a BigQuery source's key column; when two sources yield the same
+    key, the record whose image URI sorts first is kept and the others are rejected as
+    ``duplicate_key`` (the message names the URI that was kept). The grouping by key
     is also the shuffle that spreads the (tiny) records over workers before the bytes are
     read, so decoding is never fused onto the worker that listed the files.
     """
@@ -207,6 +215,13 @@ class ReadSources(beam.PTransform):
             outputs.append(pbegin | f"ReadImages{index}" >> ReadImageMaskPairs(images, masks))
         for index, root in enumerate(self._config.oxford_pets):
             outputs.append(pbegin | f"ReadOxfordPets{index}" >> ReadOxfordPets(root))
+        columns = self._config.bigquery_columns
+        for index, table in enumerate(self._config.bigquery_tables):
+            outputs.append(pbegin | f"ReadBigQueryTable{index}"
+                           >> bigquery_source.ReadBigQueryRows(columns, table=table))
+        for index, query in enumerate(self._config.bigquery_queries):
+            outputs.append(pbegin | f"ReadBigQueryQuery{index}"
+                           >> bigquery_source.ReadBigQueryRows(columns, query=query, query_index=index))
         records = [records for records, _ in outputs] | "FlattenRecords" >> beam.Flatten()
         deduped, duplicates = (records
                                | "KeyByKey" >> beam.Map(lambda record: (record.key, record))
@@ -218,8 +233,9 @@ class ReadSources(beam.PTransform):
         return deduped, rejected
 
 
-def check_sources(config) -> None:
-    """Launch-time checks: every glob matches something, every Oxford root has images."""
+def check_sources(config, pipeline_options=None) -> None:
+    """Launch-time checks: every glob matches something, every Oxford root has images, every
+    BigQuery table exists with the named columns."""
     for images, masks in zip(config.images, config.masks):
         check_glob(images, "--images")
         check_glob(masks, "--masks")
@@ -227,3 +243,5 @@ def check_sources(config) -> None:
         source = ReadOxfordPets(root)
         check_glob(source.images_glob, "--oxford_pets")
         check_glob(source.masks_glob, "--oxford_pets")
+    for table in config.bigquery_tables:
+        bigquery_source.check_table(table, config.bigquery_columns, pipeline_options)

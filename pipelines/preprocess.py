@@ -97,7 +97,7 @@ def run(argv: list[str] | None = None) -> dict:
     config, pipeline_options = options_lib.parse_args(
         argv, prog="python -m pipelines.preprocess", description=__doc__.split("\n\n")[0])
     try:
-        sources.check_sources(config)
+        sources.check_sources(config, pipeline_options)
         manifest_lib.prepare_output(config)
     except ValueError as error:
         sys.exit(f"error: {error}")
