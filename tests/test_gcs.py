@@ -1,58 +1,99 @@
-"""The job from gs:// to gs:// against a real local Cloud Storage server (tests/emulators.py)."""
+"""The job from gs:// to gs://, statistics included, and the loader reading gs:// shards, against
+a real local Cloud Storage server (tests/emulators.py): Beam reaches it directly, TensorFlow
+(tf.Transform, tf.io.gfile, TFRecordDataset) through a local TLS proxy."""
 
 from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from beam_etl import manifest as manifest_lib
+from beam_etl import train_loader
 from tests import emulators
-from tests.jobs import run_job
+from tests.jobs import output_files, run_job
 from tests.tfrecords import read_examples
 
 pytestmark = pytest.mark.slow
 
+FLAGS = ("--augment_copies", "1", "--mask_values", "1,2,3", "--image_format", "raw")
+
 
 @pytest.fixture(scope="module")
-def gcs_pets(pets_dir):
-    """The shared dataset uploaded to gs://pets/raw on a fresh emulator."""
-    with emulators.gcs_emulator():
+def gcs_pets(pets_dir, tmp_path_factory):
+    """The shared dataset uploaded to gs://pets/raw on a fresh emulator, with TensorFlow's GCS
+    client pointed at it too."""
+    with emulators.gcs_emulator() as endpoint, emulators.tensorflow_gcs_through_proxy(
+            endpoint, tmp_path_factory.mktemp("tls")):
         emulators.create_bucket("pets")
         emulators.upload_tree(pets_dir, "gs://pets/raw")
         yield "gs://pets/raw"
 
 
-def test_job_from_gcs_to_gcs_writes_what_it_writes_locally(gcs_pets, pets_dir, tmp_path):
-    # Statistics need TensorFlow's own GCS client, which cannot reach the emulator (module doc).
-    flags = ("--no_statistics", "--augment_copies", "1", "--mask_values", "1,2,3")
-    remote = run_job(gcs_pets, "gs://pets/out", *flags)
-    local = run_job(pets_dir, tmp_path, *flags)
+@pytest.fixture(scope="module")
+def outputs(gcs_pets, pets_dir, tmp_path_factory):
+    """The same job from gs:// to gs://out and from the local copy to a local directory."""
+    local = tmp_path_factory.mktemp("local")
+    return run_job(gcs_pets, "gs://pets/out", *FLAGS), local, run_job(pets_dir, local, *FLAGS)
+
+
+def _download(prefix: str, directory):
+    for uri in emulators.list_objects(prefix):
+        if uri.endswith("/"):  # TensorFlow's empty "directory" objects
+            continue
+        path = directory / uri.removeprefix(prefix + "/")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(emulators.read_bytes(uri))
+    return directory
+
+
+def test_job_from_gcs_to_gcs_writes_what_it_writes_locally(outputs, gcs_pets, pets_dir, tmp_path):
+    remote, local_dir, local = outputs
     assert remote == manifest_lib.read_manifest("gs://pets/out")
-    for key in ("num_inputs", "num_written", "num_rejected", "num_examples"):
+    for key in ("num_inputs", "num_written", "num_rejected", "num_examples", "statistics"):
         assert remote[key] == local[key], key
-    downloaded = tmp_path / "downloaded"
-    downloaded.mkdir()
+    downloaded = output_files(_download("gs://pets/out", tmp_path))
+    # Everything but image/filename (which says where the input was) is the same: compare the
+    # non-shard files byte for byte, and the shards' examples field by field.
+    for name, data in output_files(local_dir).items():
+        if not name.endswith(".tfrecord") and not name.startswith("rejected/"):
+            assert downloaded[name] == data, name
     for split, info in local["splits"].items():
         assert remote["splits"][split]["files"] == info["files"]
-        for name in info["files"]:  # TensorFlow cannot read gs:// here: read a copy
-            (downloaded / name).write_bytes(emulators.read_bytes(f"gs://pets/out/{name}"))
-        from_gcs = read_examples([downloaded / name for name in info["files"]])
-        from_disk = read_examples([tmp_path / name for name in info["files"]])
+        from_gcs = read_examples([tmp_path / name for name in info["files"]])
+        from_disk = read_examples([local_dir / name for name in info["files"]])
         assert [e["key"] for e in from_gcs] == [e["key"] for e in from_disk]
         for a, b in zip(from_gcs, from_disk):
-            # Same pixels, masks and labels; only image/filename says where the input was.
             assert a["filename"] == b["filename"].replace(str(pets_dir), gcs_pets)
             assert (a["image"] == b["image"]).all() and (a["mask"] == b["mask"]).all()
             assert (a["label"], a["label_name"]) == (b["label"], b["label_name"])
     remote_rejected = [json.loads(line) for line in
-                       emulators.read_bytes("gs://pets/out/rejected/rejected-00000-of-00001.jsonl").splitlines()]
+                       (tmp_path / "rejected" / "rejected-00000-of-00001.jsonl").read_text().splitlines()]
     local_rejected = [json.loads(line) for line in
-                      (tmp_path / "rejected" / "rejected-00000-of-00001.jsonl").read_text().splitlines()]
+                      (local_dir / "rejected" / "rejected-00000-of-00001.jsonl").read_text().splitlines()]
     assert remote_rejected and all(r["uri"].startswith("gs://pets/raw/") for r in remote_rejected)
     assert [(r["key"], r["reason"]) for r in remote_rejected] == [(r["key"], r["reason"]) for r in local_rejected]
     # Nothing is left of the temporary files: object stores have no directories to delete.
     assert not emulators.list_objects("gs://pets/out/.incomplete")
+
+
+def test_loader_streams_gcs_shards_like_local_ones(outputs):
+    remote, local_dir, _ = outputs
+    for split in ("train", "test"):
+        from_gcs = train_loader.make_dataset("gs://pets/out", split, 4, shuffle=False, deterministic=True)
+        from_disk = train_loader.make_dataset(str(local_dir), split, 4, shuffle=False, deterministic=True)
+        batches = list(zip(from_gcs, from_disk, strict=True))
+        assert sum(len(image) for (image, _), _ in batches) == remote["splits"][split]["num_examples"] > 0
+        for (image, mask), (local_image, local_mask) in batches:
+            np.testing.assert_array_equal(image.numpy(), local_image.numpy())  # the same transform graph
+            np.testing.assert_array_equal(mask.numpy(), local_mask.numpy())
+
+
+def test_loader_cli_reads_gcs(outputs, capsys):
+    figures = train_loader.main(["--data", "gs://pets/out", "--batch_size", "4", "--steps", "3", "--json"])
+    assert figures["data"] == "gs://pets/out" and figures["images"] == 12
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["images"] == 12
 
 
 def test_overwrite_clears_an_earlier_gcs_output(gcs_pets):
@@ -61,7 +102,7 @@ def test_overwrite_clears_an_earlier_gcs_output(gcs_pets):
     assert "gs://pets/again/train-00002-of-00003.tfrecord" in first
     with pytest.raises(SystemExit, match="--overwrite"):
         run_job(gcs_pets, "gs://pets/again", "--no_statistics")
-    run_job(gcs_pets, "gs://pets/again", "--no_statistics", "--overwrite")
+    run_job(gcs_pets, "gs://pets/again", "--overwrite")
     second = set(emulators.list_objects("gs://pets/again"))
     assert "gs://pets/again/train-00002-of-00003.tfrecord" not in second  # 2 shards now
-    assert "gs://pets/again/manifest.json" in second
+    assert {"gs://pets/again/manifest.json", "gs://pets/again/transform_fn/saved_model.pb"} <= second
