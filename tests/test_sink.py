@@ -69,3 +69,24 @@ def test_rejected_list_is_written_sorted_and_even_when_empty(tmp_path):
     with TestPipeline() as p:
         _ = p | beam.Create([], reshuffle=False).with_output_types(Rejection) | WriteRejected(str(tmp_path / "none"))
     assert (tmp_path / "none" / "rejected" / "rejected-00000-of-00001.jsonl").read_text() == ""
+
+
+def test_shard_bytes_come_back_in_key_order_a_bounded_chunk_at_a_time(tmp_path, monkeypatch):
+    from beam_etl import sink  # pylint: disable=import-outside-toplevel
+
+    # Two spill files written in bundle order; the shard wants them in key order.
+    files = {"a.bin": [("k3", b"three"), ("k0", b"zero")], "b.bin": [("k2", b"two!"), ("k1", b"one")]}
+    pointers = []
+    for name, entries in files.items():
+        offset = 0
+        with open(tmp_path / name, "wb") as handle:
+            for key, data in entries:
+                handle.write(data)
+                pointers.append((key, 0, str(tmp_path / name), offset, len(data)))
+                offset += len(data)
+    reads = []
+    read_spilled = sink._read_spilled  # pylint: disable=protected-access
+    monkeypatch.setattr(sink, "_read_spilled", lambda chunk: reads.append(len(chunk)) or read_spilled(chunk))
+    ordered = list(sink._spilled_in_order(sorted(pointers), chunk_bytes=7))  # pylint: disable=protected-access
+    assert ordered == [b"zero", b"one", b"two!", b"three"]
+    assert reads == [2, 2]  # never more than ~7 bytes held: two pointers per chunk
