@@ -97,7 +97,9 @@ class _GroupByKey(evaluator.GroupByKey):
             return k, [evaluator.defenestrate(element[1]) for element in grouped]
 
         npartitions = self.bag_kwargs.get("npartitions") or self.bag_kwargs["shuffle_partitions"]
-        return input_bag.groupby(key, npartitions=npartitions).map(value)
+        # Bag.groupby ignores npartitions with the task-based shuffle (the one distributed
+        # clusters use) and keeps its input's partition count: split the input first.
+        return input_bag.repartition(npartitions).groupby(key).map(value)
 
 
 _TRANSLATIONS = {**evaluator.TRANSLATIONS, evaluator.apache_beam.ParDo: _ParDo,
