@@ -21,10 +21,11 @@ these differences, each of which made the job's output differ from the DirectRun
    temporary directory, and its DoFns saw different paths. Here a side input is computed once.
 5. Parallelism. Upstream's GroupByKey keeps the number of partitions of its input; a job
    that starts from a handful of globs (one partition) then runs everything on one worker,
-   however many the cluster has, and ``Bag.groupby(npartitions=...)`` does not change that
-   with the task-based shuffle that distributed clusters use. Here a shuffle's output is
-   split into ``--dask_npartitions`` partitions, by default four per worker. (Splitting its
-   input instead made tf.Transform's vocabulary step read its file before it was written.)
+   however many the cluster has. Here a shuffle asks for ``--dask_npartitions`` partitions,
+   by default four per worker. Known limit: ``Bag.groupby`` honours that only with the
+   disk-based shuffle; with the task-based shuffle of dask.distributed it keeps its input's
+   count. Splitting the partitions explicitly (``repartition``) made tf.Transform's
+   vocabulary step read its file before it was written, intermittently (BENCHMARKS.md).
 
 The job itself has no Dask-only code path: where Beam features behave differently on Dask
 the job uses what works on every runner (two Filters instead of tagged outputs, spill writes
@@ -99,9 +100,7 @@ class _GroupByKey(evaluator.GroupByKey):
             return k, [evaluator.defenestrate(element[1]) for element in grouped]
 
         npartitions = self.bag_kwargs.get("npartitions") or self.bag_kwargs["shuffle_partitions"]
-        # Bag.groupby ignores npartitions with the task-based shuffle (the one distributed
-        # clusters use) and keeps its input's partition count: split its output.
-        return input_bag.groupby(key).map(value).repartition(npartitions)
+        return input_bag.groupby(key, npartitions=npartitions).map(value)
 
 
 _TRANSLATIONS = {**evaluator.TRANSLATIONS, evaluator.apache_beam.ParDo: _ParDo,
