@@ -19,16 +19,14 @@ or a column of the wrong type, is a configuration error and fails the job with t
 
 from __future__ import annotations
 
-import dataclasses
-
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from beam_etl.config import BigQueryColumns
+from beam_etl.config import SPLITS, BigQueryColumns
 from beam_etl.records import UNKNOWN_LABEL, Rejection, SourceRecord, SplitRejections
 from beam_etl.splits import TRAINVAL
 
-SOURCE_SPLITS = ("train", "val", "test", TRAINVAL)
+SOURCE_SPLITS = (*SPLITS, TRAINVAL)
 
 
 # The BigQuery types each column may have (legacy names as the tables API reports them).
@@ -66,16 +64,13 @@ def check_table(table: str, columns: BigQueryColumns, pipeline_options=None) -> 
     except Exception as error:  # pylint: disable=broad-except  # apitools raises HttpError and more
         raise ValueError(f"--bigquery_table {table!r} cannot be read: {error}") from None
     types = {field.name: field.type for field in schema.fields}
-    for field in dataclasses.fields(columns):
-        column = getattr(columns, field.name)
-        flag = f"--bigquery_{field.name}_column"
-        if not column:
-            continue
+    for role, column in columns.named():
+        flag = columns.flag(role)
         if column not in types:
             raise ValueError(f"{flag} {column!r} is not a column of {table}; it has {sorted(types)}")
-        if types[column] not in COLUMN_TYPES[field.name]:
+        if types[column] not in COLUMN_TYPES[role]:
             raise ValueError(f"{flag} {column!r} of {table} is {types[column]}; expected "
-                             f"{' or '.join(COLUMN_TYPES[field.name])}")
+                             f"{' or '.join(COLUMN_TYPES[role])}")
 
 
 def source_uri(table: str | None, query_index: int | None) -> str:
@@ -100,9 +95,9 @@ class _RowToRecordFn(beam.DoFn):
                          reason=reason, message=message, key=key)
 
     def _check_columns(self, row: dict):
-        for flag, column in self._columns.named():
+        for role, column in self._columns.named():
             if column not in row:
-                raise ValueError(f"{flag} {column!r} is not a column of {self._source}; "
+                raise ValueError(f"{self._columns.flag(role)} {column!r} is not a column of {self._source}; "
                                  f"its rows have {sorted(row)}")
 
     def _file(self, row, key, role):
@@ -113,7 +108,7 @@ class _RowToRecordFn(beam.DoFn):
             return value, None
         if isinstance(value, bytes):
             return f"{self._source}/{key}/{column}", value
-        raise ValueError(f"--bigquery_{role}_column {column!r} of {self._source} holds "
+        raise ValueError(f"{self._columns.flag(role)} {column!r} of {self._source} holds "
                          f"{type(value).__name__} values; expected STRING URIs or BYTES")
 
     def process(self, row):
@@ -137,11 +132,11 @@ class _RowToRecordFn(beam.DoFn):
             return
         label = row[columns.label] if columns.label else None
         if label is not None and (isinstance(label, bool) or not isinstance(label, int)):
-            raise ValueError(f"--bigquery_label_column {columns.label!r} of {self._source} holds "
+            raise ValueError(f"{columns.flag('label')} {columns.label!r} of {self._source} holds "
                              f"{type(label).__name__} values; expected INT64")
         label_name = row[columns.label_name] if columns.label_name else None
         if label_name is not None and not isinstance(label_name, str):
-            raise ValueError(f"--bigquery_label_name_column {columns.label_name!r} of "
+            raise ValueError(f"{columns.flag('label_name')} {columns.label_name!r} of "
                              f"{self._source} holds {type(label_name).__name__} values; expected STRING")
         image_uri, image_bytes = self._file(row, key, "image")
         mask_uri, mask_bytes = self._file(row, key, "mask")

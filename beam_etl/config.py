@@ -79,9 +79,14 @@ class BigQueryColumns:
     label_name: str | None = None
     split: str | None = None
 
+    @staticmethod
+    def flag(role: str) -> str:
+        """The flag that names the column of ``role`` (a field name): ``--bigquery_key_column``."""
+        return f"--bigquery_{role}_column"
+
     def named(self) -> list[tuple[str, str]]:
-        """``(flag, column)`` for every column the rows must have."""
-        return [(f"--bigquery_{field.name}_column", getattr(self, field.name))
+        """``(role, column)`` for every column the rows must have."""
+        return [(field.name, getattr(self, field.name))
                 for field in dataclasses.fields(self) if getattr(self, field.name)]
 
 

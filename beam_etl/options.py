@@ -96,7 +96,7 @@ class PreprocessOptions(PipelineOptions):
         for field in dataclasses.fields(config_lib.BigQueryColumns):
             default = getattr(defaults, field.name)
             columns.add_argument(
-                f"--bigquery_{field.name}_column", default=default, metavar="COLUMN",
+                config_lib.BigQueryColumns.flag(field.name), default=default, metavar="COLUMN",
                 type=flag_type(config_lib.parse_column_name),
                 help=_COLUMN_HELP[field.name] + (f" Default {default!r}." if default else " Default: none."))
         out = parser.add_argument_group("output")
