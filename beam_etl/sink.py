@@ -118,12 +118,17 @@ def _placeholders(split_and_count):
 
 
 class _SpillFn(beam.DoFn):
-    """Appends example bytes to this bundle's spill file; emits ``(shard, pointer)``.
+    """Appends example bytes to this bundle's spill file; emits ``(split, pointer)``.
 
     Pointers are emitted from ``process`` and the file is closed in ``finish_bundle``:
     runners commit a bundle's outputs only once the bundle has finished, and the shard
     writer reads after the GroupByKey, so it never sees a pointer into an open file. (The
     Dask runner of Beam 2.77 drops whatever ``finish_bundle`` emits, so nothing is.)
+
+    No side input here: a step with one cannot start before the side input is complete, so
+    runners that fuse (the DirectRunner's, Dataflow) would cut the job between the decoding
+    step and this one and pass every example's bytes through the shuffle service. The shard
+    is chosen afterwards, on the small pointers (:func:`_assign_shard`).
     """
 
     def __init__(self, output_dir: str):
@@ -132,7 +137,7 @@ class _SpillFn(beam.DoFn):
     def start_bundle(self):
         self._handle = None
 
-    def process(self, example: EncodedExample, counts: dict):
+    def process(self, example: EncodedExample):
         if self._handle is None:
             self._uri = join(self._output_dir, f"{SPILL_DIR}/{uuid.uuid4().hex}.bin")
             self._handle = FileSystems.create(self._uri)
@@ -141,14 +146,19 @@ class _SpillFn(beam.DoFn):
         self._handle.write(data)
         offset = self._offset
         self._offset += len(data)
-        num_shards = counts[example.split]
-        shard = stable_hash("shard", example.example_key) % num_shards
-        yield ((example.split, shard, num_shards), (example.example_key, example.copy, self._uri, offset, len(data)))
+        yield example.split, (example.example_key, example.copy, self._uri, offset, len(data))
 
     def finish_bundle(self):
         if self._handle is not None:
             self._handle.close()
             self._handle = None
+
+
+def _assign_shard(split_and_pointer, counts: dict):
+    """``(split, pointer)`` -> ``((split, shard, num_shards), pointer)``."""
+    split, pointer = split_and_pointer
+    num_shards = counts[split]
+    return (split, stable_hash("shard", pointer[0]) % num_shards, num_shards), pointer
 
 
 def _read_spilled(pointers) -> dict[str, bytes]:
@@ -220,8 +230,9 @@ class WriteShards(beam.PTransform):
         self._shard_counts = shard_counts
 
     def expand(self, examples):
-        pointers = examples | "SpillExamples" >> beam.ParDo(
-            _SpillFn(self._output_dir), beam.pvalue.AsDict(self._shard_counts))
+        pointers = (examples
+                    | "SpillExamples" >> beam.ParDo(_SpillFn(self._output_dir))  # (split, pointer)
+                    | "AssignShards" >> beam.Map(_assign_shard, beam.pvalue.AsDict(self._shard_counts)))
         empty = self._shard_counts | "EveryShard" >> beam.FlatMap(_placeholders)
         return ((pointers, empty)
                 | "FlattenShards" >> beam.Flatten()
