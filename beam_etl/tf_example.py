@@ -16,11 +16,14 @@ key), which the tests check against TensorFlow itself.
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Mapping, Sequence
 
-_LEN = 2  # wire type of length-delimited fields
 _ONE_BYTE = [bytes([value]) for value in range(0x80)]
+_TAG_1 = b"\x0a"  # field 1, length-delimited: Example.features, Features.feature, entry key, list values
+_TAG_2 = b"\x12"  # field 2, length-delimited: entry value, Feature.float_list
+_TAG_3 = b"\x1a"  # field 3, length-delimited: Feature.int64_list
 
 
 def _varint(value: int) -> bytes:
@@ -39,44 +42,76 @@ def _varint(value: int) -> bytes:
             return bytes(out)
 
 
-def _field(number: int, payload: bytes) -> bytes:
-    return _varint((number << 3) | _LEN) + _varint(len(payload)) + payload
+def _length_prefixed(tag: bytes, length: int) -> bytes:
+    return tag + _varint(length)
 
 
-def _header(number: int, length: int) -> bytes:
-    return _varint((number << 3) | _LEN) + _varint(length)
+def _bytes_list(values) -> tuple[list[bytes], int]:
+    """A ``BytesList``'s chunks and their total length; large byte strings are not copied."""
+    chunks, length = [], 0
+    for value in values:
+        data = value.encode("utf-8") if isinstance(value, str) else value
+        header = _length_prefixed(_TAG_1, len(data))
+        chunks += (header, data)
+        length += len(header) + len(data)
+    return chunks, length
 
 
-def _feature(values) -> list[bytes]:
-    """The chunks of one ``Feature`` message; large byte strings are not copied."""
-    if isinstance(values, (bytes, str, int, float)):
+def _feature(values) -> tuple[list[bytes], int]:
+    """The chunks of one ``Feature`` message and their total length."""
+    if isinstance(values, (bytes, str)):  # the common case: one string (an image, a name)
+        values = (values,)
+    elif isinstance(values, (int, float)):
         values = [values]
-    values = list(values)
+    else:
+        values = list(values)
     if values and all(isinstance(v, (bytes, str)) for v in values):
-        chunks = []
-        for value in values:
-            data = value.encode("utf-8") if isinstance(value, str) else value
-            chunks += (_header(1, len(data)), data)
-        return [_header(1, sum(map(len, chunks)))] + chunks
+        chunks, length = _bytes_list(values)
+        header = _length_prefixed(_TAG_1, length)
+        return [header] + chunks, len(header) + length
     if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
         packed = b"".join(_varint(v) for v in values)
-        return [_field(3, _field(1, packed) if values else b"")]
-    if all(isinstance(v, float) for v in values):
-        return [_field(2, _field(1, struct.pack(f"<{len(values)}f", *values)))]
-    raise TypeError(f"feature values must be all bytes/str, all int or all float, got {values!r:.80}")
+        payload = _length_prefixed(_TAG_1, len(packed)) + packed if values else b""
+    elif all(isinstance(v, float) for v in values):
+        packed = struct.pack(f"<{len(values)}f", *values)
+        payload = _length_prefixed(_TAG_1, len(packed)) + packed
+    else:
+        raise TypeError(f"feature values must be all bytes/str, all int or all float, got {values!r:.80}")
+    tag = _TAG_3 if not values or isinstance(values[0], int) else _TAG_2
+    data = _length_prefixed(tag, len(payload)) + payload
+    return [data], len(data)
+
+
+def _entry(key: str, values) -> list[bytes]:
+    """One ``feature`` map entry of ``Features``, with its length prefix, as chunks."""
+    feature, feature_length = _feature(values)
+    name = key.encode("utf-8")
+    key_field = _length_prefixed(_TAG_1, len(name)) + name
+    value_header = _length_prefixed(_TAG_2, feature_length)
+    entry_length = len(key_field) + len(value_header) + feature_length
+    return [_length_prefixed(_TAG_1, entry_length) + key_field + value_header] + feature
+
+
+@functools.lru_cache(maxsize=4096, typed=True)
+def _scalar_entry(key: str, value: int | str) -> bytes:
+    """The entry of one int or string: formats, sizes, labels and class names repeat from
+    record to record, so their bytes are made once."""
+    return b"".join(_entry(key, value))
 
 
 def serialize_example(features: Mapping[str, bytes | str | int | float | Sequence]) -> bytes:
     """``{"key": value or [values]}`` -> serialized ``tf.train.Example``.
 
     Each message is preceded by its length, so the chunks are gathered first and joined
-    once: the image bytes are copied a single time, not once per nesting level.
+    once: the image bytes are copied a single time, not once per nesting level. This runs for
+    every record the job writes, so the entries of repeated scalars come from a cache.
     """
-    entries: list[bytes] = []
+    chunks: list[bytes] = []
     for key in sorted(features):
-        name = key.encode("utf-8")
-        feature = _feature(features[key])
-        feature_length = sum(map(len, feature))
-        entry = [_header(1, len(name)), name, _header(2, feature_length)] + feature
-        entries += [_header(1, sum(map(len, entry)))] + entry
-    return b"".join([_header(1, sum(map(len, entries)))] + entries)
+        value = features[key]
+        if type(value) in (int, str):  # pylint: disable=unidiomatic-typecheck  # not bool
+            chunks.append(_scalar_entry(key, value))
+        else:
+            chunks += _entry(key, value)
+    total = sum(map(len, chunks))
+    return b"".join([_length_prefixed(_TAG_1, total)] + chunks)

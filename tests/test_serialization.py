@@ -24,6 +24,20 @@ def test_example_bytes_equal_tensorflow_serialization():
     assert tf_example.serialize_example(features) == proto.SerializeToString(deterministic=True)
 
 
+def test_repeated_scalars_serialize_the_same_as_tensorflow_every_time():
+    # Scalar entries are cached: the second and third records reuse some and not others.
+    for name, label, flag in (("a.jpg", 1, True), ("b.jpg", 1, False), ("a.jpg", 2, True)):
+        features = {"name": name, "label": label, "flag": int(flag), "one": 1, "also_one": "1"}
+        proto = tf.train.Example(features=tf.train.Features(feature={
+            "name": tf.train.Feature(bytes_list=tf.train.BytesList(value=[name.encode()])),
+            "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[label])),
+            "flag": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(flag)])),
+            "one": tf.train.Feature(int64_list=tf.train.Int64List(value=[1])),
+            "also_one": tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"1"])),
+        }))
+        assert tf_example.serialize_example(features) == proto.SerializeToString(deterministic=True)
+
+
 def test_schema_example_parses_with_the_schema_spec():
     pixels = gradient(16, 24)
     mask = (np.arange(16 * 24).reshape(16, 24) % 3 + 1).astype(np.uint8)
