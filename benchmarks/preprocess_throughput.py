@@ -18,6 +18,7 @@ import glob
 import json
 import multiprocessing
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -90,6 +91,18 @@ def run_job(directory: str, size: int, workers: int, output: str) -> float:
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                    env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     return time.perf_counter() - started
+
+
+def timed_in_fresh_dir(work: str, run) -> float:
+    """``run(output_dir)``'s time, starting with nothing left to write back to disk, and the
+    output deleted afterwards: gigabytes of earlier runs' output still being written back
+    slow down whichever run comes next (the job, which writes each example twice, most)."""
+    os.sync()
+    output = tempfile.mkdtemp(dir=work)
+    try:
+        return run(output)
+    finally:
+        shutil.rmtree(output)
 
 
 def steady_state(n_small: int, t_small: float, n_large: int, t_large: float) -> tuple[float, float]:
@@ -185,10 +198,10 @@ def main(argv=None) -> None:
             times = {}
             for n in (small, len(records)):
                 # The fastest of several runs: noise on a shared machine only ever adds time.
-                times[("pool", n)] = min(run_pool(records[:n], config, args.workers, tempfile.mkdtemp(dir=work))
-                                         for _ in range(args.repeats))
-                times[("job", n)] = min(run_job(dirs[n], size, args.workers, tempfile.mkdtemp(dir=work))
-                                        for _ in range(args.repeats))
+                times[("pool", n)] = min(timed_in_fresh_dir(
+                    work, lambda out: run_pool(records[:n], config, args.workers, out)) for _ in range(args.repeats))
+                times[("job", n)] = min(timed_in_fresh_dir(
+                    work, lambda out: run_job(dirs[n], size, args.workers, out)) for _ in range(args.repeats))
             job_rate, job_start = steady_state(small, times[("job", small)], len(records), times[("job", len(records))])
             pool_rate, pool_start = steady_state(small, times[("pool", small)], len(records), times[("pool", len(records))])
             print(f"{size:>5} {job_rate:>10.0f} {pool_rate:>11.0f} {job_rate / pool_rate:>6.2f} "
