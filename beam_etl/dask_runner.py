@@ -16,9 +16,15 @@ these differences, each of which made the job's output differ from the DirectRun
    not feed it never runs. Here every bag that no step consumes is computed, and its elements
    dropped on the worker: tf.Transform's instrumentation leaves pass the whole training split
    through, which the client would otherwise gather and the workers hold.
-4. Side inputs. Upstream recomputes a side input's whole upstream graph in every task that
-   reads it; tf.Transform's SavedModel-writing steps then ran once per reader, each in a new
-   temporary directory, and its DoFns saw different paths. Here a side input is computed once.
+4. Side inputs. Upstream hands each task that reads a side input the side input's graph, and
+   the task computes it: everything upstream of it ran once per reading task. tf.Transform's
+   SavedModel-writing steps then ran many times, each in a new temporary directory, and its
+   DoFns saw different paths. Here a side input's elements are an input of the reading tasks
+   in the one graph the job computes, so every step runs once. (Persisting side inputs as
+   they are met, this module's first fix, was not enough: a task upstream of both a persisted
+   side input and the final graph could be computed for each (dask warned "Detected
+   different run_spec" for them), and with more partitions tf.Transform's vocabulary file was
+   at times missing when read: Beam's file sinks delete and rename in their finalize steps.)
 5. Parallelism. Upstream's GroupByKey keeps the number of partitions of its input; a job
    that starts from a handful of globs (one partition) then runs everything on one worker,
    however many the cluster has. Here a shuffle asks for ``--dask_npartitions`` partitions,
@@ -38,6 +44,7 @@ from __future__ import annotations
 import collections
 import functools
 
+import dask
 from apache_beam import pvalue
 from apache_beam.pvalue import TaggedOutput
 from apache_beam.runners.common import DoFnContext, DoFnInvoker, DoFnSignature, _OutputHandler
@@ -46,13 +53,17 @@ from apache_beam.runners.dask import transform_evaluator as evaluator
 from apache_beam.runners.dask.overrides import dask_overrides
 from apache_beam.transforms.core import DoFn
 from apache_beam.transforms.sideinputs import SideInputMap
+from dask.delayed import Delayed
 
 NAME = f"{__name__}.DaskRunner"
 
 
-def _apply_dofn_to_bundle(items, invoker_args, invoker_kwargs, receivers):
-    """Upstream's bundle function, collecting outputs after ``finish_bundle`` (fix 2)."""
-    invoker = DoFnInvoker.create_invoker(*invoker_args, **invoker_kwargs)
+def _apply_dofn_to_bundle(items, invoker_args, invoker_kwargs, receivers, side_specs=(), *side_values):
+    """Upstream's bundle function, collecting outputs after ``finish_bundle`` (fix 2), with
+    the side inputs' elements handed in as task arguments (fix 4)."""
+    side_inputs = [SideInputMap(view_class, view_options, evaluator.DaskBagWindowedIterator(values, window_fn))
+                   for (view_class, view_options, window_fn), values in zip(side_specs, side_values)]
+    invoker = DoFnInvoker.create_invoker(*invoker_args, **invoker_kwargs, side_inputs=side_inputs)
     invoker.invoke_setup()
     invoker.invoke_start_bundle()
     for item in items:
@@ -64,6 +75,16 @@ def _apply_dofn_to_bundle(items, invoker_args, invoker_kwargs, receivers):
     results = [value if isinstance(value, TaggedOutput) else value.value for value in receivers.values]
     receivers.values.clear()
     return results
+
+
+def _concatenate(*partitions) -> list:
+    return [element for partition in partitions for element in partition]
+
+
+def _elements(bag) -> Delayed:
+    """All of ``bag``'s elements as one graph node, without renaming its tasks (an optimized
+    copy would give the same tasks new names, and dask would run them twice)."""
+    return dask.delayed(_concatenate)(*bag.to_delayed(optimize_graph=False))
 
 
 class _ParDo(evaluator.ParDo):
@@ -81,11 +102,14 @@ class _ParDo(evaluator.ParDo):
                            process_batch_yields_elements=False),
         ]
         invoker_kwargs = dict(context=DoFnContext(transform.label, state=None),
-                              side_inputs=side_inputs, input_args=list(args), input_kwargs=kwargs,
+                              input_args=list(args), input_kwargs=kwargs,
                               user_state_context=None,
                               bundle_finalizer_param=DoFn.BundleFinalizerParam())
+        side_specs = [spec for spec, _ in side_inputs or ()]
+        side_values = [_elements(bag) for _, bag in side_inputs or ()]
         return input_bag.map(evaluator.get_windowed_value, window_fn).map_partitions(
-            _apply_dofn_to_bundle, invoker_args, invoker_kwargs, receivers)
+            _apply_dofn_to_bundle, invoker_args, invoker_kwargs, receivers, side_specs, *side_values,
+            token=f"{self.applied.full_label}")
 
 
 class _GroupByKey(evaluator.GroupByKey):
@@ -125,7 +149,6 @@ class _Visitor(upstream.PipelineVisitor):
     def __init__(self, bag_kwargs):
         self.bags = collections.OrderedDict()  # AppliedPTransform -> bag of all its outputs
         self.consumed = set()
-        self._persisted = set()
         self._bag_kwargs = bag_kwargs
 
     def bag_of(self, pcoll):
@@ -138,21 +161,6 @@ class _Visitor(upstream.PipelineVisitor):
             return bag.filter(_is_main)
         return bag.filter(functools.partial(_has_tag, tag=pcoll.tag)).map(_untag)
 
-    def side_bag_of(self, pcoll):
-        """A side input's bag, computed once on the cluster (fix 4).
-
-        Each task that reads a side input computes its bag; upstream hands it the bag's
-        graph, so every reading task recomputed everything upstream of it. Steps with side
-        effects or fresh names (tf.Transform writes each phase's SavedModel to a new temporary
-        directory) then ran many times and disagreed. Persisting the producer's bag, for every
-        later consumer too, makes it one computation whose results the tasks fetch.
-        """
-        producer = pcoll.producer
-        if producer not in self._persisted:
-            self.bags[producer] = self.bags[producer].persist()
-            self._persisted.add(producer)
-        return self.bag_of(pcoll)
-
     def visit_transform(self, transform_node):
         op_class = _TRANSLATIONS.get(transform_node.transform.__class__, evaluator.NoOp)
         op = op_class(transform_node, bag_kwargs=self._bag_kwargs)
@@ -163,11 +171,10 @@ class _Visitor(upstream.PipelineVisitor):
                     if isinstance(value, pvalue.PBegin) or value.producer in self.bags]
             single = len(bags) == 1 and not isinstance(op, evaluator.Flatten)
             op_kws["input_bag"] = bags[0] if single else bags
-        if transform_node.side_inputs:
+        if transform_node.side_inputs:  # fix 4: (how to view it, its bag) for each
             op_kws["side_inputs"] = [
-                SideInputMap(type(side), side._view_options(),  # pylint: disable=protected-access
-                             evaluator.DaskBagWindowedIterator(self.side_bag_of(side.pvalue),
-                                                               side._window_mapping_fn))  # pylint: disable=protected-access
+                ((type(side), side._view_options(), side._window_mapping_fn),  # pylint: disable=protected-access
+                 self.bag_of(side.pvalue))
                 for side in transform_node.side_inputs]
         self.bags[transform_node] = op.apply(**op_kws)
 
@@ -181,10 +188,6 @@ def _nothing(partition):
 
 
 class _Result(upstream.DaskRunnerResult):
-    def __init__(self, client, futures, persisted):
-        super().__init__(client, futures)
-        self._persisted = persisted  # the side inputs' futures: released, they would be lost
-
     def wait_until_finish(self, duration=None):
         try:
             return super().wait_until_finish(duration)
@@ -196,9 +199,7 @@ class DaskRunner(upstream.DaskRunner):
     """Runs a pipeline on a dask.distributed cluster (``--dask_client_address``)."""
 
     def run_pipeline(self, pipeline, options):
-        # pylint: disable=import-outside-toplevel
-        import dask
-        import dask.distributed as ddist
+        import dask.distributed as ddist  # pylint: disable=import-outside-toplevel
 
         dask_options = options.view_as(upstream.DaskOptions).get_all_options(
             drop_default=True, current_only=True)
@@ -214,4 +215,4 @@ class DaskRunner(upstream.DaskRunner):
         # so neither the workers keep them nor the client gathers them.
         leaves = dask.optimize(*[leaf.map_partitions(_nothing) for leaf in visitor.leaves()])
         futures = client.compute(list(leaves))
-        return _Result(client, futures, visitor.bags)
+        return _Result(client, futures)
