@@ -26,12 +26,11 @@ these differences, each of which made the job's output differ from the DirectRun
    different run_spec" for them), and with more partitions tf.Transform's vocabulary file was
    at times missing when read: Beam's file sinks delete and rename in their finalize steps.)
 5. Parallelism. Upstream's GroupByKey keeps the number of partitions of its input; a job
-   that starts from a handful of globs (one partition) then runs everything on one worker,
-   however many the cluster has. Here a shuffle asks for ``--dask_npartitions`` partitions,
-   by default four per worker. Known limit: ``Bag.groupby`` honours that only with the
-   disk-based shuffle; with the task-based shuffle of dask.distributed it keeps its input's
-   count. Splitting the partitions explicitly (``repartition``) made tf.Transform's
-   vocabulary step read its file before it was written, intermittently (BENCHMARKS.md).
+   that starts from a handful of globs (one partition each) then runs everything on one or
+   two workers, however many the cluster has, and holds ever larger partitions as the input
+   grows. ``Bag.groupby(npartitions=...)`` does not help: only the disk-based shuffle honours
+   it, and dask.distributed uses the task-based one. Here a shuffle's output is split into
+   ``--dask_npartitions`` partitions (``repartition``), by default four per worker.
 
 The job itself has no Dask-only code path: where Beam features behave differently on Dask
 the job uses what works on every runner (two Filters instead of tagged outputs, spill writes
@@ -124,7 +123,8 @@ class _GroupByKey(evaluator.GroupByKey):
             return k, [evaluator.defenestrate(element[1]) for element in grouped]
 
         npartitions = self.bag_kwargs.get("npartitions") or self.bag_kwargs["shuffle_partitions"]
-        return input_bag.groupby(key, npartitions=npartitions).map(value)
+        # groupby keeps its input's partition count with the task-based shuffle: split its output.
+        return input_bag.groupby(key).map(value).repartition(npartitions)
 
 
 _TRANSLATIONS = {**evaluator.TRANSLATIONS, evaluator.apache_beam.ParDo: _ParDo,

@@ -59,6 +59,32 @@ def test_runner_keeps_tags_finish_bundle_outputs_side_inputs_and_every_branch(sc
         _runner_fixture_pipeline(scheduler_address, [1, 3])
 
 
+class _CountBundles(beam.DoFn):
+    """Emits how many bundles (Dask partitions) it saw, and how many elements."""
+
+    def start_bundle(self):
+        self._elements = 0
+
+    def process(self, element):
+        self._elements += 1
+
+    def finish_bundle(self):
+        yield beam.utils.windowed_value.WindowedValue(
+            (1, self._elements), 0, [beam.transforms.window.GlobalWindow()])
+
+
+def test_a_shuffle_spreads_its_output_over_the_requested_partitions(scheduler_address):
+    # Two inputs of one partition each: dask.distributed's groupby alone would keep 2; the
+    # runner asks for four per worker.
+    options = PipelineOptions(runner=DASK_RUNNER, dask_client_address=scheduler_address)
+    with beam.Pipeline(options=options) as pipeline:
+        evens = pipeline | "Evens" >> beam.Create([(k, k) for k in range(0, 200, 2)], reshuffle=False)
+        odds = pipeline | "Odds" >> beam.Create([(k, k) for k in range(1, 200, 2)], reshuffle=False)
+        counts = ((evens, odds) | beam.Flatten() | beam.GroupByKey()
+                  | beam.ParDo(_CountBundles()) | beam.CombineGlobally(lambda pairs: tuple(map(sum, zip(*pairs)))))
+        assert_that(counts, equal_to([(8, 200)]))
+
+
 def test_job_on_dask_gives_the_direct_runners_bytes_and_statistics(pets_dir, tmp_path, raw_output,
                                                                    scheduler_address):
     direct_dir, direct = raw_output
