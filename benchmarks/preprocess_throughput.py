@@ -7,7 +7,9 @@ and write TFRecords. Each is timed (fastest of --repeats runs) on a quarter of t
 and on all of them; the
 difference gives the steady-state throughput (images/s), and what is left of the smaller
 run is the fixed start-up cost (process start, imports, pipeline set-up), reported
-separately. Then a single-process breakdown of the per-image chain, in ms per image.
+separately. Then a single-process breakdown of the per-image chain, in ms per image, and
+the chain against the issue's minimal "well-chosen chain" (``reference_chain``) timed beside
+it on the same files. Each timed run starts with nothing left to write back to disk.
 Figures drift on shared machines; the ratios, measured side by side, are what to compare.
 """
 
