@@ -108,7 +108,7 @@ class _ParDo(evaluator.ParDo):
         side_values = [_elements(bag) for _, bag in side_inputs or ()]
         return input_bag.map(evaluator.get_windowed_value, window_fn).map_partitions(
             _apply_dofn_to_bundle, invoker_args, invoker_kwargs, receivers, side_specs, *side_values,
-            token=f"{self.applied.full_label}")
+            token=self.applied.full_label)
 
 
 class _GroupByKey(evaluator.GroupByKey):

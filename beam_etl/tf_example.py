@@ -71,13 +71,12 @@ def _feature(values) -> tuple[list[bytes], int]:
         return [header] + chunks, len(header) + length
     if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
         packed = b"".join(_varint(v) for v in values)
-        payload = _length_prefixed(_TAG_1, len(packed)) + packed if values else b""
+        tag, payload = _TAG_3, _length_prefixed(_TAG_1, len(packed)) + packed if values else b""
     elif all(isinstance(v, float) for v in values):
         packed = struct.pack(f"<{len(values)}f", *values)
-        payload = _length_prefixed(_TAG_1, len(packed)) + packed
+        tag, payload = _TAG_2, _length_prefixed(_TAG_1, len(packed)) + packed
     else:
         raise TypeError(f"feature values must be all bytes/str, all int or all float, got {values!r:.80}")
-    tag = _TAG_3 if not values or isinstance(values[0], int) else _TAG_2
     data = _length_prefixed(tag, len(payload)) + payload
     return [data], len(data)
 

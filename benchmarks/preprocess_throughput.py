@@ -152,6 +152,11 @@ def stage_breakdown(records, size: int, image_format: str, workdir: str) -> dict
     return {name: seconds * 1000 / len(records) for name, seconds in totals.items()}
 
 
+def _chain_ms(breakdown: dict[str, float]) -> float:
+    """The chain's ms per image: every stage but augmentation (which only training copies run)."""
+    return sum(ms for stage, ms in breakdown.items() if stage != "augment")
+
+
 def reference_chain(records, size: int, workdir: str) -> float:
     """ms per image of the issue's "well-chosen chain", on the same files, in the same run:
     read, JPEG decode with DCT scaling (libjpeg-turbo), PNG mask decode (libspng), OpenCV
@@ -222,7 +227,7 @@ def main(argv=None) -> None:
         print(f"{'stage':>13} " + " ".join(f"{k:>9}" for k in breakdowns))
         for name in names:
             print(f"{name:>13} " + " ".join(f"{b[name]:>9.3f}" for b in breakdowns.values()))
-        chain = {k: sum(v for n, v in b.items() if n != "augment") for k, b in breakdowns.items()}
+        chain = {k: _chain_ms(b) for k, b in breakdowns.items()}
         print(f"{'chain total':>13} " + " ".join(f"{v:>9.3f}" for v in chain.values()) + "   (without augment)")
         print(f"{'images/s/core':>13} " + " ".join(f"{1000 / v:>9.0f}" for v in chain.values()))
         # The reference chain, timed like the breakdown (best of three, interleaved with ours).
@@ -231,8 +236,7 @@ def main(argv=None) -> None:
             name = f"{size}-raw"
             ours, theirs = [], []
             for _ in range(3):
-                ours.append(sum(v for n, v in stage_breakdown(records[: args.stage_images], size, "raw", work).items()
-                                if n != "augment"))
+                ours.append(_chain_ms(stage_breakdown(records[: args.stage_images], size, "raw", work)))
                 theirs.append(reference_chain(records[: args.stage_images], size, work))
             chain[name] = min(ours)
             references[name] = min(theirs)
