@@ -92,12 +92,14 @@ def make_preprocessing_fn(image_info: dict, mask_values: tuple[int, ...] | None)
                              tf.constant(-1, tf.int64))  # int64[256]: mask value -> class id
 
         def per_pixel(value):  # [C] -> [H, W, C]
-            return tf.reshape(tf.tile(tf.cast(value, tf.float32), [height * width]), [height, width, -1])
+            return tf.reshape(tf.tile(value, [height * width]), [height, width, -1])
 
         # x * (1/std) + (-mean/std), with the factors tiled to a whole image: broadcasting a
         # [3] vector over [B, H, W, 3] is several times slower in TensorFlow's kernels, and this
-        # runs on every batch the loader reads.
-        scale, offset = per_pixel(1.0 / std), per_pixel(-mean / std)
+        # runs on every batch the loader reads. The [C] factors are outputs too: the loader's
+        # on-device normalization (train_loader.normalization_layer) applies exactly these.
+        pixel_scale, pixel_offset = tf.cast(1.0 / std, tf.float32), tf.cast(-mean / std, tf.float32)
+        scale, offset = per_pixel(pixel_scale), per_pixel(pixel_offset)
 
         def per_example(value, shape):
             value = tf.reshape(value, shape)
@@ -105,14 +107,15 @@ def make_preprocessing_fn(image_info: dict, mask_values: tuple[int, ...] | None)
 
         outputs = {
             IMAGE: tf.cast(images, tf.float32) * scale + offset,
-            MASK: _class_ids_of(masks, is_class, class_ids),
+            MASK: class_ids_of(masks, class_ids, tf.int64),
             LABEL: tft.apply_vocabulary(names, vocabulary, default_value=-1),
         }
         channels, values = [image_info["channels"]], [NUM_MASK_VALUES]
         statistics = {"num_images": (num_images, []), "channel_sum": (channel_sum, channels),
                       "channel_sum_squares": (channel_sum_squares, channels),
                       "value_pixels": (value_pixels, values), "value_images": (value_images, values),
-                      "class_ids": (class_ids, values)}
+                      "class_ids": (class_ids, values), "pixel_scale": (pixel_scale, channels),
+                      "pixel_offset": (pixel_offset, channels)}
         outputs.update({STATISTICS_PREFIX + name: per_example(value, shape)
                         for name, (value, shape) in statistics.items()})
         return outputs
@@ -120,26 +123,31 @@ def make_preprocessing_fn(image_info: dict, mask_values: tuple[int, ...] | None)
     return preprocessing_fn
 
 
-def _class_ids_of(masks, is_class, class_ids):
-    """uint8 mask values -> int64 class ids (-1: not a class).
+def class_ids_of(masks, class_ids, dtype):
+    """uint8 mask values -> class ids as ``dtype`` (-1: not a class); ``class_ids`` is the
+    graph's ``int64[256]`` table (mask value -> id, -1 where the value is not a class).
 
     The usual label sets are contiguous (trimaps 1-3, or 0..K-1): then the id is one uint8
     subtraction and one comparison (a value below the range wraps around above it). A table
-    look-up (``tf.gather``) is the general case, several times slower per pixel.
+    look-up (``tf.gather``) is the general case, several times slower per pixel. ``tf.int8``
+    (for at most 128 classes) stays in 8 bits throughout: -1 is 0xFF reinterpreted.
     """
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
+    is_class = class_ids >= 0
     count = tf.reduce_sum(tf.cast(is_class, tf.int32))
     low = tf.cast(tf.argmax(tf.cast(is_class, tf.int32)), tf.int32)
     high = NUM_MASK_VALUES - 1 - tf.cast(tf.argmax(tf.cast(is_class[::-1], tf.int32)), tf.int32)
 
     def by_range():
         offset = masks - tf.cast(low, tf.uint8)
-        return tf.where(offset <= tf.cast(high - low, tf.uint8), tf.cast(offset, tf.int64),
-                        tf.constant(-1, tf.int64))
+        inside = offset <= tf.cast(high - low, tf.uint8)
+        if dtype == tf.int8:
+            return tf.bitcast(tf.where(inside, offset, tf.constant(0xFF, tf.uint8)), tf.int8)
+        return tf.where(inside, tf.cast(offset, dtype), tf.constant(-1, dtype))
 
     def by_table():
-        return tf.gather(class_ids, tf.cast(masks, tf.int32))
+        return tf.gather(tf.cast(class_ids, dtype), tf.cast(masks, tf.int32))
 
     return tf.cond((count > 0) & (high - low + 1 == count), by_range, by_table)
 
@@ -178,21 +186,29 @@ def probe_features(image_info: dict) -> dict[str, list]:
     return {schema.IMAGE_ENCODED: [image], schema.MASK_ENCODED: [mask], schema.CLASS_TEXT: [b""]}
 
 
+def graph_statistics(output_dir: str, image_info: dict) -> dict[str, np.ndarray]:
+    """The written transform graph's ``statistics/...`` outputs (one example's), by running it
+    once on :func:`probe_features`."""
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    import tensorflow_transform as tft  # pylint: disable=import-outside-toplevel
+
+    features = {key: tf.constant(value) for key, value in probe_features(image_info).items()}
+    outputs = tft.TFTransformOutput(output_dir).transform_raw_features(features, drop_unused_features=True)
+    return {key[len(STATISTICS_PREFIX):]: value.numpy()[0] for key, value in outputs.items()
+            if key.startswith(STATISTICS_PREFIX)}
+
+
 def read_statistics(output_dir: str, image_info: dict) -> dict:
     """Loads the written transform graph and reads its statistics back out (see module doc)."""
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
     import tensorflow_transform as tft  # pylint: disable=import-outside-toplevel
     from tensorflow_transform import analyzers  # pylint: disable=import-outside-toplevel
 
-    transform_output = tft.TFTransformOutput(output_dir)
-    features = {key: tf.constant(value) for key, value in probe_features(image_info).items()}
-    outputs = transform_output.transform_raw_features(features, drop_unused_features=True)
-    raw = {key[len(STATISTICS_PREFIX):]: value.numpy()[0] for key, value in outputs.items()
-           if key.startswith(STATISTICS_PREFIX)}
+    raw = graph_statistics(output_dir, image_info)
     # TFT writes one placeholder token into a vocabulary that would be empty (no class names).
     _, placeholder = analyzers.get_empy_vocabulary_dummy_value(tf.string)
-    class_names = [name.decode("utf-8") for name in transform_output.vocabulary_by_name(CLASS_NAMES)
-                   if name != placeholder]
+    class_names = [name.decode("utf-8") for name
+                   in tft.TFTransformOutput(output_dir).vocabulary_by_name(CLASS_NAMES) if name != placeholder]
     return summarize(raw, image_info, class_names)
 
 

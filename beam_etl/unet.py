@@ -16,16 +16,19 @@ import keras
 import tensorflow as tf
 
 
-def build_unet(height: int, width: int, num_classes: int, filters: tuple[int, ...] = (16, 32, 64)):
+def build_unet(height: int, width: int, num_classes: int, filters: tuple[int, ...] = (16, 32, 64),
+               first_layer=None):
     """Keras U-Net: ``float32[B, H, W, 3]`` -> logits ``[B, H, W, num_classes]``.
 
     ``height`` and ``width`` must be divisible by ``2 ** len(filters)``; other sizes are padded
-    inside the model and cropped back.
+    inside the model and cropped back. ``first_layer`` (the loader's ``normalization_layer``)
+    makes the model take ``uint8`` images and normalize them itself.
     """
-    inputs = keras.Input((height, width, 3))
+    inputs = keras.Input((height, width, 3), dtype="uint8" if first_layer is not None else "float32")
+    x = first_layer(inputs) if first_layer is not None else inputs
     factor = 2 ** len(filters)
     pad_h, pad_w = -height % factor, -width % factor
-    x = keras.layers.ZeroPadding2D(((0, pad_h), (0, pad_w)))(inputs) if pad_h or pad_w else inputs
+    x = keras.layers.ZeroPadding2D(((0, pad_h), (0, pad_w)))(x) if pad_h or pad_w else x
     skips = []
     for width_ in filters:
         x = keras.layers.Conv2D(width_, 3, padding="same", activation="relu")(x)
@@ -58,10 +61,11 @@ def _fit(model, dataset, steps: int) -> float:
     return (time.perf_counter() - started) / steps
 
 
-def compare_input_bound(dataset: tf.data.Dataset, manifest: dict, steps: int) -> dict:
+def compare_input_bound(dataset: tf.data.Dataset, manifest: dict, steps: int, first_layer=None) -> dict:
     """Fits the U-Net for ``steps`` steps fed by ``dataset`` (repeating) and fed from memory."""
     image_info = manifest["image"]
-    model = build_unet(image_info["height"], image_info["width"], num_classes(manifest))
+    model = build_unet(image_info["height"], image_info["width"], num_classes(manifest),
+                       first_layer=first_layer)
     model.compile(optimizer="adam",
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=-1))
     in_memory = tf.data.Dataset.from_tensors(next(iter(dataset))).repeat()

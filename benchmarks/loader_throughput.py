@@ -4,7 +4,9 @@
 
 On the same images, in one run:
 (a) ``beam_etl.train_loader.make_dataset`` on the job's shards in each image format (raw, jpeg,
-    png): interleave, shuffle, batch, parse, the tf.Transform graph, prefetch;
+    png): interleave, shuffle, batch, parse, the tf.Transform graph, prefetch; and the same with
+    ``normalize_on_device=True`` (``_uint8`` rows: uint8 images and int8 class ids, the
+    normalization left to the model's first layer on the accelerator);
 (b) the approach of the TensorFlow segmentation tutorial that trains on Oxford pets: a tf.data
     pipeline that reads the JPEG and PNG files and decodes, resizes, flips and normalizes them
     every epoch (parallel map, batch, prefetch);
@@ -102,8 +104,9 @@ def main(argv=None) -> dict:
 
     records = ensure_dataset(args.data, args.num_images)
     outputs = {fmt: ensure_shards(records, args.image_size, fmt, args.work) for fmt in FORMATS}
-    pipelines = {f"a_loader_{fmt}": (lambda fmt=fmt: train_loader.make_dataset(
-        outputs[fmt], "train", args.batch_size, repeat=True)) for fmt in FORMATS}
+    pipelines = {f"a_loader_{fmt}{suffix}": (lambda fmt=fmt, on_device=on_device: train_loader.make_dataset(
+        outputs[fmt], "train", args.batch_size, repeat=True, normalize_on_device=on_device))
+        for fmt in FORMATS for suffix, on_device in (("", False), ("_uint8", True))}
     pipelines["b_decode_files"] = lambda: decode_files_dataset(records, args.image_size, args.batch_size)
     pipelines["c_records_only"] = lambda: records_only_dataset(outputs["raw"], args.batch_size)
 
@@ -112,9 +115,11 @@ def main(argv=None) -> dict:
         for name, make in pipelines.items():
             rate = images_per_second(make(), args.batches)
             best[name] = max(best[name], rate)
-            print(f"round {round_ + 1}: {name:16s} {rate:10,.0f} images/s", flush=True)
-    ratios = {f"{fmt}_vs_decode_files": best[f"a_loader_{fmt}"] / best["b_decode_files"] for fmt in FORMATS}
-    ratios["raw_vs_records_only"] = best["a_loader_raw"] / best["c_records_only"]
+            print(f"round {round_ + 1}: {name:22s} {rate:10,.0f} images/s", flush=True)
+    ratios = {f"{name[len('a_loader_'):]}_vs_decode_files": best[name] / best["b_decode_files"]
+              for name in pipelines if name.startswith("a_loader_")}
+    for suffix in ("", "_uint8"):
+        ratios[f"raw{suffix}_vs_records_only"] = best[f"a_loader_raw{suffix}"] / best["c_records_only"]
     result = {"images_per_s": best, "ratios": ratios, "num_images": args.num_images,
               "image_size": args.image_size, "batch_size": args.batch_size, "cpus": os.cpu_count()}
     print(json.dumps(result, indent=2))

@@ -117,11 +117,12 @@ def test_summarize_computes_from_exact_sums():
     assert stats["num_pixels"] == 8 and stats["class_names"] == ["cat"]
 
 
+@pytest.mark.parametrize("dtype", [tf.int64, tf.int32, tf.int8])
 @pytest.mark.parametrize("values", [(1, 2, 3), (0, 2, 255), (0,), ()])
-def test_class_ids_of_mask_values_contiguous_or_not(values):
+def test_class_ids_of_mask_values_contiguous_or_not(values, dtype):
     is_class = np.isin(np.arange(256), values)
     class_ids = np.where(is_class, np.cumsum(is_class) - 1, -1)
     masks = np.arange(256, dtype=np.uint8).reshape(1, 16, 16)
-    ids = statistics._class_ids_of(tf.constant(masks), tf.constant(is_class), tf.constant(class_ids))  # pylint: disable=protected-access
-    assert ids.dtype == tf.int64
+    ids = statistics.class_ids_of(tf.constant(masks), tf.constant(class_ids), dtype)
+    assert ids.dtype == dtype
     np.testing.assert_array_equal(ids.numpy(), class_ids[masks])

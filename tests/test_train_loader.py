@@ -53,6 +53,22 @@ def test_every_record_once_normalized_with_class_ids(raw_output):
     assert abs(pixels.mean()) < 0.5  # normalized with the statistics (of the originals only)
 
 
+def test_normalize_on_device_feeds_uint8_that_the_layer_turns_into_the_graphs_output(raw_output):
+    out, manifest = raw_output
+    on_host = _batches(train_loader.make_dataset(str(out), "train", 5, shuffle=False, deterministic=True))
+    on_device = _batches(train_loader.make_dataset(str(out), "train", 5, shuffle=False, deterministic=True,
+                                                   normalize_on_device=True))
+    layer = train_loader.normalization_layer(str(out))
+    assert len(on_device) == len(on_host) > 1
+    for (image, mask), (pixels, ids) in zip(on_host, on_device):
+        assert pixels.dtype == np.uint8 and ids.dtype == np.int8
+        np.testing.assert_allclose(np.asarray(layer(pixels)), image, rtol=0, atol=1e-6)
+        np.testing.assert_array_equal(ids, mask)
+    stats = manifest["statistics"]
+    np.testing.assert_allclose(layer.scale, 1 / np.array(stats["pixel_std"]), rtol=1e-6)
+    np.testing.assert_allclose(layer.offset, -np.array(stats["pixel_mean"]) / stats["pixel_std"], rtol=1e-6)
+
+
 def test_deterministic_order_from_the_seed(raw_output):
     out, _ = raw_output
 
@@ -179,6 +195,9 @@ def test_cli_train_steps_reports_how_input_bound_training_is(raw_output):
     assert figures["train_steps"] == 3 and figures["batch_size"] == 4
     assert figures["step_ms_loader"] > 0 and figures["step_ms_in_memory"] > 0
     assert figures["loader_slowdown"] == pytest.approx(figures["step_ms_loader"] / figures["step_ms_in_memory"])
+    on_device = train_loader.main(["--data", str(out), "--batch_size", "4", "--train_steps", "2",
+                                   "--normalize_on_device", "--json"])
+    assert on_device["train_steps"] == 2 and on_device["step_ms_loader"] > 0
 
 
 _DISTRIBUTED = """
