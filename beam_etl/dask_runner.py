@@ -15,7 +15,9 @@ these differences, each of which made the job's output differ from the DirectRun
 3. Leaves. Upstream computes only the bag of the last transform visited; a branch that does
    not feed it never runs. Here every bag that no step consumes is computed, and its elements
    dropped on the worker: tf.Transform's instrumentation leaves pass the whole training split
-   through, which the client would otherwise gather and the workers hold.
+   through, which the client would otherwise gather and the workers hold. The leaves are
+   handed to the cluster as one collection: as a list of collections, dask.distributed ran a
+   step that feeds several leaves once for each (the job decoded every image three times).
 4. Side inputs. Upstream hands each task that reads a side input the side input's graph, and
    the task computes it: everything upstream of it ran once per reading task. tf.Transform's
    SavedModel-writing steps then ran many times, each in a new temporary directory, and its
@@ -44,6 +46,7 @@ import collections
 import functools
 
 import dask
+import dask.bag
 from apache_beam import pvalue
 from apache_beam.pvalue import TaggedOutput
 from apache_beam.runners.common import DoFnContext, DoFnInvoker, DoFnSignature, _OutputHandler
@@ -212,7 +215,8 @@ class DaskRunner(upstream.DaskRunner):
         visitor = _Visitor({**bag_kwargs, "shuffle_partitions": max(2, 4 * workers)})
         pipeline.visit(visitor)
         # Fix 3: every leaf, not only the last; their elements are dropped where they are made,
-        # so neither the workers keep them nor the client gathers them.
-        leaves = dask.optimize(*[leaf.map_partitions(_nothing) for leaf in visitor.leaves()])
-        futures = client.compute(list(leaves))
-        return _Result(client, futures)
+        # so neither the workers keep them nor the client gathers them. The leaves go to the
+        # cluster as one collection: computed as a list of collections, a step that feeds
+        # several leaves ran once for each of them (the decoding step three times).
+        job = dask.bag.concat([leaf.map_partitions(_nothing) for leaf in visitor.leaves()])
+        return _Result(client, [client.compute(job)])

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import collections
+import os
+import uuid
+
 import apache_beam as beam
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -83,6 +87,29 @@ def test_a_shuffle_spreads_its_output_over_the_requested_partitions(scheduler_ad
         counts = ((evens, odds) | beam.Flatten() | beam.GroupByKey()
                   | beam.ParDo(_CountBundles()) | beam.CombineGlobally(lambda pairs: tuple(map(sum, zip(*pairs)))))
         assert_that(counts, equal_to([(8, 200)]))
+
+
+class _MarkEach(beam.DoFn):
+    """Leaves a file per element it processes, so a test can count how often each ran."""
+
+    def __init__(self, directory: str):
+        self._directory = directory
+
+    def process(self, number):
+        open(os.path.join(self._directory, f"{number}-{uuid.uuid4().hex}"), "w").close()  # pylint: disable=consider-using-with
+        yield number
+
+
+def test_a_step_that_feeds_several_branches_runs_once_per_element(scheduler_address, tmp_path):
+    options = PipelineOptions(runner=DASK_RUNNER, dask_client_address=scheduler_address)
+    with beam.Pipeline(options=options) as pipeline:
+        numbers = pipeline | beam.Create(list(range(20))) | "Mark" >> beam.ParDo(_MarkEach(str(tmp_path)))
+        assert_that(numbers | "Double" >> beam.Map(lambda x: 2 * x), equal_to([2 * x for x in range(20)]),
+                    label="Doubled")
+        assert_that(numbers | "Sum" >> beam.CombineGlobally(sum), equal_to([190]), label="Summed")
+        _ = numbers | "DropAll" >> beam.Filter(lambda x: False)  # a third leaf
+    runs = collections.Counter(name.split("-")[0] for name in os.listdir(tmp_path))
+    assert runs == {str(x): 1 for x in range(20)}
 
 
 def test_job_on_dask_gives_the_direct_runners_bytes_and_statistics(pets_dir, tmp_path, raw_output,
