@@ -72,6 +72,7 @@ class Decoder:
         self.image_info = manifest["image"]
         self.on_device = on_device
         self._transform = self._class_ids = None
+        self.features = (schema.IMAGE_ENCODED, schema.MASK_ENCODED)  # what to parse
         if manifest.get("statistics") is None:
             return
         if on_device:  # the graph's own table, read out of it once
@@ -79,6 +80,7 @@ class Decoder:
         else:
             import tensorflow_transform as tft  # pylint: disable=import-outside-toplevel
             self._transform = tft.TFTransformOutput(data_dir).transform_features_layer()
+            self.features = statistics.RAW_FEATURES
 
     def __call__(self, features: dict, batch_size: int | None = None) -> tuple[tf.Tensor, tf.Tensor]:
         if self._transform is not None:
@@ -166,7 +168,7 @@ def make_dataset(data_dir: str, split: str = "train", batch_size: int = 64, *, s
     files = split_files(data_dir, manifest, split)
     decoder = Decoder(data_dir, manifest, on_device=normalize_on_device)
     raw_spec = {key: spec for key, spec in schema.feature_spec(manifest["features"]).items()
-                if key in statistics.RAW_FEATURES}
+                if key in decoder.features}
 
     record_shard = None  # (count, index): this pipeline's records of every file
     if input_context is not None:

@@ -91,11 +91,20 @@ def test_no_statistics_writes_no_transform(pets_dir, tmp_path):
     assert manifest["statistics"] is None
     assert not (tmp_path / "transform_fn").exists()
     # The loader falls back to pixels scaled to [0, 1] and masks as stored.
-    images, masks = zip(*train_loader.make_dataset(str(tmp_path), "train", 64, shuffle=False))
+    images, masks = zip(*train_loader.make_dataset(str(tmp_path), "train", 64, shuffle=False,
+                                                   deterministic=True))
     images, masks = np.concatenate(images), np.concatenate(masks)
     assert len(images) == manifest["splits"]["train"]["num_examples"] > 0
     assert 0.0 <= images.min() < images.max() <= 1.0
     assert set(np.unique(masks).tolist()) == {1, 2, 3}
+    # On device: the stored uint8 pixels and mask values, and a layer that scales by 1/255.
+    pixels, values = zip(*train_loader.make_dataset(str(tmp_path), "train", 64, shuffle=False,
+                                                    deterministic=True, normalize_on_device=True))
+    pixels, values = np.concatenate(pixels), np.concatenate(values)
+    assert pixels.dtype == np.uint8 and values.dtype == np.uint8
+    np.testing.assert_array_equal(values, masks)
+    layer = train_loader.normalization_layer(str(tmp_path))
+    np.testing.assert_allclose(np.asarray(layer(pixels)), images, rtol=0, atol=1e-6)
 
 
 def test_summarize_computes_from_exact_sums():
