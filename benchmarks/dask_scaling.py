@@ -1,6 +1,6 @@
 """The job on a dask.distributed cluster of 1 and 2 workers, and on the DirectRunner, in one run.
 
-    python -m benchmarks.dask_scaling --sizes 2000,8000 --memory_size 16000 --repeats 2
+    python -m benchmarks.dask_scaling --sizes 2000,16000 --memory_size 0
 
 Each run is the whole job (statistics included) in a fresh process, on a fresh LocalCluster
 of worker processes with one thread each, at 128x128 JPEG. Steady-state images/s come from
@@ -79,7 +79,7 @@ def main(argv=None) -> dict:
                 seconds, worker_peaks = run_on_dask(inputs[n], os.path.join(work, "out"), workers)
                 key = (f"dask_{workers}_workers", n)
                 times[key] = min(seconds, times.get(key, seconds))
-                peaks[(workers, n)] = max(worker_peaks, peaks.get((workers, n), worker_peaks))
+                peaks[(workers, n)] = [max(pair) for pair in zip(worker_peaks, peaks.get((workers, n), worker_peaks))]
         print(f"{n} images: " + ", ".join(f"{name} {seconds:.1f} s" for (name, size), seconds in times.items()
                                           if size == n), flush=True)
     if args.memory_size:
