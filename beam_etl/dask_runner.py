@@ -198,6 +198,34 @@ class _Result(upstream.DaskRunnerResult):
             self.client.close()
 
 
+# Worker environment for the clusters the job starts itself (an explicit value in the
+# environment wins, as with dask's own settings):
+_WORKER_ENVIRON = {
+    # dask.distributed's default, 65536 (hand freed memory back to the OS sooner), also pins
+    # glibc's mmap threshold at 128 KiB: every decoded photo became a fresh mmap, page-faulted
+    # in and unmapped again, and the per-image steps ran about a quarter slower
+    # (BENCHMARKS.md). The workers hold no dataset, so they keep glibc's defaults.
+    "MALLOC_TRIM_THRESHOLD_": None,
+    # TensorFlow sizes its thread pools to the machine, not to the worker: a one-thread worker
+    # running tf.Transform's graphs used two cores, and workers sharing a machine fought over
+    # them. One thread each, as dask already does for OpenMP/MKL/OpenBLAS.
+    "TF_NUM_INTRAOP_THREADS": 1,
+    "TF_NUM_INTEROP_THREADS": 1,
+}
+
+
+def local_cluster(workers: int):
+    """A dask.distributed ``LocalCluster`` of ``workers`` processes with one thread each, their
+    environment set for this job (``_WORKER_ENVIRON``; README.md says how to set the same on a
+    cluster of your own)."""
+    from distributed import LocalCluster  # pylint: disable=import-outside-toplevel  # the [dask] extra
+
+    with dask.config.set({f"distributed.nanny.pre-spawn-environ.{name}": value
+                          for name, value in _WORKER_ENVIRON.items()}):
+        return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                            dashboard_address=":0")
+
+
 class DaskRunner(upstream.DaskRunner):
     """Runs a pipeline on a dask.distributed cluster (``--dask_client_address``)."""
 

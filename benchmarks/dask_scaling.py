@@ -42,10 +42,11 @@ def run_job(inputs: str, output: str, runner_flags: list[str]) -> float:
 
 
 def run_on_dask(inputs: str, output: str, workers: int, extra=()) -> tuple[float, list[float]]:
-    from distributed import Client, LocalCluster  # pylint: disable=import-outside-toplevel
+    from distributed import Client  # pylint: disable=import-outside-toplevel
 
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                      dashboard_address=":0") as cluster, Client(cluster) as client:
+    from beam_etl.dask_runner import local_cluster  # pylint: disable=import-outside-toplevel
+
+    with local_cluster(workers) as cluster, Client(cluster) as client:
         seconds = run_job(inputs, output, ["--runner", "DaskRunner",
                                            "--dask_client_address", cluster.scheduler_address, *extra])
         peaks = sorted(client.run(_peak_rss_mb).values())

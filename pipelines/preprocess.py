@@ -82,10 +82,10 @@ def start_local_dask_cluster(pipeline_options: PipelineOptions, workers: int):
     """A dask.distributed LocalCluster of ``workers`` processes, and the options to run on it."""
     # pylint: disable=import-outside-toplevel  # the [dask] extra
     from apache_beam.runners.dask.dask_runner import DaskOptions
-    from distributed import LocalCluster
 
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                           dashboard_address=":0")
+    from beam_etl import dask_runner
+
+    cluster = dask_runner.local_cluster(workers)
     pipeline_options.view_as(StandardOptions).runner = options_lib.DASK_RUNNER
     pipeline_options.view_as(DaskOptions).address = cluster.scheduler_address
     return cluster

@@ -10,9 +10,10 @@ import apache_beam as beam
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.util import assert_that, equal_to
-from distributed import LocalCluster
+from distributed import Client
 
 from beam_etl import manifest as manifest_lib
+from beam_etl.dask_runner import local_cluster
 from beam_etl.options import DASK_RUNNER
 from tests.jobs import output_files, run_job
 
@@ -21,8 +22,26 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def scheduler_address():
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster:
+    with local_cluster(2) as cluster:
         yield cluster.scheduler_address
+
+
+_WORKER_ENVIRON = ("MALLOC_TRIM_THRESHOLD_", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")
+
+
+def _worker_environ():
+    return {name: os.environ.get(name) for name in _WORKER_ENVIRON}
+
+
+def test_the_clusters_the_job_starts_set_glibc_and_tensorflow_for_one_thread_workers(scheduler_address):
+    # dask.distributed's MALLOC_TRIM_THRESHOLD_=65536 pins glibc's mmap threshold (slower image
+    # steps); TensorFlow (which reads TF_NUM_*_THREADS) would size its pools to the machine.
+    with Client(scheduler_address) as client:
+        values = list(client.run(_worker_environ).values())
+    expected = {"MALLOC_TRIM_THRESHOLD_": os.environ.get("MALLOC_TRIM_THRESHOLD_"),
+                "TF_NUM_INTRAOP_THREADS": os.environ.get("TF_NUM_INTRAOP_THREADS", "1"),
+                "TF_NUM_INTEROP_THREADS": os.environ.get("TF_NUM_INTEROP_THREADS", "1")}
+    assert values == [expected] * 2
 
 
 class _TagAndFlush(beam.DoFn):
