@@ -1,4 +1,4 @@
-"""Beam's DaskRunner with five translation bugs of Beam 2.77 fixed.
+"""Beam's DaskRunner with five translation bugs of Beam 2.77 fixed, and two memory fixes.
 
 ``--runner DaskRunner`` (or ``--dask_local_workers N``) runs the job with this runner: the
 same translation of a Beam pipeline into ``dask.bag`` operations, scheduled by a
@@ -34,6 +34,17 @@ these differences, each of which made the job's output differ from the DirectRun
    it, and dask.distributed uses the task-based one. Here a shuffle's output is split into
    ``--dask_npartitions`` partitions (``repartition``), by default four per worker.
 
+Two more keep a worker's memory from growing with the input (it grew by about 8 KB per image):
+
+6. Order. Dask orders tasks by its own heuristic, which ran a cheap reader of the decoded
+   examples (the rejections branch, into a one-key GroupByKey) only after every partition had
+   been decoded, so every partition's examples stayed in memory until then. Here each step's
+   tasks carry the step's position in the pipeline as their dask priority, later steps first:
+   a worker reads a partition before it decodes the one after next. (The graph goes to the
+   cluster unfused: dask's low-level fusion drops the priority annotations.)
+7. Freed memory. glibc keeps what a bundle frees between long-lived small blocks; after each
+   bundle the runner hands it back (``malloc_trim``, :func:`release_free_memory`).
+
 The job itself has no Dask-only code path: where Beam features behave differently on Dask
 the job uses what works on every runner (two Filters instead of tagged outputs, spill writes
 that emit from ``process``), and these fixes are for what tf.Transform needs. They are the
@@ -43,6 +54,8 @@ kind of fix to offer upstream; the module can go once Beam's runner has them.
 from __future__ import annotations
 
 import collections
+import ctypes
+import ctypes.util
 import functools
 
 import dask
@@ -60,6 +73,28 @@ from dask.delayed import Delayed
 NAME = f"{__name__}.DaskRunner"
 
 
+@functools.cache
+def _malloc_trim():
+    """glibc's ``malloc_trim``, or None where the C library has none (musl, macOS)."""
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+def release_free_memory() -> bool:
+    """Hands the memory that glibc holds free, wherever it lies in its heaps, back to the OS
+    (fix 7). ``free`` only returns the top of a heap; blocks freed between long-lived small
+    ones (elements waiting for the next shuffle) stay with the process. ``malloc_trim(0)``
+    returns every free page, in well under a millisecond. Returns whether it could.
+    """
+    trim = _malloc_trim()
+    if trim is None:
+        return False
+    trim(0)
+    return True
+
+
 def _apply_dofn_to_bundle(items, invoker_args, invoker_kwargs, receivers, side_specs=(), *side_values):
     """Upstream's bundle function, collecting outputs after ``finish_bundle`` (fix 2), with
     the side inputs' elements handed in as task arguments (fix 4)."""
@@ -72,6 +107,7 @@ def _apply_dofn_to_bundle(items, invoker_args, invoker_kwargs, receivers, side_s
         invoker.invoke_process(item)
     invoker.invoke_finish_bundle()
     invoker.invoke_teardown()
+    release_free_memory()  # what the bundle freed goes back to the OS, not only to this process
     # Like upstream, main outputs leave the bag as bare values (GroupByKey reads them as (k, v));
     # tagged ones stay wrapped until a consumer of their tag takes them out (_untag).
     results = [value if isinstance(value, TaggedOutput) else value.value for value in receivers.values]
@@ -179,7 +215,8 @@ class _Visitor(upstream.PipelineVisitor):
                 ((type(side), side._view_options(), side._window_mapping_fn),  # pylint: disable=protected-access
                  self.bag_of(side.pvalue))
                 for side in transform_node.side_inputs]
-        self.bags[transform_node] = op.apply(**op_kws)
+        with dask.annotate(priority=len(self.bags)):  # fix 6: later steps first
+            self.bags[transform_node] = op.apply(**op_kws)
 
     def leaves(self):
         return [bag for node, bag in self.bags.items() if node not in self.consumed and bag is not None]
@@ -247,4 +284,6 @@ class DaskRunner(upstream.DaskRunner):
         # cluster as one collection: computed as a list of collections, a step that feeds
         # several leaves ran once for each of them (the decoding step three times).
         job = dask.bag.concat([leaf.map_partitions(_nothing) for leaf in visitor.leaves()])
-        return _Result(client, [client.compute(job)])
+        # Unfused (fix 6): fusion would drop the steps' priorities. It costs more tasks, and so
+        # some seconds of scheduling at start-up (BENCHMARKS.md).
+        return _Result(client, [client.compute(job, optimize_graph=False)])

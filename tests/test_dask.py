@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import collections
 import os
+import threading
 import uuid
 
 import apache_beam as beam
+import psutil
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.util import assert_that, equal_to
 from distributed import Client
+from distributed.diagnostics.plugin import SchedulerPlugin
 
 from beam_etl import manifest as manifest_lib
-from beam_etl.dask_runner import local_cluster
+from beam_etl.dask_runner import local_cluster, release_free_memory
 from beam_etl.options import DASK_RUNNER
 from tests.jobs import output_files, run_job
 
@@ -24,6 +27,12 @@ pytestmark = pytest.mark.slow
 def scheduler_address():
     with local_cluster(2) as cluster:
         yield cluster.scheduler_address
+
+
+def _on_cluster(address, *flags):
+    # Flags, not keyword arguments: PipelineOptions(dask_client_address=...) is silently ignored
+    # (the option's dest is "address"), and the runner then starts a cluster of its own.
+    return PipelineOptions(["--runner", DASK_RUNNER, "--dask_client_address", address, *flags])
 
 
 _WORKER_ENVIRON = ("MALLOC_TRIM_THRESHOLD_", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")
@@ -60,7 +69,7 @@ class _TagAndFlush(beam.DoFn):
 
 
 def _runner_fixture_pipeline(address, expected_odd):
-    options = PipelineOptions(runner=DASK_RUNNER, dask_client_address=address)
+    options = _on_cluster(address)
     with beam.Pipeline(options=options) as pipeline:
         numbers = pipeline | beam.Create(list(range(10)))
         outputs = numbers | beam.ParDo(_TagAndFlush()).with_outputs("odd", main="even")
@@ -99,7 +108,7 @@ class _CountBundles(beam.DoFn):
 def test_a_shuffle_spreads_its_output_over_the_requested_partitions(scheduler_address):
     # Two inputs of one partition each: dask.distributed's groupby alone would keep 2; the
     # runner asks for four per worker.
-    options = PipelineOptions(runner=DASK_RUNNER, dask_client_address=scheduler_address)
+    options = _on_cluster(scheduler_address)
     with beam.Pipeline(options=options) as pipeline:
         evens = pipeline | "Evens" >> beam.Create([(k, k) for k in range(0, 200, 2)], reshuffle=False)
         odds = pipeline | "Odds" >> beam.Create([(k, k) for k in range(1, 200, 2)], reshuffle=False)
@@ -120,7 +129,7 @@ class _MarkEach(beam.DoFn):
 
 
 def test_a_step_that_feeds_several_branches_runs_once_per_element(scheduler_address, tmp_path):
-    options = PipelineOptions(runner=DASK_RUNNER, dask_client_address=scheduler_address)
+    options = _on_cluster(scheduler_address)
     with beam.Pipeline(options=options) as pipeline:
         numbers = pipeline | beam.Create(list(range(20))) | "Mark" >> beam.ParDo(_MarkEach(str(tmp_path)))
         assert_that(numbers | "Double" >> beam.Map(lambda x: 2 * x), equal_to([2 * x for x in range(20)]),
@@ -129,6 +138,73 @@ def test_a_step_that_feeds_several_branches_runs_once_per_element(scheduler_addr
         _ = numbers | "DropAll" >> beam.Filter(lambda x: False)  # a third leaf
     runs = collections.Counter(name.split("-")[0] for name in os.listdir(tmp_path))
     assert runs == {str(x): 1 for x in range(20)}
+
+
+class _RecordPriorities(SchedulerPlugin):
+    """Keeps the scheduler's priority of every task it starts, by task name."""
+
+    name = "record-priorities"
+
+    def __init__(self):
+        self.priorities = collections.defaultdict(set)
+
+    async def start(self, scheduler):
+        self.scheduler = scheduler  # pylint: disable=attribute-defined-outside-init
+
+    def transition(self, key, start, finish, *args, **kwargs):
+        if finish == "processing":
+            name = key[0] if isinstance(key, tuple) else key
+            self.priorities[str(name).rsplit("-", 1)[0]].add(self.scheduler.tasks[key].priority[0])
+
+
+def _recorded_priorities(dask_scheduler):
+    return {name: sorted(values) for name, values in dask_scheduler.plugins["record-priorities"].priorities.items()}
+
+
+def test_later_steps_reach_the_scheduler_with_a_higher_dask_priority(scheduler_address):
+    # The job's decoded examples are read by two branches; Dask's own order ran the cheap
+    # one (rejections, into a one-key GroupByKey) after every partition had been decoded, so
+    # all the examples stayed in memory until the end. The runner gives later steps a higher
+    # priority (dask's priority: lower first), and must keep them through to the scheduler.
+    with Client(scheduler_address) as client:
+        client.register_plugin(_RecordPriorities())
+        options = _on_cluster(scheduler_address)
+        with beam.Pipeline(options=options) as pipeline:
+            made = pipeline | beam.Create(list(range(100))) | "Make" >> beam.Map(lambda x: x + 1)
+            read = made | "Read" >> beam.Filter(lambda x: x % 7 == 0)
+            assert_that(read | "ReadMore" >> beam.Map(lambda x: x // 7), equal_to(list(range(1, 15))))
+            assert_that(made | "Sum" >> beam.CombineGlobally(sum), equal_to([5050]), label="Total")
+        priorities = client.run_on_scheduler(_recorded_priorities)
+        client.unregister_scheduler_plugin("record-priorities")
+    steps = [priorities.get(name) for name in ("Make", "Read", "ReadMore")]
+    assert all(values is not None and len(values) == 1 for values in steps), priorities  # a task each
+    make, read, read_more = (values[0] for values in steps)
+    assert read_more < read < make, priorities
+
+
+def _fragment_and_release(result: dict):
+    # Large blocks from the heap (glibc raises its mmap threshold after a large free), each
+    # followed by a small block that stays: freeing the large ones leaves holes, not a top.
+    first = bytearray(1 << 20)
+    del first
+    large, small = [], []
+    for _ in range(200):
+        large.append(bytearray(1 << 20))
+        small.append(bytearray(64))
+    del large
+    result["before"] = psutil.Process().memory_info().rss
+    result["released"] = release_free_memory()
+    result["after"] = psutil.Process().memory_info().rss
+    result["small"] = small
+
+
+def test_release_free_memory_hands_freed_heap_pages_back_to_the_os():
+    result = {}
+    worker = threading.Thread(target=_fragment_and_release, args=(result,))  # a thread's own arena
+    worker.start()
+    worker.join()
+    assert result["released"] is True  # glibc, as on every Linux image the job runs on here
+    assert result["before"] - result["after"] > 100 << 20, result  # of the 200 MB freed
 
 
 def test_job_on_dask_gives_the_direct_runners_bytes_and_statistics(pets_dir, tmp_path, raw_output,
