@@ -3,7 +3,9 @@
     python -m benchmarks.dask_scaling --sizes 2000,16000 --memory_size 0
 
 Each run is the whole job (statistics included) in a fresh process, on a fresh LocalCluster
-of worker processes with one thread each, at 128x128 JPEG. Steady-state images/s come from
+of worker processes with one thread each, started as ``--dask_local_workers`` starts it
+(``beam_etl.dask_runner.local_cluster``: glibc's malloc defaults, TensorFlow on one thread), at
+128x128 JPEG. Steady-state images/s come from
 the difference between the two sizes (what is left of the smaller run is start-up: cluster
 connection, graph building, tf.Transform tracing). Peak memory per worker is each worker
 process's maximum resident set (``ru_maxrss``) at the end of its run; it should not grow with

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import collections
+import json
 import os
-import threading
+import subprocess
+import sys
 import uuid
 
 import apache_beam as beam
-import psutil
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.util import assert_that, equal_to
@@ -16,7 +17,7 @@ from distributed import Client
 from distributed.diagnostics.plugin import SchedulerPlugin
 
 from beam_etl import manifest as manifest_lib
-from beam_etl.dask_runner import local_cluster, release_free_memory
+from beam_etl.dask_runner import local_cluster
 from beam_etl.options import DASK_RUNNER
 from tests.jobs import output_files, run_job
 
@@ -182,9 +183,14 @@ def test_later_steps_reach_the_scheduler_with_a_higher_dask_priority(scheduler_a
     assert read_more < read < make, priorities
 
 
-def _fragment_and_release(result: dict):
-    # Large blocks from the heap (glibc raises its mmap threshold after a large free), each
-    # followed by a small block that stays: freeing the large ones leaves holes, not a top.
+# Run in a fresh interpreter, so the heap is this code's alone: large blocks from the heap
+# (glibc raises its mmap threshold after a large free), each followed by a small block that
+# stays; freeing the large ones leaves holes, not a free top.
+_FRAGMENT_AND_RELEASE = """
+import json, threading, psutil
+from beam_etl.dask_runner import release_free_memory
+result = {}
+def work():
     first = bytearray(1 << 20)
     del first
     large, small = [], []
@@ -195,14 +201,17 @@ def _fragment_and_release(result: dict):
     result["before"] = psutil.Process().memory_info().rss
     result["released"] = release_free_memory()
     result["after"] = psutil.Process().memory_info().rss
-    result["small"] = small
+worker = threading.Thread(target=work)  # a thread's own arena, as in a Dask worker
+worker.start()
+worker.join()
+print(json.dumps(result))
+"""
 
 
 def test_release_free_memory_hands_freed_heap_pages_back_to_the_os():
-    result = {}
-    worker = threading.Thread(target=_fragment_and_release, args=(result,))  # a thread's own arena
-    worker.start()
-    worker.join()
+    output = subprocess.run([sys.executable, "-c", _FRAGMENT_AND_RELEASE], check=True,
+                            capture_output=True, text=True).stdout
+    result = json.loads(output.strip().splitlines()[-1])
     assert result["released"] is True  # glibc, as on every Linux image the job runs on here
     assert result["before"] - result["after"] > 100 << 20, result  # of the 200 MB freed
 
