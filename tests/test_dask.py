@@ -118,6 +118,43 @@ def test_a_shuffle_spreads_its_output_over_the_requested_partitions(scheduler_ad
         assert_that(counts, equal_to([(8, 200)]))
 
 
+class _SumAndParts(beam.CombineFn):
+    """A sum that also counts the accumulators merged into it and how many of them were
+    compacted: Beam compacts an accumulator only before shuffling it, so lifted, each
+    bundle's accumulator is compacted; unlifted, the combine runs on the grouped elements
+    (Beam splits them into three accumulators, none compacted, to exercise merging)."""
+
+    def create_accumulator(self):
+        return 0, 1, 0  # sum, accumulators, compacted ones
+
+    def add_input(self, accumulator, element):
+        return accumulator[0] + element, *accumulator[1:]
+
+    def compact(self, accumulator):
+        return accumulator[0], accumulator[1], 1
+
+    def merge_accumulators(self, accumulators):
+        return tuple(map(sum, zip(*accumulators)))
+
+    def extract_output(self, accumulator):
+        return accumulator[0], accumulator[1] > 1 and accumulator[1] == accumulator[2]
+
+
+def test_combines_run_per_bundle_before_the_shuffle(scheduler_address):
+    # Upstream's runner shuffled every element of a CombinePerKey (the job's counts shuffled
+    # every record); lifted, only each bundle's (compacted) accumulator crosses.
+    options = _on_cluster(scheduler_address)
+    with beam.Pipeline(options=options) as pipeline:
+        numbers = (pipeline | beam.Create([(k % 10, k) for k in range(400)]) | beam.GroupByKey()
+                   | beam.FlatMap(lambda kv: kv[1]))  # spread over the runner's 8 partitions
+        total = numbers | "Total" >> beam.CombineGlobally(_SumAndParts())
+        per_key = (numbers | "ByParity" >> beam.Map(lambda x: (x % 2, x))
+                   | "PerKey" >> beam.CombinePerKey(_SumAndParts()))
+        assert_that(total, equal_to([(sum(range(400)), True)]), label="TotalLifted")
+        assert_that(per_key, equal_to([(0, (sum(range(0, 400, 2)), True)),
+                                       (1, (sum(range(1, 400, 2)), True))]), label="PerKeyLifted")
+
+
 class _MarkEach(beam.DoFn):
     """Leaves a file per element it processes, so a test can count how often each ran."""
 
