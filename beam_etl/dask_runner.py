@@ -106,16 +106,19 @@ def release_free_memory() -> bool:
     return True
 
 
-def _apply_dofn_to_bundle(items, invoker_args, invoker_kwargs, receivers, side_specs=(), *side_values):
+def _apply_dofn_to_bundle(items, window_fn, invoker_args, invoker_kwargs, receivers, side_specs=(),
+                          *side_values):
     """Upstream's bundle function, collecting outputs after ``finish_bundle`` (fix 2), with
-    the side inputs' elements handed in as task arguments (fix 4)."""
+    the side inputs' elements handed in as task arguments (fix 4). Elements are windowed here,
+    as they are read, rather than by a step of their own before (upstream's extra ``map``: a
+    task per partition, and every partition copied, for each ParDo)."""
     side_inputs = [SideInputMap(view_class, view_options, evaluator.DaskBagWindowedIterator(values, window_fn))
                    for (view_class, view_options, window_fn), values in zip(side_specs, side_values)]
     invoker = DoFnInvoker.create_invoker(*invoker_args, **invoker_kwargs, side_inputs=side_inputs)
     invoker.invoke_setup()
     invoker.invoke_start_bundle()
     for item in items:
-        invoker.invoke_process(item)
+        invoker.invoke_process(evaluator.get_windowed_value(item, window_fn))
     invoker.invoke_finish_bundle()
     invoker.invoke_teardown()
     release_free_memory()  # what the bundle freed goes back to the OS, not only to this process
@@ -156,9 +159,9 @@ class _ParDo(evaluator.ParDo):
                               bundle_finalizer_param=DoFn.BundleFinalizerParam())
         side_specs = [spec for spec, _ in side_inputs or ()]
         side_values = [_elements(bag) for _, bag in side_inputs or ()]
-        return input_bag.map(evaluator.get_windowed_value, window_fn).map_partitions(
-            _apply_dofn_to_bundle, invoker_args, invoker_kwargs, receivers, side_specs, *side_values,
-            token=self.applied.full_label)
+        return input_bag.map_partitions(
+            _apply_dofn_to_bundle, window_fn, invoker_args, invoker_kwargs, receivers, side_specs,
+            *side_values, token=self.applied.full_label)
 
 
 class _GroupByKey(evaluator.GroupByKey):
