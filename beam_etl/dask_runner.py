@@ -1,4 +1,4 @@
-"""Beam's DaskRunner with five translation bugs of Beam 2.77 fixed, two memory fixes, and combiner lifting.
+"""Beam's DaskRunner with five translation bugs of Beam 2.77 fixed, two memory fixes, and lifting.
 
 ``--runner DaskRunner`` (or ``--dask_local_workers N``) runs the job with this runner: the
 same translation of a Beam pipeline into ``dask.bag`` operations, scheduled by a
@@ -112,8 +112,8 @@ def _apply_dofn_to_bundle(items, window_fn, invoker_args, invoker_kwargs, receiv
     the side inputs' elements handed in as task arguments (fix 4). Elements are windowed here,
     as they are read, rather than by a step of their own before (upstream's extra ``map``: a
     task per partition, and every partition copied, for each ParDo)."""
-    side_inputs = [SideInputMap(view_class, view_options, evaluator.DaskBagWindowedIterator(values, window_fn))
-                   for (view_class, view_options, window_fn), values in zip(side_specs, side_values)]
+    side_inputs = [SideInputMap(view_class, view_options, evaluator.DaskBagWindowedIterator(values, side_window_fn))
+                   for (view_class, view_options, side_window_fn), values in zip(side_specs, side_values)]
     invoker = DoFnInvoker.create_invoker(*invoker_args, **invoker_kwargs, side_inputs=side_inputs)
     invoker.invoke_setup()
     invoker.invoke_start_bundle()
