@@ -123,14 +123,16 @@ def make_preprocessing_fn(image_info: dict, mask_values: tuple[int, ...] | None)
     return preprocessing_fn
 
 
-def class_ids_of(masks, class_ids, dtype):
+def class_ids_of(masks, class_ids, dtype, only_classes: bool = False):
     """uint8 mask values -> class ids as ``dtype`` (-1: not a class); ``class_ids`` is the
     graph's ``int64[256]`` table (mask value -> id, -1 where the value is not a class).
 
     The usual label sets are contiguous (trimaps 1-3, or 0..K-1): then the id is one uint8
-    subtraction and one comparison (a value below the range wraps around above it). A table
-    look-up (``tf.gather``) is the general case, several times slower per pixel. ``tf.int8``
-    (for at most 128 classes) stays in 8 bits throughout: -1 is 0xFF reinterpreted.
+    subtraction and one comparison (a value below the range wraps around above it), or the
+    subtraction alone where the caller knows that ``masks`` hold only class values
+    (``only_classes``, see :func:`masks_hold_only_classes`). A table look-up (``tf.gather``)
+    is the general case, several times slower per pixel. ``tf.int8`` (for at most 128
+    classes) stays in 8 bits throughout: -1 is 0xFF reinterpreted.
     """
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
@@ -141,6 +143,8 @@ def class_ids_of(masks, class_ids, dtype):
 
     def by_range():
         offset = masks - tf.cast(low, tf.uint8)
+        if only_classes:  # every offset is an id (0..K-1); no value to turn into -1
+            return tf.bitcast(offset, tf.int8) if dtype == tf.int8 else tf.cast(offset, dtype)
         inside = offset <= tf.cast(high - low, tf.uint8)
         if dtype == tf.int8:
             return tf.bitcast(tf.where(inside, offset, tf.constant(0xFF, tf.uint8)), tf.int8)
@@ -150,6 +154,18 @@ def class_ids_of(masks, class_ids, dtype):
         return tf.gather(tf.cast(class_ids, dtype), tf.cast(masks, tf.int32))
 
     return tf.cond((count > 0) & (high - low + 1 == count), by_range, by_table)
+
+
+def masks_hold_only_classes(manifest: dict, split: str) -> bool:
+    """Whether every mask value in ``split`` of a job's output is a class (has an id), as the
+    job guarantees it: with ``--mask_values`` validation rejects any other value, and without
+    it the label set is every value the statistics' split holds (resizing is nearest
+    neighbour and augmentation brings in no fill value, so copies hold no new ones).
+    """
+    stats = manifest.get("statistics")
+    if stats is None:
+        return False
+    return manifest["flags"].get("mask_values") is not None or split == stats["split"]
 
 
 def summarize(raw: dict[str, np.ndarray], image_info: dict, class_names: list[str]) -> dict:

@@ -69,12 +69,16 @@ class Decoder:
     accelerator with :func:`normalization_layer` (4x fewer bytes to the device and no float
     pass on the host); ``mask`` is the same class ids as the graph's, in the smallest type that
     holds them (:func:`mask_dtype`), or the stored ``uint8`` values without statistics.
+    ``split``: the split it decodes; where the job guarantees that its masks hold only class
+    values (:func:`statistics.masks_hold_only_classes`), a contiguous label set's ids are one
+    subtraction, with no check for values that are not a class.
     """
 
-    def __init__(self, data_dir: str, manifest: dict, on_device: bool = False):
+    def __init__(self, data_dir: str, manifest: dict, on_device: bool = False, split: str | None = None):
         self.image_info = manifest["image"]
         self.on_device = on_device
         self._transform = self._class_ids = None
+        self._only_classes = split is not None and statistics.masks_hold_only_classes(manifest, split)
         self.features = (schema.IMAGE_ENCODED, schema.MASK_ENCODED)  # what to parse
         if manifest.get("statistics") is None:
             return
@@ -95,7 +99,8 @@ class Decoder:
             if not self.on_device:
                 image, mask = tf.cast(image, tf.float32) / 255.0, tf.cast(mask, tf.int32)
             elif self._class_ids is not None:
-                mask = statistics.class_ids_of(mask, tf.constant(self._class_ids), mask_dtype(self._class_ids))
+                mask = statistics.class_ids_of(mask, tf.constant(self._class_ids), mask_dtype(self._class_ids),
+                                               only_classes=self._only_classes)
         height, width, channels = (self.image_info[k] for k in ("height", "width", "channels"))
         return (tf.ensure_shape(image, [batch_size, height, width, channels]),
                 tf.ensure_shape(mask, [batch_size, height, width]))
@@ -169,7 +174,7 @@ def make_dataset(data_dir: str, split: str = "train", batch_size: int = 64, *, s
     """
     manifest = load_manifest(data_dir)
     files = split_files(data_dir, manifest, split)
-    decoder = Decoder(data_dir, manifest, on_device=normalize_on_device)
+    decoder = Decoder(data_dir, manifest, on_device=normalize_on_device, split=split)
     raw_spec = {key: spec for key, spec in schema.feature_spec(manifest["features"]).items()
                 if key in decoder.features}
 

@@ -135,3 +135,26 @@ def test_class_ids_of_mask_values_contiguous_or_not(values, dtype):
     ids = statistics.class_ids_of(tf.constant(masks), tf.constant(class_ids), dtype)
     assert ids.dtype == dtype
     np.testing.assert_array_equal(ids.numpy(), class_ids[masks])
+
+
+@pytest.mark.parametrize("dtype", [tf.int64, tf.int32, tf.int8])
+@pytest.mark.parametrize("values", [(1, 2, 3), (0, 1), (0, 2, 255), (7,)])
+def test_class_ids_of_masks_holding_only_classes(values, dtype):
+    is_class = np.isin(np.arange(256), values)
+    class_ids = np.where(is_class, np.cumsum(is_class) - 1, -1)
+    masks = np.array(values, dtype=np.uint8)[np.arange(64) % len(values)].reshape(1, 8, 8)
+    ids = statistics.class_ids_of(tf.constant(masks), tf.constant(class_ids), dtype, only_classes=True)
+    assert ids.dtype == dtype
+    np.testing.assert_array_equal(ids.numpy(), class_ids[masks])
+    np.testing.assert_array_equal(ids.numpy(), statistics.class_ids_of(tf.constant(masks), tf.constant(class_ids), dtype).numpy())
+
+
+@pytest.mark.parametrize("mask_values, split, expected", [
+    ([1, 2, 3], "val", True),  # --mask_values: validation rejected every other value
+    (None, "train", True),  # the label set is every value the statistics' split holds
+    (None, "val", False),  # another split may hold a value the statistics never saw
+])
+def test_masks_hold_only_classes_where_the_job_guarantees_it(mask_values, split, expected):
+    manifest = {"flags": {"mask_values": mask_values}, "statistics": {"split": "train"}}
+    assert statistics.masks_hold_only_classes(manifest, split) is expected
+    assert statistics.masks_hold_only_classes({"flags": {"mask_values": mask_values}, "statistics": None}, split) is False
