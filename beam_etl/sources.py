@@ -55,8 +55,27 @@ def _MatchByStem(pbegin, glob):  # pylint: disable=invalid-name
             | "KeyByStem" >> beam.Map(lambda metadata: (file_stem(metadata.path), metadata.path)))
 
 
-class _PairByStemFn(beam.DoFn):
-    """``(stem, {"image": [uri], "mask": [uri], "meta": [entry]})`` -> one record, or rejections."""
+IMAGE, MASK, META, RECORD = "image", "mask", "meta", "record"  # what a grouped entry holds
+
+
+def _tag(pcoll, label: str, source: int, tag: str):
+    """``(key, value)`` -> ``(key, (source, tag, value))``: the entries the pairing groups."""
+    return pcoll | label >> beam.Map(lambda element: (element[0], (source, tag, element[1])))
+
+
+def _precedence(record: SourceRecord) -> tuple:
+    """Of records with the same key, the first by this order is kept, whatever the runner."""
+    return (record.image_uri, record.mask_uri or "", record.label, record.label_name,
+            record.split or "")
+
+
+class _PairAndDedupFn(beam.DoFn):
+    """``(key, [(source, tag, value)])`` -> one record, or rejections.
+
+    Per source, files are paired by stem (tags ``image``, ``mask`` and an Oxford list's
+    ``meta``; a ``record`` is already whole, a BigQuery row); then, of the records that
+    several sources make for the key, the first by :func:`_precedence` is kept.
+    """
 
     def __init__(self):
         self._rejected = Metrics.counter("beam_etl", "rejected_at_source")
@@ -65,10 +84,9 @@ class _PairByStemFn(beam.DoFn):
         self._rejected.inc()
         return Rejection(uri=uri, stage="pair", reason=reason, message=message, key=key)
 
-    def process(self, element):
-        stem, grouped = element
-        images, masks = sorted(grouped["image"]), sorted(grouped["mask"])
-        metas = sorted(grouped.get("meta", ()))
+    def _pair(self, stem, grouped):
+        images, masks = sorted(grouped.get(IMAGE, ())), sorted(grouped.get(MASK, ()))
+        metas = sorted(grouped.get(META, ()))
         for extra in images[1:]:
             yield self._reject(extra, "duplicate_key",
                                f"another image with stem {stem!r} was used: {images[0]}", stem)
@@ -93,6 +111,36 @@ class _PairByStemFn(beam.DoFn):
         else:
             yield SourceRecord(key=stem, image_uri=images[0], mask_uri=masks[0])
 
+    def process(self, element):
+        key, entries = element
+        by_source: dict[int, dict[str, list]] = {}
+        for source, tag, value in entries:
+            by_source.setdefault(source, {}).setdefault(tag, []).append(value)
+        records = []
+        for source in sorted(by_source):
+            grouped = by_source[source]
+            made = grouped[RECORD] if RECORD in grouped else self._pair(key, grouped)
+            for output in made:
+                if isinstance(output, Rejection):
+                    yield output
+                else:
+                    records.append(output)
+        records.sort(key=_precedence)
+        yield from records[:1]
+        for record in records[1:]:
+            yield self._reject(record.image_uri, "duplicate_key",
+                               f"key {key!r} already comes from {records[0].image_uri}", key)
+
+
+@beam.ptransform_fn
+def _PairAndDedup(entries):  # pylint: disable=invalid-name
+    """Entries of every source -> ``(records, rejected)``: one GroupByKey for pairing and for
+    unique keys, which is also the shuffle that spreads the (tiny) records over workers."""
+    return (entries
+            | "GroupByKey" >> beam.GroupByKey()  # (key, [(source, tag, value)])
+            | "PairAndDedup" >> beam.ParDo(_PairAndDedupFn())  # SourceRecord | Rejection
+            | "SplitRejections" >> SplitRejections())
+
 
 class ReadImageMaskPairs(beam.PTransform):
     """Images and masks from two globs, paired by file stem."""
@@ -102,13 +150,13 @@ class ReadImageMaskPairs(beam.PTransform):
         self._images_glob = images_glob
         self._masks_glob = masks_glob
 
+    def entries(self, pbegin, source: int = 0) -> list:
+        """The files as ``(stem, (source, tag, uri))``, before pairing (see :class:`ReadSources`)."""
+        return [_tag(pbegin | "MatchImages" >> _MatchByStem(self._images_glob), "TagImages", source, IMAGE),
+                _tag(pbegin | "MatchMasks" >> _MatchByStem(self._masks_glob), "TagMasks", source, MASK)]
+
     def expand(self, pbegin):
-        images = pbegin | "MatchImages" >> _MatchByStem(self._images_glob)  # (stem, uri)
-        masks = pbegin | "MatchMasks" >> _MatchByStem(self._masks_glob)  # (stem, uri)
-        return ({"image": images, "mask": masks}
-                | "GroupByStem" >> beam.CoGroupByKey()
-                | "Pair" >> beam.ParDo(_PairByStemFn())  # SourceRecord | Rejection
-                | "SplitRejections" >> SplitRejections())
+        return self.entries(pbegin) | "FlattenEntries" >> beam.Flatten() | "Pair" >> _PairAndDedup()
 
 
 def parse_oxford_list(text: str, list_uri: str, split: str):
@@ -163,36 +211,22 @@ class ReadOxfordPets(beam.PTransform):
     def masks_glob(self) -> str:
         return f"{self._root}/annotations/trimaps/*.png"
 
-    def expand(self, pbegin):
-        images = pbegin | "MatchImages" >> _MatchByStem(self.images_glob)  # (stem, uri)
-        masks = pbegin | "MatchMasks" >> _MatchByStem(self.masks_glob)  # (stem, uri)
+    def entries(self, pbegin, source: int = 0) -> list:
+        """Files and list lines as ``(stem, (source, tag, value))``, before pairing."""
         metas = (pbegin
                  | "ListFiles" >> beam.Create(self.list_files())
                  | "ReadLists" >> beam.FlatMap(_read_oxford_list))  # (stem, (split, label, name, list))
-        return ({"image": images, "mask": masks, "meta": metas}
-                | "GroupByStem" >> beam.CoGroupByKey()
-                | "Pair" >> beam.ParDo(_PairByStemFn())  # SourceRecord | Rejection
-                | "SplitRejections" >> SplitRejections())
+        return [_tag(pbegin | "MatchImages" >> _MatchByStem(self.images_glob), "TagImages", source, IMAGE),
+                _tag(pbegin | "MatchMasks" >> _MatchByStem(self.masks_glob), "TagMasks", source, MASK),
+                _tag(metas, "TagLists", source, META)]
+
+    def expand(self, pbegin):
+        return self.entries(pbegin) | "FlattenEntries" >> beam.Flatten() | "Pair" >> _PairAndDedup()
 
 
-def _precedence(record: SourceRecord) -> tuple:
-    """Of records with the same key, the first by this order is kept, whatever the runner."""
-    return (record.image_uri, record.mask_uri or "", record.label, record.label_name,
-            record.split or "")
-
-
-class _DropDuplicateKeysFn(beam.DoFn):
-    def __init__(self):
-        self._rejected = Metrics.counter("beam_etl", "rejected_at_source")
-
-    def process(self, element):
-        key, records = element
-        records = sorted(records, key=_precedence)
-        yield records[0]
-        for record in records[1:]:
-            self._rejected.inc()
-            yield Rejection(uri=record.image_uri, stage="pair", reason="duplicate_key",
-                            message=f"key {key!r} already comes from {records[0].image_uri}", key=key)
+@beam.ptransform_fn
+def _Entries(pbegin, source, index: int):  # pylint: disable=invalid-name
+    return source.entries(pbegin, index) | "FlattenEntries" >> beam.Flatten()
 
 
 class ReadSources(beam.PTransform):
@@ -200,9 +234,10 @@ class ReadSources(beam.PTransform):
 
     Keys are file stems, or a BigQuery source's key column; when two sources yield the same
     key, the record whose image URI sorts first is kept and the others are rejected as
-    ``duplicate_key`` (the message names the URI that was kept). The grouping by key
-    is also the shuffle that spreads the (tiny) records over workers before the bytes are
-    read, so decoding is never fused onto the worker that listed the files.
+    ``duplicate_key`` (the message names the URI that was kept). One grouping by key pairs
+    images with masks (and Oxford list lines) and makes keys unique; it is also the shuffle
+    that spreads the (tiny) records over workers before the bytes are read, so decoding is
+    never fused onto the worker that listed the files.
     """
 
     def __init__(self, config):
@@ -210,27 +245,23 @@ class ReadSources(beam.PTransform):
         self._config = config
 
     def expand(self, pbegin):
-        outputs = []
-        for index, (images, masks) in enumerate(zip(self._config.images, self._config.masks)):
-            outputs.append(pbegin | f"ReadImages{index}" >> ReadImageMaskPairs(images, masks))
-        for index, root in enumerate(self._config.oxford_pets):
-            outputs.append(pbegin | f"ReadOxfordPets{index}" >> ReadOxfordPets(root))
+        file_sources = ([(f"ReadImages{index}", ReadImageMaskPairs(images, masks))
+                         for index, (images, masks) in enumerate(zip(self._config.images, self._config.masks))]
+                        + [(f"ReadOxfordPets{index}", ReadOxfordPets(root))
+                           for index, root in enumerate(self._config.oxford_pets)])
+        entries = [pbegin | label >> _Entries(source, index) for index, (label, source) in enumerate(file_sources)]
         columns = self._config.bigquery_columns
-        for index, table in enumerate(self._config.bigquery_tables):
-            outputs.append(pbegin | f"ReadBigQueryTable{index}"
-                           >> bigquery_source.ReadBigQueryRows(columns, table=table))
-        for index, query in enumerate(self._config.bigquery_queries):
-            outputs.append(pbegin | f"ReadBigQueryQuery{index}"
-                           >> bigquery_source.ReadBigQueryRows(columns, query=query, query_index=index))
-        records = [records for records, _ in outputs] | "FlattenRecords" >> beam.Flatten()
-        deduped, duplicates = (records
-                               | "KeyByKey" >> beam.Map(lambda record: (record.key, record))
-                               | "GroupByKey" >> beam.GroupByKey()  # (key, [SourceRecord])
-                               | "DropDuplicateKeys" >> beam.ParDo(_DropDuplicateKeysFn())
-                               | "SplitRejections" >> SplitRejections())
-        rejected = ([rejected for _, rejected in outputs] + [duplicates]
-                    | "FlattenRejected" >> beam.Flatten())
-        return deduped, rejected
+        tables = ([(f"BigQueryTable{index}", {"table": table}) for index, table in enumerate(self._config.bigquery_tables)]
+                  + [(f"BigQueryQuery{index}", {"query": query, "query_index": index})
+                     for index, query in enumerate(self._config.bigquery_queries)])
+        rejected = []
+        for label, where in tables:
+            records, row_rejected = pbegin | f"Read{label}" >> bigquery_source.ReadBigQueryRows(columns, **where)
+            entries.append(_tag(records | f"Key{label}" >> beam.Map(lambda record: (record.key, record)),
+                                f"Tag{label}", len(entries), RECORD))
+            rejected.append(row_rejected)
+        records, pair_rejected = entries | "FlattenEntries" >> beam.Flatten() | "Pair" >> _PairAndDedup()
+        return records, (rejected + [pair_rejected]) | "FlattenRejected" >> beam.Flatten()
 
 
 def check_sources(config, pipeline_options=None) -> None:

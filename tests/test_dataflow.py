@@ -92,6 +92,13 @@ def test_a_shuffle_follows_file_matching_before_decoding(dataflow_pipeline):
     assert all(broken for _, broken in matches_reached), matches_reached
 
 
+def test_one_shuffle_pairs_the_files_and_makes_keys_unique(dataflow_pipeline):
+    groupings = [t.unique_name for t in _primitives(dataflow_pipeline).values()
+                 if t.spec.urn == GBK and t.unique_name.startswith("ReadSources/")
+                 and "/MaybeReshuffle/" not in t.unique_name]  # beam.Create's own, of the 2 list files
+    assert groupings == ["ReadSources/Pair/GroupByKey"]
+
+
 def test_no_step_gathers_the_examples_into_one_element(dataflow_pipeline):
     decode = _by_name(dataflow_pipeline, "ProcessExamples/DecodeResizeEncode")
     groupings = {t.unique_name for t in _downstream(dataflow_pipeline, decode) if t.spec.urn == GBK}
