@@ -91,8 +91,9 @@ def images_per_second(dataset: tf.data.Dataset, batches: int) -> float:
     return images / (time.perf_counter() - started)
 
 
-def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def parse_args(description: str, argv=None) -> argparse.Namespace:
+    """The loader benchmarks' flags: which shards (made once under --work), how long to time."""
+    parser = argparse.ArgumentParser(description=description.split("\n\n")[0])
     parser.add_argument("--num_images", type=int, default=2000)
     parser.add_argument("--image_size", type=int, default=128)
     parser.add_argument("--batch_size", type=int, default=64)
@@ -100,7 +101,11 @@ def main(argv=None) -> dict:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--data", default=os.path.join(tempfile.gettempdir(), "beam-etl-bench-data"))
     parser.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "beam-etl-bench-loader"))
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(__doc__, argv)
 
     records = ensure_dataset(args.data, args.num_images)
     outputs = {fmt: ensure_shards(records, args.image_size, fmt, args.work) for fmt in FORMATS}

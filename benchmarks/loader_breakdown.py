@@ -1,0 +1,114 @@
+"""Where the raw loader's time goes: the ceiling, then one step of the loader added at a time.
+
+    python -m benchmarks.loader_breakdown --num_images 2000
+
+On the raw-format shards of ``benchmarks.loader_throughput`` (made by it if missing), in one
+run, tf.data pipelines built by hand from the loader's own steps, ending in uint8 images and
+masks as ``normalize_on_device`` does:
+- ``records``: interleave of the files and batch, no parsing (the benchmark's ceiling, (c));
+- ``+shuffle``: the 2,048-record shuffle buffer before the batch;
+- ``+parse``: batched ``parse_example`` and ``decode_raw`` of image and mask, without and
+  with the shuffle;
+- ``ids_*``: with each record's file name (what parse errors quote) and class ids made
+  three ways: none, one uint8 subtraction (masks known to hold only class values), and
+  subtraction, comparison and select (any mask); ``files_repeated`` repeats the file list
+  before the interleave (no epoch boundaries), ``epochs`` shuffles and then repeats, as the
+  loader does (exact epochs);
+- ``loader``: ``train_loader.make_dataset(..., normalize_on_device=True)`` itself.
+Rounds interleave the pipelines, so machine noise hits all alike; each row prints its range.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import time
+
+import numpy as np
+import tensorflow as tf
+
+from beam_etl import schema, statistics, train_loader
+from benchmarks.loader_throughput import ensure_shards, parse_args
+from benchmarks.preprocess_throughput import ensure_dataset
+
+AUTOTUNE = tf.data.AUTOTUNE
+SHUFFLE = train_loader.DEFAULT_SHUFFLE_BUFFER
+
+
+def pipelines(output: str, batch_size: int) -> dict:
+    files = sorted(glob.glob(os.path.join(output, "*.tfrecord")))
+    manifest = train_loader.load_manifest(output)
+    height, width = manifest["image"]["height"], manifest["image"]["width"]
+    class_ids = tf.constant(statistics.graph_statistics(output, manifest["image"])["class_ids"])
+    spec = {key: tf.io.FixedLenFeature([], tf.string) for key in (schema.IMAGE_ENCODED, schema.MASK_ENCODED)}
+
+    def records(names: bool, repeat_files: bool = True):
+        def read(name):
+            file_records = tf.data.TFRecordDataset(name, buffer_size=8 << 20)
+            return tf.data.Dataset.zip((file_records, tf.data.Dataset.from_tensors(name).repeat())) if names else file_records
+
+        names_dataset = tf.data.Dataset.from_tensor_slices(files)
+        return (names_dataset.repeat() if repeat_files else names_dataset).interleave(
+            read, cycle_length=len(files), num_parallel_calls=AUTOTUNE, deterministic=False)
+
+    def parse(serialized, names=None, ids=None):
+        features = tf.io.parse_example(serialized, spec, example_names=names)
+        image = tf.reshape(tf.io.decode_raw(features[schema.IMAGE_ENCODED], tf.uint8), [-1, height, width, 3])
+        mask = tf.reshape(tf.io.decode_raw(features[schema.MASK_ENCODED], tf.uint8), [-1, height, width])
+        if ids is not None:
+            mask = statistics.class_ids_of(mask, class_ids, tf.int8, only_classes=ids == "subtract")
+        return image, mask
+
+    def with_names(repeat_files: bool, ids):
+        def make():
+            dataset = records(True, repeat_files).shuffle(SHUFFLE)
+            if not repeat_files:
+                dataset = dataset.repeat()
+            return dataset.batch(batch_size).map(lambda serialized, names: parse(serialized, names, ids),
+                                                 num_parallel_calls=AUTOTUNE)
+        return make
+
+    made = {
+        "records": lambda: records(False).batch(batch_size),
+        "+shuffle": lambda: records(False).shuffle(SHUFFLE).batch(batch_size),
+        "+parse": lambda: records(False).batch(batch_size).map(parse, num_parallel_calls=AUTOTUNE),
+        "+shuffle+parse": lambda: records(False).shuffle(SHUFFLE).batch(batch_size).map(
+            parse, num_parallel_calls=AUTOTUNE),
+    }
+    for order, repeat_files in (("files_repeated", True), ("epochs", False)):
+        for ids in ("none", "subtract", "check"):
+            made[f"ids_{ids}_{order}"] = with_names(repeat_files, None if ids == "none" else ids)
+    made["loader"] = lambda: train_loader.make_dataset(output, "train", batch_size, repeat=True,
+                                                       normalize_on_device=True)
+    return made
+
+
+def images_per_second(dataset: tf.data.Dataset, batches: int, batch_size: int) -> float:
+    iterator = iter(dataset.prefetch(AUTOTUNE))
+    for _ in range(20):  # warm-up: threads, autotuning, the shuffle buffer
+        next(iterator)
+    started = time.perf_counter()
+    for _ in range(batches):
+        next(iterator)
+    return batches * batch_size / (time.perf_counter() - started)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(__doc__, argv)
+
+    output = ensure_shards(ensure_dataset(args.data, args.num_images), args.image_size, "raw", args.work)
+    made = pipelines(output, args.batch_size)
+    rates = {name: [] for name in made}
+    for round_ in range(args.rounds):
+        for name, make in made.items():
+            rates[name].append(images_per_second(make(), args.batches, args.batch_size))
+        print(f"round {round_ + 1}: " + ", ".join(f"{name} {values[-1]:,.0f}" for name, values in rates.items()),
+              flush=True)
+    ceiling = max(rates["records"])
+    for name, values in rates.items():
+        print(f"{name:26s} {min(values):8,.0f} - {max(values):8,.0f} images/s   best {max(values) / ceiling:.2f} of records")
+    return {name: {"min": float(np.min(values)), "max": float(np.max(values))} for name, values in rates.items()}
+
+
+if __name__ == "__main__":
+    main()
