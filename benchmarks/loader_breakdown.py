@@ -22,13 +22,12 @@ from __future__ import annotations
 
 import glob
 import os
-import time
 
 import numpy as np
 import tensorflow as tf
 
 from beam_etl import schema, statistics, train_loader
-from benchmarks.loader_throughput import ensure_shards, parse_args
+from benchmarks.loader_throughput import ensure_shards, images_per_second, parse_args
 from benchmarks.preprocess_throughput import ensure_dataset
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -83,16 +82,6 @@ def pipelines(output: str, batch_size: int) -> dict:
     return made
 
 
-def images_per_second(dataset: tf.data.Dataset, batches: int, batch_size: int) -> float:
-    iterator = iter(dataset.prefetch(AUTOTUNE))
-    for _ in range(20):  # warm-up: threads, autotuning, the shuffle buffer
-        next(iterator)
-    started = time.perf_counter()
-    for _ in range(batches):
-        next(iterator)
-    return batches * batch_size / (time.perf_counter() - started)
-
-
 def main(argv=None) -> dict:
     args = parse_args(__doc__, argv)
 
@@ -101,7 +90,8 @@ def main(argv=None) -> dict:
     rates = {name: [] for name in made}
     for round_ in range(args.rounds):
         for name, make in made.items():
-            rates[name].append(images_per_second(make(), args.batches, args.batch_size))
+            # 20 warm-up batches: the shuffle buffer fills too
+            rates[name].append(images_per_second(make().prefetch(AUTOTUNE), args.batches, warmup=20))
         print(f"round {round_ + 1}: " + ", ".join(f"{name} {values[-1]:,.0f}" for name, values in rates.items()),
               flush=True)
     ceiling = max(rates["records"])

@@ -78,9 +78,9 @@ def records_only_dataset(output: str, batch_size: int) -> tf.data.Dataset:
             .batch(batch_size).prefetch(AUTOTUNE))
 
 
-def images_per_second(dataset: tf.data.Dataset, batches: int) -> float:
+def images_per_second(dataset: tf.data.Dataset, batches: int, warmup: int = 5) -> float:
     iterator = iter(dataset)
-    for _ in range(5):  # warm-up: threads, autotuning, file opens
+    for _ in range(warmup):  # warm-up: threads, autotuning, file opens
         next(iterator)
     images = 0
     started = time.perf_counter()
