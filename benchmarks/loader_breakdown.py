@@ -14,7 +14,12 @@ masks as ``normalize_on_device`` does:
   subtraction, comparison and select (any mask); ``files_repeated`` repeats the file list
   before the interleave (no epoch boundaries), ``epochs`` shuffles and then repeats, as the
   loader does (exact epochs);
-- ``loader``: ``train_loader.make_dataset(..., normalize_on_device=True)`` itself.
+- ``loader``: ``train_loader.make_dataset(..., normalize_on_device=True)`` itself;
+- ``bytes_*``: the figure for a record layout that is not ``tf.train.Example`` (not what the
+  job writes; measured so that the choice has a number): the same shards rewritten once, each
+  record the image's bytes followed by the mask's; ``bytes_records`` is their own ceiling,
+  ``bytes_ids_subtract_epochs`` the loader's steps with ``parse_example`` replaced by one
+  ``decode_raw`` of the batch, split into image and mask.
 Rounds interleave the pipelines, so machine noise hits all alike; each row prints its range.
 """
 
@@ -32,16 +37,35 @@ from benchmarks.preprocess_throughput import ensure_dataset
 
 AUTOTUNE = tf.data.AUTOTUNE
 SHUFFLE = train_loader.DEFAULT_SHUFFLE_BUFFER
+PIXELS = {key: tf.io.FixedLenFeature([], tf.string) for key in (schema.IMAGE_ENCODED, schema.MASK_ENCODED)}
+
+
+def without_examples(output: str, files: list[str]) -> list[str]:
+    """``files`` rewritten (once, next to ``output``) with each record's image bytes followed
+    by its mask bytes, no ``tf.train.Example`` around them."""
+    directory = output.rstrip("/") + "-bytes"
+    os.makedirs(directory, exist_ok=True)
+    rewritten = []
+    for name in files:
+        target = os.path.join(directory, os.path.basename(name))
+        if not os.path.exists(target):
+            with tf.io.TFRecordWriter(target + ".tmp") as writer:
+                for serialized in tf.data.TFRecordDataset(name):
+                    example = tf.io.parse_single_example(serialized, PIXELS)
+                    writer.write(example[schema.IMAGE_ENCODED].numpy() + example[schema.MASK_ENCODED].numpy())
+            os.rename(target + ".tmp", target)
+        rewritten.append(target)
+    return rewritten
 
 
 def pipelines(output: str, batch_size: int) -> dict:
     files = sorted(glob.glob(os.path.join(output, "*.tfrecord")))
+    byte_files = without_examples(output, files)
     manifest = train_loader.load_manifest(output)
     height, width = manifest["image"]["height"], manifest["image"]["width"]
     class_ids = tf.constant(statistics.graph_statistics(output, manifest["image"])["class_ids"])
-    spec = {key: tf.io.FixedLenFeature([], tf.string) for key in (schema.IMAGE_ENCODED, schema.MASK_ENCODED)}
 
-    def records(names: bool, repeat_files: bool = True):
+    def records(names: bool, repeat_files: bool = True, files=files):
         def read(name):
             file_records = tf.data.TFRecordDataset(name, buffer_size=8 << 20)
             return tf.data.Dataset.zip((file_records, tf.data.Dataset.from_tensors(name).repeat())) if names else file_records
@@ -51,19 +75,26 @@ def pipelines(output: str, batch_size: int) -> dict:
             read, cycle_length=len(files), num_parallel_calls=AUTOTUNE, deterministic=False)
 
     def parse(serialized, names=None, ids=None):
-        features = tf.io.parse_example(serialized, spec, example_names=names)
+        features = tf.io.parse_example(serialized, PIXELS, example_names=names)
         image = tf.reshape(tf.io.decode_raw(features[schema.IMAGE_ENCODED], tf.uint8), [-1, height, width, 3])
         mask = tf.reshape(tf.io.decode_raw(features[schema.MASK_ENCODED], tf.uint8), [-1, height, width])
         if ids is not None:
             mask = statistics.class_ids_of(mask, class_ids, tf.int8, only_classes=ids == "subtract")
         return image, mask
 
-    def with_names(repeat_files: bool, ids):
+    def split(serialized, names=None, ids=None):  # the bytes layout: one decode_raw, then split
+        del names  # a record of the wrong length fails in decode_raw
+        pixels = tf.io.decode_raw(serialized, tf.uint8)
+        image = tf.reshape(pixels[:, :height * width * 3], [-1, height, width, 3])
+        mask = tf.reshape(pixels[:, height * width * 3:], [-1, height, width])
+        return image, statistics.class_ids_of(mask, class_ids, tf.int8, only_classes=ids == "subtract")
+
+    def with_names(repeat_files: bool, ids, decode=parse, files=files):
         def make():
-            dataset = records(True, repeat_files).shuffle(SHUFFLE)
+            dataset = records(True, repeat_files, files).shuffle(SHUFFLE)
             if not repeat_files:
                 dataset = dataset.repeat()
-            return dataset.batch(batch_size).map(lambda serialized, names: parse(serialized, names, ids),
+            return dataset.batch(batch_size).map(lambda serialized, names: decode(serialized, names, ids),
                                                  num_parallel_calls=AUTOTUNE)
         return make
 
@@ -79,6 +110,8 @@ def pipelines(output: str, batch_size: int) -> dict:
             made[f"ids_{ids}_{order}"] = with_names(repeat_files, None if ids == "none" else ids)
     made["loader"] = lambda: train_loader.make_dataset(output, "train", batch_size, repeat=True,
                                                        normalize_on_device=True)
+    made["bytes_records"] = lambda: records(False, files=byte_files).batch(batch_size)
+    made["bytes_ids_subtract_epochs"] = with_names(False, "subtract", split, byte_files)
     return made
 
 
