@@ -10,12 +10,16 @@ import sys
 import uuid
 
 import apache_beam as beam
+import dask
+import dask.bag
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.util import assert_that, equal_to
 from distributed import Client
 from distributed.diagnostics.plugin import SchedulerPlugin
+from distributed.protocol import dumps, loads, to_serialize
 
+from beam_etl import dask_runner
 from beam_etl import manifest as manifest_lib
 from beam_etl.dask_runner import local_cluster
 from beam_etl.options import DASK_RUNNER
@@ -106,9 +110,12 @@ class _CountBundles(beam.DoFn):
             (1, self._elements), 0, [beam.transforms.window.GlobalWindow()])
 
 
-def test_a_shuffle_spreads_its_output_over_the_requested_partitions(scheduler_address):
+@pytest.mark.parametrize("max_pieces", [dask_runner._MAX_SHUFFLE_PIECES, 0],  # pylint: disable=protected-access
+                         ids=["single_stage", "dask_groupby"])
+def test_a_shuffle_spreads_its_output_over_the_requested_partitions(scheduler_address, monkeypatch, max_pieces):
     # Two inputs of one partition each: dask.distributed's groupby alone would keep 2; the
-    # runner asks for four per worker.
+    # runner asks for four per worker. Both of the runner's shuffles (the graph is built here).
+    monkeypatch.setattr(dask_runner, "_MAX_SHUFFLE_PIECES", max_pieces)
     options = _on_cluster(scheduler_address)
     with beam.Pipeline(options=options) as pipeline:
         evens = pipeline | "Evens" >> beam.Create([(k, k) for k in range(0, 200, 2)], reshuffle=False)
@@ -116,6 +123,52 @@ def test_a_shuffle_spreads_its_output_over_the_requested_partitions(scheduler_ad
         counts = ((evens, odds) | beam.Flatten() | beam.GroupByKey()
                   | beam.ParDo(_CountBundles()) | beam.CombineGlobally(lambda pairs: tuple(map(sum, zip(*pairs)))))
         assert_that(counts, equal_to([(8, 200)]))
+
+
+def _windowed(value):
+    return beam.utils.windowed_value.WindowedValue(value, 0, [beam.transforms.window.GlobalWindow()])
+
+
+def test_partitions_go_to_another_worker_in_one_piece():
+    # What a worker sends for a task's result (Worker.get_data): a plain list goes element by
+    # element, each with its own header and frames; the runner's partitions go as one pickle.
+    items = [(f"key{i}", _windowed(("source", "image", f"/data/{i}.jpg"))) for i in range(1000)]
+    plain = dumps({"data": {"key": to_serialize(items)}})
+    whole = dumps({"data": {"key": to_serialize(dask_runner.Elements(items))}})
+    assert len(plain) > 1000
+    assert len(whole) < 10
+    received = loads(whole)["data"]["key"]
+    assert type(received) is dask_runner.Elements  # pylint: disable=unidiomatic-typecheck
+    assert [(key, value.value) for key, value in received] == [(key, value.value) for key, value in items]
+
+
+def test_the_shuffle_puts_each_key_in_one_partition_with_its_values_in_order():
+    inputs = [[(f"k{(7 * i + p) % 13}", _windowed((p, i))) for i in range(40)] for p in range(3)]
+    bag = dask.bag.from_delayed([dask.delayed(dask_runner.Elements)(part) for part in inputs])
+    shuffled = dask_runner.shuffle(bag, 4).to_delayed(optimize_graph=False)
+    partitions = dask.compute(*shuffled, scheduler="sync")
+    assert len(partitions) == 4
+    assert all(type(part) is dask_runner.Elements for part in partitions)  # pylint: disable=unidiomatic-typecheck
+    grouped = [pair for part in partitions for pair in part]
+    expected = collections.defaultdict(list)
+    for part in inputs:  # input partitions in order, elements in order within each
+        for key, value in part:
+            expected[key].append(value.value)
+    assert sorted(key for key, _ in grouped) == sorted(expected)  # every key once
+    assert {key: values for key, values in grouped} == dict(expected)
+    assert len({dask_runner._bucket(key, 4) for key in expected}) == 4  # pylint: disable=protected-access
+
+
+def test_a_key_goes_to_the_same_partition_in_every_process():
+    # Worker processes split their partitions independently: Python's hash of a str differs
+    # between processes (PYTHONHASHSEED), the runner's bucket must not.
+    keys = ["cat_1", "dog_2", ("a", 1), 7, None, b"bytes"]
+    here = [dask_runner._bucket(key, 8) for key in keys]  # pylint: disable=protected-access
+    code = ("from beam_etl import dask_runner; "
+            f"print([dask_runner._bucket(key, 8) for key in {keys!r}])")
+    there = [subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True,
+                            env={**os.environ, "PYTHONHASHSEED": str(seed)}).stdout.strip() for seed in (1, 2)]
+    assert there == [str(here)] * 2
 
 
 class _SumAndParts(beam.CombineFn):
