@@ -215,12 +215,12 @@ def _group(*pieces) -> Elements:
     return Elements(groups.items())
 
 
-def shuffle(bag, count: int, name: str = "group-by-key"):
+def shuffle(bag, count: int):
     """GroupByKey of a bag of ``(key, windowed value)`` into ``count`` partitions of
     ``(key, [values])``: each input partition split by key, each piece (an :class:`Elements`)
     taken by the one task that groups its output partition (fix 9)."""
     token = tokenize(bag.name, count)
-    split, piece, group = f"{name}-split-{token}", f"{name}-piece-{token}", f"{name}-{token}"
+    split, piece, group = f"group-by-key-split-{token}", f"group-by-key-piece-{token}", f"group-by-key-{token}"
     layer = {}
     for i in range(bag.npartitions):
         layer[(split, i)] = (_split, (bag.name, i), count)

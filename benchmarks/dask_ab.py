@@ -21,12 +21,13 @@ import subprocess
 import sys
 import tempfile
 
-from benchmarks.preprocess_throughput import ensure_dataset, subset_dir
+from benchmarks.preprocess_throughput import ensure_dataset, steady_state, subset_dir
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _one(argv) -> None:
+    """One run, in the process that ``run_with`` starts: prints its wall and peaks as JSON."""
     from benchmarks.dask_scaling import run_on_dask  # pylint: disable=import-outside-toplevel
 
     inputs, output, workers = argv
@@ -46,7 +47,8 @@ def run_with(tree: str, inputs: str, output: str, workers: int) -> dict:
 def main(argv=None) -> dict:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--one"]:
-        return _one(argv[1:])
+        _one(argv[1:])
+        return {}
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--before", required=True, help="a checkout of the revision to compare with")
     parser.add_argument("--sizes", default="4000,16000", help="two image counts for steady state")
@@ -77,8 +79,8 @@ def main(argv=None) -> dict:
         for workers in (1, 2):
             walls = {size: [run["seconds"] for run in runs[(revision, workers, size)]] for size in (small, large)}
             rates[workers] = {
-                "best": (large - small) / (min(walls[large]) - min(walls[small])),
-                "per_round": [(large - small) / (b - a) for a, b in zip(walls[small], walls[large])],
+                "best": steady_state(small, min(walls[small]), large, min(walls[large]))[0],
+                "per_round": [steady_state(small, a, large, b)[0] for a, b in zip(walls[small], walls[large])],
             }
         result[revision] = {
             "steady_images_per_s": rates,
