@@ -1,5 +1,5 @@
 """Beam's DaskRunner with five translation bugs of Beam 2.77 fixed, two memory fixes, lifting,
-and whole partitions on the wire.
+whole partitions on the wire, and fused stages.
 
 ``--runner DaskRunner`` (or ``--dask_local_workers N``) runs the job with this runner: the
 same translation of a Beam pipeline into ``dask.bag`` operations, scheduled by a
@@ -33,7 +33,7 @@ these differences, each of which made the job's output differ from the DirectRun
    two workers, however many the cluster has, and holds ever larger partitions as the input
    grows. ``Bag.groupby(npartitions=...)`` does not help: only the disk-based shuffle honours
    it, and dask.distributed uses the task-based one. Here a shuffle's output is split into
-   ``--dask_npartitions`` partitions (``repartition``), by default four per worker.
+   ``--dask_npartitions`` partitions (fix 9 shuffles straight into them), by default four per worker.
 
 Two more keep a worker's memory from growing with the input (it grew by about 8 KB per image):
 
@@ -68,6 +68,19 @@ And one for the transfers between workers:
    ``repartition`` of fix 5). Beyond ``_MAX_SHUFFLE_PIECES`` pieces (inputs x outputs) it
    falls back to dask's multi-stage shuffle, which makes fewer tasks.
 
+And one more that every other runner does:
+
+10. Fusion. Upstream runs each ParDo as tasks of its own, one per partition, and each task's
+    result is the step's whole output for that partition, held until the next step has read
+    it: the job's decoded examples, then tf.Transform's batches of them, a partition at a
+    time, so a worker's memory grew with the partition size (and so with the dataset at a
+    fixed number of partitions). Here, as on the DirectRunner and Dataflow, ParDos that read
+    one another's output run in one task per partition (a stage, :func:`plan_stages`): each
+    element goes through all of the stage's steps as it is made, and a task keeps only the
+    outputs that something outside the stage reads (a shuffle, a Flatten, a side input), one
+    partition each. A ParDo with side inputs starts a stage of its own (its side input may
+    be computed from the stage before it). Fewer tasks, too: a stage's steps share a task.
+
 The job itself has no Dask-only code path: where Beam features behave differently on Dask
 the job uses what works on every runner (two Filters instead of tagged outputs, spill writes
 that emit from ``process``), and these fixes are for what tf.Transform needs. They are the
@@ -79,20 +92,20 @@ from __future__ import annotations
 import collections
 import ctypes
 import ctypes.util
+import dataclasses
 import functools
 import operator
 
 import dask
 import dask.bag
 from apache_beam import pvalue
-from apache_beam.pipeline import PTransformOverride
-from apache_beam.pvalue import TaggedOutput
-from apache_beam.runners.common import DoFnContext, DoFnInvoker, DoFnSignature, _OutputHandler
+from apache_beam.pipeline import PipelineVisitor, PTransformOverride
+from apache_beam.runners.common import DoFnContext, DoFnInvoker, DoFnSignature, Receiver, _OutputHandler
 from apache_beam.runners.dask import dask_runner as upstream
 from apache_beam.runners.dask import transform_evaluator as evaluator
 from apache_beam.runners.dask.overrides import dask_overrides
 from apache_beam.transforms.combiners import LiftedCombinePerKey
-from apache_beam.transforms.core import CombinePerKey, DoFn
+from apache_beam.transforms.core import CombinePerKey, DoFn, ParDo
 from apache_beam.transforms.sideinputs import SideInputMap
 from dask.base import tokenize
 from dask.delayed import Delayed
@@ -134,26 +147,78 @@ def release_free_memory() -> bool:
     return True
 
 
-def _apply_dofn_to_bundle(items, window_fn, invoker_args, invoker_kwargs, receivers, side_specs=(),
-                          *side_values):
-    """Upstream's bundle function, collecting outputs after ``finish_bundle`` (fix 2), with
-    the side inputs' elements handed in as task arguments (fix 4). Elements are windowed here,
-    as they are read, rather than by a step of their own before (upstream's extra ``map``: a
-    task per partition, and every partition copied, for each ParDo)."""
+class _Fanout(Receiver):
+    """One output of a step in a fused stage: each element goes on, at once, to the steps of the
+    stage that read it, and is kept (bare, as the runner's bags hold elements) only where a step
+    outside the stage reads it too."""
+
+    def __init__(self):
+        self.invokers = []
+        self.elements = None
+
+    def receive(self, windowed_value):
+        if self.elements is not None:
+            self.elements.append(windowed_value.value)
+        for invoker in self.invokers:
+            invoker.invoke_process(windowed_value)
+
+
+class _Outputs(dict):
+    """A step's receivers by tag (None: the main output); an output nothing reads is dropped."""
+
+    def __missing__(self, tag):
+        return self.setdefault(tag, _Fanout())
+
+
+@dataclasses.dataclass
+class _Step:
+    """What a task needs to run one ParDo of a stage (the DoFn and its arguments)."""
+
+    label: str
+    fn: DoFn
+    args: tuple
+    kwargs: dict
+    window_fn: object
+    parent: int | None  # the stage's step whose output it reads; None for the first
+    parent_tag: str | None
+
+
+def _run_stage(items, steps, exports, side_specs=(), *side_values) -> tuple[Elements, ...]:
+    """Runs a stage's ParDos over one partition (a bundle), element by element through all of
+    them (fix 10), and returns the outputs that steps outside the stage read, one
+    :class:`Elements` per ``exports`` entry ((step, tag)). ``finish_bundle`` outputs are kept
+    (fix 2); the first step's side inputs come in as task arguments (fix 4)."""
     side_inputs = [SideInputMap(view_class, view_options, evaluator.DaskBagWindowedIterator(values, side_window_fn))
                    for (view_class, view_options, side_window_fn), values in zip(side_specs, side_values)]
-    invoker = DoFnInvoker.create_invoker(*invoker_args, **invoker_kwargs, side_inputs=side_inputs)
-    invoker.invoke_setup()
-    invoker.invoke_start_bundle()
+    outputs = [_Outputs() for _ in steps]
+    results = tuple(Elements() for _ in exports)
+    for (index, tag), elements in zip(exports, results):
+        outputs[index][tag].elements = elements
+    invokers = []
+    for index, step in enumerate(steps):
+        handler = _OutputHandler(window_fn=step.window_fn, main_receivers=outputs[index][None],
+                                 tagged_receivers=outputs[index], per_element_output_counter=None,
+                                 output_batch_converter=None, process_yields_batches=False,
+                                 process_batch_yields_elements=False)
+        invoker = DoFnInvoker.create_invoker(
+            DoFnSignature(step.fn), handler, context=DoFnContext(step.label, state=None),
+            input_args=list(step.args), input_kwargs=step.kwargs, user_state_context=None,
+            bundle_finalizer_param=DoFn.BundleFinalizerParam(),
+            side_inputs=side_inputs if step.parent is None else [])
+        if step.parent is not None:
+            outputs[step.parent][step.parent_tag].invokers.append(invoker)
+        invokers.append(invoker)
+    for invoker in invokers:
+        invoker.invoke_setup()
+        invoker.invoke_start_bundle()
+    first, window_fn = invokers[0], steps[0].window_fn
     for item in items:
-        invoker.invoke_process(evaluator.get_windowed_value(item, window_fn))
-    invoker.invoke_finish_bundle()
-    invoker.invoke_teardown()
+        first.invoke_process(evaluator.get_windowed_value(item, window_fn))
+    for invoker in invokers:  # in pipeline order: what a step emits here reaches the steps after it
+        invoker.invoke_finish_bundle()
+    for invoker in invokers:
+        invoker.invoke_teardown()
     release_free_memory()  # what the bundle freed goes back to the OS, not only to this process
-    # Like upstream, main outputs leave the bag as bare values (GroupByKey reads them as (k, v));
-    # tagged ones stay wrapped until a consumer of their tag takes them out (_tagged_outputs).
-    results = Elements(value if isinstance(value, TaggedOutput) else value.value for value in receivers.values)
-    receivers.values.clear()
     return results
 
 
@@ -165,31 +230,6 @@ def _elements(bag) -> Delayed:
     """All of ``bag``'s elements as one graph node, without renaming its tasks (an optimized
     copy would give the same tasks new names, and dask would run them twice)."""
     return dask.delayed(_concatenate)(*bag.to_delayed(optimize_graph=False))
-
-
-class _ParDo(evaluator.ParDo):
-    def apply(self, input_bag, side_inputs=None):
-        transform = self.transform
-        args, kwargs = transform.raw_side_inputs
-        main_input = next(iter(self.applied.main_inputs.values()))
-        window_fn = main_input.windowing.windowfn if hasattr(main_input, "windowing") else None
-        receivers = evaluator.OneReceiver()
-        invoker_args = [
-            DoFnSignature(transform.fn),
-            _OutputHandler(window_fn=window_fn, main_receivers=receivers[None],
-                           tagged_receivers=receivers, per_element_output_counter=None,
-                           output_batch_converter=None, process_yields_batches=False,
-                           process_batch_yields_elements=False),
-        ]
-        invoker_kwargs = dict(context=DoFnContext(transform.label, state=None),
-                              input_args=list(args), input_kwargs=kwargs,
-                              user_state_context=None,
-                              bundle_finalizer_param=DoFn.BundleFinalizerParam())
-        side_specs = [spec for spec, _ in side_inputs or ()]
-        side_values = [_elements(bag) for _, bag in side_inputs or ()]
-        return input_bag.map_partitions(
-            _apply_dofn_to_bundle, window_fn, invoker_args, invoker_kwargs, receivers, side_specs,
-            *side_values, token=self.applied.full_label)
 
 
 def _bucket(key, count: int) -> int:
@@ -251,54 +291,138 @@ class _GroupByKey(evaluator.GroupByKey):
         return input_bag.groupby(key).map(value).repartition(npartitions)
 
 
-_TRANSLATIONS = {**evaluator.TRANSLATIONS, evaluator.apache_beam.ParDo: _ParDo,
+# ParDos are not translated one by one: they run in fused stages (fix 10, ``_Visitor``).
+_TRANSLATIONS = {**{kind: op for kind, op in evaluator.TRANSLATIONS.items() if kind is not ParDo},
                  evaluator._GroupByKeyOnly: _GroupByKey}  # pylint: disable=protected-access
 
 
-def _main_outputs(partition) -> Elements:
-    return Elements(element for element in partition if not isinstance(element, TaggedOutput))
+def _is_pardo(node) -> bool:
+    return node.transform.__class__ is ParDo
 
 
-def _tagged_outputs(partition, tag) -> Elements:
-    return Elements(element.value.value  # TaggedOutput(tag, WindowedValue(value))
-                    for element in partition if isinstance(element, TaggedOutput) and element.tag == tag)
+@dataclasses.dataclass(eq=False)
+class _Stage:
+    """ParDos that run together, element by element, in one task per partition (fix 10): the
+    first reads its input from outside the stage, each other one reads the output of a step of
+    the stage and has no side inputs (a side input could be computed from the stage itself)."""
+
+    nodes: list
+    exports: list = dataclasses.field(default_factory=list)  # PCollections read outside the stage
+    outputs: dict = dataclasses.field(default_factory=dict)  # PCollection -> its bag, once built
+    bag: object = None
+
+
+def plan_stages(pipeline) -> dict:
+    """Each ParDo of ``pipeline`` -> its :class:`_Stage`: a ParDo joins the stage of the ParDo
+    whose output it reads unless it has side inputs. A stage exports every output that a step
+    outside it reads, or that is a side input."""
+    nodes = []
+
+    class _Collect(PipelineVisitor):
+        def visit_transform(self, transform_node):
+            nodes.append(transform_node)
+
+    pipeline.visit(_Collect())
+    readers = collections.defaultdict(list)  # PCollection -> [(node, whether as a side input)]
+    for node in nodes:
+        for value in node.inputs:
+            if isinstance(value, pvalue.PCollection):
+                readers[value].append((node, False))
+        for side in node.side_inputs:
+            readers[side.pvalue].append((node, True))
+    stages = {}
+    for node in filter(_is_pardo, nodes):
+        main = [value for value in node.inputs if isinstance(value, pvalue.PCollection)]
+        producer = main[0].producer if len(main) == 1 else None
+        if producer in stages and not node.side_inputs:
+            stages[node] = stages[producer]
+            stages[node].nodes.append(node)
+        else:
+            stages[node] = _Stage([node])
+    for node, stage in stages.items():
+        for pcoll in node.outputs.values():
+            if any(side or stages.get(reader) is not stage for reader, side in readers[pcoll]):
+                stage.exports.append(pcoll)
+    return stages
+
+
+def _window_fn(node):
+    main_input = next(iter(node.main_inputs.values()))
+    return main_input.windowing.windowfn if hasattr(main_input, "windowing") else None
 
 
 class _Visitor(upstream.PipelineVisitor):
-    """Upstream's DaskBagVisitor, reading each PCollection by its tag (fix 1)."""
+    """Upstream's DaskBagVisitor, with ParDos in fused stages (fix 10) that hand each reader
+    only its own output (fix 1)."""
 
-    def __init__(self, bag_kwargs):
-        self.bags = collections.OrderedDict()  # AppliedPTransform -> bag of all its outputs
+    def __init__(self, bag_kwargs, stages):
+        self.bags = collections.OrderedDict()  # AppliedPTransform -> its bag (a stage: its first step)
         self.consumed = set()
         self._bag_kwargs = bag_kwargs
+        self._stages = stages
+        self._steps = 0
 
     def bag_of(self, pcoll):
         producer = pcoll.producer
+        stage = self._stages.get(producer)
+        if stage is not None:
+            self.consumed.add(stage.nodes[0])
+            return stage.outputs[pcoll]
         self.consumed.add(producer)
-        bag = self.bags[producer]
-        if len(producer.outputs) <= 1:
-            return bag
-        if pcoll.tag is None:
-            return bag.map_partitions(_main_outputs)
-        return bag.map_partitions(_tagged_outputs, pcoll.tag)
+        return self.bags[producer]
+
+    def _side_inputs(self, node):
+        """Fix 4: (how to view it, its bag) for each side input of ``node``."""
+        return [((type(side), side._view_options(), side._window_mapping_fn),  # pylint: disable=protected-access
+                 self.bag_of(side.pvalue))
+                for side in node.side_inputs]
 
     def visit_transform(self, transform_node):
+        self._steps += 1
+        stage = self._stages.get(transform_node)
+        with dask.annotate(priority=self._steps):  # fix 6: later steps first
+            if stage is None:
+                self._translate(transform_node)
+            elif transform_node is stage.nodes[0]:  # the others are in its tasks
+                self._build(stage)
+
+    def _translate(self, transform_node):
         op_class = _TRANSLATIONS.get(transform_node.transform.__class__, evaluator.NoOp)
         op = op_class(transform_node, bag_kwargs=self._bag_kwargs)
         op_kws = {"input_bag": None, "side_inputs": None}
         inputs = list(transform_node.inputs)
         if inputs:
             bags = [None if isinstance(value, pvalue.PBegin) else self.bag_of(value) for value in inputs
-                    if isinstance(value, pvalue.PBegin) or value.producer in self.bags]
+                    if isinstance(value, pvalue.PBegin) or value.producer in self.bags
+                    or value.producer in self._stages]
             single = len(bags) == 1 and not isinstance(op, evaluator.Flatten)
             op_kws["input_bag"] = bags[0] if single else bags
-        if transform_node.side_inputs:  # fix 4: (how to view it, its bag) for each
-            op_kws["side_inputs"] = [
-                ((type(side), side._view_options(), side._window_mapping_fn),  # pylint: disable=protected-access
-                 self.bag_of(side.pvalue))
-                for side in transform_node.side_inputs]
-        with dask.annotate(priority=len(self.bags)):  # fix 6: later steps first
-            self.bags[transform_node] = op.apply(**op_kws)
+        if transform_node.side_inputs:
+            op_kws["side_inputs"] = self._side_inputs(transform_node)
+        self.bags[transform_node] = op.apply(**op_kws)
+
+    def _build(self, stage):
+        first = stage.nodes[0]
+        index = {node: i for i, node in enumerate(stage.nodes)}
+        steps = []
+        for node in stage.nodes:
+            args, kwargs = node.transform.raw_side_inputs
+            main = next(iter(node.main_inputs.values()))
+            parent = index.get(getattr(main, "producer", None)) if node is not first else None
+            steps.append(_Step(node.full_label, node.transform.fn, tuple(args), kwargs, _window_fn(node),
+                               parent, main.tag if parent is not None else None))
+        exports = [(index[pcoll.producer], pcoll.tag) for pcoll in stage.exports]
+        main = next(iter(first.main_inputs.values()))
+        input_bag = None if isinstance(main, pvalue.PBegin) else self.bag_of(main)
+        sides = self._side_inputs(first)
+        name = first.full_label if len(stage.nodes) == 1 else f"{first.full_label}+{len(stage.nodes) - 1}"
+        stage.bag = input_bag.map_partitions(
+            _run_stage, steps, exports, [spec for spec, _ in sides], *[_elements(bag) for _, bag in sides],
+            token=name)
+        for i, pcoll in enumerate(stage.exports):
+            stage.outputs[pcoll] = stage.bag.map_partitions(
+                operator.getitem, i, token=f"{pcoll.producer.full_label}.{pcoll.tag or 'main'}")
+        self.bags[first] = stage.bag
 
     def leaves(self):
         return [bag for node, bag in self.bags.items() if node not in self.consumed and bag is not None]
@@ -376,7 +500,7 @@ class DaskRunner(upstream.DaskRunner):
         workers = len(client.scheduler_info().get("workers", {})) or 1
         # A few tasks per worker after every shuffle: enough to keep them all busy and
         # balanced, few enough that per-task overhead stays small.
-        visitor = _Visitor({**bag_kwargs, "shuffle_partitions": max(2, 4 * workers)})
+        visitor = _Visitor({**bag_kwargs, "shuffle_partitions": max(2, 4 * workers)}, plan_stages(pipeline))
         pipeline.visit(visitor)
         # Fix 3: every leaf, not only the last; their elements are dropped where they are made,
         # so neither the workers keep them nor the client gathers them. The leaves go to the

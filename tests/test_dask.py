@@ -252,25 +252,54 @@ def _recorded_priorities(dask_scheduler):
     return {name: sorted(values) for name, values in dask_scheduler.plugins["record-priorities"].priorities.items()}
 
 
-def test_later_steps_reach_the_scheduler_with_a_higher_dask_priority(scheduler_address):
-    # The job's decoded examples are read by two branches; Dask's own order ran the cheap
-    # one (rejections, into a one-key GroupByKey) after every partition had been decoded, so
-    # all the examples stayed in memory until the end. The runner gives later steps a higher
-    # priority (dask's priority: lower first), and must keep them through to the scheduler.
+def test_steps_run_fused_and_later_stages_reach_the_scheduler_with_a_higher_dask_priority(scheduler_address):
+    # ParDos that read one another's output run in one task per partition (Make, Read, Key);
+    # after a shuffle a new stage starts. The job's decoded examples are read by two branches;
+    # Dask's own order ran the cheap one after every partition had been decoded, so all the
+    # examples stayed in memory until the end. The runner gives later steps a higher priority
+    # (dask's priority: lower first), and must keep them through to the scheduler.
     with Client(scheduler_address) as client:
         client.register_plugin(_RecordPriorities())
         options = _on_cluster(scheduler_address)
         with beam.Pipeline(options=options) as pipeline:
             made = pipeline | beam.Create(list(range(100))) | "Make" >> beam.Map(lambda x: x + 1)
-            read = made | "Read" >> beam.Filter(lambda x: x % 7 == 0)
-            assert_that(read | "ReadMore" >> beam.Map(lambda x: x // 7), equal_to(list(range(1, 15))))
+            read = made | "Read" >> beam.Filter(lambda x: x % 7 == 0) | "Key" >> beam.Map(lambda x: (x % 2, x))
+            grouped = read | beam.GroupByKey() | "AfterShuffle" >> beam.MapTuple(lambda key, xs: (key, sorted(xs)))
+            assert_that(grouped, equal_to([(0, list(range(14, 99, 14))), (1, list(range(7, 99, 14)))]))
             assert_that(made | "Sum" >> beam.CombineGlobally(sum), equal_to([5050]), label="Total")
         priorities = client.run_on_scheduler(_recorded_priorities)
         client.unregister_scheduler_plugin("record-priorities")
-    steps = [priorities.get(name) for name in ("Make", "Read", "ReadMore")]
-    assert all(values is not None and len(values) == 1 for values in steps), priorities  # a task each
-    make, read, read_more = (values[0] for values in steps)
-    assert read_more < read < make, priorities
+    assert not [name for name in priorities if name.startswith(("Read", "Key"))], sorted(priorities.items())
+    # A stage's tasks are named after its first step (and how many more it runs).
+    stages = {first: [values for name, values in priorities.items() if name.split("+")[0] == first]
+              for first in ("Make", "AfterShuffle")}
+    assert all(len(found) == 1 and len(found[0]) == 1 for found in stages.values()), sorted(priorities.items())
+    assert stages["AfterShuffle"][0][0] < stages["Make"][0][0], sorted(priorities.items())
+
+
+class _Big:
+    """A large intermediate element; counts how many are alive in this process."""
+
+    alive = 0
+
+    def __init__(self):
+        type(self).alive += 1
+        self.payload = bytearray(1 << 16)
+
+    def __del__(self):
+        type(self).alive -= 1
+
+
+def test_a_stage_passes_each_element_on_before_it_makes_the_next(scheduler_address):
+    # Without fusion each step's output is a whole partition (here 128 elements) in memory
+    # before the next step starts; fused, an element is read by the next step as it is made.
+    options = _on_cluster(scheduler_address)
+    with beam.Pipeline(options=options) as pipeline:
+        alive = (pipeline | beam.Create(list(range(256)))
+                 | "MakeBig" >> beam.Map(lambda x: _Big())
+                 | "CountAlive" >> beam.Map(lambda big: type(big).alive)
+                 | beam.CombineGlobally(max))
+        assert_that(alive, equal_to([1]))
 
 
 # Run in a fresh interpreter, so the heap is this code's alone: large blocks from the heap
