@@ -94,6 +94,7 @@ import ctypes
 import ctypes.util
 import dataclasses
 import functools
+import heapq
 import operator
 
 import dask
@@ -181,15 +182,15 @@ class _Step:
     window_fn: object
     parent: int | None  # the stage's step whose output it reads; None for the first
     parent_tag: str | None
+    side_specs: list  # (view class, view options, window mapping) of each side input
 
 
-def _run_stage(items, steps, exports, side_specs=(), *side_values) -> tuple[Elements, ...]:
+def _run_stage(items, steps, exports, *side_values) -> tuple[Elements, ...]:
     """Runs a stage's ParDos over one partition (a bundle), element by element through all of
     them (fix 10), and returns the outputs that steps outside the stage read, one
     :class:`Elements` per ``exports`` entry ((step, tag)). ``finish_bundle`` outputs are kept
-    (fix 2); the first step's side inputs come in as task arguments (fix 4)."""
-    side_inputs = [SideInputMap(view_class, view_options, evaluator.DaskBagWindowedIterator(values, side_window_fn))
-                   for (view_class, view_options, side_window_fn), values in zip(side_specs, side_values)]
+    (fix 2); the steps' side inputs come in as task arguments, in step order (fix 4)."""
+    side_values = iter(side_values)
     outputs = [_Outputs() for _ in steps]
     results = tuple(Elements() for _ in exports)
     for (index, tag), elements in zip(exports, results):
@@ -204,7 +205,9 @@ def _run_stage(items, steps, exports, side_specs=(), *side_values) -> tuple[Elem
             DoFnSignature(step.fn), handler, context=DoFnContext(step.label, state=None),
             input_args=list(step.args), input_kwargs=step.kwargs, user_state_context=None,
             bundle_finalizer_param=DoFn.BundleFinalizerParam(),
-            side_inputs=side_inputs if step.parent is None else [])
+            side_inputs=[SideInputMap(view_class, view_options,
+                                      evaluator.DaskBagWindowedIterator(next(side_values), side_window_fn))
+                         for view_class, view_options, side_window_fn in step.side_specs])
         if step.parent is not None:
             outputs[step.parent][step.parent_tag].invokers.append(invoker)
         invokers.append(invoker)
@@ -291,7 +294,7 @@ class _GroupByKey(evaluator.GroupByKey):
         return input_bag.groupby(key).map(value).repartition(npartitions)
 
 
-# ParDos are not translated one by one: they run in fused stages (fix 10, ``_Visitor``).
+# ParDos are not translated one by one: they run in fused stages (fix 10, ``_Translator``).
 _TRANSLATIONS = {**{kind: op for kind, op in evaluator.TRANSLATIONS.items() if kind is not ParDo},
                  evaluator._GroupByKeyOnly: _GroupByKey}  # pylint: disable=protected-access
 
@@ -304,18 +307,14 @@ def _is_pardo(node) -> bool:
 class _Stage:
     """ParDos that run together, element by element, in one task per partition (fix 10): the
     first reads its input from outside the stage, each other one reads the output of a step of
-    the stage and has no side inputs (a side input could be computed from the stage itself)."""
+    the stage, and none has a side input computed from the stage (that would be a cycle)."""
 
     nodes: list
     exports: list = dataclasses.field(default_factory=list)  # PCollections read outside the stage
     outputs: dict = dataclasses.field(default_factory=dict)  # PCollection -> its bag, once built
-    bag: object = None
 
 
-def plan_stages(pipeline) -> dict:
-    """Each ParDo of ``pipeline`` -> its :class:`_Stage`: a ParDo joins the stage of the ParDo
-    whose output it reads unless it has side inputs. A stage exports every output that a step
-    outside it reads, or that is a side input."""
+def _leaf_transforms(pipeline) -> list:
     nodes = []
 
     class _Collect(PipelineVisitor):
@@ -323,20 +322,35 @@ def plan_stages(pipeline) -> dict:
             nodes.append(transform_node)
 
     pipeline.visit(_Collect())
+    return nodes
+
+
+def _producers(node) -> list:
+    """The transforms whose outputs ``node`` reads, as main or side input."""
+    values = [*node.inputs, *(side.pvalue for side in node.side_inputs)]
+    return [value.producer for value in values if isinstance(value, pvalue.PCollection)]
+
+
+def plan_stages(nodes) -> dict:
+    """Each ParDo of ``nodes`` (a pipeline's transforms in the order it applied them) -> its
+    :class:`_Stage`. A ParDo joins the stage of the ParDo whose output it reads unless one of
+    its side inputs is computed from that stage. A stage exports every output that a step
+    outside it reads, or that is a side input."""
     readers = collections.defaultdict(list)  # PCollection -> [(node, whether as a side input)]
+    upstream_of = {}  # node -> every node it depends on, through main and side inputs
     for node in nodes:
-        for value in node.inputs:
+        for value in [*node.inputs, *(side.pvalue for side in node.side_inputs)]:
             if isinstance(value, pvalue.PCollection):
-                readers[value].append((node, False))
-        for side in node.side_inputs:
-            readers[side.pvalue].append((node, True))
+                readers[value].append((node, value not in node.inputs))
+        upstream_of[node] = set().union(*({producer, *upstream_of.get(producer, ())} for producer in _producers(node)))
     stages = {}
     for node in filter(_is_pardo, nodes):
         main = [value for value in node.inputs if isinstance(value, pvalue.PCollection)]
-        producer = main[0].producer if len(main) == 1 else None
-        if producer in stages and not node.side_inputs:
-            stages[node] = stages[producer]
-            stages[node].nodes.append(node)
+        stage = stages.get(main[0].producer) if len(main) == 1 else None
+        sides = set().union(*({side.pvalue.producer, *upstream_of[side.pvalue.producer]} for side in node.side_inputs))
+        if stage is not None and sides.isdisjoint(stage.nodes):
+            stage.nodes.append(node)
+            stages[node] = stage
         else:
             stages[node] = _Stage([node])
     for node, stage in stages.items():
@@ -346,21 +360,56 @@ def plan_stages(pipeline) -> dict:
     return stages
 
 
+def _build_order(nodes, stages) -> list:
+    """Stages and the other transforms, each after everything it reads, otherwise in the
+    pipeline's order. (A stage's later steps may read side inputs that the pipeline applied
+    after its first step, and after transforms that read the stage.)"""
+    units = list({id(unit): unit for unit in (stages.get(node, node) for node in nodes)}.values())
+    first = {id(unit): i for i, unit in enumerate(units)}
+    needs = {id(unit): {id(stages.get(producer, producer))
+                        for node in getattr(unit, "nodes", [unit]) for producer in _producers(node)} - {id(unit)}
+             for unit in units}
+    waiting = collections.defaultdict(list)
+    for unit in units:
+        for need in needs[id(unit)]:
+            waiting[need].append(unit)
+    ready = [first[key] for key, need in needs.items() if not need]
+    heapq.heapify(ready)
+    order = []
+    while ready:
+        unit = units[heapq.heappop(ready)]
+        order.append(unit)
+        for after in waiting[id(unit)]:
+            needs[id(after)].discard(id(unit))
+            if not needs[id(after)]:
+                heapq.heappush(ready, first[id(after)])
+    assert len(order) == len(units), "the pipeline's transforms form a cycle"
+    return order
+
+
 def _window_fn(node):
     main_input = next(iter(node.main_inputs.values()))
     return main_input.windowing.windowfn if hasattr(main_input, "windowing") else None
 
 
-class _Visitor(upstream.PipelineVisitor):
+class _Translator:
     """Upstream's DaskBagVisitor, with ParDos in fused stages (fix 10) that hand each reader
     only its own output (fix 1)."""
 
-    def __init__(self, bag_kwargs, stages):
-        self.bags = collections.OrderedDict()  # AppliedPTransform -> its bag (a stage: its first step)
+    def __init__(self, bag_kwargs, pipeline):
+        self.bags = {}  # AppliedPTransform -> its bag (a stage: its first step)
         self.consumed = set()
         self._bag_kwargs = bag_kwargs
-        self._stages = stages
-        self._steps = 0
+        nodes = _leaf_transforms(pipeline)
+        self._stages = plan_stages(nodes)
+        self._position = {node: i + 1 for i, node in enumerate(nodes)}
+        for unit in _build_order(nodes, self._stages):
+            if isinstance(unit, _Stage):
+                with dask.annotate(priority=self._position[unit.nodes[0]]):  # fix 6: later steps first
+                    self._build(unit)
+            else:
+                with dask.annotate(priority=self._position[unit]):
+                    self._translate(unit)
 
     def bag_of(self, pcoll):
         producer = pcoll.producer
@@ -376,15 +425,6 @@ class _Visitor(upstream.PipelineVisitor):
         return [((type(side), side._view_options(), side._window_mapping_fn),  # pylint: disable=protected-access
                  self.bag_of(side.pvalue))
                 for side in node.side_inputs]
-
-    def visit_transform(self, transform_node):
-        self._steps += 1
-        stage = self._stages.get(transform_node)
-        with dask.annotate(priority=self._steps):  # fix 6: later steps first
-            if stage is None:
-                self._translate(transform_node)
-            elif transform_node is stage.nodes[0]:  # the others are in its tasks
-                self._build(stage)
 
     def _translate(self, transform_node):
         op_class = _TRANSLATIONS.get(transform_node.transform.__class__, evaluator.NoOp)
@@ -404,25 +444,24 @@ class _Visitor(upstream.PipelineVisitor):
     def _build(self, stage):
         first = stage.nodes[0]
         index = {node: i for i, node in enumerate(stage.nodes)}
-        steps = []
+        steps, side_bags = [], []
         for node in stage.nodes:
             args, kwargs = node.transform.raw_side_inputs
             main = next(iter(node.main_inputs.values()))
             parent = index.get(getattr(main, "producer", None)) if node is not first else None
+            sides = self._side_inputs(node)
             steps.append(_Step(node.full_label, node.transform.fn, tuple(args), kwargs, _window_fn(node),
-                               parent, main.tag if parent is not None else None))
+                               parent, main.tag if parent is not None else None, [spec for spec, _ in sides]))
+            side_bags.extend(bag for _, bag in sides)
         exports = [(index[pcoll.producer], pcoll.tag) for pcoll in stage.exports]
         main = next(iter(first.main_inputs.values()))
-        input_bag = None if isinstance(main, pvalue.PBegin) else self.bag_of(main)
-        sides = self._side_inputs(first)
         name = first.full_label if len(stage.nodes) == 1 else f"{first.full_label}+{len(stage.nodes) - 1}"
-        stage.bag = input_bag.map_partitions(
-            _run_stage, steps, exports, [spec for spec, _ in sides], *[_elements(bag) for _, bag in sides],
-            token=name)
+        bag = self.bag_of(main).map_partitions(
+            _run_stage, steps, exports, *[_elements(bag) for bag in side_bags], token=name)
         for i, pcoll in enumerate(stage.exports):
-            stage.outputs[pcoll] = stage.bag.map_partitions(
+            stage.outputs[pcoll] = bag.map_partitions(
                 operator.getitem, i, token=f"{pcoll.producer.full_label}.{pcoll.tag or 'main'}")
-        self.bags[first] = stage.bag
+        self.bags[first] = bag
 
     def leaves(self):
         return [bag for node, bag in self.bags.items() if node not in self.consumed and bag is not None]
@@ -500,13 +539,12 @@ class DaskRunner(upstream.DaskRunner):
         workers = len(client.scheduler_info().get("workers", {})) or 1
         # A few tasks per worker after every shuffle: enough to keep them all busy and
         # balanced, few enough that per-task overhead stays small.
-        visitor = _Visitor({**bag_kwargs, "shuffle_partitions": max(2, 4 * workers)}, plan_stages(pipeline))
-        pipeline.visit(visitor)
+        translated = _Translator({**bag_kwargs, "shuffle_partitions": max(2, 4 * workers)}, pipeline)
         # Fix 3: every leaf, not only the last; their elements are dropped where they are made,
         # so neither the workers keep them nor the client gathers them. The leaves go to the
         # cluster as one collection: computed as a list of collections, a step that feeds
         # several leaves ran once for each of them (the decoding step three times).
-        job = dask.bag.concat([leaf.map_partitions(_nothing) for leaf in visitor.leaves()])
-        # Unfused (fix 6): fusion would drop the steps' priorities. It costs more tasks, and so
-        # some seconds of scheduling at start-up (BENCHMARKS.md).
+        job = dask.bag.concat([leaf.map_partitions(_nothing) for leaf in translated.leaves()])
+        # Without dask's own fusion (fix 6): it would drop the steps' priorities. The runner's
+        # stages (fix 10) already run a stage's steps in one task.
         return _Result(client, [client.compute(job, optimize_graph=False)])

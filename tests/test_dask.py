@@ -253,8 +253,8 @@ def _recorded_priorities(dask_scheduler):
 
 
 def test_steps_run_fused_and_later_stages_reach_the_scheduler_with_a_higher_dask_priority(scheduler_address):
-    # ParDos that read one another's output run in one task per partition (Make, Read, Key);
-    # after a shuffle a new stage starts. The job's decoded examples are read by two branches;
+    # ParDos that read one another's output run in one task per partition (Make, Read, Key,
+    # Shift); after a shuffle, or at a side input computed from the stage, a new stage starts. The job's decoded examples are read by two branches;
     # Dask's own order ran the cheap one after every partition had been decoded, so all the
     # examples stayed in memory until the end. The runner gives later steps a higher priority
     # (dask's priority: lower first), and must keep them through to the scheduler.
@@ -266,11 +266,19 @@ def test_steps_run_fused_and_later_stages_reach_the_scheduler_with_a_higher_dask
             read = made | "Read" >> beam.Filter(lambda x: x % 7 == 0) | "Key" >> beam.Map(lambda x: (x % 2, x))
             grouped = read | beam.GroupByKey() | "AfterShuffle" >> beam.MapTuple(lambda key, xs: (key, sorted(xs)))
             assert_that(grouped, equal_to([(0, list(range(14, 99, 14))), (1, list(range(7, 99, 14)))]))
-            assert_that(made | "Sum" >> beam.CombineGlobally(sum), equal_to([5050]), label="Total")
+            total = made | "Sum" >> beam.CombineGlobally(sum)
+            assert_that(total, equal_to([5050]), label="Total")
+            # A side input from elsewhere joins the stage; one computed from it starts a new one.
+            offset = pipeline | "Offset" >> beam.Create([1000])
+            shifted = made | "Shift" >> beam.Map(lambda x, o: x + o, o=beam.pvalue.AsSingleton(offset))
+            scaled = shifted | "Scale" >> beam.Map(lambda x, t: x * t, t=beam.pvalue.AsSingleton(total))
+            assert_that(scaled, equal_to([(x + 1001) * 5050 for x in range(100)]), label="Scaled")
         priorities = client.run_on_scheduler(_recorded_priorities)
         client.unregister_scheduler_plugin("record-priorities")
-    assert not [name for name in priorities if name.startswith(("Read", "Key"))], sorted(priorities.items())
-    # A stage's tasks are named after its first step (and how many more it runs).
+    # A stage's tasks are named after its first step and how many more it runs ("Make+7"); the
+    # tasks that hand its outputs on, after the step and the output ("Shift.main").
+    firsts = {name.split("+")[0] for name in priorities if "." not in name}
+    assert "Scale" in firsts and not firsts & {"Read", "Key", "Shift"}, sorted(priorities.items())
     stages = {first: [values for name, values in priorities.items() if name.split("+")[0] == first]
               for first in ("Make", "AfterShuffle")}
     assert all(len(found) == 1 and len(found[0]) == 1 for found in stages.values()), sorted(priorities.items())
