@@ -40,9 +40,10 @@ Two more keep a worker's memory from growing with the input (it grew by about 8 
 6. Order. Dask orders tasks by its own heuristic, which ran a cheap reader of the decoded
    examples (the rejections branch, into a one-key GroupByKey) only after every partition had
    been decoded, so every partition's examples stayed in memory until then. Here each step's
-   tasks carry the step's position in the pipeline as their dask priority, later steps first:
-   a worker reads a partition before it decodes the one after next. (The graph goes to the
-   cluster unfused: dask's low-level fusion drops the priority annotations.)
+   tasks carry the step's position in the pipeline as their dask priority, later steps first
+   (a fused stage's, fix 10, its first step's): a worker reads a partition before it decodes
+   the one after next. (The graph goes to the cluster without dask's low-level fusion: it
+   drops the priority annotations.)
 7. Freed memory. glibc keeps what a bundle frees between long-lived small blocks; after each
    bundle the runner hands it back (``malloc_trim``, :func:`release_free_memory`).
 
@@ -78,8 +79,12 @@ And one more that every other runner does:
     one another's output run in one task per partition (a stage, :func:`plan_stages`): each
     element goes through all of the stage's steps as it is made, and a task keeps only the
     outputs that something outside the stage reads (a shuffle, a Flatten, a side input), one
-    partition each. A ParDo with side inputs starts a stage of its own (its side input may
-    be computed from the stage before it). Fewer tasks, too: a stage's steps share a task.
+    partition each. A ParDo whose side input is computed from the stage starts a stage of its
+    own (the stage would wait for itself); other side inputs are inputs of the stage's tasks.
+    So the job's whole per-image path, from pairing to tf.Transform's per-bundle analyzer
+    accumulators, is one stage, and what crosses its boundary is small: source records,
+    rejections, spill-file pointers, accumulators. Stages are built in dependency order
+    (:func:`_build_order`), since a later step may read a side input applied after the first.
 
 The job itself has no Dask-only code path: where Beam features behave differently on Dask
 the job uses what works on every runner (two Filters instead of tagged outputs, spill writes

@@ -12,7 +12,7 @@ process's maximum resident set (``ru_maxrss``) at the end of its run; it should 
 the dataset: the job streams. The DirectRunner runs with 2 worker processes
 (multi_processing) for comparison. With ``--repeats``, each runner runs that many times at
 each size, interleaved with the others, and its fastest run counts (this machine is shared and
-noisy; peak memory is the largest seen).
+noisy; peak memory is the largest seen); the speed-up is also given round by round.
 """
 
 from __future__ import annotations
@@ -72,19 +72,19 @@ def main(argv=None) -> dict:
     inputs = {n: subset_dir(records[:n], os.path.join(work, f"inputs-{n}"))
               for n in {small, large, args.memory_size} if n}
 
-    times, peaks = {}, {}
+    runs, peaks = {}, {}  # (runner, size) -> walls, in round order
     for n in (small, large):
         for _ in range(args.repeats):  # interleaved; the fastest of each counts
             seconds = run_job(inputs[n], os.path.join(work, "out"),
                               ["--direct_running_mode", "multi_processing", "--direct_num_workers", "2"])
-            times[("direct_2_processes", n)] = min(seconds, times.get(("direct_2_processes", n), seconds))
+            runs.setdefault(("direct_2_processes", n), []).append(seconds)
             for workers in (1, 2):
                 seconds, worker_peaks = run_on_dask(inputs[n], os.path.join(work, "out"), workers)
-                key = (f"dask_{workers}_workers", n)
-                times[key] = min(seconds, times.get(key, seconds))
+                runs.setdefault((f"dask_{workers}_workers", n), []).append(seconds)
                 peaks[(workers, n)] = [max(pair) for pair in zip(worker_peaks, peaks.get((workers, n), worker_peaks))]
-        print(f"{n} images: " + ", ".join(f"{name} {seconds:.1f} s" for (name, size), seconds in times.items()
-                                          if size == n), flush=True)
+        print(f"{n} images: " + ", ".join(f"{name} " + "/".join(f"{s:.1f}" for s in walls) + " s"
+                                          for (name, size), walls in runs.items() if size == n), flush=True)
+    times = {key: min(walls) for key, walls in runs.items()}
     if args.memory_size:
         _, peaks[(2, args.memory_size)] = run_on_dask(inputs[args.memory_size], os.path.join(work, "out"), 2)
         if args.memory_npartitions:
@@ -100,6 +100,12 @@ def main(argv=None) -> dict:
         result["wall_s"][name] = {small: times[(name, small)], large: times[(name, large)]}
     rates = result["steady_images_per_s"]
     result["dask_speedup_1_to_2_workers"] = rates["dask_2_workers"] / rates["dask_1_workers"]
+    # Round by round (the i-th run at each size): the spread says how far the best-of figure
+    # above can be trusted on a noisy machine.
+    per_round = {workers: [steady_state(small, a, large, b)[0] for a, b in
+                           zip(runs[(f"dask_{workers}_workers", small)], runs[(f"dask_{workers}_workers", large)])]
+                 for workers in (1, 2)}
+    result["dask_speedup_per_round"] = [two / one for one, two in zip(per_round[1], per_round[2])]
     result["dask_2_vs_direct_2"] = rates["dask_2_workers"] / rates["direct_2_processes"]
     result["peak_rss_mb_per_worker"] = {f"{workers}_workers_{n}_images": [round(p) for p in values]
                                         for (workers, n), values in peaks.items()}
