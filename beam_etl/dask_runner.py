@@ -344,9 +344,11 @@ def plan_stages(nodes) -> dict:
     readers = collections.defaultdict(list)  # PCollection -> [(node, whether as a side input)]
     upstream_of = {}  # node -> every node it depends on, through main and side inputs
     for node in nodes:
-        for value in [*node.inputs, *(side.pvalue for side in node.side_inputs)]:
+        for value in node.inputs:
             if isinstance(value, pvalue.PCollection):
-                readers[value].append((node, value not in node.inputs))
+                readers[value].append((node, False))
+        for side in node.side_inputs:
+            readers[side.pvalue].append((node, True))
         upstream_of[node] = set().union(*({producer, *upstream_of.get(producer, ())} for producer in _producers(node)))
     stages = {}
     for node in filter(_is_pardo, nodes):
@@ -392,8 +394,7 @@ def _build_order(nodes, stages) -> list:
     return order
 
 
-def _window_fn(node):
-    main_input = next(iter(node.main_inputs.values()))
+def _window_fn(main_input):
     return main_input.windowing.windowfn if hasattr(main_input, "windowing") else None
 
 
@@ -453,9 +454,9 @@ class _Translator:
         for node in stage.nodes:
             args, kwargs = node.transform.raw_side_inputs
             main = next(iter(node.main_inputs.values()))
-            parent = index.get(getattr(main, "producer", None)) if node is not first else None
+            parent = index[main.producer] if node is not first else None
             sides = self._side_inputs(node)
-            steps.append(_Step(node.full_label, node.transform.fn, tuple(args), kwargs, _window_fn(node),
+            steps.append(_Step(node.full_label, node.transform.fn, tuple(args), kwargs, _window_fn(main),
                                parent, main.tag if parent is not None else None, [spec for spec, _ in sides]))
             side_bags.extend(bag for _, bag in sides)
         exports = [(index[pcoll.producer], pcoll.tag) for pcoll in stage.exports]
