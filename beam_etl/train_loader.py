@@ -37,7 +37,14 @@ from beam_etl.options import flag_type, positive_int
 
 AUTOTUNE = tf.data.AUTOTUNE
 DEFAULT_SHUFFLE_BUFFER = 2048  # examples; 2048 raw 128x128 records are ~100 MB
-_READ_BUFFER = 8 << 20  # 8 MB per file reader: few, large reads (what GCS wants)
+_REMOTE_READ_BUFFER = 8 << 20  # 8 MB per file reader: few, large reads (what GCS wants)
+
+
+def read_buffer_size(path: str) -> int:
+    """``TFRecordDataset``'s ``buffer_size`` for ``path``: 8 MB for remote file systems
+    (``gs://``: few, large requests); none for local files, whose reader then reads each record
+    straight into its tensor (one copy less: 1.4-1.5x the records/s here, BENCHMARKS.md)."""
+    return _REMOTE_READ_BUFFER if "://" in path and not path.startswith("file://") else 0
 
 
 def load_manifest(data_dir: str) -> dict:
@@ -191,11 +198,13 @@ def make_dataset(data_dir: str, split: str = "train", batch_size: int = 64, *, s
     if shuffle:
         file_names = file_names.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
 
+    buffer_size = read_buffer_size(data_dir)
+
     def read_file(name):
-        records = tf.data.TFRecordDataset(name, buffer_size=_READ_BUFFER)
+        records = tf.data.TFRecordDataset(name, buffer_size=buffer_size)
         if record_shard is not None:
             records = records.shard(*record_shard)
-        return tf.data.Dataset.zip((records, tf.data.Dataset.from_tensors(name).repeat()))
+        return records.map(lambda record: (record, name))  # cheaper per record than a zip
 
     dataset = file_names.interleave(read_file, cycle_length=min(len(files), 16), block_length=1,
                                     num_parallel_calls=AUTOTUNE, deterministic=deterministic)
@@ -206,7 +215,9 @@ def make_dataset(data_dir: str, split: str = "train", batch_size: int = 64, *, s
         dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     if repeat:
         dataset = dataset.repeat()
-    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
+    # batched in parallel: faster here than in the parse's input thread (BENCHMARKS.md)
+    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder, num_parallel_calls=AUTOTUNE,
+                            deterministic=deterministic)
 
     def parse_and_decode(records, names):
         features = tf.io.parse_example(records, raw_spec, example_names=names)

@@ -6,14 +6,15 @@ On the raw-format shards of ``benchmarks.loader_throughput`` (made by it if miss
 run, tf.data pipelines built by hand from the loader's own steps, ending in uint8 images and
 masks as ``normalize_on_device`` does:
 - ``records``: interleave of the files and batch, no parsing (the benchmark's ceiling, (c));
+  every reader here reads as the loader does (``train_loader.read_buffer_size``);
 - ``+shuffle``: the 2,048-record shuffle buffer before the batch;
 - ``+parse``: batched ``parse_example`` and ``decode_raw`` of image and mask, without and
   with the shuffle;
 - ``ids_*``: with each record's file name (what parse errors quote) and class ids made
-  three ways: none, one uint8 subtraction (masks known to hold only class values), and
-  subtraction, comparison and select (any mask); ``files_repeated`` repeats the file list
-  before the interleave (no epoch boundaries), ``epochs`` shuffles and then repeats, as the
-  loader does (exact epochs);
+  three ways: none, subtraction (masks known to hold only class values), and subtraction,
+  comparison and select (any mask), batched in parallel as the loader does;
+  ``files_repeated`` repeats the file list before the interleave (no epoch boundaries),
+  ``epochs`` shuffles and then repeats, as the loader does (exact epochs);
 - ``loader``: ``train_loader.make_dataset(..., normalize_on_device=True)`` itself;
 - ``bytes_*``: the figure for a record layout that is not ``tf.train.Example`` (not what the
   job writes; measured so that the choice has a number): the same shards rewritten once, each
@@ -67,8 +68,8 @@ def pipelines(output: str, batch_size: int) -> dict:
 
     def records(names: bool, repeat_files: bool = True, files=files):
         def read(name):
-            file_records = tf.data.TFRecordDataset(name, buffer_size=8 << 20)
-            return tf.data.Dataset.zip((file_records, tf.data.Dataset.from_tensors(name).repeat())) if names else file_records
+            file_records = tf.data.TFRecordDataset(name, buffer_size=train_loader.read_buffer_size(output))
+            return file_records.map(lambda record: (record, name)) if names else file_records
 
         names_dataset = tf.data.Dataset.from_tensor_slices(files)
         return (names_dataset.repeat() if repeat_files else names_dataset).interleave(
@@ -94,8 +95,8 @@ def pipelines(output: str, batch_size: int) -> dict:
             dataset = records(True, repeat_files, files).shuffle(SHUFFLE)
             if not repeat_files:
                 dataset = dataset.repeat()
-            return dataset.batch(batch_size).map(lambda serialized, names: decode(serialized, names, ids),
-                                                 num_parallel_calls=AUTOTUNE)
+            return dataset.batch(batch_size, num_parallel_calls=AUTOTUNE).map(
+                lambda serialized, names: decode(serialized, names, ids), num_parallel_calls=AUTOTUNE)
         return make
 
     made = {

@@ -70,10 +70,10 @@ def decode_files_dataset(records, size: int, batch_size: int) -> tf.data.Dataset
 
 
 def records_only_dataset(output: str, batch_size: int) -> tf.data.Dataset:
-    """(c): the same shards read with no parsing."""
+    """(c): the same shards read with no parsing (the way the loader reads them)."""
     files = sorted(glob.glob(os.path.join(output, "*.tfrecord")))
     return (tf.data.Dataset.from_tensor_slices(files).repeat()
-            .interleave(lambda f: tf.data.TFRecordDataset(f, buffer_size=8 << 20),
+            .interleave(lambda f: tf.data.TFRecordDataset(f, buffer_size=train_loader.read_buffer_size(output)),
                         cycle_length=len(files), num_parallel_calls=AUTOTUNE, deterministic=False)
             .batch(batch_size).prefetch(AUTOTUNE))
 

@@ -137,16 +137,22 @@ def test_class_ids_of_mask_values_contiguous_or_not(values, dtype):
     np.testing.assert_array_equal(ids.numpy(), class_ids[masks])
 
 
+@pytest.mark.parametrize("shape", [(1, 8, 8), (3, 3, 5)])  # four pixels per word; one by one
 @pytest.mark.parametrize("dtype", [tf.int64, tf.int32, tf.int8])
-@pytest.mark.parametrize("values", [(1, 2, 3), (0, 1), (0, 2, 255), (7,)])
-def test_class_ids_of_masks_holding_only_classes(values, dtype):
+@pytest.mark.parametrize("values", [(1, 2, 3), (0, 1), (0, 2, 255), (7,), (126, 127, 128, 129), (254, 255)])
+def test_class_ids_of_masks_holding_only_classes(values, dtype, shape):
     is_class = np.isin(np.arange(256), values)
     class_ids = np.where(is_class, np.cumsum(is_class) - 1, -1)
-    masks = np.array(values, dtype=np.uint8)[np.arange(64) % len(values)].reshape(1, 8, 8)
+    size = int(np.prod(shape))
+    masks = np.array(values, dtype=np.uint8)[np.random.default_rng(0).integers(len(values), size=size)].reshape(shape)
     ids = statistics.class_ids_of(tf.constant(masks), tf.constant(class_ids), dtype, only_classes=True)
-    assert ids.dtype == dtype
+    assert ids.dtype == dtype and ids.shape == shape
     np.testing.assert_array_equal(ids.numpy(), class_ids[masks])
     np.testing.assert_array_equal(ids.numpy(), statistics.class_ids_of(tf.constant(masks), tf.constant(class_ids), dtype).numpy())
+    # in a tf.function over batches of unknown size, as the loader calls it
+    batched = tf.function(lambda m: statistics.class_ids_of(m, tf.constant(class_ids), dtype, only_classes=True),
+                          input_signature=[tf.TensorSpec([None, *shape[1:]], tf.uint8)])
+    np.testing.assert_array_equal(batched(tf.constant(masks)).numpy(), class_ids[masks])
 
 
 @pytest.mark.parametrize("mask_values, split, expected", [

@@ -224,3 +224,9 @@ def test_distribute_datasets_from_function_under_mirrored_strategy(raw_output):
     per_replica = json.loads(result.stdout.strip().splitlines()[-1])
     assert sum(per_replica) == manifest["splits"]["train"]["num_examples"]
     assert all(per_replica)
+
+
+@pytest.mark.parametrize("path, expected", [("/data/out", 0), ("relative/out", 0), ("file:///data/out", 0),
+                                            ("gs://bucket/out", 8 << 20), ("s3://bucket/out", 8 << 20)])
+def test_local_files_are_read_unbuffered_and_remote_ones_in_large_requests(path, expected):
+    assert train_loader.read_buffer_size(path) == expected
