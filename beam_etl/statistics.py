@@ -148,9 +148,9 @@ def class_ids_of(masks, class_ids, dtype, only_classes: bool = False):
     is the general case, several times slower per pixel. ``tf.int8`` (for at most 128
     classes) stays in 8 bits throughout: -1 is 0xFF reinterpreted.
 
-    With ``only_classes`` the subtraction runs on four pixels at once: TensorFlow's uint8
-    arithmetic is not vectorized, a uint32 one is, and since no pixel is below the range, no
-    byte borrows from the next (``_subtract_from_each_byte``).
+    With ``only_classes`` the subtraction runs on four pixels at once, as uint32: since no
+    pixel is below the range, no byte borrows from the next (``_subtract_from_each_byte``).
+    On a 128x128 mask, one thread: 6-7 microseconds as uint8, under 1 as uint32 (BENCHMARKS.md).
     """
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 

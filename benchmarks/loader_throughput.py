@@ -91,7 +91,7 @@ def images_per_second(dataset: tf.data.Dataset, batches: int, warmup: int = 5) -
     return images / (time.perf_counter() - started)
 
 
-def parse_args(description: str, argv=None) -> argparse.Namespace:
+def build_parser(description: str) -> argparse.ArgumentParser:
     """The loader benchmarks' flags: which shards (made once under --work), how long to time."""
     parser = argparse.ArgumentParser(description=description.split("\n\n")[0])
     parser.add_argument("--num_images", type=int, default=2000)
@@ -101,7 +101,11 @@ def parse_args(description: str, argv=None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--data", default=os.path.join(tempfile.gettempdir(), "beam-etl-bench-data"))
     parser.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "beam-etl-bench-loader"))
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(description: str, argv=None) -> argparse.Namespace:
+    return build_parser(description).parse_args(argv)
 
 
 def main(argv=None) -> dict:
