@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 
 
@@ -34,12 +33,9 @@ def _one(argv) -> None:
 
 
 def run_with(tree: str, output: str, batch_size: int, batches: int) -> dict:
-    # This file as a script (the other revision may not have it); its imports come from ``tree``.
-    completed = subprocess.run(
-        [sys.executable, os.path.abspath(__file__), "--one", output, str(batch_size), str(batches)],
-        cwd=tree, check=True, capture_output=True, text=True,
-        env={**os.environ, "PYTHONPATH": tree, "TF_CPP_MIN_LOG_LEVEL": "3"})
-    return json.loads(completed.stdout.strip().splitlines()[-1])
+    from benchmarks.revisions import run_in  # pylint: disable=import-outside-toplevel  # see run_in
+
+    return run_in(tree, __file__, "--one", output, str(batch_size), str(batches))
 
 
 def main(argv=None) -> dict:
