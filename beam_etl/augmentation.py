@@ -59,6 +59,12 @@ def sample_params(rng: np.random.Generator, settings: AugmentSettings = AugmentS
     )
 
 
+def can_augment(source_hw: tuple[int, int]) -> bool:
+    """Whether an image of ``source_hw`` leaves room for a crop inside its border margin."""
+    margin = _margin(source_hw)
+    return min(source_hw) - 2 * margin > 0
+
+
 def affine_coefficients(source_hw: tuple[int, int], output_hw: tuple[int, int],
                         params: AugmentParams, margin: float = _MIN_MARGIN) -> tuple[float, ...]:
     """``(a, b, c, d, e, f)`` mapping output to source coordinates, as Pillow's AFFINE data:

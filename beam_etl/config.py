@@ -7,6 +7,7 @@ error names the flag and the value) and the cross-field checks.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 
 from apache_beam.io.gcp import bigquery_tools
@@ -16,6 +17,7 @@ from beam_etl import schema
 SPLITS = ("train", "val", "test")
 IMAGE_FORMATS = ("jpeg", "png", "raw")
 DEFAULT_SPLIT_FRACTIONS = (("train", 0.8), ("val", 0.1), ("test", 0.1))
+MIN_SHARD_MB, MAX_SHARD_MB = 0.001, 1_000_000.0  # 1 KB to 1 TB per file
 
 
 def parse_image_size(text: str) -> tuple[int, int]:
@@ -152,12 +154,13 @@ class JobConfig:
             raise ValueError(f"--max_pixels must be positive, got {self.max_pixels}")
         if not 0 <= self.augment_copies <= 100:
             raise ValueError(f"--augment_copies must be in [0, 100], got {self.augment_copies}")
-        if not 0.0 <= self.val_fraction < 1.0:
+        if not 0.0 <= self.val_fraction < 1.0:  # (nan fails every comparison)
             raise ValueError(f"--val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.num_shards is not None and not 1 <= self.num_shards <= 99999:
             raise ValueError(f"--num_shards must be in [1, 99999], got {self.num_shards}")
-        if self.shard_size_mb <= 0:
-            raise ValueError(f"--shard_size_mb must be positive, got {self.shard_size_mb}")
+        if not MIN_SHARD_MB <= self.shard_size_mb <= MAX_SHARD_MB:  # also refuses nan
+            raise ValueError(f"--shard_size_mb must be within [{MIN_SHARD_MB:g}, {MAX_SHARD_MB:g}], "
+                             f"got {self.shard_size_mb}")
         if not 0.0 <= self.max_reject_fraction <= 1.0:
             raise ValueError(
                 f"--max_reject_fraction must be in [0, 1], got {self.max_reject_fraction}")

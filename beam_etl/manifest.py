@@ -1,8 +1,10 @@
 """``OUTPUT/manifest.json``: what the job wrote, and the mark that the output is complete.
 
-The manifest is written last, by a step that waits for every shard and the rejected list to
-be in place; a run that fails leaves none, and :func:`read_manifest` refuses a directory
-without one. It is also where readers find the file list and the feature schema.
+The manifest is built last, by a step that waits for every shard, the rejected list and the
+transform graph to be staged, and goes in last, by the commit (:mod:`beam_etl.commit`); a run
+that fails leaves none of its own, and :func:`read_manifest` refuses a directory without one.
+It lists every file of the output with its size, crc32c and (shards) record count, and is where
+readers find the file list and the feature schema.
 """
 
 from __future__ import annotations
@@ -11,35 +13,40 @@ import json
 import platform
 
 import apache_beam as beam
-from apache_beam.io.filesystems import FileSystems
+import google_crc32c
 
 import beam_etl
-from beam_etl import schema, sink, statistics
+from beam_etl import commit, filesystem, schema
 from beam_etl.config import JobConfig
+from beam_etl.output_layout import (MANIFEST, STAGING_DIR, TRANSFORM_DIRS, IncompleteOutputError,  # noqa: F401
+                                    join, missing_manifest)
 
-MANIFEST = "manifest.json"
-FORMAT_VERSION = 1
-
-
-class IncompleteOutputError(FileNotFoundError):
-    """The directory has no manifest: the job did not finish, or it is not beam-etl output."""
-
-
-def missing_manifest(path: str, output_dir: str) -> IncompleteOutputError:
-    return IncompleteOutputError(
-        f"{path} does not exist: {output_dir} is not a complete beam-etl output "
-        "(the job did not finish, or wrote elsewhere)")
+FORMAT_VERSION = 2  # 2: "files" lists every file with bytes and crc32c; "run_id"
 
 
 def read_manifest(output_dir: str) -> dict:
-    path = sink.join(output_dir, MANIFEST)
-    if not FileSystems.exists(path):
+    path = join(output_dir, MANIFEST)
+    if not filesystem.exists(path):
         raise missing_manifest(path, output_dir)
-    with FileSystems.open(path) as handle:
-        return json.loads(handle.read().decode("utf-8"))
+    return json.loads(filesystem.read_bytes(path).decode("utf-8"))
 
 
-def build_manifest(config: JobConfig, parts: list[tuple[str, object]]) -> dict:
+def file_entry(path: str) -> dict:
+    """``{"bytes", "crc32c"}`` of a file, read back (tf.Transform's files: small)."""
+    data = filesystem.read_bytes(path)
+    return {"bytes": len(data), "crc32c": google_crc32c.Checksum(data).hexdigest().decode("ascii")}
+
+
+def staged_transform_files(output_dir: str) -> dict[str, dict]:
+    """The staged tf.Transform files, as the manifest's ``files`` entries."""
+    staged = join(output_dir, STAGING_DIR)
+    return {f"{directory}/{name}": file_entry(join(staged, f"{directory}/{name}"))
+            for directory in TRANSFORM_DIRS
+            for name in filesystem.list_files(join(staged, directory))}
+
+
+def build_manifest(config: JobConfig, parts: list[tuple[str, object]],
+                   transform_files: dict[str, dict] | None = None, run_id: str = "") -> dict:
     """Assembles the manifest from the writers' reports; raises if any input is unaccounted for."""
     shards = sorted((info for kind, info in parts if kind == "shard"), key=lambda i: i["file"])
     (rejected,) = [info for kind, info in parts if kind == "rejected"]
@@ -53,6 +60,19 @@ def build_manifest(config: JobConfig, parts: list[tuple[str, object]]) -> dict:
             "bytes": sum(info["bytes"] for info in files),
             "files": [info["file"] for info in files],
         }
+    files = {info["file"]: {"bytes": info["bytes"], "crc32c": info["crc32c"],
+                            "num_examples": info["num_examples"]} for info in shards}
+    files[rejected["file"]] = {"bytes": rejected["bytes"], "crc32c": rejected["crc32c"],
+                               "num_records": rejected["num_rejected"]}
+    statistics = next((info for kind, info in parts if kind == "statistics"), None)
+    absent = None
+    if not config.statistics:
+        absent = "--no_statistics"
+    elif statistics is None or statistics.get("absent"):
+        absent = statistics["absent"] if statistics else "no statistics were computed"
+        statistics = None
+    else:
+        files.update(transform_files or {})
     written = sum(split["num_source_examples"] for split in splits.values())
     if written + rejected["num_rejected"] != num_inputs:
         raise RuntimeError(
@@ -60,16 +80,20 @@ def build_manifest(config: JobConfig, parts: list[tuple[str, object]]) -> dict:
             f"{rejected['num_rejected']} rejected")
     return {
         "format_version": FORMAT_VERSION,
+        "run_id": run_id,
         "num_inputs": num_inputs,
         "num_written": written,
         "num_rejected": rejected["num_rejected"],
         "num_examples": sum(split["num_examples"] for split in splits.values()),
-        "rejected": rejected,
+        "rejected": {key: rejected[key] for key in ("file", "num_rejected", "by_reason", "by_stage")},
         "splits": splits,
         "image": config.image_info(),
         "features": schema.describe(),
-        # Full-pass statistics of the training split (beam_etl.statistics); None with --no_statistics.
-        "statistics": next((info for kind, info in parts if kind == "statistics"), None),
+        # Full-pass statistics of the training split (beam_etl.statistics); None with
+        # --no_statistics or an empty training split, and "statistics_absent" says which.
+        "statistics": statistics,
+        "statistics_absent": absent,
+        "files": dict(sorted(files.items())),
         "flags": config.flags(),
         "versions": {"beam_etl": beam_etl.__version__, "apache_beam": beam.__version__,
                      "python": platform.python_version()},
@@ -82,46 +106,30 @@ def check_reject_fraction(config: JobConfig, manifest: dict) -> None:
         raise RuntimeError(
             f"{manifest['num_rejected']} of {manifest['num_inputs']} inputs rejected "
             f"({fraction:.1%}) is above --max_reject_fraction={config.max_reject_fraction}; "
-            f"see {sink.join(config.output, sink.REJECTED_FILE)}. No manifest was written.")
+            f"by reason {manifest['rejected']['by_reason']}. --output {config.output!r} was not changed.")
 
 
-def _write_manifest(parts, config: JobConfig):
-    manifest = build_manifest(config, parts)
+
+def _write_manifest(parts, config: JobConfig, run_id: str):
+    has_transform = any(kind == "statistics" and not info.get("absent") for kind, info in parts)
+    manifest = build_manifest(config, parts,
+                              staged_transform_files(config.output) if has_transform else None, run_id)
     check_reject_fraction(config, manifest)
-    text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
-    sink.write_atomically(config.output, MANIFEST, [text.encode("utf-8")])
-    sink.remove_incomplete(config.output)
+    commit.commit(config.output, run_id, manifest, list(manifest["files"]))
     yield manifest
 
 
 class WriteManifest(beam.PTransform):
-    """Takes ``(kind, info)`` reports (``shard``, ``rejected``, ``inputs``) and writes the manifest
-    once all have arrived; yields the manifest dict."""
+    """Takes ``(kind, info)`` reports (``shard``, ``rejected``, ``inputs``, ``statistics``) and,
+    once all have arrived, commits the staged files with their manifest (run ``run_id`` holds
+    the output's lease); yields the manifest dict."""
 
-    def __init__(self, config: JobConfig):
+    def __init__(self, config: JobConfig, run_id: str):
         super().__init__()
         self._config = config
+        self._run_id = run_id
 
     def expand(self, reports):
         return (reports
                 | "CollectReports" >> beam.combiners.ToList()  # [(kind, info)], after every writer
-                | "WriteManifestFile" >> beam.FlatMap(_write_manifest, self._config))
-
-
-def prepare_output(config: JobConfig) -> None:
-    """Launch-time: refuse to mix with an earlier run, or clear it with --overwrite.
-
-    The manifest goes first, so a run that dies mid-way never leaves the old one standing.
-    """
-    manifest_path = sink.join(config.output, MANIFEST)
-    has_manifest = FileSystems.exists(manifest_path)
-    earlier = FileSystems.match([sink.join(config.output, "*.tfrecord")])[0].metadata_list
-    if not (earlier or has_manifest):
-        return
-    if not config.overwrite:
-        raise ValueError(f"--output {config.output!r} already holds a run's output; "
-                         "pass --overwrite to replace it")
-    paths = [manifest_path] if has_manifest else []
-    FileSystems.delete(paths + [metadata.path for metadata in earlier])
-    for name in (sink.REJECTED_DIR, sink.INCOMPLETE_DIR, *statistics.TRANSFORM_DIRS):
-        sink.delete_tree(sink.join(config.output, name))
+                | "WriteManifestFile" >> beam.FlatMap(_write_manifest, self._config, self._run_id))

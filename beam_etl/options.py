@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
+import os
 
-from apache_beam.options.pipeline_options import (GoogleCloudOptions, PipelineOptions,
-                                                  _BeamArgumentParser)
+from apache_beam.options.pipeline_options import (DirectOptions, GoogleCloudOptions, PipelineOptions,
+                                                  StandardOptions, TestOptions, _BeamArgumentParser)
 
 from beam_etl import config as config_lib
 
@@ -37,6 +39,20 @@ def positive_int(text):
     value = int(text)
     if value < 1:
         raise ValueError("must be a positive integer")
+    return value
+
+
+def finite_float(text):
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError("must be a finite number")
+    return value
+
+
+def positive_hours(text):
+    value = finite_float(text)
+    if value <= 0:
+        raise ValueError("must be a positive number of hours")
     return value
 
 
@@ -114,8 +130,10 @@ class PreprocessOptions(PipelineOptions):
                          help="JPEG quality, 1-100. Default 95.")
         out.add_argument("--num_shards", type=flag_type(positive_int), default=None,
                          help="Files per split. Default: enough for --shard_size_mb per file.")
-        out.add_argument("--shard_size_mb", type=flag_type(float), default=100.0,
-                         help="Target size of a shard in MB when --num_shards is not given. Default 100.")
+        out.add_argument("--shard_size_mb", type=flag_type(finite_float), default=100.0,
+                         help="Target size of a shard in MB when --num_shards is not given "
+                              f"({config_lib.MIN_SHARD_MB:g}-{config_lib.MAX_SHARD_MB:g}; never more "
+                              "files than examples). Default 100.")
         proc = parser.add_argument_group("processing")
         proc.add_argument("--max_pixels", type=flag_type(positive_int), default=40_000_000,
                           help="Refuse images with more pixels than this, from their header, "
@@ -185,6 +203,13 @@ class RunnerOptions(PipelineOptions):
             "--render_graph", default=None, metavar="PATH",
             help="Write a picture of the job's graph (.svg, .png or .dot; needs Graphviz's dot "
                  "for images) before running it.")
+        parser.add_argument(
+            "--break_lease", action="store_true", default=False,
+            help="Take over --output from a run that is gone (its process no longer runs on this "
+                 "host, or its lease is older than --lease_timeout_hours), clearing what it left.")
+        parser.add_argument(
+            "--lease_timeout_hours", type=flag_type(positive_hours), default=48.0, metavar="H",
+            help="A lease older than this counts as stale (for runs on other hosts). Default 48.")
 
 
 # Beam 2.77 does not resolve the short name of its Dask runner; ours fixes it besides.
@@ -230,10 +255,45 @@ def parse_args(argv: list[str], prog: str | None = None,
     options = PipelineOptions(argv)
     try:
         job_config = options.view_as(PreprocessOptions).to_config()
+        check_runner_flags(options)
+        check_output_flag(job_config.output)
     except ValueError as error:
         parser.error(str(error))
     return _with_bigquery_project(job_config, options.view_as(GoogleCloudOptions).project,
                                   parser), options
+
+
+def is_dry_run(options: PipelineOptions) -> bool:
+    """``--dry_run=True``: DataflowRunner builds the job and submits nothing."""
+    return bool(options.view_as(TestOptions).dry_run)
+
+
+def check_runner_flags(options: PipelineOptions) -> None:
+    """Beam's own flags that Beam would check only once the job runs, or never."""
+    # pylint: disable=import-outside-toplevel
+    from apache_beam.runners import runner as runner_lib
+
+    name = options.view_as(StandardOptions).runner
+    if name:
+        try:
+            runner_lib.create_runner(name)
+        except (ValueError, ImportError, AttributeError) as error:
+            raise ValueError(f"--runner {name!r} is not a runner Beam knows: {error}") from None
+    workers = options.view_as(DirectOptions).direct_num_workers
+    if workers is None or workers < 0:
+        raise ValueError(f"--direct_num_workers must be 0 (one per core) or more, got {workers}")
+    graph = options.view_as(RunnerOptions).render_graph
+    if graph is not None:
+        folder = os.path.dirname(os.path.abspath(graph))
+        if not os.path.isdir(folder):
+            raise ValueError(f"--render_graph {graph!r}: folder {folder!r} does not exist")
+        if os.path.splitext(graph)[1] not in (".svg", ".png", ".dot"):
+            raise ValueError(f"--render_graph {graph!r}: expected a .svg, .png or .dot file")
+
+
+def check_output_flag(output: str) -> None:
+    if "://" not in output and os.path.exists(output) and not os.path.isdir(output):
+        raise ValueError(f"--output {output!r} is a file, not a folder")
 
 
 def _with_bigquery_project(job_config, project, parser):

@@ -11,7 +11,7 @@ import numpy as np
 from beam_etl import augmentation, decoding, encoding, resizing, schema, validation
 from beam_etl.config import JobConfig
 from beam_etl.hashing import rng_for
-from beam_etl.records import EncodedExample, SourceRecord
+from beam_etl.records import EncodedExample, RejectedInput, SourceRecord
 
 
 def decode_size_hint(config: JobConfig) -> tuple[int, int]:
@@ -56,6 +56,10 @@ def process_example(record: SourceRecord, image_bytes: bytes, mask_bytes: bytes,
                                   min_size=decode_size_hint(config))
     mask = decoding.decode_mask(mask_bytes, max_pixels=config.max_pixels)
     validation.validate_pair(image, mask, config.mask_values)
+    if split == "train" and config.augment_copies and not augmentation.can_augment(mask.shape):
+        raise RejectedInput("augment", "too_small_to_augment",
+                            f"{mask.shape[1]}x{mask.shape[0]} pixels leave no room for the crops of "
+                            f"--augment_copies={config.augment_copies}")
     examples = [encode_example(
         config, record, split, 0,
         resizing.resize_image(image.pixels, config.image_size),

@@ -3,8 +3,9 @@ sinks rely on a finalize step that some runners, Dask among them, do not execute
 
 Shards: each example goes to shard ``stable_hash(example_key) % num_shards`` of its split;
 a shard's records are sorted by key; so the same inputs give byte-identical files whatever
-the runner, worker count or bundle order. Every file is written under ``.incomplete/`` and
-renamed into place once complete.
+the runner, worker count or bundle order. Every file is written to a temporary name and renamed
+into ``.incomplete/staged/`` once complete, with its size and crc32c; the commit
+(:mod:`beam_etl.commit`) moves the staged files into ``--output``.
 
 The example bytes never go through the shuffle. The step that makes them appends them to a
 spill file of its bundle (``.incomplete/spill/``) and passes on only where they are; the
@@ -21,49 +22,35 @@ import math
 import uuid
 
 import apache_beam as beam
-from apache_beam.io.filesystem import BeamIOError
+import google_crc32c
 from apache_beam.io.filesystems import FileSystems
 
-from beam_etl import tfrecord
+from beam_etl import filesystem, tfrecord
 from beam_etl.config import JobConfig
 from beam_etl.hashing import stable_hash
+from beam_etl.output_layout import INCOMPLETE_DIR, REJECTED_DIR, REJECTED_FILE, SPILL_DIR, STAGING_DIR, join, shard_name
 from beam_etl.records import EncodedExample
 from beam_etl.splits import assign_split
 
-INCOMPLETE_DIR = ".incomplete"
-SPILL_DIR = f"{INCOMPLETE_DIR}/spill"
-REJECTED_DIR = "rejected"
-REJECTED_FILE = f"{REJECTED_DIR}/rejected-00000-of-00001.jsonl"
 _EMPTY = None  # placeholder value that makes a shard exist even when no example lands in it
 
 
-def shard_name(split: str, shard: int, num_shards: int) -> str:
-    return f"{split}-{shard:05d}-of-{num_shards:05d}.tfrecord"
-
-
-def join(directory: str, name: str) -> str:
-    return FileSystems.join(directory, *name.split("/"))
-
-
-def write_atomically(output_dir: str, name: str, chunks) -> int:
-    """Writes ``chunks`` (bytes) to ``output_dir/name`` through a temporary file; returns bytes."""
-    temporary = join(output_dir, f"{INCOMPLETE_DIR}/{name}")
+def stage_file(output_dir: str, name: str, chunks) -> dict:
+    """Writes ``chunks`` (bytes) to ``output_dir/.incomplete/staged/name`` through a temporary
+    file; returns the manifest's entry for it: ``{"bytes": n, "crc32c": "8 hex digits"}``."""
+    temporary = join(output_dir, f"{INCOMPLETE_DIR}/tmp/{uuid.uuid4().hex}")
+    checksum = google_crc32c.Checksum()
     written = 0
+    filesystem.make_parent(temporary)
     with FileSystems.create(temporary) as handle:
         for chunk in chunks:
             handle.write(chunk)
+            checksum.update(chunk)
             written += len(chunk)
-    final = join(output_dir, name)
-    parent = FileSystems.split(final)[0]
-    if not FileSystems.exists(parent):
-        try:
-            FileSystems.mkdirs(parent)  # local paths need it; object stores have no directories
-        except BeamIOError:
-            pass  # created meanwhile by a parallel writer
-    if FileSystems.exists(final):  # a retried bundle: the earlier attempt's bytes are identical
-        FileSystems.delete([final])
-    FileSystems.rename([temporary], [final])
-    return written
+    final = join(output_dir, f"{STAGING_DIR}/{name}")
+    filesystem.delete_file(final)  # a retried bundle: the earlier attempt's bytes are identical
+    filesystem.rename(temporary, final)
+    return {"bytes": written, "crc32c": checksum.hexdigest().decode("ascii")}
 
 
 # Expected bytes per pixel of an encoded record, for choosing shard counts before any image
@@ -82,7 +69,8 @@ def _shard_counts(split_inputs, config: JobConfig, shard_bytes: int):
     record_bytes = expected_record_bytes(config)
     for split, inputs in split_inputs:
         examples = inputs * (1 + config.augment_copies if split == "train" else 1)
-        counts[split] = max(1, math.ceil(examples * record_bytes / shard_bytes))
+        # never more files than examples: tiny --shard_size_mb values must not make empty files
+        counts[split] = max(1, min(examples, math.ceil(examples * record_bytes / shard_bytes)))
     return sorted(counts.items())
 
 
@@ -140,6 +128,7 @@ class _SpillFn(beam.DoFn):
     def process(self, example: EncodedExample):
         if self._handle is None:
             self._uri = join(self._output_dir, f"{SPILL_DIR}/{uuid.uuid4().hex}.bin")
+            filesystem.make_parent(self._uri)
             self._handle = FileSystems.create(self._uri)
             self._offset = 0
         data = example.serialized
@@ -206,14 +195,14 @@ class _WriteShardFn(beam.DoFn):
         (split, shard, num_shards), values = element
         pointers = sorted(value for value in values if value is not _EMPTY)
         name = shard_name(split, shard, num_shards)
-        size = write_atomically(self._output_dir, name,
-                                (tfrecord.frame(data) for data in _spilled_in_order(pointers)))
+        written = stage_file(self._output_dir, name,
+                             (tfrecord.frame(data) for data in _spilled_in_order(pointers)))
         yield {
             "split": split,
             "file": name,
             "num_examples": len(pointers),
             "num_source_examples": sum(1 for _, copy, *_ in pointers if copy == 0),
-            "bytes": size,
+            **written,
         }
 
 
@@ -248,10 +237,11 @@ class _WriteRejectedFn(beam.DoFn):
         _, values = element
         rejections = sorted((value for value in values if value is not _EMPTY),
                             key=lambda r: (r.uri, r.stage, r.reason, r.key or ""))
-        write_atomically(self._output_dir, REJECTED_FILE,
-                         (f"{r.to_json()}\n".encode("utf-8") for r in rejections))
+        written = stage_file(self._output_dir, REJECTED_FILE,
+                             (f"{r.to_json()}\n".encode("utf-8") for r in rejections))
         yield {
             "file": REJECTED_FILE,
+            **written,
             "num_rejected": len(rejections),
             "by_reason": dict(sorted(collections.Counter(r.reason for r in rejections).items())),
             "by_stage": dict(sorted(collections.Counter(r.stage for r in rejections).items())),
@@ -273,22 +263,3 @@ class WriteRejected(beam.PTransform):
                 | "FlattenRejections" >> beam.Flatten()
                 | "GroupRejections" >> beam.GroupByKey()  # ("rejected", [Rejection])
                 | "WriteRejectedFile" >> beam.ParDo(_WriteRejectedFn(self._output_dir)))
-
-
-def delete_tree(path: str) -> None:
-    """Deletes a directory and everything under it, local or in an object store.
-
-    Object stores (``gs://``) have no directories: ``exists`` is False for a prefix, so the
-    objects under it are matched and deleted one by one.
-    """
-    if FileSystems.exists(path):
-        FileSystems.delete([path])
-        return
-    objects = FileSystems.match([f"{path.rstrip('/')}/**"])[0].metadata_list
-    if objects:
-        FileSystems.delete([metadata.path for metadata in objects])
-
-
-def remove_incomplete(output_dir: str) -> None:
-    delete_tree(join(output_dir, INCOMPLETE_DIR))
-

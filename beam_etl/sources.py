@@ -20,7 +20,7 @@ from apache_beam.io.filesystem import MatchResult
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from beam_etl import bigquery_source
+from beam_etl import bigquery_source, filesystem
 from beam_etl.records import Rejection, SourceRecord, SplitRejections
 from beam_etl.splits import TRAINVAL
 
@@ -96,7 +96,7 @@ class _PairAndDedupFn(beam.DoFn):
         if not images:
             if masks:
                 yield self._reject(masks[0], "missing_image", f"mask has no image with stem {stem!r}", stem)
-            for _, _, _, list_uri in metas:
+            for _, _, _, list_uri, _ in metas:
                 root = posixpath.dirname(posixpath.dirname(list_uri))
                 yield self._reject(posixpath.join(root, "images", f"{stem}.jpg"), "missing_image",
                                    f"{stem!r} is listed in {list_uri} but has no image file", stem)
@@ -104,8 +104,14 @@ class _PairAndDedupFn(beam.DoFn):
         if not masks:
             yield self._reject(images[0], "missing_mask", f"image has no mask with stem {stem!r}", stem)
             return
+        conflicting = sorted({(split, label) for split, label, *_ in metas})
+        if len(conflicting) > 1:
+            lines = [f"{uri}:{number} ({split}, class {label + 1})" for split, label, _, uri, number in metas]
+            yield self._reject(images[0], "conflicting_lists",
+                               f"{stem!r} is listed with different classes or splits: {'; '.join(lines)}", stem)
+            return
         if metas:
-            split, label, label_name, _ = metas[0]
+            split, label, label_name, *_ = metas[0]
             yield SourceRecord(key=stem, image_uri=images[0], mask_uri=masks[0], label=label,
                                label_name=label_name, split=split)
         else:
@@ -162,7 +168,7 @@ class ReadImageMaskPairs(beam.PTransform):
 def parse_oxford_list(text: str, list_uri: str, split: str):
     """Lines ``Abyssinian_100 1 1 1`` (name, class id 1-37, species, breed id); ``#`` comments.
 
-    Yields ``(stem, (split, label, breed_name, list_uri))`` with label = class id - 1.
+    Yields ``(stem, (split, label, breed_name, list_uri, line_number))`` with label = class id - 1.
     """
     for number, line in enumerate(text.splitlines(), start=1):
         line = line.strip()
@@ -176,14 +182,15 @@ def parse_oxford_list(text: str, list_uri: str, split: str):
         except (ValueError, IndexError):
             raise ValueError(f"{list_uri}:{number}: expected 'NAME CLASS_ID SPECIES BREED_ID', "
                              f"got {line!r}") from None
-        yield name, (split, class_id - 1, name.rsplit("_", 1)[0], list_uri)
+        yield name, (split, class_id - 1, name.rsplit("_", 1)[0], list_uri, number)
 
 
 def _read_oxford_list(entry):
+    """An Oxford list file's entries; none where the dataset has no such list."""
     list_uri, split = entry
-    with FileSystems.open(list_uri) as handle:
-        text = handle.read().decode("utf-8")
-    yield from parse_oxford_list(text, list_uri, split)
+    if not filesystem.exists(list_uri):
+        return
+    yield from parse_oxford_list(filesystem.read_bytes(list_uri).decode("utf-8"), list_uri, split)
 
 
 class ReadOxfordPets(beam.PTransform):
@@ -192,7 +199,8 @@ class ReadOxfordPets(beam.PTransform):
     ``images/*.jpg`` and ``annotations/trimaps/*.png`` are paired by stem; the list files
     ``annotations/trainval.txt`` and ``annotations/test.txt``, where present, give each
     image's class (label = CLASS-ID - 1, name = the breed) and split. Images in no list keep
-    label -1 and are split by ``--split_fractions``.
+    label -1 and are split by ``--split_fractions``. ``root`` is a path, not a pattern: its glob
+    characters match only themselves.
     """
 
     def __init__(self, root: str):
@@ -200,22 +208,23 @@ class ReadOxfordPets(beam.PTransform):
         self._root = root.rstrip("/")
 
     def list_files(self) -> list[tuple[str, str]]:
-        lists = [(f"{self._root}/annotations/{name}", split) for name, split in OXFORD_LISTS]
-        return [(uri, split) for uri, split in lists if FileSystems.exists(uri)]
+        """The list files the layout may have (read in the job, where present: building the job
+        touches no source)."""
+        return [(f"{self._root}/annotations/{name}", split) for name, split in OXFORD_LISTS]
 
     @property
     def images_glob(self) -> str:
-        return f"{self._root}/images/*.jpg"
+        return f"{filesystem.escape_glob(self._root)}/images/*.jpg"
 
     @property
     def masks_glob(self) -> str:
-        return f"{self._root}/annotations/trimaps/*.png"
+        return f"{filesystem.escape_glob(self._root)}/annotations/trimaps/*.png"
 
     def entries(self, pbegin, source: int = 0) -> list:
         """Files and list lines as ``(stem, (source, tag, value))``, before pairing."""
         metas = (pbegin
                  | "ListFiles" >> beam.Create(self.list_files())
-                 | "ReadLists" >> beam.FlatMap(_read_oxford_list))  # (stem, (split, label, name, list))
+                 | "ReadLists" >> beam.FlatMap(_read_oxford_list))  # (stem, (split, label, name, list, line))
         return [_tag(pbegin | "MatchImages" >> _MatchByStem(self.images_glob), "TagImages", source, IMAGE),
                 _tag(pbegin | "MatchMasks" >> _MatchByStem(self.masks_glob), "TagMasks", source, MASK),
                 _tag(metas, "TagLists", source, META)]

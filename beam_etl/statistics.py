@@ -29,15 +29,15 @@ from __future__ import annotations
 import apache_beam as beam
 import numpy as np
 
-from beam_etl import encoding, schema, sink
+from beam_etl import encoding, schema
 from beam_etl.config import JobConfig
+from beam_etl.output_layout import STAGING_DIR, TFT_TEMP_DIR, TRANSFORM_DIRS, join
 
 CLASS_NAMES = "class_names"  # TFT vocabulary file name
 IMAGE, MASK, LABEL = "image", "mask", "label"
 STATISTICS_PREFIX = "statistics/"
 NUM_MASK_VALUES = 256  # masks are uint8
-TFT_TEMP_DIR = f"{sink.INCOMPLETE_DIR}/tft"
-TRANSFORM_DIRS = ("transform_fn", "transformed_metadata")  # what tft.TFTransformOutput reads
+EMPTY_TRAINING_SPLIT = "the training split is empty"  # the manifest's statistics_absent
 # Examples per record batch fed to the analyzers: 128 raw 128x128 images are 6 MB.
 RECORD_BATCH_SIZE = 128
 
@@ -247,6 +247,23 @@ def read_statistics(output_dir: str, image_info: dict) -> dict:
     return summarize(raw, image_info, class_names)
 
 
+def placeholder_record(image_info: dict) -> bytes:
+    """A serialized record of :func:`probe_features`: what tf.Transform analyzes when the
+    training split is empty, so that the step completes (its result is then not published)."""
+    features = probe_features(image_info)
+    return schema.build_example(
+        image=features[schema.IMAGE_ENCODED][0], image_format=image_info["format"],
+        height=image_info["height"], width=image_info["width"], filename="", source_id="",
+        mask=features[schema.MASK_ENCODED][0], mask_format=image_info["mask_format"], label=-1,
+        label_name="")
+
+
+def _statistics_or_absence(_, staged: str, image_info: dict, num_train: int) -> dict:
+    if num_train == 0:
+        return {"absent": EMPTY_TRAINING_SPLIT}
+    return read_statistics(staged, image_info)
+
+
 def raw_feature_schema():
     """The tfmd ``Schema`` of :data:`RAW_FEATURES`, for tfx-bsl's Example decoder."""
     from tensorflow_transform.tf_metadata import schema_utils  # pylint: disable=import-outside-toplevel
@@ -256,10 +273,12 @@ def raw_feature_schema():
 
 
 class AnalyzeAndWriteTransform(beam.PTransform):
-    """Training examples -> TFT analysis -> ``OUTPUT/transform_fn`` and ``transformed_metadata``.
+    """Training examples -> TFT analysis -> ``transform_fn`` and ``transformed_metadata``,
+    staged in ``OUTPUT/.incomplete/staged/`` for the commit.
 
     Returns a one-element PCollection: the statistics dict for the manifest, emitted once the
-    transform graph is in place.
+    transform graph is in place; ``{"absent": reason}`` when the training split is empty (the
+    analysis then runs on one placeholder record, and its graph is not published).
     """
 
     def __init__(self, config: JobConfig):
@@ -274,16 +293,23 @@ class AnalyzeAndWriteTransform(beam.PTransform):
         config = self._config
         record_source = tfxio.TFExampleBeamRecord(
             physical_format="inmem", telemetry_descriptors=["beam_etl"], schema=raw_feature_schema())
-        record_batches = (
-            examples
-            | "KeepTrainOriginals" >> beam.Filter(lambda e: e.split == "train" and e.copy == 0)
-            | "SerializedExamples" >> beam.Map(lambda e: e.serialized)
-            | "ToRecordBatches" >> record_source.BeamSource(batch_size=RECORD_BATCH_SIZE))
+        image_info = config.image_info()
+        train = (examples
+                 | "KeepTrainOriginals" >> beam.Filter(lambda e: e.split == "train" and e.copy == 0)
+                 | "SerializedExamples" >> beam.Map(lambda e: e.serialized))
+        num_train = beam.pvalue.AsSingleton(train | "CountTraining" >> beam.combiners.Count.Globally())
+        placeholder = (examples.pipeline
+                       | "OnePlaceholder" >> beam.Create([None])
+                       | "IfTrainingIsEmpty" >> beam.FlatMap(
+                           lambda _, n, info: [placeholder_record(info)] if n == 0 else [], num_train, image_info))
+        record_batches = ((train, placeholder)
+                          | "FlattenTraining" >> beam.Flatten()
+                          | "ToRecordBatches" >> record_source.BeamSource(batch_size=RECORD_BATCH_SIZE))
         # pyarrow.RecordBatch of RAW_FEATURES, RECORD_BATCH_SIZE rows
-        preprocessing_fn = make_preprocessing_fn(config.image_info(), config.mask_values)
-        with tft_beam.Context(temp_dir=sink.join(config.output, TFT_TEMP_DIR)):
+        preprocessing_fn = make_preprocessing_fn(image_info, config.mask_values)
+        staged = join(config.output, STAGING_DIR)
+        with tft_beam.Context(temp_dir=join(config.output, TFT_TEMP_DIR)):
             transform_fn = ((record_batches, record_source.TensorAdapterConfig())
                             | "AnalyzeDataset" >> tft_beam.AnalyzeDataset(preprocessing_fn))
-            written = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(config.output)
-        return written | "ReadStatistics" >> beam.Map(
-            lambda _, output, info: read_statistics(output, info), config.output, config.image_info())
+            written = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(staged)
+        return written | "ReadStatistics" >> beam.Map(_statistics_or_absence, staged, image_info, num_train)

@@ -14,10 +14,13 @@ With ``normalize_on_device`` the pipeline stops at uint8 pixels and compact clas
 graph's normalization runs in the model instead (:func:`normalization_layer`), on the
 accelerator: twice the images/s on the host, a quarter of the bytes to the device.
 
-Records that fail to parse raise an error naming their file: each record travels with its
-file name into ``tf.io.parse_example(example_names=...)``, whose errors quote it. (A TFRecord
-file whose framing is corrupt fails inside TensorFlow's reader, which reports the byte offset
-but not the file; run ``--steps`` over a split to find which.)
+The manifest is the truth: every file's size is checked against it when the dataset is made
+(:func:`check_files`), and a file that holds more or fewer records than it lists raises as its
+records are read, naming the file. Records that fail to parse raise an error naming their file:
+each record travels with its file name into ``tf.io.parse_example(example_names=...)``, whose
+errors quote it. (A TFRecord file whose framing is corrupt in place, same size, fails inside
+TensorFlow's reader, which reports the byte offset but not the file; the command line then
+checks every checksum and names it, as ``python -m beam_etl.verify OUT`` does.)
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import tensorflow as tf
 
 from beam_etl import schema, statistics
 from beam_etl import tf_decoding
-from beam_etl.manifest import MANIFEST, IncompleteOutputError, missing_manifest
+from beam_etl.output_layout import MANIFEST, IncompleteOutputError, missing_manifest
 from beam_etl.options import flag_type, positive_int
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -63,6 +66,50 @@ def split_files(data_dir: str, manifest: dict, split: str) -> list[str]:
     if not manifest["splits"][split]["num_examples"]:
         raise ValueError(f"split {split!r} of {data_dir} has no examples")
     return files
+
+
+class OutputMismatchError(ValueError):
+    """A file of the output is not what its manifest says (size, records or checksum)."""
+
+
+def check_files(data_dir: str, manifest: dict, names: list[str]) -> list[int | None]:
+    """Checks that each of ``names`` has the size the manifest lists; returns each file's listed
+    record count (None for outputs whose manifest predates per-file entries)."""
+    listed = manifest.get("files")
+    if listed is None:
+        return [None] * len(names)
+    counts = []
+    for name in names:
+        path = f"{data_dir.rstrip('/')}/{name}"
+        entry = listed[name]
+        try:
+            size = tf.io.gfile.stat(path).length
+        except tf.errors.NotFoundError:
+            raise OutputMismatchError(f"{path} is missing: the manifest lists it") from None
+        if size != entry["bytes"]:
+            raise OutputMismatchError(f"{path} holds {size} bytes, but the manifest lists "
+                                      f"{entry['bytes']}: it was cut short, extended or replaced")
+        counts.append(entry["num_examples"])
+    return counts
+
+
+def _counted(records: tf.data.Dataset, name, count) -> tf.data.Dataset:
+    """``records`` of file ``name`` as ``(record, name)``, raising (naming the file) when the file
+    holds more or fewer than ``count`` records. An empty record marks the end (no record the job
+    writes is empty), checked once; a scan carries the count."""
+    marked = records.concatenate(tf.data.Dataset.from_tensors(tf.constant(b"")))
+
+    def step(seen, record):
+        at_end = tf.equal(tf.strings.length(record), 0)
+        check = tf.debugging.Assert(
+            tf.where(at_end, tf.equal(seen, count), tf.less(seen, count)),
+            ["the file", name, "does not hold the number of records its manifest lists:", count,
+             "records; records read before the mismatch:", seen])
+        with tf.control_dependencies([check]):
+            return seen + 1, (record, name, at_end)
+
+    return (marked.scan(tf.constant(0, tf.int64), step)
+            .filter(lambda record, name, at_end: tf.logical_not(at_end)))
 
 
 class Decoder:
@@ -181,6 +228,7 @@ def make_dataset(data_dir: str, split: str = "train", batch_size: int = 64, *, s
     """
     manifest = load_manifest(data_dir)
     files = split_files(data_dir, manifest, split)
+    counts = check_files(data_dir, manifest, manifest["splits"][split]["files"])
     decoder = Decoder(data_dir, manifest, on_device=normalize_on_device, split=split)
     raw_spec = {key: spec for key, spec in schema.feature_spec(manifest["features"]).items()
                 if key in decoder.features}
@@ -190,25 +238,32 @@ def make_dataset(data_dir: str, split: str = "train", batch_size: int = 64, *, s
         batch_size = input_context.get_per_replica_batch_size(batch_size)
         workers, index = input_context.num_input_pipelines, input_context.input_pipeline_id
         if len(files) >= workers:
-            files = files[index::workers]
+            files, counts = files[index::workers], counts[index::workers]
         else:  # too few files to share out: every pipeline reads all, keeps its records
             record_shard = (workers, index)
 
-    file_names = tf.data.Dataset.from_tensor_slices(files)
+    checked = counts[0] is not None
+    file_names = tf.data.Dataset.from_tensor_slices(
+        (files, [count or 0 for count in counts]))  # (path, records listed)
     if shuffle:
         file_names = file_names.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
 
     buffer_size = read_buffer_size(data_dir)
 
-    def read_file(name):
+    def read_file(name, count):
         records = tf.data.TFRecordDataset(name, buffer_size=buffer_size)
+        if checked:
+            records = _counted(records, name, tf.cast(count, tf.int64))
+            if record_shard is not None:
+                records = records.shard(*record_shard)
+            return records
         if record_shard is not None:
             records = records.shard(*record_shard)
-        return records.map(lambda record: (record, name))  # cheaper per record than a zip
+        return records.map(lambda record: (record, name, False))  # cheaper per record than a zip
 
     dataset = file_names.interleave(read_file, cycle_length=min(len(files), 16), block_length=1,
                                     num_parallel_calls=AUTOTUNE, deterministic=deterministic)
-    # (serialized record, file name)
+    # (serialized record, file name, False)
     if cache:
         dataset = dataset.cache(cache if isinstance(cache, str) else "")
     if shuffle:
@@ -219,7 +274,7 @@ def make_dataset(data_dir: str, split: str = "train", batch_size: int = 64, *, s
     dataset = dataset.batch(batch_size, drop_remainder=drop_remainder, num_parallel_calls=AUTOTUNE,
                             deterministic=deterministic)
 
-    def parse_and_decode(records, names):
+    def parse_and_decode(records, names, _):
         features = tf.io.parse_example(records, raw_spec, example_names=names)
         return decoder(features, records.shape[0])  # static with drop_remainder
 
@@ -344,8 +399,20 @@ def main(argv: list[str] | None = None) -> dict:
     try:
         manifest = load_manifest(args.data)
         split_files(args.data, manifest, args.split)
+        check_files(args.data, manifest, manifest["splits"][args.split]["files"])
     except (IncompleteOutputError, ValueError) as error:
         sys.exit(f"error: --data {args.data!r}: {error}")
+    try:
+        return _run(args, manifest)
+    except tf.errors.DataLossError as error:  # framing corrupt in place: find the file by checksum
+        from beam_etl import verify  # pylint: disable=import-outside-toplevel
+        problems = verify.verify(args.data)
+        named = "; ".join(f"{name}: {problem}" for name, problem in problems.items()) or "no file"
+        sys.exit(f"error: --data {args.data!r}: a record is corrupt ({error.message.strip()}); "
+                 f"checked against the manifest: {named}")
+
+
+def _run(args, manifest: dict) -> dict:
     if args.preview:
         write_preview(args.data, args.split, args.preview, args.preview_count, args.seed)
         print(f"wrote {args.preview}: {args.preview_count} {args.split} examples, image | mask overlay")

@@ -3,10 +3,15 @@
 
 from __future__ import annotations
 
+import concurrent.futures
+import os
+import stat
+
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
+from beam_etl import filesystem
 from beam_etl.config import JobConfig
 from beam_etl.process import process_example
 from beam_etl.records import RejectedInput, SourceRecord, SplitRejections
@@ -15,13 +20,44 @@ from beam_etl.splits import assign_split
 _MASK_STAGES = ("read_mask", "decode_mask")
 
 
-def read_uri(uri: str | None, stage: str) -> bytes:
-    """The whole file at ``uri`` (any FileSystems scheme); a missing file is a rejection."""
+REMOTE_READ_TIMEOUT_S = 600.0  # a remote read that has not finished by then is a rejection
+
+
+def _read_local(uri: str, stage: str) -> bytes:
+    """A local file's bytes; anything but a regular file (a FIFO, a device, a folder) is
+    refused from its ``stat``, without being opened: opening a FIFO blocks for ever."""
+    path = uri[len("file://"):] if uri.startswith("file://") else uri
+    try:
+        mode = os.stat(path).st_mode
+        if not stat.S_ISREG(mode):
+            raise RejectedInput(stage, "not_a_file",
+                                f"not a regular file (file type {stat.filemode(mode)[0]!r}); not opened")
+        with open(path, "rb") as handle:
+            return handle.read()
+    except OSError as error:
+        raise RejectedInput(stage, "unreadable", f"{type(error).__name__}: {error}") from None
+
+
+def _read_remote(uri: str) -> bytes:
+    with FileSystems.open(uri) as handle:
+        return handle.read()
+
+
+def read_uri(uri: str | None, stage: str, timeout_s: float = REMOTE_READ_TIMEOUT_S,
+             pool: concurrent.futures.Executor | None = None) -> bytes:
+    """The whole file at ``uri`` (any FileSystems scheme); a missing file is a rejection, and
+    so is a remote read that takes longer than ``timeout_s`` (run on ``pool``'s threads: a
+    stalled connection must not hang the job)."""
     if uri is None:
         raise RejectedInput(stage, "missing_file", "no URI given")
+    if filesystem.is_local(uri):
+        return _read_local(uri, stage)
     try:
-        with FileSystems.open(uri) as handle:
-            return handle.read()
+        if pool is None:
+            return _read_remote(uri)
+        return pool.submit(_read_remote, uri).result(timeout=timeout_s)
+    except concurrent.futures.TimeoutError:
+        raise RejectedInput(stage, "read_timeout", f"no complete read within {timeout_s:g} s") from None
     except Exception as error:  # pylint: disable=broad-except  # every backend has its own errors
         raise RejectedInput(stage, "unreadable", f"{type(error).__name__}: {error}") from None
 
@@ -33,6 +69,9 @@ class ProcessExamplesFn(beam.DoFn):
         self._config = config
 
     def setup(self):
+        # Remote reads run here, so that one that stalls is given up after its timeout (its
+        # thread is left to the connection's own timeout; a few may pile up, not the job).
+        self._pool = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="beam_etl_read")
         self._inputs = Metrics.counter("beam_etl", "inputs")
         self._written = {split: Metrics.counter("beam_etl", f"written_{split}")
                          for split in self._config.splits}
@@ -43,9 +82,9 @@ class ProcessExamplesFn(beam.DoFn):
         split = assign_split(record.key, record.split, self._config)
         try:
             image_bytes = (record.image_bytes if record.image_bytes is not None
-                           else read_uri(record.image_uri, "read_image"))
+                           else read_uri(record.image_uri, "read_image", pool=self._pool))
             mask_bytes = (record.mask_bytes if record.mask_bytes is not None
-                          else read_uri(record.mask_uri, "read_mask"))
+                          else read_uri(record.mask_uri, "read_mask", pool=self._pool))
             examples = process_example(record, image_bytes, mask_bytes, split, self._config)
         except RejectedInput as rejected:
             if rejected.reason not in self._rejected:
@@ -56,6 +95,9 @@ class ProcessExamplesFn(beam.DoFn):
             return
         self._written[split].inc(len(examples))
         yield from examples
+
+    def teardown(self):
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 class ProcessExamples(beam.PTransform):

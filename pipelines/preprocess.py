@@ -24,6 +24,7 @@ import time
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
+from beam_etl import commit, lease
 from beam_etl import manifest as manifest_lib
 from beam_etl import options as options_lib
 from beam_etl import sink, sources, statistics
@@ -33,8 +34,12 @@ from beam_etl.transforms import ProcessExamples
 _MB = 1 << 20
 
 
-def build_pipeline(pipeline: beam.Pipeline, config: JobConfig):
-    """Wires the job's steps onto ``pipeline``; returns the PCollection holding the manifest."""
+def build_pipeline(pipeline: beam.Pipeline, config: JobConfig, run_id: str = ""):
+    """Wires the job's steps onto ``pipeline``; returns the PCollection holding the manifest.
+
+    ``run_id`` holds the lease on ``config.output`` (:mod:`beam_etl.lease`): the last step
+    commits the staged files only while it still does.
+    """
     records, source_rejected = pipeline | "ReadSources" >> sources.ReadSources(config)
     examples, rejected = records | "ProcessExamples" >> ProcessExamples(config)
     shard_counts = records | "ShardCounts" >> sink.ShardCounts(config, int(config.shard_size_mb * _MB))
@@ -51,7 +56,7 @@ def build_pipeline(pipeline: beam.Pipeline, config: JobConfig):
         statistics_report = examples | "AnalyzeTrainingSplit" >> statistics.AnalyzeAndWriteTransform(config)
         reports.append(statistics_report | "TagStatistics" >> beam.Map(lambda info: ("statistics", info)))
     reports = tuple(reports) | "FlattenReports" >> beam.Flatten()
-    return reports | "WriteManifest" >> manifest_lib.WriteManifest(config)
+    return reports | "WriteManifest" >> manifest_lib.WriteManifest(config, run_id)
 
 
 def summarize(manifest: dict, seconds: float) -> str:
@@ -91,26 +96,54 @@ def start_local_dask_cluster(pipeline_options: PipelineOptions, workers: int):
     return cluster
 
 
-def run(argv: list[str] | None = None) -> dict:
-    """Parses flags, runs the job to completion and returns the manifest."""
+def _refuse(error: Exception):
+    print(f"error: {error}", file=sys.stderr)
+    sys.exit(2)
+
+
+def run(argv: list[str] | None = None) -> dict | None:
+    """Parses flags, runs the job to completion and returns the manifest (None for a dry run).
+
+    Everything is checked before anything is written: flags, sources, and that ``--output`` is
+    this run's to write (:func:`beam_etl.commit.check_output`). Then the run takes the lease on
+    ``--output``; a run that fails puts the earlier output back and releases it.
+    """
     argv = sys.argv[1:] if argv is None else argv
     config, pipeline_options = options_lib.parse_args(
         argv, prog="python -m pipelines.preprocess", description=__doc__.split("\n\n")[0])
-    try:
-        sources.check_sources(config, pipeline_options)
-        manifest_lib.prepare_output(config)
-    except ValueError as error:
-        sys.exit(f"error: {error}")
     runner_options = pipeline_options.view_as(options_lib.RunnerOptions)
-    if runner_options.render_graph:
-        render_graph(config, runner_options.render_graph)
-    cluster = None
-    if runner_options.dask_local_workers:
-        cluster = start_local_dask_cluster(pipeline_options, runner_options.dask_local_workers)
-    started = time.perf_counter()
-    try:
+    if options_lib.is_dry_run(pipeline_options):  # builds the job; touches neither output nor sources
         with beam.Pipeline(options=pipeline_options) as pipeline:
             build_pipeline(pipeline, config)
+        return None
+    try:
+        sources.check_sources(config, pipeline_options)
+        commit.check_output(config.output, config.overwrite)
+    except ValueError as error:
+        _refuse(error)
+    if runner_options.render_graph:
+        render_graph(config, runner_options.render_graph)
+    try:
+        holder = lease.take(config.output, runner_options.break_lease, runner_options.lease_timeout_hours)
+    except lease.LeaseError as error:
+        _refuse(error)
+    try:
+        commit.check_output(config.output, config.overwrite)  # again: another run may have ended meanwhile
+    except ValueError as error:
+        commit.abandon(config.output, holder.run_id)
+        _refuse(error)
+    cluster = None
+    started = time.perf_counter()
+    try:
+        commit.clear_leftovers(config.output)
+        commit.crash_point("after_lease")
+        if runner_options.dask_local_workers:
+            cluster = start_local_dask_cluster(pipeline_options, runner_options.dask_local_workers)
+        with beam.Pipeline(options=pipeline_options) as pipeline:
+            build_pipeline(pipeline, config, holder.run_id)
+    except BaseException:
+        commit.abandon(config.output, holder.run_id)
+        raise
     finally:
         if cluster is not None:
             cluster.close()

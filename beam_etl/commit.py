@@ -1,0 +1,188 @@
+"""Publishing a run: who may write in ``--output``, and the swap that replaces an earlier output.
+
+A run writes every file under ``.incomplete/staged/`` first. Only when all of them are there
+does :func:`commit` move them in, in an order a reader can trust: the earlier manifest goes out
+first (from then on a reader finds no manifest and refuses the folder, instead of reading a
+mix), then the earlier files (into ``.incomplete/previous/``), then the new files, and the new
+manifest last. A journal written before the first move says what moves where, so that a run
+killed mid-swap is rolled back by the next run that takes the lease (:func:`clear_leftovers`):
+the earlier output comes back byte for byte. Nothing outside ``--output`` is touched, and inside
+it only the files the earlier manifest lists and the job's own ``.incomplete/``.
+
+``BEAM_ETL_CRASH_AT=<point>`` kills the process at one of :data:`CRASH_POINTS` (for the tests
+that kill a run at each step of the commit).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+
+from beam_etl import filesystem, lease
+from beam_etl.output_layout import (INCOMPLETE_DIR, JOURNAL, LEASE, MANIFEST, PREVIOUS_DIR, REJECTED_FILE,
+                                    STAGING_DIR, TRANSFORM_DIRS, is_job_file, join)
+
+CRASH_POINTS = ("after_lease", "before_commit", "old_manifest_out", "old_files_out", "new_files_in",
+                "manifest_in")
+_log = logging.getLogger(__name__)
+
+
+def crash_point(name: str) -> None:
+    """Kills this process with SIGKILL when ``BEAM_ETL_CRASH_AT`` names ``name`` (tests only)."""
+    if os.environ.get("BEAM_ETL_CRASH_AT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _describe(names: list[str], limit: int = 5) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def read_manifest_if_any(output: str) -> dict | None:
+    """``output``'s manifest if it is a beam-etl manifest; None if there is none or it is not."""
+    path = join(output, MANIFEST)
+    if not filesystem.exists(path):
+        return None
+    try:
+        manifest = json.loads(filesystem.read_bytes(path))
+    except (ValueError, OSError):
+        return None
+    if not (isinstance(manifest, dict) and "format_version" in manifest and "splits" in manifest):
+        return None
+    return manifest
+
+
+def owned_files(output: str, manifest: dict) -> list[str]:
+    """The files ``manifest`` says the job wrote in ``output`` (relative names)."""
+    if "files" in manifest:
+        return sorted(manifest["files"])
+    # Outputs written before manifests listed every file: shards, the rejected list, tf.Transform's.
+    names = [name for split in manifest["splits"].values() for name in split["files"]] + [REJECTED_FILE]
+    for directory in TRANSFORM_DIRS:
+        names += [f"{directory}/{name}" for name in filesystem.list_files(join(output, directory))]
+    return sorted(names)
+
+
+def check_output(output: str, overwrite: bool) -> None:
+    """Launch-time, read-only: refuses an ``output`` this run may not write (ValueError).
+
+    Without ``overwrite``: any name the job writes already there. With it: such names in a
+    folder that is not a beam-etl output (no manifest of ours, no lease of a run of ours).
+    """
+    if filesystem.exists(output) and filesystem.is_file(output) and filesystem.is_local(output):
+        raise ValueError(f"--output {output!r} is a file, not a folder")
+    present = [name for name in filesystem.list_files(output)
+               if is_job_file(name) and not name.startswith(INCOMPLETE_DIR + "/")]
+    if not present:
+        return
+    if not overwrite:
+        raise ValueError(f"--output {output!r} already holds {_describe(present)}; pass --overwrite "
+                         "to replace an earlier beam-etl output there")
+    if read_manifest_if_any(output) is None and lease.read_holder(output) is None:
+        raise ValueError(f"--output {output!r} is not a beam-etl output (it has no beam-etl "
+                         f"{MANIFEST}) but holds {_describe(present)}: --overwrite replaces only "
+                         "what beam-etl wrote; choose another --output or move those files")
+
+
+def _write_journal(output: str, journal: dict) -> None:
+    filesystem.write_bytes(join(output, JOURNAL), json.dumps(journal, sort_keys=True).encode("utf-8"))
+
+
+def commit(output: str, run_id: str, manifest: dict, new_files: list[str]) -> None:
+    """Moves this run's staged ``new_files`` (and the manifest) into ``output``, replacing the
+    earlier output; then clears ``.incomplete/`` and releases the lease."""
+    lease.check(output, run_id)
+    previous = read_manifest_if_any(output)
+    if previous is not None and previous.get("run_id") == run_id:
+        finish(output, run_id)  # a retried commit step: the first attempt got this far
+        return
+    if rollback(output):  # a retried commit step starts again from the earlier output
+        previous = read_manifest_if_any(output)
+    old_files = owned_files(output, previous) if previous is not None else []
+    owned = set(old_files)
+    theirs = [name for name in new_files if name not in owned and filesystem.exists(join(output, name))]
+    if theirs:
+        raise FileExistsError(f"--output {output!r} holds {_describe(theirs)}, which no beam-etl "
+                              "manifest lists: the run will not replace files it did not write")
+    filesystem.write_bytes(join(output, f"{STAGING_DIR}/{MANIFEST}"),
+                           (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+    _write_journal(output, {"run_id": run_id, "new": sorted(new_files),
+                            "previous": [MANIFEST] + old_files if previous is not None else []})
+    crash_point("before_commit")
+    if previous is not None:
+        filesystem.rename(join(output, MANIFEST), join(output, f"{PREVIOUS_DIR}/{MANIFEST}"))
+        crash_point("old_manifest_out")
+        for name in old_files:
+            if filesystem.exists(join(output, name)):
+                filesystem.rename(join(output, name), join(output, f"{PREVIOUS_DIR}/{name}"))
+        crash_point("old_files_out")
+    for name in new_files:
+        filesystem.rename(join(output, f"{STAGING_DIR}/{name}"), join(output, name))
+    crash_point("new_files_in")
+    filesystem.rename(join(output, f"{STAGING_DIR}/{MANIFEST}"), join(output, MANIFEST))
+    crash_point("manifest_in")
+    filesystem.remove_empty_directories(output, old_files)
+    finish(output, run_id)
+
+
+def rollback(output: str) -> bool:
+    """Undoes an interrupted commit, if the journal shows one: the earlier output comes back as
+    it was. A commit whose manifest is in place is kept (only its clean-up was left). Returns
+    whether there was a journal."""
+    path = join(output, JOURNAL)
+    if not filesystem.exists(path):
+        return False
+    journal = json.loads(filesystem.read_bytes(path))
+    current = read_manifest_if_any(output)
+    if current is not None and current.get("run_id") == journal["run_id"]:
+        return True  # committed: what is left is clean-up
+    for name in journal["new"]:
+        staged, placed = join(output, f"{STAGING_DIR}/{name}"), join(output, name)
+        if not filesystem.exists(staged) and filesystem.exists(placed):
+            filesystem.rename(placed, staged)
+    for name in journal["previous"][1:] + journal["previous"][:1]:  # the manifest last
+        kept = join(output, f"{PREVIOUS_DIR}/{name}")
+        if filesystem.exists(kept):
+            filesystem.rename(kept, join(output, name))
+    filesystem.remove_empty_directories(output, journal["new"])
+    filesystem.delete_file(path)
+    _log.warning("rolled back an interrupted commit of run %s in %s", journal["run_id"], output)
+    return True
+
+
+def clear_leftovers(output: str) -> None:
+    """Run by a run that holds the lease: rolls back an interrupted commit and deletes what
+    crashed runs left in ``.incomplete/`` (all but the lease)."""
+    rollback(output)
+    incomplete = join(output, INCOMPLETE_DIR)
+    for name in filesystem.list_files(incomplete):
+        if f"{INCOMPLETE_DIR}/{name}" != LEASE:
+            filesystem.delete_file(join(incomplete, name))
+    filesystem.prune_empty_directories(incomplete, keep_top=True)
+
+
+def finish(output: str, run_id: str) -> None:
+    """Deletes ``.incomplete/`` (staging, spill and temporary files, the journal) and releases
+    the lease."""
+    incomplete = join(output, INCOMPLETE_DIR)
+    for name in filesystem.list_files(incomplete):
+        if f"{INCOMPLETE_DIR}/{name}" != LEASE:
+            filesystem.delete_file(join(incomplete, name))
+    filesystem.prune_empty_directories(incomplete, keep_top=True)
+    lease.release(output, run_id)
+    filesystem.prune_empty_directories(incomplete)
+
+
+def abandon(output: str, run_id: str) -> None:
+    """After a failed or interrupted run: puts the earlier output back if a commit had begun,
+    removes this run's temporary files and releases its lease. Best effort: problems are logged."""
+    try:
+        holder = lease.read_holder(output)
+        if holder is None or holder.run_id != run_id:
+            return  # committed and released, or taken over: nothing here is ours any more
+        rollback(output)
+        finish(output, run_id)
+    except Exception:  # pylint: disable=broad-except  # the run's own failure is what matters
+        _log.exception("could not clean up %s after the failed run %s", output, run_id)

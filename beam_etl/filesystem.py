@@ -1,0 +1,178 @@
+"""File operations on literal paths, local or in an object store (``gs://``).
+
+Beam's ``FileSystems.match`` and ``FileSystems.delete`` take *patterns*: ``runs/exp[12]`` names
+``runs/exp1`` and ``runs/exp2``. Every path the job builds from ``--output`` or
+``--oxford_pets`` goes through here instead, taken literally whatever characters it holds:
+local paths with :mod:`os`, others through FileSystems with their glob characters escaped
+(:func:`escape_glob`). Only the ``--images``/``--masks`` flags are patterns.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+
+from apache_beam.io.filesystems import FileSystems
+
+GLOB_CHARACTERS = "*?["
+
+
+def is_local(path: str) -> bool:
+    return "://" not in path or path.startswith("file://")
+
+
+def _local(path: str) -> str:
+    return path[len("file://"):] if path.startswith("file://") else path
+
+
+def escape_glob(path: str) -> str:
+    """``path`` as a FileSystems pattern that matches only itself: ``a[1]`` -> ``a[[]1]``."""
+    return "".join(f"[{c}]" if c in GLOB_CHARACTERS else c for c in path)
+
+
+def exists(path: str) -> bool:
+    return os.path.lexists(_local(path)) if is_local(path) else FileSystems.exists(path)
+
+
+def is_file(path: str) -> bool:
+    """Whether ``path`` is a regular file (objects in a store always are)."""
+    if not is_local(path):
+        return FileSystems.exists(path)
+    try:
+        return stat.S_ISREG(os.stat(_local(path)).st_mode)
+    except OSError:
+        return False
+
+
+def is_directory(path: str) -> bool:
+    return os.path.isdir(_local(path)) if is_local(path) else bool(list_files(path, limit=1))
+
+
+def list_files(directory: str, limit: int | None = None) -> list[str]:
+    """Every file under ``directory`` (recursively), as ``/``-separated names relative to it."""
+    names = []
+    if is_local(directory):
+        root = _local(directory)
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames.sort()
+            for filename in sorted(filenames):
+                names.append(os.path.relpath(os.path.join(dirpath, filename), root).replace(os.sep, "/"))
+                if limit is not None and len(names) >= limit:
+                    return names
+        return names
+    prefix = directory.rstrip("/") + "/"
+    result = FileSystems.match([escape_glob(prefix) + "**"], limits=[limit])[0]
+    return sorted(metadata.path[len(prefix):] for metadata in result.metadata_list)
+
+
+def size(path: str) -> int:
+    if is_local(path):
+        return os.stat(_local(path)).st_size
+    return FileSystems.match([escape_glob(path)], limits=[1])[0].metadata_list[0].size_in_bytes
+
+
+def make_parent(path: str) -> None:
+    if is_local(path):
+        os.makedirs(os.path.dirname(_local(path)) or ".", exist_ok=True)
+
+
+def rename(source: str, destination: str) -> None:
+    """Moves one file; the destination must not exist."""
+    if is_local(source):
+        make_parent(destination)
+        os.rename(_local(source), _local(destination))
+    else:
+        FileSystems.rename([source], [destination])
+
+
+def delete_file(path: str) -> None:
+    """Deletes one file; a missing file is not an error (deletes are retried after crashes)."""
+    if is_local(path):
+        try:
+            os.remove(_local(path))
+        except FileNotFoundError:
+            pass
+    elif FileSystems.exists(path):
+        FileSystems.delete([escape_glob(path)])
+
+
+def delete_tree(directory: str) -> None:
+    """Deletes ``directory`` and everything under it (for the job's own ``.incomplete/`` only)."""
+    if is_local(directory):
+        shutil.rmtree(_local(directory), ignore_errors=True)
+        return
+    paths = [f"{directory.rstrip('/')}/{name}" for name in list_files(directory)]
+    if paths:
+        FileSystems.delete([escape_glob(path) for path in paths])
+
+
+def remove_empty_directories(directory: str, names) -> None:
+    """Removes the (local) parent folders of ``names`` under ``directory`` that are now empty."""
+    if not is_local(directory):
+        return  # object stores have no folders
+    root = _local(directory)
+    parents = {os.path.dirname(name) for name in names} - {""}
+    for parent in sorted(parents, key=lambda p: -p.count("/")):
+        while parent:
+            try:
+                os.rmdir(os.path.join(root, parent))
+            except OSError:
+                break  # not empty, or gone
+            parent = os.path.dirname(parent)
+
+
+def prune_empty_directories(directory: str, keep_top: bool = False) -> None:
+    """Removes the empty (local) folders under ``directory``, and ``directory`` itself if empty
+    and not ``keep_top``. Never deletes a file, so it is safe beside another writer."""
+    if not is_local(directory):
+        return
+    root = _local(directory)
+    for dirpath, _, _ in sorted(os.walk(root), key=lambda entry: -len(entry[0])):
+        if dirpath == root and keep_top:
+            continue
+        try:
+            os.rmdir(dirpath)
+        except OSError:
+            pass  # not empty
+
+
+def read_bytes(path: str) -> bytes:
+    with FileSystems.open(path) as handle:
+        return handle.read()
+
+
+def write_bytes(path: str, data: bytes) -> None:
+    make_parent(path)
+    with FileSystems.create(path) as handle:
+        handle.write(data)
+
+
+def create_exclusive(path: str, data: bytes) -> bool:
+    """Creates ``path`` holding ``data`` only if nothing is there; False if something is.
+
+    Locally ``O_CREAT | O_EXCL``; on ``gs://`` an upload with ``ifGenerationMatch=0``, the
+    precondition Cloud Storage checks atomically.
+    """
+    if is_local(path):
+        make_parent(path)
+        try:
+            descriptor = os.open(_local(path), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(data)
+        return True
+    if not path.startswith("gs://"):
+        raise ValueError(f"no exclusive create on {path}: only local paths and gs:// are supported")
+    # pylint: disable=import-outside-toplevel  # the [gcp] extra's client, as Beam's GcsIO makes it
+    from apache_beam.io.gcp.gcsio import GcsIO
+    from google.api_core import exceptions
+
+    bucket, _, name = path[len("gs://"):].partition("/")
+    blob = GcsIO().client.bucket(bucket).blob(name)
+    try:
+        blob.upload_from_string(data, if_generation_match=0)
+    except exceptions.PreconditionFailed:
+        return False
+    return True

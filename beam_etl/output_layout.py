@@ -1,0 +1,67 @@
+"""Every name the job writes in ``--output`` and the loader reads there. No Beam, no TensorFlow.
+
+A finished output holds::
+
+    manifest.json                             what is here (written last: the mark of completeness)
+    <split>-SSSSS-of-NNNNN.tfrecord           the shards
+    rejected/rejected-00000-of-00001.jsonl    every refused input, with its uri and reason
+    transform_fn/ transformed_metadata/       tf.Transform's graph (without --no_statistics)
+
+and, while a run holds it, ``.incomplete/``: the run's lease (also the marker that the folder is
+a beam-etl output being written), the files it stages before the commit, its spill files,
+tf.Transform's temporary files, and during the commit the replaced output and the commit's
+journal. Names are relative, ``/``-separated; :func:`is_job_file` tells the job's own from a
+user's.
+"""
+
+from __future__ import annotations
+
+import re
+
+MANIFEST = "manifest.json"
+REJECTED_DIR = "rejected"
+REJECTED_FILE = f"{REJECTED_DIR}/rejected-00000-of-00001.jsonl"
+TRANSFORM_DIRS = ("transform_fn", "transformed_metadata")  # what tft.TFTransformOutput reads
+
+INCOMPLETE_DIR = ".incomplete"
+LEASE = f"{INCOMPLETE_DIR}/lease.json"  # who writes here: the one writer, and the run marker
+STAGING_DIR = f"{INCOMPLETE_DIR}/staged"  # a run's files, until the commit moves them in
+SPILL_DIR = f"{INCOMPLETE_DIR}/spill"
+TFT_TEMP_DIR = f"{INCOMPLETE_DIR}/tft"
+PREVIOUS_DIR = f"{INCOMPLETE_DIR}/previous"  # the replaced output, during the commit only
+JOURNAL = f"{INCOMPLETE_DIR}/commit.json"  # the commit in progress: what moves where
+
+SPLITS = ("train", "val", "test")
+_SHARD = re.compile(r"(train|val|test)-(\d{5})-of-(\d{5})\.tfrecord")
+
+
+def shard_name(split: str, shard: int, num_shards: int) -> str:
+    return f"{split}-{shard:05d}-of-{num_shards:05d}.tfrecord"
+
+
+def is_shard_name(name: str) -> bool:
+    return _SHARD.fullmatch(name) is not None
+
+
+def is_job_file(name: str) -> bool:
+    """Whether ``name`` (relative to ``--output``) is a name this job writes: a file a run would
+    write or replace there, so one a run refuses to find beside it without ``--overwrite``."""
+    top = name.split("/", 1)[0]
+    return (name == MANIFEST or is_shard_name(name) or top == INCOMPLETE_DIR
+            or top == REJECTED_DIR or top in TRANSFORM_DIRS)
+
+
+def join(directory: str, name: str) -> str:
+    """``directory/name`` for any scheme, ``name`` relative and ``/``-separated."""
+    return f"{directory.rstrip('/')}/{name}" if directory else name
+
+
+class IncompleteOutputError(FileNotFoundError):
+    """The directory has no manifest: the job did not finish (or is being replaced right now),
+    or it is not beam-etl output."""
+
+
+def missing_manifest(path: str, output_dir: str) -> IncompleteOutputError:
+    return IncompleteOutputError(
+        f"{path} does not exist: {output_dir} is not a complete beam-etl output "
+        "(the job did not finish, is replacing it right now, or wrote elsewhere)")
