@@ -63,7 +63,9 @@ def list_files(directory: str, limit: int | None = None) -> list[str]:
         return names
     prefix = directory.rstrip("/") + "/"
     result = FileSystems.match([escape_glob(prefix) + "**"], limits=[limit])[0]
-    return sorted(metadata.path[len(prefix):] for metadata in result.metadata_list)
+    # (TensorFlow writes empty "folder/" objects to stores: they are not files)
+    return sorted(metadata.path[len(prefix):] for metadata in result.metadata_list
+                  if not metadata.path.endswith("/"))
 
 
 def size(path: str) -> int:

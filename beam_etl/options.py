@@ -256,7 +256,7 @@ def parse_args(argv: list[str], prog: str | None = None,
     try:
         job_config = options.view_as(PreprocessOptions).to_config()
         check_runner_flags(options)
-        check_output_flag(job_config.output)
+        check_output_flag(job_config.output, job_config.statistics)
     except ValueError as error:
         parser.error(str(error))
     return _with_bigquery_project(job_config, options.view_as(GoogleCloudOptions).project,
@@ -291,9 +291,15 @@ def check_runner_flags(options: PipelineOptions) -> None:
             raise ValueError(f"--render_graph {graph!r}: expected a .svg, .png or .dot file")
 
 
-def check_output_flag(output: str) -> None:
+def check_output_flag(output: str, statistics: bool) -> None:
     if "://" not in output and os.path.exists(output) and not os.path.isdir(output):
         raise ValueError(f"--output {output!r} is a file, not a folder")
+    if statistics and any(character in output for character in "*?["):
+        # The job takes the path literally, but TensorFlow restores a SavedModel's variables by
+        # file pattern: tf.Transform's graph could be written there and never loaded.
+        raise ValueError(f"--output {output!r} holds a glob character (*, ? or [), and TensorFlow "
+                         "loads tf.Transform's SavedModel by pattern: choose another folder name, "
+                         "or pass --no_statistics")
 
 
 def _with_bigquery_project(job_config, project, parser):

@@ -281,9 +281,11 @@ class AnalyzeAndWriteTransform(beam.PTransform):
     analysis then runs on one placeholder record, and its graph is not published).
     """
 
-    def __init__(self, config: JobConfig):
+    def __init__(self, config: JobConfig, temp_dir: str | None = None):
         super().__init__()
         self._config = config
+        # tf.Transform writes assets there while the job is built, not only when it runs
+        self._temp_dir = temp_dir or join(config.output, TFT_TEMP_DIR)
 
     def expand(self, examples):
         # pylint: disable=import-outside-toplevel  # TFT is heavy; only this step needs it
@@ -308,7 +310,7 @@ class AnalyzeAndWriteTransform(beam.PTransform):
         # pyarrow.RecordBatch of RAW_FEATURES, RECORD_BATCH_SIZE rows
         preprocessing_fn = make_preprocessing_fn(image_info, config.mask_values)
         staged = join(config.output, STAGING_DIR)
-        with tft_beam.Context(temp_dir=join(config.output, TFT_TEMP_DIR)):
+        with tft_beam.Context(temp_dir=self._temp_dir):
             transform_fn = ((record_batches, record_source.TensorAdapterConfig())
                             | "AnalyzeDataset" >> tft_beam.AnalyzeDataset(preprocessing_fn))
             written = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(staged)

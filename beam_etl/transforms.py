@@ -3,9 +3,9 @@
 
 from __future__ import annotations
 
-import concurrent.futures
 import os
 import stat
+import threading
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -38,28 +38,38 @@ def _read_local(uri: str, stage: str) -> bytes:
         raise RejectedInput(stage, "unreadable", f"{type(error).__name__}: {error}") from None
 
 
-def _read_remote(uri: str) -> bytes:
-    with FileSystems.open(uri) as handle:
-        return handle.read()
+def _read_remote(uri: str, stage: str, timeout_s: float) -> bytes:
+    """Reads on a daemon thread and waits ``timeout_s`` for it: a stalled connection is given
+    up (its thread is left to the client's own timeouts, and never holds the process's exit)."""
+    outcome = {}
+
+    def read():
+        try:
+            with FileSystems.open(uri) as handle:
+                outcome["data"] = handle.read()
+        except Exception as error:  # pylint: disable=broad-except  # every backend has its own errors
+            outcome["error"] = error
+
+    reader = threading.Thread(target=read, name="beam_etl_read", daemon=True)
+    reader.start()
+    reader.join(timeout_s)
+    if reader.is_alive():
+        raise RejectedInput(stage, "read_timeout", f"no complete read within {timeout_s:g} s")
+    if "error" in outcome:
+        error = outcome["error"]
+        raise RejectedInput(stage, "unreadable", f"{type(error).__name__}: {error}")
+    return outcome["data"]
 
 
-def read_uri(uri: str | None, stage: str, timeout_s: float = REMOTE_READ_TIMEOUT_S,
-             pool: concurrent.futures.Executor | None = None) -> bytes:
+def read_uri(uri: str | None, stage: str, timeout_s: float = REMOTE_READ_TIMEOUT_S) -> bytes:
     """The whole file at ``uri`` (any FileSystems scheme); a missing file is a rejection, and
-    so is a remote read that takes longer than ``timeout_s`` (run on ``pool``'s threads: a
-    stalled connection must not hang the job)."""
+    so is a remote read that takes longer than ``timeout_s``: a stalled connection must not
+    hang the job."""
     if uri is None:
         raise RejectedInput(stage, "missing_file", "no URI given")
     if filesystem.is_local(uri):
         return _read_local(uri, stage)
-    try:
-        if pool is None:
-            return _read_remote(uri)
-        return pool.submit(_read_remote, uri).result(timeout=timeout_s)
-    except concurrent.futures.TimeoutError:
-        raise RejectedInput(stage, "read_timeout", f"no complete read within {timeout_s:g} s") from None
-    except Exception as error:  # pylint: disable=broad-except  # every backend has its own errors
-        raise RejectedInput(stage, "unreadable", f"{type(error).__name__}: {error}") from None
+    return _read_remote(uri, stage, timeout_s)
 
 
 class ProcessExamplesFn(beam.DoFn):
@@ -69,9 +79,6 @@ class ProcessExamplesFn(beam.DoFn):
         self._config = config
 
     def setup(self):
-        # Remote reads run here, so that one that stalls is given up after its timeout (its
-        # thread is left to the connection's own timeout; a few may pile up, not the job).
-        self._pool = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="beam_etl_read")
         self._inputs = Metrics.counter("beam_etl", "inputs")
         self._written = {split: Metrics.counter("beam_etl", f"written_{split}")
                          for split in self._config.splits}
@@ -82,9 +89,9 @@ class ProcessExamplesFn(beam.DoFn):
         split = assign_split(record.key, record.split, self._config)
         try:
             image_bytes = (record.image_bytes if record.image_bytes is not None
-                           else read_uri(record.image_uri, "read_image", pool=self._pool))
+                           else read_uri(record.image_uri, "read_image"))
             mask_bytes = (record.mask_bytes if record.mask_bytes is not None
-                          else read_uri(record.mask_uri, "read_mask", pool=self._pool))
+                          else read_uri(record.mask_uri, "read_mask"))
             examples = process_example(record, image_bytes, mask_bytes, split, self._config)
         except RejectedInput as rejected:
             if rejected.reason not in self._rejected:
@@ -95,9 +102,6 @@ class ProcessExamplesFn(beam.DoFn):
             return
         self._written[split].inc(len(examples))
         yield from examples
-
-    def teardown(self):
-        self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 class ProcessExamples(beam.PTransform):

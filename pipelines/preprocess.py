@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import tempfile
 import time
 
 import apache_beam as beam
@@ -34,11 +35,13 @@ from beam_etl.transforms import ProcessExamples
 _MB = 1 << 20
 
 
-def build_pipeline(pipeline: beam.Pipeline, config: JobConfig, run_id: str = ""):
+def build_pipeline(pipeline: beam.Pipeline, config: JobConfig, run_id: str = "",
+                   scratch_dir: str | None = None):
     """Wires the job's steps onto ``pipeline``; returns the PCollection holding the manifest.
 
     ``run_id`` holds the lease on ``config.output`` (:mod:`beam_etl.lease`): the last step
-    commits the staged files only while it still does.
+    commits the staged files only while it still does. ``scratch_dir``: where tf.Transform
+    writes while the job is built (default ``OUTPUT/.incomplete/tft``; a dry run's is elsewhere).
     """
     records, source_rejected = pipeline | "ReadSources" >> sources.ReadSources(config)
     examples, rejected = records | "ProcessExamples" >> ProcessExamples(config)
@@ -53,7 +56,7 @@ def build_pipeline(pipeline: beam.Pipeline, config: JobConfig, run_id: str = "")
                rejected_report | "TagRejected" >> beam.Map(lambda info: ("rejected", info)),
                inputs | "TagInputs" >> beam.Map(lambda count: ("inputs", count))]
     if config.statistics:
-        statistics_report = examples | "AnalyzeTrainingSplit" >> statistics.AnalyzeAndWriteTransform(config)
+        statistics_report = examples | "AnalyzeTrainingSplit" >> statistics.AnalyzeAndWriteTransform(config, scratch_dir)
         reports.append(statistics_report | "TagStatistics" >> beam.Map(lambda info: ("statistics", info)))
     reports = tuple(reports) | "FlattenReports" >> beam.Flatten()
     return reports | "WriteManifest" >> manifest_lib.WriteManifest(config, run_id)
@@ -78,8 +81,9 @@ def render_graph(config: JobConfig, path: str) -> None:
 
     options = PipelineOptions(flags=[], render_output=[path],
                               render_leaf_composite_nodes=[r"[^/]+/[^/]+$"])
-    with beam.Pipeline(runner=RenderRunner(), options=options) as pipeline:
-        build_pipeline(pipeline, config)
+    with tempfile.TemporaryDirectory(prefix="beam_etl_graph_") as scratch:
+        with beam.Pipeline(runner=RenderRunner(), options=options) as pipeline:
+            build_pipeline(pipeline, config, scratch_dir=scratch)
     print(f"wrote the job's graph to {path}")
 
 
@@ -113,8 +117,9 @@ def run(argv: list[str] | None = None) -> dict | None:
         argv, prog="python -m pipelines.preprocess", description=__doc__.split("\n\n")[0])
     runner_options = pipeline_options.view_as(options_lib.RunnerOptions)
     if options_lib.is_dry_run(pipeline_options):  # builds the job; touches neither output nor sources
-        with beam.Pipeline(options=pipeline_options) as pipeline:
-            build_pipeline(pipeline, config)
+        with tempfile.TemporaryDirectory(prefix="beam_etl_dry_run_") as scratch:
+            with beam.Pipeline(options=pipeline_options) as pipeline:
+                build_pipeline(pipeline, config, scratch_dir=scratch)
         return None
     try:
         sources.check_sources(config, pipeline_options)

@@ -466,14 +466,31 @@ def tensorflow_gcs_through_proxy(emulator: str, workdir: pathlib.Path):
 
 
 def _serve_gcs(port: int) -> None:
-    """gcp-storage-emulator, in memory, with one fix: an upload with an empty body (TensorFlow
+    """gcp-storage-emulator, in memory, with two fixes: an upload with an empty body (TensorFlow
     creates "directories" as empty objects named ``dir/``) crashed its media-upload handler,
-    which takes the missing body for ``None``."""
+    which takes the missing body for ``None``; and uploads ignored the ``ifGenerationMatch=0``
+    precondition (create only if absent) that Cloud Storage checks, and the job's lease uses."""
     # pylint: disable=import-outside-toplevel,protected-access
+    import http
     import logging
 
+    from gcp_storage_emulator.exceptions import NotFound
     from gcp_storage_emulator.handlers import objects
     from gcp_storage_emulator.server import create_server
+
+    def unless_it_exists(upload, name_of):
+        def checked(request, response, storage):
+            if request.query.get("ifGenerationMatch") == ["0"]:
+                try:
+                    storage.get_file_obj(request.params["bucket_name"], name_of(request))
+                except NotFound:
+                    pass
+                else:
+                    response.status = http.HTTPStatus.PRECONDITION_FAILED
+                    response.json({"error": {"code": 412, "message": "conditionNotMet"}})
+                    return None
+            return upload(request, response, storage)
+        return checked
 
     media_upload = objects._media_upload
 
@@ -482,7 +499,11 @@ def _serve_gcs(port: int) -> None:
             request._data = b""
         return media_upload(request, response, storage)
 
-    objects._media_upload = media_upload_allowing_empty
+    objects._media_upload = unless_it_exists(media_upload_allowing_empty,
+                                             lambda request: request.query["name"][0])
+    objects._multipart_upload = unless_it_exists(
+        objects._multipart_upload,
+        lambda request: request.query.get("name", [None])[0] or request.data["meta"].get("name"))
     # It logs a warning for every response it sends as a string rather than a stream.
     logging.getLogger("gcp_storage_emulator").setLevel(logging.ERROR)
     create_server("127.0.0.1", port, in_memory=True).run()

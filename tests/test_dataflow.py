@@ -3,7 +3,12 @@ job's graph drawn by Beam's RenderRunner."""
 
 from __future__ import annotations
 
+import os
+import pathlib
 import shutil
+import subprocess
+import sys
+import time
 
 import apache_beam as beam
 import pytest
@@ -14,6 +19,7 @@ from pipelines import preprocess
 
 IMAGE = "us-central1-docker.pkg.dev/my-project/beam/beam-etl:2.77.0"
 GBK = "beam:transform:group_by_key:v1"
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def _argv(pets_dir, out):
@@ -103,9 +109,10 @@ def test_no_step_gathers_the_examples_into_one_element(dataflow_pipeline):
     decode = _by_name(dataflow_pipeline, "ProcessExamples/DecodeResizeEncode")
     groupings = {t.unique_name for t in _downstream(dataflow_pipeline, decode) if t.spec.urn == GBK}
     # Examples are grouped by shard only; TFT groups per-batch accumulators and vocabulary
-    # tokens; the rejected list, the manifest's reports and counts are small by construction.
+    # tokens; the rejected list, the manifest's reports and counts (of the training examples,
+    # for an empty split) are small by construction.
     allowed = ("WriteShards/GroupByShard", "AnalyzeTrainingSplit/AnalyzeDataset/", "WriteRejected/",
-               "WriteManifest/CollectReports/")
+               "WriteManifest/CollectReports/", "AnalyzeTrainingSplit/CountTraining/")
     assert "WriteShards/GroupByShard" in groupings
     assert all(name.startswith(allowed) for name in groupings), groupings
 
@@ -122,3 +129,22 @@ def test_render_graph_draws_the_steps(pets_dir, tmp_path):
         assert step in text
     # Drawing runs nothing (tf.Transform only makes its temporary directory when the graph is built).
     assert not list((tmp_path / "out").glob("*.tfrecord")) and not (tmp_path / "out" / "manifest.json").exists()
+
+
+def test_dry_run_touches_neither_the_output_nor_the_sources(tmp_path):
+    """A CI check of a submission: no network (every HTTP request goes to a closed port), sources
+    that do not exist, and an output that must not be created."""
+    out = tmp_path / "out"
+    closed = "http://127.0.0.1:9"
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", http_proxy=closed, https_proxy=closed, HTTP_PROXY=closed,
+               HTTPS_PROXY=closed, no_proxy="", NO_PROXY="")
+    argv = ["--oxford_pets", "gs://no-such-bucket/pets", "--images", "gs://no-such-bucket/i/*.jpg",
+            "--masks", "gs://no-such-bucket/m/*.png", "--output", str(out), "--image_size", "128",
+            "--runner", "DataflowRunner", "--project", "my-project", "--region", "us-central1",
+            "--temp_location", "gs://my-bucket/tmp", "--sdk_container_image", IMAGE, "--dry_run=True",
+            "--no_auth", "--sdk_location=container", "--job_name", "beam-etl-dry-run"]
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "-m", "pipelines.preprocess", *argv], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert not out.exists() and time.monotonic() - started < 120

@@ -96,12 +96,13 @@ def test_loader_cli_reads_gcs(outputs, capsys):
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["images"] == 12
 
 
-def test_overwrite_clears_an_earlier_gcs_output(gcs_pets):
+def test_overwrite_clears_an_earlier_gcs_output(gcs_pets, capsys):
     run_job(gcs_pets, "gs://pets/again", "--no_statistics", "--num_shards", "3")
     first = set(emulators.list_objects("gs://pets/again"))
     assert "gs://pets/again/train-00002-of-00003.tfrecord" in first
-    with pytest.raises(SystemExit, match="--overwrite"):
+    with pytest.raises(SystemExit) as exited:
         run_job(gcs_pets, "gs://pets/again", "--no_statistics")
+    assert exited.value.code == 2 and "pass --overwrite" in capsys.readouterr().err
     run_job(gcs_pets, "gs://pets/again", "--overwrite")
     second = set(emulators.list_objects("gs://pets/again"))
     assert "gs://pets/again/train-00002-of-00003.tfrecord" not in second  # 2 shards now

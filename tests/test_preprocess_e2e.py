@@ -115,10 +115,11 @@ def test_too_many_rejects_fail_the_job_and_leave_no_manifest(pets_dir, tmp_path)
         manifest_lib.read_manifest(str(tmp_path / "out"))
 
 
-def test_existing_output_needs_overwrite(pets_dir, tmp_path):
+def test_existing_output_needs_overwrite(pets_dir, tmp_path, capsys):
     _run(pets_dir, tmp_path / "out", "--image_size", "32", "--num_shards", "2")
-    with pytest.raises(SystemExit, match="--overwrite"):
+    with pytest.raises(SystemExit) as exited:
         _run(pets_dir, tmp_path / "out", "--image_size", "32")
+    assert exited.value.code == 2 and "pass --overwrite" in capsys.readouterr().err
     manifest = _run(pets_dir, tmp_path / "out", "--image_size", "32", "--overwrite")
     written = sorted(p.name for p in (tmp_path / "out").glob("*.tfrecord"))
     assert written == sorted(f for s in manifest["splits"].values() for f in s["files"])  # old shards gone
@@ -131,10 +132,12 @@ def test_metrics_count_inputs_writes_and_rejects(pets_dir, tmp_path, defects):
 
     from beam_etl import options
 
+    from beam_etl import lease
+
     config, pipeline_options = options.parse_args(
         ["--oxford_pets", str(pets_dir), "--output", str(tmp_path / "out"), "--image_size", "32"])
     pipeline = beam.Pipeline(options=pipeline_options)
-    preprocess.build_pipeline(pipeline, config)
+    preprocess.build_pipeline(pipeline, config, lease.take(config.output).run_id)
     result = pipeline.run()
     result.wait_until_finish()
     counters = {c.key.metric.name: c.committed

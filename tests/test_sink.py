@@ -2,6 +2,7 @@ import dataclasses
 import json
 
 import apache_beam as beam
+import google_crc32c
 import tensorflow as tf
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
@@ -20,7 +21,13 @@ def _records(path):
     return [r.numpy() for r in tf.data.TFRecordDataset(str(path))]
 
 
+def _file_entry(path):
+    data = path.read_bytes()
+    return {"bytes": len(data), "crc32c": google_crc32c.Checksum(data).hexdigest().decode()}
+
+
 def test_fixed_shards_hold_every_example_sorted_and_empty_splits_get_files(tmp_path):
+    staged = tmp_path / ".incomplete" / "staged"  # the commit moves them into place
     with TestPipeline() as p:
         counts = p | "Counts" >> beam.Create([("train", 3), ("test", 3)])
         reports = p | beam.Create(_examples(40)) | WriteShards(str(tmp_path), counts)
@@ -28,15 +35,23 @@ def test_fixed_shards_hold_every_example_sorted_and_empty_splits_get_files(tmp_p
             ("train-00000-of-00003.tfrecord", "train"), ("train-00001-of-00003.tfrecord", "train"),
             ("train-00002-of-00003.tfrecord", "train"), ("test-00000-of-00003.tfrecord", "test"),
             ("test-00001-of-00003.tfrecord", "test"), ("test-00002-of-00003.tfrecord", "test")]))
+        _ = reports | "KeepReports" >> beam.Map(
+            lambda r: (tmp_path / "reports").mkdir(exist_ok=True) or
+            (tmp_path / "reports" / r["file"]).write_text(json.dumps(r)))
     everything = []
     for shard in range(3):
-        records = _records(tmp_path / f"train-{shard:05d}-of-00003.tfrecord")
+        records = _records(staged / f"train-{shard:05d}-of-00003.tfrecord")
         assert records == sorted(records, key=lambda r: int(r.split(b"-")[1]))  # sorted by key
         assert 0 < len(records) < 40
         everything += records
     assert sorted(everything) == sorted(f"payload-{i}".encode() for i in range(40))
-    assert _records(tmp_path / "test-00000-of-00003.tfrecord") == []
-    assert not (tmp_path / ".incomplete" / "train-00000-of-00003.tfrecord").exists()
+    assert _records(staged / "test-00000-of-00003.tfrecord") == []
+    for report in (tmp_path / "reports").iterdir():  # size and checksum of what is on disk
+        info = json.loads(report.read_text())
+        assert {k: info[k] for k in ("bytes", "crc32c")} == _file_entry(staged / info["file"])
+        assert info["num_examples"] == len(_records(staged / info["file"]))
+    assert not list((tmp_path / ".incomplete" / "tmp").iterdir())  # temporaries renamed
+    assert not list(tmp_path.glob("*.tfrecord"))  # nothing in place before the commit
     spilled = list((tmp_path / ".incomplete" / "spill").iterdir())  # removed by the manifest step
     assert spilled and sum(f.stat().st_size for f in spilled) == sum(len(f"payload-{i}") for i in range(40))
 
@@ -64,11 +79,13 @@ def test_rejected_list_is_written_sorted_and_even_when_empty(tmp_path):
         report = p | beam.Create(rejections) | WriteRejected(str(tmp_path / "some"))
         assert_that(report | beam.Map(lambda r: (r["num_rejected"], r["by_reason"])),
                     equal_to([(3, {"empty_file": 1, "truncated": 2})]))
-    lines = (tmp_path / "some" / "rejected" / "rejected-00000-of-00001.jsonl").read_text().splitlines()
+    lines = (tmp_path / "some" / ".incomplete" / "staged" / "rejected" / "rejected-00000-of-00001.jsonl"
+             ).read_text().splitlines()
     assert [json.loads(line)["uri"] for line in lines] == ["/d/a", "/d/b", "/d/c"]
     with TestPipeline() as p:
         _ = p | beam.Create([], reshuffle=False).with_output_types(Rejection) | WriteRejected(str(tmp_path / "none"))
-    assert (tmp_path / "none" / "rejected" / "rejected-00000-of-00001.jsonl").read_text() == ""
+    assert (tmp_path / "none" / ".incomplete" / "staged" / "rejected" / "rejected-00000-of-00001.jsonl"
+            ).read_text() == ""
 
 
 def test_shard_bytes_come_back_in_key_order_a_bounded_chunk_at_a_time(tmp_path, monkeypatch):

@@ -70,7 +70,7 @@ def test_glob_matching_nothing_is_an_error_naming_it(tmp_path):
 def test_oxford_list_parsing():
     text = "#comment\nAbyssinian_100 1 1 1\n\nyorkshire_terrier_9 37 2 25\n"
     assert list(parse_oxford_list(text, "l.txt", "test")) == [
-        ("Abyssinian_100", ("test", 0, "Abyssinian", "l.txt")),
-        ("yorkshire_terrier_9", ("test", 36, "yorkshire_terrier", "l.txt"))]
+        ("Abyssinian_100", ("test", 0, "Abyssinian", "l.txt", 2)),
+        ("yorkshire_terrier_9", ("test", 36, "yorkshire_terrier", "l.txt", 4))]
     with pytest.raises(ValueError, match=r"l.txt:2"):
         list(parse_oxford_list("a 1 1 1\nbroken line\n", "l.txt", "test"))

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from beam_etl import train_loader
+from beam_etl import train_loader, verify
 from tests.tfrecords import read_examples
 
 pytestmark = pytest.mark.slow  # every test needs the job's output
@@ -136,6 +136,9 @@ def test_a_record_that_does_not_parse_names_its_file(raw_output, tmp_path):
     bad_file = broken / manifest["splits"]["train"]["files"][1]
     with tf.io.TFRecordWriter(str(bad_file)) as writer:
         writer.write(tf.train.Example().SerializeToString())  # no image/encoded
+    listed = json.loads((broken / "manifest.json").read_text())  # a manifest that agrees with it
+    listed["files"][bad_file.name].update(bytes=bad_file.stat().st_size, num_examples=1)
+    (broken / "manifest.json").write_text(json.dumps(listed))
     with pytest.raises(tf.errors.InvalidArgumentError, match=str(bad_file)):
         _batches(train_loader.make_dataset(str(broken), "train", 4))
 
@@ -206,7 +209,7 @@ import sys
 import tensorflow as tf
 cpu, = tf.config.list_physical_devices("CPU")
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-from beam_etl import train_loader
+from beam_etl import train_loader, verify
 strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 dataset = train_loader.distribute(strategy, sys.argv[1], "train", 8)
 per_replica = [0, 0]
@@ -230,3 +233,57 @@ def test_distribute_datasets_from_function_under_mirrored_strategy(raw_output):
                                             ("gs://bucket/out", 8 << 20), ("s3://bucket/out", 8 << 20)])
 def test_local_files_are_read_unbuffered_and_remote_ones_in_large_requests(path, expected):
     assert train_loader.read_buffer_size(path) == expected
+
+
+def _copy_of(raw_output, tmp_path):
+    out, manifest = raw_output
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    return copy, manifest["splits"]["train"]["files"]
+
+
+def _rewrite(path, records):
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for record in records:
+            writer.write(record)
+
+
+@pytest.mark.parametrize("change", ["cut short", "extended", "replaced by another"])
+def test_a_shard_that_differs_from_its_manifest_entry_raises_naming_it(raw_output, tmp_path, change):
+    copy, (first, second) = _copy_of(raw_output, tmp_path)
+    target = copy / first
+    records = [record.numpy() for record in tf.data.TFRecordDataset(str(target))]
+    if change == "cut short":
+        _rewrite(target, records[:-1])  # at a record boundary: TensorFlow's reader sees nothing wrong
+    elif change == "extended":
+        _rewrite(target, records + records[:1])
+    else:
+        assert (copy / second).stat().st_size != target.stat().st_size
+        shutil.copyfile(copy / second, target)
+    with pytest.raises(train_loader.OutputMismatchError, match=f"{target} holds .* bytes, but the manifest lists"):
+        train_loader.make_dataset(str(copy), "train", 4)
+    assert set(verify.verify(str(copy))) == {first}
+
+
+@pytest.mark.parametrize("listed_change", [-1, 1])
+def test_a_shard_holding_more_or_fewer_records_than_listed_raises_naming_it(raw_output, tmp_path, listed_change):
+    """The size agrees but the count does not (as with a same-size replacement)."""
+    copy, (first, _) = _copy_of(raw_output, tmp_path)
+    listed = json.loads((copy / "manifest.json").read_text())
+    listed["files"][first]["num_examples"] += listed_change
+    (copy / "manifest.json").write_text(json.dumps(listed))
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=f"{copy / first}.*does not hold the number of records its manifest lists"):
+        _batches(train_loader.make_dataset(str(copy), "train", 4, shuffle=False))
+
+
+def test_a_record_corrupt_in_place_is_named_by_the_cli_and_by_verify(raw_output, tmp_path, capsys):
+    copy, (first, _) = _copy_of(raw_output, tmp_path)
+    data = bytearray((copy / first).read_bytes())
+    data[len(data) // 2] ^= 0xFF  # same size: only the checksums can tell
+    (copy / first).write_bytes(bytes(data))
+    with pytest.raises(SystemExit, match=f"{first}: crc32c [0-9a-f]{{8}}, the manifest lists"):
+        train_loader.main(["--data", str(copy), "--batch_size", "4", "--steps", "50", "--no_shuffle"])
+    assert verify.main([str(copy)]) == 1
+    assert f"FAIL {copy}/{first}: crc32c" in capsys.readouterr().out
+    assert verify.main([str(raw_output[0])]) == 0
