@@ -152,14 +152,19 @@ def rollback(output: str) -> bool:
     return True
 
 
+def _delete_all_but_the_lease(incomplete: str) -> None:
+    names = filesystem.list_files(incomplete, folder_markers=True)
+    for name in sorted(names, key=lambda n: (n.endswith("/"), -n.count("/"))):  # markers last, deepest first
+        if f"{INCOMPLETE_DIR}/{name}" != LEASE and not LEASE.startswith(f"{INCOMPLETE_DIR}/{name}"):
+            filesystem.delete_file(join(incomplete, name))
+
+
 def clear_leftovers(output: str) -> None:
     """Run by a run that holds the lease: rolls back an interrupted commit and deletes what
     crashed runs left in ``.incomplete/`` (all but the lease)."""
     rollback(output)
     incomplete = join(output, INCOMPLETE_DIR)
-    for name in filesystem.list_files(incomplete):
-        if f"{INCOMPLETE_DIR}/{name}" != LEASE:
-            filesystem.delete_file(join(incomplete, name))
+    _delete_all_but_the_lease(incomplete)
     filesystem.prune_empty_directories(incomplete, keep_top=True)
 
 
@@ -167,12 +172,12 @@ def finish(output: str, run_id: str) -> None:
     """Deletes ``.incomplete/`` (staging, spill and temporary files, the journal) and releases
     the lease."""
     incomplete = join(output, INCOMPLETE_DIR)
-    for name in filesystem.list_files(incomplete):
-        if f"{INCOMPLETE_DIR}/{name}" != LEASE:
-            filesystem.delete_file(join(incomplete, name))
+    _delete_all_but_the_lease(incomplete)
     filesystem.prune_empty_directories(incomplete, keep_top=True)
     lease.release(output, run_id)
     filesystem.prune_empty_directories(incomplete)
+    if not filesystem.is_local(output) and filesystem.exists(incomplete + "/"):
+        filesystem.delete_file(incomplete + "/")  # TensorFlow's marker of the folder
 
 
 def abandon(output: str, run_id: str) -> None:

@@ -49,8 +49,10 @@ def is_directory(path: str) -> bool:
     return os.path.isdir(_local(path)) if is_local(path) else bool(list_files(path, limit=1))
 
 
-def list_files(directory: str, limit: int | None = None) -> list[str]:
-    """Every file under ``directory`` (recursively), as ``/``-separated names relative to it."""
+def list_files(directory: str, limit: int | None = None, folder_markers: bool = False) -> list[str]:
+    """Every file under ``directory`` (recursively), as ``/``-separated names relative to it.
+    ``folder_markers``: in object stores, also the empty ``name/`` objects that TensorFlow
+    writes for folders."""
     names = []
     if is_local(directory):
         root = _local(directory)
@@ -65,7 +67,7 @@ def list_files(directory: str, limit: int | None = None) -> list[str]:
     result = FileSystems.match([escape_glob(prefix) + "**"], limits=[limit])[0]
     # (TensorFlow writes empty "folder/" objects to stores: they are not files)
     return sorted(metadata.path[len(prefix):] for metadata in result.metadata_list
-                  if not metadata.path.endswith("/"))
+                  if folder_markers or not metadata.path.endswith("/"))
 
 
 def size(path: str) -> int:
@@ -95,6 +97,9 @@ def delete_file(path: str) -> None:
             os.remove(_local(path))
         except FileNotFoundError:
             pass
+    elif path.endswith("/"):  # a folder marker: this one object (FileSystems would delete the prefix)
+        from apache_beam.io.gcp.gcsio import GcsIO  # pylint: disable=import-outside-toplevel
+        GcsIO().delete(path)
     elif FileSystems.exists(path):
         FileSystems.delete([escape_glob(path)])
 

@@ -119,7 +119,8 @@ class PreprocessOptions(PipelineOptions):
         out.add_argument("--output", default=None, metavar="DIR",
                          help="Output directory (local or gs://): shards, manifest.json, rejected/.")
         out.add_argument("--overwrite", action="store_true", default=False,
-                         help="Replace the output of an earlier run in --output.")
+                         help="Replace the output of an earlier beam-etl run in --output, once the "
+                              "new one is complete; files it did not write are never touched.")
         out.add_argument("--image_size", type=flag_type(config_lib.parse_image_size),
                          default=(128, 128), metavar="N|HxW",
                          help="Output size: one number for a square, or HEIGHTxWIDTH. Default 128.")
@@ -158,8 +159,8 @@ class PreprocessOptions(PipelineOptions):
         split.add_argument("--val_fraction", type=flag_type(_fraction), default=0.1,
                            help="Fraction of Oxford trainval held out as 'val' by stable hash. Default 0.1.")
         split.add_argument("--max_reject_fraction", type=flag_type(_fraction), default=1.0,
-                           help="Fail the job (and write no manifest) when more than this fraction "
-                                "of inputs is rejected. Default 1.0: never.")
+                           help="Fail the job (leaving --output as it was) when more than this "
+                                "fraction of inputs is rejected. Default 1.0: never.")
 
     def to_config(self) -> config_lib.JobConfig:
         return config_lib.JobConfig(

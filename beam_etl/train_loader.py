@@ -404,11 +404,14 @@ def main(argv: list[str] | None = None) -> dict:
         sys.exit(f"error: --data {args.data!r}: {error}")
     try:
         return _run(args, manifest)
-    except tf.errors.DataLossError as error:  # framing corrupt in place: find the file by checksum
+    except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as error:
+        # A record corrupt in place: TensorFlow's reader names no file; the checksums do.
         from beam_etl import verify  # pylint: disable=import-outside-toplevel
         problems = verify.verify(args.data)
-        named = "; ".join(f"{name}: {problem}" for name, problem in problems.items()) or "no file"
-        sys.exit(f"error: --data {args.data!r}: a record is corrupt ({error.message.strip()}); "
+        if not problems:
+            raise
+        named = "; ".join(f"{name}: {problem}" for name, problem in problems.items())
+        sys.exit(f"error: --data {args.data!r}: reading failed ({error.message.strip().splitlines()[0]}); "
                  f"checked against the manifest: {named}")
 
 

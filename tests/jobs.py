@@ -21,3 +21,13 @@ _NOT_BYTE_STABLE = {"manifest.json", "transform_fn/saved_model.pb", "transform_f
 def output_files(out: pathlib.Path) -> dict[str, bytes]:
     return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*"))
             if p.is_file() and str(p.relative_to(out)) not in _NOT_BYTE_STABLE}
+
+
+def comparable(manifest: dict) -> dict:
+    """``manifest`` without what differs between two runs of the same inputs and flags: the
+    output folder, the run id, and the entries of the files TensorFlow does not write
+    byte-for-byte the same twice."""
+    manifest = {**manifest, "flags": {k: v for k, v in manifest["flags"].items() if k != "output"},
+                "files": {k: v for k, v in manifest["files"].items() if k not in _NOT_BYTE_STABLE}}
+    manifest.pop("run_id")
+    return manifest

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from beam_etl import manifest as manifest_lib
-from beam_etl import train_loader
+from beam_etl import lease, train_loader, verify
 from tests import emulators
 from tests.jobs import output_files, run_job
 from tests.tfrecords import read_examples
@@ -107,3 +107,23 @@ def test_overwrite_clears_an_earlier_gcs_output(gcs_pets, capsys):
     second = set(emulators.list_objects("gs://pets/again"))
     assert "gs://pets/again/train-00002-of-00003.tfrecord" not in second  # 2 shards now
     assert {"gs://pets/again/manifest.json", "gs://pets/again/transform_fn/saved_model.pb"} <= second
+
+
+def test_gcs_paths_are_literal_and_leased(gcs_pets, capsys):
+    """``gs://pets/exp[12]`` is one folder, not a pattern over its siblings; a lease is an object
+    created only if absent (``ifGenerationMatch=0``), which a second run cannot take."""
+    run_job(gcs_pets, "gs://pets/exp1", "--no_statistics")
+    sibling = {uri: emulators.read_bytes(uri) for uri in emulators.list_objects("gs://pets/exp1")}
+    first = run_job(gcs_pets, "gs://pets/exp[12]", "--no_statistics")
+    second = run_job(gcs_pets, "gs://pets/exp[12]", "--no_statistics", "--overwrite")
+    assert first["num_inputs"] == second["num_inputs"] > 0
+    assert {uri: emulators.read_bytes(uri) for uri in emulators.list_objects("gs://pets/exp1")} == sibling
+    assert verify.verify("gs://pets/exp[12]") == {}
+    holder = lease.take("gs://pets/exp1")
+    with pytest.raises(lease.LeaseError, match=f"leased by run {holder.run_id}"):
+        lease.take("gs://pets/exp1")
+    with pytest.raises(SystemExit) as exited:
+        run_job(gcs_pets, "gs://pets/exp1", "--no_statistics", "--overwrite")
+    assert exited.value.code == 2 and f"leased by run {holder.run_id}" in capsys.readouterr().err
+    lease.release("gs://pets/exp1", holder.run_id)
+    assert {uri: emulators.read_bytes(uri) for uri in emulators.list_objects("gs://pets/exp1")} == sibling
