@@ -73,14 +73,17 @@ def check_output(output: str, overwrite: bool) -> None:
     """
     if filesystem.exists(output) and filesystem.is_file(output) and filesystem.is_local(output):
         raise ValueError(f"--output {output!r} is a file, not a folder")
+    leased = lease.read_holder(output) is not None
+    # .incomplete/ is a run's own while it holds the lease there (the lease decides who goes on);
+    # without one, it is somebody's folder like any other.
     present = [name for name in filesystem.list_files(output)
-               if is_job_file(name) and not name.startswith(INCOMPLETE_DIR + "/")]
+               if is_job_file(name) and not (leased and name.startswith(INCOMPLETE_DIR + "/"))]
     if not present:
         return
     if not overwrite:
         raise ValueError(f"--output {output!r} already holds {_describe(present)}; pass --overwrite "
                          "to replace an earlier beam-etl output there")
-    if read_manifest_if_any(output) is None and lease.read_holder(output) is None:
+    if read_manifest_if_any(output) is None and not leased:
         raise ValueError(f"--output {output!r} is not a beam-etl output (it has no beam-etl "
                          f"{MANIFEST}) but holds {_describe(present)}: --overwrite replaces only "
                          "what beam-etl wrote; choose another --output or move those files")

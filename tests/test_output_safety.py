@@ -102,6 +102,15 @@ def test_overwrite_refuses_a_folder_that_beam_etl_did_not_write(pets_dir, tmp_pa
     assert _snapshot(out) == before
 
 
+def test_a_folder_named_incomplete_without_a_lease_is_not_the_jobs(pets_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    (out / ".incomplete").mkdir(parents=True)
+    (out / ".incomplete" / "draft.txt").write_text("someone's")
+    assert ".incomplete/draft.txt" in _refused(capsys, lambda: _run(pets_dir, out, "--no_statistics"))
+    assert "is not a beam-etl output" in _refused(capsys, lambda: _run(pets_dir, out, "--overwrite"))
+    assert _snapshot(out) == {".incomplete/draft.txt": b"someone's"}
+
+
 def test_overwrite_never_replaces_a_file_no_manifest_lists(earlier, pets_dir, tmp_path):
     out = _copy(earlier, tmp_path)
     stranger = out / "train-00002-of-00003.tfrecord"  # a name the new run will write
