@@ -10,6 +10,7 @@ export TF_CPP_MIN_LOG_LEVEL=2
   --image_size 128 --augment_copies 1 --mask_values 1,2,3 --overwrite
 echo
 echo "demo/out:"; ls -l demo/out
+echo; .venv/bin/python -m beam_etl.verify demo/out   # every file against the manifest's size and crc32c
 echo; echo "demo/out/rejected/rejected-00000-of-00001.jsonl:"; cat demo/out/rejected/rejected-00000-of-00001.jsonl
 echo; echo "statistics in demo/out/manifest.json:"
 .venv/bin/python -c "
