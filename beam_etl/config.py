@@ -1,16 +1,16 @@
 """The job's validated settings: one frozen dataclass that every transform receives.
 
 Flags are parsed by :mod:`beam_etl.options`; this module owns the value parsers (so each
-error names the flag and the value) and the cross-field checks.
+error names the flag and the value) and the cross-field checks. No Beam import: the loader's
+command line uses the same parsers.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import math
 import re
-
-from apache_beam.io.gcp import bigquery_tools
 
 from beam_etl import schema
 
@@ -18,6 +18,52 @@ SPLITS = ("train", "val", "test")
 IMAGE_FORMATS = ("jpeg", "png", "raw")
 DEFAULT_SPLIT_FRACTIONS = (("train", 0.8), ("val", 0.1), ("test", 0.1))
 MIN_SHARD_MB, MAX_SHARD_MB = 0.001, 1_000_000.0  # 1 KB to 1 TB per file
+
+
+def flag_type(parse):
+    """An argparse ``type`` from a parser that raises ValueError: the error names the value."""
+    def convert(text):
+        try:
+            return parse(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(f"invalid value {text!r}: {error}") from None
+    convert.__name__ = parse.__name__.removeprefix("parse_")
+    return convert
+
+
+def positive_int(text):
+    value = int(text)
+    if value < 1:
+        raise ValueError("must be a positive integer")
+    return value
+
+
+def non_negative_int(text):
+    value = int(text)
+    if value < 0:
+        raise ValueError("must be >= 0")
+    return value
+
+
+def finite_float(text):
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError("must be a finite number")
+    return value
+
+
+def positive_hours(text):
+    value = finite_float(text)
+    if value <= 0:
+        raise ValueError("must be a positive number of hours")
+    return value
+
+
+def fraction(text):
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError("must be within [0, 1]")
+    return value
 
 
 def parse_image_size(text: str) -> tuple[int, int]:
@@ -102,6 +148,8 @@ def parse_column_name(text: str) -> str:
 def parse_table_spec(text: str) -> str:
     """``PROJECT:DATASET.TABLE``, ``PROJECT.DATASET.TABLE`` or ``DATASET.TABLE``, checked with
     Beam's own parser; returns the ``PROJECT:DATASET.TABLE`` (or ``DATASET.TABLE``) form."""
+    from apache_beam.io.gcp import bigquery_tools  # pylint: disable=import-outside-toplevel  # keeps this module Beam-free
+
     try:
         reference = bigquery_tools.parse_table_reference(str(text).strip())
     except ValueError:

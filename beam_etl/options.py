@@ -10,64 +10,19 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 import os
 
 from apache_beam.options.pipeline_options import (DirectOptions, GoogleCloudOptions, PipelineOptions,
                                                   StandardOptions, TestOptions, _BeamArgumentParser)
 
 from beam_etl import config as config_lib
+from beam_etl.config import (finite_float, flag_type, fraction, non_negative_int, positive_hours,  # noqa: F401
+                             positive_int)
 
 try:  # Registers --dask_client_address & co. so that they count as known flags.
     from apache_beam.runners.dask import dask_runner as _dask_runner  # noqa: F401
 except ImportError:  # the [dask] extra is not installed
     pass
-
-
-def flag_type(parse):
-    """An argparse ``type`` from a parser that raises ValueError: the error names the value."""
-    def convert(text):
-        try:
-            return parse(text)
-        except ValueError as error:
-            raise argparse.ArgumentTypeError(f"invalid value {text!r}: {error}") from None
-    convert.__name__ = parse.__name__.removeprefix("parse_")
-    return convert
-
-
-def positive_int(text):
-    value = int(text)
-    if value < 1:
-        raise ValueError("must be a positive integer")
-    return value
-
-
-def finite_float(text):
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError("must be a finite number")
-    return value
-
-
-def positive_hours(text):
-    value = finite_float(text)
-    if value <= 0:
-        raise ValueError("must be a positive number of hours")
-    return value
-
-
-def _fraction(text):
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise ValueError("must be within [0, 1]")
-    return value
-
-
-def _non_negative_int(text):
-    value = int(text)
-    if value < 0:
-        raise ValueError("must be >= 0")
-    return value
 
 
 _COLUMN_HELP = {
@@ -143,7 +98,7 @@ class PreprocessOptions(PipelineOptions):
                           metavar="LIST",
                           help="Allowed mask values, e.g. '1,2,3' for Oxford trimaps or '0-20,255'. "
                                "Masks with other values are rejected. Default: any.")
-        proc.add_argument("--augment_copies", type=flag_type(_non_negative_int), default=0,
+        proc.add_argument("--augment_copies", type=flag_type(non_negative_int), default=0,
                           help="Extra augmented copies of each training example (flip, crop, "
                                "rotation, brightness/contrast). Default 0.")
         proc.add_argument("--seed", type=flag_type(int), default=0,
@@ -156,9 +111,9 @@ class PreprocessOptions(PipelineOptions):
                            default=config_lib.DEFAULT_SPLIT_FRACTIONS, metavar="SPEC",
                            help="Split of inputs whose source has none, by stable hash of the key. "
                                 "Default train=0.8,val=0.1,test=0.1.")
-        split.add_argument("--val_fraction", type=flag_type(_fraction), default=0.1,
+        split.add_argument("--val_fraction", type=flag_type(fraction), default=0.1,
                            help="Fraction of Oxford trainval held out as 'val' by stable hash. Default 0.1.")
-        split.add_argument("--max_reject_fraction", type=flag_type(_fraction), default=1.0,
+        split.add_argument("--max_reject_fraction", type=flag_type(fraction), default=1.0,
                            help="Fail the job (leaving --output as it was) when more than this "
                                 "fraction of inputs is rejected. Default 1.0: never.")
 

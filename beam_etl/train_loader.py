@@ -33,10 +33,10 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from beam_etl import schema, statistics
+from beam_etl import schema, transform_graph
 from beam_etl import tf_decoding
 from beam_etl.output_layout import MANIFEST, IncompleteOutputError, missing_manifest
-from beam_etl.options import flag_type, positive_int
+from beam_etl.config import flag_type, positive_int
 
 AUTOTUNE = tf.data.AUTOTUNE
 DEFAULT_SHUFFLE_BUFFER = 2048  # examples; 2048 raw 128x128 records are ~100 MB
@@ -134,9 +134,9 @@ class Decoder:
     ``on_device=True``: ``image`` stays ``uint8`` and the model normalizes it on the
     accelerator with :func:`normalization_layer` (4x fewer bytes to the device and no float
     pass on the host); ``mask`` is the same class ids as the graph's, in the smallest type that
-    holds them (:func:`mask_dtype`), or the stored ``uint8`` values without statistics.
+    holds them (:func:`mask_dtype`), or the stored ``uint8`` values without transform_graph.
     ``split``: the split it decodes; where the job guarantees that its masks hold only class
-    values (:func:`statistics.masks_hold_only_classes`), a contiguous label set's ids are one
+    values (:func:`transform_graph.masks_hold_only_classes`), a contiguous label set's ids are one
     subtraction, with no check for values that are not a class.
     """
 
@@ -144,28 +144,28 @@ class Decoder:
         self.image_info = manifest["image"]
         self.on_device = on_device
         self._transform = self._class_ids = None
-        self._only_classes = split is not None and statistics.masks_hold_only_classes(manifest, split)
+        self._only_classes = split is not None and transform_graph.masks_hold_only_classes(manifest, split)
         self.features = (schema.IMAGE_ENCODED, schema.MASK_ENCODED)  # what to parse
         if manifest.get("statistics") is None:
             return
         if on_device:  # the graph's own table, read out of it once
-            self._class_ids = statistics.graph_statistics(data_dir, self.image_info)["class_ids"]
+            self._class_ids = transform_graph.graph_statistics(data_dir, self.image_info)["class_ids"]
         else:
             import tensorflow_transform as tft  # pylint: disable=import-outside-toplevel
             self._transform = tft.TFTransformOutput(data_dir).transform_features_layer()
-            self.features = statistics.RAW_FEATURES
+            self.features = transform_graph.RAW_FEATURES
 
     def __call__(self, features: dict, batch_size: int | None = None) -> tuple[tf.Tensor, tf.Tensor]:
         if self._transform is not None:
             outputs = self._transform(features)
-            image, mask = outputs[statistics.IMAGE], tf.cast(outputs[statistics.MASK], tf.int32)
+            image, mask = outputs[transform_graph.IMAGE], tf.cast(outputs[transform_graph.MASK], tf.int32)
         else:
             image = tf_decoding.decode_images(features[schema.IMAGE_ENCODED], self.image_info)
             mask = tf_decoding.decode_masks(features[schema.MASK_ENCODED], self.image_info)
             if not self.on_device:
                 image, mask = tf.cast(image, tf.float32) / 255.0, tf.cast(mask, tf.int32)
             elif self._class_ids is not None:
-                mask = statistics.class_ids_of(mask, tf.constant(self._class_ids), mask_dtype(self._class_ids),
+                mask = transform_graph.class_ids_of(mask, tf.constant(self._class_ids), mask_dtype(self._class_ids),
                                                only_classes=self._only_classes)
         height, width, channels = (self.image_info[k] for k in ("height", "width", "channels"))
         return (tf.ensure_shape(image, [batch_size, height, width, channels]),
@@ -188,7 +188,7 @@ def normalization_layer(data_dir: str):
     manifest = load_manifest(data_dir)
     if manifest.get("statistics") is None:
         return keras.layers.Rescaling(1.0 / 255.0, name="normalize")
-    raw = statistics.graph_statistics(data_dir, manifest["image"])
+    raw = transform_graph.graph_statistics(data_dir, manifest["image"])
     return keras.layers.Rescaling(raw["pixel_scale"].tolist(), raw["pixel_offset"].tolist(), name="normalize")
 
 

@@ -32,7 +32,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from beam_etl import schema, statistics, train_loader
+from beam_etl import schema, train_loader, transform_graph
 from benchmarks.loader_throughput import ensure_shards, images_per_second, parse_args
 from benchmarks.preprocess_throughput import ensure_dataset
 
@@ -64,7 +64,7 @@ def pipelines(output: str, batch_size: int) -> dict:
     byte_files = without_examples(output, files)
     manifest = train_loader.load_manifest(output)
     height, width = manifest["image"]["height"], manifest["image"]["width"]
-    class_ids = tf.constant(statistics.graph_statistics(output, manifest["image"])["class_ids"])
+    class_ids = tf.constant(transform_graph.graph_statistics(output, manifest["image"])["class_ids"])
 
     def records(names: bool, repeat_files: bool = True, files=files):
         def read(name):
@@ -80,7 +80,7 @@ def pipelines(output: str, batch_size: int) -> dict:
         image = tf.reshape(tf.io.decode_raw(features[schema.IMAGE_ENCODED], tf.uint8), [-1, height, width, 3])
         mask = tf.reshape(tf.io.decode_raw(features[schema.MASK_ENCODED], tf.uint8), [-1, height, width])
         if ids is not None:
-            mask = statistics.class_ids_of(mask, class_ids, tf.int8, only_classes=ids == "subtract")
+            mask = transform_graph.class_ids_of(mask, class_ids, tf.int8, only_classes=ids == "subtract")
         return image, mask
 
     def split(serialized, names=None, ids=None):  # the bytes layout: one decode_raw, then split
@@ -88,7 +88,7 @@ def pipelines(output: str, batch_size: int) -> dict:
         pixels = tf.io.decode_raw(serialized, tf.uint8)
         image = tf.reshape(pixels[:, :height * width * 3], [-1, height, width, 3])
         mask = tf.reshape(pixels[:, height * width * 3:], [-1, height, width])
-        return image, statistics.class_ids_of(mask, class_ids, tf.int8, only_classes=ids == "subtract")
+        return image, transform_graph.class_ids_of(mask, class_ids, tf.int8, only_classes=ids == "subtract")
 
     def with_names(repeat_files: bool, ids, decode=parse, files=files):
         def make():

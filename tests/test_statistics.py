@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from beam_etl import schema, statistics, train_loader
+from beam_etl import schema, train_loader, transform_graph
 from tests.jobs import run_job
 from tests.tfrecords import read_examples
 
@@ -117,7 +117,7 @@ def test_summarize_computes_from_exact_sums():
         "class_ids": np.array([0, -1, -1, -1, -1, 1] + [-1] * 250),
     }
     image_info = {"height": 2, "width": 2, "channels": 3}
-    stats = statistics.summarize(raw, image_info, ["cat"])
+    stats = transform_graph.summarize(raw, image_info, ["cat"])
     assert stats["pixel_mean"] == [10.0, 0.0, 255.0]
     assert stats["pixel_std"] == [0.0, 0.0, 0.0]
     assert stats["class_values"] == [0, 5]
@@ -132,7 +132,7 @@ def test_class_ids_of_mask_values_contiguous_or_not(values, dtype):
     is_class = np.isin(np.arange(256), values)
     class_ids = np.where(is_class, np.cumsum(is_class) - 1, -1)
     masks = np.arange(256, dtype=np.uint8).reshape(1, 16, 16)
-    ids = statistics.class_ids_of(tf.constant(masks), tf.constant(class_ids), dtype)
+    ids = transform_graph.class_ids_of(tf.constant(masks), tf.constant(class_ids), dtype)
     assert ids.dtype == dtype
     np.testing.assert_array_equal(ids.numpy(), class_ids[masks])
 
@@ -145,12 +145,12 @@ def test_class_ids_of_masks_holding_only_classes(values, dtype, shape):
     class_ids = np.where(is_class, np.cumsum(is_class) - 1, -1)
     size = int(np.prod(shape))
     masks = np.array(values, dtype=np.uint8)[np.random.default_rng(0).integers(len(values), size=size)].reshape(shape)
-    ids = statistics.class_ids_of(tf.constant(masks), tf.constant(class_ids), dtype, only_classes=True)
+    ids = transform_graph.class_ids_of(tf.constant(masks), tf.constant(class_ids), dtype, only_classes=True)
     assert ids.dtype == dtype and ids.shape == shape
     np.testing.assert_array_equal(ids.numpy(), class_ids[masks])
-    np.testing.assert_array_equal(ids.numpy(), statistics.class_ids_of(tf.constant(masks), tf.constant(class_ids), dtype).numpy())
+    np.testing.assert_array_equal(ids.numpy(), transform_graph.class_ids_of(tf.constant(masks), tf.constant(class_ids), dtype).numpy())
     # in a tf.function over batches of unknown size, as the loader calls it
-    batched = tf.function(lambda m: statistics.class_ids_of(m, tf.constant(class_ids), dtype, only_classes=True),
+    batched = tf.function(lambda m: transform_graph.class_ids_of(m, tf.constant(class_ids), dtype, only_classes=True),
                           input_signature=[tf.TensorSpec([None, *shape[1:]], tf.uint8)])
     np.testing.assert_array_equal(batched(tf.constant(masks)).numpy(), class_ids[masks])
 
@@ -162,5 +162,5 @@ def test_class_ids_of_masks_holding_only_classes(values, dtype, shape):
 ])
 def test_masks_hold_only_classes_where_the_job_guarantees_it(mask_values, split, expected):
     manifest = {"flags": {"mask_values": mask_values}, "statistics": {"split": "train"}}
-    assert statistics.masks_hold_only_classes(manifest, split) is expected
-    assert statistics.masks_hold_only_classes({"flags": {"mask_values": mask_values}, "statistics": None}, split) is False
+    assert transform_graph.masks_hold_only_classes(manifest, split) is expected
+    assert transform_graph.masks_hold_only_classes({"flags": {"mask_values": mask_values}, "statistics": None}, split) is False

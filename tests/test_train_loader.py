@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -287,3 +288,12 @@ def test_a_record_corrupt_in_place_is_named_by_the_cli_and_by_verify(raw_output,
     assert verify.main([str(copy)]) == 1
     assert f"FAIL {copy}/{first}: crc32c" in capsys.readouterr().out
     assert verify.main([str(raw_output[0])]) == 0
+
+
+def test_the_loader_and_verify_need_tensorflow_only():
+    """A trainer imports the loader without Apache Beam, Beam's Dask runner or dask."""
+    code = ("import sys, beam_etl.train_loader, beam_etl.verify; "
+            "print(sorted(m for m in ('apache_beam', 'dask', 'distributed') if m in sys.modules))")
+    printed = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True,
+                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}).stdout
+    assert printed.strip().splitlines()[-1] == "[]"
