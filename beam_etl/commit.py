@@ -22,7 +22,7 @@ import signal
 
 from beam_etl import filesystem, lease
 from beam_etl.output_layout import (INCOMPLETE_DIR, JOURNAL, LEASE, MANIFEST, PREVIOUS_DIR, REJECTED_FILE,
-                                    STAGING_DIR, TRANSFORM_DIRS, is_job_file, join)
+                                    STAGING_DIR, TRANSFORM_DIRS, is_job_file, is_shard_name, join)
 
 CRASH_POINTS = ("after_lease", "before_commit", "old_manifest_out", "old_files_out", "new_files_in",
                 "manifest_in")
@@ -54,15 +54,27 @@ def read_manifest_if_any(output: str) -> dict | None:
     return manifest
 
 
+def is_safe_name(name: str) -> bool:
+    """A name a manifest may list: relative, without ``.``/``..`` parts, a name the job writes."""
+    parts = name.split("/")
+    return (isinstance(name, str) and not name.startswith("/") and "\\" not in name
+            and all(part not in ("", ".", "..") for part in parts)
+            and is_job_file(name) and not name.startswith(INCOMPLETE_DIR + "/"))
+
+
 def owned_files(output: str, manifest: dict) -> list[str]:
-    """The files ``manifest`` says the job wrote in ``output`` (relative names)."""
+    """The files ``manifest`` says the job wrote in ``output`` (relative names). A name that
+    could reach outside ``output`` or is not one the job writes is never the job's, whatever a
+    (possibly hand-edited) manifest says."""
     if "files" in manifest:
-        return sorted(manifest["files"])
-    # Outputs written before manifests listed every file: shards, the rejected list, tf.Transform's.
-    names = [name for split in manifest["splits"].values() for name in split["files"]] + [REJECTED_FILE]
-    for directory in TRANSFORM_DIRS:
-        names += [f"{directory}/{name}" for name in filesystem.list_files(join(output, directory))]
-    return sorted(names)
+        names = list(manifest["files"])
+    else:  # outputs written before manifests listed every file: shards, rejected list, tf.Transform's
+        names = [name for split in manifest["splits"].values() for name in split["files"]] + [REJECTED_FILE]
+        for directory in TRANSFORM_DIRS:
+            if filesystem.is_local(output) and os.path.islink(join(output, directory)):
+                continue  # never follow a link out of the output
+            names += [f"{directory}/{name}" for name in filesystem.list_files(join(output, directory))]
+    return sorted(name for name in names if is_safe_name(name))
 
 
 def check_output(output: str, overwrite: bool) -> None:
@@ -83,29 +95,43 @@ def check_output(output: str, overwrite: bool) -> None:
     if not overwrite:
         raise ValueError(f"--output {output!r} already holds {_describe(present)}; pass --overwrite "
                          "to replace an earlier beam-etl output there")
-    if read_manifest_if_any(output) is None and not leased:
+    manifest = read_manifest_if_any(output)
+    if manifest is None and not leased:
         raise ValueError(f"--output {output!r} is not a beam-etl output (it has no beam-etl "
                          f"{MANIFEST}) but holds {_describe(present)}: --overwrite replaces only "
                          "what beam-etl wrote; choose another --output or move those files")
+    if manifest is not None:
+        owned = set(owned_files(output, manifest))
+        strangers = [name for name in present
+                     if (is_shard_name(name) or name == REJECTED_FILE) and name not in owned]
+        if strangers:  # names this run may write, which it would then refuse to replace
+            raise ValueError(f"--output {output!r} holds {_describe(strangers)}, which its "
+                             f"{MANIFEST} does not list: --overwrite replaces only what beam-etl "
+                             "wrote; move those files")
 
 
 def _write_journal(output: str, journal: dict) -> None:
-    filesystem.write_bytes(join(output, JOURNAL), json.dumps(journal, sort_keys=True).encode("utf-8"))
+    """Written whole or not at all: to a temporary name, flushed to disk, then renamed."""
+    temporary = join(output, JOURNAL + ".tmp")
+    filesystem.write_bytes(temporary, json.dumps(journal, sort_keys=True).encode("utf-8"), sync=True)
+    filesystem.rename(temporary, join(output, JOURNAL))
 
 
 def commit(output: str, run_id: str, manifest: dict, new_files: list[str]) -> None:
     """Moves this run's staged ``new_files`` (and the manifest) into ``output``, replacing the
     earlier output; then clears ``.incomplete/`` and releases the lease."""
-    lease.check(output, run_id)
     previous = read_manifest_if_any(output)
     if previous is not None and previous.get("run_id") == run_id:
         finish(output, run_id)  # a retried commit step: the first attempt got this far
         return
+    lease.check(output, run_id)
     if rollback(output):  # a retried commit step starts again from the earlier output
         previous = read_manifest_if_any(output)
     old_files = owned_files(output, previous) if previous is not None else []
     owned = set(old_files)
-    theirs = [name for name in new_files if name not in owned and filesystem.exists(join(output, name))]
+    theirs = [name for name in new_files + [MANIFEST]
+              if name not in owned and not (name == MANIFEST and previous is not None)
+              and filesystem.exists(join(output, name))]
     if theirs:
         raise FileExistsError(f"--output {output!r} holds {_describe(theirs)}, which no beam-etl "
                               "manifest lists: the run will not replace files it did not write")
@@ -137,14 +163,22 @@ def rollback(output: str) -> bool:
     path = join(output, JOURNAL)
     if not filesystem.exists(path):
         return False
-    journal = json.loads(filesystem.read_bytes(path))
+    try:
+        journal = json.loads(filesystem.read_bytes(path))
+    except ValueError:
+        raise RuntimeError(f"{path} is unreadable: a commit was interrupted and cannot be rolled back "
+                           f"automatically; the earlier output's files are in {join(output, PREVIOUS_DIR)}") from None
     current = read_manifest_if_any(output)
     if current is not None and current.get("run_id") == journal["run_id"]:
         return True  # committed: what is left is clean-up
     for name in journal["new"]:
         staged, placed = join(output, f"{STAGING_DIR}/{name}"), join(output, name)
-        if not filesystem.exists(staged) and filesystem.exists(placed):
+        if not filesystem.exists(placed):
+            continue
+        if not filesystem.exists(staged):
             filesystem.rename(placed, staged)
+        elif name not in journal["previous"]:  # on gs:// a rename is a copy, then a delete
+            filesystem.delete_file(placed)
     for name in journal["previous"][1:] + journal["previous"][:1]:  # the manifest last
         kept = join(output, f"{PREVIOUS_DIR}/{name}")
         if filesystem.exists(kept):
@@ -158,7 +192,7 @@ def rollback(output: str) -> bool:
 def _delete_all_but_the_lease(incomplete: str) -> None:
     names = filesystem.list_files(incomplete, folder_markers=True)
     for name in sorted(names, key=lambda n: (n.endswith("/"), -n.count("/"))):  # markers last, deepest first
-        if f"{INCOMPLETE_DIR}/{name}" != LEASE and not LEASE.startswith(f"{INCOMPLETE_DIR}/{name}"):
+        if f"{INCOMPLETE_DIR}/{name}" != LEASE and not (name.endswith("/") and LEASE.startswith(f"{INCOMPLETE_DIR}/{name}")):
             filesystem.delete_file(join(incomplete, name))
 
 

@@ -76,6 +76,11 @@ def size(path: str) -> int:
     return FileSystems.match([escape_glob(path)], limits=[1])[0].metadata_list[0].size_in_bytes
 
 
+def modified(path: str) -> float:
+    """When ``path`` was last written, in seconds since the epoch."""
+    return os.stat(_local(path)).st_mtime if is_local(path) else FileSystems.last_updated(path)
+
+
 def make_parent(path: str) -> None:
     if is_local(path):
         os.makedirs(os.path.dirname(_local(path)) or ".", exist_ok=True)
@@ -149,8 +154,15 @@ def read_bytes(path: str) -> bytes:
         return handle.read()
 
 
-def write_bytes(path: str, data: bytes) -> None:
+def write_bytes(path: str, data: bytes, sync: bool = False) -> None:
+    """Writes ``data`` to ``path``; ``sync``: on disk before returning (local files)."""
     make_parent(path)
+    if sync and is_local(path):
+        with open(_local(path), "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        return
     with FileSystems.create(path) as handle:
         handle.write(data)
 

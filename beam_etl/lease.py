@@ -62,7 +62,11 @@ def read_holder(output: str) -> Holder | None:
     except Exception:  # pylint: disable=broad-except  # missing, truncated, or not ours
         if not filesystem.exists(path):
             return None
-        return Holder(run_id="?", host="?", pid=0, process_start="", started=0.0)
+        try:  # (a run killed between creating it and writing it): as old as the file
+            started = filesystem.modified(path)
+        except Exception:  # pylint: disable=broad-except  # gone meanwhile
+            return None
+        return Holder(run_id="?", host="?", pid=0, process_start="", started=started)
 
 
 def is_stale(holder: Holder, timeout_hours: float) -> bool:
@@ -103,10 +107,24 @@ def take(output: str, break_stale: bool = False, timeout_hours: float = 48.0) ->
         raise LeaseError(f"--output {output!r} is leased by {what}: another run is writing there. "
                          f"Wait for it, or if it is gone for good, pass --break_lease once it is "
                          f"older than --lease_timeout_hours={timeout_hours:g}")
-    filesystem.delete_file(path)
+    _remove_stale(path, me.run_id)
     if not filesystem.create_exclusive(path, data):
         raise LeaseError(f"--output {output!r}: another run took the lease while this one broke it")
     return me
+
+
+def _remove_stale(path: str, breaker: str) -> None:
+    """Removes the stale lease at ``path``. Locally by a rename to a name of this run's: of two
+    runs breaking it at once, only one rename succeeds, and the other's later create fails.
+    (On ``gs://`` a delete: two runs breaking one lease in the same instant may both go on.)"""
+    if filesystem.is_local(path):
+        try:
+            os.rename(path, f"{path}.broken-by-{breaker}")
+        except FileNotFoundError:
+            raise LeaseError(f"another run broke the lease {path} first") from None
+        os.remove(f"{path}.broken-by-{breaker}")
+    else:
+        filesystem.delete_file(path)
 
 
 def check(output: str, run_id: str) -> None:

@@ -81,7 +81,9 @@ def check_files(data_dir: str, manifest: dict, names: list[str]) -> list[int | N
     counts = []
     for name in names:
         path = f"{data_dir.rstrip('/')}/{name}"
-        entry = listed[name]
+        entry = listed.get(name)
+        if entry is None:
+            raise OutputMismatchError(f"{path}: the manifest's split lists it, but its files do not")
         try:
             size = tf.io.gfile.stat(path).length
         except tf.errors.NotFoundError:

@@ -100,6 +100,22 @@ def start_local_dask_cluster(pipeline_options: PipelineOptions, workers: int):
     return cluster
 
 
+_IN_PROCESS_RUNNERS = {None, "DirectRunner", "SwitchingDirectRunner", "BundleBasedDirectRunner",
+                       "FnApiRunner", "PrismRunner"}
+
+
+def runner_name(pipeline_options: PipelineOptions) -> str | None:
+    return pipeline_options.view_as(StandardOptions).runner
+
+
+def runs_here(pipeline_options: PipelineOptions) -> bool:
+    """Whether the job's workers end with this process (so a failure here ends the job): the
+    DirectRunner's, and a Dask cluster this process started and has closed."""
+    if pipeline_options.view_as(options_lib.RunnerOptions).dask_local_workers:
+        return True
+    return runner_name(pipeline_options) in _IN_PROCESS_RUNNERS
+
+
 def _refuse(error: Exception):
     print(f"error: {error}", file=sys.stderr)
     sys.exit(2)
@@ -133,21 +149,29 @@ def run(argv: list[str] | None = None) -> dict | None:
     except lease.LeaseError as error:
         _refuse(error)
     try:
-        commit.check_output(config.output, config.overwrite)  # again: another run may have ended meanwhile
-    except ValueError as error:
+        commit.clear_leftovers(config.output)  # may put back an output a dead run was replacing
+        commit.check_output(config.output, config.overwrite)  # so again, and another run may have ended
+    except (ValueError, RuntimeError) as error:
         commit.abandon(config.output, holder.run_id)
         _refuse(error)
     cluster = None
     started = time.perf_counter()
     try:
-        commit.clear_leftovers(config.output)
         commit.crash_point("after_lease")
         if runner_options.dask_local_workers:
             cluster = start_local_dask_cluster(pipeline_options, runner_options.dask_local_workers)
         with beam.Pipeline(options=pipeline_options) as pipeline:
             build_pipeline(pipeline, config, holder.run_id)
     except BaseException:
-        commit.abandon(config.output, holder.run_id)
+        if cluster is not None:  # its workers stop here: none of them can be mid-commit after this
+            cluster.close()
+            cluster = None
+        if runs_here(pipeline_options):
+            commit.abandon(config.output, holder.run_id)
+        else:  # the job may still run (and commit) elsewhere: leave it its lease and files
+            print(f"note: the job may still be running on {runner_name(pipeline_options)}; --output "
+                  f"{config.output!r} keeps its lease until it ends. Once it has, a later run with "
+                  "--break_lease clears what it left.", file=sys.stderr)
         raise
     finally:
         if cluster is not None:

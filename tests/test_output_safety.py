@@ -111,14 +111,27 @@ def test_a_folder_named_incomplete_without_a_lease_is_not_the_jobs(pets_dir, tmp
     assert _snapshot(out) == {".incomplete/draft.txt": b"someone's"}
 
 
-def test_overwrite_never_replaces_a_file_no_manifest_lists(earlier, pets_dir, tmp_path):
+def test_overwrite_never_replaces_a_file_no_manifest_lists(earlier, pets_dir, tmp_path, capsys):
     out = _copy(earlier, tmp_path)
-    stranger = out / "train-00002-of-00003.tfrecord"  # a name the new run will write
+    stranger = out / "train-00002-of-00003.tfrecord"  # a name the new run may write
     stranger.write_bytes(b"not listed anywhere")
     before = _snapshot(out)
-    with pytest.raises(Exception, match="train-00002-of-00003.tfrecord, which no beam-etl manifest lists"):
-        _run(pets_dir, out, "--overwrite", "--num_shards", "3")
+    error = _refused(capsys, lambda: _run(pets_dir, out, "--overwrite", "--num_shards", "3"))
+    assert "train-00002-of-00003.tfrecord, which its manifest.json does not list" in error
     assert _snapshot(out) == before  # the earlier output stands, the stranger too
+
+
+def test_a_manifest_naming_files_outside_the_output_cannot_make_the_job_delete_them(earlier, pets_dir,
+                                                                                   tmp_path):
+    out = _copy(earlier, tmp_path)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("outside")
+    listed = json.loads((out / "manifest.json").read_text())
+    listed["files"]["../victim.txt"] = {"bytes": 7, "crc32c": "0"}
+    listed["files"]["/etc/hostname"] = {"bytes": 7, "crc32c": "0"}
+    (out / "manifest.json").write_text(json.dumps(listed))
+    _run(pets_dir, out, "--overwrite", "--no_statistics")
+    assert victim.read_text() == "outside" and verify.verify(str(out)) == {}
 
 
 # 2. Paths are paths -----------------------------------------------------------------------------
@@ -171,6 +184,15 @@ def test_a_run_killed_before_its_manifest_is_in_leaves_the_earlier_output(earlie
     assert again.returncode == -9, again.stderr[-2000:]
     assert _snapshot(out, hidden=False) == earlier[1]
     assert verify.verify(str(out)) == {}
+
+
+def test_a_run_without_overwrite_does_not_replace_an_output_it_restored(earlier, pets_dir, tmp_path, capsys):
+    out = _copy(earlier, tmp_path)
+    killed = _run_process(pets_dir, out, "--overwrite", "--image_size", "32", crash_at="old_files_out")
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    error = _refused(capsys, lambda: _run(pets_dir, out, "--break_lease"))  # no --overwrite
+    assert "pass --overwrite" in error
+    assert _snapshot(out) == earlier[1]  # rolled back, and the lease released
 
 
 def test_a_run_killed_after_its_manifest_is_in_has_replaced_the_output(earlier, pets_dir, tmp_path):
