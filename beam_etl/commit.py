@@ -10,7 +10,7 @@ the earlier output comes back byte for byte. Nothing outside ``--output`` is tou
 it only the files the earlier manifest lists and the job's own ``.incomplete/``.
 
 ``BEAM_ETL_CRASH_AT=<point>`` kills the process at one of :data:`CRASH_POINTS` (for the tests
-that kill a run at each step of the commit).
+that kill a run at each step of the commit); ``<point>:SIGINT`` interrupts it there instead.
 """
 
 from __future__ import annotations
@@ -30,9 +30,11 @@ _log = logging.getLogger(__name__)
 
 
 def crash_point(name: str) -> None:
-    """Kills this process with SIGKILL when ``BEAM_ETL_CRASH_AT`` names ``name`` (tests only)."""
-    if os.environ.get("BEAM_ETL_CRASH_AT") == name:
-        os.kill(os.getpid(), signal.SIGKILL)
+    """Kills this process with SIGKILL when ``BEAM_ETL_CRASH_AT`` names ``name``, or sends it
+    SIGINT (a Ctrl-C) for ``name:SIGINT`` (tests only)."""
+    point, _, how = os.environ.get("BEAM_ETL_CRASH_AT", "").partition(":")
+    if point == name:
+        os.kill(os.getpid(), signal.SIGINT if how == "SIGINT" else signal.SIGKILL)
 
 
 def _describe(names: list[str], limit: int = 5) -> str:

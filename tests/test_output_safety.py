@@ -186,6 +186,13 @@ def test_a_run_killed_before_its_manifest_is_in_leaves_the_earlier_output(earlie
     assert verify.verify(str(out)) == {}
 
 
+def test_ctrl_c_leaves_the_earlier_output_and_no_lease(earlier, pets_dir, tmp_path):
+    out = _copy(earlier, tmp_path)
+    interrupted = _run_process(pets_dir, out, "--overwrite", crash_at="after_lease:SIGINT")
+    assert interrupted.returncode != 0 and "KeyboardInterrupt" in interrupted.stderr
+    assert _snapshot(out) == earlier[1]  # no .incomplete/, no lease: the next run just runs
+
+
 def test_a_run_without_overwrite_does_not_replace_an_output_it_restored(earlier, pets_dir, tmp_path, capsys):
     out = _copy(earlier, tmp_path)
     killed = _run_process(pets_dir, out, "--overwrite", "--image_size", "32", crash_at="old_files_out")
