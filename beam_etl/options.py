@@ -219,6 +219,11 @@ def parse_args(argv: list[str], prog: str | None = None,
                                   parser), options
 
 
+# Runners whose workers end with the launching process.
+IN_PROCESS_RUNNERS = {"DirectRunner", "SwitchingDirectRunner", "BundleBasedDirectRunner", "FnApiRunner",
+                      "PrismRunner"}
+
+
 def is_dry_run(options: PipelineOptions) -> bool:
     """``--dry_run=True``: DataflowRunner builds the job and submits nothing."""
     return bool(options.view_as(TestOptions).dry_run)
@@ -235,6 +240,10 @@ def check_runner_flags(options: PipelineOptions) -> None:
             runner_lib.create_runner(name)
         except (ValueError, ImportError, AttributeError) as error:
             raise ValueError(f"--runner {name!r} is not a runner Beam knows: {error}") from None
+    standard = options.view_as(StandardOptions)
+    if standard.no_wait_until_finish and (standard.runner or "DirectRunner") in IN_PROCESS_RUNNERS:
+        raise ValueError(f"--no_wait_until_finish: the {standard.runner or 'DirectRunner'}'s job ends "
+                         "with this process, before it could finish; leave the flag out")
     workers = options.view_as(DirectOptions).direct_num_workers
     if workers is None or workers < 0:
         raise ValueError(f"--direct_num_workers must be 0 (one per core) or more, got {workers}")

@@ -100,10 +100,6 @@ def start_local_dask_cluster(pipeline_options: PipelineOptions, workers: int):
     return cluster
 
 
-_IN_PROCESS_RUNNERS = {None, "DirectRunner", "SwitchingDirectRunner", "BundleBasedDirectRunner",
-                       "FnApiRunner", "PrismRunner"}
-
-
 def runner_name(pipeline_options: PipelineOptions) -> str | None:
     return pipeline_options.view_as(StandardOptions).runner
 
@@ -113,7 +109,7 @@ def runs_here(pipeline_options: PipelineOptions) -> bool:
     DirectRunner's, and a Dask cluster this process started and has closed."""
     if pipeline_options.view_as(options_lib.RunnerOptions).dask_local_workers:
         return True
-    return runner_name(pipeline_options) in _IN_PROCESS_RUNNERS
+    return (runner_name(pipeline_options) or "DirectRunner") in options_lib.IN_PROCESS_RUNNERS
 
 
 def _refuse(error: Exception):
@@ -122,7 +118,8 @@ def _refuse(error: Exception):
 
 
 def run(argv: list[str] | None = None) -> dict | None:
-    """Parses flags, runs the job to completion and returns the manifest (None for a dry run).
+    """Parses flags, runs the job to completion and returns the manifest (None for a dry run, or
+    a job submitted with ``--no_wait_until_finish``).
 
     Everything is checked before anything is written: flags, sources, and that ``--output`` is
     this run's to write (:func:`beam_etl.commit.check_output`). Then the run takes the lease on
@@ -177,6 +174,10 @@ def run(argv: list[str] | None = None) -> dict | None:
         if cluster is not None:
             cluster.close()
     seconds = time.perf_counter() - started
+    if pipeline_options.view_as(StandardOptions).no_wait_until_finish:
+        print(f"submitted to {runner_name(pipeline_options)}: the job commits {config.output} (and "
+              "releases its lease) when it ends")
+        return None
     manifest = manifest_lib.read_manifest(config.output)
     print(summarize(manifest, seconds))
     return manifest
