@@ -85,8 +85,6 @@ def check_output(output: str, overwrite: bool) -> None:
     Without ``overwrite``: any name the job writes already there. With it: such names in a
     folder that is not a beam-etl output (no manifest of ours, no lease of a run of ours).
     """
-    if filesystem.exists(output) and filesystem.is_file(output) and filesystem.is_local(output):
-        raise ValueError(f"--output {output!r} is a file, not a folder")
     leased = lease.read_holder(output) is not None
     # .incomplete/ is a run's own while it holds the lease there (the lease decides who goes on);
     # without one, it is somebody's folder like any other.
@@ -191,28 +189,28 @@ def rollback(output: str) -> bool:
     return True
 
 
-def _delete_all_but_the_lease(incomplete: str) -> None:
+def _clear_incomplete(output: str) -> str:
+    """Deletes everything in ``output/.incomplete/`` but the lease; returns that folder."""
+    incomplete = join(output, INCOMPLETE_DIR)
     names = filesystem.list_files(incomplete, folder_markers=True)
     for name in sorted(names, key=lambda n: (n.endswith("/"), -n.count("/"))):  # markers last, deepest first
         if f"{INCOMPLETE_DIR}/{name}" != LEASE and not (name.endswith("/") and LEASE.startswith(f"{INCOMPLETE_DIR}/{name}")):
             filesystem.delete_file(join(incomplete, name))
+    filesystem.prune_empty_directories(incomplete, keep_top=True)
+    return incomplete
 
 
 def clear_leftovers(output: str) -> None:
     """Run by a run that holds the lease: rolls back an interrupted commit and deletes what
     crashed runs left in ``.incomplete/`` (all but the lease)."""
     rollback(output)
-    incomplete = join(output, INCOMPLETE_DIR)
-    _delete_all_but_the_lease(incomplete)
-    filesystem.prune_empty_directories(incomplete, keep_top=True)
+    _clear_incomplete(output)
 
 
 def finish(output: str, run_id: str) -> None:
     """Deletes ``.incomplete/`` (staging, spill and temporary files, the journal) and releases
     the lease."""
-    incomplete = join(output, INCOMPLETE_DIR)
-    _delete_all_but_the_lease(incomplete)
-    filesystem.prune_empty_directories(incomplete, keep_top=True)
+    incomplete = _clear_incomplete(output)
     lease.release(output, run_id)
     filesystem.prune_empty_directories(incomplete)
     if not filesystem.is_local(output) and filesystem.exists(incomplete + "/"):

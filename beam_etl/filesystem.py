@@ -10,8 +10,6 @@ local paths with :mod:`os`, others through FileSystems with their glob character
 from __future__ import annotations
 
 import os
-import shutil
-import stat
 
 from apache_beam.io.filesystems import FileSystems
 
@@ -35,20 +33,6 @@ def exists(path: str) -> bool:
     return os.path.lexists(_local(path)) if is_local(path) else FileSystems.exists(path)
 
 
-def is_file(path: str) -> bool:
-    """Whether ``path`` is a regular file (objects in a store always are)."""
-    if not is_local(path):
-        return FileSystems.exists(path)
-    try:
-        return stat.S_ISREG(os.stat(_local(path)).st_mode)
-    except OSError:
-        return False
-
-
-def is_directory(path: str) -> bool:
-    return os.path.isdir(_local(path)) if is_local(path) else bool(list_files(path, limit=1))
-
-
 def list_files(directory: str, limit: int | None = None, folder_markers: bool = False) -> list[str]:
     """Every file under ``directory`` (recursively), as ``/``-separated names relative to it.
     ``folder_markers``: in object stores, also the empty ``name/`` objects that TensorFlow
@@ -68,12 +52,6 @@ def list_files(directory: str, limit: int | None = None, folder_markers: bool = 
     # (TensorFlow writes empty "folder/" objects to stores: they are not files)
     return sorted(metadata.path[len(prefix):] for metadata in result.metadata_list
                   if folder_markers or not metadata.path.endswith("/"))
-
-
-def size(path: str) -> int:
-    if is_local(path):
-        return os.stat(_local(path)).st_size
-    return FileSystems.match([escape_glob(path)], limits=[1])[0].metadata_list[0].size_in_bytes
 
 
 def modified(path: str) -> float:
@@ -107,16 +85,6 @@ def delete_file(path: str) -> None:
         GcsIO().delete(path)
     elif FileSystems.exists(path):
         FileSystems.delete([escape_glob(path)])
-
-
-def delete_tree(directory: str) -> None:
-    """Deletes ``directory`` and everything under it (for the job's own ``.incomplete/`` only)."""
-    if is_local(directory):
-        shutil.rmtree(_local(directory), ignore_errors=True)
-        return
-    paths = [f"{directory.rstrip('/')}/{name}" for name in list_files(directory)]
-    if paths:
-        FileSystems.delete([escape_glob(path) for path in paths])
 
 
 def remove_empty_directories(directory: str, names) -> None:
