@@ -1,8 +1,9 @@
 """The job's validated settings: one frozen dataclass that every transform receives.
 
-Flags are parsed by :mod:`beam_etl.options`; this module owns the value parsers (so each
-error names the flag and the value) and the cross-field checks. No Beam import: the loader's
-command line uses the same parsers.
+Every value parser and every bound lives here, once: the flags' argparse types
+(:mod:`beam_etl.beam.options`) and :class:`JobConfig`'s own checks call the same functions, so
+a value is accepted from the command line exactly when it is accepted from code. No Beam
+import: the loader's command line uses the same parsers.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ def flag_type(parse):
         except ValueError as error:
             raise argparse.ArgumentTypeError(f"invalid value {text!r}: {error}") from None
     convert.__name__ = parse.__name__.removeprefix("parse_")
+    convert.parse = parse
     return convert
 
 
@@ -63,6 +65,41 @@ def fraction(text):
     value = float(text)
     if not 0.0 <= value <= 1.0:
         raise ValueError("must be within [0, 1]")
+    return value
+
+
+def fraction_below_one(text):
+    value = float(text)
+    if not 0.0 <= value < 1.0:  # (nan fails every comparison)
+        raise ValueError("must be within [0, 1)")
+    return value
+
+
+def jpeg_quality(text):
+    value = int(text)
+    if not 1 <= value <= 100:
+        raise ValueError("must be within [1, 100]")
+    return value
+
+
+def augment_copies(text):
+    value = int(text)
+    if not 0 <= value <= 100:
+        raise ValueError("must be within [0, 100]")
+    return value
+
+
+def num_shards(text):
+    value = int(text)
+    if not 1 <= value <= 99999:  # the shard names have five digits
+        raise ValueError("must be within [1, 99999]")
+    return value
+
+
+def shard_size_mb(text):
+    value = float(text)
+    if not MIN_SHARD_MB <= value <= MAX_SHARD_MB:  # also refuses nan
+        raise ValueError(f"must be within [{MIN_SHARD_MB:g}, {MAX_SHARD_MB:g}]")
     return value
 
 
@@ -196,22 +233,14 @@ class JobConfig:
                              "--bigquery_table or --bigquery_query")
         if self.image_format not in IMAGE_FORMATS:
             raise ValueError(f"--image_format must be one of {IMAGE_FORMATS}, got {self.image_format!r}")
-        if not 1 <= self.jpeg_quality <= 100:
-            raise ValueError(f"--jpeg_quality must be in [1, 100], got {self.jpeg_quality}")
-        if self.max_pixels < 1:
-            raise ValueError(f"--max_pixels must be positive, got {self.max_pixels}")
-        if not 0 <= self.augment_copies <= 100:
-            raise ValueError(f"--augment_copies must be in [0, 100], got {self.augment_copies}")
-        if not 0.0 <= self.val_fraction < 1.0:  # (nan fails every comparison)
-            raise ValueError(f"--val_fraction must be in [0, 1), got {self.val_fraction}")
-        if self.num_shards is not None and not 1 <= self.num_shards <= 99999:
-            raise ValueError(f"--num_shards must be in [1, 99999], got {self.num_shards}")
-        if not MIN_SHARD_MB <= self.shard_size_mb <= MAX_SHARD_MB:  # also refuses nan
-            raise ValueError(f"--shard_size_mb must be within [{MIN_SHARD_MB:g}, {MAX_SHARD_MB:g}], "
-                             f"got {self.shard_size_mb}")
-        if not 0.0 <= self.max_reject_fraction <= 1.0:
-            raise ValueError(
-                f"--max_reject_fraction must be in [0, 1], got {self.max_reject_fraction}")
+        for name, check in BOUNDS.items():
+            value = getattr(self, name)
+            if value is None and name == "num_shards":
+                continue
+            try:
+                check(value)
+            except (TypeError, ValueError) as error:
+                raise ValueError(f"--{name} {value!r}: {error}") from None
 
     @property
     def splits(self) -> tuple[str, ...]:
@@ -239,6 +268,19 @@ class JobConfig:
     def flags(self) -> dict:
         """The settings as JSON-ready values, for the manifest."""
         return json_ready(dataclasses.asdict(self))
+
+
+# The bound of each numeric setting: the flag's argparse type, and checked again by JobConfig
+# for configs built in code.
+BOUNDS = {
+    "jpeg_quality": jpeg_quality,
+    "max_pixels": positive_int,
+    "augment_copies": augment_copies,
+    "val_fraction": fraction_below_one,
+    "num_shards": num_shards,
+    "shard_size_mb": shard_size_mb,
+    "max_reject_fraction": fraction,
+}
 
 
 def json_ready(value):

@@ -16,6 +16,7 @@ user's.
 
 from __future__ import annotations
 
+import json
 import re
 
 MANIFEST = "manifest.json"
@@ -54,6 +55,18 @@ def is_job_file(name: str) -> bool:
 def join(directory: str, name: str) -> str:
     """``directory/name`` for any scheme, ``name`` relative and ``/``-separated."""
     return f"{directory.rstrip('/')}/{name}" if directory else name
+
+
+def parse_manifest(data: bytes, path: str) -> dict:
+    """The manifest in ``data`` (the bytes of ``path``): the one reader of its format, whatever
+    file system brought the bytes. Raises ValueError for a file that is not a beam-etl manifest."""
+    try:
+        manifest = json.loads(data)
+    except ValueError as error:
+        raise ValueError(f"{path} is not a beam-etl manifest: {error}") from None
+    if not (isinstance(manifest, dict) and "format_version" in manifest and "splits" in manifest):
+        raise ValueError(f"{path} is not a beam-etl manifest (no format_version or splits)")
+    return manifest
 
 
 class IncompleteOutputError(FileNotFoundError):

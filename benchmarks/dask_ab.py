@@ -20,7 +20,7 @@ import os
 import sys
 import tempfile
 
-from benchmarks.preprocess_throughput import ensure_dataset, steady_state, subset_dir
+from benchmarks.common import ensure_dataset, steady_state, subset_dir
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -35,7 +35,7 @@ def _one(argv) -> None:
 
 
 def run_with(tree: str, inputs: str, output: str, workers: int) -> dict:
-    from benchmarks.revisions import run_in  # pylint: disable=import-outside-toplevel  # see run_in
+    from benchmarks.common import run_in  # pylint: disable=import-outside-toplevel  # see run_in
 
     return run_in(tree, __file__, "--one", inputs, output, str(workers))
 

@@ -4,7 +4,7 @@
 
 Each run is the whole job (statistics included) in a fresh process, on a fresh LocalCluster
 of worker processes with one thread each, started as ``--dask_local_workers`` starts it
-(``beam_etl.dask_runner.local_cluster``: glibc's malloc defaults, TensorFlow on one thread), at
+(``beam_etl.beam.launch.local_dask_cluster``: glibc's malloc defaults, TensorFlow on one thread), at
 128x128 JPEG. Steady-state images/s come from
 the difference between the two sizes (what is left of the smaller run is start-up: cluster
 connection, graph building, tf.Transform tracing). Peak memory per worker is each worker
@@ -26,7 +26,7 @@ import sys
 import tempfile
 import time
 
-from benchmarks.preprocess_throughput import ensure_dataset, steady_state, subset_dir
+from benchmarks.common import ensure_dataset, steady_state, subset_dir
 
 
 def _peak_rss_mb() -> float:
@@ -46,10 +46,10 @@ def run_job(inputs: str, output: str, runner_flags: list[str]) -> float:
 def run_on_dask(inputs: str, output: str, workers: int, extra=()) -> tuple[float, list[float]]:
     from distributed import Client  # pylint: disable=import-outside-toplevel
 
-    from beam_etl.dask_runner import local_cluster  # pylint: disable=import-outside-toplevel
+    from beam_etl.beam.launch import local_dask_cluster  # pylint: disable=import-outside-toplevel
 
-    with local_cluster(workers) as cluster, Client(cluster) as client:
-        seconds = run_job(inputs, output, ["--runner", "DaskRunner",
+    with local_dask_cluster(workers) as cluster, Client(cluster) as client:
+        seconds = run_job(inputs, output, ["--runner", "beam_dask.DaskRunner",
                                            "--dask_client_address", cluster.scheduler_address, *extra])
         peaks = sorted(client.run(_peak_rss_mb).values())
     return seconds, peaks

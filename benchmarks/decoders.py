@@ -20,7 +20,7 @@ import pyspng
 import simplejpeg
 from PIL import Image
 
-from benchmarks.preprocess_throughput import ensure_dataset
+from benchmarks.common import ensure_dataset
 
 cv2.setNumThreads(1)
 

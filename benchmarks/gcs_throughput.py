@@ -2,7 +2,7 @@
 
     python -m benchmarks.gcs_throughput --num_images 1000
 
-Cloud Storage is the local emulator of the tests (tests/emulators.py: gcp-storage-emulator in
+Cloud Storage is the local emulator of the tests (tests/support/emulators.py: gcp-storage-emulator in
 its own process, reached over loopback HTTP), so the figures show what the job's own GCS path
 costs (one HTTP request per file, Beam's GCS client), not Google's network. Side by side, in
 one run, in one process (the DirectRunner's default, since the emulator's anonymous
@@ -24,7 +24,7 @@ import time
 
 from apache_beam.io.filesystems import FileSystems
 
-from benchmarks.preprocess_throughput import ensure_dataset, subset_dir
+from benchmarks.common import ensure_dataset, subset_dir
 from pipelines import preprocess
 from tests import emulators
 

@@ -5,7 +5,7 @@
 
 On the raw-format shards of ``benchmarks.loader_throughput`` (made by this checkout if
 missing), each round times, in a fresh process whose ``PYTHONPATH`` puts that revision first,
-each revision's ``train_loader.make_dataset(..., repeat=True, normalize_on_device=True)`` and
+each revision's ``loader.make_dataset(..., repeat=True, normalize_on_device=True)`` and
 its own ceiling (``loader_throughput.records_only_dataset``: the shards read as that
 revision's loader reads them, no parsing). Rounds alternate the revisions, so this machine's
 slow minutes hit both alike. Prints each round, then per revision the range and the best,
@@ -22,18 +22,18 @@ import sys
 def _one(argv) -> None:
     """One revision's figures, in the process that ``run_with`` starts: JSON on the last line."""
     # pylint: disable=import-outside-toplevel  # from the revision on PYTHONPATH
-    from beam_etl import train_loader
+    from beam_etl import loader
     from benchmarks.loader_throughput import images_per_second, records_only_dataset
 
     output, batch_size, batches = argv[0], int(argv[1]), int(argv[2])
-    loader = train_loader.make_dataset(output, "train", batch_size, repeat=True, normalize_on_device=True)
-    figures = {"loader": images_per_second(loader, batches, warmup=20),
+    dataset = loader.make_dataset(output, "train", batch_size, repeat=True, normalize_on_device=True)
+    figures = {"loader": images_per_second(dataset, batches, warmup=20),
                "records_only": images_per_second(records_only_dataset(output, batch_size), batches, warmup=20)}
     print(json.dumps(figures))
 
 
 def run_with(tree: str, output: str, batch_size: int, batches: int) -> dict:
-    from benchmarks.revisions import run_in  # pylint: disable=import-outside-toplevel  # see run_in
+    from benchmarks.common import run_in  # pylint: disable=import-outside-toplevel  # see run_in
 
     return run_in(tree, __file__, "--one", output, str(batch_size), str(batches))
 
@@ -44,8 +44,7 @@ def main(argv=None) -> dict:
         _one(argv[1:])
         return {}
     # pylint: disable=import-outside-toplevel  # not at the top: ``_one`` runs against older trees
-    from benchmarks.loader_throughput import build_parser, ensure_shards
-    from benchmarks.preprocess_throughput import ensure_dataset
+    from benchmarks.common import build_parser, ensure_dataset, ensure_shards
 
     parser = build_parser(__doc__)
     parser.add_argument("--before", required=True, help="a checkout of the revision to compare with")

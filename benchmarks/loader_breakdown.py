@@ -6,7 +6,7 @@ On the raw-format shards of ``benchmarks.loader_throughput`` (made by it if miss
 run, tf.data pipelines built by hand from the loader's own steps, ending in uint8 images and
 masks as ``normalize_on_device`` does:
 - ``records``: interleave of the files and batch, no parsing (the benchmark's ceiling, (c));
-  every reader here reads as the loader does (``train_loader.read_buffer_size``);
+  every reader here reads as the loader does (``loader.read_buffer_size``);
 - ``+shuffle``: the 2,048-record shuffle buffer before the batch;
 - ``+parse``: batched ``parse_example`` and ``decode_raw`` of image and mask, without and
   with the shuffle;
@@ -15,7 +15,7 @@ masks as ``normalize_on_device`` does:
   comparison and select (any mask), batched in parallel as the loader does;
   ``files_repeated`` repeats the file list before the interleave (no epoch boundaries),
   ``epochs`` shuffles and then repeats, as the loader does (exact epochs);
-- ``loader``: ``train_loader.make_dataset(..., normalize_on_device=True)`` itself;
+- ``loader``: ``loader.make_dataset(..., normalize_on_device=True)`` itself;
 - ``bytes_*``: the figure for a record layout that is not ``tf.train.Example`` (not what the
   job writes; measured so that the choice has a number): the same shards rewritten once, each
   record the image's bytes followed by the mask's; ``bytes_records`` is their own ceiling,
@@ -32,12 +32,13 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from beam_etl import schema, train_loader, transform_graph
-from benchmarks.loader_throughput import ensure_shards, images_per_second, parse_args
-from benchmarks.preprocess_throughput import ensure_dataset
+from beam_etl import schema
+from beam_etl import loader
+from beam_etl.loader import transform_graph
+from benchmarks.common import ensure_dataset, ensure_shards, images_per_second, parse_args
 
 AUTOTUNE = tf.data.AUTOTUNE
-SHUFFLE = train_loader.DEFAULT_SHUFFLE_BUFFER
+SHUFFLE = loader.DEFAULT_SHUFFLE_BUFFER
 PIXELS = {key: tf.io.FixedLenFeature([], tf.string) for key in (schema.IMAGE_ENCODED, schema.MASK_ENCODED)}
 
 
@@ -62,13 +63,13 @@ def without_examples(output: str, files: list[str]) -> list[str]:
 def pipelines(output: str, batch_size: int) -> dict:
     files = sorted(glob.glob(os.path.join(output, "*.tfrecord")))
     byte_files = without_examples(output, files)
-    manifest = train_loader.load_manifest(output)
+    manifest = loader.load_manifest(output)
     height, width = manifest["image"]["height"], manifest["image"]["width"]
     class_ids = tf.constant(transform_graph.graph_statistics(output, manifest["image"])["class_ids"])
 
     def records(names: bool, repeat_files: bool = True, files=files):
         def read(name):
-            file_records = tf.data.TFRecordDataset(name, buffer_size=train_loader.read_buffer_size(output))
+            file_records = tf.data.TFRecordDataset(name, buffer_size=loader.read_buffer_size(output))
             return file_records.map(lambda record: (record, name)) if names else file_records
 
         names_dataset = tf.data.Dataset.from_tensor_slices(files)
@@ -109,7 +110,7 @@ def pipelines(output: str, batch_size: int) -> dict:
     for order, repeat_files in (("files_repeated", True), ("epochs", False)):
         for ids in ("none", "subtract", "check"):
             made[f"ids_{ids}_{order}"] = with_names(repeat_files, None if ids == "none" else ids)
-    made["loader"] = lambda: train_loader.make_dataset(output, "train", batch_size, repeat=True,
+    made["loader"] = lambda: loader.make_dataset(output, "train", batch_size, repeat=True,
                                                        normalize_on_device=True)
     made["bytes_records"] = lambda: records(False, files=byte_files).batch(batch_size)
     made["bytes_ids_subtract_epochs"] = with_names(False, "subtract", split, byte_files)

@@ -3,7 +3,7 @@
     python -m benchmarks.loader_throughput --num_images 2000 --image_size 128
 
 On the same images, in one run:
-(a) ``beam_etl.train_loader.make_dataset`` on the job's shards in each image format (raw, jpeg,
+(a) ``beam_etl.loader.dataset.make_dataset`` on the job's shards in each image format (raw, jpeg,
     png): interleave, shuffle, batch, parse, the tf.Transform graph, prefetch; and the same with
     ``normalize_on_device=True`` (``_uint8`` rows: uint8 images and int8 class ids, the
     normalization left to the model's first layer on the accelerator);
@@ -17,38 +17,17 @@ machine noise hits all alike; the best round counts. The ratios are the figures 
 
 from __future__ import annotations
 
-import argparse
 import glob
 import json
 import os
-import tempfile
-import time
 
 import tensorflow as tf
 
-from beam_etl import train_loader
-from beam_etl.manifest import MANIFEST
-from benchmarks.preprocess_throughput import ensure_dataset, subset_dir
+from beam_etl import loader
+from benchmarks.common import ensure_dataset, ensure_shards, images_per_second, parse_args
 
 AUTOTUNE = tf.data.AUTOTUNE
 FORMATS = ("raw", "jpeg", "png")
-
-
-def ensure_shards(records, size: int, image_format: str, root: str) -> str:
-    """The job's output for ``records`` (cached between runs)."""
-    from pipelines import preprocess  # pylint: disable=import-outside-toplevel  # Beam only here
-
-    output = os.path.join(root, f"{image_format}-{size}-{len(records)}")
-    if not os.path.exists(os.path.join(output, MANIFEST)):
-        subset = os.path.join(root, f"inputs-{len(records)}")
-        if not os.path.exists(subset):
-            subset_dir(records, subset)
-        preprocess.run(["--images", os.path.join(subset, "images", "*.jpg"),
-                        "--masks", os.path.join(subset, "masks", "*.png"), "--output", output,
-                        "--image_size", str(size), "--image_format", image_format, "--overwrite",
-                        "--split_fractions", "train=1.0", "--num_shards", "8",
-                        "--direct_running_mode", "multi_processing", "--direct_num_workers", "2"])
-    return output
 
 
 def decode_files_dataset(records, size: int, batch_size: int) -> tf.data.Dataset:
@@ -73,39 +52,9 @@ def records_only_dataset(output: str, batch_size: int) -> tf.data.Dataset:
     """(c): the same shards read with no parsing (the way the loader reads them)."""
     files = sorted(glob.glob(os.path.join(output, "*.tfrecord")))
     return (tf.data.Dataset.from_tensor_slices(files).repeat()
-            .interleave(lambda f: tf.data.TFRecordDataset(f, buffer_size=train_loader.read_buffer_size(output)),
+            .interleave(lambda f: tf.data.TFRecordDataset(f, buffer_size=loader.read_buffer_size(output)),
                         cycle_length=len(files), num_parallel_calls=AUTOTUNE, deterministic=False)
             .batch(batch_size).prefetch(AUTOTUNE))
-
-
-def images_per_second(dataset: tf.data.Dataset, batches: int, warmup: int = 5) -> float:
-    iterator = iter(dataset)
-    for _ in range(warmup):  # warm-up: threads, autotuning, file opens
-        next(iterator)
-    images = 0
-    started = time.perf_counter()
-    for _ in range(batches):
-        element = next(iterator)
-        first = element[0] if isinstance(element, tuple) else element
-        images += int(first.shape[0])
-    return images / (time.perf_counter() - started)
-
-
-def build_parser(description: str) -> argparse.ArgumentParser:
-    """The loader benchmarks' flags: which shards (made once under --work), how long to time."""
-    parser = argparse.ArgumentParser(description=description.split("\n\n")[0])
-    parser.add_argument("--num_images", type=int, default=2000)
-    parser.add_argument("--image_size", type=int, default=128)
-    parser.add_argument("--batch_size", type=int, default=64)
-    parser.add_argument("--batches", type=int, default=150)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--data", default=os.path.join(tempfile.gettempdir(), "beam-etl-bench-data"))
-    parser.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "beam-etl-bench-loader"))
-    return parser
-
-
-def parse_args(description: str, argv=None) -> argparse.Namespace:
-    return build_parser(description).parse_args(argv)
 
 
 def main(argv=None) -> dict:
@@ -113,7 +62,7 @@ def main(argv=None) -> dict:
 
     records = ensure_dataset(args.data, args.num_images)
     outputs = {fmt: ensure_shards(records, args.image_size, fmt, args.work) for fmt in FORMATS}
-    pipelines = {f"a_loader_{fmt}{suffix}": (lambda fmt=fmt, on_device=on_device: train_loader.make_dataset(
+    pipelines = {f"a_loader_{fmt}{suffix}": (lambda fmt=fmt, on_device=on_device: loader.make_dataset(
         outputs[fmt], "train", args.batch_size, repeat=True, normalize_on_device=on_device))
         for fmt in FORMATS for suffix, on_device in (("", False), ("_uint8", True))}
     pipelines["b_decode_files"] = lambda: decode_files_dataset(records, args.image_size, args.batch_size)

@@ -23,7 +23,7 @@ import sys
 import tempfile
 import time
 
-from benchmarks.preprocess_throughput import ensure_dataset, steady_state, subset_dir
+from benchmarks.common import ensure_dataset, steady_state, subset_dir
 
 
 def run_job(tree: str, directory: str, output: str, extra: list[str]) -> float:

@@ -2,7 +2,7 @@
 
     python -m benchmarks.preprocess_throughput --num_images 4000 --workers 2
 
-Both run the same per-image functions (beam_etl.process.process_example) on the same files
+Both run the same per-image functions (beam_etl.image.chain.process_example) on the same files
 and write TFRecords. Each is timed (fastest of --repeats runs) on a quarter of the images
 and on all of them; the
 difference gives the steady-state throughput (images/s), and what is left of the smaller
@@ -16,43 +16,24 @@ Figures drift on shared machines; the ratios, measured side by side, are what to
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import multiprocessing
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
 import time
 
-from beam_etl import augmentation, decoding, encoding, process, resizing, sample_data, schema, tfrecord
+from beam_etl import schema, tfrecord
+from beam_etl.image import augmentation, decoding, encoding
+from beam_etl.image import chain as process
+from beam_etl.image import resizing
 from beam_etl.config import JobConfig
 from beam_etl.hashing import rng_for
-from beam_etl.records import SourceRecord
+from beam_etl.elements import SourceRecord
+from benchmarks.common import ensure_dataset, steady_state, subset_dir, timed_in_fresh_dir
 
 REFERENCE_MS = 0.76  # the issue's per-image chain at 128x128 raw on one core, measured on this machine kind
-
-
-def ensure_dataset(root: str, num_images: int) -> list[SourceRecord]:
-    marker = os.path.join(root, f".complete-{num_images}")
-    if not os.path.exists(marker):
-        sample_data.generate(root, num_images=num_images, seed=0)
-        open(marker, "w").close()
-    images = sorted(glob.glob(os.path.join(root, "images", "*.jpg")))[:num_images]
-    return [SourceRecord(key=os.path.basename(p)[:-4], image_uri=p,
-                         mask_uri=os.path.join(root, "annotations", "trimaps", os.path.basename(p)[:-4] + ".png"))
-            for p in images]
-
-
-def subset_dir(records: list[SourceRecord], directory: str) -> str:
-    """Symlinks to ``records`` in a fresh images/ + masks/ layout; returns the directory."""
-    os.makedirs(os.path.join(directory, "images"))
-    os.makedirs(os.path.join(directory, "masks"))
-    for record in records:
-        os.symlink(record.image_uri, os.path.join(directory, "images", os.path.basename(record.image_uri)))
-        os.symlink(record.mask_uri, os.path.join(directory, "masks", os.path.basename(record.mask_uri)))
-    return directory
 
 
 # --- the hand-written baseline -------------------------------------------------------------
@@ -93,23 +74,6 @@ def run_job(directory: str, size: int, workers: int, output: str) -> float:
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                    env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     return time.perf_counter() - started
-
-
-def timed_in_fresh_dir(work: str, run) -> float:
-    """``run(output_dir)``'s time, starting with nothing left to write back to disk, and the
-    output deleted afterwards: gigabytes of earlier runs' output still being written back
-    slow down whichever run comes next (the job, which writes each example twice, most)."""
-    os.sync()
-    output = tempfile.mkdtemp(dir=work)
-    try:
-        return run(output)
-    finally:
-        shutil.rmtree(output)
-
-
-def steady_state(n_small: int, t_small: float, n_large: int, t_large: float) -> tuple[float, float]:
-    rate = (n_large - n_small) / (t_large - t_small)
-    return rate, t_small - n_small / rate
 
 
 # --- per-stage breakdown ------------------------------------------------------------------

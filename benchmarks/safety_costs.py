@@ -24,10 +24,12 @@ import time
 
 import google_crc32c
 
-from beam_etl import commit, lease, process, tfrecord
+from beam_etl import tfrecord
+from beam_etl.beam import commit, lease
+from beam_etl.image import chain as process
 from beam_etl.config import JobConfig
 from beam_etl.output_layout import STAGING_DIR, join, shard_name
-from benchmarks.preprocess_throughput import ensure_dataset
+from benchmarks.common import ensure_dataset
 
 
 def per_image(records, config: JobConfig) -> dict[str, float]:

@@ -7,8 +7,8 @@ import os
 
 import pytest
 
-from beam_etl import sample_data
-from tests.jobs import run_job
+from beam_etl.tools import sample_data
+from tests.support.jobs import run_job
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 

@@ -1,0 +1,227 @@
+"""Publishing a run: who may write in ``--output``, and the swap that replaces an earlier output.
+
+A run writes every file under ``.incomplete/staged/`` first. Only when all of them are there
+does :func:`commit` move them in, in an order a reader can trust: the earlier manifest goes out
+first (from then on a reader finds no manifest and refuses the folder, instead of reading a
+mix), then the earlier files (into ``.incomplete/previous/``), then the new files, and the new
+manifest last. A journal written before the first move says what moves where, so that a run
+killed mid-swap is rolled back by the next run that takes the lease (:func:`clear_leftovers`):
+the earlier output comes back byte for byte. Nothing outside ``--output`` is touched, and inside
+it only the files the earlier manifest lists and the job's own ``.incomplete/``.
+
+``BEAM_ETL_CRASH_AT=<point>`` kills the process at one of :data:`CRASH_POINTS` (for the tests
+that kill a run at each step of the commit); ``<point>:SIGINT`` interrupts it there instead.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+
+from beam_etl.beam import filesystem, lease
+from beam_etl.output_layout import (INCOMPLETE_DIR, parse_manifest, JOURNAL, LEASE, MANIFEST, PREVIOUS_DIR, REJECTED_FILE,
+                                    STAGING_DIR, TRANSFORM_DIRS, is_job_file, is_shard_name, join)
+
+CRASH_POINTS = ("after_lease", "before_commit", "old_manifest_out", "old_files_out", "new_files_in",
+                "manifest_in")
+_log = logging.getLogger(__name__)
+
+
+def crash_point(name: str) -> None:
+    """Kills this process with SIGKILL when ``BEAM_ETL_CRASH_AT`` names ``name``, or sends it
+    SIGINT (a Ctrl-C) for ``name:SIGINT`` (tests only)."""
+    point, _, how = os.environ.get("BEAM_ETL_CRASH_AT", "").partition(":")
+    if point == name:
+        os.kill(os.getpid(), signal.SIGINT if how == "SIGINT" else signal.SIGKILL)
+
+
+def _describe(names: list[str], limit: int = 5) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def read_manifest_if_any(output: str) -> dict | None:
+    """``output``'s manifest if it is a beam-etl manifest; None if there is none or it is not."""
+    path = join(output, MANIFEST)
+    if not filesystem.exists(path):
+        return None
+    try:
+        return parse_manifest(filesystem.read_bytes(path), path)
+    except (ValueError, OSError):
+        return None
+
+
+def is_safe_name(name: str) -> bool:
+    """A name a manifest may list: relative, without ``.``/``..`` parts, a name the job writes."""
+    parts = name.split("/")
+    return (isinstance(name, str) and not name.startswith("/") and "\\" not in name
+            and all(part not in ("", ".", "..") for part in parts)
+            and is_job_file(name) and not name.startswith(INCOMPLETE_DIR + "/"))
+
+
+def owned_files(output: str, manifest: dict) -> list[str]:
+    """The files ``manifest`` says the job wrote in ``output`` (relative names). A name that
+    could reach outside ``output`` or is not one the job writes is never the job's, whatever a
+    (possibly hand-edited) manifest says."""
+    if "files" in manifest:
+        names = list(manifest["files"])
+    else:  # outputs written before manifests listed every file: shards, rejected list, tf.Transform's
+        names = [name for split in manifest["splits"].values() for name in split["files"]] + [REJECTED_FILE]
+        for directory in TRANSFORM_DIRS:
+            if filesystem.is_local(output) and os.path.islink(join(output, directory)):
+                continue  # never follow a link out of the output
+            names += [f"{directory}/{name}" for name in filesystem.list_files(join(output, directory))]
+    return sorted(name for name in names if is_safe_name(name))
+
+
+def check_output(output: str, overwrite: bool) -> None:
+    """Launch-time, read-only: refuses an ``output`` this run may not write (ValueError).
+
+    Without ``overwrite``: any name the job writes already there. With it: such names in a
+    folder that is not a beam-etl output (no manifest of ours, no lease of a run of ours).
+    """
+    leased = lease.read_holder(output) is not None
+    # .incomplete/ is a run's own while it holds the lease there (the lease decides who goes on);
+    # without one, it is somebody's folder like any other.
+    present = [name for name in filesystem.list_files(output)
+               if is_job_file(name) and not (leased and name.startswith(INCOMPLETE_DIR + "/"))]
+    if not present:
+        return
+    if not overwrite:
+        raise ValueError(f"--output {output!r} already holds {_describe(present)}; pass --overwrite "
+                         "to replace an earlier beam-etl output there")
+    manifest = read_manifest_if_any(output)
+    if manifest is None and not leased:
+        raise ValueError(f"--output {output!r} is not a beam-etl output (it has no beam-etl "
+                         f"{MANIFEST}) but holds {_describe(present)}: --overwrite replaces only "
+                         "what beam-etl wrote; choose another --output or move those files")
+    if manifest is not None:
+        owned = set(owned_files(output, manifest))
+        strangers = [name for name in present
+                     if (is_shard_name(name) or name == REJECTED_FILE) and name not in owned]
+        if strangers:  # names this run may write, which it would then refuse to replace
+            raise ValueError(f"--output {output!r} holds {_describe(strangers)}, which its "
+                             f"{MANIFEST} does not list: --overwrite replaces only what beam-etl "
+                             "wrote; move those files")
+
+
+def _write_journal(output: str, journal: dict) -> None:
+    """Written whole or not at all: to a temporary name, flushed to disk, then renamed."""
+    temporary = join(output, JOURNAL + ".tmp")
+    filesystem.write_bytes(temporary, json.dumps(journal, sort_keys=True).encode("utf-8"), sync=True)
+    filesystem.rename(temporary, join(output, JOURNAL))
+
+
+def commit(output: str, run_id: str, manifest: dict, new_files: list[str]) -> None:
+    """Moves this run's staged ``new_files`` (and the manifest) into ``output``, replacing the
+    earlier output; then clears ``.incomplete/`` and releases the lease."""
+    previous = read_manifest_if_any(output)
+    if previous is not None and previous.get("run_id") == run_id:
+        finish(output, run_id)  # a retried commit step: the first attempt got this far
+        return
+    lease.check(output, run_id)
+    if rollback(output):  # a retried commit step starts again from the earlier output
+        previous = read_manifest_if_any(output)
+    old_files = owned_files(output, previous) if previous is not None else []
+    owned = set(old_files)
+    theirs = [name for name in new_files + [MANIFEST]
+              if name not in owned and not (name == MANIFEST and previous is not None)
+              and filesystem.exists(join(output, name))]
+    if theirs:
+        raise FileExistsError(f"--output {output!r} holds {_describe(theirs)}, which no beam-etl "
+                              "manifest lists: the run will not replace files it did not write")
+    filesystem.write_bytes(join(output, f"{STAGING_DIR}/{MANIFEST}"),
+                           (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+    _write_journal(output, {"run_id": run_id, "new": sorted(new_files),
+                            "previous": [MANIFEST] + old_files if previous is not None else []})
+    crash_point("before_commit")
+    if previous is not None:
+        filesystem.rename(join(output, MANIFEST), join(output, f"{PREVIOUS_DIR}/{MANIFEST}"))
+        crash_point("old_manifest_out")
+        for name in old_files:
+            if filesystem.exists(join(output, name)):
+                filesystem.rename(join(output, name), join(output, f"{PREVIOUS_DIR}/{name}"))
+        crash_point("old_files_out")
+    for name in new_files:
+        filesystem.rename(join(output, f"{STAGING_DIR}/{name}"), join(output, name))
+    crash_point("new_files_in")
+    filesystem.rename(join(output, f"{STAGING_DIR}/{MANIFEST}"), join(output, MANIFEST))
+    crash_point("manifest_in")
+    filesystem.remove_empty_directories(output, old_files)
+    finish(output, run_id)
+
+
+def rollback(output: str) -> bool:
+    """Undoes an interrupted commit, if the journal shows one: the earlier output comes back as
+    it was. A commit whose manifest is in place is kept (only its clean-up was left). Returns
+    whether there was a journal."""
+    path = join(output, JOURNAL)
+    if not filesystem.exists(path):
+        return False
+    try:
+        journal = json.loads(filesystem.read_bytes(path))
+    except ValueError:
+        raise RuntimeError(f"{path} is unreadable: a commit was interrupted and cannot be rolled back "
+                           f"automatically; the earlier output's files are in {join(output, PREVIOUS_DIR)}") from None
+    current = read_manifest_if_any(output)
+    if current is not None and current.get("run_id") == journal["run_id"]:
+        return True  # committed: what is left is clean-up
+    for name in journal["new"]:
+        staged, placed = join(output, f"{STAGING_DIR}/{name}"), join(output, name)
+        if not filesystem.exists(placed):
+            continue
+        if not filesystem.exists(staged):
+            filesystem.rename(placed, staged)
+        elif name not in journal["previous"]:  # on gs:// a rename is a copy, then a delete
+            filesystem.delete_file(placed)
+    for name in journal["previous"][1:] + journal["previous"][:1]:  # the manifest last
+        kept = join(output, f"{PREVIOUS_DIR}/{name}")
+        if filesystem.exists(kept):
+            filesystem.rename(kept, join(output, name))
+    filesystem.remove_empty_directories(output, journal["new"])
+    filesystem.delete_file(path)
+    _log.warning("rolled back an interrupted commit of run %s in %s", journal["run_id"], output)
+    return True
+
+
+def _clear_incomplete(output: str) -> str:
+    """Deletes everything in ``output/.incomplete/`` but the lease; returns that folder."""
+    incomplete = join(output, INCOMPLETE_DIR)
+    names = filesystem.list_files(incomplete, folder_markers=True)
+    for name in sorted(names, key=lambda n: (n.endswith("/"), -n.count("/"))):  # markers last, deepest first
+        if f"{INCOMPLETE_DIR}/{name}" != LEASE and not (name.endswith("/") and LEASE.startswith(f"{INCOMPLETE_DIR}/{name}")):
+            filesystem.delete_file(join(incomplete, name))
+    filesystem.prune_empty_directories(incomplete, keep_top=True)
+    return incomplete
+
+
+def clear_leftovers(output: str) -> None:
+    """Run by a run that holds the lease: rolls back an interrupted commit and deletes what
+    crashed runs left in ``.incomplete/`` (all but the lease)."""
+    rollback(output)
+    _clear_incomplete(output)
+
+
+def finish(output: str, run_id: str) -> None:
+    """Deletes ``.incomplete/`` (staging, spill and temporary files, the journal) and releases
+    the lease."""
+    incomplete = _clear_incomplete(output)
+    lease.release(output, run_id)
+    filesystem.prune_empty_directories(incomplete)
+    if not filesystem.is_local(output) and filesystem.exists(incomplete + "/"):
+        filesystem.delete_file(incomplete + "/")  # TensorFlow's marker of the folder
+
+
+def abandon(output: str, run_id: str) -> None:
+    """After a failed or interrupted run: puts the earlier output back if a commit had begun,
+    removes this run's temporary files and releases its lease. Best effort: problems are logged."""
+    try:
+        holder = lease.read_holder(output)
+        if holder is None or holder.run_id != run_id:
+            return  # committed and released, or taken over: nothing here is ours any more
+        rollback(output)
+        finish(output, run_id)
+    except Exception:  # pylint: disable=broad-except  # the run's own failure is what matters
+        _log.exception("could not clean up %s after the failed run %s", output, run_id)

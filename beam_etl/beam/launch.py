@@ -1,0 +1,157 @@
+"""Running the job from this process: the checks before anything is touched, the lease, the
+run on the chosen runner, and what a failure leaves.
+
+:func:`launch` takes what :func:`beam_etl.beam.options.parse_args` made. Everything is checked
+before anything is written: flags, sources, and that ``--output`` is this run's to write
+(:func:`beam_etl.beam.commit.check_output`). Then the run takes the lease on ``--output``; a
+run that fails puts the earlier output back and releases it.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+from beam_etl.beam import commit, lease, manifest, options, sources
+from beam_etl.beam.preprocess import Preprocess
+from beam_etl.config import JobConfig
+
+_MB = 1 << 20
+
+# Environment of the workers of a Dask cluster the job starts (--dask_local_workers); docs/dask.md
+# says how to set the same on a cluster of your own. (An explicit value in the launching
+# environment wins, as with dask's own settings.)
+DASK_WORKER_ENVIRON = {
+    # dask.distributed's default, 65536 (hand freed memory back to the OS sooner), also pins
+    # glibc's mmap threshold at 128 KiB: every decoded photo became a fresh mmap, page-faulted
+    # in and unmapped again, and the per-image steps ran about a quarter slower
+    # (BENCHMARKS.md). The workers hold no dataset, so they keep glibc's defaults.
+    "MALLOC_TRIM_THRESHOLD_": None,
+    # TensorFlow sizes its thread pools to the machine, not to the worker: a one-thread worker
+    # running tf.Transform's graphs used two cores, and workers sharing a machine fought over
+    # them. One thread each, as dask already does for OpenMP/MKL/OpenBLAS.
+    "TF_NUM_INTRAOP_THREADS": 1,
+    "TF_NUM_INTEROP_THREADS": 1,
+}
+
+
+def local_dask_cluster(workers: int):
+    """A dask.distributed LocalCluster of ``workers`` one-thread processes set up for this job."""
+    import beam_dask  # pylint: disable=import-outside-toplevel  # the [dask] extra
+
+    return beam_dask.local_cluster(workers, DASK_WORKER_ENVIRON)
+
+
+def _on_local_dask_cluster(pipeline_options: PipelineOptions, workers: int):
+    """Starts a cluster of ``workers`` and points ``pipeline_options`` at it; returns the cluster."""
+    from apache_beam.runners.dask.dask_runner import DaskOptions  # pylint: disable=import-outside-toplevel
+
+    cluster = local_dask_cluster(workers)
+    pipeline_options.view_as(StandardOptions).runner = options.DASK_RUNNER
+    pipeline_options.view_as(DaskOptions).address = cluster.scheduler_address
+    return cluster
+
+
+def summarize(manifest_dict: dict, seconds: float) -> str:
+    lines = [f"beam-etl: {manifest_dict['num_inputs']} inputs -> {manifest_dict['num_written']} written "
+             f"({manifest_dict['num_examples']} examples with augmentation), "
+             f"{manifest_dict['num_rejected']} rejected, in {seconds:.1f} s "
+             f"({manifest_dict['num_inputs'] / max(seconds, 1e-9):.1f} images/s)"]
+    for split, info in manifest_dict["splits"].items():
+        lines.append(f"  {split:5s} {info['num_examples']:8d} examples in {len(info['files'])} files "
+                     f"({info['bytes'] / _MB:.1f} MB)")
+    for reason, count in manifest_dict["rejected"]["by_reason"].items():
+        lines.append(f"  rejected {reason}: {count}")
+    return "\n".join(lines)
+
+
+def render_graph(config: JobConfig, path: str) -> None:
+    """Writes the job's graph to ``path`` with Beam's RenderRunner (steps two levels deep)."""
+    from apache_beam.runners.render import RenderRunner  # pylint: disable=import-outside-toplevel
+
+    render_options = PipelineOptions(flags=[], render_output=[path],
+                                     render_leaf_composite_nodes=[r"[^/]+/[^/]+/[^/]+$"])
+    with tempfile.TemporaryDirectory(prefix="beam_etl_graph_") as scratch:
+        with beam.Pipeline(runner=RenderRunner(), options=render_options) as pipeline:
+            _ = pipeline | "Preprocess" >> Preprocess(config, scratch_dir=scratch)
+    print(f"wrote the job's graph to {path}")
+
+
+def runner_name(pipeline_options: PipelineOptions) -> str | None:
+    return pipeline_options.view_as(StandardOptions).runner
+
+
+def runs_here(pipeline_options: PipelineOptions) -> bool:
+    """Whether the job's workers end with this process (so a failure here ends the job): the
+    DirectRunner's, and a Dask cluster this process started and has closed."""
+    if pipeline_options.view_as(options.LaunchOptions).dask_local_workers:
+        return True
+    return (runner_name(pipeline_options) or "DirectRunner") in options.IN_PROCESS_RUNNERS
+
+
+def _refuse(error: Exception):
+    print(f"error: {error}", file=sys.stderr)
+    sys.exit(2)
+
+
+def launch(config: JobConfig, pipeline_options: PipelineOptions) -> dict | None:
+    """Runs the job to completion and returns the manifest (None for a dry run, or a job
+    submitted with ``--no_wait_until_finish``). Exits with status 2, having touched nothing,
+    when a source or ``--output`` is not usable."""
+    launch_options = pipeline_options.view_as(options.LaunchOptions)
+    if options.is_dry_run(pipeline_options):  # builds the job; touches neither output nor sources
+        with tempfile.TemporaryDirectory(prefix="beam_etl_dry_run_") as scratch:
+            with beam.Pipeline(options=pipeline_options) as pipeline:
+                _ = pipeline | "Preprocess" >> Preprocess(config, scratch_dir=scratch)
+        return None
+    try:
+        sources.check_sources(config, pipeline_options)
+        commit.check_output(config.output, config.overwrite)
+    except ValueError as error:
+        _refuse(error)
+    if launch_options.render_graph:
+        render_graph(config, launch_options.render_graph)
+    try:
+        holder = lease.take(config.output, launch_options.break_lease, launch_options.lease_timeout_hours)
+    except lease.LeaseError as error:
+        _refuse(error)
+    try:
+        commit.clear_leftovers(config.output)  # may put back an output a dead run was replacing
+        commit.check_output(config.output, config.overwrite)  # so again, and another run may have ended
+    except (ValueError, RuntimeError) as error:
+        commit.abandon(config.output, holder.run_id)
+        _refuse(error)
+    cluster = None
+    started = time.perf_counter()
+    try:
+        commit.crash_point("after_lease")
+        if launch_options.dask_local_workers:
+            cluster = _on_local_dask_cluster(pipeline_options, launch_options.dask_local_workers)
+        with beam.Pipeline(options=pipeline_options) as pipeline:
+            _ = pipeline | "Preprocess" >> Preprocess(config, holder.run_id)
+    except BaseException:
+        if cluster is not None:  # its workers stop here: none of them can be mid-commit after this
+            cluster.close()
+            cluster = None
+        if runs_here(pipeline_options):
+            commit.abandon(config.output, holder.run_id)
+        else:  # the job may still run (and commit) elsewhere: leave it its lease and files
+            print(f"note: the job may still be running on {runner_name(pipeline_options)}; --output "
+                  f"{config.output!r} keeps its lease until it ends. Once it has, a later run with "
+                  "--break_lease clears what it left.", file=sys.stderr)
+        raise
+    finally:
+        if cluster is not None:
+            cluster.close()
+    seconds = time.perf_counter() - started
+    if pipeline_options.view_as(StandardOptions).no_wait_until_finish:
+        print(f"submitted to {runner_name(pipeline_options)}: the job commits {config.output} (and "
+              "releases its lease) when it ends")
+        return None
+    written = manifest.read_manifest(config.output)
+    print(summarize(written, seconds))
+    return written

@@ -1,0 +1,143 @@
+"""One writer at a time: the lease a run takes on ``--output`` at launch.
+
+The lease is ``OUTPUT/.incomplete/lease.json``, created only if absent (``O_EXCL`` locally, an
+``ifGenerationMatch=0`` upload on ``gs://``), holding who took it and when. It is also the
+marker that the folder is a beam-etl output being written. A second run finds it and refuses,
+naming the holder. A lease whose run is gone (its process no longer runs on this host, or it
+is older than ``--lease_timeout_hours``) is stale, and is broken only with ``--break_lease``.
+The commit checks that the lease is still its own before it touches the output.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import os
+import socket
+import time
+import uuid
+
+from beam_etl.beam import filesystem
+from beam_etl.output_layout import LEASE, join
+
+
+class LeaseError(ValueError):
+    """The output is leased by another run, or this run's lease was lost."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Holder:
+    run_id: str
+    host: str
+    pid: int
+    process_start: str  # the process's start time where the OS tells it: a PID can be reused
+    started: float  # seconds since the epoch
+
+    def describe(self) -> str:
+        when = datetime.datetime.fromtimestamp(self.started, datetime.timezone.utc)
+        return (f"run {self.run_id} (pid {self.pid} on {self.host}, "
+                f"since {when:%Y-%m-%d %H:%M:%S} UTC)")
+
+
+def _process_start(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[19]  # field 22: start time in ticks
+    except (OSError, IndexError):
+        return ""
+
+
+def this_process() -> Holder:
+    return Holder(run_id=uuid.uuid4().hex, host=socket.gethostname(), pid=os.getpid(),
+                  process_start=_process_start(os.getpid()), started=time.time())
+
+
+def read_holder(output: str) -> Holder | None:
+    """The lease's holder; None if there is no lease. An unreadable lease is held by ``?``."""
+    path = join(output, LEASE)
+    try:
+        data = json.loads(filesystem.read_bytes(path))
+        return Holder(**{field.name: data[field.name] for field in dataclasses.fields(Holder)})
+    except Exception:  # pylint: disable=broad-except  # missing, truncated, or not ours
+        if not filesystem.exists(path):
+            return None
+        try:  # (a run killed between creating it and writing it): as old as the file
+            started = filesystem.modified(path)
+        except Exception:  # pylint: disable=broad-except  # gone meanwhile
+            return None
+        return Holder(run_id="?", host="?", pid=0, process_start="", started=started)
+
+
+def is_stale(holder: Holder, timeout_hours: float) -> bool:
+    """Whether the holder is gone: a process of this host that no longer runs, or older than
+    ``timeout_hours`` (a run elsewhere cannot be seen from here)."""
+    if time.time() - holder.started > timeout_hours * 3600:
+        return True
+    if holder.host != socket.gethostname():
+        return False
+    try:
+        os.kill(holder.pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        pass  # runs, as another user
+    return bool(holder.process_start) and _process_start(holder.pid) != holder.process_start
+
+
+def take(output: str, break_stale: bool = False, timeout_hours: float = 48.0) -> Holder:
+    """Takes the lease on ``output`` for this process; raises :class:`LeaseError` naming the
+    holder when another run has it (and, with ``break_stale``, it is not stale)."""
+    me = this_process()
+    data = json.dumps(dataclasses.asdict(me), sort_keys=True).encode("utf-8")
+    path = join(output, LEASE)
+    if filesystem.create_exclusive(path, data):
+        return me
+    holder = read_holder(output)
+    if holder is None:  # released meanwhile
+        if filesystem.create_exclusive(path, data):
+            return me
+        holder = read_holder(output)
+    stale = holder is not None and is_stale(holder, timeout_hours)
+    if holder is not None and not (break_stale and stale):
+        what = holder.describe() if holder.run_id != "?" else f"an unreadable lease {path}"
+        if stale:
+            raise LeaseError(f"--output {output!r} is leased by {what}, which is no longer running; "
+                             "pass --break_lease to take it over (its unfinished files are cleared)")
+        raise LeaseError(f"--output {output!r} is leased by {what}: another run is writing there. "
+                         f"Wait for it, or if it is gone for good, pass --break_lease once it is "
+                         f"older than --lease_timeout_hours={timeout_hours:g}")
+    _remove_stale(path, me.run_id)
+    if not filesystem.create_exclusive(path, data):
+        raise LeaseError(f"--output {output!r}: another run took the lease while this one broke it")
+    return me
+
+
+def _remove_stale(path: str, breaker: str) -> None:
+    """Removes the stale lease at ``path``. Locally by a rename to a name of this run's: of two
+    runs breaking it at once, only one rename succeeds, and the other's later create fails.
+    (On ``gs://`` a delete: two runs breaking one lease in the same instant may both go on.)"""
+    if filesystem.is_local(path):
+        try:
+            os.rename(path, f"{path}.broken-by-{breaker}")
+        except FileNotFoundError:
+            raise LeaseError(f"another run broke the lease {path} first") from None
+        os.remove(f"{path}.broken-by-{breaker}")
+    else:
+        filesystem.delete_file(path)
+
+
+def check(output: str, run_id: str) -> None:
+    """Raises :class:`LeaseError` unless ``run_id`` still holds the lease on ``output``."""
+    holder = read_holder(output)
+    if holder is None or holder.run_id != run_id:
+        now = "no run" if holder is None else holder.describe()
+        raise LeaseError(f"run {run_id} lost its lease on {output!r} (now held by {now}); "
+                         "the output was not touched")
+
+
+def release(output: str, run_id: str) -> None:
+    """Deletes the lease if ``run_id`` holds it."""
+    holder = read_holder(output)
+    if holder is not None and holder.run_id == run_id:
+        filesystem.delete_file(join(output, LEASE))

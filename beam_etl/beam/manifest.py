@@ -1,0 +1,152 @@
+"""``OUTPUT/manifest.json``: what the job wrote, and the mark that the output is complete.
+
+The manifest is built last, by a step that waits for every shard, the rejected list and the
+transform graph to be staged, and goes in last, by the commit (:mod:`beam_etl.beam.commit`); a run
+that fails leaves none of its own, and :func:`read_manifest` refuses a directory without one.
+It lists every file of the output with its size, crc32c and (shards) record count, and is where
+readers find the file list and the feature schema.
+"""
+
+from __future__ import annotations
+
+import platform
+
+import apache_beam as beam
+import google_crc32c
+
+import beam_etl
+from beam_etl import schema
+from beam_etl.beam import commit, filesystem
+from beam_etl.config import JobConfig
+from beam_etl.output_layout import MANIFEST, STAGING_DIR, TRANSFORM_DIRS, join, missing_manifest, parse_manifest
+
+FORMAT_VERSION = 2  # 2: "files" lists every file with bytes and crc32c; "run_id"
+
+# What WriteManifest is given, by kind: the job's inputs (records and source rejections, counted
+# here), and one report per shard, for the rejected list and for the statistics.
+INPUTS, SHARDS, REJECTED, STATISTICS = "inputs", "shard", "rejected", "statistics"
+
+
+def read_manifest(output_dir: str) -> dict:
+    path = join(output_dir, MANIFEST)
+    if not filesystem.exists(path):
+        raise missing_manifest(path, output_dir)
+    return parse_manifest(filesystem.read_bytes(path), path)
+
+
+def file_entry(path: str) -> dict:
+    """``{"bytes", "crc32c"}`` of a file, read back (tf.Transform's files: small)."""
+    data = filesystem.read_bytes(path)
+    return {"bytes": len(data), "crc32c": google_crc32c.Checksum(data).hexdigest().decode("ascii")}
+
+
+def staged_transform_files(output_dir: str) -> dict[str, dict]:
+    """The staged tf.Transform files, as the manifest's ``files`` entries."""
+    staged = join(output_dir, STAGING_DIR)
+    return {f"{directory}/{name}": file_entry(join(staged, f"{directory}/{name}"))
+            for directory in TRANSFORM_DIRS
+            for name in filesystem.list_files(join(staged, directory))}
+
+
+def build_manifest(config: JobConfig, parts: list[tuple[str, object]],
+                   transform_files: dict[str, dict] | None = None, run_id: str = "") -> dict:
+    """Assembles the manifest from the writers' reports; raises if any input is unaccounted for."""
+    shards = sorted((info for kind, info in parts if kind == SHARDS), key=lambda i: i["file"])
+    (rejected,) = [info for kind, info in parts if kind == REJECTED]
+    num_inputs = sum(count for kind, count in parts if kind == INPUTS)
+    splits = {}
+    for split in config.splits:
+        files = [info for info in shards if info["split"] == split]
+        splits[split] = {
+            "num_examples": sum(info["num_examples"] for info in files),
+            "num_source_examples": sum(info["num_source_examples"] for info in files),
+            "bytes": sum(info["bytes"] for info in files),
+            "files": [info["file"] for info in files],
+        }
+    files = {info["file"]: {"bytes": info["bytes"], "crc32c": info["crc32c"],
+                            "num_examples": info["num_examples"]} for info in shards}
+    files[rejected["file"]] = {"bytes": rejected["bytes"], "crc32c": rejected["crc32c"],
+                               "num_records": rejected["num_rejected"]}
+    statistics = next((info for kind, info in parts if kind == STATISTICS), None)
+    absent = None
+    if not config.statistics:
+        absent = "--no_statistics"
+    elif statistics is None or statistics.get("absent"):
+        absent = statistics["absent"] if statistics else "no statistics were computed"
+        statistics = None
+    else:
+        files.update(transform_files or {})
+    written = sum(split["num_source_examples"] for split in splits.values())
+    if written + rejected["num_rejected"] != num_inputs:
+        raise RuntimeError(
+            f"inputs are unaccounted for: {num_inputs} inputs but {written} written + "
+            f"{rejected['num_rejected']} rejected")
+    return {
+        "format_version": FORMAT_VERSION,
+        "run_id": run_id,
+        "num_inputs": num_inputs,
+        "num_written": written,
+        "num_rejected": rejected["num_rejected"],
+        "num_examples": sum(split["num_examples"] for split in splits.values()),
+        "rejected": {key: rejected[key] for key in ("file", "num_rejected", "by_reason", "by_stage")},
+        "splits": splits,
+        "image": config.image_info(),
+        "features": schema.describe(),
+        # Full-pass statistics of the training split (beam_etl.beam.statistics); None with
+        # --no_statistics or an empty training split, and "statistics_absent" says which.
+        "statistics": statistics,
+        "statistics_absent": absent,
+        "files": dict(sorted(files.items())),
+        "flags": config.flags(),
+        "versions": {"beam_etl": beam_etl.__version__, "apache_beam": beam.__version__,
+                     "python": platform.python_version()},
+    }
+
+
+def check_reject_fraction(config: JobConfig, manifest: dict) -> None:
+    fraction = manifest["num_rejected"] / max(1, manifest["num_inputs"])
+    if fraction > config.max_reject_fraction:
+        raise RuntimeError(
+            f"{manifest['num_rejected']} of {manifest['num_inputs']} inputs rejected "
+            f"({fraction:.1%}) is above --max_reject_fraction={config.max_reject_fraction}; "
+            f"by reason {manifest['rejected']['by_reason']}. --output {config.output!r} was not changed.")
+
+
+
+def _write_manifest(parts, config: JobConfig, run_id: str):
+    has_transform = any(kind == STATISTICS and not info.get("absent") for kind, info in parts)
+    manifest = build_manifest(config, parts,
+                              staged_transform_files(config.output) if has_transform else None, run_id)
+    check_reject_fraction(config, manifest)
+    commit.commit(config.output, run_id, manifest, list(manifest["files"]))
+    yield manifest
+
+
+def _tagged(kind):
+    return lambda info: (kind, info)
+
+
+class WriteManifest(beam.PTransform):
+    """Takes ``{kind: PCollection}`` (:data:`INPUTS`: every input or source rejection, counted
+    here; :data:`SHARDS`, :data:`REJECTED`, :data:`STATISTICS`: the writers' reports) and, once
+    all have arrived, commits the staged files with their manifest (run ``run_id`` holds the
+    output's lease); yields the manifest dict."""
+
+    def __init__(self, config: JobConfig, run_id: str):
+        super().__init__()
+        self._config = config
+        self._run_id = run_id
+
+    def expand(self, reports: dict):
+        unknown = set(reports) - {INPUTS, SHARDS, REJECTED, STATISTICS}
+        if unknown:
+            raise ValueError(f"WriteManifest: unknown kinds of report {sorted(unknown)}")
+        tagged = [reports[INPUTS]
+                  | "CountInputs" >> beam.combiners.Count.Globally()
+                  | "TagInputs" >> beam.Map(_tagged(INPUTS))]
+        tagged += [reports[kind] | f"Tag{kind.title()}" >> beam.Map(_tagged(kind))
+                   for kind in (SHARDS, REJECTED, STATISTICS) if kind in reports]
+        return (tagged
+                | "FlattenReports" >> beam.Flatten()
+                | "CollectReports" >> beam.combiners.ToList()  # [(kind, info)], after every writer
+                | "WriteManifestFile" >> beam.FlatMap(_write_manifest, self._config, self._run_id))

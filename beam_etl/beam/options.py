@@ -1,0 +1,273 @@
+"""The job's command line, parsed once into ``(JobConfig, PipelineOptions)``.
+
+The job's flags are declared once, in :class:`PreprocessOptions` and :class:`LaunchOptions`
+(PipelineOptions subclasses, so they travel with the job's options to any runner), with the
+value parsers and bounds of :mod:`beam_etl.config`. :func:`parse_args` is the one entry point:
+the job's own parser reads them (``--help``, and errors with this job's usage line, naming the
+flag and the value); Beam reads its own flags from the same ``argv``; a flag that neither knows,
+which Beam itself would only log and discard, fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+
+from apache_beam.options.pipeline_options import (DirectOptions, GoogleCloudOptions, PipelineOptions,
+                                                  StandardOptions, TestOptions)
+
+from beam_etl import config as config_lib
+from beam_etl.config import flag_type, positive_hours, positive_int
+
+_COLUMN_HELP = {
+    "key": "Column of the example's key (STRING or INT64), unique across all sources.",
+    "image": "Column of the image: a STRING URI (gs://, local) or the encoded BYTES.",
+    "mask": "Column of the mask: a STRING URI or the encoded BYTES.",
+    "label": "INT64 column of the class id.",
+    "label_name": "STRING column of the class name (the label vocabulary is built from it).",
+    "split": "STRING column: train, val, test, trainval or NULL (then --split_fractions).",
+}
+
+
+class PreprocessOptions(PipelineOptions):
+    """Flags of ``python -m pipelines.preprocess``."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        sources = parser.add_argument_group("sources (repeatable; several are flattened into one run)")
+        sources.add_argument(
+            "--images", action="append", default=None, metavar="GLOB",
+            help="Glob of images, e.g. 'DATA/images/*.jpg' or 'gs://bucket/images/**/*.jpg'. "
+                 "Paired by file stem with the --masks glob given in the same position.")
+        sources.add_argument(
+            "--masks", action="append", default=None, metavar="GLOB",
+            help="Glob of segmentation masks (single-channel or palette PNG).")
+        sources.add_argument(
+            "--oxford_pets", action="append", default=None, metavar="ROOT",
+            help="Root of a dataset in the Oxford-IIIT Pet layout: images/*.jpg, "
+                 "annotations/trimaps/*.png, annotations/{trainval,test}.txt give labels and splits.")
+        sources.add_argument(
+            "--bigquery_table", action="append", default=None, metavar="PROJECT:DATASET.TABLE",
+            type=flag_type(config_lib.parse_table_spec),
+            help="BigQuery table with one row per example (see the --bigquery_*_column flags), "
+                 "read with the Storage Read API (DIRECT_READ). DATASET.TABLE uses --project.")
+        sources.add_argument(
+            "--bigquery_query", action="append", default=None, metavar="SQL",
+            help="Standard-SQL query whose result rows are examples, like --bigquery_table's; "
+                 "runs as a job in --project.")
+        columns = parser.add_argument_group(
+            "BigQuery columns (STRING URIs or BYTES for image and mask)")
+        defaults = config_lib.BigQueryColumns()
+        for field in dataclasses.fields(config_lib.BigQueryColumns):
+            default = getattr(defaults, field.name)
+            columns.add_argument(
+                config_lib.BigQueryColumns.flag(field.name), default=default, metavar="COLUMN",
+                type=flag_type(config_lib.parse_column_name),
+                help=_COLUMN_HELP[field.name] + (f" Default {default!r}." if default else " Default: none."))
+        out = parser.add_argument_group("output")
+        out.add_argument("--output", default=None, metavar="DIR",
+                         help="Output directory (local or gs://): shards, manifest.json, rejected/.")
+        out.add_argument("--overwrite", action="store_true", default=False,
+                         help="Replace the output of an earlier beam-etl run in --output, once the "
+                              "new one is complete; files it did not write are never touched.")
+        out.add_argument("--image_size", type=flag_type(config_lib.parse_image_size),
+                         default=(128, 128), metavar="N|HxW",
+                         help="Output size: one number for a square, or HEIGHTxWIDTH. Default 128.")
+        out.add_argument("--image_format", type=str, choices=config_lib.IMAGE_FORMATS, default="jpeg",
+                         help="Encoding of images in the records; masks are always lossless "
+                              "(PNG, or raw bytes with --image_format raw). Default jpeg.")
+        out.add_argument("--jpeg_quality", type=flag_type(config_lib.jpeg_quality), default=95,
+                         help="JPEG quality, 1-100. Default 95.")
+        out.add_argument("--num_shards", type=flag_type(config_lib.num_shards), default=None,
+                         help="Files per split. Default: enough for --shard_size_mb per file.")
+        out.add_argument("--shard_size_mb", type=flag_type(config_lib.shard_size_mb), default=100.0,
+                         help="Target size of a shard in MB when --num_shards is not given "
+                              f"({config_lib.MIN_SHARD_MB:g}-{config_lib.MAX_SHARD_MB:g}; never more "
+                              "files than examples). Default 100.")
+        proc = parser.add_argument_group("processing")
+        proc.add_argument("--max_pixels", type=flag_type(positive_int), default=40_000_000,
+                          help="Refuse images with more pixels than this, from their header, "
+                               "before decoding. Default 40,000,000.")
+        proc.add_argument("--mask_values", type=flag_type(config_lib.parse_mask_values), default=None,
+                          metavar="LIST",
+                          help="Allowed mask values, e.g. '1,2,3' for Oxford trimaps or '0-20,255'. "
+                               "Masks with other values are rejected. Default: any.")
+        proc.add_argument("--augment_copies", type=flag_type(config_lib.augment_copies), default=0,
+                          help="Extra augmented copies of each training example (flip, crop, "
+                               "rotation, brightness/contrast). Default 0.")
+        proc.add_argument("--seed", type=flag_type(int), default=0,
+                          help="Seed of augmentation and of nothing else. Default 0.")
+        proc.add_argument("--no_statistics", dest="statistics", action="store_false", default=True,
+                          help="Skip the tensorflow-transform pass over the training split: no "
+                               "statistics in the manifest, no transform_fn/ for the loader.")
+        split = parser.add_argument_group("splits")
+        split.add_argument("--split_fractions", type=flag_type(config_lib.parse_split_fractions),
+                           default=config_lib.DEFAULT_SPLIT_FRACTIONS, metavar="SPEC",
+                           help="Split of inputs whose source has none, by stable hash of the key. "
+                                "Default train=0.8,val=0.1,test=0.1.")
+        split.add_argument("--val_fraction", type=flag_type(config_lib.fraction_below_one), default=0.1,
+                           help="Fraction of Oxford trainval held out as 'val' by stable hash. Default 0.1.")
+        split.add_argument("--max_reject_fraction", type=flag_type(config_lib.fraction), default=1.0,
+                           help="Fail the job (leaving --output as it was) when more than this "
+                                "fraction of inputs is rejected. Default 1.0: never.")
+
+
+class LaunchOptions(PipelineOptions):
+    """How this process launches the job: conveniences around Beam's own runner flags."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        parser.add_argument(
+            "--dask_local_workers", type=flag_type(positive_int), default=None, metavar="N",
+            help="Start a dask.distributed LocalCluster of N worker processes (one thread each) "
+                 "and run on it with beam_dask's runner; for a running cluster give "
+                 "--runner beam_dask.DaskRunner --dask_client_address HOST:PORT instead.")
+        parser.add_argument(
+            "--render_graph", default=None, metavar="PATH",
+            help="Write a picture of the job's graph (.svg, .png or .dot; needs Graphviz's dot "
+                 "for images) before running it.")
+        parser.add_argument(
+            "--break_lease", action="store_true", default=False,
+            help="Take over --output from a run that is gone (its process no longer runs on this "
+                 "host, or its lease is older than --lease_timeout_hours), clearing what it left.")
+        parser.add_argument(
+            "--lease_timeout_hours", type=flag_type(positive_hours), default=48.0, metavar="H",
+            help="A lease older than this counts as stale (for runs on other hosts). Default 48.")
+
+
+def to_config(flags: argparse.Namespace) -> config_lib.JobConfig:
+    """The job's flags, as parsed by :func:`parse_args`, as the validated settings."""
+    return config_lib.JobConfig(
+        output=flags.output,
+        images=tuple(flags.images or ()),
+        masks=tuple(flags.masks or ()),
+        oxford_pets=tuple(flags.oxford_pets or ()),
+        bigquery_tables=tuple(flags.bigquery_table or ()),
+        bigquery_queries=tuple(flags.bigquery_query or ()),
+        bigquery_columns=config_lib.BigQueryColumns(**{
+            field.name: getattr(flags, f"bigquery_{field.name}_column") or None
+            for field in dataclasses.fields(config_lib.BigQueryColumns)}),
+        image_size=tuple(flags.image_size),
+        image_format=flags.image_format,
+        jpeg_quality=flags.jpeg_quality,
+        max_pixels=flags.max_pixels,
+        mask_values=flags.mask_values,
+        augment_copies=flags.augment_copies,
+        seed=flags.seed,
+        val_fraction=flags.val_fraction,
+        split_fractions=tuple(flags.split_fractions),
+        num_shards=flags.num_shards,
+        shard_size_mb=flags.shard_size_mb,
+        max_reject_fraction=flags.max_reject_fraction,
+        overwrite=flags.overwrite,
+        statistics=flags.statistics,
+    )
+
+
+def _parser(prog: str | None, description: str | None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog, description=description, allow_abbrev=False,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Any Beam pipeline option is accepted too, e.g. --runner DirectRunner "
+               "--direct_running_mode multi_processing --direct_num_workers 2, or "
+               "--runner beam_dask.DaskRunner --dask_client_address HOST:PORT.")
+    PreprocessOptions._add_argparse_args(parser)  # pylint: disable=protected-access
+    LaunchOptions._add_argparse_args(parser.add_argument_group("running"))  # pylint: disable=protected-access
+    return parser
+
+
+def parse_args(argv: list[str], prog: str | None = None,
+               description: str | None = None) -> tuple[config_lib.JobConfig, PipelineOptions]:
+    """Parses and validates ``argv``; exits with status 2 and a message naming the flag on error."""
+    parser = _parser(prog, description)
+    flags, _ = parser.parse_known_args(argv)  # the job's flags; the rest are Beam's
+    options = PipelineOptions(argv)
+    try:
+        check_runner_flags(options, flags)
+        unknown = _unknown_flags(options)
+        if unknown:
+            raise ValueError(f"unrecognized arguments: {' '.join(unknown)}")
+        job_config = _with_bigquery_project(to_config(flags), options.view_as(GoogleCloudOptions).project)
+        check_output_flag(job_config.output, job_config.statistics)
+    except ValueError as error:
+        parser.error(str(error))
+    return job_config, options
+
+
+def _unknown_flags(options: PipelineOptions) -> list[str]:
+    """The flags of ``options`` that no options class knows (call once the runner's own options
+    class is imported: it registers the runner's flags)."""
+    known = options.get_all_options()
+    return sorted(f"--{name}" for name in options.get_all_options(retain_unknown_options=True)
+                  if name not in known)
+
+
+# Runners whose workers end with the launching process.
+IN_PROCESS_RUNNERS = {"DirectRunner", "SwitchingDirectRunner", "BundleBasedDirectRunner", "FnApiRunner",
+                      "PrismRunner"}
+DASK_RUNNER = "beam_dask.DaskRunner"  # what --dask_local_workers runs on
+
+
+def is_dry_run(options: PipelineOptions) -> bool:
+    """``--dry_run=True``: DataflowRunner builds the job and submits nothing."""
+    return bool(options.view_as(TestOptions).dry_run)
+
+
+def check_runner_flags(options: PipelineOptions, flags: argparse.Namespace) -> None:
+    """Beam's own flags that Beam would check only once the job runs, or never. Loads the runner,
+    which registers its own flags (beam_dask's ``--dask_client_address``)."""
+    # pylint: disable=import-outside-toplevel
+    from apache_beam.runners import runner as runner_lib
+
+    name = options.view_as(StandardOptions).runner
+    if flags.dask_local_workers:
+        if name:
+            raise ValueError(f"--dask_local_workers runs on a cluster it starts: leave out --runner {name!r}")
+        name = DASK_RUNNER
+    if name:
+        try:
+            runner_lib.create_runner(name)
+        except (ValueError, ImportError, AttributeError) as error:
+            hint = f" (for Dask: --runner {DASK_RUNNER})" if "dask" in name.lower() else ""
+            raise ValueError(f"--runner {name!r} is not a runner Beam knows{hint}: {error}") from None
+    standard = options.view_as(StandardOptions)
+    if standard.no_wait_until_finish and (standard.runner or "DirectRunner") in IN_PROCESS_RUNNERS:
+        raise ValueError(f"--no_wait_until_finish: the {standard.runner or 'DirectRunner'}'s job ends "
+                         "with this process, before it could finish; leave the flag out")
+    workers = options.view_as(DirectOptions).direct_num_workers
+    if workers is None or workers < 0:
+        raise ValueError(f"--direct_num_workers must be 0 (one per core) or more, got {workers}")
+    graph = flags.render_graph
+    if graph is not None:
+        folder = os.path.dirname(os.path.abspath(graph))
+        if not os.path.isdir(folder):
+            raise ValueError(f"--render_graph {graph!r}: folder {folder!r} does not exist")
+        if os.path.splitext(graph)[1] not in (".svg", ".png", ".dot"):
+            raise ValueError(f"--render_graph {graph!r}: expected a .svg, .png or .dot file")
+
+
+def check_output_flag(output: str, statistics: bool) -> None:
+    if "://" not in output and os.path.exists(output) and not os.path.isdir(output):
+        raise ValueError(f"--output {output!r} is a file, not a folder")
+    if statistics and any(character in output for character in "*?["):
+        # The job takes the path literally, but TensorFlow restores a SavedModel's variables by
+        # file pattern: tf.Transform's graph could be written there and never loaded.
+        raise ValueError(f"--output {output!r} holds a glob character (*, ? or [), and TensorFlow "
+                         "loads tf.Transform's SavedModel by pattern: choose another folder name, "
+                         "or pass --no_statistics")
+
+
+def _with_bigquery_project(job_config: config_lib.JobConfig, project: str | None) -> config_lib.JobConfig:
+    """Table specs without a project get ``--project``; queries need one to run in."""
+    tables = []
+    for table in job_config.bigquery_tables:
+        if ":" not in table:
+            if not project:
+                raise ValueError(f"--bigquery_table {table!r} names no project: give "
+                                 f"PROJECT:DATASET.TABLE or --project")
+            table = f"{project}:{table}"
+        tables.append(table)
+    if job_config.bigquery_queries and not project:
+        raise ValueError("--bigquery_query runs as a BigQuery job: give --project")
+    return dataclasses.replace(job_config, bigquery_tables=tuple(tables))

@@ -1,0 +1,118 @@
+"""The Beam step around the per-example chain: reads the bytes, runs
+:func:`beam_etl.image.chain.process_example`, and turns bad inputs into ``Rejection`` s."""
+
+from __future__ import annotations
+
+import os
+import stat
+import threading
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+
+from beam_etl.beam import filesystem
+from beam_etl.config import JobConfig
+from beam_etl.image.chain import process_example
+from beam_etl.elements import RejectedInput, SourceRecord
+from beam_etl.beam.rejections import SplitRejections
+
+_MASK_STAGES = ("read_mask", "decode_mask")
+
+
+REMOTE_READ_TIMEOUT_S = 600.0  # a remote read that has not finished by then is a rejection
+
+
+def _read_local(uri: str, stage: str) -> bytes:
+    """A local file's bytes; anything but a regular file (a FIFO, a device, a folder) is
+    refused from its ``stat``, without being opened: opening a FIFO blocks for ever."""
+    path = uri[len("file://"):] if uri.startswith("file://") else uri
+    try:
+        mode = os.stat(path).st_mode
+        if not stat.S_ISREG(mode):
+            raise RejectedInput(stage, "not_a_file",
+                                f"not a regular file (file type {stat.filemode(mode)[0]!r}); not opened")
+        with open(path, "rb") as handle:
+            return handle.read()
+    except OSError as error:
+        raise RejectedInput(stage, "unreadable", f"{type(error).__name__}: {error}") from None
+
+
+def _read_remote(uri: str, stage: str, timeout_s: float) -> bytes:
+    """Reads on a daemon thread and waits ``timeout_s`` for it: a stalled connection is given
+    up (its thread is left to the client's own timeouts, and never holds the process's exit)."""
+    outcome = {}
+
+    def read():
+        try:
+            with FileSystems.open(uri) as handle:
+                outcome["data"] = handle.read()
+        except Exception as error:  # pylint: disable=broad-except  # every backend has its own errors
+            outcome["error"] = error
+
+    reader = threading.Thread(target=read, name="beam_etl_read", daemon=True)
+    reader.start()
+    reader.join(timeout_s)
+    if reader.is_alive():
+        raise RejectedInput(stage, "read_timeout", f"no complete read within {timeout_s:g} s")
+    if "error" in outcome:
+        error = outcome["error"]
+        raise RejectedInput(stage, "unreadable", f"{type(error).__name__}: {error}")
+    return outcome["data"]
+
+
+def read_uri(uri: str | None, stage: str, timeout_s: float = REMOTE_READ_TIMEOUT_S) -> bytes:
+    """The whole file at ``uri`` (any FileSystems scheme); a missing file is a rejection, and
+    so is a remote read that takes longer than ``timeout_s``: a stalled connection must not
+    hang the job."""
+    if uri is None:
+        raise RejectedInput(stage, "missing_file", "no URI given")
+    if filesystem.is_local(uri):
+        return _read_local(uri, stage)
+    return _read_remote(uri, stage, timeout_s)
+
+
+class ProcessExamplesFn(beam.DoFn):
+    """``SourceRecord`` -> ``EncodedExample`` (1 + augmentation copies), or a ``Rejection``."""
+
+    def __init__(self, config: JobConfig):
+        self._config = config
+
+    def setup(self):
+        self._inputs = Metrics.counter("beam_etl", "inputs")
+        self._written = {split: Metrics.counter("beam_etl", f"written_{split}")
+                         for split in self._config.splits}
+        self._rejected = {}
+
+    def process(self, record: SourceRecord):
+        self._inputs.inc()
+        split = record.split  # the output split: ReadSources decided it
+        try:
+            image_bytes = (record.image_bytes if record.image_bytes is not None
+                           else read_uri(record.image_uri, "read_image"))
+            mask_bytes = (record.mask_bytes if record.mask_bytes is not None
+                          else read_uri(record.mask_uri, "read_mask"))
+            examples = process_example(record, image_bytes, mask_bytes, split, self._config)
+        except RejectedInput as rejected:
+            if rejected.reason not in self._rejected:
+                self._rejected[rejected.reason] = Metrics.counter("beam_etl", f"rejected_{rejected.reason}")
+            self._rejected[rejected.reason].inc()
+            uri = record.mask_uri if rejected.stage in _MASK_STAGES else record.image_uri
+            yield rejected.to_rejection(uri, record.key)
+            return
+        self._written[split].inc(len(examples))
+        yield from examples
+
+
+class ProcessExamples(beam.PTransform):
+    """Decode, validate, resize, augment and serialize; returns ``(examples, rejected)``."""
+
+    def __init__(self, config: JobConfig):
+        super().__init__()
+        self._config = config
+
+    def expand(self, records):
+        return (records
+                | "DecodeResizeEncode" >> beam.ParDo(ProcessExamplesFn(self._config))
+                # EncodedExample | Rejection
+                | "SplitRejections" >> SplitRejections())

@@ -1,0 +1,78 @@
+"""Sources: where the job's inputs come from, as PTransforms that make pairing entries.
+
+A source is one module here with a ``from_config(config)`` that returns its sources for a run
+(none when the run names none), registered by one line in :data:`SOURCE_KINDS`. Each source
+object has
+
+- ``label``: a unique step name (``"ReadOxfordPets0"``);
+- ``check(pipeline_options)``: launch-time checks that fail naming the flag (a glob matches
+  nothing, a table lacks a column); it reads no image;
+- ``entries(pbegin, source_index)`` -> ``(entries, rejected)``: lists of PCollections, the
+  entries ``(key, (source_index, tag, value))`` that :mod:`~beam_etl.beam.sources.pairing`
+  groups into one :class:`~beam_etl.elements.SourceRecord` per key, and the
+  :class:`~beam_etl.elements.Rejection` s it made itself.
+
+Only URIs travel here: the bytes are read later, in the decoding step, after the shuffle that
+spreads the work.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import apache_beam as beam
+
+from beam_etl.beam.sources import bigquery, files, oxford
+from beam_etl.beam.sources.pairing import PairAndDedup
+from beam_etl.splits import assign_split
+
+SOURCE_KINDS = (
+    files.from_config,
+    oxford.from_config,
+    bigquery.from_config,
+)
+
+
+def sources_of(config) -> list:
+    return [source for from_config in SOURCE_KINDS for source in from_config(config)]
+
+
+@beam.ptransform_fn
+def _Entries(pbegin, source, index: int):  # pylint: disable=invalid-name
+    entries, rejected = source.entries(pbegin, index)
+    return entries | "FlattenEntries" >> beam.Flatten(), rejected
+
+
+def _with_split(record, config):
+    """The record with its output split, decided here once for every later step."""
+    return dataclasses.replace(record, split=assign_split(record.key, record.split, config))
+
+
+class ReadSources(beam.PTransform):
+    """Every source of the job -> ``(records, rejected)``: one record per key, its ``split`` the
+    output split.
+
+    Keys are file stems, or a BigQuery source's key column; when two sources yield the same
+    key, the record whose image URI sorts first is kept and the others are rejected as
+    ``duplicate_key`` (the message names the URI that was kept).
+    """
+
+    def __init__(self, config):
+        super().__init__()
+        self._config = config
+
+    def expand(self, pbegin):
+        entries, rejected = [], []
+        for index, source in enumerate(sources_of(self._config)):
+            source_entries, source_rejected = pbegin | source.label >> _Entries(source, index)
+            entries.append(source_entries)
+            rejected.extend(source_rejected)
+        records, pair_rejected = entries | "FlattenEntries" >> beam.Flatten() | "Pair" >> PairAndDedup()
+        records = records | "AssignSplits" >> beam.Map(_with_split, self._config)
+        return records, (rejected + [pair_rejected]) | "FlattenRejected" >> beam.Flatten()
+
+
+def check_sources(config, pipeline_options=None) -> None:
+    """Launch-time checks of every source (see the module's docstring)."""
+    for source in sources_of(config):
+        source.check(pipeline_options)

@@ -1,0 +1,200 @@
+"""BigQuery as a source: a table or a query whose rows name (or hold) an image and its mask.
+
+Rows are read with Beam's own ``ReadFromBigQuery`` through the Storage Read API
+(``DIRECT_READ``), so the usual Beam settings and credentials apply. Flags name the columns:
+
+- key (STRING or INT64): the example's key, used for its split and augmentation seed; keys
+  must be unique across every source of the run (see :class:`beam_etl.beam.sources.ReadSources`);
+- image and mask: STRING holding a URI read later through FileSystems (``gs://``, local), or
+  BYTES holding the encoded file itself;
+- label (INT64, optional), label name (STRING, optional): the class id and class name;
+- split (STRING, optional): ``train``, ``val``, ``test``, or ``trainval`` (divided by
+  ``--val_fraction``); NULL leaves the split to ``--split_fractions``.
+
+A row with a NULL key, image or mask, or an unknown split, becomes a ``Rejection`` with the
+row's key; an unreadable URI or bytes that are not an image are rejected later, by the
+decoding step, like every other input. A column flag naming a column the rows do not have,
+or a column of the wrong type, is a configuration error and fails the job with the flag's name.
+"""
+
+from __future__ import annotations
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+
+from beam_etl.config import SPLITS, BigQueryColumns
+from beam_etl.elements import UNKNOWN_LABEL, Rejection, SourceRecord
+from beam_etl.beam.rejections import SplitRejections
+from beam_etl.beam.sources.pairing import RECORD, tag
+from beam_etl.splits import TRAINVAL
+
+SOURCE_SPLITS = (*SPLITS, TRAINVAL)
+
+
+# The BigQuery types each column may have (legacy names as the tables API reports them).
+COLUMN_TYPES = {
+    "key": ("STRING", "INTEGER", "INT64"),
+    "image": ("STRING", "BYTES"),
+    "mask": ("STRING", "BYTES"),
+    "label": ("INTEGER", "INT64"),
+    "label_name": ("STRING",),
+    "split": ("STRING",),
+}
+
+
+def check_table(table: str, columns: BigQueryColumns, pipeline_options=None) -> None:
+    """Launch-time check that ``table`` exists and has the named columns, of usable types.
+
+    Uses the same client and credentials as Beam's BigQuery IO (``pipeline_options`` may set
+    e.g. ``--impersonate_service_account``).
+    """
+    # pylint: disable=import-outside-toplevel  # the Google clients load slowly
+    from apache_beam.internal.gcp import auth
+    from apache_beam.internal.http_client import get_new_http
+    from apache_beam.io.gcp import bigquery_tools
+    from apache_beam.io.gcp.internal.clients import bigquery as bigquery_api
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    reference = bigquery_tools.parse_table_reference(table)
+    try:
+        client = bigquery_api.BigqueryV2(
+            http=get_new_http(), response_encoding="utf8",
+            credentials=auth.get_service_credentials(pipeline_options or PipelineOptions([])))
+        schema = client.tables.Get(bigquery_api.BigqueryTablesGetRequest(
+            projectId=reference.projectId, datasetId=reference.datasetId,
+            tableId=reference.tableId)).schema
+    except Exception as error:  # pylint: disable=broad-except  # apitools raises HttpError and more
+        raise ValueError(f"--bigquery_table {table!r} cannot be read: {error}") from None
+    types = {field.name: field.type for field in schema.fields}
+    for role, column in columns.named():
+        flag = columns.flag(role)
+        if column not in types:
+            raise ValueError(f"{flag} {column!r} is not a column of {table}; it has {sorted(types)}")
+        if types[column] not in COLUMN_TYPES[role]:
+            raise ValueError(f"{flag} {column!r} of {table} is {types[column]}; expected "
+                             f"{' or '.join(COLUMN_TYPES[role])}")
+
+
+def source_uri(table: str | None, query_index: int | None) -> str:
+    """How rejections and ``image/filename`` name a row's source: ``bigquery://PROJECT:DS.T``."""
+    return f"bigquery://{table}" if table else f"bigquery://query{query_index}"
+
+
+class _RowToRecordFn(beam.DoFn):
+    """A row (dict) -> ``SourceRecord``, or a ``Rejection`` for a NULL or unusable value."""
+
+    def __init__(self, source: str, columns: BigQueryColumns):
+        self._source = source
+        self._columns = columns
+
+    def setup(self):
+        self._rejected = Metrics.counter("beam_etl", "rejected_at_source")
+
+    def _reject(self, key, reason, message, column=None):
+        self._rejected.inc()
+        uri = self._source if key is None else f"{self._source}/{key}"
+        return Rejection(uri=uri if column is None else f"{uri}/{column}", stage="read_row",
+                         reason=reason, message=message, key=key)
+
+    def _check_columns(self, row: dict):
+        for role, column in self._columns.named():
+            if column not in row:
+                raise ValueError(f"{self._columns.flag(role)} {column!r} is not a column of {self._source}; "
+                                 f"its rows have {sorted(row)}")
+
+    def _file(self, row, key, role):
+        """(uri, bytes) of the image or mask column: a STRING URI or BYTES."""
+        column = getattr(self._columns, role)
+        value = row[column]
+        if isinstance(value, str):
+            return value, None
+        if isinstance(value, bytes):
+            return f"{self._source}/{key}/{column}", value
+        raise ValueError(f"{self._columns.flag(role)} {column!r} of {self._source} holds "
+                         f"{type(value).__name__} values; expected STRING URIs or BYTES")
+
+    def process(self, row):
+        self._check_columns(row)
+        columns = self._columns
+        key = row[columns.key]
+        if key is None or str(key) == "":
+            yield self._reject(None, "missing_key", f"column {columns.key!r} is NULL or empty")
+            return
+        key = str(key)
+        for role in ("image", "mask"):
+            column = getattr(columns, role)
+            if row[column] is None:
+                yield self._reject(key, f"missing_{role}", f"column {column!r} is NULL", column)
+                return
+        split = row[columns.split] if columns.split else None
+        if split is not None and split not in SOURCE_SPLITS:
+            yield self._reject(key, "unknown_split",
+                               f"column {columns.split!r} holds {split!r}; expected one of "
+                               f"{SOURCE_SPLITS} or NULL", columns.split)
+            return
+        label = row[columns.label] if columns.label else None
+        if label is not None and (isinstance(label, bool) or not isinstance(label, int)):
+            raise ValueError(f"{columns.flag('label')} {columns.label!r} of {self._source} holds "
+                             f"{type(label).__name__} values; expected INT64")
+        label_name = row[columns.label_name] if columns.label_name else None
+        if label_name is not None and not isinstance(label_name, str):
+            raise ValueError(f"{columns.flag('label_name')} {columns.label_name!r} of "
+                             f"{self._source} holds {type(label_name).__name__} values; expected STRING")
+        image_uri, image_bytes = self._file(row, key, "image")
+        mask_uri, mask_bytes = self._file(row, key, "mask")
+        yield SourceRecord(key=key, image_uri=image_uri, mask_uri=mask_uri,
+                           label=UNKNOWN_LABEL if label is None else label,
+                           label_name=label_name or "", split=split,
+                           image_bytes=image_bytes, mask_bytes=mask_bytes)
+
+
+class ReadBigQueryRows(beam.PTransform):
+    """Rows of a table or of a query's result -> ``(records, rejected)``.
+
+    Give exactly one of ``table`` (``PROJECT:DATASET.TABLE``) and ``query`` (standard SQL).
+    A query runs as a BigQuery job into a temporary table in ``--project``, which Beam deletes
+    afterwards; a table is read directly, only the named columns.
+    """
+
+    def __init__(self, columns: BigQueryColumns, *, table: str | None = None,
+                 query: str | None = None, query_index: int | None = None, index: int = 0):
+        super().__init__()
+        if (table is None) == (query is None):
+            raise ValueError("give exactly one of table and query")
+        self._columns = columns
+        self._table = table
+        self._query = query
+        self._source = source_uri(table, query_index)
+        self.label = f"ReadBigQueryTable{index}" if table is not None else f"ReadBigQueryQuery{index}"
+
+    def check(self, pipeline_options=None) -> None:
+        if self._table is not None:
+            check_table(self._table, self._columns, pipeline_options)
+
+    def entries(self, pbegin, source: int = 0) -> tuple[list, list]:
+        """Each row's record as ``(key, (source, "record", record))``, and the rows' rejections."""
+        records, rejected = pbegin | "Rows" >> self
+        return [tag(records | "KeyRecords" >> beam.Map(lambda record: (record.key, record)),
+                    "TagRecords", source, RECORD)], [rejected]
+
+    def expand(self, pbegin):
+        method = beam.io.ReadFromBigQuery.Method.DIRECT_READ
+        if self._table is not None:
+            read = beam.io.ReadFromBigQuery(
+                table=self._table, method=method,
+                selected_fields=[column for _, column in self._columns.named()])
+        else:
+            read = beam.io.ReadFromBigQuery(query=self._query, use_standard_sql=True, method=method)
+        return (pbegin
+                | "ReadRows" >> read  # {column: value}
+                | "ToRecords" >> beam.ParDo(_RowToRecordFn(self._source, self._columns))
+                # SourceRecord | Rejection
+                | "SplitRejections" >> SplitRejections())
+
+
+def from_config(config) -> list[ReadBigQueryRows]:
+    columns = config.bigquery_columns
+    return ([ReadBigQueryRows(columns, table=table, index=index)
+             for index, table in enumerate(config.bigquery_tables)]
+            + [ReadBigQueryRows(columns, query=query, query_index=index, index=index)
+               for index, query in enumerate(config.bigquery_queries)])

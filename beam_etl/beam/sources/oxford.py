@@ -1,0 +1,89 @@
+"""``--oxford_pets ROOT``: a dataset in the Oxford-IIIT Pet layout."""
+
+from __future__ import annotations
+
+import apache_beam as beam
+
+from beam_etl.beam import filesystem
+from beam_etl.beam.sources.pairing import IMAGE, MASK, META, MatchByStem, PairAndDedup, check_glob, tag
+from beam_etl.splits import TRAINVAL
+
+OXFORD_LISTS = (("trainval.txt", TRAINVAL), ("test.txt", "test"))
+
+
+def parse_oxford_list(text: str, list_uri: str, split: str):
+    """Lines ``Abyssinian_100 1 1 1`` (name, class id 1-37, species, breed id); ``#`` comments.
+
+    Yields ``(stem, (split, label, breed_name, list_uri, line_number))`` with label = class id - 1.
+    """
+    for number, line in enumerate(text.splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        fields = line.split()
+        try:
+            name, class_id = fields[0], int(fields[1])
+            if len(fields) != 4 or not 1 <= class_id <= 9999:
+                raise ValueError
+        except (ValueError, IndexError):
+            raise ValueError(f"{list_uri}:{number}: expected 'NAME CLASS_ID SPECIES BREED_ID', "
+                             f"got {line!r}") from None
+        yield name, (split, class_id - 1, name.rsplit("_", 1)[0], list_uri, number)
+
+
+def _read_oxford_list(entry):
+    """An Oxford list file's entries; none where the dataset has no such list."""
+    list_uri, split = entry
+    if not filesystem.exists(list_uri):
+        return
+    yield from parse_oxford_list(filesystem.read_bytes(list_uri).decode("utf-8"), list_uri, split)
+
+
+class ReadOxfordPets(beam.PTransform):
+    """A dataset in the Oxford-IIIT Pet layout under ``root``.
+
+    ``images/*.jpg`` and ``annotations/trimaps/*.png`` are paired by stem; the list files
+    ``annotations/trainval.txt`` and ``annotations/test.txt``, where present, give each
+    image's class (label = CLASS-ID - 1, name = the breed) and split. Images in no list keep
+    label -1 and are split by ``--split_fractions``. ``root`` is a path, not a pattern: its glob
+    characters match only themselves.
+    """
+
+    def __init__(self, root: str, index: int = 0):
+        super().__init__()
+        self._root = root.rstrip("/")
+        self.label = f"ReadOxfordPets{index}"
+
+    def check(self, pipeline_options=None) -> None:
+        check_glob(self.images_glob, "--oxford_pets")
+        check_glob(self.masks_glob, "--oxford_pets")
+
+    def list_files(self) -> list[tuple[str, str]]:
+        """The list files the layout may have (read in the job, where present: building the job
+        touches no source)."""
+        return [(f"{self._root}/annotations/{name}", split) for name, split in OXFORD_LISTS]
+
+    @property
+    def images_glob(self) -> str:
+        return f"{filesystem.escape_glob(self._root)}/images/*.jpg"
+
+    @property
+    def masks_glob(self) -> str:
+        return f"{filesystem.escape_glob(self._root)}/annotations/trimaps/*.png"
+
+    def entries(self, pbegin, source: int = 0) -> tuple[list, list]:
+        """Files and list lines as ``(stem, (source, tag, value))``, before pairing; no
+        rejections yet."""
+        metas = (pbegin
+                 | "ListFiles" >> beam.Create(self.list_files())
+                 | "ReadLists" >> beam.FlatMap(_read_oxford_list))  # (stem, (split, label, name, list, line))
+        return [tag(pbegin | "MatchImages" >> MatchByStem(self.images_glob), "TagImages", source, IMAGE),
+                tag(pbegin | "MatchMasks" >> MatchByStem(self.masks_glob), "TagMasks", source, MASK),
+                tag(metas, "TagLists", source, META)], []
+
+    def expand(self, pbegin):
+        return self.entries(pbegin)[0] | "FlattenEntries" >> beam.Flatten() | "Pair" >> PairAndDedup()
+
+
+def from_config(config) -> list[ReadOxfordPets]:
+    return [ReadOxfordPets(root, index) for index, root in enumerate(config.oxford_pets)]

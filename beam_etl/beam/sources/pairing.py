@@ -1,0 +1,146 @@
+"""Pairing: the entries every source makes, grouped by key into one record per key.
+
+Sources emit entries ``(key, (source, tag, value))``: a file source an ``image`` or ``mask``
+URI per file stem (and the Oxford layout a ``meta`` line of its lists), a BigQuery source a
+whole ``record``. One GroupByKey over the entries of every source pairs images with masks,
+per source, and keeps one record per key across sources; it is also the shuffle that spreads
+the (tiny) records over workers before the bytes are read, so decoding is never fused onto the
+worker that listed the files.
+
+Files whose name starts with a dot (macOS ``._*`` resource forks ship inside the Oxford-IIIT
+archive) are not inputs and are skipped.
+"""
+
+from __future__ import annotations
+
+import posixpath
+
+import apache_beam as beam
+from apache_beam.io import fileio
+from apache_beam.io.filesystem import MatchResult
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+
+from beam_etl.beam.rejections import SplitRejections
+from beam_etl.elements import Rejection, SourceRecord
+
+
+def file_stem(uri: str) -> str:
+    """``gs://b/images/Abyssinian_1.jpg`` -> ``Abyssinian_1``."""
+    return posixpath.splitext(posixpath.basename(uri))[0]
+
+
+def check_glob(glob: str, flag: str) -> None:
+    """Fails at launch, naming the flag and the glob, when the glob matches no file."""
+    try:
+        result: MatchResult = FileSystems.match([glob], limits=[1])[0]
+        found = bool(result.metadata_list)
+    except Exception as error:  # pylint: disable=broad-except  # BeamIOError wraps any backend error
+        raise ValueError(f"{flag} {glob!r} cannot be matched: {error}") from None
+    if not found:
+        raise ValueError(f"{flag} {glob!r} matches no file")
+
+
+def is_hidden(uri: str) -> bool:
+    return posixpath.basename(uri).startswith(".")
+
+
+@beam.ptransform_fn
+def MatchByStem(pbegin, glob):  # pylint: disable=invalid-name
+    return (pbegin
+            | "Match" >> fileio.MatchFiles(glob, empty_match_treatment=fileio.EmptyMatchTreatment.DISALLOW)
+            | "DropHidden" >> beam.Filter(lambda metadata: not is_hidden(metadata.path))
+            | "KeyByStem" >> beam.Map(lambda metadata: (file_stem(metadata.path), metadata.path)))
+
+
+IMAGE, MASK, META, RECORD = "image", "mask", "meta", "record"  # what a grouped entry holds
+
+
+def tag(pcoll, label: str, source: int, tag: str):
+    """``(key, value)`` -> ``(key, (source, tag, value))``: the entries the pairing groups."""
+    return pcoll | label >> beam.Map(lambda element: (element[0], (source, tag, element[1])))
+
+
+def _precedence(record: SourceRecord) -> tuple:
+    """Of records with the same key, the first by this order is kept, whatever the runner."""
+    return (record.image_uri, record.mask_uri or "", record.label, record.label_name,
+            record.split or "")
+
+
+class _PairAndDedupFn(beam.DoFn):
+    """``(key, [(source, tag, value)])`` -> one record, or rejections.
+
+    Per source, files are paired by stem (tags ``image``, ``mask`` and an Oxford list's
+    ``meta``; a ``record`` is already whole, a BigQuery row); then, of the records that
+    several sources make for the key, the first by :func:`_precedence` is kept.
+    """
+
+    def __init__(self):
+        self._rejected = Metrics.counter("beam_etl", "rejected_at_source")
+
+    def _reject(self, uri, reason, message, key):
+        self._rejected.inc()
+        return Rejection(uri=uri, stage="pair", reason=reason, message=message, key=key)
+
+    def _pair(self, stem, grouped):
+        images, masks = sorted(grouped.get(IMAGE, ())), sorted(grouped.get(MASK, ()))
+        metas = sorted(grouped.get(META, ()))
+        for extra in images[1:]:
+            yield self._reject(extra, "duplicate_key",
+                               f"another image with stem {stem!r} was used: {images[0]}", stem)
+        for extra in masks[1:]:
+            yield self._reject(extra, "duplicate_key",
+                               f"another mask with stem {stem!r} was used: {masks[0]}", stem)
+        if not images:
+            if masks:
+                yield self._reject(masks[0], "missing_image", f"mask has no image with stem {stem!r}", stem)
+            for _, _, _, list_uri, _ in metas:
+                root = posixpath.dirname(posixpath.dirname(list_uri))
+                yield self._reject(posixpath.join(root, "images", f"{stem}.jpg"), "missing_image",
+                                   f"{stem!r} is listed in {list_uri} but has no image file", stem)
+            return
+        if not masks:
+            yield self._reject(images[0], "missing_mask", f"image has no mask with stem {stem!r}", stem)
+            return
+        conflicting = sorted({(split, label) for split, label, *_ in metas})
+        if len(conflicting) > 1:
+            lines = [f"{uri}:{number} ({split}, class {label + 1})" for split, label, _, uri, number in metas]
+            yield self._reject(images[0], "conflicting_lists",
+                               f"{stem!r} is listed with different classes or splits: {'; '.join(lines)}", stem)
+            return
+        if metas:
+            split, label, label_name, *_ = metas[0]
+            yield SourceRecord(key=stem, image_uri=images[0], mask_uri=masks[0], label=label,
+                               label_name=label_name, split=split)
+        else:
+            yield SourceRecord(key=stem, image_uri=images[0], mask_uri=masks[0])
+
+    def process(self, element):
+        key, entries = element
+        by_source: dict[int, dict[str, list]] = {}
+        for source, tag, value in entries:
+            by_source.setdefault(source, {}).setdefault(tag, []).append(value)
+        records = []
+        for source in sorted(by_source):
+            grouped = by_source[source]
+            made = grouped[RECORD] if RECORD in grouped else self._pair(key, grouped)
+            for output in made:
+                if isinstance(output, Rejection):
+                    yield output
+                else:
+                    records.append(output)
+        records.sort(key=_precedence)
+        yield from records[:1]
+        for record in records[1:]:
+            yield self._reject(record.image_uri, "duplicate_key",
+                               f"key {key!r} already comes from {records[0].image_uri}", key)
+
+
+@beam.ptransform_fn
+def PairAndDedup(entries):  # pylint: disable=invalid-name
+    """Entries of every source -> ``(records, rejected)``: one GroupByKey for pairing and for
+    unique keys, which is also the shuffle that spreads the (tiny) records over workers."""
+    return (entries
+            | "GroupByKey" >> beam.GroupByKey()  # (key, [(source, tag, value)])
+            | "PairAndDedup" >> beam.ParDo(_PairAndDedupFn())  # SourceRecord | Rejection
+            | "SplitRejections" >> SplitRejections())

@@ -1,0 +1,78 @@
+"""The element types that flow between the job's steps. No Beam: the per-image functions raise
+and return them too.
+
+Every source yields :class:`SourceRecord`; every step that refuses an input yields a
+:class:`Rejection` instead of dropping it, so ``inputs == written + rejected`` holds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+UNKNOWN_LABEL = -1
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceRecord:
+    """One raw input: an image, its mask, and what the source knows about it.
+
+    ``split``, as a source makes the record, is the split the source assigns (``"train"``,
+    ``"val"``, ``"test"``), the Oxford-IIIT ``"trainval"`` list (to be divided by
+    ``--val_fraction``), or ``None`` when the source has no split and ``--split_fractions``
+    decides; :class:`~beam_etl.beam.sources.ReadSources` replaces it by the output split, once,
+    for every later step. ``image_bytes`` and
+    ``mask_bytes`` are set only by sources that carry the bytes themselves (BigQuery BYTES);
+    otherwise the decoding step reads the URIs.
+    """
+
+    key: str
+    image_uri: str
+    mask_uri: str | None
+    label: int = UNKNOWN_LABEL
+    label_name: str = ""
+    split: str | None = None
+    image_bytes: bytes | None = None
+    mask_bytes: bytes | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Rejection:
+    """An input the job refused, with where (``stage``) and why (``reason``, a short code)."""
+
+    uri: str
+    stage: str
+    reason: str
+    message: str
+    key: str | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+
+class RejectedInput(Exception):
+    """Raised by the per-image functions for bad data; the DoFn turns it into a Rejection."""
+
+    def __init__(self, stage: str, reason: str, message: str):
+        super().__init__(f"{stage}/{reason}: {message}")
+        self.stage = stage
+        self.reason = reason
+        self.message = message
+
+    def to_rejection(self, uri: str, key: str | None) -> Rejection:
+        return Rejection(uri=uri, stage=self.stage, reason=self.reason,
+                         message=self.message, key=key)
+
+
+@dataclasses.dataclass(frozen=True)
+class EncodedExample:
+    """A serialized ``tf.train.Example`` ready for a shard.
+
+    ``example_key`` is unique per output record (the source key, plus ``#aug<k>`` for
+    augmentation copy k); ``copy`` is 0 for the example itself.
+    """
+
+    example_key: str
+    split: str
+    copy: int
+    serialized: bytes

@@ -1,0 +1,73 @@
+"""The per-example chain: bytes in, serialized records out. Pure functions, no Beam.
+
+``process_example`` is what the Beam DoFn runs for each input and what the benchmark's
+hand-written ``multiprocessing.Pool`` runs too, so both measure the same work.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from beam_etl import schema
+from beam_etl.image import augmentation, decoding, encoding, resizing, validation
+from beam_etl.config import JobConfig
+from beam_etl.hashing import rng_for
+from beam_etl.elements import EncodedExample, RejectedInput, SourceRecord
+
+
+def decode_size_hint(config: JobConfig) -> tuple[int, int]:
+    """The smallest decode size that keeps full quality at the output size.
+
+    Augmented copies crop down to ``min_crop_scale`` of the image and rotate, so they need
+    that much more resolution to be sharp.
+    """
+    height, width = config.image_size
+    if config.augment_copies:
+        zoom = 1.0 / augmentation.AugmentSettings().min_crop_scale * 1.2
+        return int(height * zoom) + 1, int(width * zoom) + 1
+    return height, width
+
+
+def encode_example(config: JobConfig, record: SourceRecord, split: str, copy: int,
+                   pixels: np.ndarray, mask: np.ndarray) -> EncodedExample:
+    example_key = record.key if copy == 0 else f"{record.key}#aug{copy}"
+    serialized = schema.build_example(
+        image=encoding.encode_image(pixels, config.image_format, config.jpeg_quality),
+        image_format=config.image_format,
+        height=pixels.shape[0],
+        width=pixels.shape[1],
+        filename=record.image_uri,
+        source_id=example_key,
+        mask=encoding.encode_mask(mask, config.mask_format),
+        mask_format=config.mask_format,
+        label=record.label,
+        label_name=record.label_name,
+    )
+    return EncodedExample(example_key=example_key, split=split, copy=copy,
+                          serialized=serialized)
+
+
+def process_example(record: SourceRecord, image_bytes: bytes, mask_bytes: bytes, split: str,
+                    config: JobConfig) -> list[EncodedExample]:
+    """Decode, validate, resize, augment (training only) and serialize one input.
+
+    Raises :class:`~beam_etl.elements.RejectedInput` for bad data.
+    """
+    image = decoding.decode_image(image_bytes, max_pixels=config.max_pixels,
+                                  min_size=decode_size_hint(config))
+    mask = decoding.decode_mask(mask_bytes, max_pixels=config.max_pixels)
+    validation.validate_pair(image, mask, config.mask_values)
+    if split == "train" and config.augment_copies and not augmentation.can_augment(mask.shape):
+        raise RejectedInput("augment", "too_small_to_augment",
+                            f"{mask.shape[1]}x{mask.shape[0]} pixels leave no room for the crops of "
+                            f"--augment_copies={config.augment_copies}")
+    examples = [encode_example(
+        config, record, split, 0,
+        resizing.resize_image(image.pixels, config.image_size),
+        resizing.resize_mask(mask, config.image_size))]
+    if split == "train":
+        for copy in range(1, config.augment_copies + 1):
+            pixels, copy_mask = augmentation.augment(
+                image.pixels, mask, config.image_size, rng_for(config.seed, record.key, copy))
+            examples.append(encode_example(config, record, split, copy, pixels, copy_mask))
+    return examples

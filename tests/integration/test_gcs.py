@@ -1,0 +1,131 @@
+"""The job from gs:// to gs://, statistics included, and the loader reading gs:// shards, against
+a real local Cloud Storage server (tests/support/emulators.py): Beam reaches it directly, TensorFlow
+(tf.Transform, tf.io.gfile, TFRecordDataset) through a local TLS proxy."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from beam_etl.beam import manifest as manifest_lib
+from beam_etl.beam import lease
+from beam_etl import loader
+from beam_etl.loader import verify
+from tests.support import emulators
+from tests.support.jobs import output_files, run_job
+from tests.support.tfrecords import read_examples
+
+pytestmark = pytest.mark.slow
+
+FLAGS = ("--augment_copies", "1", "--mask_values", "1,2,3", "--image_format", "raw")
+
+
+@pytest.fixture(scope="module")
+def gcs_pets(pets_dir, tmp_path_factory):
+    """The shared dataset uploaded to gs://pets/raw on a fresh emulator, with TensorFlow's GCS
+    client pointed at it too."""
+    with emulators.gcs_emulator() as endpoint, emulators.tensorflow_gcs_through_proxy(
+            endpoint, tmp_path_factory.mktemp("tls")):
+        emulators.create_bucket("pets")
+        emulators.upload_tree(pets_dir, "gs://pets/raw")
+        yield "gs://pets/raw"
+
+
+@pytest.fixture(scope="module")
+def outputs(gcs_pets, pets_dir, tmp_path_factory):
+    """The same job from gs:// to gs://out and from the local copy to a local directory."""
+    local = tmp_path_factory.mktemp("local")
+    return run_job(gcs_pets, "gs://pets/out", *FLAGS), local, run_job(pets_dir, local, *FLAGS)
+
+
+def _download(prefix: str, directory):
+    for uri in emulators.list_objects(prefix):
+        if uri.endswith("/"):  # TensorFlow's empty "directory" objects
+            continue
+        path = directory / uri.removeprefix(prefix + "/")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(emulators.read_bytes(uri))
+    return directory
+
+
+def test_job_from_gcs_to_gcs_writes_what_it_writes_locally(outputs, gcs_pets, pets_dir, tmp_path):
+    remote, local_dir, local = outputs
+    assert remote == manifest_lib.read_manifest("gs://pets/out")
+    for key in ("num_inputs", "num_written", "num_rejected", "num_examples", "statistics"):
+        assert remote[key] == local[key], key
+    downloaded = output_files(_download("gs://pets/out", tmp_path))
+    # Everything but image/filename (which says where the input was) is the same: compare the
+    # non-shard files byte for byte, and the shards' examples field by field.
+    for name, data in output_files(local_dir).items():
+        if not name.endswith(".tfrecord") and not name.startswith("rejected/"):
+            assert downloaded[name] == data, name
+    for split, info in local["splits"].items():
+        assert remote["splits"][split]["files"] == info["files"]
+        from_gcs = read_examples([tmp_path / name for name in info["files"]])
+        from_disk = read_examples([local_dir / name for name in info["files"]])
+        assert [e["key"] for e in from_gcs] == [e["key"] for e in from_disk]
+        for a, b in zip(from_gcs, from_disk):
+            assert a["filename"] == b["filename"].replace(str(pets_dir), gcs_pets)
+            assert (a["image"] == b["image"]).all() and (a["mask"] == b["mask"]).all()
+            assert (a["label"], a["label_name"]) == (b["label"], b["label_name"])
+    remote_rejected = [json.loads(line) for line in
+                       (tmp_path / "rejected" / "rejected-00000-of-00001.jsonl").read_text().splitlines()]
+    local_rejected = [json.loads(line) for line in
+                      (local_dir / "rejected" / "rejected-00000-of-00001.jsonl").read_text().splitlines()]
+    assert remote_rejected and all(r["uri"].startswith("gs://pets/raw/") for r in remote_rejected)
+    assert [(r["key"], r["reason"]) for r in remote_rejected] == [(r["key"], r["reason"]) for r in local_rejected]
+    # Nothing is left of the temporary files: object stores have no directories to delete.
+    assert not emulators.list_objects("gs://pets/out/.incomplete")
+
+
+def test_loader_streams_gcs_shards_like_local_ones(outputs):
+    remote, local_dir, _ = outputs
+    for split in ("train", "test"):
+        from_gcs = loader.make_dataset("gs://pets/out", split, 4, shuffle=False, deterministic=True)
+        from_disk = loader.make_dataset(str(local_dir), split, 4, shuffle=False, deterministic=True)
+        batches = list(zip(from_gcs, from_disk, strict=True))
+        assert sum(len(image) for (image, _), _ in batches) == remote["splits"][split]["num_examples"] > 0
+        for (image, mask), (local_image, local_mask) in batches:
+            np.testing.assert_array_equal(image.numpy(), local_image.numpy())  # the same transform graph
+            np.testing.assert_array_equal(mask.numpy(), local_mask.numpy())
+
+
+def test_loader_cli_reads_gcs(outputs, capsys):
+    figures = loader.main(["--data", "gs://pets/out", "--batch_size", "4", "--steps", "3", "--json"])
+    assert figures["data"] == "gs://pets/out" and figures["images"] == 12
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["images"] == 12
+
+
+def test_overwrite_clears_an_earlier_gcs_output(gcs_pets, capsys):
+    run_job(gcs_pets, "gs://pets/again", "--no_statistics", "--num_shards", "3")
+    first = set(emulators.list_objects("gs://pets/again"))
+    assert "gs://pets/again/train-00002-of-00003.tfrecord" in first
+    with pytest.raises(SystemExit) as exited:
+        run_job(gcs_pets, "gs://pets/again", "--no_statistics")
+    assert exited.value.code == 2 and "pass --overwrite" in capsys.readouterr().err
+    run_job(gcs_pets, "gs://pets/again", "--overwrite")
+    second = set(emulators.list_objects("gs://pets/again"))
+    assert "gs://pets/again/train-00002-of-00003.tfrecord" not in second  # 2 shards now
+    assert {"gs://pets/again/manifest.json", "gs://pets/again/transform_fn/saved_model.pb"} <= second
+
+
+def test_gcs_paths_are_literal_and_leased(gcs_pets, capsys):
+    """``gs://pets/exp[12]`` is one folder, not a pattern over its siblings; a lease is an object
+    created only if absent (``ifGenerationMatch=0``), which a second run cannot take."""
+    run_job(gcs_pets, "gs://pets/exp1", "--no_statistics")
+    sibling = {uri: emulators.read_bytes(uri) for uri in emulators.list_objects("gs://pets/exp1")}
+    first = run_job(gcs_pets, "gs://pets/exp[12]", "--no_statistics")
+    second = run_job(gcs_pets, "gs://pets/exp[12]", "--no_statistics", "--overwrite")
+    assert first["num_inputs"] == second["num_inputs"] > 0
+    assert {uri: emulators.read_bytes(uri) for uri in emulators.list_objects("gs://pets/exp1")} == sibling
+    assert verify.verify("gs://pets/exp[12]") == {}
+    holder = lease.take("gs://pets/exp1")
+    with pytest.raises(lease.LeaseError, match=f"leased by run {holder.run_id}"):
+        lease.take("gs://pets/exp1")
+    with pytest.raises(SystemExit) as exited:
+        run_job(gcs_pets, "gs://pets/exp1", "--no_statistics", "--overwrite")
+    assert exited.value.code == 2 and f"leased by run {holder.run_id}" in capsys.readouterr().err
+    lease.release("gs://pets/exp1", holder.run_id)
+    assert {uri: emulators.read_bytes(uri) for uri in emulators.list_objects("gs://pets/exp1")} == sibling

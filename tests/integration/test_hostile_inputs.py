@@ -1,0 +1,153 @@
+"""Single inputs never end the job: each is written or rejected with its uri and reason, and a
+run with nothing to learn statistics from still completes with a manifest that says why."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import threading
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from beam_etl.loader import verify
+from beam_etl.tools.sample_data import generate
+from beam_etl.beam.process_examples import read_uri
+from beam_etl.elements import RejectedInput
+from pipelines import preprocess
+
+pytestmark = pytest.mark.slow
+
+
+def _png(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _jpeg(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
+def _rejected(out) -> dict[str, dict]:
+    lines = (out / "rejected" / "rejected-00000-of-00001.jsonl").read_text().splitlines()
+    return {json.loads(line)["key"]: json.loads(line) for line in lines}
+
+
+def _pairs(directory, names, side=40):
+    (directory / "images").mkdir(parents=True, exist_ok=True)
+    (directory / "masks").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for name in names:
+        (directory / "images" / f"{name}.jpg").write_bytes(_jpeg(rng.integers(0, 255, (side, side, 3), np.uint8)))
+        (directory / "masks" / f"{name}.png").write_bytes(_png(rng.integers(1, 4, (side, side), np.uint8)))
+
+
+def _run(data, out, *extra):
+    return preprocess.run(["--images", str(data / "images" / "*.jpg"), "--masks", str(data / "masks" / "*.png"),
+                           "--output", str(out), "--image_size", "16", *extra])
+
+
+def test_a_fifo_and_a_tiny_image_are_rejected_and_the_rest_written(tmp_path):
+    data = tmp_path / "data"
+    _pairs(data, [f"ok{i}" for i in range(6)])
+    os.mkfifo(data / "images" / "fifo.jpg")  # opening it would block for ever: no writer
+    (data / "masks" / "fifo.png").write_bytes(_png(np.ones((40, 40), np.uint8)))
+    (data / "images" / "tiny.jpg").write_bytes(_jpeg(np.zeros((2, 2, 3), np.uint8)))
+    (data / "masks" / "tiny.png").write_bytes(_png(np.ones((2, 2), np.uint8)))
+    manifest = _run(data, tmp_path / "out", "--augment_copies", "1", "--split_fractions", "train=1")
+    rejected = _rejected(tmp_path / "out")
+    assert {key: r["reason"] for key, r in rejected.items()} == {"fifo": "not_a_file",
+                                                                "tiny": "too_small_to_augment"}
+    assert rejected["fifo"]["uri"] == str(data / "images" / "fifo.jpg")
+    assert "not opened" in rejected["fifo"]["message"]
+    assert (manifest["num_inputs"], manifest["num_written"], manifest["num_rejected"]) == (8, 6, 2)
+    assert manifest["splits"]["train"]["num_examples"] == 12  # each with its augmented copy
+
+
+def test_a_local_read_of_a_fifo_is_refused_without_opening_it(tmp_path):
+    fifo = tmp_path / "x.jpg"
+    os.mkfifo(fifo)
+    with pytest.raises(RejectedInput, match="not a regular file"):
+        read_uri(str(fifo), "read_image")
+    with pytest.raises(RejectedInput, match="not a regular file"):
+        read_uri(str(tmp_path), "read_image")  # a folder
+
+
+def test_a_remote_read_that_stalls_is_given_up_after_its_timeout():
+    """A server that accepts the connection and never answers stands in for a stalled read."""
+    import socket
+    import time
+
+    from tests.support import emulators
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    held = []
+
+    def accept_and_say_nothing():
+        try:
+            while True:
+                held.append(listener.accept())
+        except OSError:  # the listener closed at the end of the test
+            pass
+
+    threading.Thread(target=accept_and_say_nothing, daemon=True).start()
+    previous = os.environ.get("STORAGE_EMULATOR_HOST")
+    os.environ["STORAGE_EMULATOR_HOST"] = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    emulators.use_anonymous_credentials()
+    try:
+        started = time.monotonic()
+        with pytest.raises(RejectedInput, match="no complete read within 1 s") as rejected:
+            read_uri("gs://stalled/images/a.jpg", "read_image", timeout_s=1.0)
+        assert rejected.value.reason == "read_timeout" and time.monotonic() - started < 5
+    finally:
+        if previous is None:
+            os.environ.pop("STORAGE_EMULATOR_HOST")
+        else:
+            os.environ["STORAGE_EMULATOR_HOST"] = previous
+        listener.close()
+
+
+def test_an_oxford_name_listed_twice_differently_is_a_conflict_naming_both_lines(tmp_path):
+    data = tmp_path / "pets"
+    generate(str(data), num_images=8, seed=2)
+    trainval = data / "annotations" / "trainval.txt"
+    test_list = data / "annotations" / "test.txt"
+    name, *fields = [line for line in trainval.read_text().splitlines() if not line.startswith("#")][0].split()
+    with open(test_list, "a", encoding="utf-8") as handle:
+        handle.write(f"{name} {int(fields[0]) % 37 + 1} {fields[1]} {fields[2]}\n")  # another class, another split
+    manifest = preprocess.run(["--oxford_pets", str(data), "--output", str(tmp_path / "out"), "--image_size", "16",
+                               "--no_statistics"])
+    conflict = _rejected(tmp_path / "out")[name]
+    assert conflict["reason"] == "conflicting_lists"
+    assert f"{trainval}:" in conflict["message"] and f"{test_list}:" in conflict["message"]
+    assert (manifest["num_inputs"], manifest["num_written"], manifest["num_rejected"]) == (8, 7, 1)
+
+
+def test_a_run_whose_every_input_is_rejected_completes_without_statistics(tmp_path):
+    data = tmp_path / "data"
+    (data / "images").mkdir(parents=True)
+    (data / "masks").mkdir(parents=True)
+    for name in ("a", "b", "c"):
+        (data / "images" / f"{name}.jpg").write_bytes(b"not a jpeg")
+        (data / "masks" / f"{name}.png").write_bytes(_png(np.ones((8, 8), np.uint8)))
+    manifest = _run(data, tmp_path / "out")
+    assert (manifest["num_inputs"], manifest["num_written"], manifest["num_rejected"]) == (3, 0, 3)
+    assert manifest["statistics"] is None and manifest["statistics_absent"] == "the training split is empty"
+    assert not (tmp_path / "out" / "transform_fn").exists()  # a placeholder's graph is not published
+    assert verify.verify(str(tmp_path / "out")) == {}
+
+
+def test_a_run_with_an_empty_training_split_completes_without_statistics(tmp_path):
+    data = tmp_path / "data"
+    _pairs(data, ["a", "b", "c", "d"])
+    manifest = _run(data, tmp_path / "out", "--split_fractions", "test=1")
+    assert manifest["splits"]["test"]["num_examples"] == 4 and set(manifest["splits"]) == {"test"}
+    assert manifest["statistics"] is None and manifest["statistics_absent"] == "the training split is empty"
+    assert verify.verify(str(tmp_path / "out")) == {}

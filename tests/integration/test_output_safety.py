@@ -1,0 +1,310 @@
+"""The job's promises about ``--output`` (README.md, "Guarantees"), tried as a careless user, a
+hostile one and a crashing machine would: it deletes only what it wrote, takes paths literally,
+replaces an output only once the new one is ready, lets one writer in at a time, and fails on a
+wrong flag before anything is touched. Crashes are real SIGKILLs at named commit steps
+(``BEAM_ETL_CRASH_AT``, :mod:`beam_etl.beam.commit`) of a job in its own process."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+
+from beam_etl.beam import lease
+from beam_etl import loader
+from beam_etl.loader import verify
+from beam_etl.tools.sample_data import generate
+from pipelines import preprocess
+
+pytestmark = pytest.mark.slow
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+FLAGS = ("--image_size", "24", "--num_shards", "2")
+
+
+def _run(pets_dir, out, *extra) -> dict:
+    return preprocess.run(["--oxford_pets", str(pets_dir), "--output", str(out), *FLAGS, *extra])
+
+
+def _run_process(pets_dir, out, *extra, crash_at: str | None = None) -> subprocess.CompletedProcess:
+    """The job as a user starts it, in its own process (killed at ``crash_at``)."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    env.pop("BEAM_ETL_CRASH_AT", None)
+    if crash_at:
+        env["BEAM_ETL_CRASH_AT"] = crash_at
+    return subprocess.run([sys.executable, "-m", "pipelines.preprocess", "--oxford_pets", str(pets_dir),
+                           "--output", str(out), *FLAGS, *extra],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
+def _snapshot(directory: pathlib.Path, hidden: bool = True) -> dict[str, bytes]:
+    """Every file under ``directory`` with its bytes (``hidden=False``: not ``.incomplete/``)."""
+    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*"))
+            if p.is_file() and (hidden or not str(p.relative_to(directory)).startswith(".incomplete"))}
+
+
+def _refused(capsys, call) -> str:
+    """Runs ``call``, which must exit with status 2; returns what it printed to stderr."""
+    with pytest.raises(SystemExit) as exited:
+        call()
+    assert exited.value.code == 2
+    return capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def earlier(pets_dir, tmp_path_factory):
+    """A complete output (statistics included) to copy and try to destroy; its snapshot."""
+    out = tmp_path_factory.mktemp("earlier") / "out"
+    _run(pets_dir, out)
+    return out, _snapshot(out)
+
+
+def _copy(earlier, tmp_path) -> pathlib.Path:
+    out = tmp_path / "out"
+    shutil.copytree(earlier[0], out)
+    return out
+
+
+# 1. It deletes only what it wrote --------------------------------------------------------------
+
+def test_user_files_beside_and_inside_the_output_survive(pets_dir, tmp_path):
+    out = tmp_path / "out"
+    (out / "photos").mkdir(parents=True)
+    (out / "notes.txt").write_text("mine")
+    (out / "photos" / "cat.jpg").write_bytes(b"not yours")
+    _run(pets_dir, out)  # no name the job writes is there: allowed, and nothing of the user's moves
+    (out / "transform_fn" / "mine.txt").write_text("inside")
+    (out / "rejected" / "keep.jsonl").write_text("also mine")
+    manifest = _run(pets_dir, out, "--overwrite", "--no_statistics")
+    assert (out / "notes.txt").read_text() == "mine" and (out / "photos" / "cat.jpg").read_bytes() == b"not yours"
+    assert (out / "transform_fn" / "mine.txt").read_text() == "inside"
+    assert (out / "rejected" / "keep.jsonl").read_text() == "also mine"
+    assert not (out / "transform_fn" / "saved_model.pb").exists()  # the earlier run's: replaced
+    assert manifest["statistics"] is None and manifest["statistics_absent"] == "--no_statistics"
+    assert verify.verify(str(out)) == {"rejected/keep.jsonl": "not listed in the manifest",
+                                       "transform_fn/mine.txt": "not listed in the manifest"}
+
+
+def test_overwrite_refuses_a_folder_that_beam_etl_did_not_write(pets_dir, tmp_path, capsys):
+    out = tmp_path / "theirs"
+    (out / "rejected").mkdir(parents=True)
+    (out / "train-00000-of-00002.tfrecord").write_bytes(b"someone's shard")
+    (out / "rejected" / "list.jsonl").write_text("someone's list")
+    before = _snapshot(out)
+    error = _refused(capsys, lambda: _run(pets_dir, out, "--overwrite"))
+    assert "is not a beam-etl output" in error and "train-00000-of-00002.tfrecord" in error
+    error = _refused(capsys, lambda: _run(pets_dir, out))
+    assert "already holds" in error and "rejected/list.jsonl" in error
+    assert _snapshot(out) == before
+
+
+def test_a_folder_named_incomplete_without_a_lease_is_not_the_jobs(pets_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    (out / ".incomplete").mkdir(parents=True)
+    (out / ".incomplete" / "draft.txt").write_text("someone's")
+    assert ".incomplete/draft.txt" in _refused(capsys, lambda: _run(pets_dir, out, "--no_statistics"))
+    assert "is not a beam-etl output" in _refused(capsys, lambda: _run(pets_dir, out, "--overwrite"))
+    assert _snapshot(out) == {".incomplete/draft.txt": b"someone's"}
+
+
+def test_overwrite_never_replaces_a_file_no_manifest_lists(earlier, pets_dir, tmp_path, capsys):
+    out = _copy(earlier, tmp_path)
+    stranger = out / "train-00002-of-00003.tfrecord"  # a name the new run may write
+    stranger.write_bytes(b"not listed anywhere")
+    before = _snapshot(out)
+    error = _refused(capsys, lambda: _run(pets_dir, out, "--overwrite", "--num_shards", "3"))
+    assert "train-00002-of-00003.tfrecord, which its manifest.json does not list" in error
+    assert _snapshot(out) == before  # the earlier output stands, the stranger too
+
+
+def test_a_manifest_naming_files_outside_the_output_cannot_make_the_job_delete_them(earlier, pets_dir,
+                                                                                   tmp_path):
+    out = _copy(earlier, tmp_path)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("outside")
+    listed = json.loads((out / "manifest.json").read_text())
+    listed["files"]["../victim.txt"] = {"bytes": 7, "crc32c": "0"}
+    listed["files"]["/etc/hostname"] = {"bytes": 7, "crc32c": "0"}
+    (out / "manifest.json").write_text(json.dumps(listed))
+    _run(pets_dir, out, "--overwrite", "--no_statistics")
+    assert victim.read_text() == "outside" and verify.verify(str(out)) == {}
+
+
+# 2. Paths are paths -----------------------------------------------------------------------------
+
+def test_glob_characters_in_output_and_oxford_root_are_literal(earlier, tmp_path, capsys):
+    runs = tmp_path / "runs"
+    for sibling in ("exp1", "exp2"):
+        shutil.copytree(earlier[0], runs / sibling)
+    siblings = {name: _snapshot(runs / name) for name in ("exp1", "exp2")}
+    data, decoy = tmp_path / "ds[1] ü*?", tmp_path / "ds1 ü*?"
+    generate(str(data), num_images=6, seed=5)
+    generate(str(decoy), num_images=9, seed=6)
+    out = runs / "exp[12]"
+    error = _refused(capsys, lambda: _run(data, out))  # TensorFlow could not load the graph there
+    assert f"--output {str(out)!r} holds a glob character" in error and "--no_statistics" in error
+    first = _run(data, out, "--no_statistics")
+    second = _run(data, out, "--overwrite", "--no_statistics")
+    assert first["num_inputs"] == second["num_inputs"] == 6  # not the decoy's 9 as well
+    assert {name: _snapshot(runs / name) for name in ("exp1", "exp2")} == siblings
+    assert verify.verify(str(out)) == {}
+
+
+# 3. A replacement, not a deletion ---------------------------------------------------------------
+
+@pytest.mark.parametrize("flag", [("--shard_size_mb", "nan"), ("--runner", "DirectRunnr"),
+                                  ("--direct_num_workers", "-3"), ("--render_graph", "/no/such/folder/g.svg")])
+def test_a_bad_flag_with_overwrite_leaves_the_earlier_output(earlier, pets_dir, tmp_path, capsys, flag):
+    out = _copy(earlier, tmp_path)
+    error = _refused(capsys, lambda: _run(pets_dir, out, "--overwrite", *flag))
+    assert flag[0] in error and flag[1] in error
+    assert _snapshot(out) == earlier[1]
+
+
+@pytest.mark.parametrize("crash_at", ["before_commit", "old_manifest_out", "old_files_out", "new_files_in"])
+def test_a_run_killed_before_its_manifest_is_in_leaves_the_earlier_output(earlier, pets_dir, tmp_path,
+                                                                          crash_at):
+    out = _copy(earlier, tmp_path)
+    killed = _run_process(pets_dir, out, "--overwrite", "--image_size", "32", crash_at=crash_at)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    if crash_at == "before_commit":
+        assert _snapshot(out, hidden=False) == earlier[1]  # untouched until the swap
+        assert verify.verify(str(out)) == {}
+    else:  # mid-swap: no manifest, so a reader refuses the folder instead of reading a mix
+        with pytest.raises(loader.IncompleteOutputError):
+            loader.make_dataset(str(out), "train", 4)
+    # The next run takes the lease of the dead one and rolls its swap back first.
+    holder = lease.read_holder(str(out))
+    assert holder is not None and lease.is_stale(holder, 48)
+    again = _run_process(pets_dir, out, "--overwrite", "--break_lease", crash_at="after_lease")
+    assert again.returncode == -9, again.stderr[-2000:]
+    assert _snapshot(out, hidden=False) == earlier[1]
+    assert verify.verify(str(out)) == {}
+
+
+def test_ctrl_c_leaves_the_earlier_output_and_no_lease(earlier, pets_dir, tmp_path):
+    out = _copy(earlier, tmp_path)
+    interrupted = _run_process(pets_dir, out, "--overwrite", crash_at="after_lease:SIGINT")
+    assert interrupted.returncode != 0 and "KeyboardInterrupt" in interrupted.stderr
+    assert _snapshot(out) == earlier[1]  # no .incomplete/, no lease: the next run just runs
+
+
+def test_a_run_without_overwrite_does_not_replace_an_output_it_restored(earlier, pets_dir, tmp_path, capsys):
+    out = _copy(earlier, tmp_path)
+    killed = _run_process(pets_dir, out, "--overwrite", "--image_size", "32", crash_at="old_files_out")
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    error = _refused(capsys, lambda: _run(pets_dir, out, "--break_lease"))  # no --overwrite
+    assert "pass --overwrite" in error
+    assert _snapshot(out) == earlier[1]  # rolled back, and the lease released
+
+
+def test_a_run_killed_after_its_manifest_is_in_has_replaced_the_output(earlier, pets_dir, tmp_path):
+    out = _copy(earlier, tmp_path)
+    killed = _run_process(pets_dir, out, "--overwrite", "--image_size", "32", crash_at="manifest_in")
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["image"]["height"] == 32 and verify.verify(str(out)) == {}
+    images, _ = next(iter(loader.make_dataset(str(out), "train", 2)))
+    assert images.shape[1:3] == (32, 32)
+
+
+def test_a_failing_run_cleans_up_and_keeps_the_earlier_output(earlier, pets_dir, tmp_path):
+    out = _copy(earlier, tmp_path)
+    with pytest.raises(Exception, match="max_reject_fraction"):
+        _run(pets_dir, out, "--overwrite", "--max_reject_fraction", "0")
+    assert _snapshot(out) == earlier[1]  # no .incomplete/ left, no lease
+    assert not (out / ".incomplete").exists()
+
+
+# 4. One writer at a time ------------------------------------------------------------------------
+
+def test_a_second_run_refuses_while_the_first_holds_the_lease(earlier, pets_dir, tmp_path, capsys):
+    out = _copy(earlier, tmp_path)
+    holder = lease.take(str(out))  # this (living) process is the first run
+    error = _refused(capsys, lambda: _run(pets_dir, out, "--overwrite", "--break_lease"))
+    assert f"leased by run {holder.run_id} (pid {os.getpid()}" in error and "another run is writing" in error
+    assert lease.read_holder(str(out)) == holder
+    with pytest.raises(lease.LeaseError, match="lost its lease"):
+        lease.check(str(out), "some-other-run")
+    lease.release(str(out), holder.run_id)
+    assert _snapshot(out) == earlier[1]
+
+
+def test_a_stale_lease_is_broken_only_when_asked(earlier, pets_dir, tmp_path, capsys):
+    out = _copy(earlier, tmp_path)
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True)
+    dead = lease.Holder(run_id="dead-run", host=lease.this_process().host, pid=int(gone.stdout),
+                        process_start="", started=time.time())
+    (out / ".incomplete").mkdir()
+    (out / ".incomplete" / "lease.json").write_text(json.dumps(dead.__dict__))
+    (out / ".incomplete" / "spill").mkdir()
+    (out / ".incomplete" / "spill" / "left.bin").write_bytes(b"left behind")
+    error = _refused(capsys, lambda: _run(pets_dir, out, "--overwrite"))
+    assert "leased by run dead-run" in error and "no longer running; pass --break_lease" in error
+    manifest = _run(pets_dir, out, "--overwrite", "--break_lease")
+    assert manifest["run_id"] != "dead-run" and not (out / ".incomplete").exists()
+    assert verify.verify(str(out)) == {}
+
+
+def test_two_runs_started_together_leave_one_consistent_output(earlier, pets_dir, tmp_path):
+    out = _copy(earlier, tmp_path)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    runs = [subprocess.Popen([sys.executable, "-m", "pipelines.preprocess", "--oxford_pets", str(pets_dir),
+                              "--output", str(out), "--overwrite", "--num_shards", "2", "--image_size", size],
+                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for size in ("32", "48")]
+    results = [(run.wait(timeout=300), run.communicate()[1]) for run in runs]
+    assert any(code == 0 for code, _ in results), results
+    for code, stderr in results:
+        assert code == 0 or (code == 2 and "leased by run" in stderr), stderr[-2000:]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert verify.verify(str(out)) == {} and not (out / ".incomplete").exists()
+    images, masks = next(iter(loader.make_dataset(str(out), "train", 2)))
+    side = manifest["image"]["height"]
+    assert side in (32, 48) and images.shape[1:3] == masks.shape[1:3] == (side, side)
+
+
+# 7. Flags fail at launch ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("flags, named", [
+    (("--shard_size_mb", "nan"), "--shard_size_mb: invalid value 'nan'"),
+    (("--shard_size_mb", "inf"), "--shard_size_mb: invalid value 'inf'"),
+    (("--shard_size_mb", "1e-9"), "--shard_size_mb: invalid value '1e-9': must be within [0.001, 1e+06]"),
+    (("--val_fraction", "nan"), "--val_fraction: invalid value 'nan'"),
+    (("--max_reject_fraction", "-0.5"), "--max_reject_fraction: invalid value '-0.5'"),
+    (("--direct_num_workers", "-3"), "--direct_num_workers must be 0 (one per core) or more, got -3"),
+    (("--runner", "DirectRunnr"), "--runner 'DirectRunnr' is not a runner Beam knows"),
+    (("--render_graph", "/no/such/folder/g.svg"), "--render_graph '/no/such/folder/g.svg': folder"),
+    (("--lease_timeout_hours", "0"), "--lease_timeout_hours: invalid value '0'"),
+    (("--no_wait_until_finish",), "--no_wait_until_finish: the DirectRunner's job ends with this process"),
+    (("--image_size", "0"), "--image_size: invalid value '0'"),
+])
+def test_wrong_flags_exit_2_naming_flag_and_value_before_anything_is_written(pets_dir, tmp_path, capsys,
+                                                                             flags, named):
+    out = tmp_path / "out"
+    error = _refused(capsys, lambda: _run(pets_dir, out, *flags))
+    assert named in error
+    assert not out.exists()
+
+
+def test_an_output_that_is_a_file_is_refused(pets_dir, tmp_path, capsys):
+    out = tmp_path / "a-file"
+    out.write_bytes(b"precious")
+    error = _refused(capsys, lambda: _run(pets_dir, out))
+    assert f"--output {str(out)!r} is a file, not a folder" in error
+    assert out.read_bytes() == b"precious"
+
+
+def test_tiny_shard_size_never_makes_more_files_than_examples(pets_dir, tmp_path):
+    manifest = preprocess.run(["--oxford_pets", str(pets_dir), "--output", str(tmp_path / "out"),
+                               "--image_size", "16", "--shard_size_mb", "0.001", "--no_statistics"])
+    for split in manifest["splits"].values():  # (shard counts come from inputs, before rejects)
+        assert 1 <= len(split["files"]) <= max(1, split["num_examples"] + manifest["num_rejected"])
+    assert sum(len(split["files"]) for split in manifest["splits"].values()) < 40

@@ -1,0 +1,168 @@
+"""tf.Transform statistics and transform graph: compared with numpy on the same images."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_transform as tft
+
+from beam_etl import schema
+from beam_etl import loader
+from beam_etl.loader import transform_graph
+from tests.support.jobs import run_job
+from tests.support.tfrecords import read_examples
+
+
+def _train_originals(out, manifest):
+    examples = read_examples([out / name for name in manifest["splits"]["train"]["files"]])
+    return [e for e in examples if "#aug" not in e["key"]]
+
+
+def _numpy_statistics(examples, class_values):
+    pixels = np.stack([e["image"] for e in examples]).reshape(-1, 3).astype(np.float64)
+    masks = np.stack([e["mask"] for e in examples])
+    return {
+        "pixel_mean": pixels.mean(axis=0),
+        "pixel_std": pixels.std(axis=0),
+        "class_pixel_frequency": [np.mean(masks == v) for v in class_values],
+        "class_image_fraction": [np.mean([(m == v).any() for m in masks]) for v in class_values],
+    }
+
+
+@pytest.mark.slow
+def test_statistics_match_numpy_on_the_training_originals(raw_output):
+    out, manifest = raw_output
+    stats = manifest["statistics"]
+    originals = _train_originals(out, manifest)
+    assert stats["num_images"] == len(originals) == manifest["splits"]["train"]["num_source_examples"]
+    assert stats["num_pixels"] == len(originals) * 40 * 32
+    assert stats["class_values"] == [1, 2, 3]
+    expected = _numpy_statistics(originals, [1, 2, 3])
+    for key, value in expected.items():
+        np.testing.assert_allclose(stats[key], value, rtol=1e-4, err_msg=key)
+    # Augmented copies are left out: including them changes the figures.
+    everything = read_examples([out / name for name in manifest["splits"]["train"]["files"]])
+    assert len(everything) > len(originals)
+    assert not np.allclose(_numpy_statistics(everything, [1, 2, 3])["pixel_mean"], stats["pixel_mean"], rtol=1e-4)
+    assert sorted(stats["class_names"]) == sorted({e["label_name"] for e in originals})
+    assert stats["other_value_pixels"] == 0
+
+
+@pytest.mark.slow
+def test_transform_graph_on_known_inputs(raw_output):
+    out, manifest = raw_output
+    stats = manifest["statistics"]
+    transform_output = tft.TFTransformOutput(str(out))
+    image = np.zeros((2, 40, 32, 3), np.uint8)
+    image[0, :, :] = [10, 120, 250]
+    image[1, 5, 7] = [255, 0, 1]
+    mask = np.full((2, 40, 32), 2, np.uint8)
+    mask[0, 0] = 1
+    mask[0, 1] = 3
+    mask[1, 2] = 7  # not a class: -1
+    names = [stats["class_names"][3].encode(), b"no such breed"]
+    outputs = transform_output.transform_raw_features({
+        schema.IMAGE_ENCODED: tf.constant([image[0].tobytes(), image[1].tobytes()]),
+        schema.MASK_ENCODED: tf.constant([mask[0].tobytes(), mask[1].tobytes()]),
+        schema.CLASS_TEXT: tf.constant(names),
+    }, drop_unused_features=True)
+    mean, std = np.array(stats["pixel_mean"]), np.array(stats["pixel_std"])
+    np.testing.assert_allclose(outputs["image"].numpy(), (image - mean) / std, rtol=1e-5, atol=1e-5)
+    assert outputs["image"].dtype == tf.float32
+    expected_mask = np.array([-1, 0, 1, 2] + [-1] * 252)[mask]
+    np.testing.assert_array_equal(outputs["mask"].numpy(), expected_mask)
+    assert outputs["label"].numpy().tolist() == [3, -1]
+    assert set(transform_output.transformed_feature_spec()) >= {"image", "mask", "label"}
+
+
+@pytest.mark.slow
+def test_jpeg_statistics_describe_the_decoded_records_and_classes_come_from_the_data(pets_dir, tmp_path):
+    manifest = run_job(pets_dir, tmp_path, "--image_format", "jpeg")
+    stats = manifest["statistics"]
+    originals = _train_originals(tmp_path, manifest)
+    values = sorted(set(np.unique(np.stack([e["mask"] for e in originals])).tolist()))
+    assert stats["class_values"] == values == [1, 2, 3]
+    for key, value in _numpy_statistics(originals, values).items():
+        np.testing.assert_allclose(stats[key], value, rtol=1e-4, err_msg=key)
+
+
+@pytest.mark.slow
+def test_no_statistics_writes_no_transform(pets_dir, tmp_path):
+    manifest = run_job(pets_dir, tmp_path, "--no_statistics")
+    assert manifest["statistics"] is None
+    assert not (tmp_path / "transform_fn").exists()
+    # The loader falls back to pixels scaled to [0, 1] and masks as stored.
+    images, masks = zip(*loader.make_dataset(str(tmp_path), "train", 64, shuffle=False,
+                                                   deterministic=True))
+    images, masks = np.concatenate(images), np.concatenate(masks)
+    assert len(images) == manifest["splits"]["train"]["num_examples"] > 0
+    assert 0.0 <= images.min() < images.max() <= 1.0
+    assert set(np.unique(masks).tolist()) == {1, 2, 3}
+    # On device: the stored uint8 pixels and mask values, and a layer that scales by 1/255.
+    pixels, values = zip(*loader.make_dataset(str(tmp_path), "train", 64, shuffle=False,
+                                                    deterministic=True, normalize_on_device=True))
+    pixels, values = np.concatenate(pixels), np.concatenate(values)
+    assert pixels.dtype == np.uint8 and values.dtype == np.uint8
+    np.testing.assert_array_equal(values, masks)
+    layer = loader.normalization_layer(str(tmp_path))
+    np.testing.assert_allclose(np.asarray(layer(pixels)), images, rtol=0, atol=1e-6)
+
+
+def test_summarize_computes_from_exact_sums():
+    raw = {
+        "num_images": np.int64(2),
+        "channel_sum": np.array([2 * 4 * 10, 0, 2 * 4 * 255]),
+        "channel_sum_squares": np.array([2 * 4 * 100, 0, 2 * 4 * 255 ** 2]),
+        "value_pixels": np.bincount([0] * 6 + [5, 5], minlength=256),
+        "value_images": np.bincount([0, 0, 5], minlength=256),
+        "class_ids": np.array([0, -1, -1, -1, -1, 1] + [-1] * 250),
+    }
+    image_info = {"height": 2, "width": 2, "channels": 3}
+    stats = transform_graph.summarize(raw, image_info, ["cat"])
+    assert stats["pixel_mean"] == [10.0, 0.0, 255.0]
+    assert stats["pixel_std"] == [0.0, 0.0, 0.0]
+    assert stats["class_values"] == [0, 5]
+    assert stats["class_pixel_frequency"] == [0.75, 0.25]
+    assert stats["class_image_fraction"] == [1.0, 0.5]
+    assert stats["num_pixels"] == 8 and stats["class_names"] == ["cat"]
+
+
+@pytest.mark.parametrize("dtype", [tf.int64, tf.int32, tf.int8])
+@pytest.mark.parametrize("values", [(1, 2, 3), (0, 2, 255), (0,), ()])
+def test_class_ids_of_mask_values_contiguous_or_not(values, dtype):
+    is_class = np.isin(np.arange(256), values)
+    class_ids = np.where(is_class, np.cumsum(is_class) - 1, -1)
+    masks = np.arange(256, dtype=np.uint8).reshape(1, 16, 16)
+    ids = transform_graph.class_ids_of(tf.constant(masks), tf.constant(class_ids), dtype)
+    assert ids.dtype == dtype
+    np.testing.assert_array_equal(ids.numpy(), class_ids[masks])
+
+
+@pytest.mark.parametrize("shape", [(1, 8, 8), (3, 3, 5)])  # four pixels per word; one by one
+@pytest.mark.parametrize("dtype", [tf.int64, tf.int32, tf.int8])
+@pytest.mark.parametrize("values", [(1, 2, 3), (0, 1), (0, 2, 255), (7,), (126, 127, 128, 129), (254, 255)])
+def test_class_ids_of_masks_holding_only_classes(values, dtype, shape):
+    is_class = np.isin(np.arange(256), values)
+    class_ids = np.where(is_class, np.cumsum(is_class) - 1, -1)
+    size = int(np.prod(shape))
+    masks = np.array(values, dtype=np.uint8)[np.random.default_rng(0).integers(len(values), size=size)].reshape(shape)
+    ids = transform_graph.class_ids_of(tf.constant(masks), tf.constant(class_ids), dtype, only_classes=True)
+    assert ids.dtype == dtype and ids.shape == shape
+    np.testing.assert_array_equal(ids.numpy(), class_ids[masks])
+    np.testing.assert_array_equal(ids.numpy(), transform_graph.class_ids_of(tf.constant(masks), tf.constant(class_ids), dtype).numpy())
+    # in a tf.function over batches of unknown size, as the loader calls it
+    batched = tf.function(lambda m: transform_graph.class_ids_of(m, tf.constant(class_ids), dtype, only_classes=True),
+                          input_signature=[tf.TensorSpec([None, *shape[1:]], tf.uint8)])
+    np.testing.assert_array_equal(batched(tf.constant(masks)).numpy(), class_ids[masks])
+
+
+@pytest.mark.parametrize("mask_values, split, expected", [
+    ([1, 2, 3], "val", True),  # --mask_values: validation rejected every other value
+    (None, "train", True),  # the label set is every value the statistics' split holds
+    (None, "val", False),  # another split may hold a value the statistics never saw
+])
+def test_masks_hold_only_classes_where_the_job_guarantees_it(mask_values, split, expected):
+    manifest = {"flags": {"mask_values": mask_values}, "statistics": {"split": "train"}}
+    assert transform_graph.masks_hold_only_classes(manifest, split) is expected
+    assert transform_graph.masks_hold_only_classes({"flags": {"mask_values": mask_values}, "statistics": None}, split) is False

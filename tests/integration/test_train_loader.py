@@ -1,0 +1,301 @@
+"""The tf.data loader on real shards written by the job (``raw_output``: raw records, 40x32)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from beam_etl import loader
+from beam_etl.loader import verify
+from tests.support.tfrecords import read_examples
+
+pytestmark = pytest.mark.slow  # every test needs the job's output
+
+
+def _batches(dataset):
+    return [(image.numpy(), mask.numpy()) for image, mask in dataset]
+
+
+def _examples(dataset):
+    return [(image, mask) for images, masks in _batches(dataset) for image, mask in zip(images, masks)]
+
+
+def _digest(image: np.ndarray) -> str:
+    return hashlib.sha1(np.ascontiguousarray(image).tobytes()).hexdigest()
+
+
+def _stored(out, manifest, split="train"):
+    """digest of the stored uint8 image -> stored mask, from TensorFlow reading the files itself."""
+    examples = read_examples([out / name for name in manifest["splits"][split]["files"]])
+    return {_digest(e["image"]): e["mask"] for e in examples}
+
+
+def test_every_record_once_normalized_with_class_ids(raw_output):
+    out, manifest = raw_output
+    examples = _examples(loader.make_dataset(str(out), "train", 5, shuffle=False))
+    stored = _stored(out, manifest)
+    assert len(examples) == manifest["splits"]["train"]["num_examples"] == len(stored)
+    seen = set()
+    for image, mask in examples:
+        assert image.dtype == np.float32 and image.shape == (40, 32, 3)
+        assert mask.dtype == np.int32 and mask.shape == (40, 32)
+        digest = _digest(loader.denormalize(image, manifest["statistics"]))
+        seen.add(digest)
+        np.testing.assert_array_equal(mask, stored[digest].astype(np.int32) - 1)  # trimap 1,2,3 -> 0,1,2
+    assert seen == set(stored)
+    pixels = np.stack([image for image, _ in examples]).reshape(-1, 3)
+    assert abs(pixels.mean()) < 0.5  # normalized with the statistics (of the originals only)
+
+
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_normalize_on_device_feeds_uint8_that_the_layer_turns_into_the_graphs_output(raw_output, split):
+    out, manifest = raw_output
+    on_host = _batches(loader.make_dataset(str(out), split, 5, shuffle=False, deterministic=True))
+    on_device = _batches(loader.make_dataset(str(out), split, 5, shuffle=False, deterministic=True,
+                                                   normalize_on_device=True))
+    layer = loader.normalization_layer(str(out))
+    assert len(on_device) == len(on_host) >= (2 if split == "train" else 1)
+    for (image, mask), (pixels, ids) in zip(on_host, on_device):
+        assert pixels.dtype == np.uint8 and ids.dtype == np.int8
+        np.testing.assert_allclose(np.asarray(layer(pixels)), image, rtol=0, atol=1e-6)
+        np.testing.assert_array_equal(ids, mask)
+    stats = manifest["statistics"]
+    np.testing.assert_allclose(layer.scale, 1 / np.array(stats["pixel_std"]), rtol=1e-6)
+    np.testing.assert_allclose(layer.offset, -np.array(stats["pixel_mean"]) / stats["pixel_std"], rtol=1e-6)
+
+
+def test_deterministic_order_from_the_seed(raw_output):
+    out, _ = raw_output
+
+    def order(seed):
+        dataset = loader.make_dataset(str(out), "train", 4, deterministic=True, seed=seed)
+        return [_digest(image) for image, _ in _examples(dataset)]
+
+    first = order(7)
+    assert order(7) == first
+    assert order(8) != first and sorted(order(8)) == sorted(first)
+
+
+@pytest.mark.parametrize("workers", [2, 3])  # 2 files per split: shared by file, then by record
+def test_input_contexts_share_out_every_example_once(raw_output, workers):
+    out, manifest = raw_output
+    everything = sorted(_digest(image) for image, _ in _examples(
+        loader.make_dataset(str(out), "train", 8, shuffle=False)))
+    shares = []
+    for index in range(workers):
+        context = tf.distribute.InputContext(num_input_pipelines=workers, input_pipeline_id=index,
+                                             num_replicas_in_sync=workers)
+        batches = _batches(loader.make_dataset(str(out), "train", 8 * workers, input_context=context))
+        assert all(len(images) <= 8 for images, _ in batches)  # per-replica batch
+        shares.append([_digest(image) for images, _ in batches for image in images])
+    assert all(shares)
+    assert sorted(d for share in shares for d in share) == everything
+
+
+def test_augment_flips_image_and_mask_together_reproducibly(raw_output):
+    out, _ = raw_output
+    plain = {_digest(image): (image, mask) for image, mask in _examples(
+        loader.make_dataset(str(out), "train", 4, shuffle=False))}
+
+    def augmented():
+        return _examples(loader.make_dataset(str(out), "train", 4, shuffle=False, augment=True,
+                                                   deterministic=True, seed=3))
+
+    flipped = 0
+    for image, mask in augmented():
+        if _digest(image) in plain:
+            original_mask = plain[_digest(image)][1]
+        else:
+            original, original_mask = plain[_digest(image[:, ::-1])]
+            original_mask = original_mask[:, ::-1]
+            flipped += 1
+        np.testing.assert_array_equal(mask, original_mask)
+    assert 0 < flipped < len(plain)
+    assert [_digest(i) for i, _ in augmented()] == [_digest(i) for i, _ in augmented()]
+
+
+def test_static_shapes_with_drop_remainder_and_cache(raw_output):
+    out, manifest = raw_output
+    dataset = loader.make_dataset(str(out), "train", 4, drop_remainder=True, cache=True)
+    assert dataset.element_spec[0].shape.as_list() == [4, 40, 32, 3]
+    assert dataset.element_spec[1].shape.as_list() == [4, 40, 32]
+    first, second = (sum(len(images) for images, _ in _batches(dataset)) for _ in range(2))
+    assert first == second == manifest["splits"]["train"]["num_examples"] // 4 * 4
+
+
+def test_a_record_that_does_not_parse_names_its_file(raw_output, tmp_path):
+    out, manifest = raw_output
+    broken = tmp_path / "broken"
+    shutil.copytree(out, broken)
+    bad_file = broken / manifest["splits"]["train"]["files"][1]
+    with tf.io.TFRecordWriter(str(bad_file)) as writer:
+        writer.write(tf.train.Example().SerializeToString())  # no image/encoded
+    listed = json.loads((broken / "manifest.json").read_text())  # a manifest that agrees with it
+    listed["files"][bad_file.name].update(bytes=bad_file.stat().st_size, num_examples=1)
+    (broken / "manifest.json").write_text(json.dumps(listed))
+    with pytest.raises(tf.errors.InvalidArgumentError, match=str(bad_file)):
+        _batches(loader.make_dataset(str(broken), "train", 4))
+
+
+def test_refuses_a_directory_without_manifest_or_an_unknown_split(raw_output, tmp_path):
+    out, _ = raw_output
+    with pytest.raises(loader.IncompleteOutputError, match="manifest.json does not exist"):
+        loader.make_dataset(str(tmp_path), "train", 4)
+    with pytest.raises(ValueError, match="'dev' is not in"):
+        loader.make_dataset(str(out), "dev", 4)
+
+
+def test_tf_data_service_with_in_process_dispatcher_and_workers(raw_output):
+    out, manifest = raw_output
+    dispatcher = tf.data.experimental.service.DispatchServer()
+    address = dispatcher.target.split("://")[1]
+    workers = [tf.data.experimental.service.WorkerServer(
+        tf.data.experimental.service.WorkerConfig(dispatcher_address=address)) for _ in range(2)]
+    dataset = loader.make_dataset(str(out), "train", 4, data_service_address=dispatcher.target)
+    digests = [_digest(image) for image, _ in _examples(dataset)]
+    assert sorted(digests) == sorted(_digest(image) for image, _ in _examples(
+        loader.make_dataset(str(out), "train", 4, shuffle=False)))
+    del workers
+
+
+def test_cli_prints_throughput_as_json(raw_output, capsys):
+    out, _ = raw_output
+    figures = loader.main(["--data", str(out), "--batch_size", "4", "--steps", "5", "--json"])
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert printed == json.loads(json.dumps(figures))
+    assert printed["images"] == 20 and printed["batches"] == 5
+    assert printed["images_per_s"] > 0 and printed["mb_per_s"] > 0
+
+
+def test_cli_preview_draws_images_and_mask_overlays(raw_output, tmp_path):
+    out, _ = raw_output
+    path = tmp_path / "grid.png"
+    loader.main(["--data", str(out), "--preview", str(path), "--preview_count", "3"])
+    picture = np.asarray(tf.io.decode_png(path.read_bytes()))
+    zoom = 128 // 40
+    assert picture.shape == (3 * 40 * zoom + 2 * 4, 2 * 32 * zoom, 3)
+    left, right = picture[: 40 * zoom, : 32 * zoom], picture[: 40 * zoom, 32 * zoom:]
+    assert not np.array_equal(left, right)  # the overlay tints the right-hand copy
+
+
+def test_cli_rejects_bad_flags_naming_them(raw_output, tmp_path, capsys):
+    out, _ = raw_output
+    with pytest.raises(SystemExit):
+        loader.main(["--data", str(out), "--batch_size", "0"])
+    assert "--batch_size: invalid value '0'" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="--data"):
+        loader.main(["--data", str(tmp_path)])
+
+
+def test_cli_train_steps_reports_how_input_bound_training_is(raw_output):
+    out, _ = raw_output
+    figures = loader.main(["--data", str(out), "--batch_size", "4", "--train_steps", "3", "--json"])
+    assert figures["train_steps"] == 3 and figures["batch_size"] == 4
+    assert figures["step_ms_loader"] > 0 and figures["step_ms_in_memory"] > 0
+    assert figures["loader_slowdown"] == pytest.approx(figures["step_ms_loader"] / figures["step_ms_in_memory"])
+    on_device = loader.main(["--data", str(out), "--batch_size", "4", "--train_steps", "2",
+                                   "--normalize_on_device", "--json"])
+    assert on_device["train_steps"] == 2 and on_device["step_ms_loader"] > 0
+
+
+_DISTRIBUTED = """
+import sys
+import tensorflow as tf
+cpu, = tf.config.list_physical_devices("CPU")
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from beam_etl import loader
+from beam_etl.loader import verify
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+dataset = loader.distribute(strategy, sys.argv[1], "train", 8)
+per_replica = [0, 0]
+for image, mask in dataset:
+    for i, part in enumerate(strategy.experimental_local_results(image)):
+        per_replica[i] += int(part.shape[0])
+print(per_replica)
+"""
+
+
+def test_distribute_datasets_from_function_under_mirrored_strategy(raw_output):
+    out, manifest = raw_output
+    result = subprocess.run([sys.executable, "-c", _DISTRIBUTED, str(out)], capture_output=True,
+                            text=True, check=True, timeout=300)
+    per_replica = json.loads(result.stdout.strip().splitlines()[-1])
+    assert sum(per_replica) == manifest["splits"]["train"]["num_examples"]
+    assert all(per_replica)
+
+
+@pytest.mark.parametrize("path, expected", [("/data/out", 0), ("relative/out", 0), ("file:///data/out", 0),
+                                            ("gs://bucket/out", 8 << 20), ("s3://bucket/out", 8 << 20)])
+def test_local_files_are_read_unbuffered_and_remote_ones_in_large_requests(path, expected):
+    assert loader.read_buffer_size(path) == expected
+
+
+def _copy_of(raw_output, tmp_path):
+    out, manifest = raw_output
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    return copy, manifest["splits"]["train"]["files"]
+
+
+def _rewrite(path, records):
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for record in records:
+            writer.write(record)
+
+
+@pytest.mark.parametrize("change", ["cut short", "extended", "replaced by another"])
+def test_a_shard_that_differs_from_its_manifest_entry_raises_naming_it(raw_output, tmp_path, change):
+    copy, (first, second) = _copy_of(raw_output, tmp_path)
+    target = copy / first
+    records = [record.numpy() for record in tf.data.TFRecordDataset(str(target))]
+    if change == "cut short":
+        _rewrite(target, records[:-1])  # at a record boundary: TensorFlow's reader sees nothing wrong
+    elif change == "extended":
+        _rewrite(target, records + records[:1])
+    else:
+        assert (copy / second).stat().st_size != target.stat().st_size
+        shutil.copyfile(copy / second, target)
+    with pytest.raises(loader.OutputMismatchError, match=f"{target} holds .* bytes, but the manifest lists"):
+        loader.make_dataset(str(copy), "train", 4)
+    assert set(verify.verify(str(copy))) == {first}
+
+
+@pytest.mark.parametrize("listed_change", [-1, 1])
+def test_a_shard_holding_more_or_fewer_records_than_listed_raises_naming_it(raw_output, tmp_path, listed_change):
+    """The size agrees but the count does not (as with a same-size replacement)."""
+    copy, (first, _) = _copy_of(raw_output, tmp_path)
+    listed = json.loads((copy / "manifest.json").read_text())
+    listed["files"][first]["num_examples"] += listed_change
+    (copy / "manifest.json").write_text(json.dumps(listed))
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=f"{copy / first}.*does not hold the number of records its manifest lists"):
+        _batches(loader.make_dataset(str(copy), "train", 4, shuffle=False))
+
+
+def test_a_record_corrupt_in_place_is_named_by_the_cli_and_by_verify(raw_output, tmp_path, capsys):
+    copy, (first, _) = _copy_of(raw_output, tmp_path)
+    data = bytearray((copy / first).read_bytes())
+    data[len(data) // 2] ^= 0xFF  # same size: only the checksums can tell
+    (copy / first).write_bytes(bytes(data))
+    with pytest.raises(SystemExit, match=f"{first}: crc32c [0-9a-f]{{8}}, the manifest lists"):
+        loader.main(["--data", str(copy), "--batch_size", "4", "--steps", "50", "--no_shuffle"])
+    assert verify.main([str(copy)]) == 1
+    assert f"FAIL {copy}/{first}: crc32c" in capsys.readouterr().out
+    assert verify.main([str(raw_output[0])]) == 0
+
+
+def test_the_loader_and_verify_need_tensorflow_only():
+    """A trainer imports the loader without Apache Beam, Beam's Dask runner or dask."""
+    code = ("import sys, beam_etl.loader.dataset, beam_etl.loader.verify; "
+            "print(sorted(m for m in ('apache_beam', 'dask', 'distributed') if m in sys.modules))")
+    printed = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True,
+                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}).stdout
+    assert printed.strip().splitlines()[-1] == "[]"

@@ -1,0 +1,109 @@
+import pytest
+
+from beam_etl import config as config_lib
+from beam_etl.beam import options
+
+
+def test_image_size_forms():
+    assert config_lib.parse_image_size("128") == (128, 128)
+    assert config_lib.parse_image_size("96x128") == (96, 128)
+    for bad in ("", "0", "12x", "axb", "-3", "20000"):
+        with pytest.raises(ValueError):
+            config_lib.parse_image_size(bad)
+
+
+def test_split_fractions():
+    assert config_lib.parse_split_fractions("train=0.9,test=0.1") == (("train", 0.9), ("test", 0.1))
+    for bad in ("train=0.5", "train=0.5,val=0.6", "train=1,dev=0", "train=x", "train=0.5,train=0.5"):
+        with pytest.raises(ValueError):
+            config_lib.parse_split_fractions(bad)
+
+
+def test_mask_values():
+    assert config_lib.parse_mask_values("1,2,3") == (1, 2, 3)
+    assert config_lib.parse_mask_values("0-2,255") == (0, 1, 2, 255)
+    for bad in ("a", "3-1", "256", "1,,2"):
+        with pytest.raises(ValueError):
+            config_lib.parse_mask_values(bad)
+
+
+def test_splits_of_a_run():
+    oxford = config_lib.JobConfig(output="o", oxford_pets=("r",), split_fractions=(("train", 1.0),))
+    assert oxford.splits == ("train", "val", "test")
+    globs = config_lib.JobConfig(output="o", images=("a",), masks=("b",),
+                                 split_fractions=(("train", 0.9), ("val", 0.0), ("test", 0.1)))
+    assert globs.splits == ("train", "test")
+
+
+def _fail(capsys, argv):
+    with pytest.raises(SystemExit) as exited:
+        options.parse_args(argv)
+    assert exited.value.code == 2
+    return capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag,value", [
+    ("--image_size", "12x"), ("--image_format", "webp"), ("--split_fractions", "train=0.7"),
+    ("--mask_values", "1-x"), ("--max_reject_fraction", "1.5"), ("--num_shards", "0"),
+    ("--augment_copies", "-1"), ("--val_fraction", "2"),
+])
+def test_bad_flag_value_names_flag_and_value(capsys, flag, value):
+    err = _fail(capsys, ["--oxford_pets", "d", "--output", "o", flag, value])
+    assert flag in err and value in err
+
+
+def test_unknown_flag_fails_instead_of_being_discarded(capsys):
+    err = _fail(capsys, ["--oxford_pets", "d", "--output", "o", "--imagesize", "64"])
+    assert "--imagesize" in err
+
+
+def test_cross_field_errors(capsys):
+    assert "--images" in _fail(capsys, ["--images", "a/*.jpg", "--output", "o"])
+    assert "source" in _fail(capsys, ["--output", "o"])
+
+
+def test_beam_flags_pass_through():
+    job, pipeline_options = options.parse_args(
+        ["--oxford_pets", "d", "--output", "o", "--image_size", "64x96", "--runner", "DirectRunner",
+         "--direct_num_workers", "2", "--augment_copies", "2"])
+    assert job.image_size == (64, 96) and job.augment_copies == 2 and job.oxford_pets == ("d",)
+    assert pipeline_options.get_all_options()["direct_num_workers"] == 2
+
+
+def test_help_lists_every_flag(capsys):
+    with pytest.raises(SystemExit):
+        options.parse_args(["--help"])
+    out = capsys.readouterr().out
+    for flag in ("--images", "--masks", "--oxford_pets", "--output", "--image_size", "--image_format",
+                 "--max_pixels", "--mask_values", "--augment_copies", "--seed", "--val_fraction",
+                 "--split_fractions", "--num_shards", "--shard_size_mb", "--max_reject_fraction",
+                 "--overwrite", "--jpeg_quality"):
+        assert flag in out
+
+
+@pytest.mark.parametrize("name,good,bad", [
+    ("jpeg_quality", "100", "0"), ("val_fraction", "0.99", "1.0"), ("augment_copies", "100", "101"),
+    ("num_shards", "99999", "100000"), ("shard_size_mb", "0.001", "nan"),
+    ("max_reject_fraction", "1", "1.01"), ("max_pixels", "1", "0"),
+])
+def test_a_bound_is_one_function_for_the_flag_and_for_code(capsys, name, good, bad):
+    flag = f"--{name}"
+    types = {action.dest: action.type for action in options._parser(None, None)._actions}  # pylint: disable=protected-access
+    assert types[name].parse is config_lib.BOUNDS[name]
+    job, _ = options.parse_args(["--oxford_pets", "d", "--output", "o", flag, good])
+    assert getattr(job, name) == config_lib.BOUNDS[name](good)
+    err = _fail(capsys, ["--oxford_pets", "d", "--output", "o", flag, bad])
+    assert flag in err and bad in err
+    value = type(getattr(job, name))(float(bad))
+    with pytest.raises(ValueError, match=f"^{flag} "):
+        config_lib.JobConfig(output="o", oxford_pets=("d",), **{name: value})
+
+
+def test_the_dask_runner_is_named_by_its_package_and_its_flags_are_known(capsys):
+    _, pipeline_options = options.parse_args(["--oxford_pets", "d", "--output", "o", "--runner",
+                                              "beam_dask.DaskRunner", "--dask_client_address", "h:8786"])
+    assert pipeline_options.get_all_options()["address"] == "h:8786"
+    assert "--runner beam_dask.DaskRunner" in _fail(capsys, ["--oxford_pets", "d", "--output", "o",
+                                                             "--runner", "DaskRunner"])
+    assert "--dask_local_workers" in _fail(capsys, ["--oxford_pets", "d", "--output", "o", "--runner",
+                                                    "DirectRunner", "--dask_local_workers", "2"])

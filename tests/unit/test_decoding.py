@@ -1,0 +1,107 @@
+import io
+
+import numpy as np
+import pytest
+from PIL import Image, ImageOps
+
+from beam_etl.image.decoding import decode_image, decode_mask
+from beam_etl.elements import RejectedInput
+from tests.support.images import encode, gradient, png_header_only
+
+BIG = 10**9
+
+
+def test_jpeg_png_and_modes_become_rgb():
+    pixels = gradient()
+    for data in (encode(Image.fromarray(pixels), "PNG"),
+                 encode(Image.fromarray(pixels).convert("RGBA"), "PNG"),
+                 encode(Image.fromarray(pixels), "BMP")):
+        decoded = decode_image(data, max_pixels=BIG)
+        assert decoded.pixels.shape == (60, 80, 3) and decoded.pixels.dtype == np.uint8
+        np.testing.assert_array_equal(decoded.pixels, pixels)
+    gray = decode_image(encode(Image.fromarray(pixels).convert("L"), "JPEG"), max_pixels=BIG)
+    assert gray.pixels.shape == (60, 80, 3)
+    assert np.array_equal(gray.pixels[..., 0], gray.pixels[..., 2])
+    cmyk = decode_image(encode(Image.fromarray(pixels).convert("CMYK"), "JPEG", quality=98), max_pixels=BIG)
+    assert np.abs(cmyk.pixels.astype(int) - pixels).mean() < 6  # colours survive, not inverted
+    palette = decode_image(encode(Image.fromarray(pixels).quantize(16), "PNG"), max_pixels=BIG)
+    assert palette.pixels.shape == (60, 80, 3)
+    sixteen = Image.fromarray((gradient()[..., 0].astype(np.uint16) * 257))
+    decoded16 = decode_image(encode(sixteen, "PNG"), max_pixels=BIG)
+    np.testing.assert_array_equal(decoded16.pixels[..., 1], gradient()[..., 0])
+
+
+def test_exif_orientation_is_applied():
+    pixels = gradient(40, 100)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored rotated; the viewer turns it 90 degrees clockwise
+    stored = Image.fromarray(pixels).transpose(Image.Transpose.ROTATE_90)
+    decoded = decode_image(encode(stored, "JPEG", quality=98, exif=exif.tobytes()), max_pixels=BIG)
+    assert (decoded.height, decoded.width) == (40, 100)
+    assert decoded.pixels.shape == (40, 100, 3)
+    assert np.abs(decoded.pixels.astype(int) - pixels).mean() < 4
+
+
+def test_jpeg_dct_scaling_keeps_full_size_and_at_least_requested_pixels():
+    pixels = np.asarray(Image.fromarray(gradient()).resize((800, 600)))
+    decoded = decode_image(encode(Image.fromarray(pixels), "JPEG"), max_pixels=BIG, min_size=(128, 128))
+    assert (decoded.height, decoded.width) == (600, 800)
+    assert decoded.pixels.shape == (150, 200, 3)  # 1/4 scale: the smallest that is >= 128
+    rotated = decode_image(encode(Image.fromarray(pixels), "JPEG"), max_pixels=BIG, min_size=(300, 100))
+    assert rotated.pixels.shape == (300, 400, 3)
+
+
+def test_too_large_is_refused_from_the_header_alone():
+    # No pixel data follows the header: decoding would fail as truncated, not as too large.
+    with pytest.raises(RejectedInput) as error:
+        decode_image(png_header_only(50000, 40000), max_pixels=40_000_000)
+    assert error.value.reason == "too_large" and "50000x40000" in error.value.message
+
+
+@pytest.mark.parametrize("data,reason", [
+    (b"", "empty_file"),
+    (b"this is not an image at all", "unknown_format"),
+    (encode(Image.fromarray(gradient(300, 400)), "JPEG")[:4000], "truncated"),
+])
+def test_bad_bytes_are_rejected_with_a_reason(data, reason):
+    with pytest.raises(RejectedInput) as error:
+        decode_image(data, max_pixels=BIG)
+    assert error.value.reason == reason and error.value.stage == "decode_image"
+
+
+def test_masks_keep_label_values():
+    labels = (np.arange(60 * 80).reshape(60, 80) % 4).astype(np.uint8)
+    np.testing.assert_array_equal(decode_mask(encode(Image.fromarray(labels), "PNG"), max_pixels=BIG), labels)
+    palette = Image.fromarray(labels).convert("P")
+    palette.putpalette([0, 0, 0, 200, 10, 10, 10, 200, 10, 10, 10, 200] + [0] * 756)
+    np.testing.assert_array_equal(decode_mask(encode(palette, "PNG"), max_pixels=BIG), labels)
+    rgb = Image.fromarray(np.repeat(labels[:, :, None], 3, axis=2))
+    np.testing.assert_array_equal(decode_mask(encode(rgb, "PNG"), max_pixels=BIG), labels)
+
+
+def test_colour_mask_is_rejected():
+    with pytest.raises(RejectedInput) as error:
+        decode_mask(encode(Image.fromarray(gradient()), "PNG"), max_pixels=BIG)
+    assert error.value.reason == "not_single_channel"
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_fast_jpeg_path_orients_like_pillow(orientation):
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    data = encode(Image.fromarray(gradient(40, 64)), "JPEG", quality=95, exif=exif.tobytes())
+    expected = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB"))
+    decoded = decode_image(data, max_pixels=BIG)
+    assert (decoded.height, decoded.width) == expected.shape[:2]
+    np.testing.assert_array_equal(decoded.pixels, expected)
+
+
+def test_mask_fast_path_rejects_truncated_and_too_large():
+    labels = (np.arange(300 * 200).reshape(300, 200) % 7).astype(np.uint8)
+    data = encode(Image.fromarray(labels), "PNG")
+    with pytest.raises(RejectedInput) as error:
+        decode_mask(data[: len(data) // 2], max_pixels=BIG)
+    assert error.value.reason == "truncated"
+    with pytest.raises(RejectedInput) as error:
+        decode_mask(data, max_pixels=1000)
+    assert error.value.reason == "too_large"

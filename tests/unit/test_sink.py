@@ -1,0 +1,109 @@
+import dataclasses
+import json
+
+import apache_beam as beam
+import google_crc32c
+import tensorflow as tf
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+from beam_etl.config import JobConfig
+from beam_etl.elements import EncodedExample, Rejection, SourceRecord
+from beam_etl.beam.sink import ShardCounts, WriteRejected, WriteShards, expected_record_bytes
+
+
+def _examples(n, split="train"):
+    return [EncodedExample(example_key=f"k{i:03d}", split=split, copy=0,
+                           serialized=f"payload-{i}".encode()) for i in range(n)]
+
+
+def _records(path):
+    return [r.numpy() for r in tf.data.TFRecordDataset(str(path))]
+
+
+def _file_entry(path):
+    data = path.read_bytes()
+    return {"bytes": len(data), "crc32c": google_crc32c.Checksum(data).hexdigest().decode()}
+
+
+def test_fixed_shards_hold_every_example_sorted_and_empty_splits_get_files(tmp_path):
+    staged = tmp_path / ".incomplete" / "staged"  # the commit moves them into place
+    with TestPipeline() as p:
+        counts = p | "Counts" >> beam.Create([("train", 3), ("test", 3)])
+        reports = p | beam.Create(_examples(40)) | WriteShards(str(tmp_path), counts)
+        assert_that(reports | beam.Map(lambda r: (r["file"], r["split"])), equal_to([
+            ("train-00000-of-00003.tfrecord", "train"), ("train-00001-of-00003.tfrecord", "train"),
+            ("train-00002-of-00003.tfrecord", "train"), ("test-00000-of-00003.tfrecord", "test"),
+            ("test-00001-of-00003.tfrecord", "test"), ("test-00002-of-00003.tfrecord", "test")]))
+        _ = reports | "KeepReports" >> beam.Map(
+            lambda r: (tmp_path / "reports").mkdir(exist_ok=True) or
+            (tmp_path / "reports" / r["file"]).write_text(json.dumps(r)))
+    everything = []
+    for shard in range(3):
+        records = _records(staged / f"train-{shard:05d}-of-00003.tfrecord")
+        assert records == sorted(records, key=lambda r: int(r.split(b"-")[1]))  # sorted by key
+        assert 0 < len(records) < 40
+        everything += records
+    assert sorted(everything) == sorted(f"payload-{i}".encode() for i in range(40))
+    assert _records(staged / "test-00000-of-00003.tfrecord") == []
+    for report in (tmp_path / "reports").iterdir():  # size and checksum of what is on disk
+        info = json.loads(report.read_text())
+        assert {k: info[k] for k in ("bytes", "crc32c")} == _file_entry(staged / info["file"])
+        assert info["num_examples"] == len(_records(staged / info["file"]))
+    assert not list((tmp_path / ".incomplete" / "tmp").iterdir())  # temporaries renamed
+    assert not list(tmp_path.glob("*.tfrecord"))  # nothing in place before the commit
+    spilled = list((tmp_path / ".incomplete" / "spill").iterdir())  # removed by the manifest step
+    assert spilled and sum(f.stat().st_size for f in spilled) == sum(len(f"payload-{i}") for i in range(40))
+
+
+def test_shard_counts_from_inputs_and_target_size():
+    records = [SourceRecord(key=f"k{i}", image_uri="i", mask_uri="m", split="train") for i in range(100)]
+    records += [SourceRecord(key=f"t{i}", image_uri="i", mask_uri="m", split="test") for i in range(10)]
+    config = JobConfig(output="o", oxford_pets=("r",), image_size=(100, 100), image_format="raw",
+                       augment_copies=1)
+    record_bytes = expected_record_bytes(config)  # 100 * 100 * 4 + 512
+    assert record_bytes == 40512
+    with TestPipeline() as p:
+        counts = p | beam.Create(records) | ShardCounts(config, shard_bytes=1_000_000)
+        # train: 100 inputs x 2 copies x 40512 B = 8.1 MB -> 9 files; test 0.4 MB -> 1; val: none -> 1
+        assert_that(counts, equal_to([("train", 9), ("test", 1), ("val", 1)]))
+    with TestPipeline() as p:
+        fixed = p | beam.Create(records) | ShardCounts(dataclasses.replace(config, num_shards=4), 1)
+        assert_that(fixed, equal_to([("train", 4), ("val", 4), ("test", 4)]))
+
+
+def test_rejected_list_is_written_sorted_and_even_when_empty(tmp_path):
+    rejections = [Rejection(uri=f"/d/{name}", stage="decode_image", reason=reason, message="m", key=name)
+                  for name, reason in (("b", "truncated"), ("a", "empty_file"), ("c", "truncated"))]
+    with TestPipeline() as p:
+        report = p | beam.Create(rejections) | WriteRejected(str(tmp_path / "some"))
+        assert_that(report | beam.Map(lambda r: (r["num_rejected"], r["by_reason"])),
+                    equal_to([(3, {"empty_file": 1, "truncated": 2})]))
+    lines = (tmp_path / "some" / ".incomplete" / "staged" / "rejected" / "rejected-00000-of-00001.jsonl"
+             ).read_text().splitlines()
+    assert [json.loads(line)["uri"] for line in lines] == ["/d/a", "/d/b", "/d/c"]
+    with TestPipeline() as p:
+        _ = p | beam.Create([], reshuffle=False).with_output_types(Rejection) | WriteRejected(str(tmp_path / "none"))
+    assert (tmp_path / "none" / ".incomplete" / "staged" / "rejected" / "rejected-00000-of-00001.jsonl"
+            ).read_text() == ""
+
+
+def test_shard_bytes_come_back_in_key_order_a_bounded_chunk_at_a_time(tmp_path, monkeypatch):
+    from beam_etl.beam import sink  # pylint: disable=import-outside-toplevel
+
+    # Two spill files written in bundle order; the shard wants them in key order.
+    files = {"a.bin": [("k3", b"three"), ("k0", b"zero")], "b.bin": [("k2", b"two!"), ("k1", b"one")]}
+    pointers = []
+    for name, entries in files.items():
+        offset = 0
+        with open(tmp_path / name, "wb") as handle:
+            for key, data in entries:
+                handle.write(data)
+                pointers.append((key, 0, str(tmp_path / name), offset, len(data)))
+                offset += len(data)
+    reads = []
+    read_spilled = sink._read_spilled  # pylint: disable=protected-access
+    monkeypatch.setattr(sink, "_read_spilled", lambda chunk: reads.append(len(chunk)) or read_spilled(chunk))
+    ordered = list(sink._spilled_in_order(sorted(pointers), chunk_bytes=7))  # pylint: disable=protected-access
+    assert ordered == [b"zero", b"one", b"two!", b"three"]
+    assert reads == [2, 2]  # never more than ~7 bytes held: two pointers per chunk

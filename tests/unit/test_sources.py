@@ -1,0 +1,78 @@
+import apache_beam as beam
+import pytest
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+from beam_etl.config import JobConfig
+from beam_etl.elements import SourceRecord
+from beam_etl.beam.sources import ReadSources, check_sources
+from beam_etl.beam.sources.files import ReadImageMaskPairs
+from beam_etl.beam.sources.oxford import parse_oxford_list
+
+
+def _touch(path, data=b"x"):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return str(path)
+
+
+def test_pairs_by_stem_and_rejects_orphans(tmp_path):
+    a_img = _touch(tmp_path / "img" / "a.jpg")
+    b_img = _touch(tmp_path / "img" / "b.jpg")
+    _touch(tmp_path / "img" / "._a.jpg")  # macOS resource fork: not an input
+    a_mask = _touch(tmp_path / "mask" / "a.png")
+    c_mask = _touch(tmp_path / "mask" / "c.png")
+    with TestPipeline() as p:
+        records, rejected = p | ReadImageMaskPairs(str(tmp_path / "img" / "*.jpg"), str(tmp_path / "mask" / "*.png"))
+        assert_that(records, equal_to([SourceRecord(key="a", image_uri=a_img, mask_uri=a_mask)]))
+        assert_that(rejected | beam.Map(lambda r: (r.uri, r.stage, r.reason, r.key)),
+                    equal_to([(b_img, "pair", "missing_mask", "b"), (c_mask, "pair", "missing_image", "c")]),
+                    label="CheckRejected")
+
+
+def test_oxford_lists_give_labels_and_splits(tmp_path):
+    root = tmp_path / "pets"
+    img = _touch(root / "images" / "Abyssinian_1.jpg")
+    mask = _touch(root / "annotations" / "trimaps" / "Abyssinian_1.png")
+    unlisted = _touch(root / "images" / "pug_9.jpg")
+    unlisted_mask = _touch(root / "annotations" / "trimaps" / "pug_9.png")
+    _touch(root / "annotations" / "trainval.txt", b"#Image CLASS-ID SPECIES BREED ID\nAbyssinian_1 1 1 1\n")
+    _touch(root / "annotations" / "test.txt", b"beagle_4 5 2 4\n")
+    config = JobConfig(output=str(tmp_path / "out"), oxford_pets=(str(root),))
+    with TestPipeline() as p:
+        records, rejected = p | ReadSources(config)
+        assert_that(records, equal_to([
+            SourceRecord(key="Abyssinian_1", image_uri=img, mask_uri=mask, label=0,
+                         label_name="Abyssinian", split="train"),  # trainval, less --val_fraction
+            SourceRecord(key="pug_9", image_uri=unlisted, mask_uri=unlisted_mask, split="train")]))
+        assert_that(rejected | beam.Map(lambda r: (r.uri, r.reason)),
+                    equal_to([(str(root / "images" / "beagle_4.jpg"), "missing_image")]), label="CheckRejected")
+
+
+def test_same_key_from_two_sources_is_kept_once(tmp_path):
+    first = _touch(tmp_path / "one" / "a.jpg")
+    first_mask = _touch(tmp_path / "one" / "a.png")
+    second = _touch(tmp_path / "two" / "a.jpg")
+    _touch(tmp_path / "two" / "a.png")
+    config = JobConfig(output="o", images=(str(tmp_path / "one" / "*.jpg"), str(tmp_path / "two" / "*.jpg")),
+                       masks=(str(tmp_path / "one" / "*.png"), str(tmp_path / "two" / "*.png")))
+    with TestPipeline() as p:
+        records, rejected = p | ReadSources(config)
+        assert_that(records, equal_to([SourceRecord(key="a", image_uri=first, mask_uri=first_mask, split="train")]))
+        assert_that(rejected | beam.Map(lambda r: (r.uri, r.reason)),
+                    equal_to([(second, "duplicate_key")]), label="CheckRejected")
+
+
+def test_glob_matching_nothing_is_an_error_naming_it(tmp_path):
+    config = JobConfig(output="o", images=(str(tmp_path / "nothing" / "*.jpg"),), masks=(str(tmp_path / "*.png"),))
+    with pytest.raises(ValueError, match=r"--images .*nothing.*matches no file"):
+        check_sources(config)
+
+
+def test_oxford_list_parsing():
+    text = "#comment\nAbyssinian_100 1 1 1\n\nyorkshire_terrier_9 37 2 25\n"
+    assert list(parse_oxford_list(text, "l.txt", "test")) == [
+        ("Abyssinian_100", ("test", 0, "Abyssinian", "l.txt", 2)),
+        ("yorkshire_terrier_9", ("test", 36, "yorkshire_terrier", "l.txt", 4))]
+    with pytest.raises(ValueError, match=r"l.txt:2"):
+        list(parse_oxford_list("a 1 1 1\nbroken line\n", "l.txt", "test"))
