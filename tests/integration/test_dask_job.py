@@ -50,3 +50,11 @@ def test_job_on_dask_gives_the_direct_runners_bytes_and_statistics(pets_dir, tmp
     assert output_files(tmp_path) == output_files(direct_dir)
     assert dask["statistics"] == direct["statistics"]
     assert comparable(dask) == comparable(direct)
+
+
+def test_dask_local_workers_starts_a_cluster_of_its_own_and_writes_the_same_bytes(pets_dir, tmp_path, raw_output):
+    direct_dir, direct = raw_output
+    dask = run_job(pets_dir, tmp_path, "--image_format", "raw", "--augment_copies", "2",
+                   "--mask_values", "1,2,3", "--dask_local_workers", "1")
+    assert output_files(tmp_path) == output_files(direct_dir)
+    assert comparable(dask) == comparable(direct)
