@@ -11,23 +11,15 @@ which Beam itself would only log and discard, fails.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 
-from apache_beam.options.pipeline_options import (DirectOptions, GoogleCloudOptions, PipelineOptions,
+from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions,
                                                   StandardOptions, TestOptions)
 
 from beam_etl import config as config_lib
+from beam_etl.beam import sources
 from beam_etl.config import flag_type, positive_hours, positive_int
 
-_COLUMN_HELP = {
-    "key": "Column of the example's key (STRING or INT64), unique across all sources.",
-    "image": "Column of the image: a STRING URI (gs://, local) or the encoded BYTES.",
-    "mask": "Column of the mask: a STRING URI or the encoded BYTES.",
-    "label": "INT64 column of the class id.",
-    "label_name": "STRING column of the class name (the label vocabulary is built from it).",
-    "split": "STRING column: train, val, test, trainval or NULL (then --split_fractions).",
-}
 
 
 class PreprocessOptions(PipelineOptions):
@@ -35,36 +27,9 @@ class PreprocessOptions(PipelineOptions):
 
     @classmethod
     def _add_argparse_args(cls, parser):
-        sources = parser.add_argument_group("sources (repeatable; several are flattened into one run)")
-        sources.add_argument(
-            "--images", action="append", default=None, metavar="GLOB",
-            help="Glob of images, e.g. 'DATA/images/*.jpg' or 'gs://bucket/images/**/*.jpg'. "
-                 "Paired by file stem with the --masks glob given in the same position.")
-        sources.add_argument(
-            "--masks", action="append", default=None, metavar="GLOB",
-            help="Glob of segmentation masks (single-channel or palette PNG).")
-        sources.add_argument(
-            "--oxford_pets", action="append", default=None, metavar="ROOT",
-            help="Root of a dataset in the Oxford-IIIT Pet layout: images/*.jpg, "
-                 "annotations/trimaps/*.png, annotations/{trainval,test}.txt give labels and splits.")
-        sources.add_argument(
-            "--bigquery_table", action="append", default=None, metavar="PROJECT:DATASET.TABLE",
-            type=flag_type(config_lib.parse_table_spec),
-            help="BigQuery table with one row per example (see the --bigquery_*_column flags), "
-                 "read with the Storage Read API (DIRECT_READ). DATASET.TABLE uses --project.")
-        sources.add_argument(
-            "--bigquery_query", action="append", default=None, metavar="SQL",
-            help="Standard-SQL query whose result rows are examples, like --bigquery_table's; "
-                 "runs as a job in --project.")
-        columns = parser.add_argument_group(
-            "BigQuery columns (STRING URIs or BYTES for image and mask)")
-        defaults = config_lib.BigQueryColumns()
-        for field in dataclasses.fields(config_lib.BigQueryColumns):
-            default = getattr(defaults, field.name)
-            columns.add_argument(
-                config_lib.BigQueryColumns.flag(field.name), default=default, metavar="COLUMN",
-                type=flag_type(config_lib.parse_column_name),
-                help=_COLUMN_HELP[field.name] + (f" Default {default!r}." if default else " Default: none."))
+        group = parser.add_argument_group("sources (repeatable; several are flattened into one run)")
+        for kind in sources.SOURCE_KINDS:
+            kind.add_flags(parser, group)
         out = parser.add_argument_group("output")
         out.add_argument("--output", default=None, metavar="DIR",
                          help="Output directory (local or gs://): shards, manifest.json, rejected/.")
@@ -140,14 +105,7 @@ def to_config(flags: argparse.Namespace) -> config_lib.JobConfig:
     """The job's flags, as parsed by :func:`parse_args`, as the validated settings."""
     return config_lib.JobConfig(
         output=flags.output,
-        images=tuple(flags.images or ()),
-        masks=tuple(flags.masks or ()),
-        oxford_pets=tuple(flags.oxford_pets or ()),
-        bigquery_tables=tuple(flags.bigquery_table or ()),
-        bigquery_queries=tuple(flags.bigquery_query or ()),
-        bigquery_columns=config_lib.BigQueryColumns(**{
-            field.name: getattr(flags, f"bigquery_{field.name}_column") or None
-            for field in dataclasses.fields(config_lib.BigQueryColumns)}),
+        **{name: value for kind in sources.SOURCE_KINDS for name, value in kind.config_fields(flags).items()},
         image_size=tuple(flags.image_size),
         image_format=flags.image_format,
         jpeg_quality=flags.jpeg_quality,
@@ -188,11 +146,18 @@ def parse_args(argv: list[str], prog: str | None = None,
         unknown = _unknown_flags(options)
         if unknown:
             raise ValueError(f"unrecognized arguments: {' '.join(unknown)}")
-        job_config = _with_bigquery_project(to_config(flags), options.view_as(GoogleCloudOptions).project)
+        job_config = to_config(flags)
+        for kind in sources.SOURCE_KINDS:  # settings that need Beam's own flags (--project)
+            job_config = getattr(kind, "with_pipeline_options", _unchanged)(job_config, options)
         check_output_flag(job_config.output, job_config.statistics)
     except ValueError as error:
         parser.error(str(error))
     return job_config, options
+
+
+def _unchanged(job_config, pipeline_options):
+    del pipeline_options
+    return job_config
 
 
 def _unknown_flags(options: PipelineOptions) -> list[str]:
@@ -256,18 +221,3 @@ def check_output_flag(output: str, statistics: bool) -> None:
         raise ValueError(f"--output {output!r} holds a glob character (*, ? or [), and TensorFlow "
                          "loads tf.Transform's SavedModel by pattern: choose another folder name, "
                          "or pass --no_statistics")
-
-
-def _with_bigquery_project(job_config: config_lib.JobConfig, project: str | None) -> config_lib.JobConfig:
-    """Table specs without a project get ``--project``; queries need one to run in."""
-    tables = []
-    for table in job_config.bigquery_tables:
-        if ":" not in table:
-            if not project:
-                raise ValueError(f"--bigquery_table {table!r} names no project: give "
-                                 f"PROJECT:DATASET.TABLE or --project")
-            table = f"{project}:{table}"
-        tables.append(table)
-    if job_config.bigquery_queries and not project:
-        raise ValueError("--bigquery_query runs as a BigQuery job: give --project")
-    return dataclasses.replace(job_config, bigquery_tables=tuple(tables))

@@ -76,3 +76,38 @@ def test_oxford_list_parsing():
         ("yorkshire_terrier_9", ("test", 36, "yorkshire_terrier", "l.txt", 4))]
     with pytest.raises(ValueError, match=r"l.txt:2"):
         list(parse_oxford_list("a 1 1 1\nbroken line\n", "l.txt", "test"))
+
+
+def test_the_generic_steps_know_no_kind_of_source():
+    # Adding a kind of source is a module in beam_etl/beam/sources/ and one line in
+    # SOURCE_KINDS: the registry, the pairing and the flag parser name no kind themselves.
+    import ast
+    import pathlib
+
+    from beam_etl.beam import sources
+
+    root = pathlib.Path(sources.__file__).parent
+    for path in (root / "__init__.py", root / "pairing.py", root.parent / "options.py"):
+        tree = ast.parse(path.read_text())
+        registry = [node for node in tree.body if isinstance(node, (ast.Assign, ast.ImportFrom))
+                    and "SOURCE_KINDS" in ast.unparse(node) or isinstance(node, ast.ImportFrom)
+                    and node.module == "beam_etl.beam.sources"]
+        names = set()
+        for node in ast.walk(tree):
+            if any(node is entry or node in ast.walk(entry) for entry in registry):
+                continue
+            if isinstance(node, ast.Name):
+                names.add(node.id)
+            elif isinstance(node, ast.Attribute):
+                names.add(node.attr)
+            elif isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+                names.add(node.name)
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.startswith("--"):
+                names.add(node.value)
+        for name in names:
+            for kind in ("oxford", "bigquery", "--images", "--masks"):
+                assert kind not in name.lower(), (path.name, name)
+    kinds = [kind.__name__.rsplit(".", 1)[1] for kind in sources.SOURCE_KINDS]
+    assert kinds == ["files", "oxford", "bigquery"]
+    for kind in sources.SOURCE_KINDS:
+        assert callable(kind.add_flags) and callable(kind.config_fields) and callable(kind.from_config)

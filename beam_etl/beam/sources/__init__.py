@@ -1,8 +1,16 @@
 """Sources: where the job's inputs come from, as PTransforms that make pairing entries.
 
-A source is one module here with a ``from_config(config)`` that returns its sources for a run
-(none when the run names none), registered by one line in :data:`SOURCE_KINDS`. Each source
-object has
+A kind of source is one module here, registered by one line in :data:`SOURCE_KINDS`, with
+
+- ``add_flags(parser, group)``: its flags (``group``: the "sources" group of ``--help``);
+- ``config_fields(flags)``: the :class:`~beam_etl.config.JobConfig` fields its flags set (a new
+  kind adds its fields to ``JobConfig``, the settings every worker receives, and, if its
+  inputs carry splits, to ``JobConfig.splits``);
+- ``from_config(config)``: its sources for a run (none when the run names none);
+- optionally ``with_pipeline_options(config, pipeline_options)``: the settings, completed
+  from Beam's own flags (BigQuery's ``--project``), or a ValueError naming the flag.
+
+Each source object has
 
 - ``label``: a unique step name (``"ReadOxfordPets0"``);
 - ``check(pipeline_options)``: launch-time checks that fail naming the flag (a glob matches
@@ -27,14 +35,14 @@ from beam_etl.beam.sources.pairing import PairAndDedup
 from beam_etl.splits import assign_split
 
 SOURCE_KINDS = (
-    files.from_config,
-    oxford.from_config,
-    bigquery.from_config,
+    files,
+    oxford,
+    bigquery,
 )
 
 
 def sources_of(config) -> list:
-    return [source for from_config in SOURCE_KINDS for source in from_config(config)]
+    return [source for kind in SOURCE_KINDS for source in kind.from_config(config)]
 
 
 @beam.ptransform_fn

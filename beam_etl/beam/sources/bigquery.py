@@ -19,10 +19,13 @@ or a column of the wrong type, is a configuration error and fails the job with t
 
 from __future__ import annotations
 
+import dataclasses
+
 import apache_beam as beam
 from apache_beam.metrics import Metrics
+from apache_beam.options.pipeline_options import GoogleCloudOptions
 
-from beam_etl.config import SPLITS, BigQueryColumns
+from beam_etl.config import SPLITS, BigQueryColumns, flag_type, parse_column_name, parse_table_spec
 from beam_etl.elements import UNKNOWN_LABEL, Rejection, SourceRecord
 from beam_etl.beam.rejections import SplitRejections
 from beam_etl.beam.sources.pairing import RECORD, tag
@@ -198,3 +201,59 @@ def from_config(config) -> list[ReadBigQueryRows]:
              for index, table in enumerate(config.bigquery_tables)]
             + [ReadBigQueryRows(columns, query=query, query_index=index, index=index)
                for index, query in enumerate(config.bigquery_queries)])
+
+
+_COLUMN_HELP = {
+    "key": "Column of the example's key (STRING or INT64), unique across all sources.",
+    "image": "Column of the image: a STRING URI (gs://, local) or the encoded BYTES.",
+    "mask": "Column of the mask: a STRING URI or the encoded BYTES.",
+    "label": "INT64 column of the class id.",
+    "label_name": "STRING column of the class name (the label vocabulary is built from it).",
+    "split": "STRING column: train, val, test, trainval or NULL (then --split_fractions).",
+}
+
+
+def add_flags(parser, group) -> None:
+    group.add_argument(
+        "--bigquery_table", action="append", default=None, metavar="PROJECT:DATASET.TABLE",
+        type=flag_type(parse_table_spec),
+        help="BigQuery table with one row per example (see the --bigquery_*_column flags), "
+             "read with the Storage Read API (DIRECT_READ). DATASET.TABLE uses --project.")
+    group.add_argument(
+        "--bigquery_query", action="append", default=None, metavar="SQL",
+        help="Standard-SQL query whose result rows are examples, like --bigquery_table's; "
+             "runs as a job in --project.")
+    columns = parser.add_argument_group("BigQuery columns (STRING URIs or BYTES for image and mask)")
+    defaults = BigQueryColumns()
+    for field in dataclasses.fields(BigQueryColumns):
+        default = getattr(defaults, field.name)
+        columns.add_argument(
+            BigQueryColumns.flag(field.name), default=default, metavar="COLUMN",
+            type=flag_type(parse_column_name),
+            help=_COLUMN_HELP[field.name] + (f" Default {default!r}." if default else " Default: none."))
+
+
+def config_fields(flags) -> dict:
+    return {
+        "bigquery_tables": tuple(flags.bigquery_table or ()),
+        "bigquery_queries": tuple(flags.bigquery_query or ()),
+        "bigquery_columns": BigQueryColumns(**{
+            field.name: getattr(flags, f"bigquery_{field.name}_column") or None
+            for field in dataclasses.fields(BigQueryColumns)}),
+    }
+
+
+def with_pipeline_options(job_config, pipeline_options):
+    """Table specs without a project get ``--project``; queries need one to run in."""
+    project = pipeline_options.view_as(GoogleCloudOptions).project
+    tables = []
+    for table in job_config.bigquery_tables:
+        if ":" not in table:
+            if not project:
+                raise ValueError(f"--bigquery_table {table!r} names no project: give "
+                                 f"PROJECT:DATASET.TABLE or --project")
+            table = f"{project}:{table}"
+        tables.append(table)
+    if job_config.bigquery_queries and not project:
+        raise ValueError("--bigquery_query runs as a BigQuery job: give --project")
+    return dataclasses.replace(job_config, bigquery_tables=tuple(tables))

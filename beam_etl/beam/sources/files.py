@@ -32,3 +32,18 @@ class ReadImageMaskPairs(beam.PTransform):
 def from_config(config) -> list[ReadImageMaskPairs]:
     return [ReadImageMaskPairs(images, masks, index)
             for index, (images, masks) in enumerate(zip(config.images, config.masks))]
+
+
+def add_flags(parser, group) -> None:
+    del parser
+    group.add_argument(
+        "--images", action="append", default=None, metavar="GLOB",
+        help="Glob of images, e.g. 'DATA/images/*.jpg' or 'gs://bucket/images/**/*.jpg'. "
+             "Paired by file stem with the --masks glob given in the same position.")
+    group.add_argument(
+        "--masks", action="append", default=None, metavar="GLOB",
+        help="Glob of segmentation masks (single-channel or palette PNG).")
+
+
+def config_fields(flags) -> dict:
+    return {"images": tuple(flags.images or ()), "masks": tuple(flags.masks or ())}

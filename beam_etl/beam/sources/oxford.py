@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import posixpath
+
 import apache_beam as beam
 
 from beam_etl.beam import filesystem
@@ -36,7 +38,9 @@ def _read_oxford_list(entry):
     list_uri, split = entry
     if not filesystem.exists(list_uri):
         return
-    yield from parse_oxford_list(filesystem.read_bytes(list_uri).decode("utf-8"), list_uri, split)
+    images = posixpath.join(posixpath.dirname(posixpath.dirname(list_uri)), "images")
+    for stem, meta in parse_oxford_list(filesystem.read_bytes(list_uri).decode("utf-8"), list_uri, split):
+        yield stem, (*meta, posixpath.join(images, f"{stem}.jpg"))
 
 
 class ReadOxfordPets(beam.PTransform):
@@ -76,7 +80,7 @@ class ReadOxfordPets(beam.PTransform):
         rejections yet."""
         metas = (pbegin
                  | "ListFiles" >> beam.Create(self.list_files())
-                 | "ReadLists" >> beam.FlatMap(_read_oxford_list))  # (stem, (split, label, name, list, line))
+                 | "ReadLists" >> beam.FlatMap(_read_oxford_list))  # (stem, (split, label, name, list, line, image))
         return [tag(pbegin | "MatchImages" >> MatchByStem(self.images_glob), "TagImages", source, IMAGE),
                 tag(pbegin | "MatchMasks" >> MatchByStem(self.masks_glob), "TagMasks", source, MASK),
                 tag(metas, "TagLists", source, META)], []
@@ -87,3 +91,15 @@ class ReadOxfordPets(beam.PTransform):
 
 def from_config(config) -> list[ReadOxfordPets]:
     return [ReadOxfordPets(root, index) for index, root in enumerate(config.oxford_pets)]
+
+
+def add_flags(parser, group) -> None:
+    del parser
+    group.add_argument(
+        "--oxford_pets", action="append", default=None, metavar="ROOT",
+        help="Root of a dataset in the Oxford-IIIT Pet layout: images/*.jpg, "
+             "annotations/trimaps/*.png, annotations/{trainval,test}.txt give labels and splits.")
+
+
+def config_fields(flags) -> dict:
+    return {"oxford_pets": tuple(flags.oxford_pets or ())}

@@ -53,7 +53,10 @@ def MatchByStem(pbegin, glob):  # pylint: disable=invalid-name
             | "KeyByStem" >> beam.Map(lambda metadata: (file_stem(metadata.path), metadata.path)))
 
 
-IMAGE, MASK, META, RECORD = "image", "mask", "meta", "record"  # what a grouped entry holds
+# What a grouped entry holds: an image or a mask URI; a record that is already whole (a BigQuery
+# row); or a meta line, a list's word on the stem: (split, label, label_name, list_uri,
+# line_number, image_uri), where image_uri is the image the list expects (named when missing).
+IMAGE, MASK, META, RECORD = "image", "mask", "meta", "record"
 
 
 def tag(pcoll, label: str, source: int, tag: str):
@@ -94,9 +97,8 @@ class _PairAndDedupFn(beam.DoFn):
         if not images:
             if masks:
                 yield self._reject(masks[0], "missing_image", f"mask has no image with stem {stem!r}", stem)
-            for _, _, _, list_uri, _ in metas:
-                root = posixpath.dirname(posixpath.dirname(list_uri))
-                yield self._reject(posixpath.join(root, "images", f"{stem}.jpg"), "missing_image",
+            for *_, list_uri, _, image_uri in metas:
+                yield self._reject(image_uri, "missing_image",
                                    f"{stem!r} is listed in {list_uri} but has no image file", stem)
             return
         if not masks:
@@ -104,7 +106,7 @@ class _PairAndDedupFn(beam.DoFn):
             return
         conflicting = sorted({(split, label) for split, label, *_ in metas})
         if len(conflicting) > 1:
-            lines = [f"{uri}:{number} ({split}, class {label + 1})" for split, label, _, uri, number in metas]
+            lines = [f"{uri}:{number} ({split}, class {label + 1})" for split, label, _, uri, number, _ in metas]
             yield self._reject(images[0], "conflicting_lists",
                                f"{stem!r} is listed with different classes or splits: {'; '.join(lines)}", stem)
             return
