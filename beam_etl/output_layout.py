@@ -5,6 +5,7 @@ A finished output holds::
     manifest.json                             what is here (written last: the mark of completeness)
     <split>-SSSSS-of-NNNNN.tfrecord           the shards
     rejected/rejected-00000-of-00001.jsonl    every refused input, with its uri and reason
+    metadata/schema.pbtxt                     the records' schema (TensorFlow Metadata)
     transform_fn/ transformed_metadata/       tf.Transform's graph (without --no_statistics)
 
 and, while a run holds it, ``.incomplete/``: the run's lease (also the marker that the folder is
@@ -23,6 +24,8 @@ MANIFEST = "manifest.json"
 REJECTED_DIR = "rejected"
 REJECTED_FILE = f"{REJECTED_DIR}/rejected-00000-of-00001.jsonl"
 TRANSFORM_DIRS = ("transform_fn", "transformed_metadata")  # what tft.TFTransformOutput reads
+METADATA_DIR = "metadata"  # the raw records' schema, where tf.Transform and TFX look for it
+RAW_SCHEMA = f"{METADATA_DIR}/schema.pbtxt"
 
 INCOMPLETE_DIR = ".incomplete"
 LEASE = f"{INCOMPLETE_DIR}/lease.json"  # who writes here: the one writer, and the run marker
@@ -49,7 +52,7 @@ def is_job_file(name: str) -> bool:
     write or replace there, so one a run refuses to find beside it without ``--overwrite``."""
     top = name.split("/", 1)[0]
     return (name == MANIFEST or is_shard_name(name) or top == INCOMPLETE_DIR
-            or top == REJECTED_DIR or top in TRANSFORM_DIRS)
+            or top == REJECTED_DIR or top in TRANSFORM_DIRS or top == METADATA_DIR)
 
 
 def join(directory: str, name: str) -> str:

@@ -1,7 +1,11 @@
 """The record schema: the one place that names the features of a written example.
 
 Keys follow the TF Model Garden / DeepLab segmentation convention, so readers that already
-exist for those work on the shards. The writer builds records with :func:`build_example`;
+exist for those work on the shards of ``--image_format jpeg`` and ``png``: they decode the
+encoded keys with ``tf.io.decode_image`` and never read ``image/format``. Raw records hold bare
+pixels, which only readers that read ``image/format``, ``image/height`` and ``image/width`` (this
+project's loader) can use. ``OUT/metadata/schema.pbtxt`` states the same schema for tf.Transform,
+TFX and TFDV (:mod:`beam_etl.metadata_schema`). The writer builds records with :func:`build_example`;
 readers get the parsing spec from :func:`feature_spec` (or from the manifest, which records
 :data:`FEATURES`), never by declaring it again.
 """

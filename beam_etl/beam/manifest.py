@@ -24,7 +24,7 @@ FORMAT_VERSION = 2  # 2: "files" lists every file with bytes and crc32c; "run_id
 
 # What WriteManifest is given, by kind: the job's inputs (records and source rejections, counted
 # here), and one report per shard, for the rejected list and for the statistics.
-INPUTS, SHARDS, REJECTED, STATISTICS = "inputs", "shard", "rejected", "statistics"
+INPUTS, SHARDS, REJECTED, STATISTICS, METADATA = "inputs", "shard", "rejected", "statistics", "metadata"
 
 
 def read_manifest(output_dir: str) -> dict:
@@ -67,6 +67,8 @@ def build_manifest(config: JobConfig, parts: list[tuple[str, object]],
                             "num_examples": info["num_examples"]} for info in shards}
     files[rejected["file"]] = {"bytes": rejected["bytes"], "crc32c": rejected["crc32c"],
                                "num_records": rejected["num_rejected"]}
+    for info in (info for kind, info in parts if kind == METADATA):
+        files[info["file"]] = {"bytes": info["bytes"], "crc32c": info["crc32c"]}
     statistics = next((info for kind, info in parts if kind == STATISTICS), None)
     absent = None
     if not config.statistics:
@@ -128,7 +130,8 @@ def _tagged(kind):
 
 class WriteManifest(beam.PTransform):
     """Takes ``{kind: PCollection}`` (:data:`INPUTS`: every input or source rejection, counted
-    here; :data:`SHARDS`, :data:`REJECTED`, :data:`STATISTICS`: the writers' reports) and, once
+    here; :data:`SHARDS`, :data:`REJECTED`, :data:`STATISTICS`, :data:`METADATA`: the writers'
+    reports) and, once
     all have arrived, commits the staged files with their manifest (run ``run_id`` holds the
     output's lease); yields the manifest dict."""
 
@@ -138,14 +141,14 @@ class WriteManifest(beam.PTransform):
         self._run_id = run_id
 
     def expand(self, reports: dict):
-        unknown = set(reports) - {INPUTS, SHARDS, REJECTED, STATISTICS}
+        unknown = set(reports) - {INPUTS, SHARDS, REJECTED, STATISTICS, METADATA}
         if unknown:
             raise ValueError(f"WriteManifest: unknown kinds of report {sorted(unknown)}")
         tagged = [reports[INPUTS]
                   | "CountInputs" >> beam.combiners.Count.Globally()
                   | "TagInputs" >> beam.Map(_tagged(INPUTS))]
         tagged += [reports[kind] | f"Tag{kind.title()}" >> beam.Map(_tagged(kind))
-                   for kind in (SHARDS, REJECTED, STATISTICS) if kind in reports]
+                   for kind in (SHARDS, REJECTED, STATISTICS, METADATA) if kind in reports]
         return (tagged
                 | "FlattenReports" >> beam.Flatten()
                 | "CollectReports" >> beam.combiners.ToList()  # [(kind, info)], after every writer

@@ -5,6 +5,7 @@ manifest.
     examples = ProcessExamples    decode, validate, resize, augment, serialize; or a Rejection
     shards   = WriteShards        spilled bytes, grouped by shard, staged
     rejected = WriteRejected      every Rejection, with its uri and reason, staged
+    metadata = WriteRecordsSchema the records' schema (metadata/schema.pbtxt), staged
     (statistics: tf.Transform over the training split, its graph staged)
     manifest = WriteManifest      every report above -> the manifest; the commit moves the staged
                                   files in, the manifest last
@@ -47,6 +48,7 @@ class Preprocess(beam.PTransform):
             manifest.REJECTED: ((source_rejected, rejected)
                                 | "FlattenRejected" >> beam.Flatten()
                                 | "WriteRejected" >> sink.WriteRejected(config.output)),
+            manifest.METADATA: pbegin | "WriteRecordsSchema" >> sink.WriteRecordsSchema(config),
         }
         if config.statistics:
             reports[manifest.STATISTICS] = examples | "AnalyzeTrainingSplit" >> statistics.AnalyzeAndWriteTransform(

@@ -25,11 +25,12 @@ import apache_beam as beam
 import google_crc32c
 from apache_beam.io.filesystems import FileSystems
 
-from beam_etl import tfrecord
+from beam_etl import metadata_schema, tfrecord
 from beam_etl.beam import filesystem
 from beam_etl.config import JobConfig
 from beam_etl.hashing import stable_hash
-from beam_etl.output_layout import INCOMPLETE_DIR, REJECTED_DIR, REJECTED_FILE, SPILL_DIR, STAGING_DIR, join, shard_name
+from beam_etl.output_layout import (INCOMPLETE_DIR, RAW_SCHEMA, REJECTED_DIR, REJECTED_FILE, SPILL_DIR, STAGING_DIR,
+                                    join, shard_name)
 from beam_etl.elements import EncodedExample
 
 _EMPTY = None  # placeholder value that makes a shard exist even when no example lands in it
@@ -263,3 +264,24 @@ class WriteRejected(beam.PTransform):
                 | "FlattenRejections" >> beam.Flatten()
                 | "GroupRejections" >> beam.GroupByKey()  # ("rejected", [Rejection])
                 | "WriteRejectedFile" >> beam.ParDo(_WriteRejectedFn(self._output_dir)))
+
+
+def _stage_records_schema(_, output_dir: str, image_info: dict, mask_values):
+    text = metadata_schema.records_schema_text(image_info, mask_values)
+    yield {"file": RAW_SCHEMA, **stage_file(output_dir, RAW_SCHEMA, [text])}
+
+
+class WriteRecordsSchema(beam.PTransform):
+    """Pipeline start -> ``OUTPUT/metadata/schema.pbtxt`` (:mod:`beam_etl.metadata_schema`)
+    staged; yields one dict: its file name, bytes and crc32c."""
+
+    def __init__(self, config: JobConfig):
+        super().__init__()
+        self._config = config
+
+    def expand(self, pbegin):
+        config = self._config
+        return (pbegin
+                | "OneSchema" >> beam.Create([None])
+                | "StageSchema" >> beam.FlatMap(_stage_records_schema, config.output, config.image_info(),
+                                                config.mask_values))

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import apache_beam as beam
 
-from beam_etl import schema
+from beam_etl import metadata_schema, schema
 from beam_etl.config import JobConfig
 from beam_etl.output_layout import STAGING_DIR, TFT_TEMP_DIR, join
-from beam_etl.loader.transform_graph import RAW_FEATURES, make_preprocessing_fn, probe_features, read_statistics
+from beam_etl.loader.transform_graph import make_preprocessing_fn, probe_features, read_statistics
 
 EMPTY_TRAINING_SPLIT = "the training split is empty"  # the manifest's statistics_absent
 # Examples per record batch fed to the analyzers: 128 raw 128x128 images are 6 MB.
@@ -38,12 +38,6 @@ def _statistics_or_absence(_, staged: str, image_info: dict, num_train: int) -> 
     return read_statistics(staged, image_info)
 
 
-def raw_feature_schema():
-    """The tfmd ``Schema`` of :data:`RAW_FEATURES`, for tfx-bsl's Example decoder."""
-    from tensorflow_transform.tf_metadata import schema_utils  # pylint: disable=import-outside-toplevel
-
-    spec = schema.feature_spec()
-    return schema_utils.schema_from_feature_spec({key: spec[key] for key in RAW_FEATURES})
 
 
 class AnalyzeAndWriteTransform(beam.PTransform):
@@ -68,7 +62,10 @@ class AnalyzeAndWriteTransform(beam.PTransform):
 
         config = self._config
         record_source = tfxio.TFExampleBeamRecord(
-            physical_format="inmem", telemetry_descriptors=["beam_etl"], schema=raw_feature_schema())
+            physical_format="inmem", telemetry_descriptors=["beam_etl"],
+            # every feature of the records, as metadata/schema.pbtxt says: the graph's input
+            # signature is then the raw schema, as TFX trainers that parse with it expect
+            schema=metadata_schema.records_schema(config.image_info(), config.mask_values))
         image_info = config.image_info()
         train = (examples
                  | "KeepTrainOriginals" >> beam.Filter(lambda e: e.split == "train" and e.copy == 0)
@@ -81,7 +78,7 @@ class AnalyzeAndWriteTransform(beam.PTransform):
         record_batches = ((train, placeholder)
                           | "FlattenTraining" >> beam.Flatten()
                           | "ToRecordBatches" >> record_source.BeamSource(batch_size=RECORD_BATCH_SIZE))
-        # pyarrow.RecordBatch of RAW_FEATURES, RECORD_BATCH_SIZE rows
+        # pyarrow.RecordBatch of every feature, RECORD_BATCH_SIZE rows
         preprocessing_fn = make_preprocessing_fn(image_info, config.mask_values)
         staged = join(config.output, STAGING_DIR)
         with tft_beam.Context(temp_dir=self._temp_dir):
