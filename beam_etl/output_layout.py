@@ -4,6 +4,7 @@ A finished output holds::
 
     manifest.json                             what is here (written last: the mark of completeness)
     <split>-SSSSS-of-NNNNN.tfrecord           the shards
+    <split>-SSSSS-of-NNNNN.tfrecord.idx       each shard's record index (offset and size per record)
     rejected/rejected-00000-of-00001.jsonl    every refused input, with its uri and reason
     metadata/schema.pbtxt                     the records' schema (TensorFlow Metadata)
     transform_fn/ transformed_metadata/       tf.Transform's graph (without --no_statistics)
@@ -37,6 +38,7 @@ JOURNAL = f"{INCOMPLETE_DIR}/commit.json"  # the commit in progress: what moves 
 
 SPLITS = ("train", "val", "test")
 _SHARD = re.compile(r"(train|val|test)-(\d{5})-of-(\d{5})\.tfrecord")
+_INDEX = re.compile(_SHARD.pattern + r"\.idx")
 
 
 def shard_name(split: str, shard: int, num_shards: int) -> str:
@@ -47,11 +49,20 @@ def is_shard_name(name: str) -> bool:
     return _SHARD.fullmatch(name) is not None
 
 
+def index_name(shard: str) -> str:
+    """The record index beside a shard (NVIDIA DALI's: one ``offset size`` line per record)."""
+    return f"{shard}.idx"
+
+
+def is_index_name(name: str) -> bool:
+    return _INDEX.fullmatch(name) is not None
+
+
 def is_job_file(name: str) -> bool:
     """Whether ``name`` (relative to ``--output``) is a name this job writes: a file a run would
     write or replace there, so one a run refuses to find beside it without ``--overwrite``."""
     top = name.split("/", 1)[0]
-    return (name == MANIFEST or is_shard_name(name) or top == INCOMPLETE_DIR
+    return (name == MANIFEST or is_shard_name(name) or is_index_name(name) or top == INCOMPLETE_DIR
             or top == REJECTED_DIR or top in TRANSFORM_DIRS or top == METADATA_DIR)
 
 

@@ -65,6 +65,10 @@ def build_manifest(config: JobConfig, parts: list[tuple[str, object]],
         }
     files = {info["file"]: {"bytes": info["bytes"], "crc32c": info["crc32c"],
                             "num_examples": info["num_examples"]} for info in shards}
+    for info in shards:  # each shard's record index: one line per record
+        index = info["index"]
+        files[index["file"]] = {"bytes": index["bytes"], "crc32c": index["crc32c"],
+                                "num_records": info["num_examples"]}
     files[rejected["file"]] = {"bytes": rejected["bytes"], "crc32c": rejected["crc32c"],
                                "num_records": rejected["num_rejected"]}
     for info in (info for kind, info in parts if kind == METADATA):

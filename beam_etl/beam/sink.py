@@ -30,7 +30,7 @@ from beam_etl.beam import filesystem
 from beam_etl.config import JobConfig
 from beam_etl.hashing import stable_hash
 from beam_etl.output_layout import (INCOMPLETE_DIR, RAW_SCHEMA, REJECTED_DIR, REJECTED_FILE, SPILL_DIR, STAGING_DIR,
-                                    join, shard_name)
+                                    index_name, join, shard_name)
 from beam_etl.elements import EncodedExample
 
 _EMPTY = None  # placeholder value that makes a shard exist even when no example lands in it
@@ -196,19 +196,32 @@ class _WriteShardFn(beam.DoFn):
         (split, shard, num_shards), values = element
         pointers = sorted(value for value in values if value is not _EMPTY)
         name = shard_name(split, shard, num_shards)
-        written = stage_file(self._output_dir, name,
-                             (tfrecord.frame(data) for data in _spilled_in_order(pointers)))
+        index = []  # (offset, size) of each framed record: the shard's index, made in this pass
+
+        def framed():
+            offset = 0
+            for data in _spilled_in_order(pointers):
+                record = tfrecord.frame(data)
+                index.append(f"{offset} {len(record)}\n")
+                offset += len(record)
+                yield record
+
+        written = stage_file(self._output_dir, name, framed())
+        index_written = stage_file(self._output_dir, index_name(name), ["".join(index).encode("ascii")])
         yield {
             "split": split,
             "file": name,
             "num_examples": len(pointers),
             "num_source_examples": sum(1 for _, copy, *_ in pointers if copy == 0),
             **written,
+            "index": {"file": index_name(name), **index_written},
         }
 
 
 class WriteShards(beam.PTransform):
-    """``EncodedExample`` -> ``OUTPUT/<split>-SSSSS-of-NNNNN.tfrecord``; yields one dict per file.
+    """``EncodedExample`` -> ``OUTPUT/<split>-SSSSS-of-NNNNN.tfrecord`` and its record index
+    (``.tfrecord.idx``: ``offset size`` per record, what NVIDIA DALI's TFRecord reader shards
+    by); yields one dict per shard.
 
     ``shard_counts`` is a PCollection of ``(split, num_shards)`` (see :class:`ShardCounts`);
     every shard is written, an empty file where no example landed.

@@ -54,7 +54,7 @@ def check_file(path: str, entry: dict) -> str | None:
         while chunk := handle.read(_CHUNK):
             checksum.update(chunk)
             size += len(chunk)
-            if "num_examples" in entry:
+            if "num_examples" in entry or "num_records" in entry:
                 data += chunk
     if size != entry["bytes"]:
         return f"{size} bytes, the manifest lists {entry['bytes']}"
@@ -67,6 +67,10 @@ def check_file(path: str, entry: dict) -> str | None:
             return f"corrupt framing: {error}"
         if records != entry["num_examples"]:
             return f"{records} records, the manifest lists {entry['num_examples']}"
+    if "num_records" in entry:  # line-per-record files: the rejected list, a shard's index
+        lines = data.count(b"\n")
+        if lines != entry["num_records"] or (data and not data.endswith(b"\n")):
+            return f"{lines} lines, the manifest lists {entry['num_records']} records"
     return None
 
 

@@ -114,3 +114,38 @@ def test_raw_records_are_not_for_decode_image_readers(raw_output):
     parsed = tf.io.parse_single_example(serialized, {schema.IMAGE_ENCODED: tf.io.FixedLenFeature((), tf.string)})
     with pytest.raises(tf.errors.InvalidArgumentError, match="Unknown image file format"):
         tf.io.decode_image(parsed[schema.IMAGE_ENCODED])
+
+
+def test_each_shard_has_the_record_index_dali_reads(jpeg_output):
+    # NVIDIA DALI's TFRecord reader shards a file across GPUs by its index: one
+    # "offset size" line per record, size covering the record's whole framing.
+    out, manifest = jpeg_output
+    for path in _records(out, manifest):
+        data = path.read_bytes()
+        index = (out / f"{path.name}.idx").read_text().splitlines()
+        assert manifest["files"][f"{path.name}.idx"]["num_records"] == len(index) == manifest["files"][path.name]["num_examples"]
+        keys, end = [], 0
+        for line in index:
+            offset, size = map(int, line.split())
+            assert offset == end  # records follow one another, from the first byte
+            (length,) = np.frombuffer(data[offset:offset + 8], "<u8")
+            assert size == 8 + 4 + int(length) + 4
+            example = tf.train.Example.FromString(data[offset + 12:offset + 12 + int(length)])
+            keys.append(example.features.feature[schema.IMAGE_SOURCE_ID].bytes_list.value[0].decode())
+            end = offset + size
+        assert end == len(data)
+        assert keys == [example["key"] for example in read_examples([path])]
+
+
+def test_verify_names_an_index_that_lost_a_line(jpeg_output, tmp_path):
+    import shutil
+
+    from beam_etl.loader import verify
+
+    out, manifest = jpeg_output
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    shard = next(name for name, entry in manifest["files"].items() if entry.get("num_examples", 0) > 1)
+    index = copy / f"{shard}.idx"
+    index.write_text("".join(index.read_text().splitlines(keepends=True)[:-1]))
+    assert verify.verify(str(copy)).keys() == {f"{shard}.idx"}
