@@ -29,12 +29,12 @@ import sys
 from beam_etl.beam import launch, options
 
 
-def run(argv: list[str] | None = None) -> dict | None:
+def run(argv: list[str] | None = None, prog: str = "python -m pipelines.preprocess") -> dict | None:
     """Parses ``argv`` (default: the command line) and runs the job; returns the manifest (None
     for a dry run, or a job submitted with ``--no_wait_until_finish``)."""
     config, pipeline_options = options.parse_args(
         sys.argv[1:] if argv is None else argv,
-        prog="python -m pipelines.preprocess", description=__doc__.split("\n\n", maxsplit=1)[0])
+        prog=prog, description=__doc__.split("\n\n", maxsplit=1)[0])
     return launch.launch(config, pipeline_options)
 
 

@@ -84,8 +84,8 @@ def write_preview(data_dir: str, split: str, path: str, count: int, seed: int) -
     return picture
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m beam_etl.train_loader",
+def build_parser(prog: str = "python -m beam_etl.train_loader") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog,
                                      description=__doc__.split("\n\n")[0], allow_abbrev=False)
     parser.add_argument("--data", required=True, metavar="DIR", help="Output directory of the job (local or gs://).")
     parser.add_argument("--split", default="train", help="Split to read. Default train.")
@@ -113,8 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> dict:
-    args = build_parser().parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = "python -m beam_etl.train_loader") -> dict:
+    args = build_parser(prog).parse_args(argv)
     try:
         manifest = load_manifest(args.data)
         split_files(args.data, manifest, args.split)

@@ -93,8 +93,8 @@ def verify(data_dir: str) -> dict[str, str]:
     return problems
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m beam_etl.loader.verify", description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None, prog: str = "python -m beam_etl.loader.verify") -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     parser.add_argument("output", metavar="OUT", help="Output folder of the job (local or gs://).")
     args = parser.parse_args(argv)
     try:

@@ -195,8 +195,8 @@ def generate(output: str, num_images: int, seed: int = 0, defects: bool = False)
     return summary
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m beam_etl.tools.sample_data", description=__doc__.split("\n\n")[0],
+def main(argv: list[str] | None = None, prog: str = "python -m beam_etl.tools.sample_data") -> None:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0],
                                      allow_abbrev=False)
     parser.add_argument("--output", required=True, help="Directory to write the dataset into.")
     parser.add_argument("--num_images", type=int, default=200, help="Number of regular images. Default 200.")

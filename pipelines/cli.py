@@ -1,0 +1,52 @@
+"""``beam-etl``: one command for the job and its tools.
+
+    beam-etl preprocess --oxford_pets DATA --output OUT --image_size 128
+    beam-etl load --data OUT --split train --batch_size 64 --steps 200
+    beam-etl verify OUT
+    beam-etl sample-data --output DATA --num_images 200 --seed 0
+
+Each is the module users may also run with ``python -m`` (named in ``--help``), imported only
+when its command runs: ``beam-etl load`` and ``beam-etl verify`` load TensorFlow, not Beam.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# command -> (module, function taking (argv, prog=...), what it does)
+COMMANDS = {
+    "preprocess": ("pipelines.preprocess", "run",
+                   "run the job: images and masks -> shards, manifest.json, rejected list"),
+    "load": ("beam_etl.loader.cli", "main",
+             "the tf.data loader on an output: images/s, a preview grid, a short training run"),
+    "verify": ("beam_etl.loader.verify", "main",
+               "check every file of an output against its manifest (exit 0: intact)"),
+    "sample-data": ("beam_etl.tools.sample_data", "main",
+                    "write a synthetic Oxford-IIIT-Pet-style dataset (with --defects, bad inputs too)"),
+}
+
+
+def usage() -> str:
+    width = max(len(name) for name in COMMANDS)
+    lines = ["usage: beam-etl COMMAND [--help | FLAGS]", "", "commands:"]
+    lines += [f"  {name:{width}s}  {text} (python -m {module})" for name, (module, _, text) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage(), file=sys.stdout if argv else sys.stderr)
+        return 0 if argv else 2
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"beam-etl: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    module, function, _ = COMMANDS[name]
+    result = getattr(importlib.import_module(module), function)(rest, prog=f"beam-etl {name}")
+    return result if isinstance(result, int) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
