@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export TF_CPP_MIN_LOG_LEVEL=2
+rm -rf demo/data  # the demo's own folder: written afresh each time
 .venv/bin/beam-etl sample-data --output demo/data --num_images 200 --seed 0 --defects
 .venv/bin/beam-etl preprocess --oxford_pets demo/data --output demo/out \
   --image_size 128 --augment_copies 1 --mask_values 1,2,3 --overwrite

@@ -57,9 +57,10 @@ def _on_local_dask_cluster(pipeline_options: PipelineOptions, workers: int):
 
 
 def summarize(manifest_dict: dict, seconds: float) -> str:
-    lines = [f"beam-etl: {manifest_dict['num_inputs']} inputs -> {manifest_dict['num_written']} written "
-             f"({manifest_dict['num_examples']} examples with augmentation), "
-             f"{manifest_dict['num_rejected']} rejected, in {seconds:.1f} s "
+    copies = manifest_dict["num_examples"] - manifest_dict["num_written"]
+    augmented = f" (+{copies} augmented copies: {manifest_dict['num_examples']} examples)" if copies else ""
+    lines = [f"beam-etl: {manifest_dict['num_inputs']} inputs -> {manifest_dict['num_written']} written"
+             f"{augmented}, {manifest_dict['num_rejected']} rejected, in {seconds:.1f} s "
              f"({manifest_dict['num_inputs'] / max(seconds, 1e-9):.1f} images/s)"]
     for split, info in manifest_dict["splits"].items():
         lines.append(f"  {split:5s} {info['num_examples']:8d} examples in {len(info['files'])} files "

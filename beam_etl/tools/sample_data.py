@@ -207,6 +207,11 @@ def main(argv: list[str] | None = None, prog: str = "python -m beam_etl.tools.sa
     args = parser.parse_args(argv)
     if args.num_images < 0:
         parser.error(f"argument --num_images: must be >= 0, got {args.num_images}")
+    if os.path.isdir(args.output) and os.listdir(args.output):
+        # its images would sit beside the new ones, and a job would read both
+        parser.error(f"argument --output: {args.output!r} is not empty; give a new or empty folder")
+    if os.path.exists(args.output) and not os.path.isdir(args.output):
+        parser.error(f"argument --output: {args.output!r} is a file, not a folder")
     summary = generate(args.output, args.num_images, args.seed, args.defects)
     print(f"wrote {summary['images']} images + {len(summary['defects'])} defects to {args.output} "
           f"(trainval {summary['trainval']}, test {summary['test']})")

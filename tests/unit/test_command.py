@@ -52,3 +52,23 @@ def test_sample_data_and_verify_through_the_command(tmp_path):
     assert len(list((tmp_path / "data" / "images").glob("*.jpg"))) == 3
     missing = _run("verify", str(tmp_path / "nothing"))
     assert missing.returncode == 2 and "manifest.json" in missing.stderr
+
+
+def test_sample_data_refuses_a_folder_that_holds_files(tmp_path, capsys):
+    (tmp_path / "old.jpg").write_bytes(b"x")
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["sample-data", "--output", str(tmp_path), "--num_images", "2"])
+    assert exited.value.code == 2 and "is not empty" in capsys.readouterr().err
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["old.jpg"]
+
+
+def test_the_summary_speaks_of_augmentation_only_when_there_is_some():
+    from beam_etl.beam import launch
+
+    manifest = {"num_inputs": 10, "num_written": 9, "num_examples": 9, "num_rejected": 1,
+                "splits": {"train": {"num_examples": 9, "files": ["a"], "bytes": 1}},
+                "rejected": {"by_reason": {"truncated": 1}}}
+    assert launch.summarize(manifest, 2.0).splitlines()[0] == (
+        "beam-etl: 10 inputs -> 9 written, 1 rejected, in 2.0 s (5.0 images/s)")
+    augmented = launch.summarize({**manifest, "num_examples": 27}, 2.0).splitlines()[0]
+    assert "9 written (+18 augmented copies: 27 examples), 1 rejected" in augmented
