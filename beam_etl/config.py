@@ -40,13 +40,6 @@ def positive_int(text):
     return value
 
 
-def non_negative_int(text):
-    value = int(text)
-    if value < 0:
-        raise ValueError("must be >= 0")
-    return value
-
-
 def finite_float(text):
     value = float(text)
     if not math.isfinite(value):

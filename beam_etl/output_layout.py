@@ -58,6 +58,11 @@ def is_index_name(name: str) -> bool:
     return _INDEX.fullmatch(name) is not None
 
 
+def is_indexed_or_schema(name: str) -> bool:
+    """A name the job writes since manifest format 3 (earlier outputs never had it)."""
+    return is_index_name(name) or name.split("/", 1)[0] == METADATA_DIR
+
+
 def is_job_file(name: str) -> bool:
     """Whether ``name`` (relative to ``--output``) is a name this job writes: a file a run would
     write or replace there, so one a run refuses to find beside it without ``--overwrite``."""

@@ -1,4 +1,4 @@
-"""TFRecord framing, written through Beam's FileSystems so any path (local, gs://) works.
+"""TFRecord framing, to any binary file handle (the sink's are Beam FileSystems', so any path).
 
 Each record is ``uint64 length, uint32 masked_crc32c(length), data, uint32 masked_crc32c(data)``,
 little-endian, as TensorFlow's ``TFRecordWriter`` writes it.

@@ -22,8 +22,11 @@ import sys
 def _one(argv) -> None:
     """One revision's figures, in the process that ``run_with`` starts: JSON on the last line."""
     # pylint: disable=import-outside-toplevel  # from the revision on PYTHONPATH
-    from beam_etl import loader
     from benchmarks.loader_throughput import images_per_second, records_only_dataset
+    try:
+        from beam_etl import loader
+    except ImportError:  # a revision from before the loader had its own package
+        from beam_etl import train_loader as loader
 
     output, batch_size, batches = argv[0], int(argv[1]), int(argv[2])
     dataset = loader.make_dataset(output, "train", batch_size, repeat=True, normalize_on_device=True)

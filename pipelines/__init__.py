@@ -1,1 +1,2 @@
-"""Runnable Beam jobs: thin launchers over the beam_etl library."""
+"""The commands: the Beam job's launcher (``preprocess``) and ``beam-etl`` (``cli``), thin over
+the beam_etl library."""

@@ -21,9 +21,9 @@ import os
 import signal
 
 from beam_etl.beam import filesystem, lease
-from beam_etl.output_layout import (INCOMPLETE_DIR, parse_manifest, JOURNAL, LEASE, MANIFEST, PREVIOUS_DIR, REJECTED_FILE,
-                                    STAGING_DIR, TRANSFORM_DIRS, is_index_name, is_job_file, is_shard_name,
-                                    join)
+from beam_etl.output_layout import (INCOMPLETE_DIR, JOURNAL, LEASE, MANIFEST, PREVIOUS_DIR, RAW_SCHEMA,
+                                    REJECTED_FILE, STAGING_DIR, TRANSFORM_DIRS, is_index_name, is_job_file,
+                                    is_shard_name, join, parse_manifest)
 
 CRASH_POINTS = ("after_lease", "before_commit", "old_manifest_out", "old_files_out", "new_files_in",
                 "manifest_in")
@@ -101,7 +101,7 @@ def check_output(output: str, overwrite: bool) -> None:
     if manifest is not None:
         owned = set(owned_files(output, manifest))
         strangers = [name for name in present
-                     if (is_shard_name(name) or is_index_name(name) or name == REJECTED_FILE)
+                     if (is_shard_name(name) or is_index_name(name) or name in (REJECTED_FILE, RAW_SCHEMA))
                      and name not in owned]
         if strangers:  # names this run may write, which it would then refuse to replace
             raise ValueError(f"--output {output!r} holds {_describe(strangers)}, which its "

@@ -91,7 +91,7 @@ def runs_here(pipeline_options: PipelineOptions) -> bool:
     DirectRunner's, and a Dask cluster this process started and has closed."""
     if pipeline_options.view_as(options.LaunchOptions).dask_local_workers:
         return True
-    return (runner_name(pipeline_options) or "DirectRunner") in options.IN_PROCESS_RUNNERS
+    return options.runner_kind(pipeline_options) in options.IN_PROCESS_RUNNERS
 
 
 def _refuse(error: Exception):

@@ -20,7 +20,9 @@ from beam_etl.beam import commit, filesystem
 from beam_etl.config import JobConfig
 from beam_etl.output_layout import MANIFEST, STAGING_DIR, TRANSFORM_DIRS, join, missing_manifest, parse_manifest
 
-FORMAT_VERSION = 2  # 2: "files" lists every file with bytes and crc32c; "run_id"
+# 2: "files" lists every file with bytes and crc32c; "run_id".
+# 3: the shards' record indexes (.tfrecord.idx) and metadata/schema.pbtxt.
+FORMAT_VERSION = 3
 
 # What WriteManifest is given, by kind: the job's inputs (records and source rejections, counted
 # here), and one report per shard, for the rejected list and for the statistics.

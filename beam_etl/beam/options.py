@@ -17,7 +17,7 @@ from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions
                                                   StandardOptions, TestOptions)
 
 from beam_etl import config as config_lib
-from beam_etl.beam import sources
+from beam_etl.beam import filesystem, sources
 from beam_etl.config import flag_type, positive_hours, positive_int
 
 
@@ -143,7 +143,7 @@ def parse_args(argv: list[str], prog: str | None = None,
     options = PipelineOptions(argv)
     try:
         check_runner_flags(options, flags)
-        unknown = _unknown_flags(options)
+        unknown = _unknown_arguments(options, argv)
         if unknown:
             raise ValueError(f"unrecognized arguments: {' '.join(unknown)}")
         job_config = to_config(flags)
@@ -160,18 +160,37 @@ def _unchanged(job_config, pipeline_options):
     return job_config
 
 
-def _unknown_flags(options: PipelineOptions) -> list[str]:
-    """The flags of ``options`` that no options class knows (call once the runner's own options
-    class is imported: it registers the runner's flags)."""
-    known = options.get_all_options()
-    return sorted(f"--{name}" for name in options.get_all_options(retain_unknown_options=True)
-                  if name not in known)
+def _unknown_arguments(options: PipelineOptions, argv: list[str]) -> list[str]:
+    """What in ``argv`` no options class knows: unknown flags, and words no flag takes (an
+    unquoted glob the shell expanded). Beam's own parser, with every options class (call once
+    the runner is loaded: it registers the runner's flags), is the one that decides."""
+    unknown = []
+
+    def parse(parser):
+        unknown.extend(parser.parse_known_args(argv)[1])
+
+    options.get_all_options(add_extra_args_fn=parse)
+    return unknown
 
 
 # Runners whose workers end with the launching process.
 IN_PROCESS_RUNNERS = {"DirectRunner", "SwitchingDirectRunner", "BundleBasedDirectRunner", "FnApiRunner",
                       "PrismRunner"}
 DASK_RUNNER = "beam_dask.DaskRunner"  # what --dask_local_workers runs on
+
+
+def runner_kind(options: PipelineOptions) -> str:
+    """The class name of the runner ``--runner`` names (``direct`` and the qualified name of the
+    DirectRunner are the DirectRunner too)."""
+    from apache_beam.runners import runner as runner_lib  # pylint: disable=import-outside-toplevel
+
+    name = options.view_as(StandardOptions).runner
+    if not name:
+        return "DirectRunner"
+    try:
+        return type(runner_lib.create_runner(name)).__name__
+    except (ValueError, ImportError, AttributeError):
+        return name
 
 
 def is_dry_run(options: PipelineOptions) -> bool:
@@ -186,20 +205,30 @@ def check_runner_flags(options: PipelineOptions, flags: argparse.Namespace) -> N
     from apache_beam.runners import runner as runner_lib
 
     name = options.view_as(StandardOptions).runner
+    flag = f"--runner {name!r}"
     if flags.dask_local_workers:
         if name:
             raise ValueError(f"--dask_local_workers runs on a cluster it starts: leave out --runner {name!r}")
-        name = DASK_RUNNER
+        name, flag = DASK_RUNNER, "--dask_local_workers"
+    runner = None
     if name:
         try:
-            runner_lib.create_runner(name)
-        except (ValueError, ImportError, AttributeError) as error:
-            hint = f" (for Dask: --runner {DASK_RUNNER})" if "dask" in name.lower() else ""
-            raise ValueError(f"--runner {name!r} is not a runner Beam knows{hint}: {error}") from None
-    standard = options.view_as(StandardOptions)
-    if standard.no_wait_until_finish and (standard.runner or "DirectRunner") in IN_PROCESS_RUNNERS:
-        raise ValueError(f"--no_wait_until_finish: the {standard.runner or 'DirectRunner'}'s job ends "
-                         "with this process, before it could finish; leave the flag out")
+            runner = runner_lib.create_runner(name)
+        except ImportError as error:
+            extra = " (pip install .[dask])" if "dask" in name.lower() else ""
+            raise ValueError(f"{flag}: its runner cannot be loaded{extra}: {error}") from None
+        except (ValueError, AttributeError) as error:
+            hint = f" (for Dask: --runner {DASK_RUNNER})" if name.lower().endswith("daskrunner") else ""
+            raise ValueError(f"{flag} is not a runner Beam knows{hint}: {error}") from None
+    if flags.dask_local_workers and options.get_all_options().get("address"):
+        raise ValueError("--dask_local_workers runs on a cluster it starts: leave out --dask_client_address")
+    kind = type(runner).__name__ if runner is not None else "DirectRunner"
+    if options.view_as(StandardOptions).no_wait_until_finish and (kind in IN_PROCESS_RUNNERS or flags.dask_local_workers):
+        raise ValueError(f"--no_wait_until_finish: the job ends with this process ({flag if name else 'the DirectRunner'}), "
+                         "before it could finish; leave the flag out")
+    if is_dry_run(options) and kind not in ("DataflowRunner", "TestDataflowRunner"):
+        raise ValueError(f"--dry_run builds a Dataflow job without running it; {kind} would run the job: "
+                         "give --runner DataflowRunner, or leave --dry_run out")
     workers = options.view_as(DirectOptions).direct_num_workers
     if workers is None or workers < 0:
         raise ValueError(f"--direct_num_workers must be 0 (one per core) or more, got {workers}")
@@ -215,7 +244,7 @@ def check_runner_flags(options: PipelineOptions, flags: argparse.Namespace) -> N
 def check_output_flag(output: str, statistics: bool) -> None:
     if "://" not in output and os.path.exists(output) and not os.path.isdir(output):
         raise ValueError(f"--output {output!r} is a file, not a folder")
-    if statistics and any(character in output for character in "*?["):
+    if statistics and any(character in output for character in filesystem.GLOB_CHARACTERS):
         # The job takes the path literally, but TensorFlow restores a SavedModel's variables by
         # file pattern: tf.Transform's graph could be written there and never loaded.
         raise ValueError(f"--output {output!r} holds a glob character (*, ? or [), and TensorFlow "

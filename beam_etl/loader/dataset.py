@@ -298,6 +298,3 @@ def distribute(strategy: tf.distribute.Strategy, data_dir: str, split: str, batc
     """The loader under ``strategy``: one input pipeline per worker, sharded by file."""
     return strategy.distribute_datasets_from_function(
         lambda context: make_dataset(data_dir, split, batch_size, input_context=context, **kwargs))
-
-
-# --- command line ------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Batched TensorFlow decoding of the records' image and mask bytes.
 
-Shared by the transform graph (:mod:`beam_etl.beam.statistics`) and the loader
+Shared by the transform graph (:mod:`beam_etl.loader.transform_graph`) and the loader
 (:mod:`beam_etl.loader.dataset`), so both see exactly the same pixels. ``image_info`` is the
 manifest's ``image`` entry: height, width, channels, format and mask_format. Every record in
 an output has that size and format, so raw bytes decode with one reshape of the whole batch

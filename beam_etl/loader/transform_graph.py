@@ -34,8 +34,8 @@ CLASS_NAMES = "class_names"  # TFT vocabulary file name
 IMAGE, MASK, LABEL = "image", "mask", "label"
 STATISTICS_PREFIX = "statistics/"
 NUM_MASK_VALUES = 256  # masks are uint8
-# Examples per record batch fed to the analyzers: 128 raw 128x128 images are 6 MB.
-# The record features the transform reads (a subset of the schema: no need to parse the rest).
+# The record features the transform reads. Its input signature is every raw feature (what a TFX
+# trainer parsing with metadata/schema.pbtxt passes); the loader parses and passes only these.
 RAW_FEATURES = (schema.IMAGE_ENCODED, schema.MASK_ENCODED, schema.CLASS_TEXT)
 
 
@@ -91,7 +91,7 @@ def make_preprocessing_fn(image_info: dict, mask_values: tuple[int, ...] | None)
         # x * (1/std) + (-mean/std), with the factors tiled to a whole image: broadcasting a
         # [3] vector over [B, H, W, 3] is several times slower in TensorFlow's kernels, and this
         # runs on every batch the loader reads. The [C] factors are outputs too: the loader's
-        # on-device normalization (train_loader.normalization_layer) applies exactly these.
+        # on-device normalization (loader.normalization_layer) applies exactly these.
         pixel_scale, pixel_offset = tf.cast(1.0 / std, tf.float32), tf.cast(-mean / std, tf.float32)
         scale, offset = per_pixel(pixel_scale), per_pixel(pixel_offset)
 

@@ -1,2 +1,2 @@
-"""The development tools: a sample-data generator and a small U-Net. Nothing in the library
-imports them."""
+"""The development tools: a sample-data generator and a small U-Net. Only the loader's command
+line imports one (the U-Net, for ``--train_steps``)."""

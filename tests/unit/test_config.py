@@ -107,3 +107,14 @@ def test_the_dask_runner_is_named_by_its_package_and_its_flags_are_known(capsys)
                                                              "--runner", "DaskRunner"])
     assert "--dask_local_workers" in _fail(capsys, ["--oxford_pets", "d", "--output", "o", "--runner",
                                                     "DirectRunner", "--dask_local_workers", "2"])
+
+
+@pytest.mark.parametrize("extra,named", [
+    (["--images", "a.jpg", "b.jpg", "--masks", "m.png"], "b.jpg"),  # an unquoted glob the shell expanded
+    (["--oxford_pets", "d", "-x", "1"], "-x"),
+    (["--oxford_pets", "d", "--dry_run=True"], "--dry_run"),  # only Dataflow builds without running
+    (["--oxford_pets", "d", "--runner", "direct", "--no_wait_until_finish"], "--no_wait_until_finish"),
+    (["--oxford_pets", "d", "--dask_local_workers", "2", "--dask_client_address", "h:1"], "--dask_client_address"),
+])
+def test_arguments_the_job_would_ignore_or_misuse_fail_at_launch(capsys, extra, named):
+    assert named in _fail(capsys, ["--output", "o", *extra])

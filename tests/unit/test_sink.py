@@ -2,6 +2,7 @@ import dataclasses
 import json
 
 import apache_beam as beam
+import pytest
 import google_crc32c
 import tensorflow as tf
 from apache_beam.testing.test_pipeline import TestPipeline
@@ -107,3 +108,21 @@ def test_shard_bytes_come_back_in_key_order_a_bounded_chunk_at_a_time(tmp_path, 
     ordered = list(sink._spilled_in_order(sorted(pointers), chunk_bytes=7))  # pylint: disable=protected-access
     assert ordered == [b"zero", b"one", b"two!", b"three"]
     assert reads == [2, 2]  # never more than ~7 bytes held: two pointers per chunk
+
+
+def test_a_stranger_where_the_job_writes_its_schema_or_an_index_is_refused_at_launch(tmp_path):
+    import json
+
+    from beam_etl.beam import commit
+
+    manifest = {"format_version": 2, "splits": {"train": {"files": ["train-00000-of-00001.tfrecord"]}},
+                "files": {"train-00000-of-00001.tfrecord": {"bytes": 0, "crc32c": "00000000"}}}
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    (tmp_path / "train-00000-of-00001.tfrecord").write_bytes(b"")
+    commit.check_output(str(tmp_path), overwrite=True)  # an earlier output, as listed: replaceable
+    for stranger in ("metadata/schema.pbtxt", "train-00000-of-00001.tfrecord.idx"):
+        (tmp_path / stranger).parent.mkdir(exist_ok=True)
+        (tmp_path / stranger).write_text("not the job's")
+        with pytest.raises(ValueError, match=stranger.replace(".", r"\.")):
+            commit.check_output(str(tmp_path), overwrite=True)
+        (tmp_path / stranger).unlink()
