@@ -283,7 +283,7 @@ def test_two_runs_started_together_leave_one_consistent_output(earlier, pets_dir
     (("--runner", "DirectRunnr"), "--runner 'DirectRunnr' is not a runner Beam knows"),
     (("--render_graph", "/no/such/folder/g.svg"), "--render_graph '/no/such/folder/g.svg': folder"),
     (("--lease_timeout_hours", "0"), "--lease_timeout_hours: invalid value '0'"),
-    (("--no_wait_until_finish",), "--no_wait_until_finish: the DirectRunner's job ends with this process"),
+    (("--no_wait_until_finish",), "--no_wait_until_finish: the job ends with this process (the DirectRunner)"),
     (("--image_size", "0"), "--image_size: invalid value '0'"),
 ])
 def test_wrong_flags_exit_2_naming_flag_and_value_before_anything_is_written(pets_dir, tmp_path, capsys,
