@@ -54,46 +54,23 @@ def positive_hours(text):
     return value
 
 
-def fraction(text):
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise ValueError("must be within [0, 1]")
-    return value
+def _within(cast, low, high, *, below_high: bool = False):
+    """A parser of ``cast(text)`` within ``[low, high]`` (``[low, high)`` with ``below_high``);
+    nan fails every comparison, so it is refused too."""
+    def parse(text):
+        value = cast(text)
+        if not (low <= value < high if below_high else low <= value <= high):
+            raise ValueError(f"must be within [{low:g}, {high:g}{')' if below_high else ']'}")
+        return value
+    return parse
 
 
-def fraction_below_one(text):
-    value = float(text)
-    if not 0.0 <= value < 1.0:  # (nan fails every comparison)
-        raise ValueError("must be within [0, 1)")
-    return value
-
-
-def jpeg_quality(text):
-    value = int(text)
-    if not 1 <= value <= 100:
-        raise ValueError("must be within [1, 100]")
-    return value
-
-
-def augment_copies(text):
-    value = int(text)
-    if not 0 <= value <= 100:
-        raise ValueError("must be within [0, 100]")
-    return value
-
-
-def num_shards(text):
-    value = int(text)
-    if not 1 <= value <= 99999:  # the shard names have five digits
-        raise ValueError("must be within [1, 99999]")
-    return value
-
-
-def shard_size_mb(text):
-    value = float(text)
-    if not MIN_SHARD_MB <= value <= MAX_SHARD_MB:  # also refuses nan
-        raise ValueError(f"must be within [{MIN_SHARD_MB:g}, {MAX_SHARD_MB:g}]")
-    return value
+fraction = _within(float, 0.0, 1.0)
+fraction_below_one = _within(float, 0.0, 1.0, below_high=True)
+jpeg_quality = _within(int, 1, 100)
+augment_copies = _within(int, 0, 100)
+num_shards = _within(int, 1, 99999)  # the shard names have five digits
+shard_size_mb = _within(float, MIN_SHARD_MB, MAX_SHARD_MB)
 
 
 def parse_image_size(text: str) -> tuple[int, int]:
@@ -251,6 +228,11 @@ class JobConfig:
     def mask_format(self) -> str:
         """Masks are always lossless: raw next to raw images, PNG otherwise."""
         return "raw" if self.image_format == "raw" else "png"
+
+    @property
+    def shard_bytes(self) -> int:
+        """``--shard_size_mb`` in bytes."""
+        return int(self.shard_size_mb * (1 << 20))
 
     def image_info(self) -> dict:
         """Size and encodings of every written record: the manifest's ``image`` entry."""

@@ -11,6 +11,7 @@ which Beam itself would only log and discard, fails.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 
 from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions,
@@ -102,25 +103,12 @@ class LaunchOptions(PipelineOptions):
 
 
 def to_config(flags: argparse.Namespace) -> config_lib.JobConfig:
-    """The job's flags, as parsed by :func:`parse_args`, as the validated settings."""
-    return config_lib.JobConfig(
-        output=flags.output,
-        **{name: value for kind in sources.SOURCE_KINDS for name, value in kind.config_fields(flags).items()},
-        image_size=tuple(flags.image_size),
-        image_format=flags.image_format,
-        jpeg_quality=flags.jpeg_quality,
-        max_pixels=flags.max_pixels,
-        mask_values=flags.mask_values,
-        augment_copies=flags.augment_copies,
-        seed=flags.seed,
-        val_fraction=flags.val_fraction,
-        split_fractions=tuple(flags.split_fractions),
-        num_shards=flags.num_shards,
-        shard_size_mb=flags.shard_size_mb,
-        max_reject_fraction=flags.max_reject_fraction,
-        overwrite=flags.overwrite,
-        statistics=flags.statistics,
-    )
+    """The job's flags, as parsed by :func:`parse_args`, as the validated settings: each source
+    kind's fields from its own flags, every other field from the flag of the same name."""
+    values = {name: value for kind in sources.SOURCE_KINDS for name, value in kind.config_fields(flags).items()}
+    values.update({field.name: getattr(flags, field.name) for field in dataclasses.fields(config_lib.JobConfig)
+                   if field.name not in values and hasattr(flags, field.name)})
+    return config_lib.JobConfig(**values)
 
 
 def _parser(prog: str | None, description: str | None) -> argparse.ArgumentParser:

@@ -19,8 +19,6 @@ from beam_etl.beam import manifest, sink, sources, statistics
 from beam_etl.beam.process_examples import ProcessExamples
 from beam_etl.config import JobConfig
 
-_MB = 1 << 20
-
 
 class Preprocess(beam.PTransform):
     """Applied to a pipeline's start; returns a one-element PCollection: the manifest dict,
@@ -41,7 +39,7 @@ class Preprocess(beam.PTransform):
         config = self._config
         records, source_rejected = pbegin | "ReadSources" >> sources.ReadSources(config)
         examples, rejected = records | "ProcessExamples" >> ProcessExamples(config)
-        shard_counts = records | "ShardCounts" >> sink.ShardCounts(config, int(config.shard_size_mb * _MB))
+        shard_counts = records | "ShardCounts" >> sink.ShardCounts(config, config.shard_bytes)
         reports = {  # each a PCollection of one kind of report (beam_etl.beam.manifest)
             manifest.INPUTS: (records, source_rejected) | "FlattenInputs" >> beam.Flatten(),
             manifest.SHARDS: examples | "WriteShards" >> sink.WriteShards(config.output, shard_counts),
