@@ -1,9 +1,10 @@
 """The job's validated settings: one frozen dataclass that every transform receives.
 
-Every value parser and every bound lives here, once: the flags' argparse types
-(:mod:`beam_etl.beam.options`) and :class:`JobConfig`'s own checks call the same functions, so
-a value is accepted from the command line exactly when it is accepted from code. No Beam
-import: the loader's command line uses the same parsers.
+Every value parser and every bound of the job's settings lives here, once: the flags' argparse
+types (:mod:`beam_etl.beam.options`) and :class:`JobConfig`'s own checks call the same
+functions, so a value is accepted from the command line exactly when it is accepted from code.
+(A kind of source keeps its own flags' parsers in its module, next to its ``Settings``.) No
+Beam import: the loader's command line uses the same parsers.
 """
 
 from __future__ import annotations
@@ -124,58 +125,13 @@ def parse_mask_values(text: str) -> tuple[int, ...]:
 
 
 @dataclasses.dataclass(frozen=True)
-class BigQueryColumns:
-    """Which column holds what; ``None`` for the optional ones the rows do not have."""
-
-    key: str = "key"
-    image: str = "image"
-    mask: str = "mask"
-    label: str | None = None
-    label_name: str | None = None
-    split: str | None = None
-
-    @staticmethod
-    def flag(role: str) -> str:
-        """The flag that names the column of ``role`` (a field name): ``--bigquery_key_column``."""
-        return f"--bigquery_{role}_column"
-
-    def named(self) -> list[tuple[str, str]]:
-        """``(role, column)`` for every column the rows must have."""
-        return [(field.name, getattr(self, field.name))
-                for field in dataclasses.fields(self) if getattr(self, field.name)]
-
-
-def parse_column_name(text: str) -> str:
-    """A BigQuery column name: letters, digits and underscores, not starting with a digit."""
-    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,299}", str(text)):
-        raise ValueError("expected a column name (letters, digits, underscores)")
-    return str(text)
-
-
-def parse_table_spec(text: str) -> str:
-    """``PROJECT:DATASET.TABLE``, ``PROJECT.DATASET.TABLE`` or ``DATASET.TABLE``, checked with
-    Beam's own parser; returns the ``PROJECT:DATASET.TABLE`` (or ``DATASET.TABLE``) form."""
-    from apache_beam.io.gcp import bigquery_tools  # pylint: disable=import-outside-toplevel  # keeps this module Beam-free
-
-    try:
-        reference = bigquery_tools.parse_table_reference(str(text).strip())
-    except ValueError:
-        raise ValueError(f"expected PROJECT:DATASET.TABLE or DATASET.TABLE, got {text!r}") from None
-    table = f"{reference.datasetId}.{reference.tableId}"
-    return f"{reference.projectId}:{table}" if reference.projectId else table
-
-
-@dataclasses.dataclass(frozen=True)
 class JobConfig:
     """Everything the transforms need to know, validated once at launch."""
 
     output: str
-    images: tuple[str, ...] = ()
-    masks: tuple[str, ...] = ()
-    oxford_pets: tuple[str, ...] = ()
-    bigquery_tables: tuple[str, ...] = ()
-    bigquery_queries: tuple[str, ...] = ()
-    bigquery_columns: BigQueryColumns = BigQueryColumns()
+    # One settings object per kind of source the run reads (each kind's ``Settings``, in
+    # :mod:`beam_etl.beam.sources`): frozen dataclasses with a ``splits(config)`` method.
+    sources: tuple = ()
     image_size: tuple[int, int] = (128, 128)
     image_format: str = "jpeg"
     jpeg_quality: int = 95
@@ -194,13 +150,11 @@ class JobConfig:
     def __post_init__(self):
         if not self.output:
             raise ValueError("--output is required")
-        if len(self.images) != len(self.masks):
-            raise ValueError(
-                f"--images and --masks come in pairs, got {len(self.images)} --images "
-                f"{list(self.images)} and {len(self.masks)} --masks {list(self.masks)}")
-        if not (self.images or self.oxford_pets or self.bigquery_tables or self.bigquery_queries):
-            raise ValueError("give at least one source: --images/--masks, --oxford_pets, "
-                             "--bigquery_table or --bigquery_query")
+        if not self.sources:
+            raise ValueError("give at least one source")
+        kinds = [type(settings) for settings in self.sources]
+        if len(set(kinds)) != len(kinds):
+            raise ValueError(f"one settings object per kind of source, got {list(self.sources)}")
         if self.image_format not in IMAGE_FORMATS:
             raise ValueError(f"--image_format must be one of {IMAGE_FORMATS}, got {self.image_format!r}")
         for name, check in BOUNDS.items():
@@ -216,12 +170,8 @@ class JobConfig:
     def splits(self) -> tuple[str, ...]:
         """Every split this run may write: each gets its files, even if empty."""
         names = {name for name, fraction in self.split_fractions if fraction > 0}
-        if self.oxford_pets:
-            names.update({"train", "test"})
-            if self.val_fraction > 0:
-                names.add("val")
-        if (self.bigquery_tables or self.bigquery_queries) and self.bigquery_columns.split:
-            names.update(SPLITS)  # the rows say, and may say any
+        for settings in self.sources:
+            names.update(settings.splits(self))  # the splits a source's inputs name themselves
         return tuple(name for name in SPLITS if name in names)
 
     @property
@@ -240,9 +190,21 @@ class JobConfig:
         return {"height": height, "width": width, "channels": schema.CHANNELS,
                 "format": self.image_format, "mask_format": self.mask_format}
 
+    def source(self, settings_type):
+        """This run's settings of one kind of source, or None when it reads none of that kind."""
+        return next((settings for settings in self.sources if isinstance(settings, settings_type)), None)
+
     def flags(self) -> dict:
-        """The settings as JSON-ready values, for the manifest."""
-        return json_ready(dataclasses.asdict(self))
+        """The settings as JSON-ready values, for the manifest: each source's fields among the
+        others, as its flags are."""
+        values = {}
+        for name, value in dataclasses.asdict(self).items():
+            if name == "sources":
+                for settings in value:
+                    values.update(settings)
+            else:
+                values[name] = value
+        return json_ready(values)
 
 
 # The bound of each numeric setting: the flag's argparse type, and checked again by JobConfig

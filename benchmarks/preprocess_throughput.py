@@ -28,6 +28,7 @@ from beam_etl import schema, tfrecord
 from beam_etl.image import augmentation, decoding, encoding
 from beam_etl.image import chain as process
 from beam_etl.image import resizing
+from beam_etl.beam.sources import files
 from beam_etl.config import JobConfig
 from beam_etl.hashing import rng_for
 from beam_etl.elements import SourceRecord
@@ -79,7 +80,7 @@ def run_job(directory: str, size: int, workers: int, output: str) -> float:
 # --- per-stage breakdown ------------------------------------------------------------------
 
 def stage_breakdown(records, size: int, image_format: str, workdir: str) -> dict[str, float]:
-    config = JobConfig(output=workdir, images=("x",), masks=("y",), image_size=(size, size),
+    config = JobConfig(output=workdir, sources=(files.Settings(("x",), ("y",)),), image_size=(size, size),
                        image_format=image_format)
     hint = process.decode_size_hint(config)
     totals = dict.fromkeys(("read", "decode image", "decode mask", "resize", "augment", "encode",
@@ -165,7 +166,7 @@ def main(argv=None) -> None:
         print(f"{len(records)} images (sample_data, seed 0), {args.workers} workers, raw records")
         print(f"{'size':>5} {'job img/s':>10} {'pool img/s':>11} {'ratio':>6} {'job start-up s':>15} {'pool start-up s':>16}")
         for size in [] if args.chain_only else sizes:
-            config = JobConfig(output=work, images=("x",), masks=("y",), image_size=(size, size), image_format="raw")
+            config = JobConfig(output=work, sources=(files.Settings(("x",), ("y",)),), image_size=(size, size), image_format="raw")
             times = {}
             for n in (small, len(records)):
                 # The fastest of several runs: noise on a shared machine only ever adds time.

@@ -27,6 +27,7 @@ import google_crc32c
 from beam_etl import tfrecord
 from beam_etl.beam import commit, lease
 from beam_etl.image import chain as process
+from beam_etl.beam.sources import files
 from beam_etl.config import JobConfig
 from beam_etl.output_layout import STAGING_DIR, join, shard_name
 from benchmarks.common import ensure_dataset
@@ -95,7 +96,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--data", default="/tmp/beam_etl_bench/data")
     args = parser.parse_args(argv)
     records = ensure_dataset(args.data, args.num_images)
-    config = JobConfig(output="unused", images=("x",), masks=("y",), image_size=(128, 128))
+    config = JobConfig(output="unused", sources=(files.Settings(("x",), ("y",)),), image_size=(128, 128))
     figures = per_image(records, config)
     with tempfile.TemporaryDirectory() as work:
         figures.update(per_run(work, args.files, 1 << 20))

@@ -102,13 +102,22 @@ class LaunchOptions(PipelineOptions):
             help="A lease older than this counts as stale (for runs on other hosts). Default 48.")
 
 
-def to_config(flags: argparse.Namespace) -> config_lib.JobConfig:
+def to_config(flags: argparse.Namespace, pipeline_options: PipelineOptions | None = None) -> config_lib.JobConfig:
     """The job's flags, as parsed by :func:`parse_args`, as the validated settings: each source
-    kind's fields from its own flags, every other field from the flag of the same name."""
-    values = {name: value for kind in sources.SOURCE_KINDS for name, value in kind.config_fields(flags).items()}
-    values.update({field.name: getattr(flags, field.name) for field in dataclasses.fields(config_lib.JobConfig)
-                   if field.name not in values and hasattr(flags, field.name)})
-    return config_lib.JobConfig(**values)
+    kind's settings from its own flags (completed from Beam's, such as ``--project``, when
+    ``pipeline_options`` are given), every other field from the flag of the same name."""
+    settings = []
+    for kind in sources.SOURCE_KINDS:
+        kind_settings = kind.settings(flags)
+        if kind_settings is not None and pipeline_options is not None and hasattr(kind, "with_pipeline_options"):
+            kind_settings = kind.with_pipeline_options(kind_settings, pipeline_options)
+        if kind_settings is not None:
+            settings.append(kind_settings)
+    if not settings:
+        raise ValueError("give at least one source: " + ", ".join(kind.FLAGS for kind in sources.SOURCE_KINDS))
+    values = {field.name: getattr(flags, field.name) for field in dataclasses.fields(config_lib.JobConfig)
+              if hasattr(flags, field.name)}
+    return config_lib.JobConfig(**values, sources=tuple(settings))
 
 
 def _parser(prog: str | None, description: str | None) -> argparse.ArgumentParser:
@@ -134,18 +143,11 @@ def parse_args(argv: list[str], prog: str | None = None,
         unknown = _unknown_arguments(options, argv)
         if unknown:
             raise ValueError(f"unrecognized arguments: {' '.join(unknown)}")
-        job_config = to_config(flags)
-        for kind in sources.SOURCE_KINDS:  # settings that need Beam's own flags (--project)
-            job_config = getattr(kind, "with_pipeline_options", _unchanged)(job_config, options)
+        job_config = to_config(flags, options)
         check_output_flag(job_config.output, job_config.statistics)
     except ValueError as error:
         parser.error(str(error))
     return job_config, options
-
-
-def _unchanged(job_config, pipeline_options):
-    del pipeline_options
-    return job_config
 
 
 def _unknown_arguments(options: PipelineOptions, argv: list[str]) -> list[str]:

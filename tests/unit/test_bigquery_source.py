@@ -5,8 +5,8 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from beam_etl.beam.sources.bigquery import _RowToRecordFn
-from beam_etl.config import BigQueryColumns, JobConfig, parse_table_spec
+from beam_etl.beam.sources.bigquery import BigQueryColumns, Settings, _RowToRecordFn, parse_table_spec
+from beam_etl.config import JobConfig
 from beam_etl.beam.options import parse_args
 from beam_etl.elements import Rejection, SourceRecord
 
@@ -37,7 +37,7 @@ def test_bad_table_flag_fails_at_once_naming_flag_and_value(capsys):
 
 def test_project_completes_a_table_spec_and_is_needed_for_queries(capsys):
     config, _ = parse_args(["--bigquery_table", "pets.images", "--project", "p-1", "--output", "o"])
-    assert config.bigquery_tables == ("p-1:pets.images",)
+    assert config.source(Settings).bigquery_tables == ("p-1:pets.images",)
     with pytest.raises(SystemExit):
         parse_args(["--bigquery_query", "SELECT 1", "--output", "o"])
     assert "--bigquery_query runs as a BigQuery job: give --project" in capsys.readouterr().err
@@ -46,9 +46,10 @@ def test_project_completes_a_table_spec_and_is_needed_for_queries(capsys):
 def test_column_flags_reach_the_config():
     config, _ = parse_args(["--bigquery_table", "p-1:d.t", "--output", "o", "--bigquery_key_column",
                             "id", "--bigquery_split_column", "fold"])
-    assert config.bigquery_columns == BigQueryColumns(key="id", split="fold")
+    assert config.source(Settings).bigquery_columns == BigQueryColumns(key="id", split="fold")
     assert config.splits == ("train", "val", "test")  # a split column may name any split
-    assert JobConfig(output="o", bigquery_tables=("p-1:d.t",)).splits == ("train", "val", "test")
+    assert JobConfig(output="o", sources=(Settings(("p-1:d.t",)),),
+                     split_fractions=(("train", 1.0),)).splits == ("train",)
 
 
 

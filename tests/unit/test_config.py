@@ -2,6 +2,7 @@ import pytest
 
 from beam_etl import config as config_lib
 from beam_etl.beam import options
+from beam_etl.beam.sources import files, oxford
 
 
 def test_image_size_forms():
@@ -28,9 +29,9 @@ def test_mask_values():
 
 
 def test_splits_of_a_run():
-    oxford = config_lib.JobConfig(output="o", oxford_pets=("r",), split_fractions=(("train", 1.0),))
-    assert oxford.splits == ("train", "val", "test")
-    globs = config_lib.JobConfig(output="o", images=("a",), masks=("b",),
+    pets = config_lib.JobConfig(output="o", sources=(oxford.Settings(("r",)),), split_fractions=(("train", 1.0),))
+    assert pets.splits == ("train", "val", "test")
+    globs = config_lib.JobConfig(output="o", sources=(files.Settings(("a",), ("b",)),),
                                  split_fractions=(("train", 0.9), ("val", 0.0), ("test", 0.1)))
     assert globs.splits == ("train", "test")
 
@@ -66,7 +67,7 @@ def test_beam_flags_pass_through():
     job, pipeline_options = options.parse_args(
         ["--oxford_pets", "d", "--output", "o", "--image_size", "64x96", "--runner", "DirectRunner",
          "--direct_num_workers", "2", "--augment_copies", "2"])
-    assert job.image_size == (64, 96) and job.augment_copies == 2 and job.oxford_pets == ("d",)
+    assert job.image_size == (64, 96) and job.augment_copies == 2 and job.source(oxford.Settings) == oxford.Settings(("d",))
     assert pipeline_options.get_all_options()["direct_num_workers"] == 2
 
 
@@ -96,7 +97,7 @@ def test_a_bound_is_one_function_for_the_flag_and_for_code(capsys, name, good, b
     assert flag in err and bad in err
     value = type(getattr(job, name))(float(bad))
     with pytest.raises(ValueError, match=f"^{flag} "):
-        config_lib.JobConfig(output="o", oxford_pets=("d",), **{name: value})
+        config_lib.JobConfig(output="o", sources=(oxford.Settings(("d",)),), **{name: value})
 
 
 def test_the_dask_runner_is_named_by_its_package_and_its_flags_are_known(capsys):

@@ -8,6 +8,7 @@ import tensorflow as tf
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
+from beam_etl.beam.sources import oxford
 from beam_etl.config import JobConfig
 from beam_etl.elements import EncodedExample, Rejection, SourceRecord
 from beam_etl.beam.sink import ShardCounts, WriteRejected, WriteShards, expected_record_bytes
@@ -60,7 +61,7 @@ def test_fixed_shards_hold_every_example_sorted_and_empty_splits_get_files(tmp_p
 def test_shard_counts_from_inputs_and_target_size():
     records = [SourceRecord(key=f"k{i}", image_uri="i", mask_uri="m", split="train") for i in range(100)]
     records += [SourceRecord(key=f"t{i}", image_uri="i", mask_uri="m", split="test") for i in range(10)]
-    config = JobConfig(output="o", oxford_pets=("r",), image_size=(100, 100), image_format="raw",
+    config = JobConfig(output="o", sources=(oxford.Settings(("r",)),), image_size=(100, 100), image_format="raw",
                        augment_copies=1)
     record_bytes = expected_record_bytes(config)  # 100 * 100 * 4 + 512
     assert record_bytes == 40512

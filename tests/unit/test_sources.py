@@ -1,3 +1,7 @@
+import csv
+import dataclasses
+import os
+
 import apache_beam as beam
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
@@ -5,7 +9,9 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from beam_etl.config import JobConfig
 from beam_etl.elements import SourceRecord
-from beam_etl.beam.sources import ReadSources, check_sources
+from beam_etl.beam import options, sources
+from beam_etl.beam.sources import ReadSources, check_sources, files, oxford
+from beam_etl.beam.sources.pairing import RECORD, tag
 from beam_etl.beam.sources.files import ReadImageMaskPairs
 from beam_etl.beam.sources.oxford import parse_oxford_list
 
@@ -38,7 +44,7 @@ def test_oxford_lists_give_labels_and_splits(tmp_path):
     unlisted_mask = _touch(root / "annotations" / "trimaps" / "pug_9.png")
     _touch(root / "annotations" / "trainval.txt", b"#Image CLASS-ID SPECIES BREED ID\nAbyssinian_1 1 1 1\n")
     _touch(root / "annotations" / "test.txt", b"beagle_4 5 2 4\n")
-    config = JobConfig(output=str(tmp_path / "out"), oxford_pets=(str(root),))
+    config = JobConfig(output=str(tmp_path / "out"), sources=(oxford.Settings((str(root),)),))
     with TestPipeline() as p:
         records, rejected = p | ReadSources(config)
         assert_that(records, equal_to([
@@ -54,8 +60,9 @@ def test_same_key_from_two_sources_is_kept_once(tmp_path):
     first_mask = _touch(tmp_path / "one" / "a.png")
     second = _touch(tmp_path / "two" / "a.jpg")
     _touch(tmp_path / "two" / "a.png")
-    config = JobConfig(output="o", images=(str(tmp_path / "one" / "*.jpg"), str(tmp_path / "two" / "*.jpg")),
-                       masks=(str(tmp_path / "one" / "*.png"), str(tmp_path / "two" / "*.png")))
+    config = JobConfig(output="o", sources=(files.Settings(
+        images=(str(tmp_path / "one" / "*.jpg"), str(tmp_path / "two" / "*.jpg")),
+        masks=(str(tmp_path / "one" / "*.png"), str(tmp_path / "two" / "*.png"))),))
     with TestPipeline() as p:
         records, rejected = p | ReadSources(config)
         assert_that(records, equal_to([SourceRecord(key="a", image_uri=first, mask_uri=first_mask, split="train")]))
@@ -64,7 +71,8 @@ def test_same_key_from_two_sources_is_kept_once(tmp_path):
 
 
 def test_glob_matching_nothing_is_an_error_naming_it(tmp_path):
-    config = JobConfig(output="o", images=(str(tmp_path / "nothing" / "*.jpg"),), masks=(str(tmp_path / "*.png"),))
+    config = JobConfig(output="o", sources=(files.Settings(images=(str(tmp_path / "nothing" / "*.jpg"),),
+                                                    masks=(str(tmp_path / "*.png"),)),))
     with pytest.raises(ValueError, match=r"--images .*nothing.*matches no file"):
         check_sources(config)
 
@@ -80,14 +88,16 @@ def test_oxford_list_parsing():
 
 def test_the_generic_steps_know_no_kind_of_source():
     # Adding a kind of source is a module in beam_etl/beam/sources/ and one line in
-    # SOURCE_KINDS: the registry, the pairing and the flag parser name no kind themselves.
+    # SOURCE_KINDS: the registry, the pairing, the flag parser and the settings name no kind
+    # themselves.
     import ast
     import pathlib
 
-    from beam_etl.beam import sources
+    from beam_etl import config
 
     root = pathlib.Path(sources.__file__).parent
-    for path in (root / "__init__.py", root / "pairing.py", root.parent / "options.py"):
+    for path in (root / "__init__.py", root / "pairing.py", root.parent / "options.py",
+                 pathlib.Path(config.__file__)):
         tree = ast.parse(path.read_text())
         registry = [node for node in tree.body if isinstance(node, (ast.Assign, ast.ImportFrom))
                     and "SOURCE_KINDS" in ast.unparse(node) or isinstance(node, ast.ImportFrom)
@@ -110,4 +120,75 @@ def test_the_generic_steps_know_no_kind_of_source():
     kinds = [kind.__name__.rsplit(".", 1)[1] for kind in sources.SOURCE_KINDS]
     assert kinds == ["files", "oxford", "bigquery"]
     for kind in sources.SOURCE_KINDS:
-        assert callable(kind.add_flags) and callable(kind.config_fields) and callable(kind.from_config)
+        assert callable(kind.add_flags) and callable(kind.settings) and callable(kind.from_config)
+        assert dataclasses.is_dataclass(kind.Settings) and callable(kind.Settings.splits) and kind.FLAGS
+
+
+@dataclasses.dataclass(frozen=True)
+class _UriListSettings:
+    uri_lists: tuple[str, ...] = ()
+
+    def splits(self, config):
+        del config
+        return ("test",)  # every row of a list names its split; these name test
+
+
+class _UriListSource:
+    """A CSV of ``key,image_uri,mask_uri`` rows, all in the test split."""
+
+    def __init__(self, path, index):
+        self.path, self.label = path, f"ReadUriList{index}"
+
+    def check(self, pipeline_options=None):
+        if not os.path.exists(self.path):
+            raise ValueError(f"--uri_list {self.path!r} does not exist")
+
+    def entries(self, pbegin, source_index):
+        def records(path):
+            with open(path, encoding="utf-8") as lines:
+                for key, image, mask in csv.reader(lines):
+                    yield SourceRecord(key=key, image_uri=image, mask_uri=mask, split="test")
+        rows = pbegin | "List" >> beam.Create([self.path]) | "Rows" >> beam.FlatMap(records)
+        return [tag(rows | "ByKey" >> beam.Map(lambda r: (r.key, r)), "TagRows", source_index, RECORD)], []
+
+
+class _UriListKind:
+    """A kind of source written outside the package: module-like, as SOURCE_KINDS expects."""
+
+    Settings = _UriListSettings
+    FLAGS = "--uri_list"
+
+    @staticmethod
+    def add_flags(parser, group):
+        del parser
+        group.add_argument("--uri_list", action="append", default=None, metavar="CSV")
+
+    @staticmethod
+    def settings(flags):
+        return _UriListSettings(tuple(flags.uri_list)) if flags.uri_list else None
+
+    @staticmethod
+    def from_config(config):
+        settings = config.source(_UriListSettings)
+        return [_UriListSource(path, i) for i, path in enumerate(settings.uri_lists)] if settings else []
+
+
+def test_a_new_kind_of_source_is_its_module_and_one_line_of_registration(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(sources, "SOURCE_KINDS", (*sources.SOURCE_KINDS, _UriListKind))
+    listing = tmp_path / "pets.csv"
+    listing.write_text("b,/d/b.jpg,/d/b.png\na,/d/a.jpg,/d/a.png\n", encoding="utf-8")
+    config, _ = options.parse_args(["--uri_list", str(listing), "--output", str(tmp_path / "out"),
+                                    "--split_fractions", "train=1"])
+    assert config.source(_UriListSettings) == _UriListSettings((str(listing),))
+    assert config.splits == ("train", "test")
+    assert config.flags()["uri_lists"] == [str(listing)]
+    check_sources(config)
+    with TestPipeline() as p:
+        records, rejected = p | ReadSources(config)
+        assert_that(records, equal_to([SourceRecord(key="a", image_uri="/d/a.jpg", mask_uri="/d/a.png", split="test"),
+                                       SourceRecord(key="b", image_uri="/d/b.jpg", mask_uri="/d/b.png", split="test")]))
+        assert_that(rejected, equal_to([]), label="NoneRejected")
+    with pytest.raises(SystemExit):
+        options.parse_args(["--output", "o"])
+    assert "give at least one source: --images/--masks, --oxford_pets, " \
+           "--bigquery_table or --bigquery_query, --uri_list" in capsys.readouterr().err

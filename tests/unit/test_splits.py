@@ -1,11 +1,12 @@
 import collections
 
+from beam_etl.beam.sources import oxford
 from beam_etl.config import JobConfig
 from beam_etl.splits import TRAINVAL, assign_split
 
 
 def _config(**kwargs):
-    return JobConfig(output="o", oxford_pets=("r",), **kwargs)
+    return JobConfig(output="o", sources=(oxford.Settings(("r",)),), **kwargs)
 
 
 def test_fractions_are_honoured_and_stable():

@@ -2,13 +2,19 @@
 
 A kind of source is one module here, registered by one line in :data:`SOURCE_KINDS`, with
 
+- ``Settings``: a frozen dataclass of what its flags say, which travels to every worker inside
+  :attr:`JobConfig.sources <beam_etl.config.JobConfig>`; its fields are named like its flags
+  (the manifest lists them among the others), its ``__post_init__`` raises a ValueError naming
+  the flag, and ``splits(config)`` names the splits its inputs choose themselves (``()`` when
+  ``--split_fractions`` decides);
+- ``FLAGS``: how the "give at least one source" error names it;
 - ``add_flags(parser, group)``: its flags (``group``: the "sources" group of ``--help``);
-- ``config_fields(flags)``: the :class:`~beam_etl.config.JobConfig` fields its flags set (a new
-  kind adds its fields to ``JobConfig``, the settings every worker receives, and, if its
-  inputs carry splits, to ``JobConfig.splits``);
-- ``from_config(config)``: its sources for a run (none when the run names none);
-- optionally ``with_pipeline_options(config, pipeline_options)``: the settings, completed
+- ``settings(flags)``: its ``Settings`` from the parsed flags, or None when the run names none;
+- ``from_config(config)``: its sources for a run (none when ``config.source(Settings)`` is None);
+- optionally ``with_pipeline_options(settings, pipeline_options)``: the settings, completed
   from Beam's own flags (BigQuery's ``--project``), or a ValueError naming the flag.
+
+Adding a kind is its module and one line in :data:`SOURCE_KINDS`; nothing else changes.
 
 Each source object has
 

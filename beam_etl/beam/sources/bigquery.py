@@ -20,18 +20,76 @@ or a column of the wrong type, is a configuration error and fails the job with t
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import apache_beam as beam
+from apache_beam.io.gcp import bigquery_tools
 from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import GoogleCloudOptions
 
-from beam_etl.config import SPLITS, BigQueryColumns, flag_type, parse_column_name, parse_table_spec
+from beam_etl.config import SPLITS, flag_type
 from beam_etl.elements import UNKNOWN_LABEL, Rejection, SourceRecord
 from beam_etl.beam.rejections import SplitRejections
 from beam_etl.beam.sources.pairing import RECORD, tag
 from beam_etl.splits import TRAINVAL
 
 SOURCE_SPLITS = (*SPLITS, TRAINVAL)
+
+
+def parse_column_name(text: str) -> str:
+    """A BigQuery column name: letters, digits and underscores, not starting with a digit."""
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,299}", str(text)):
+        raise ValueError("expected a column name (letters, digits, underscores)")
+    return str(text)
+
+
+def parse_table_spec(text: str) -> str:
+    """``PROJECT:DATASET.TABLE``, ``PROJECT.DATASET.TABLE`` or ``DATASET.TABLE``, checked with
+    Beam's own parser; returns the ``PROJECT:DATASET.TABLE`` (or ``DATASET.TABLE``) form."""
+    try:
+        reference = bigquery_tools.parse_table_reference(str(text).strip())
+    except ValueError:
+        raise ValueError(f"expected PROJECT:DATASET.TABLE or DATASET.TABLE, got {text!r}") from None
+    table = f"{reference.datasetId}.{reference.tableId}"
+    return f"{reference.projectId}:{table}" if reference.projectId else table
+
+
+@dataclasses.dataclass(frozen=True)
+class BigQueryColumns:
+    """Which column holds what; ``None`` for the optional ones the rows do not have."""
+
+    key: str = "key"
+    image: str = "image"
+    mask: str = "mask"
+    label: str | None = None
+    label_name: str | None = None
+    split: str | None = None
+
+    @staticmethod
+    def flag(role: str) -> str:
+        """The flag that names the column of ``role`` (a field name): ``--bigquery_key_column``."""
+        return f"--bigquery_{role}_column"
+
+    def named(self) -> list[tuple[str, str]]:
+        """``(role, column)`` for every column the rows must have."""
+        return [(field.name, getattr(self, field.name))
+                for field in dataclasses.fields(self) if getattr(self, field.name)]
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """``--bigquery_table``, ``--bigquery_query`` and the ``--bigquery_*_column`` flags."""
+
+    bigquery_tables: tuple[str, ...] = ()
+    bigquery_queries: tuple[str, ...] = ()
+    bigquery_columns: BigQueryColumns = BigQueryColumns()
+
+    def splits(self, config) -> tuple[str, ...]:
+        del config
+        return SPLITS if self.bigquery_columns.split else ()  # the rows say, and may say any
+
+
+FLAGS = "--bigquery_table or --bigquery_query"
 
 
 # The BigQuery types each column may have (legacy names as the tables API reports them).
@@ -196,11 +254,14 @@ class ReadBigQueryRows(beam.PTransform):
 
 
 def from_config(config) -> list[ReadBigQueryRows]:
-    columns = config.bigquery_columns
+    settings = config.source(Settings)
+    if settings is None:
+        return []
+    columns = settings.bigquery_columns
     return ([ReadBigQueryRows(columns, table=table, index=index)
-             for index, table in enumerate(config.bigquery_tables)]
+             for index, table in enumerate(settings.bigquery_tables)]
             + [ReadBigQueryRows(columns, query=query, query_index=index, index=index)
-               for index, query in enumerate(config.bigquery_queries)])
+               for index, query in enumerate(settings.bigquery_queries)])
 
 
 _COLUMN_HELP = {
@@ -233,27 +294,28 @@ def add_flags(parser, group) -> None:
             help=_COLUMN_HELP[field.name] + (f" Default {default!r}." if default else " Default: none."))
 
 
-def config_fields(flags) -> dict:
-    return {
-        "bigquery_tables": tuple(flags.bigquery_table or ()),
-        "bigquery_queries": tuple(flags.bigquery_query or ()),
-        "bigquery_columns": BigQueryColumns(**{
+def settings(flags) -> Settings | None:
+    if not (flags.bigquery_table or flags.bigquery_query):
+        return None
+    return Settings(
+        bigquery_tables=tuple(flags.bigquery_table or ()),
+        bigquery_queries=tuple(flags.bigquery_query or ()),
+        bigquery_columns=BigQueryColumns(**{
             field.name: getattr(flags, f"bigquery_{field.name}_column") or None
-            for field in dataclasses.fields(BigQueryColumns)}),
-    }
+            for field in dataclasses.fields(BigQueryColumns)}))
 
 
-def with_pipeline_options(job_config, pipeline_options):
+def with_pipeline_options(settings: Settings, pipeline_options) -> Settings:
     """Table specs without a project get ``--project``; queries need one to run in."""
     project = pipeline_options.view_as(GoogleCloudOptions).project
     tables = []
-    for table in job_config.bigquery_tables:
+    for table in settings.bigquery_tables:
         if ":" not in table:
             if not project:
                 raise ValueError(f"--bigquery_table {table!r} names no project: give "
                                  f"PROJECT:DATASET.TABLE or --project")
             table = f"{project}:{table}"
         tables.append(table)
-    if job_config.bigquery_queries and not project:
+    if settings.bigquery_queries and not project:
         raise ValueError("--bigquery_query runs as a BigQuery job: give --project")
-    return dataclasses.replace(job_config, bigquery_tables=tuple(tables))
+    return dataclasses.replace(settings, bigquery_tables=tuple(tables))

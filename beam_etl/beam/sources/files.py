@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import apache_beam as beam
 
 from beam_etl.beam.sources.pairing import IMAGE, MASK, MatchByStem, PairAndDedup, check_glob, tag
@@ -29,9 +31,33 @@ class ReadImageMaskPairs(beam.PTransform):
         return self.entries(pbegin)[0] | "FlattenEntries" >> beam.Flatten() | "Pair" >> PairAndDedup()
 
 
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """``--images`` and ``--masks``: globs that pair up in the order given."""
+
+    images: tuple[str, ...] = ()
+    masks: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if len(self.images) != len(self.masks):
+            raise ValueError(
+                f"--images and --masks come in pairs, got {len(self.images)} --images "
+                f"{list(self.images)} and {len(self.masks)} --masks {list(self.masks)}")
+
+    def splits(self, config) -> tuple[str, ...]:
+        del config
+        return ()  # --split_fractions decides
+
+
+FLAGS = "--images/--masks"
+
+
 def from_config(config) -> list[ReadImageMaskPairs]:
+    settings = config.source(Settings)
+    if settings is None:
+        return []
     return [ReadImageMaskPairs(images, masks, index)
-            for index, (images, masks) in enumerate(zip(config.images, config.masks))]
+            for index, (images, masks) in enumerate(zip(settings.images, settings.masks))]
 
 
 def add_flags(parser, group) -> None:
@@ -45,5 +71,7 @@ def add_flags(parser, group) -> None:
         help="Glob of segmentation masks (single-channel or palette PNG).")
 
 
-def config_fields(flags) -> dict:
-    return {"images": tuple(flags.images or ()), "masks": tuple(flags.masks or ())}
+def settings(flags) -> Settings | None:
+    if not (flags.images or flags.masks):
+        return None
+    return Settings(images=tuple(flags.images or ()), masks=tuple(flags.masks or ()))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import posixpath
 
 import apache_beam as beam
@@ -89,8 +90,25 @@ class ReadOxfordPets(beam.PTransform):
         return self.entries(pbegin)[0] | "FlattenEntries" >> beam.Flatten() | "Pair" >> PairAndDedup()
 
 
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """``--oxford_pets``: dataset roots in the Oxford-IIIT Pet layout."""
+
+    oxford_pets: tuple[str, ...] = ()
+
+    def splits(self, config) -> tuple[str, ...]:
+        """The lists name train (trainval) and test; val is cut from trainval."""
+        return ("train", "val", "test") if config.val_fraction > 0 else ("train", "test")
+
+
+FLAGS = "--oxford_pets"
+
+
 def from_config(config) -> list[ReadOxfordPets]:
-    return [ReadOxfordPets(root, index) for index, root in enumerate(config.oxford_pets)]
+    settings = config.source(Settings)
+    if settings is None:
+        return []
+    return [ReadOxfordPets(root, index) for index, root in enumerate(settings.oxford_pets)]
 
 
 def add_flags(parser, group) -> None:
@@ -101,5 +119,5 @@ def add_flags(parser, group) -> None:
              "annotations/trimaps/*.png, annotations/{trainval,test}.txt give labels and splits.")
 
 
-def config_fields(flags) -> dict:
-    return {"oxford_pets": tuple(flags.oxford_pets or ())}
+def settings(flags) -> Settings | None:
+    return Settings(oxford_pets=tuple(flags.oxford_pets)) if flags.oxford_pets else None
