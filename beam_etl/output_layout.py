@@ -32,7 +32,6 @@ INCOMPLETE_DIR = ".incomplete"
 LEASE = f"{INCOMPLETE_DIR}/lease.json"  # who writes here: the one writer, and the run marker
 STAGING_DIR = f"{INCOMPLETE_DIR}/staged"  # a run's files, until the commit moves them in
 SPILL_DIR = f"{INCOMPLETE_DIR}/spill"
-TFT_TEMP_DIR = f"{INCOMPLETE_DIR}/tft"
 PREVIOUS_DIR = f"{INCOMPLETE_DIR}/previous"  # the replaced output, during the commit only
 JOURNAL = f"{INCOMPLETE_DIR}/commit.json"  # the commit in progress: what moves where
 

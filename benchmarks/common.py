@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import glob
 import json
+import multiprocessing
 import os
 import shutil
 import subprocess
@@ -15,7 +16,10 @@ import sys
 import tempfile
 import time
 
+from beam_etl import tfrecord
+from beam_etl.config import JobConfig
 from beam_etl.elements import SourceRecord
+from beam_etl.image import chain
 from beam_etl.output_layout import MANIFEST
 from beam_etl.tools import sample_data
 
@@ -39,6 +43,36 @@ def subset_dir(records: list[SourceRecord], directory: str) -> str:
         os.symlink(record.image_uri, os.path.join(directory, "images", os.path.basename(record.image_uri)))
         os.symlink(record.mask_uri, os.path.join(directory, "masks", os.path.basename(record.mask_uri)))
     return directory
+
+
+# --- the hand-written baseline: a multiprocessing.Pool running the job's per-image chain -------
+
+_CONFIG: JobConfig | None = None
+
+
+def _init(config: JobConfig) -> None:
+    global _CONFIG  # pylint: disable=global-statement  # per-process state of the Pool
+    _CONFIG = config
+
+
+def _pool_work(record: SourceRecord) -> list[bytes]:
+    with open(record.image_uri, "rb") as handle:
+        image = handle.read()
+    with open(record.mask_uri, "rb") as handle:
+        mask = handle.read()
+    examples, _ = chain.process_example(record, image, mask, "train", _CONFIG)
+    return [e.serialized for e in examples]
+
+
+def run_pool(records, config: JobConfig, workers: int, output: str) -> float:
+    """Every record through :func:`beam_etl.image.chain.process_example` in a ``workers``-process
+    Pool, the records framed into one file; returns the wall."""
+    started = time.perf_counter()
+    with multiprocessing.get_context("fork").Pool(workers, _init, (config,)) as pool, \
+            open(os.path.join(output, "pool.tfrecord"), "wb") as handle:
+        for serialized in pool.imap_unordered(_pool_work, records, chunksize=16):
+            tfrecord.write_records(handle, serialized)
+    return time.perf_counter() - started
 
 
 def timed_in_fresh_dir(work: str, run) -> float:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import os
 import subprocess
 import sys
@@ -31,37 +30,9 @@ from beam_etl.image import resizing
 from beam_etl.beam.sources import files
 from beam_etl.config import JobConfig
 from beam_etl.hashing import rng_for
-from beam_etl.elements import SourceRecord
-from benchmarks.common import ensure_dataset, steady_state, subset_dir, timed_in_fresh_dir
+from benchmarks.common import ensure_dataset, run_pool, steady_state, subset_dir, timed_in_fresh_dir
 
 REFERENCE_MS = 0.76  # the per-image chain at 128x128 raw on one core, measured on this machine kind
-
-
-# --- the hand-written baseline -------------------------------------------------------------
-
-_CONFIG: JobConfig | None = None
-
-
-def _init(config: JobConfig) -> None:
-    global _CONFIG  # pylint: disable=global-statement  # per-process state of the Pool
-    _CONFIG = config
-
-
-def _pool_work(record: SourceRecord) -> list[bytes]:
-    with open(record.image_uri, "rb") as handle:
-        image = handle.read()
-    with open(record.mask_uri, "rb") as handle:
-        mask = handle.read()
-    return [e.serialized for e in process.process_example(record, image, mask, "train", _CONFIG)]
-
-
-def run_pool(records, config: JobConfig, workers: int, output: str) -> float:
-    started = time.perf_counter()
-    with multiprocessing.get_context("fork").Pool(workers, _init, (config,)) as pool, \
-            open(os.path.join(output, "pool.tfrecord"), "wb") as handle:
-        for serialized in pool.imap_unordered(_pool_work, records, chunksize=16):
-            tfrecord.write_records(handle, serialized)
-    return time.perf_counter() - started
 
 
 def run_job(directory: str, size: int, workers: int, output: str) -> float:
@@ -166,7 +137,8 @@ def main(argv=None) -> None:
         print(f"{len(records)} images (sample_data, seed 0), {args.workers} workers, raw records")
         print(f"{'size':>5} {'job img/s':>10} {'pool img/s':>11} {'ratio':>6} {'job start-up s':>15} {'pool start-up s':>16}")
         for size in [] if args.chain_only else sizes:
-            config = JobConfig(output=work, sources=(files.Settings(("x",), ("y",)),), image_size=(size, size), image_format="raw")
+            config = JobConfig(output=work, sources=(files.Settings(("x",), ("y",)),), image_size=(size, size), image_format="raw",
+                               statistics=False)
             times = {}
             for n in (small, len(records)):
                 # The fastest of several runs: noise on a shared machine only ever adds time.

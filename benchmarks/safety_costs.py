@@ -41,7 +41,8 @@ def per_image(records, config: JobConfig) -> dict[str, float]:
             image = handle.read()
         with open(record.mask_uri, "rb") as handle:
             mask = handle.read()
-        serialized += [e.serialized for e in process.process_example(record, image, mask, "train", config)]
+        examples, _ = process.process_example(record, image, mask, "train", config)
+        serialized += [e.serialized for e in examples]
     chain = (time.perf_counter() - started) / len(records)
     framed = [tfrecord.frame(data) for data in serialized]
     best = float("inf")
@@ -96,7 +97,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--data", default="/tmp/beam_etl_bench/data")
     args = parser.parse_args(argv)
     records = ensure_dataset(args.data, args.num_images)
-    config = JobConfig(output="unused", sources=(files.Settings(("x",), ("y",)),), image_size=(128, 128))
+    config = JobConfig(output="unused", sources=(files.Settings(("x",), ("y",)),), image_size=(128, 128),
+                       statistics=False)
     figures = per_image(records, config)
     with tempfile.TemporaryDirectory() as work:
         figures.update(per_run(work, args.files, 1 << 20))

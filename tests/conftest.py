@@ -13,6 +13,20 @@ from tests.support.jobs import run_job
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def transform_cache(tmp_path_factory):
+    """The tests' own cache of transform-graph templates (never the user's), shared by the
+    session, and by the jobs the tests start as processes."""
+    folder = tmp_path_factory.mktemp("beam_etl_cache")
+    previous = os.environ.get("BEAM_ETL_CACHE_DIR")
+    os.environ["BEAM_ETL_CACHE_DIR"] = str(folder)
+    yield folder
+    if previous is None:
+        del os.environ["BEAM_ETL_CACHE_DIR"]
+    else:
+        os.environ["BEAM_ETL_CACHE_DIR"] = previous
+
+
 @pytest.fixture(scope="session")
 def pets_dir(tmp_path_factory):
     """24 regular images plus every defect, in the Oxford-IIIT layout."""

@@ -9,12 +9,12 @@ run that fails puts the earlier output back and releases it.
 
 from __future__ import annotations
 
+import os
 import sys
-import tempfile
 import time
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
 from beam_etl.beam import commit, lease, manifest, options, sources
 from beam_etl.beam.preprocess import Preprocess
@@ -56,6 +56,27 @@ def _on_local_dask_cluster(pipeline_options: PipelineOptions, workers: int):
     return cluster
 
 
+# From this many inputs on, a run left to the DirectRunner's defaults uses a worker process per
+# core: starting them costs about 3 s on two cores, what two cores save on about 2,500 images.
+MANY_INPUTS = 2500
+
+
+def local_workers(config: JobConfig, pipeline_options: PipelineOptions) -> str | None:
+    """For a run left to the DirectRunner's defaults (:func:`options.job_chooses_workers`), sets
+    how it uses this machine and says so: one worker process per core for :data:`MANY_INPUTS`
+    inputs or more (or a number the sources cannot tell), this process alone below that."""
+    if not options.job_chooses_workers(pipeline_options):
+        return None
+    cores = os.cpu_count() or 1
+    direct = pipeline_options.view_as(DirectOptions)
+    inputs = sources.count_inputs(config, MANY_INPUTS)
+    if cores > 1 and (inputs is None or inputs >= MANY_INPUTS):
+        direct.direct_running_mode, direct.direct_num_workers = "multi_processing", cores
+        return f"on {cores} worker processes, one per core"
+    direct.direct_num_workers = 1
+    return f"in this process (under {MANY_INPUTS:,} inputs)" if cores > 1 else "in this process (one core)"
+
+
 def summarize(manifest_dict: dict, seconds: float) -> str:
     copies = manifest_dict["num_examples"] - manifest_dict["num_written"]
     augmented = f" (+{copies} augmented copies: {manifest_dict['num_examples']} examples)" if copies else ""
@@ -76,9 +97,8 @@ def render_graph(config: JobConfig, path: str) -> None:
 
     render_options = PipelineOptions(flags=[], render_output=[path],
                                      render_leaf_composite_nodes=[r"[^/]+/[^/]+/[^/]+$"])
-    with tempfile.TemporaryDirectory(prefix="beam_etl_graph_") as scratch:
-        with beam.Pipeline(runner=RenderRunner(), options=render_options) as pipeline:
-            _ = pipeline | "Preprocess" >> Preprocess(config, scratch_dir=scratch)
+    with beam.Pipeline(runner=RenderRunner(), options=render_options) as pipeline:
+        _ = pipeline | "Preprocess" >> Preprocess(config)
     print(f"wrote the job's graph to {path}")
 
 
@@ -105,15 +125,17 @@ def launch(config: JobConfig, pipeline_options: PipelineOptions) -> dict | None:
     when a source or ``--output`` is not usable."""
     launch_options = pipeline_options.view_as(options.LaunchOptions)
     if options.is_dry_run(pipeline_options):  # builds the job; touches neither output nor sources
-        with tempfile.TemporaryDirectory(prefix="beam_etl_dry_run_") as scratch:
-            with beam.Pipeline(options=pipeline_options) as pipeline:
-                _ = pipeline | "Preprocess" >> Preprocess(config, scratch_dir=scratch)
+        with beam.Pipeline(options=pipeline_options) as pipeline:
+            _ = pipeline | "Preprocess" >> Preprocess(config)
         return None
     try:
         sources.check_sources(config, pipeline_options)
         commit.check_output(config.output, config.overwrite)
     except ValueError as error:
         _refuse(error)
+    workers = local_workers(config, pipeline_options)
+    if workers:
+        print(f"beam-etl: running {workers} (--direct_running_mode and --direct_num_workers choose)")
     if launch_options.render_graph:
         render_graph(config, launch_options.render_graph)
     try:

@@ -147,7 +147,28 @@ def parse_args(argv: list[str], prog: str | None = None,
         check_output_flag(job_config.output, job_config.statistics)
     except ValueError as error:
         parser.error(str(error))
+    if not _names_any(argv, DIRECT_FLAGS) and not flags.dask_local_workers:
+        options.view_as(DirectOptions).direct_num_workers = JOB_CHOOSES_WORKERS
     return job_config, options
+
+
+# The DirectRunner's own flags; with neither, the job chooses (beam_etl.beam.launch.local_workers).
+DIRECT_FLAGS = ("--direct_running_mode", "--direct_num_workers")
+# Beam's "as many workers as cores", which with the default in_memory mode (where Beam runs one
+# thread whatever the number) stands for "the job chooses".
+JOB_CHOOSES_WORKERS = 0
+
+
+def _names_any(argv: list[str], flags) -> bool:
+    return any(arg.split("=", 1)[0] in flags for arg in argv)
+
+
+def job_chooses_workers(options: PipelineOptions) -> bool:
+    """Whether the run is left to the DirectRunner's defaults, the user naming neither of
+    :data:`DIRECT_FLAGS` (nor a runner other than the DirectRunner)."""
+    direct = options.view_as(DirectOptions)
+    return (runner_kind(options) in ("DirectRunner", "SwitchingDirectRunner")
+            and direct.direct_num_workers == JOB_CHOOSES_WORKERS and direct.direct_running_mode == "in_memory")
 
 
 def _unknown_arguments(options: PipelineOptions, argv: list[str]) -> list[str]:

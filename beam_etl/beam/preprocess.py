@@ -6,7 +6,8 @@ manifest.
     shards   = WriteShards        spilled bytes, grouped by shard, staged
     rejected = WriteRejected      every Rejection, with its uri and reason, staged
     metadata = WriteRecordsSchema the records' schema (metadata/schema.pbtxt), staged
-    (statistics: tf.Transform over the training split, its graph staged)
+    statistics = WriteStatistics  the training originals' shares, summed -> the transform graph
+                                  (tf.Transform's SavedModel), staged
     manifest = WriteManifest      every report above -> the manifest; the commit moves the staged
                                   files in, the manifest last
 """
@@ -25,20 +26,18 @@ class Preprocess(beam.PTransform):
     emitted once the output is committed.
 
     ``run_id`` holds the lease on ``config.output`` (:mod:`beam_etl.beam.lease`): the last step
-    commits the staged files only while it still does. ``scratch_dir``: where tf.Transform
-    writes while the job is built (default ``OUTPUT/.incomplete/tft``; a dry run's is elsewhere).
+    commits the staged files only while it still does.
     """
 
-    def __init__(self, config: JobConfig, run_id: str = "", scratch_dir: str | None = None):
+    def __init__(self, config: JobConfig, run_id: str = ""):
         super().__init__()
         self._config = config
         self._run_id = run_id
-        self._scratch_dir = scratch_dir
 
     def expand(self, pbegin):
         config = self._config
         records, source_rejected = pbegin | "ReadSources" >> sources.ReadSources(config)
-        examples, rejected = records | "ProcessExamples" >> ProcessExamples(config)
+        examples, rejected, sums = records | "ProcessExamples" >> ProcessExamples(config)
         shard_counts = records | "ShardCounts" >> sink.ShardCounts(config, config.shard_bytes)
         reports = {  # each a PCollection of one kind of report (beam_etl.beam.manifest)
             manifest.INPUTS: (records, source_rejected) | "FlattenInputs" >> beam.Flatten(),
@@ -49,6 +48,5 @@ class Preprocess(beam.PTransform):
             manifest.METADATA: pbegin | "WriteRecordsSchema" >> sink.WriteRecordsSchema(config),
         }
         if config.statistics:
-            reports[manifest.STATISTICS] = examples | "AnalyzeTrainingSplit" >> statistics.AnalyzeAndWriteTransform(
-                config, self._scratch_dir)
+            reports[manifest.STATISTICS] = sums | "WriteStatistics" >> statistics.WriteStatistics(config)
         return reports | "WriteManifest" >> manifest.WriteManifest(config, self._run_id)

@@ -18,6 +18,7 @@ from beam_etl.elements import RejectedInput, SourceRecord
 from beam_etl.beam.rejections import SplitRejections
 
 _MASK_STAGES = ("read_mask", "decode_mask")
+STATISTICS = "statistics"  # the tagged output of the examples' shares of the statistics
 
 
 REMOTE_READ_TIMEOUT_S = 600.0  # a remote read that has not finished by then is a rejection
@@ -73,7 +74,8 @@ def read_uri(uri: str | None, stage: str, timeout_s: float = REMOTE_READ_TIMEOUT
 
 
 class ProcessExamplesFn(beam.DoFn):
-    """``SourceRecord`` -> ``EncodedExample`` (1 + augmentation copies), or a ``Rejection``."""
+    """``SourceRecord`` -> ``EncodedExample`` (1 + augmentation copies), or a ``Rejection``;
+    a training original's share of the statistics on the :data:`STATISTICS` output."""
 
     def __init__(self, config: JobConfig):
         self._config = config
@@ -92,7 +94,7 @@ class ProcessExamplesFn(beam.DoFn):
                            else read_uri(record.image_uri, "read_image"))
             mask_bytes = (record.mask_bytes if record.mask_bytes is not None
                           else read_uri(record.mask_uri, "read_mask"))
-            examples = process_example(record, image_bytes, mask_bytes, split, self._config)
+            examples, sums = process_example(record, image_bytes, mask_bytes, split, self._config)
         except RejectedInput as rejected:
             if rejected.reason not in self._rejected:
                 self._rejected[rejected.reason] = Metrics.counter("beam_etl", f"rejected_{rejected.reason}")
@@ -102,17 +104,21 @@ class ProcessExamplesFn(beam.DoFn):
             return
         self._written[split].inc(len(examples))
         yield from examples
+        if sums is not None:
+            yield beam.pvalue.TaggedOutput(STATISTICS, sums)
 
 
 class ProcessExamples(beam.PTransform):
-    """Decode, validate, resize, augment and serialize; returns ``(examples, rejected)``."""
+    """Decode, validate, resize, augment and serialize; returns ``(examples, rejected, sums)``,
+    ``sums`` the training originals' shares of the statistics (none with --no_statistics)."""
 
     def __init__(self, config: JobConfig):
         super().__init__()
         self._config = config
 
     def expand(self, records):
-        return (records
-                | "DecodeResizeEncode" >> beam.ParDo(ProcessExamplesFn(self._config))
-                # EncodedExample | Rejection
-                | "SplitRejections" >> SplitRejections())
+        processed = (records
+                     | "DecodeResizeEncode" >> beam.ParDo(ProcessExamplesFn(self._config)).with_outputs(
+                         STATISTICS, main="examples"))
+        examples, rejected = processed.examples | "SplitRejections" >> SplitRejections()  # EncodedExample | Rejection
+        return examples, rejected, processed[STATISTICS]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from beam_etl import schema
-from beam_etl.image import augmentation, decoding, encoding, resizing, validation
+from beam_etl.image import augmentation, decoding, encoding, pixel_statistics, resizing, validation
 from beam_etl.config import JobConfig
 from beam_etl.hashing import rng_for
 from beam_etl.elements import EncodedExample, RejectedInput, SourceRecord
@@ -29,10 +29,16 @@ def decode_size_hint(config: JobConfig) -> tuple[int, int]:
 
 
 def encode_example(config: JobConfig, record: SourceRecord, split: str, copy: int,
-                   pixels: np.ndarray, mask: np.ndarray) -> EncodedExample:
+                   pixels: np.ndarray, mask: np.ndarray,
+                   sums: list | None = None) -> EncodedExample:
+    """One record; with ``sums`` (a list), its share of the statistics is appended to it."""
     example_key = record.key if copy == 0 else f"{record.key}#aug{copy}"
+    encoded = encoding.encode_image(pixels, config.image_format, config.jpeg_quality)
+    if sums is not None:
+        decoded = pixel_statistics.decoded_record_pixels(pixels, encoded, config.image_format)
+        sums.append(pixel_statistics.example_sums(decoded, mask, record.label_name))
     serialized = schema.build_example(
-        image=encoding.encode_image(pixels, config.image_format, config.jpeg_quality),
+        image=encoded,
         image_format=config.image_format,
         height=pixels.shape[0],
         width=pixels.shape[1],
@@ -48,8 +54,10 @@ def encode_example(config: JobConfig, record: SourceRecord, split: str, copy: in
 
 
 def process_example(record: SourceRecord, image_bytes: bytes, mask_bytes: bytes, split: str,
-                    config: JobConfig) -> list[EncodedExample]:
-    """Decode, validate, resize, augment (training only) and serialize one input.
+                    config: JobConfig) -> tuple[list[EncodedExample], pixel_statistics.ExampleSums | None]:
+    """Decode, validate, resize, augment (training only) and serialize one input; returns its
+    records, and its share of the statistics where it counts in them (a training split's
+    original, with statistics on), else None.
 
     Raises :class:`~beam_etl.elements.RejectedInput` for bad data.
     """
@@ -61,13 +69,14 @@ def process_example(record: SourceRecord, image_bytes: bytes, mask_bytes: bytes,
         raise RejectedInput("augment", "too_small_to_augment",
                             f"{mask.shape[1]}x{mask.shape[0]} pixels leave no room for the crops of "
                             f"--augment_copies={config.augment_copies}")
+    sums = [] if config.statistics and split == "train" else None
     examples = [encode_example(
         config, record, split, 0,
         resizing.resize_image(image.pixels, config.image_size),
-        resizing.resize_mask(mask, config.image_size))]
+        resizing.resize_mask(mask, config.image_size), sums)]
     if split == "train":
         for copy in range(1, config.augment_copies + 1):
             pixels, copy_mask = augmentation.augment(
                 image.pixels, mask, config.image_size, rng_for(config.seed, record.key, copy))
             examples.append(encode_example(config, record, split, copy, pixels, copy_mask))
-    return examples
+    return examples, (sums[0] if sums else None)

@@ -3,14 +3,33 @@ checker. TensorFlow only: nothing here imports Apache Beam, dask or ``beam_etl.b
 
     from beam_etl import loader
     dataset = loader.make_dataset("OUT", "train", batch_size=64)
+
+Importing the package imports nothing heavy: TensorFlow loads with the first name used from it,
+so the job's own modules (which use :mod:`beam_etl.loader.transform_graph`'s numpy helpers)
+start without it.
 """
 
-from beam_etl.loader.dataset import (DEFAULT_SHUFFLE_BUFFER, OutputMismatchError, check_files, denormalize,
-                                     distribute, load_manifest, make_dataset, normalization_layer,
-                                     read_buffer_size, split_files)
-from beam_etl.loader.cli import main
-from beam_etl.output_layout import IncompleteOutputError
+import importlib
 
-__all__ = ["DEFAULT_SHUFFLE_BUFFER", "IncompleteOutputError", "OutputMismatchError", "check_files",
-           "denormalize", "distribute", "load_manifest", "main", "make_dataset", "normalization_layer",
-           "read_buffer_size", "split_files"]
+from beam_etl import output_layout
+
+IncompleteOutputError = output_layout.IncompleteOutputError
+
+_FROM = {  # name -> the module that defines it
+    **dict.fromkeys(("DEFAULT_SHUFFLE_BUFFER", "OutputMismatchError", "check_files", "denormalize",
+                     "distribute", "load_manifest", "make_dataset", "normalization_layer",
+                     "read_buffer_size", "split_files"), "beam_etl.loader.dataset"),
+    "main": "beam_etl.loader.cli",
+}
+
+__all__ = sorted([*_FROM, "IncompleteOutputError"])
+
+
+def __getattr__(name: str):
+    if name not in _FROM:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_FROM[name]), name)
+
+
+def __dir__():
+    return __all__

@@ -1,25 +1,29 @@
-"""The transform graph that training and serving share: tf.Transform's ``preprocessing_fn`` of
-the job's records, and reading the written graph back. TensorFlow only, no Beam: the loader and
-a trainer import this; the job's analysis step (:mod:`beam_etl.beam.statistics`) runs it.
+"""The transform graph that training and serving share, as tf.Transform writes it
+(``transform_fn/`` and ``transformed_metadata/``), and reading it back. TensorFlow only, no
+Beam: the loader and a trainer import this; the job (:mod:`beam_etl.beam.statistics`) makes it.
 
-:func:`make_preprocessing_fn`'s analyzers compute
+The statistics are the job's, summed exactly in the per-image step
+(:mod:`beam_etl.image.pixel_statistics`):
 
-- per-channel pixel sums and sums of squares (exact int64), hence mean and standard deviation;
-- a 256-bin histogram of mask values over pixels, and over images (in how many images each value
-  appears), hence class pixel frequencies and the fraction of images that contain each class;
-- a vocabulary of class names (``image/class/text``, Oxford breeds), written as the TFT
-  vocabulary file :data:`CLASS_NAMES`;
+- per-channel pixel sums and sums of squares (int64), hence mean and standard deviation;
+- how many pixels of each of the 256 mask values, and in how many images each appears, hence
+  class pixel frequencies and the fraction of images that contain each class;
+- the class names (``image/class/text``, Oxford breeds) as a tf.Transform vocabulary file,
+  :data:`CLASS_NAMES`, ordered as ``tft.vocabulary`` orders it.
 
-and its outputs are what a model consumes: ``image`` float32 normalized with the mean and
-standard deviation, ``mask`` class ids 0..K-1 (the K mask values in increasing order: trimap
-1, 2, 3 become 0, 1, 2; a value outside them becomes -1), ``label`` the id of the class name in
-the vocabulary (-1 where unknown). TFT only emits float32, int64 and string features, so the
-mask is int64 here and the loader casts it to int32.
+The graph reads them from two assets of its SavedModel, :data:`STATISTICS` (one integer per
+line, :func:`statistics_lines`) and :data:`CLASS_NAMES`, through lookup tables, as
+``tft.apply_vocabulary`` reads a vocabulary: so the graph itself is the same for every run of
+the same record format, and the job writes it once per machine and copies it
+(:mod:`beam_etl.beam.transform_template`). Its outputs are what a model consumes: ``image``
+float32 normalized with the mean and standard deviation, ``mask`` class ids 0..K-1 (the K
+mask values in increasing order: trimap 1, 2, 3 become 0, 1, 2; a value outside them becomes
+-1), ``label`` the id of the class name in the vocabulary (-1 where unknown). TFT only emits
+float32, int64 and string features, so the mask is int64 here and the loader casts it to int32.
 
 ``tft.TFTransformOutput(OUTPUT)`` then works on the job's output. The statistics are also
-outputs of the graph (``statistics/...``, the same for every example): that is how they are read
-back out of TFT into ``manifest.json`` (:func:`read_statistics`), and it lets a model that is
-handed the transform layer reach them (class weights, for one) without the manifest.
+outputs of the graph (``statistics/...``, the same for every example), so that a model handed
+the transform layer reaches them (class weights, for one) without the manifest.
 """
 
 from __future__ import annotations
@@ -30,91 +34,139 @@ from beam_etl import schema
 from beam_etl.image import encoding
 from beam_etl.output_layout import TRANSFORM_DIRS
 
-CLASS_NAMES = "class_names"  # TFT vocabulary file name
+CLASS_NAMES = "class_names"  # TFT vocabulary file name, an asset of the graph
+STATISTICS = "statistics"  # the statistics asset's file name
 IMAGE, MASK, LABEL = "image", "mask", "label"
 STATISTICS_PREFIX = "statistics/"
 NUM_MASK_VALUES = 256  # masks are uint8
+# What tf.Transform writes into a vocabulary that would be empty
+# (tensorflow_transform.analyzers.get_empy_vocabulary_dummy_value; a test holds them equal).
+EMPTY_VOCABULARY_TOKEN = "49d0cd50-04bb-48c0-bc6f-5b575dce351a"
 # The record features the transform reads. Its input signature is every raw feature (what a TFX
 # trainer parsing with metadata/schema.pbtxt passes); the loader parses and passes only these.
 RAW_FEATURES = (schema.IMAGE_ENCODED, schema.MASK_ENCODED, schema.CLASS_TEXT)
 
 
-def make_preprocessing_fn(image_info: dict, mask_values: tuple[int, ...] | None):
-    """The TFT ``preprocessing_fn`` for records of ``image_info`` (the manifest's ``image``).
+def _fields(channels: int) -> list[tuple[str, int]]:
+    """The statistics asset's fields, in order, with their lengths."""
+    return [("num_images", 1), ("channel_sum", channels), ("channel_sum_squares", channels),
+            ("value_pixels", NUM_MASK_VALUES), ("value_images", NUM_MASK_VALUES),
+            ("is_class", NUM_MASK_VALUES)]
 
-    ``mask_values``: the label set (``--mask_values``); without it, the values seen in the
-    training split.
-    """
+
+def raw_statistics(totals, mask_values: tuple[int, ...] | None, channels: int) -> dict[str, np.ndarray]:
+    """A :class:`~beam_etl.image.pixel_statistics.Totals` as the graph's ``statistics/...``
+    values. ``mask_values``: the label set (``--mask_values``); without it, the values seen."""
+    value_pixels = totals.value_pixels.astype(np.int64)
+    if mask_values is None:
+        is_class = value_pixels > 0
+    else:
+        is_class = np.isin(np.arange(NUM_MASK_VALUES), mask_values)
+    empty = np.zeros(channels, np.int64)
+    return {
+        "num_images": np.int64(totals.num_images),
+        "channel_sum": empty if totals.channel_sum is None else totals.channel_sum.astype(np.int64),
+        "channel_sum_squares": empty if totals.channel_sum_squares is None else totals.channel_sum_squares.astype(np.int64),
+        "value_pixels": value_pixels,
+        "value_images": totals.value_images.astype(np.int64),
+        "class_ids": np.where(is_class, np.cumsum(is_class) - 1, -1).astype(np.int64),
+    }
+
+
+def statistics_lines(raw: dict[str, np.ndarray], channels: int) -> str:
+    """The statistics asset's text: one integer per line, in :func:`_fields`' order."""
+    values = dict(raw, is_class=(raw["class_ids"] >= 0).astype(np.int64))
+    numbers = np.concatenate([np.reshape(values[name], [length]) for name, length in _fields(channels)])
+    return "".join(f"{int(n)}\n" for n in numbers)
+
+
+def vocabulary_lines(class_names: list[str]) -> str:
+    """The :data:`CLASS_NAMES` file's text, as tf.Transform writes it."""
+    return "".join(f"{name}\n" for name in (class_names or [EMPTY_VOCABULARY_TOKEN]))
+
+
+def make_preprocessing_fn(image_info: dict, statistics_file: str, class_names_file: str):
+    """The TFT ``preprocessing_fn`` for records of ``image_info`` (the manifest's ``image``),
+    reading the statistics from the two asset files (see the module's docstring)."""
 
     def preprocessing_fn(inputs):
         import tensorflow as tf  # pylint: disable=import-outside-toplevel
-        import tensorflow_transform as tft  # pylint: disable=import-outside-toplevel
 
-        from beam_etl.loader import tf_decoding  # pylint: disable=import-outside-toplevel
-
-        height, width = image_info["height"], image_info["width"]
-        images = tf_decoding.decode_images(inputs[schema.IMAGE_ENCODED], image_info)  # uint8[B,H,W,3]
-        masks = tf_decoding.decode_masks(inputs[schema.MASK_ENCODED], image_info)  # uint8[B,H,W]
-        batch = tf.shape(images)[0]
-        pixels = tf.cast(images, tf.int64)
-        channel_sum = tft.sum(tf.reduce_sum(pixels, axis=[1, 2]), reduce_instance_dims=False)
-        channel_sum_squares = tft.sum(tf.reduce_sum(pixels * pixels, axis=[1, 2]),
-                                      reduce_instance_dims=False)
-        num_images = tft.sum(tf.ones([batch], tf.int64))
-        per_image = tf.math.bincount(  # int64[B, 256]: pixels of each mask value in each image
-            tf.reshape(tf.cast(masks, tf.int32), [batch, -1]), minlength=NUM_MASK_VALUES,
-            maxlength=NUM_MASK_VALUES, axis=-1, dtype=tf.int64)
-        # Analyzer outputs come without a static shape; the graph's outputs need one.
-        value_pixels = tf.reshape(tft.sum(per_image, reduce_instance_dims=False), [NUM_MASK_VALUES])
-        value_images = tf.reshape(tft.sum(tf.cast(per_image > 0, tf.int64), reduce_instance_dims=False),
-                                  [NUM_MASK_VALUES])
-
-        names = inputs[schema.CLASS_TEXT]
-        vocabulary = tft.vocabulary(tf.boolean_mask(names, tf.strings.length(names) > 0),
-                                    vocab_filename=CLASS_NAMES)
-
-        num_pixels = tf.cast(num_images * height * width, tf.float64)
-        mean = tf.cast(channel_sum, tf.float64) / tf.maximum(num_pixels, 1.0)
-        variance = tf.cast(channel_sum_squares, tf.float64) / tf.maximum(num_pixels, 1.0) - mean * mean
-        std = tf.sqrt(tf.maximum(variance, 0.0))
-        std = tf.where(std > 0, std, tf.ones_like(std))  # a constant channel: leave its scale alone
-        if mask_values is None:
-            is_class = value_pixels > 0
-        else:
-            is_class = tf.constant([value in mask_values for value in range(NUM_MASK_VALUES)])
-        class_ids = tf.where(is_class, tf.cumsum(tf.cast(is_class, tf.int64)) - 1,
-                             tf.constant(-1, tf.int64))  # int64[256]: mask value -> class id
-
-        def per_pixel(value):  # [C] -> [H, W, C]
-            return tf.reshape(tf.tile(value, [height * width]), [height, width, -1])
-
-        # x * (1/std) + (-mean/std), with the factors tiled to a whole image: broadcasting a
-        # [3] vector over [B, H, W, 3] is several times slower in TensorFlow's kernels, and this
-        # runs on every batch the loader reads. The [C] factors are outputs too: the loader's
-        # on-device normalization (loader.normalization_layer) applies exactly these.
-        pixel_scale, pixel_offset = tf.cast(1.0 / std, tf.float32), tf.cast(-mean / std, tf.float32)
-        scale, offset = per_pixel(pixel_scale), per_pixel(pixel_offset)
-
-        def per_example(value, shape):
-            value = tf.reshape(value, shape)
-            return tf.ensure_shape(tf.broadcast_to(value, tf.concat([[batch], tf.constant(shape, tf.int32)], 0)), [None, *shape])
-
-        outputs = {
-            IMAGE: tf.cast(images, tf.float32) * scale + offset,
-            MASK: class_ids_of(masks, class_ids, tf.int64),
-            LABEL: tft.apply_vocabulary(names, vocabulary, default_value=-1),
+        lines = tf.lookup.StaticHashTable(tf.lookup.TextFileInitializer(
+            statistics_file, tf.int64, tf.lookup.TextFileIndex.LINE_NUMBER,
+            tf.int64, tf.lookup.TextFileIndex.WHOLE_LINE), default_value=0)
+        fields, offset = {}, 0
+        for name, length in _fields(image_info["channels"]):
+            fields[name] = lines.lookup(tf.range(offset, offset + length, dtype=tf.int64))
+            offset += length
+        vocabulary = tf.lookup.StaticHashTable(tf.lookup.TextFileInitializer(
+            class_names_file, tf.string, tf.lookup.TextFileIndex.WHOLE_LINE,
+            tf.int64, tf.lookup.TextFileIndex.LINE_NUMBER), default_value=-1)
+        statistics = {
+            "num_images": tf.reshape(fields["num_images"], []),
+            "channel_sum": fields["channel_sum"],
+            "channel_sum_squares": fields["channel_sum_squares"],
+            "value_pixels": fields["value_pixels"],
+            "value_images": fields["value_images"],
+            "is_class": fields["is_class"] > 0,
         }
-        channels, values = [image_info["channels"]], [NUM_MASK_VALUES]
-        statistics = {"num_images": (num_images, []), "channel_sum": (channel_sum, channels),
-                      "channel_sum_squares": (channel_sum_squares, channels),
-                      "value_pixels": (value_pixels, values), "value_images": (value_images, values),
-                      "class_ids": (class_ids, values), "pixel_scale": (pixel_scale, channels),
-                      "pixel_offset": (pixel_offset, channels)}
-        outputs.update({STATISTICS_PREFIX + name: per_example(value, shape)
-                        for name, (value, shape) in statistics.items()})
-        return outputs
+        return transform_outputs(inputs, image_info, statistics, vocabulary.lookup)
 
     return preprocessing_fn
+
+
+def transform_outputs(inputs, image_info: dict, statistics: dict, label_ids):
+    """The graph's outputs from its raw inputs, the statistics as tensors (``num_images``,
+    ``channel_sum``, ``channel_sum_squares``, ``value_pixels``, ``value_images``, ``is_class``)
+    and ``label_ids`` (class names -> ids, -1 where unknown)."""
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+    from beam_etl.loader import tf_decoding  # pylint: disable=import-outside-toplevel
+
+    height, width = image_info["height"], image_info["width"]
+    images = tf_decoding.decode_images(inputs[schema.IMAGE_ENCODED], image_info)  # uint8[B,H,W,3]
+    masks = tf_decoding.decode_masks(inputs[schema.MASK_ENCODED], image_info)  # uint8[B,H,W]
+    batch = tf.shape(images)[0]
+    num_images = statistics["num_images"]
+    channel_sum, channel_sum_squares = statistics["channel_sum"], statistics["channel_sum_squares"]
+    num_pixels = tf.cast(num_images * height * width, tf.float64)
+    mean = tf.cast(channel_sum, tf.float64) / tf.maximum(num_pixels, 1.0)
+    variance = tf.cast(channel_sum_squares, tf.float64) / tf.maximum(num_pixels, 1.0) - mean * mean
+    std = tf.sqrt(tf.maximum(variance, 0.0))
+    std = tf.where(std > 0, std, tf.ones_like(std))  # a constant channel: leave its scale alone
+    is_class = statistics["is_class"]
+    class_ids = tf.where(is_class, tf.cumsum(tf.cast(is_class, tf.int64)) - 1,
+                         tf.constant(-1, tf.int64))  # int64[256]: mask value -> class id
+
+    def per_pixel(value):  # [C] -> [H, W, C]
+        return tf.reshape(tf.tile(value, [height * width]), [height, width, -1])
+
+    # x * (1/std) + (-mean/std), with the factors tiled to a whole image: broadcasting a
+    # [3] vector over [B, H, W, 3] is several times slower in TensorFlow's kernels, and this
+    # runs on every batch the loader reads. The [C] factors are outputs too: the loader's
+    # on-device normalization (loader.normalization_layer) applies exactly these.
+    pixel_scale, pixel_offset = tf.cast(1.0 / std, tf.float32), tf.cast(-mean / std, tf.float32)
+    scale, offset = per_pixel(pixel_scale), per_pixel(pixel_offset)
+
+    def per_example(value, shape):
+        value = tf.reshape(value, shape)
+        return tf.ensure_shape(tf.broadcast_to(value, tf.concat([[batch], tf.constant(shape, tf.int32)], 0)), [None, *shape])
+
+    outputs = {
+        IMAGE: tf.cast(images, tf.float32) * scale + offset,
+        MASK: class_ids_of(masks, class_ids, tf.int64),
+        LABEL: label_ids(inputs[schema.CLASS_TEXT]),
+    }
+    channels, values = [image_info["channels"]], [NUM_MASK_VALUES]
+    named = {"num_images": (num_images, []), "channel_sum": (channel_sum, channels),
+             "channel_sum_squares": (channel_sum_squares, channels),
+             "value_pixels": (statistics["value_pixels"], values),
+             "value_images": (statistics["value_images"], values),
+             "class_ids": (class_ids, values), "pixel_scale": (pixel_scale, channels),
+             "pixel_offset": (pixel_offset, channels)}
+    outputs.update({STATISTICS_PREFIX + name: per_example(value, shape)
+                    for name, (value, shape) in named.items()})
+    return outputs
 
 
 def _subtract_from_each_byte(values, low):
@@ -225,17 +277,3 @@ def graph_statistics(output_dir: str, image_info: dict) -> dict[str, np.ndarray]
     outputs = tft.TFTransformOutput(output_dir).transform_raw_features(features, drop_unused_features=True)
     return {key[len(STATISTICS_PREFIX):]: value.numpy()[0] for key, value in outputs.items()
             if key.startswith(STATISTICS_PREFIX)}
-
-
-def read_statistics(output_dir: str, image_info: dict) -> dict:
-    """Loads the written transform graph and reads its statistics back out (see module doc)."""
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
-    import tensorflow_transform as tft  # pylint: disable=import-outside-toplevel
-    from tensorflow_transform import analyzers  # pylint: disable=import-outside-toplevel
-
-    raw = graph_statistics(output_dir, image_info)
-    # TFT writes one placeholder token into a vocabulary that would be empty (no class names).
-    _, placeholder = analyzers.get_empy_vocabulary_dummy_value(tf.string)
-    class_names = [name.decode("utf-8") for name
-                   in tft.TFTransformOutput(output_dir).vocabulary_by_name(CLASS_NAMES) if name != placeholder]
-    return summarize(raw, image_info, class_names)

@@ -71,7 +71,7 @@ def _by_name(proto, name):
 def test_the_job_has_its_steps_and_runs_in_our_container(dataflow_pipeline):
     steps = {t.unique_name.removeprefix("Preprocess/") for t in dataflow_pipeline.components.transforms.values()
              if t.unique_name.count("/") == 1 and t.unique_name.startswith("Preprocess/")}
-    assert {"ReadSources", "ProcessExamples", "AnalyzeTrainingSplit", "WriteShards", "WriteRejected",
+    assert {"ReadSources", "ProcessExamples", "WriteStatistics", "WriteShards", "WriteRejected",
             "WriteManifest"} <= steps
     environments = list(dataflow_pipeline.components.environments.values())
     assert environments
@@ -111,11 +111,11 @@ def test_no_step_gathers_the_examples_into_one_element(dataflow_pipeline):
     decode = _by_name(dataflow_pipeline, "Preprocess/ProcessExamples/DecodeResizeEncode")
     groupings = {t.unique_name.removeprefix("Preprocess/") for t in _downstream(dataflow_pipeline, decode)
                  if t.spec.urn == GBK}
-    # Examples are grouped by shard only; TFT groups per-batch accumulators and vocabulary
-    # tokens; the rejected list, the manifest's reports and counts (of the training examples,
-    # for an empty split) are small by construction.
-    allowed = ("WriteShards/GroupByShard", "AnalyzeTrainingSplit/AnalyzeDataset/", "WriteRejected/",
-               "WriteManifest/CollectReports/", "AnalyzeTrainingSplit/CountTraining/")
+    # Examples are grouped by shard only; the statistics' sum groups partial sums (Beam combines
+    # the shares where they are made); the rejected list and the manifest's reports are small by
+    # construction.
+    allowed = ("WriteShards/GroupByShard", "WriteStatistics/SumShares/", "WriteRejected/",
+               "WriteManifest/CollectReports/")
     assert "WriteShards/GroupByShard" in groupings
     assert all(name.startswith(allowed) for name in groupings), groupings
 
@@ -130,7 +130,7 @@ def test_render_graph_draws_the_steps(pets_dir, tmp_path):
     text = dot.read_text()
     for step in ("ReadSources", "ProcessExamples", "WriteShards", "WriteManifest"):
         assert step in text
-    # Drawing runs nothing (tf.Transform only makes its temporary directory when the graph is built).
+    # Drawing runs nothing.
     assert not list((tmp_path / "out").glob("*.tfrecord")) and not (tmp_path / "out" / "manifest.json").exists()
 
 

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import pathlib
+
 import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from beam_etl import schema
-from beam_etl import loader
+from beam_etl import loader, schema
+from beam_etl.image.pixel_statistics import Totals
 from beam_etl.loader import transform_graph
+from tests.support import tft_reference
 from tests.support.jobs import run_job
 from tests.support.tfrecords import read_examples
 
@@ -85,6 +88,53 @@ def test_jpeg_statistics_describe_the_decoded_records_and_classes_come_from_the_
     assert stats["class_values"] == values == [1, 2, 3]
     for key, value in _numpy_statistics(originals, values).items():
         np.testing.assert_allclose(stats[key], value, rtol=1e-4, err_msg=key)
+
+
+def _records(out, manifest, split):
+    paths = [str(out / name) for name in manifest["splits"][split]["files"]]
+    return [record.numpy() for record in tf.data.TFRecordDataset(paths)]
+
+
+def _assert_same_graph_as_tf_transforms_full_pass(out, manifest, mask_values, tmp_path):
+    """tf.Transform's own analysis of the written training originals gives a graph with the
+    same outputs, bit for bit, on every record of every split, and the same vocabulary file."""
+    originals = [r for r in _records(out, manifest, "train")
+                 if b"#aug" not in tf.train.Example.FromString(r).features.feature[schema.IMAGE_SOURCE_ID].bytes_list.value[0]]
+    assert len(originals) == manifest["statistics"]["num_images"] > 0
+    reference = tmp_path / "reference"
+    tft_reference.analyze_records(originals, manifest["image"], mask_values, str(reference), str(tmp_path / "tft"))
+    ours, theirs = tft.TFTransformOutput(str(out)), tft.TFTransformOutput(str(reference))
+    assert ours.transformed_feature_spec() == theirs.transformed_feature_spec()
+    with open(ours.vocabulary_file_by_name(transform_graph.CLASS_NAMES), "rb") as mine, \
+            open(theirs.vocabulary_file_by_name(transform_graph.CLASS_NAMES), "rb") as reference_file:
+        assert mine.read() == reference_file.read()
+    records = [r for split in manifest["splits"] for r in _records(out, manifest, split)]
+    features = tf.io.parse_example(tf.constant(records), ours.raw_feature_spec())
+    got = ours.transform_raw_features(features, drop_unused_features=True)
+    expected = theirs.transform_raw_features(features, drop_unused_features=True)
+    assert set(got) == set(expected) and len(got) > 3
+    for key in expected:
+        np.testing.assert_array_equal(got[key].numpy(), expected[key].numpy(), err_msg=key)
+
+
+@pytest.mark.slow
+def test_the_graph_is_tf_transforms_own_on_jpeg_records(pets_dir, tmp_path):
+    out = tmp_path / "out"
+    manifest = run_job(pets_dir, out, "--image_format", "jpeg")
+    _assert_same_graph_as_tf_transforms_full_pass(out, manifest, None, tmp_path)
+
+
+@pytest.mark.slow
+def test_the_graph_is_tf_transforms_own_with_mask_values_and_copies(raw_output, tmp_path):
+    out, manifest = raw_output
+    _assert_same_graph_as_tf_transforms_full_pass(out, manifest, (1, 2, 3), tmp_path)
+
+
+def test_the_empty_vocabulary_token_is_tf_transforms():
+    from tensorflow_transform import analyzers  # pylint: disable=import-outside-toplevel
+
+    _, token = analyzers.get_empy_vocabulary_dummy_value(tf.string)
+    assert token.decode() == transform_graph.EMPTY_VOCABULARY_TOKEN
 
 
 @pytest.mark.slow
@@ -166,3 +216,42 @@ def test_masks_hold_only_classes_where_the_job_guarantees_it(mask_values, split,
     manifest = {"flags": {"mask_values": mask_values}, "statistics": {"split": "train"}}
     assert transform_graph.masks_hold_only_classes(manifest, split) is expected
     assert transform_graph.masks_hold_only_classes({"flags": {"mask_values": mask_values}, "statistics": None}, split) is False
+
+
+IMAGE_INFO = {"height": 8, "width": 12, "channels": 3, "format": "png", "mask_format": "png"}
+
+
+@pytest.mark.slow
+def test_a_template_is_written_once_and_a_damaged_one_again(tmp_path, monkeypatch):
+    from beam_etl.beam import transform_template  # pylint: disable=import-outside-toplevel
+
+    first = transform_template.template(IMAGE_INFO, None, root=str(tmp_path))
+    assert transform_template._is_intact(first)  # pylint: disable=protected-access
+    written = []
+    real_write = transform_template.write_template
+    monkeypatch.setattr(transform_template, "write_template",
+                        lambda *args: written.append(args) or real_write(*args))
+    assert transform_template.template(IMAGE_INFO, None, root=str(tmp_path)) == first and not written
+    # another record format, or another label set, is another template
+    other = transform_template.template({**IMAGE_INFO, "height": 9}, (1, 2), root=str(tmp_path))
+    assert other != first and len(written) == 1
+    model = pathlib.Path(first) / "transform_fn" / "saved_model.pb"
+    model.write_bytes(model.read_bytes()[:-1])
+    assert transform_template.template(IMAGE_INFO, None, root=str(tmp_path)) == first and len(written) == 2
+    assert transform_template._is_intact(first)  # pylint: disable=protected-access
+    assert not [p for p in tmp_path.rglob("*") if ".partial" in p.name]
+
+
+@pytest.mark.slow
+def test_a_cache_that_cannot_be_written_is_no_error(tmp_path):
+    from beam_etl.beam import transform_template  # pylint: disable=import-outside-toplevel
+
+    blocked = tmp_path / "a file"
+    blocked.write_text("not a folder")
+    staged = tmp_path / "staged"
+    raw = transform_graph.raw_statistics(Totals(), None, 3)
+    raw["num_images"] = np.int64(1)
+    transform_template.write_transform(str(staged), IMAGE_INFO, None, raw, ["cat"], root=str(blocked))
+    output = tft.TFTransformOutput(str(staged))
+    assert output.vocabulary_by_name(transform_graph.CLASS_NAMES) == [b"cat"]
+    assert blocked.read_text() == "not a folder"

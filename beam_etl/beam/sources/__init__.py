@@ -21,6 +21,8 @@ Each source object has
 - ``label``: a unique step name (``"ReadOxfordPets0"``);
 - ``check(pipeline_options)``: launch-time checks that fail naming the flag (a glob matches
   nothing, a table lacks a column); it reads no image;
+- optionally ``count_inputs(limit)``: how many inputs it holds, counting no further than
+  ``limit`` (a listing; the job sizes its local workers by it);
 - ``entries(pbegin, source_index)`` -> ``(entries, rejected)``: lists of PCollections, the
   entries ``(key, (source_index, tag, value))`` that :mod:`~beam_etl.beam.sources.pairing`
   groups into one :class:`~beam_etl.elements.SourceRecord` per key, and the
@@ -84,6 +86,19 @@ class ReadSources(beam.PTransform):
         records, pair_rejected = entries | "FlattenEntries" >> beam.Flatten() | "Pair" >> PairAndDedup()
         records = records | "AssignSplits" >> beam.Map(_with_split, self._config)
         return records, (rejected + [pair_rejected]) | "FlattenRejected" >> beam.Flatten()
+
+
+def count_inputs(config, limit: int) -> int | None:
+    """How many inputs the sources hold, counting no further than ``limit``; None when a source
+    cannot tell without reading it (a BigQuery query)."""
+    total = 0
+    for source in sources_of(config):
+        if not hasattr(source, "count_inputs"):
+            return None
+        total += source.count_inputs(limit - total)
+        if total >= limit:
+            break
+    return total
 
 
 def check_sources(config, pipeline_options=None) -> None:

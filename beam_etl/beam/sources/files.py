@@ -6,7 +6,7 @@ import dataclasses
 
 import apache_beam as beam
 
-from beam_etl.beam.sources.pairing import IMAGE, MASK, MatchByStem, PairAndDedup, check_glob, tag
+from beam_etl.beam.sources.pairing import IMAGE, MASK, MatchByStem, PairAndDedup, check_glob, count_matches, tag
 
 
 class ReadImageMaskPairs(beam.PTransform):
@@ -21,6 +21,9 @@ class ReadImageMaskPairs(beam.PTransform):
     def check(self, pipeline_options=None) -> None:
         check_glob(self._images_glob, "--images")
         check_glob(self._masks_glob, "--masks")
+
+    def count_inputs(self, limit: int) -> int:
+        return count_matches(self._images_glob, limit)
 
     def entries(self, pbegin, source: int = 0) -> tuple[list, list]:
         """The files as ``(stem, (source, tag, uri))``, before pairing; no rejections yet."""

@@ -8,7 +8,7 @@ import posixpath
 import apache_beam as beam
 
 from beam_etl.beam import filesystem
-from beam_etl.beam.sources.pairing import IMAGE, MASK, META, MatchByStem, PairAndDedup, check_glob, tag
+from beam_etl.beam.sources.pairing import IMAGE, MASK, META, MatchByStem, PairAndDedup, check_glob, count_matches, tag
 from beam_etl.splits import TRAINVAL
 
 OXFORD_LISTS = (("trainval.txt", TRAINVAL), ("test.txt", "test"))
@@ -62,6 +62,9 @@ class ReadOxfordPets(beam.PTransform):
     def check(self, pipeline_options=None) -> None:
         check_glob(self.images_glob, "--oxford_pets")
         check_glob(self.masks_glob, "--oxford_pets")
+
+    def count_inputs(self, limit: int) -> int:
+        return count_matches(self.images_glob, limit)
 
     def list_files(self) -> list[tuple[str, str]]:
         """The list files the layout may have (read in the job, where present: building the job

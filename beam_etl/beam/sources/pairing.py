@@ -41,6 +41,11 @@ def check_glob(glob: str, flag: str) -> None:
         raise ValueError(f"{flag} {glob!r} matches no file")
 
 
+def count_matches(glob: str, limit: int) -> int:
+    """How many files ``glob`` matches, counting no further than ``limit``."""
+    return len(FileSystems.match([glob], limits=[limit])[0].metadata_list)
+
+
 def is_hidden(uri: str) -> bool:
     return posixpath.basename(uri).startswith(".")
 

@@ -1,0 +1,163 @@
+"""The whole job against a hand-written pool, start to finish, on this machine's cores.
+
+    python -m benchmarks.whole_job --sizes 50,7390 --rounds 2
+    python -m benchmarks.whole_job --sizes 50,7390 --rounds 2 --dask    # adds a 2-worker Dask cluster
+
+Every command is a fresh process timed from its start to its exit, start-up included, on
+photo-like 500x375 JPEG + PNG pairs (``beam_etl.tools.sample_data``) to 128x128 JPEG records:
+
+- ``pool``: a hand-written 2-process ``multiprocessing.Pool`` running the job's per-image chain
+  (:func:`beam_etl.image.chain.process_example`) and writing the records to one file;
+- ``readme``: the README's command, ``beam-etl preprocess --images ... --masks ... --output
+  OUT --image_size 128`` (no runner flags, statistics on), and ``readme --no_statistics``;
+- ``2 workers``: the same with ``--direct_running_mode multi_processing --direct_num_workers 2``;
+- with ``--dask``: the same with ``--dask_local_workers 2``.
+
+Rounds alternate every command on every size, so this machine's slow minutes hit all alike;
+each figure is the best of the rounds. Prints the table, each command's wall over the pool's at
+the largest size, and what statistics cost against ``--no_statistics``. ``--before TREE`` runs
+the job commands from another checkout (the pool is always this one's).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import glob
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+from benchmarks.common import ensure_dataset, subset_dir
+
+WORKERS = ["--direct_running_mode", "multi_processing", "--direct_num_workers", "2"]
+COMMANDS = {
+    "readme": [],
+    "readme --no_statistics": ["--no_statistics"],
+    "2 workers": WORKERS,
+    "2 workers --no_statistics": [*WORKERS, "--no_statistics"],
+}
+DASK_COMMANDS = {
+    "dask 2 workers": ["--dask_local_workers", "2"],
+    "dask 2 workers --no_statistics": ["--dask_local_workers", "2", "--no_statistics"],
+}
+TREE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@dataclasses.dataclass(frozen=True)
+class _PoolInputs:
+    """The pool's stand-in for a source's settings: JobConfig wants one, the pool reads none."""
+
+    def splits(self, config):
+        del config
+        return ()
+
+
+def pool_main(directory: str, output: str, workers: int) -> None:
+    """The hand-written pool, as its own process: pair by stem, run the chain, write the records."""
+    from beam_etl.config import JobConfig  # pylint: disable=import-outside-toplevel
+    from beam_etl.elements import SourceRecord  # pylint: disable=import-outside-toplevel
+    from benchmarks.common import run_pool  # pylint: disable=import-outside-toplevel
+
+    records = []
+    for image in sorted(glob.glob(os.path.join(directory, "images", "*.jpg"))):
+        stem = os.path.splitext(os.path.basename(image))[0]
+        records.append(SourceRecord(key=stem, image_uri=image,
+                                    mask_uri=os.path.join(directory, "masks", stem + ".png")))
+    os.makedirs(output)
+    config = JobConfig(output=output, sources=(_PoolInputs(),), image_size=(128, 128), statistics=False)
+    run_pool(records, config, workers, output)
+
+
+def _timed(command: list[str], cwd: str) -> float:
+    os.sync()  # nothing of earlier runs left to write back to disk
+    started = time.perf_counter()
+    completed = subprocess.run(command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "PYTHONPATH": cwd})
+    seconds = time.perf_counter() - started
+    if completed.returncode:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{completed.stderr[-3000:]}")
+    return seconds
+
+
+def run(name: str, flags: list[str], directory: str, work: str, job_tree: str) -> float:
+    output = tempfile.mkdtemp(dir=work)
+    shutil.rmtree(output)  # each command makes it
+    try:
+        if name == "pool":
+            return _timed([sys.executable, "-m", "benchmarks.whole_job", "--pool_child", directory, output], TREE)
+        return _timed([sys.executable, "-m", "pipelines.preprocess", "--images", f"{directory}/images/*.jpg",
+                       "--masks", f"{directory}/masks/*.png", "--output", output, "--image_size", "128",
+                       *flags], job_tree)
+    finally:
+        shutil.rmtree(output, ignore_errors=True)
+
+
+def table(best: dict, sizes: list[int], names: list[str]) -> str:
+    largest = max(sizes)
+    pool = best[("pool", largest)]
+    lines = ["| command | " + " | ".join(f"{n:,} pairs" for n in sizes) + f" | x pool at {largest:,} |",
+             "|---|" + "---|" * len(sizes) + "---|"]
+    for name in names:
+        walls = " | ".join(f"{best[(name, n)]:.1f} s" for n in sizes)
+        lines.append(f"| {name} | {walls} | {best[(name, largest)] / pool:.2f} |")
+    return "\n".join(lines)
+
+
+def statistics_costs(best: dict, sizes: list[int], names: list[str]) -> list[str]:
+    lines = []
+    for name in names:
+        if name.endswith("--no_statistics") or name == "pool":
+            continue
+        without = f"{name} --no_statistics"
+        if without in names:
+            for n in sizes:
+                lines.append(f"statistics cost, {name}, {n:,} pairs: "
+                             f"{best[(name, n)] / best[(without, n)] - 1:+.1%} of the wall")
+    return lines
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="50,7390", help="comma-separated numbers of pairs")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--dask", action="store_true", help="add the commands on a 2-worker Dask cluster")
+    parser.add_argument("--only", default="", help="comma-separated command names to run (and the pool)")
+    parser.add_argument("--before", default=None, help="run the job commands from this checkout")
+    parser.add_argument("--data", default=os.path.join(tempfile.gettempdir(), "beam-etl-bench-data"))
+    parser.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "beam-etl-bench-whole-job"))
+    parser.add_argument("--pool_child", nargs=2, metavar=("DIR", "OUT"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.pool_child:
+        pool_main(*args.pool_child, workers=2)
+        return {}
+    sizes = sorted(int(n) for n in args.sizes.split(","))
+    commands = {"pool": [], **COMMANDS, **(DASK_COMMANDS if args.dask else {})}
+    if args.only:
+        chosen = set(args.only.split(","))
+        commands = {name: flags for name, flags in commands.items() if name == "pool" or name in chosen}
+    job_tree = os.path.abspath(args.before) if args.before else TREE
+    records = ensure_dataset(args.data, max(sizes))
+    shutil.rmtree(args.work, ignore_errors=True)
+    os.makedirs(args.work)
+    inputs = {n: subset_dir(records[:n], os.path.join(args.work, f"inputs-{n}")) for n in sizes}
+    walls = {(name, n): [] for name in commands for n in sizes}
+    for round_ in range(args.rounds):
+        for n in sizes:
+            for name, flags in commands.items():
+                walls[(name, n)].append(run(name, flags, inputs[n], args.work, job_tree))
+                print(f"round {round_ + 1}, {n} pairs, {name}: {walls[(name, n)][-1]:.1f} s", flush=True)
+    best = {key: min(values) for key, values in walls.items()}
+    print(table(best, sizes, list(commands)))
+    print("\n".join(statistics_costs(best, sizes, list(commands))))
+    result = {"walls": {f"{name} @ {n}": values for (name, n), values in walls.items()}}
+    print(json.dumps(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()

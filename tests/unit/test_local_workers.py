@@ -1,0 +1,59 @@
+"""How a run left to the DirectRunner's defaults uses this machine: a worker process per core
+for many inputs, this process for few; what the user names is left alone."""
+
+import pytest
+from apache_beam.options.pipeline_options import DirectOptions
+
+from beam_etl.beam import launch, options
+
+
+def _touch_pairs(root, count):
+    (root / "images").mkdir()
+    (root / "masks").mkdir()
+    for i in range(count):
+        (root / "images" / f"{i}.jpg").write_bytes(b"x")
+        (root / "masks" / f"{i}.png").write_bytes(b"x")
+    return ["--images", str(root / "images" / "*.jpg"), "--masks", str(root / "masks" / "*.png"),
+            "--output", str(root / "out")]
+
+
+def _direct(pipeline_options):
+    direct = pipeline_options.view_as(DirectOptions)
+    return direct.direct_running_mode, direct.direct_num_workers
+
+
+@pytest.mark.parametrize("inputs, cores, expected, said", [
+    (3, 2, ("in_memory", 1), "in this process (under 4 inputs)"),
+    (4, 2, ("multi_processing", 2), "on 2 worker processes, one per core"),
+    (9, 3, ("multi_processing", 3), "on 3 worker processes, one per core"),
+    (9, 1, ("in_memory", 1), "in this process (one core)"),
+])
+def test_the_job_chooses_by_the_number_of_inputs(tmp_path, monkeypatch, inputs, cores, expected, said):
+    monkeypatch.setattr(launch, "MANY_INPUTS", 4)
+    monkeypatch.setattr(launch.os, "cpu_count", lambda: cores)
+    config, pipeline_options = options.parse_args(_touch_pairs(tmp_path, inputs))
+    assert options.job_chooses_workers(pipeline_options)
+    assert launch.local_workers(config, pipeline_options) == said
+    assert _direct(pipeline_options) == expected
+
+
+@pytest.mark.parametrize("named", [
+    ["--direct_num_workers", "1"], ["--direct_running_mode=in_memory"], ["--direct_num_workers=2"],
+    ["--direct_running_mode", "multi_processing", "--direct_num_workers", "3"],
+    ["--runner", "BundleBasedDirectRunner"],
+])
+def test_what_the_user_names_is_left_alone(tmp_path, monkeypatch, named):
+    monkeypatch.setattr(launch, "MANY_INPUTS", 1)
+    config, pipeline_options = options.parse_args([*_touch_pairs(tmp_path, 3), *named])
+    before = _direct(pipeline_options)
+    assert not options.job_chooses_workers(pipeline_options)
+    assert launch.local_workers(config, pipeline_options) is None
+    assert _direct(pipeline_options) == before
+
+
+def test_counting_stops_at_the_limit(tmp_path):
+    from beam_etl.beam import sources  # pylint: disable=import-outside-toplevel
+
+    config, _ = options.parse_args(_touch_pairs(tmp_path, 7))
+    assert sources.count_inputs(config, 100) == 7
+    assert sources.count_inputs(config, 3) == 3
