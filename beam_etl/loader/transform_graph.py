@@ -92,16 +92,19 @@ def make_preprocessing_fn(image_info: dict, statistics_file: str, class_names_fi
     def preprocessing_fn(inputs):
         import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
-        lines = tf.lookup.StaticHashTable(tf.lookup.TextFileInitializer(
-            statistics_file, tf.int64, tf.lookup.TextFileIndex.LINE_NUMBER,
-            tf.int64, tf.lookup.TextFileIndex.WHOLE_LINE), default_value=0)
+        # Made in the init scope, as tf.Transform makes its vocabularies' tables: initialized
+        # once when the SavedModel loads, not on every call of the graph.
+        with tf.init_scope():
+            lines = tf.lookup.StaticHashTable(tf.lookup.TextFileInitializer(
+                statistics_file, tf.int64, tf.lookup.TextFileIndex.LINE_NUMBER,
+                tf.int64, tf.lookup.TextFileIndex.WHOLE_LINE), default_value=0)
+            vocabulary = tf.lookup.StaticHashTable(tf.lookup.TextFileInitializer(
+                class_names_file, tf.string, tf.lookup.TextFileIndex.WHOLE_LINE,
+                tf.int64, tf.lookup.TextFileIndex.LINE_NUMBER), default_value=-1)
         fields, offset = {}, 0
         for name, length in _fields(image_info["channels"]):
             fields[name] = lines.lookup(tf.range(offset, offset + length, dtype=tf.int64))
             offset += length
-        vocabulary = tf.lookup.StaticHashTable(tf.lookup.TextFileInitializer(
-            class_names_file, tf.string, tf.lookup.TextFileIndex.WHOLE_LINE,
-            tf.int64, tf.lookup.TextFileIndex.LINE_NUMBER), default_value=-1)
         statistics = {
             "num_images": tf.reshape(fields["num_images"], []),
             "channel_sum": fields["channel_sum"],
