@@ -142,13 +142,23 @@ def template(image_info: dict, mask_values, root: str | None = None) -> str:
     write_template(building, image_info, mask_values)
     if not building.endswith(".partial"):
         return building
-    shutil.rmtree(folder, ignore_errors=True)  # a damaged one
-    try:
-        os.rename(building, folder)  # another run may have put an intact one there meanwhile
-    except OSError:
-        shutil.rmtree(building, ignore_errors=True)
-        if not _is_intact(folder):
-            raise
+    # Another run may have put an intact one in place meanwhile, and may be copying from it:
+    # a folder is only ever moved aside whole, and only when it is damaged.
+    if not _is_intact(folder):
+        aside = f"{folder}.{uuid.uuid4().hex}.damaged"
+        try:
+            os.rename(folder, aside)
+            shutil.rmtree(aside, ignore_errors=True)
+        except OSError:
+            pass  # none there, or another run moved it first
+        try:
+            os.rename(building, folder)
+            return folder
+        except OSError:
+            pass  # another run's went in first
+    shutil.rmtree(building, ignore_errors=True)
+    if not _is_intact(folder):
+        raise RuntimeError(f"no intact transform template could be put in {folder}")
     return folder
 
 

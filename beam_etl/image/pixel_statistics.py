@@ -18,12 +18,12 @@ from __future__ import annotations
 import collections
 import dataclasses
 
+import cv2
 import numpy as np
 import simplejpeg
 
 NUM_MASK_VALUES = 256  # masks are uint8
-_VALUES = np.arange(256, dtype=np.int64)
-_SQUARES = _VALUES * _VALUES
+FLOAT32_EXACT = 1 << 24  # OpenCV's histograms count in float32: exact below this many pixels
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,18 +45,25 @@ def decoded_record_pixels(pixels: np.ndarray, encoded: bytes, image_format: str)
 
 
 def example_sums(pixels: np.ndarray, mask: np.ndarray, label_name: str) -> ExampleSums:
-    """``uint8[H, W, C]`` pixels and ``uint8[H, W]`` mask -> their share, exactly: the sums come
-    from each channel's 256-bin histogram."""
+    """``uint8[H, W, C]`` pixels (C at most 4) and ``uint8[H, W]`` mask -> their share, exactly:
+    OpenCV's sums are float64, exact for integers below 2**53 (a sum of squares reaches that
+    only past 138 billion pixels), and its histogram float32, exact below 2**24 pixels (past
+    that, numpy counts)."""
     channels = pixels.shape[-1]
-    flat = np.ascontiguousarray(pixels).reshape(-1, channels)
-    histograms = [np.bincount(flat[:, c], minlength=256) for c in range(channels)]
-    counts = np.bincount(np.ascontiguousarray(mask).ravel(), minlength=NUM_MASK_VALUES)
+    pixels = np.ascontiguousarray(pixels)
+    sums = cv2.sumElems(pixels)[:channels]
+    squares = cv2.sumElems(cv2.multiply(pixels, pixels, dtype=cv2.CV_32S))[:channels]
+    mask = np.ascontiguousarray(mask)
+    if mask.size < FLOAT32_EXACT:
+        counts = cv2.calcHist([mask], [0], None, [NUM_MASK_VALUES], [0, NUM_MASK_VALUES]).ravel()
+    else:
+        counts = np.bincount(mask.ravel(), minlength=NUM_MASK_VALUES)
     present = np.flatnonzero(counts)
     return ExampleSums(
-        channel_sum=tuple(int(h @ _VALUES) for h in histograms),
-        channel_sum_squares=tuple(int(h @ _SQUARES) for h in histograms),
+        channel_sum=tuple(int(round(v)) for v in sums),
+        channel_sum_squares=tuple(int(round(v)) for v in squares),
         mask_values=tuple(int(v) for v in present),
-        mask_pixels=tuple(int(counts[v]) for v in present),
+        mask_pixels=tuple(int(round(counts[v])) for v in present),
         label_name=label_name)
 
 

@@ -239,7 +239,7 @@ def test_a_template_is_written_once_and_a_damaged_one_again(tmp_path, monkeypatc
     model.write_bytes(model.read_bytes()[:-1])
     assert transform_template.template(IMAGE_INFO, None, root=str(tmp_path)) == first and len(written) == 2
     assert transform_template._is_intact(first)  # pylint: disable=protected-access
-    assert not [p for p in tmp_path.rglob("*") if ".partial" in p.name]
+    assert not [p for p in tmp_path.rglob("*") if p.name.endswith((".partial", ".damaged"))]
 
 
 @pytest.mark.slow
@@ -255,3 +255,22 @@ def test_a_cache_that_cannot_be_written_is_no_error(tmp_path):
     output = tft.TFTransformOutput(str(staged))
     assert output.vocabulary_by_name(transform_graph.CLASS_NAMES) == [b"cat"]
     assert blocked.read_text() == "not a folder"
+
+
+def _template_in(root):
+    from beam_etl.beam import transform_template  # pylint: disable=import-outside-toplevel
+
+    return transform_template.template(IMAGE_INFO, None, root=root)
+
+
+@pytest.mark.slow
+def test_two_runs_writing_the_same_template_at_once_end_with_one_intact(tmp_path):
+    import concurrent.futures  # pylint: disable=import-outside-toplevel
+    import multiprocessing  # pylint: disable=import-outside-toplevel
+
+    from beam_etl.beam import transform_template  # pylint: disable=import-outside-toplevel
+
+    with concurrent.futures.ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        folders = list(pool.map(_template_in, [str(tmp_path)] * 2))
+    assert folders[0] == folders[1] and transform_template._is_intact(folders[0])  # pylint: disable=protected-access
+    assert [p.name for p in (tmp_path / "transform-graphs").iterdir()] == [pathlib.Path(folders[0]).name]

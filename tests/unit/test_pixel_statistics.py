@@ -17,8 +17,11 @@ def _example(seed, height=20, width=12):
     return pixels, mask
 
 
-def test_a_share_is_the_exact_sums_of_its_pixels_and_mask():
+@pytest.mark.parametrize("histogram_limit", [pixel_statistics.FLOAT32_EXACT, 10])  # OpenCV, numpy
+def test_a_share_is_the_exact_sums_of_its_pixels_and_mask(monkeypatch, histogram_limit):
+    monkeypatch.setattr(pixel_statistics, "FLOAT32_EXACT", histogram_limit)
     pixels, mask = _example(0)
+    pixels[0, 0] = 255
     sums = example_sums(pixels, mask, "pug")
     wide = pixels.reshape(-1, 3).astype(np.int64)
     assert sums.channel_sum == tuple(wide.sum(axis=0).tolist())
