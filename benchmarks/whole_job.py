@@ -77,6 +77,29 @@ def pool_main(directory: str, output: str, workers: int) -> None:
     run_pool(records, config, workers, output)
 
 
+def statistics_share_cost(records, rounds: int = 5) -> dict[str, float]:
+    """ms per image of the per-image chain with and without each example's statistics share,
+    in this process, alternating, best of ``rounds``: what statistics add to the per-image work,
+    which the walls above cannot resolve on a noisy machine."""
+    from beam_etl.config import JobConfig  # pylint: disable=import-outside-toplevel
+    from beam_etl.image import chain  # pylint: disable=import-outside-toplevel
+
+    data = []
+    for record in records:
+        with open(record.image_uri, "rb") as image, open(record.mask_uri, "rb") as mask:
+            data.append((record, image.read(), mask.read()))
+    best = {}
+    for _ in range(rounds):
+        for statistics in (False, True):
+            config = JobConfig(output="unused", sources=(_PoolInputs(),), image_size=(128, 128), statistics=statistics)
+            started = time.perf_counter()
+            for record, image, mask in data:
+                chain.process_example(record, image, mask, "train", config)
+            ms = (time.perf_counter() - started) * 1000 / len(data)
+            best[statistics] = min(best.get(statistics, ms), ms)
+    return {"without_ms": best[False], "with_ms": best[True], "share_cost": best[True] / best[False] - 1}
+
+
 def _timed(command: list[str], cwd: str, environ: dict | None = None) -> float:
     os.sync()  # nothing of earlier runs left to write back to disk
     started = time.perf_counter()
@@ -137,6 +160,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--before", default=None, help="run the job commands from this checkout")
     parser.add_argument("--data", default=os.path.join(tempfile.gettempdir(), "beam-etl-bench-data"))
     parser.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "beam-etl-bench-whole-job"))
+    parser.add_argument("--share_images", type=int, default=300,
+                        help="images for timing the statistics share in the chain (0: skip)")
     parser.add_argument("--pool_child", nargs=2, metavar=("DIR", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.pool_child:
@@ -162,6 +187,11 @@ def main(argv=None) -> dict:
     print(table(best, sizes, list(commands)))
     print("\n".join(statistics_costs(best, sizes, list(commands))))
     result = {"walls": {f"{name} @ {n}": values for (name, n), values in walls.items()}}
+    if args.share_images:
+        share = statistics_share_cost(records[:args.share_images])
+        print(f"per-image chain, training example: {share['without_ms']:.3f} ms without statistics, "
+              f"{share['with_ms']:.3f} ms with its share: {share['share_cost']:+.1%}")
+        result["statistics_share"] = share
     print(json.dumps(result))
     return result
 

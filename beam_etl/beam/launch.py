@@ -9,6 +9,7 @@ run that fails puts the earlier output back and releases it.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
@@ -54,6 +55,27 @@ def _on_local_dask_cluster(pipeline_options: PipelineOptions, workers: int):
     pipeline_options.view_as(StandardOptions).runner = options.DASK_RUNNER
     pipeline_options.view_as(DaskOptions).address = cluster.scheduler_address
     return cluster
+
+
+# What every worker process of a multi-process DirectRunner run logs as it starts, and the runner
+# repeats as a warning, though nothing is wrong: it keeps no state between runs, and the job's
+# own flags, which it does not parse (the job's settings reach it inside its steps).
+BEAM_WORKER_START_NOTES = ("No semi_persistent_directory found", "Discarding unparseable args")
+_WORKER_LOG = "apache_beam.runners.portability.local_job_service"
+
+
+class QuietWorkerStart(logging.Filter):
+    """Drops :data:`BEAM_WORKER_START_NOTES` from the runner's log of its workers."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(note in message for note in BEAM_WORKER_START_NOTES)
+
+
+def quiet_worker_start() -> None:
+    logger = logging.getLogger(_WORKER_LOG)
+    if not any(isinstance(f, QuietWorkerStart) for f in logger.filters):
+        logger.addFilter(QuietWorkerStart())
 
 
 # From this many inputs on, a run left to the DirectRunner's defaults uses a worker process per
@@ -134,6 +156,7 @@ def launch(config: JobConfig, pipeline_options: PipelineOptions) -> dict | None:
     except ValueError as error:
         _refuse(error)
     workers = local_workers(config, pipeline_options)
+    quiet_worker_start()
     if workers:
         print(f"beam-etl: running {workers} (--direct_running_mode and --direct_num_workers choose)")
     if launch_options.render_graph:

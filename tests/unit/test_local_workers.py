@@ -57,3 +57,16 @@ def test_counting_stops_at_the_limit(tmp_path):
     config, _ = options.parse_args(_touch_pairs(tmp_path, 7))
     assert sources.count_inputs(config, 100) == 7
     assert sources.count_inputs(config, 3) == 3
+
+
+def test_the_workers_start_up_notes_are_not_shown(caplog):
+    launch.quiet_worker_start()
+    launch.quiet_worker_start()  # once is enough, twice is harmless
+    logger = launch.logging.getLogger("apache_beam.runners.portability.local_job_service")
+    assert sum(isinstance(f, launch.QuietWorkerStart) for f in logger.filters) == 1
+    with caplog.at_level("WARNING", logger=logger.name):
+        logger.warning("Worker: severity: WARN message: \"Discarding unparseable args: ['--output', 'o']\"")
+        logger.warning("Worker: severity: WARN message: \"No semi_persistent_directory found: ...\"")
+        logger.warning("Worker: severity: ERROR message: \"Traceback: the DoFn failed\"")
+    assert [r.getMessage() for r in caplog.records] == [
+        "Worker: severity: ERROR message: \"Traceback: the DoFn failed\""]
