@@ -146,6 +146,8 @@ class JobConfig:
     max_reject_fraction: float = 1.0
     overwrite: bool = False
     statistics: bool = True
+    use_cache: bool = True  # --no_cache: every input decoded again, no outcome stored
+    cache_dir: str | None = None  # --cache DIR; None: OUTPUT/.beam-etl-cache
 
     def __post_init__(self):
         if not self.output:

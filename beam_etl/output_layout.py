@@ -34,6 +34,9 @@ STAGING_DIR = f"{INCOMPLETE_DIR}/staged"  # a run's files, until the commit move
 SPILL_DIR = f"{INCOMPLETE_DIR}/spill"
 PREVIOUS_DIR = f"{INCOMPLETE_DIR}/previous"  # the replaced output, during the commit only
 JOURNAL = f"{INCOMPLETE_DIR}/commit.json"  # the commit in progress: what moves where
+# Each input's outcome by content (beam_etl.beam.example_cache), kept across runs: not an output
+# file (no manifest lists it, verify and the ownership checks pass it by), and never deleted.
+CACHE_DIR = ".beam-etl-cache"
 
 SPLITS = ("train", "val", "test")
 _SHARD = re.compile(r"(train|val|test)-(\d{5})-of-(\d{5})\.tfrecord")

@@ -73,6 +73,15 @@ def rename(source: str, destination: str) -> None:
         FileSystems.rename([source], [destination])
 
 
+def replace(source: str, destination: str) -> None:
+    """Moves one file over ``destination``, whether or not it exists (atomically on a local disk)."""
+    if is_local(source):
+        make_parent(destination)
+        os.replace(_local(source), _local(destination))
+    else:
+        FileSystems.rename([source], [destination])
+
+
 def delete_file(path: str) -> None:
     """Deletes one file; a missing file is not an error (deletes are retried after crashes)."""
     if is_local(path):

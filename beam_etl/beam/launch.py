@@ -86,17 +86,23 @@ MANY_INPUTS = 2500
 def local_workers(config: JobConfig, pipeline_options: PipelineOptions) -> str | None:
     """For a run left to the DirectRunner's defaults (:func:`options.job_chooses_workers`), sets
     how it uses this machine and says so: one worker process per core for :data:`MANY_INPUTS`
-    inputs or more (or a number the sources cannot tell), this process alone below that."""
+    inputs or more, this process alone below that, and when the sources cannot tell how many
+    they hold (a BigQuery source: its client's settings, an emulator's for one, live in this
+    process)."""
     if not options.job_chooses_workers(pipeline_options):
         return None
     cores = os.cpu_count() or 1
     direct = pipeline_options.view_as(DirectOptions)
     inputs = sources.count_inputs(config, MANY_INPUTS)
-    if cores > 1 and (inputs is None or inputs >= MANY_INPUTS):
+    if cores > 1 and inputs is not None and inputs >= MANY_INPUTS:
         direct.direct_running_mode, direct.direct_num_workers = "multi_processing", cores
         return f"on {cores} worker processes, one per core"
     direct.direct_num_workers = 1
-    return f"in this process (under {MANY_INPUTS:,} inputs)" if cores > 1 else "in this process (one core)"
+    if cores == 1:
+        return "in this process (one core)"
+    if inputs is None:
+        return "in this process (the sources do not say how many inputs they hold)"
+    return f"in this process (under {MANY_INPUTS:,} inputs)"
 
 
 def summarize(manifest_dict: dict, seconds: float) -> str:

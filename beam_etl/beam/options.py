@@ -64,6 +64,12 @@ class PreprocessOptions(PipelineOptions):
                                "rotation, brightness/contrast). Default 0.")
         proc.add_argument("--seed", type=flag_type(int), default=0,
                           help="Seed of augmentation and of nothing else. Default 0.")
+        proc.add_argument("--cache", dest="cache_dir", default=None, metavar="DIR",
+                          help="Where each input's outcome is kept by content (local or gs://), "
+                               "so that a rerun decodes only what changed; several outputs may "
+                               "share one. Default OUTPUT/.beam-etl-cache.")
+        proc.add_argument("--no_cache", dest="use_cache", action="store_false", default=True,
+                          help="Decode every input again and keep no outcome.")
         proc.add_argument("--no_statistics", dest="statistics", action="store_false", default=True,
                           help="Skip the tensorflow-transform pass over the training split: no "
                                "statistics in the manifest, no transform_fn/ for the loader.")

@@ -11,10 +11,11 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from beam_etl.beam import filesystem
+from beam_etl.beam import example_cache, filesystem
 from beam_etl.config import JobConfig
 from beam_etl.image.chain import process_example
 from beam_etl.elements import RejectedInput, SourceRecord
+from beam_etl.output_layout import CACHE_DIR, join
 from beam_etl.beam.rejections import SplitRejections
 
 _MASK_STAGES = ("read_mask", "decode_mask")
@@ -81,6 +82,12 @@ class ProcessExamplesFn(beam.DoFn):
         self._config = config
 
     def setup(self):
+        config = self._config
+        self._cache = None
+        if config.use_cache:
+            self._cache = example_cache.ExampleCache(config.cache_dir or join(config.output, CACHE_DIR))
+            self._version = example_cache.version(config)
+        self._cached = {name: Metrics.counter("beam_etl", f"cache_{name}") for name in ("hits", "misses", "damaged")}
         self._inputs = Metrics.counter("beam_etl", "inputs")
         self._written = {split: Metrics.counter("beam_etl", f"written_{split}")
                          for split in self._config.splits}
@@ -94,18 +101,45 @@ class ProcessExamplesFn(beam.DoFn):
                            else read_uri(record.image_uri, "read_image"))
             mask_bytes = (record.mask_bytes if record.mask_bytes is not None
                           else read_uri(record.mask_uri, "read_mask"))
-            examples, sums = process_example(record, image_bytes, mask_bytes, split, self._config)
-        except RejectedInput as rejected:
-            if rejected.reason not in self._rejected:
-                self._rejected[rejected.reason] = Metrics.counter("beam_etl", f"rejected_{rejected.reason}")
-            self._rejected[rejected.reason].inc()
-            uri = record.mask_uri if rejected.stage in _MASK_STAGES else record.image_uri
-            yield rejected.to_rejection(uri, record.key)
+        except RejectedInput as rejected:  # no outcome of the input's bytes: never cached
+            yield self._rejection(record, rejected)
             return
+        outcome = self._outcome(record, image_bytes, mask_bytes, split)
+        if outcome.rejected is not None:
+            yield self._rejection(record, outcome.rejected)
+            return
+        examples, sums = outcome.examples, outcome.sums
         self._written[split].inc(len(examples))
         yield from examples
         if sums is not None:
             yield beam.pvalue.TaggedOutput(STATISTICS, sums)
+
+    def _compute(self, record, image_bytes, mask_bytes, split) -> example_cache.Outcome:
+        try:
+            examples, sums = process_example(record, image_bytes, mask_bytes, split, self._config)
+        except RejectedInput as rejected:
+            return example_cache.Outcome(rejected=rejected)
+        return example_cache.Outcome(examples=tuple(examples), sums=sums)
+
+    def _outcome(self, record, image_bytes, mask_bytes, split) -> example_cache.Outcome:
+        if self._cache is None:
+            return self._compute(record, image_bytes, mask_bytes, split)
+        name = example_cache.entry_name(self._version, record, image_bytes, mask_bytes)
+        outcome, damaged = self._cache.read(name)
+        if outcome is not None:
+            self._cached["hits"].inc()
+            return outcome
+        self._cached["damaged" if damaged else "misses"].inc()
+        outcome = self._compute(record, image_bytes, mask_bytes, split)
+        self._cache.write(name, outcome)
+        return outcome
+
+    def _rejection(self, record, rejected: RejectedInput):
+        if rejected.reason not in self._rejected:
+            self._rejected[rejected.reason] = Metrics.counter("beam_etl", f"rejected_{rejected.reason}")
+        self._rejected[rejected.reason].inc()
+        uri = record.mask_uri if rejected.stage in _MASK_STAGES else record.image_uri
+        return rejected.to_rejection(uri, record.key)
 
 
 class ProcessExamples(beam.PTransform):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pathlib
 
+from beam_etl.output_layout import CACHE_DIR
 from pipelines import preprocess
 
 
@@ -20,14 +21,16 @@ _NOT_BYTE_STABLE = {"manifest.json"}
 
 
 def output_files(out: pathlib.Path) -> dict[str, bytes]:
+    """Every file of the output in ``out`` by name (not the cache of outcomes beside it)."""
     return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*"))
-            if p.is_file() and str(p.relative_to(out)) not in _NOT_BYTE_STABLE}
+            if p.is_file() and str(p.relative_to(out)) not in _NOT_BYTE_STABLE
+            and not str(p.relative_to(out)).startswith(CACHE_DIR + "/")}
 
 
 def comparable(manifest: dict) -> dict:
     """``manifest`` without what differs between two runs of the same inputs and flags: the
-    output folder, the run id, and the manifest's own entry."""
-    manifest = {**manifest, "flags": {k: v for k, v in manifest["flags"].items() if k != "output"},
+    output folder and whether it replaced another, the run id, and the manifest's own entry."""
+    manifest = {**manifest, "flags": {k: v for k, v in manifest["flags"].items() if k not in ("output", "overwrite")},
                 "files": {k: v for k, v in manifest["files"].items() if k not in _NOT_BYTE_STABLE}}
     manifest.pop("run_id")
     return manifest

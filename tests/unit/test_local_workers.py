@@ -70,3 +70,14 @@ def test_the_workers_start_up_notes_are_not_shown(caplog):
         logger.warning("Worker: severity: ERROR message: \"Traceback: the DoFn failed\"")
     assert [r.getMessage() for r in caplog.records] == [
         "Worker: severity: ERROR message: \"Traceback: the DoFn failed\""]
+
+
+def test_sources_that_cannot_count_run_in_this_process(monkeypatch, tmp_path):
+    from beam_etl.beam import sources  # pylint: disable=import-outside-toplevel
+
+    monkeypatch.setattr(launch.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(sources, "count_inputs", lambda config, limit: None)
+    config, pipeline_options = options.parse_args(_touch_pairs(tmp_path, 3))
+    assert launch.local_workers(config, pipeline_options) == \
+        "in this process (the sources do not say how many inputs they hold)"
+    assert _direct(pipeline_options) == ("in_memory", 1)

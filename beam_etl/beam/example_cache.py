@@ -1,0 +1,144 @@
+"""Each input's outcome, cached by content: a rerun decodes only inputs it has not seen.
+
+An outcome is what the per-image chain makes of one input: its records (the example and its
+augmentation copies, serialized) and its share of the statistics, or its rejection (stage,
+reason, message). It depends only on
+
+- the input's bytes (image and mask) and what the source says of it (key, URIs, label, class
+  name, output split: the record's ``image/filename`` is its URI, augmentation is for training
+  only and seeded by the key);
+- the settings that shape an example (:data:`OUTCOME_SETTINGS`);
+- the code of the chain (:data:`CHAIN_MODULES`, by the hash of their source);
+
+and its entry's name is the SHA-256 of all of them, so a changed mask, a changed flag that
+matters or a new version of the chain finds no entry, while a flag that does not matter
+(``--num_shards``, the output folder) finds them all. An entry is a JSON header and the records'
+bytes, behind a crc32c of the whole: one that does not match (cut short, overwritten) is
+computed again and written anew, never copied into the output. Entries are written once, to a
+temporary name renamed into place, through Beam's FileSystems (local or ``gs://``). A read
+failure (a missing file, a timeout) is no outcome of the input's bytes and is not cached.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib.util
+import json
+import uuid
+
+import google_crc32c
+
+from beam_etl.beam import filesystem
+from beam_etl.elements import EncodedExample, RejectedInput, SourceRecord
+from beam_etl.image.pixel_statistics import ExampleSums
+from beam_etl.output_layout import join
+
+MAGIC = b"beam-etl outcome 1\n"
+# The settings an outcome depends on (JobConfig fields).
+OUTCOME_SETTINGS = ("image_size", "image_format", "jpeg_quality", "max_pixels", "mask_values",
+                    "augment_copies", "seed", "statistics")
+# The code that makes an outcome: a change in any of them is a new chain.
+CHAIN_MODULES = ("beam_etl.image.augmentation", "beam_etl.image.chain", "beam_etl.image.decoding",
+                 "beam_etl.image.encoding", "beam_etl.image.pixel_statistics", "beam_etl.image.resizing",
+                 "beam_etl.image.validation", "beam_etl.schema", "beam_etl.tf_example", "beam_etl.hashing",
+                 "beam_etl.elements", "beam_etl.beam.example_cache")
+
+
+def _source_hash(module_name: str) -> str:
+    with open(importlib.util.find_spec(module_name).origin, "rb") as source:
+        return hashlib.sha256(source.read()).hexdigest()
+
+
+def version(config) -> str:
+    """The chain's code and the settings of ``config`` that shape an outcome, hashed."""
+    described = {"code": {name: _source_hash(name) for name in CHAIN_MODULES},
+                 "settings": {name: getattr(config, name) for name in OUTCOME_SETTINGS}}
+    return hashlib.sha256(json.dumps(described, sort_keys=True, default=list).encode()).hexdigest()
+
+
+def entry_name(chain_version: str, record: SourceRecord, image_bytes: bytes, mask_bytes: bytes) -> str:
+    described = {"version": chain_version, "key": record.key, "image_uri": record.image_uri,
+                 "mask_uri": record.mask_uri, "label": record.label, "label_name": record.label_name,
+                 "split": record.split, "image": hashlib.sha256(image_bytes).hexdigest(),
+                 "mask": hashlib.sha256(mask_bytes).hexdigest()}
+    return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """What the chain made of one input: ``examples`` (and ``sums``, or None), or ``rejected``."""
+
+    examples: tuple[EncodedExample, ...] = ()
+    sums: ExampleSums | None = None
+    rejected: RejectedInput | None = None
+
+
+def encode(outcome: Outcome) -> bytes:
+    header = {
+        "examples": [{"key": e.example_key, "split": e.split, "copy": e.copy, "bytes": len(e.serialized)}
+                     for e in outcome.examples],
+        "sums": dataclasses.asdict(outcome.sums) if outcome.sums is not None else None,
+        "rejected": ({"stage": outcome.rejected.stage, "reason": outcome.rejected.reason,
+                      "message": outcome.rejected.message} if outcome.rejected is not None else None),
+    }
+    body = json.dumps(header, sort_keys=True).encode("utf-8") + b"\n" + b"".join(e.serialized for e in outcome.examples)
+    return MAGIC + f"{google_crc32c.value(body):08x}\n".encode() + body
+
+
+def decode(data: bytes) -> Outcome | None:
+    """The outcome in ``data``, or None when it is not an intact entry."""
+    if not data.startswith(MAGIC):
+        return None
+    checksum, _, body = data[len(MAGIC):].partition(b"\n")
+    if checksum != f"{google_crc32c.value(body):08x}".encode():
+        return None
+    text, _, payload = body.partition(b"\n")
+    try:
+        header = json.loads(text)
+        examples, offset = [], 0
+        for entry in header["examples"]:
+            examples.append(EncodedExample(example_key=entry["key"], split=entry["split"], copy=entry["copy"],
+                                           serialized=payload[offset:offset + entry["bytes"]]))
+            offset += entry["bytes"]
+        if offset != len(payload):
+            return None
+        sums = header["sums"]
+        rejected = header["rejected"]
+        return Outcome(
+            examples=tuple(examples),
+            sums=ExampleSums(**{k: tuple(v) if isinstance(v, list) else v for k, v in sums.items()}) if sums else None,
+            rejected=RejectedInput(rejected["stage"], rejected["reason"], rejected["message"]) if rejected else None)
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+class ExampleCache:
+    """Outcomes under ``directory`` (local or ``gs://``), two levels by name."""
+
+    def __init__(self, directory: str):
+        self._directory = directory
+
+    def path(self, name: str) -> str:
+        return join(self._directory, f"{name[:2]}/{name}")
+
+    def read(self, name: str) -> tuple[Outcome | None, bool]:
+        """``(outcome, damaged)``: the entry's outcome, or None when there is none (damaged:
+        there is one, but it is not intact)."""
+        path = self.path(name)
+        try:
+            data = filesystem.read_bytes(path)
+        except (OSError, IOError):
+            return None, False
+        except Exception:  # pylint: disable=broad-except  # an object store's own "not found" and friends
+            if not filesystem.exists(path):
+                return None, False
+            raise
+        outcome = decode(data)
+        return outcome, outcome is None
+
+    def write(self, name: str, outcome: Outcome) -> None:
+        path = self.path(name)
+        temporary = f"{path}.{uuid.uuid4().hex}.tmp"
+        filesystem.write_bytes(temporary, encode(outcome))
+        filesystem.replace(temporary, path)  # over a damaged entry, or another worker's of the same input

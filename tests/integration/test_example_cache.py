@@ -1,0 +1,152 @@
+"""Outcomes cached by content: a rerun decodes only what it has not seen, and its output is
+byte for byte a fresh run's over the same final inputs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from beam_etl.beam import example_cache, process_examples
+from beam_etl.output_layout import CACHE_DIR
+from beam_etl.tools import sample_data
+from pipelines import preprocess
+from tests.support.jobs import comparable, output_files
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def decodes(monkeypatch):
+    """How many inputs the per-image chain ran on (the runs here run in this process)."""
+    seen = []
+    real = process_examples.process_example
+
+    def counting(record, *args):
+        seen.append(record.key)
+        return real(record, *args)
+
+    monkeypatch.setattr(process_examples, "process_example", counting)
+    return seen
+
+
+@pytest.fixture
+def data(tmp_path):
+    """12 pairs, and 4 more set aside to arrive later."""
+    root = tmp_path / "data"
+    sample_data.generate(str(root), num_images=16, seed=5)
+    later = tmp_path / "later"
+    (later / "images").mkdir(parents=True)
+    (later / "masks").mkdir()
+    for image in sorted((root / "images").glob("*.jpg"))[12:]:
+        shutil.move(image, later / "images" / image.name)
+        mask = root / "annotations" / "trimaps" / f"{image.stem}.png"
+        shutil.move(mask, later / "masks" / mask.name)
+    return root, later
+
+
+def _run(root, out, *extra):
+    return preprocess.run(["--images", str(root / "images" / "*.jpg"),
+                           "--masks", str(root / "annotations" / "trimaps" / "*.png"),
+                           "--output", str(out), "--image_size", "40x32", "--num_shards", "2",
+                           "--augment_copies", "1", *extra])
+
+
+def _assert_same_as_fresh(root, out, tmp_path, *extra):
+    fresh_out = tmp_path / f"fresh{len(list(tmp_path.glob('fresh*')))}"
+    fresh = _run(root, fresh_out, *extra)
+    assert output_files(out) == output_files(fresh_out)
+    assert comparable(json.loads((out / "manifest.json").read_text())) == comparable(fresh)
+
+
+def _entries(out):
+    return sorted(p for p in (out / CACHE_DIR).rglob("*") if p.is_file())
+
+
+def test_a_grown_dataset_decodes_only_its_new_inputs(data, tmp_path, decodes):
+    root, later = data
+    out = tmp_path / "out"
+    first = _run(root, out)
+    assert len(decodes) == first["num_inputs"] == 12 and len(_entries(out)) == 12
+    for image in (later / "images").iterdir():
+        shutil.copy(image, root / "images" / image.name)
+        shutil.copy(later / "masks" / image.name.replace(".jpg", ".png"),
+                    root / "annotations" / "trimaps" / image.name.replace(".jpg", ".png"))
+    decodes.clear()
+    second = _run(root, out, "--overwrite")
+    assert sorted(decodes) == sorted(p.stem for p in (later / "images").iterdir())
+    assert second["num_inputs"] == 16 and len(_entries(out)) == 16
+    decodes.clear()
+    _assert_same_as_fresh(root, out, tmp_path)
+    assert len(decodes) == 16  # the fresh run, in its own folder, has no cache
+
+
+def test_nothing_new_decodes_nothing_and_a_flag_that_shapes_no_example_changes_nothing(data, tmp_path, decodes):
+    root, _ = data
+    out = tmp_path / "out"
+    _run(root, out)
+    decodes.clear()
+    _run(root, out, "--overwrite", "--num_shards", "3")
+    assert decodes == []
+    _assert_same_as_fresh(root, out, tmp_path, "--num_shards", "3")
+
+
+@pytest.mark.parametrize("flag", [["--image_size", "32x32"], ["--seed", "7"], ["--image_format", "png"]])
+def test_a_flag_that_shapes_the_examples_decodes_everything_again(data, tmp_path, decodes, flag):
+    root, _ = data
+    out = tmp_path / "out"
+    _run(root, out)
+    decodes.clear()
+    _run(root, out, "--overwrite", *flag)
+    assert len(decodes) == 12
+    _assert_same_as_fresh(root, out, tmp_path, *flag)
+
+
+def test_a_changed_mask_and_a_removed_input(data, tmp_path, decodes):
+    root, _ = data
+    out = tmp_path / "out"
+    _run(root, out)
+    masks = sorted((root / "annotations" / "trimaps").glob("*.png"))
+    shutil.copy(masks[1], masks[0])  # a labeller's fix: another mask, the same size here
+    removed = sorted((root / "images").glob("*.jpg"))[-1]
+    removed.unlink()
+    decodes.clear()
+    manifest = _run(root, out, "--overwrite")
+    assert decodes == [masks[0].stem]
+    assert manifest["num_inputs"] == 12  # the removed image's mask is an orphan now
+    _assert_same_as_fresh(root, out, tmp_path)
+
+
+def test_a_damaged_entry_is_computed_again_never_copied(data, tmp_path, decodes):
+    root, _ = data
+    out = tmp_path / "out"
+    _run(root, out)
+    entries = _entries(out)
+    entries[0].write_bytes(entries[0].read_bytes()[:-7])  # cut short
+    flipped = bytearray(entries[1].read_bytes())
+    flipped[len(flipped) // 2] ^= 0xFF  # same size, one byte other
+    entries[1].write_bytes(bytes(flipped))
+    decodes.clear()
+    _run(root, out, "--overwrite")
+    assert len(decodes) == 2
+    for entry in entries[:2]:
+        assert example_cache.decode(entry.read_bytes()) is not None  # written anew
+    _assert_same_as_fresh(root, out, tmp_path)
+
+
+def test_no_cache_and_a_cache_elsewhere(data, tmp_path, decodes):
+    root, _ = data
+    shared = tmp_path / "shared cache[1]"
+    _run(root, tmp_path / "a", "--cache", str(shared))
+    _run(root, tmp_path / "b", "--cache", str(shared))
+    assert len(decodes) == 12  # the second output found every outcome in the shared cache
+    assert not (tmp_path / "a" / CACHE_DIR).exists() and len(_entries_in(shared)) == 12
+    decodes.clear()
+    _run(root, tmp_path / "c", "--no_cache")
+    assert len(decodes) == 12 and not (tmp_path / "c" / CACHE_DIR).exists()
+    assert output_files(tmp_path / "a") == output_files(tmp_path / "b") == output_files(tmp_path / "c")
+
+
+def _entries_in(folder):
+    return sorted(p for p in folder.rglob("*") if p.is_file())
