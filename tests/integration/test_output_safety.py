@@ -17,6 +17,7 @@ import time
 import pytest
 
 from beam_etl.beam import lease
+from beam_etl.output_layout import CACHE_DIR, INCOMPLETE_DIR
 from beam_etl import loader
 from beam_etl.loader import verify
 from beam_etl.tools.sample_data import generate
@@ -43,10 +44,18 @@ def _run_process(pets_dir, out, *extra, crash_at: str | None = None) -> subproce
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 
 
-def _snapshot(directory: pathlib.Path, hidden: bool = True) -> dict[str, bytes]:
-    """Every file under ``directory`` with its bytes (``hidden=False``: not ``.incomplete/``)."""
+def _snapshot(directory: pathlib.Path, hidden: bool = True, cache: bool = True) -> dict[str, bytes]:
+    """Every file under ``directory`` with its bytes (``hidden=False``: not ``.incomplete/``;
+    ``cache=False``: not the cache of outcomes, which a run grows whether or not it ends)."""
+    def kept(name: str) -> bool:
+        return (hidden or not name.startswith(INCOMPLETE_DIR + "/")) and (cache or not name.startswith(CACHE_DIR + "/"))
+
     return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*"))
-            if p.is_file() and (hidden or not str(p.relative_to(directory)).startswith(".incomplete"))}
+            if p.is_file() and kept(str(p.relative_to(directory)))}
+
+
+def _without_cache(snapshot: dict[str, bytes]) -> dict[str, bytes]:
+    return {name: data for name, data in snapshot.items() if not name.startswith(CACHE_DIR + "/")}
 
 
 def _refused(capsys, call) -> str:
@@ -174,7 +183,7 @@ def test_a_run_killed_before_its_manifest_is_in_leaves_the_earlier_output(earlie
     killed = _run_process(pets_dir, out, "--overwrite", "--image_size", "32", crash_at=crash_at)
     assert killed.returncode == -9, killed.stderr[-2000:]
     if crash_at == "before_commit":
-        assert _snapshot(out, hidden=False) == earlier[1]  # untouched until the swap
+        assert _snapshot(out, hidden=False, cache=False) == _without_cache(earlier[1])  # untouched until the swap
         assert verify.verify(str(out)) == {}
     else:  # mid-swap: no manifest, so a reader refuses the folder instead of reading a mix
         with pytest.raises(loader.IncompleteOutputError):
@@ -184,7 +193,7 @@ def test_a_run_killed_before_its_manifest_is_in_leaves_the_earlier_output(earlie
     assert holder is not None and lease.is_stale(holder, 48)
     again = _run_process(pets_dir, out, "--overwrite", "--break_lease", crash_at="after_lease")
     assert again.returncode == -9, again.stderr[-2000:]
-    assert _snapshot(out, hidden=False) == earlier[1]
+    assert _snapshot(out, hidden=False, cache=False) == _without_cache(earlier[1])
     assert verify.verify(str(out)) == {}
 
 
@@ -201,7 +210,7 @@ def test_a_run_without_overwrite_does_not_replace_an_output_it_restored(earlier,
     assert killed.returncode == -9, killed.stderr[-2000:]
     error = _refused(capsys, lambda: _run(pets_dir, out, "--break_lease"))  # no --overwrite
     assert "pass --overwrite" in error
-    assert _snapshot(out) == earlier[1]  # rolled back, and the lease released
+    assert _snapshot(out, cache=False) == _without_cache(earlier[1])  # rolled back, and the lease released
 
 
 def test_a_run_killed_after_its_manifest_is_in_has_replaced_the_output(earlier, pets_dir, tmp_path):
