@@ -14,8 +14,9 @@ and its entry's name is the SHA-256 of all of them, so a changed mask, a changed
 matters or a new version of the chain finds no entry, while a flag that does not matter
 (``--num_shards``, the output folder) finds them all. An entry is a JSON header and the records'
 bytes, behind a crc32c of the whole: one that does not match (cut short, overwritten) is
-computed again and written anew, never copied into the output. Entries are written once, to a
-temporary name renamed into place, through Beam's FileSystems (local or ``gs://``). A read
+computed again and written anew, never copied into the output. Entries are written straight to
+their names through Beam's FileSystems (local or ``gs://``): the checksum, not a rename, is
+what keeps a torn write out. A read
 failure (a missing file, a timeout) is no outcome of the input's bytes and is not cached.
 """
 
@@ -25,7 +26,6 @@ import dataclasses
 import hashlib
 import importlib.util
 import json
-import uuid
 
 import google_crc32c
 
@@ -138,7 +138,7 @@ class ExampleCache:
         return outcome, outcome is None
 
     def write(self, name: str, outcome: Outcome) -> None:
-        path = self.path(name)
-        temporary = f"{path}.{uuid.uuid4().hex}.tmp"
-        filesystem.write_bytes(temporary, encode(outcome))
-        filesystem.replace(temporary, path)  # over a damaged entry, or another worker's of the same input
+        # Straight to its name: an entry cut short by a crash, or two workers writing the same
+        # one at once, fails its checksum and is computed again (and an object store's write
+        # is whole anyway).
+        filesystem.write_bytes(self.path(name), encode(outcome))

@@ -73,15 +73,6 @@ def rename(source: str, destination: str) -> None:
         FileSystems.rename([source], [destination])
 
 
-def replace(source: str, destination: str) -> None:
-    """Moves one file over ``destination``, whether or not it exists (atomically on a local disk)."""
-    if is_local(source):
-        make_parent(destination)
-        os.replace(_local(source), _local(destination))
-    else:
-        FileSystems.rename([source], [destination])
-
-
 def delete_file(path: str) -> None:
     """Deletes one file; a missing file is not an error (deletes are retried after crashes)."""
     if is_local(path):
@@ -134,11 +125,12 @@ def read_bytes(path: str) -> bytes:
 def write_bytes(path: str, data: bytes, sync: bool = False) -> None:
     """Writes ``data`` to ``path``; ``sync``: on disk before returning (local files)."""
     make_parent(path)
-    if sync and is_local(path):
+    if is_local(path):
         with open(_local(path), "wb") as handle:
             handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+            if sync:
+                handle.flush()
+                os.fsync(handle.fileno())
         return
     with FileSystems.create(path) as handle:
         handle.write(data)

@@ -1,0 +1,68 @@
+"""Cache entries: what goes in comes out, and a damaged entry is never taken for an outcome."""
+
+import dataclasses
+
+import pytest
+
+from beam_etl.beam import example_cache
+from beam_etl.config import JobConfig
+from beam_etl.elements import EncodedExample, RejectedInput, SourceRecord
+from beam_etl.image.pixel_statistics import ExampleSums
+
+OUTCOMES = [
+    example_cache.Outcome(
+        examples=(EncodedExample("a", "train", 0, b"\x00record one\n"), EncodedExample("a#aug1", "train", 1, b"")),
+        sums=ExampleSums((1, 2, 3), (4, 5, 6), (1, 3), (10, 6), "pug")),
+    example_cache.Outcome(examples=(EncodedExample("b", "val", 0, b"x" * 5000),)),
+    example_cache.Outcome(rejected=RejectedInput("decode_image", "truncated", "ends after 12 bytes: é")),
+]
+
+
+@pytest.mark.parametrize("outcome", OUTCOMES)
+def test_an_entry_gives_back_its_outcome(outcome):
+    back = example_cache.decode(example_cache.encode(outcome))
+    assert back.examples == outcome.examples and back.sums == outcome.sums
+    assert (back.rejected is None) == (outcome.rejected is None)
+    if outcome.rejected is not None:
+        assert (back.rejected.stage, back.rejected.reason, back.rejected.message) == \
+            (outcome.rejected.stage, outcome.rejected.reason, outcome.rejected.message)
+
+
+@pytest.mark.parametrize("outcome", OUTCOMES)
+def test_a_damaged_entry_is_no_outcome(outcome):
+    data = example_cache.encode(outcome)
+    for damaged in (data[:-1], data + b"x", b"", data[:len(example_cache.MAGIC)], b"X" + data[1:],
+                    *(data[:i] + bytes([data[i] ^ 1]) + data[i + 1:] for i in range(0, len(data), 7))):
+        assert example_cache.decode(damaged) is None
+
+
+def test_the_name_changes_with_what_shapes_the_outcome_only():
+    record = SourceRecord(key="a", image_uri="/d/a.jpg", mask_uri="/d/a.png", label=3, label_name="pug", split="train")
+    version = "v"
+    name = example_cache.entry_name(version, record, b"image", b"mask")
+    assert example_cache.entry_name(version, record, b"image", b"mask") == name
+    others = [example_cache.entry_name("w", record, b"image", b"mask"),
+              example_cache.entry_name(version, record, b"image", b"mask!"),
+              example_cache.entry_name(version, record, b"image!", b"mask")]
+    for field, value in [("key", "b"), ("image_uri", "/e/a.jpg"), ("mask_uri", None), ("label", 4),
+                         ("label_name", "Pug"), ("split", "val")]:
+        others.append(example_cache.entry_name(version, dataclasses.replace(record, **{field: value}), b"image", b"mask"))
+    assert name not in others and len(set(others)) == len(others)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Inputs:
+    def splits(self, config):
+        del config
+        return ()
+
+
+def test_the_version_changes_with_the_settings_that_shape_an_example_only():
+    base = JobConfig(output="o", sources=(_Inputs(),))
+    version = example_cache.version(base)
+    for change in ({"output": "p"}, {"num_shards": 3}, {"shard_size_mb": 5.0}, {"overwrite": True},
+                   {"split_fractions": (("train", 1.0),)}, {"max_reject_fraction": 0.5}, {"cache_dir": "c"}):
+        assert example_cache.version(dataclasses.replace(base, **change)) == version, change
+    for change in ({"image_size": (64, 64)}, {"image_format": "png"}, {"jpeg_quality": 90}, {"max_pixels": 10},
+                   {"mask_values": (1, 2)}, {"augment_copies": 1}, {"seed": 1}, {"statistics": False}):
+        assert example_cache.version(dataclasses.replace(base, **change)) != version, change
