@@ -296,13 +296,15 @@ class _Big:
 def test_a_stage_passes_each_element_on_before_it_makes_the_next(scheduler_address):
     # Without fusion each step's output is a whole partition (here 128 elements) in memory
     # before the next step starts; fused, an element is read by the next step as it is made.
+    # (At most 2: one whose last reference goes only with the cyclic garbage collector, at a
+    # moment a loaded machine decides, can outlive the next one's making.)
     options = _on_cluster(scheduler_address)
     with beam.Pipeline(options=options) as pipeline:
         alive = (pipeline | beam.Create(list(range(256)))
                  | "MakeBig" >> beam.Map(lambda x: _Big())
                  | "CountAlive" >> beam.Map(lambda big: type(big).alive)
                  | beam.CombineGlobally(max))
-        assert_that(alive, equal_to([1]))
+        assert_that(alive | beam.Map(lambda most: 1 <= most <= 2), equal_to([True]))
 
 
 # Run in a fresh interpreter, so the heap is this code's alone: large blocks from the heap
