@@ -105,6 +105,19 @@ def local_workers(config: JobConfig, pipeline_options: PipelineOptions) -> str |
     return f"in this process (under {MANY_INPUTS:,} inputs)"
 
 
+def local_runner(pipeline_options: PipelineOptions):
+    """With no ``--runner``, the runner of Beam's DirectRunner that the job is tested on, the
+    FnApiRunner (it honours ``--direct_running_mode`` and ``--direct_num_workers``); otherwise
+    None, for Beam to resolve ``--runner``. Beam 2.77's DirectRunner first tries PrismRunner,
+    which it downloads from GitHub: where that succeeds the job would run on another engine
+    than here (where it fails, after 0.3 s)."""
+    if pipeline_options.view_as(StandardOptions).runner:
+        return None
+    from apache_beam.runners.portability.fn_api_runner import FnApiRunner  # pylint: disable=import-outside-toplevel
+
+    return FnApiRunner()
+
+
 def summarize(manifest_dict: dict, seconds: float) -> str:
     copies = manifest_dict["num_examples"] - manifest_dict["num_written"]
     augmented = f" (+{copies} augmented copies: {manifest_dict['num_examples']} examples)" if copies else ""
@@ -183,7 +196,7 @@ def launch(config: JobConfig, pipeline_options: PipelineOptions) -> dict | None:
         commit.crash_point("after_lease")
         if launch_options.dask_local_workers:
             cluster = _on_local_dask_cluster(pipeline_options, launch_options.dask_local_workers)
-        with beam.Pipeline(options=pipeline_options) as pipeline:
+        with beam.Pipeline(runner=local_runner(pipeline_options), options=pipeline_options) as pipeline:
             _ = pipeline | "Preprocess" >> Preprocess(config, holder.run_id)
     except BaseException:
         if cluster is not None:  # its workers stop here: none of them can be mid-commit after this

@@ -81,3 +81,13 @@ def test_sources_that_cannot_count_run_in_this_process(monkeypatch, tmp_path):
     assert launch.local_workers(config, pipeline_options) == \
         "in this process (the sources do not say how many inputs they hold)"
     assert _direct(pipeline_options) == ("in_memory", 1)
+
+
+def test_with_no_runner_named_the_job_runs_on_the_fn_api_runner_not_a_downloaded_prism(tmp_path):
+    from apache_beam.runners.portability.fn_api_runner import FnApiRunner  # pylint: disable=import-outside-toplevel
+
+    _, unnamed = options.parse_args(_touch_pairs(tmp_path, 1))
+    assert isinstance(launch.local_runner(unnamed), FnApiRunner)
+    (tmp_path / "x").mkdir()
+    _, named = options.parse_args([*_touch_pairs(tmp_path / "x", 1), "--runner", "DirectRunner"])
+    assert launch.local_runner(named) is None
