@@ -32,6 +32,7 @@ from beam_etl.loader import transform_graph
 from beam_etl.output_layout import TRANSFORM_DIRS, join
 
 CHECKSUMS = "checksums.json"  # a template's files, with their crc32c
+ASSET_MAP = "transformed_metadata/asset_map"
 # The code whose change changes the graph: its source is part of the template's key (found
 # without importing it: tf_decoding imports TensorFlow).
 _GRAPH_MODULES = ("beam_etl.loader.transform_graph", "beam_etl.loader.tf_decoding", "beam_etl.metadata_schema",
@@ -162,6 +163,21 @@ def template(image_info: dict, mask_values, root: str | None = None) -> str:
     return folder
 
 
+def labelled_schema(schema_text: bytes, vocabulary_size: int) -> bytes:
+    """The transformed schema with the domain ``tft.apply_vocabulary`` gives the ``label``
+    output, which depends on the run's vocabulary: ids -1 (unknown) to its size - 1."""
+    from google.protobuf import text_format  # pylint: disable=import-outside-toplevel
+    from tensorflow_metadata.proto.v0 import schema_pb2  # pylint: disable=import-outside-toplevel
+
+    parsed = text_format.Parse(schema_text.decode("utf-8"), schema_pb2.Schema())
+    for feature in parsed.feature:
+        if feature.name == transform_graph.LABEL:
+            feature.int_domain.min = -1
+            feature.int_domain.max = vocabulary_size - 1
+            feature.int_domain.is_categorical = True
+    return text_format.MessageToString(parsed).encode("utf-8")
+
+
 def write_transform(staged: str, image_info: dict, mask_values, raw: dict, class_names: list[str],
                     root: str | None = None) -> None:
     """The run's ``transform_fn/`` and ``transformed_metadata/`` in ``staged`` (local or
@@ -173,7 +189,12 @@ def write_transform(staged: str, image_info: dict, mask_values, raw: dict, class
         f"transform_fn/assets/{transform_graph.CLASS_NAMES}":
             transform_graph.vocabulary_lines(class_names).encode("utf-8"),
     }
-    names = _files(source)
+    vocabulary_size = max(len(class_names), 1)  # tf.Transform's placeholder token fills an empty one
+    schema_name = "transformed_metadata/schema.pbtxt"
+    assets[schema_name] = labelled_schema(filesystem.read_bytes(os.path.join(source, schema_name)), vocabulary_size)
+    # as tft.vocabulary's annotation writes it: TFTransformOutput.vocabulary_file_by_name reads it
+    assets[ASSET_MAP] = json.dumps({transform_graph.CLASS_NAMES: transform_graph.CLASS_NAMES}).encode("utf-8")
+    names = sorted(set(_files(source)) | {ASSET_MAP})
     missing = set(assets) - set(names)
     if missing or not all(name.split("/", 1)[0] in TRANSFORM_DIRS for name in names):
         raise RuntimeError(f"the transform template {source} is not the graph this code writes: {sorted(missing)}")

@@ -105,6 +105,9 @@ def _assert_same_graph_as_tf_transforms_full_pass(out, manifest, mask_values, tm
     tft_reference.analyze_records(originals, manifest["image"], mask_values, str(reference), str(tmp_path / "tft"))
     ours, theirs = tft.TFTransformOutput(str(out)), tft.TFTransformOutput(str(reference))
     assert ours.transformed_feature_spec() == theirs.transformed_feature_spec()
+    for name in ("schema.pbtxt", "asset_map"):  # the label's domain: the vocabulary's size
+        assert (out / "transformed_metadata" / name).read_bytes() == \
+            (reference / "transformed_metadata" / name).read_bytes()
     with open(ours.vocabulary_file_by_name(transform_graph.CLASS_NAMES), "rb") as mine, \
             open(theirs.vocabulary_file_by_name(transform_graph.CLASS_NAMES), "rb") as reference_file:
         assert mine.read() == reference_file.read()
