@@ -24,12 +24,12 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib.util
 import json
 
 import google_crc32c
 
 from beam_etl.beam import filesystem
+from beam_etl.code_version import code_version
 from beam_etl.elements import EncodedExample, RejectedInput, SourceRecord
 from beam_etl.image.pixel_statistics import ExampleSums
 from beam_etl.output_layout import join
@@ -45,14 +45,9 @@ CHAIN_MODULES = ("beam_etl.image.augmentation", "beam_etl.image.chain", "beam_et
                  "beam_etl.elements", "beam_etl.beam.example_cache")
 
 
-def _source_hash(module_name: str) -> str:
-    with open(importlib.util.find_spec(module_name).origin, "rb") as source:
-        return hashlib.sha256(source.read()).hexdigest()
-
-
 def version(config) -> str:
     """The chain's code and the settings of ``config`` that shape an outcome, hashed."""
-    described = {"code": {name: _source_hash(name) for name in CHAIN_MODULES},
+    described = {"code": code_version(CHAIN_MODULES),
                  "settings": {name: getattr(config, name) for name in OUTCOME_SETTINGS}}
     return hashlib.sha256(json.dumps(described, sort_keys=True, default=list).encode()).hexdigest()
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
-import importlib.util
 import json
 import os
 import shutil
@@ -26,6 +25,7 @@ import uuid
 import google_crc32c
 
 from beam_etl import metadata_schema, schema
+from beam_etl.code_version import code_version
 from beam_etl.beam import filesystem
 from beam_etl.image import pixel_statistics
 from beam_etl.loader import transform_graph
@@ -53,14 +53,9 @@ def template_key(image_info: dict, mask_values) -> str:
         "image": {k: image_info[k] for k in ("height", "width", "channels", "format", "mask_format")},
         "mask_values": list(mask_values) if mask_values is not None else None,
         "versions": {name: importlib.metadata.version(name) for name in ("tensorflow", "tensorflow-transform")},
-        "code": {name: _source_hash(name) for name in _GRAPH_MODULES},
+        "code": code_version(_GRAPH_MODULES),
     }
     return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:32]
-
-
-def _source_hash(module_name: str) -> str:
-    with open(importlib.util.find_spec(module_name).origin, "rb") as source:
-        return hashlib.sha256(source.read()).hexdigest()
 
 
 def _crc32c(path: str) -> str:
