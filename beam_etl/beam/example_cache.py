@@ -69,6 +69,10 @@ class Outcome:
     rejected: RejectedInput | None = None
 
 
+def _checksum(body: bytes) -> bytes:
+    return f"{google_crc32c.value(body):08x}".encode()
+
+
 def encode(outcome: Outcome) -> bytes:
     header = {
         "examples": [{"key": e.example_key, "split": e.split, "copy": e.copy, "bytes": len(e.serialized)}
@@ -78,7 +82,7 @@ def encode(outcome: Outcome) -> bytes:
                       "message": outcome.rejected.message} if outcome.rejected is not None else None),
     }
     body = json.dumps(header, sort_keys=True).encode("utf-8") + b"\n" + b"".join(e.serialized for e in outcome.examples)
-    return MAGIC + f"{google_crc32c.value(body):08x}\n".encode() + body
+    return MAGIC + _checksum(body) + b"\n" + body
 
 
 def decode(data: bytes) -> Outcome | None:
@@ -86,7 +90,7 @@ def decode(data: bytes) -> Outcome | None:
     if not data.startswith(MAGIC):
         return None
     checksum, _, body = data[len(MAGIC):].partition(b"\n")
-    if checksum != f"{google_crc32c.value(body):08x}".encode():
+    if checksum != _checksum(body):
         return None
     text, _, payload = body.partition(b"\n")
     try:
@@ -123,7 +127,7 @@ class ExampleCache:
         path = self.path(name)
         try:
             data = filesystem.read_bytes(path)
-        except (OSError, IOError):
+        except OSError:
             return None, False
         except Exception:  # pylint: disable=broad-except  # an object store's own "not found" and friends
             if not filesystem.exists(path):

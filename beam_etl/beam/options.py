@@ -115,10 +115,11 @@ def to_config(flags: argparse.Namespace, pipeline_options: PipelineOptions | Non
     settings = []
     for kind in sources.SOURCE_KINDS:
         kind_settings = kind.settings(flags)
-        if kind_settings is not None and pipeline_options is not None and hasattr(kind, "with_pipeline_options"):
+        if kind_settings is None:
+            continue
+        if pipeline_options is not None and hasattr(kind, "with_pipeline_options"):
             kind_settings = kind.with_pipeline_options(kind_settings, pipeline_options)
-        if kind_settings is not None:
-            settings.append(kind_settings)
+        settings.append(kind_settings)
     if not settings:
         raise ValueError("give at least one source: " + ", ".join(kind.FLAGS for kind in sources.SOURCE_KINDS))
     values = {field.name: getattr(flags, field.name) for field in dataclasses.fields(config_lib.JobConfig)

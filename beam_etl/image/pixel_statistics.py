@@ -1,5 +1,5 @@
 """Each training example's share of the job's statistics, computed where its pixels already are,
-and their exact sum. Pure numpy, no Beam or TensorFlow.
+and their exact sum. numpy, OpenCV and simplejpeg; no Beam or TensorFlow.
 
 An example's share (:class:`ExampleSums`, about a hundred bytes) holds per-channel sums of its
 pixels and of their squares, the number of pixels of each mask value, and its class name. The
@@ -78,10 +78,13 @@ class Totals:
     value_images: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(NUM_MASK_VALUES, np.int64))
     class_names: collections.Counter = dataclasses.field(default_factory=collections.Counter)
 
-    def add(self, sums: ExampleSums) -> "Totals":
+    def _with_channels(self, channels: int) -> None:
         if self.channel_sum is None:
-            self.channel_sum = np.zeros(len(sums.channel_sum), np.int64)
-            self.channel_sum_squares = np.zeros(len(sums.channel_sum), np.int64)
+            self.channel_sum = np.zeros(channels, np.int64)
+            self.channel_sum_squares = np.zeros(channels, np.int64)
+
+    def add(self, sums: ExampleSums) -> "Totals":
+        self._with_channels(len(sums.channel_sum))
         self.num_images += 1
         self.channel_sum += sums.channel_sum
         self.channel_sum_squares += sums.channel_sum_squares
@@ -94,9 +97,7 @@ class Totals:
 
     def merge(self, other: "Totals") -> "Totals":
         if other.channel_sum is not None:
-            if self.channel_sum is None:
-                self.channel_sum = np.zeros_like(other.channel_sum)
-                self.channel_sum_squares = np.zeros_like(other.channel_sum_squares)
+            self._with_channels(len(other.channel_sum))
             self.channel_sum += other.channel_sum
             self.channel_sum_squares += other.channel_sum_squares
         self.num_images += other.num_images
