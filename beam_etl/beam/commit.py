@@ -7,10 +7,8 @@ mix), then the earlier files (into ``.incomplete/previous/``), then the new file
 manifest last. A journal written before the first move says what moves where, so that a run
 killed mid-swap is rolled back by the next run that takes the lease (:func:`clear_leftovers`):
 the earlier output comes back byte for byte. Nothing outside ``--output`` is touched, and inside
-it only the files the earlier manifest lists and the job's own ``.incomplete/``.
-
-``BEAM_ETL_CRASH_AT=<point>`` kills the process at one of :data:`CRASH_POINTS` (for the tests
-that kill a run at each step of the commit); ``<point>:SIGINT`` interrupts it there instead.
+it only the files the earlier manifest lists and the job's own ``.incomplete/``. The tests kill a
+run at each step of the commit through :mod:`beam_etl.beam.crash`.
 """
 
 from __future__ import annotations
@@ -18,24 +16,14 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
 
 from beam_etl.beam import filesystem, lease
+from beam_etl.beam.crash import crash_point
 from beam_etl.output_layout import (INCOMPLETE_DIR, JOURNAL, LEASE, MANIFEST, PREVIOUS_DIR, RAW_SCHEMA,
                                     REJECTED_FILE, STAGING_DIR, TRANSFORM_DIRS, is_index_name, is_job_file,
                                     is_shard_name, join, parse_manifest)
 
-CRASH_POINTS = ("after_lease", "before_commit", "old_manifest_out", "old_files_out", "new_files_in",
-                "manifest_in")
 _log = logging.getLogger(__name__)
-
-
-def crash_point(name: str) -> None:
-    """Kills this process with SIGKILL when ``BEAM_ETL_CRASH_AT`` names ``name``, or sends it
-    SIGINT (a Ctrl-C) for ``name:SIGINT`` (tests only)."""
-    point, _, how = os.environ.get("BEAM_ETL_CRASH_AT", "").partition(":")
-    if point == name:
-        os.kill(os.getpid(), signal.SIGINT if how == "SIGINT" else signal.SIGKILL)
 
 
 def _describe(names: list[str], limit: int = 5) -> str:

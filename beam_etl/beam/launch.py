@@ -17,7 +17,7 @@ import time
 import apache_beam as beam
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
-from beam_etl.beam import commit, lease, manifest, options, sources
+from beam_etl.beam import commit, crash, lease, manifest, options, sources
 from beam_etl.beam.preprocess import Preprocess
 from beam_etl.config import JobConfig
 
@@ -169,9 +169,15 @@ def launch(config: JobConfig, pipeline_options: PipelineOptions) -> dict | None:
         with beam.Pipeline(options=pipeline_options) as pipeline:
             _ = pipeline | "Preprocess" >> Preprocess(config)
         return None
+    command = lease.command_hash(config.flags())
     try:
         sources.check_sources(config, pipeline_options)
-        commit.check_output(config.output, config.overwrite)
+        dead = lease.read_holder(config.output)
+        # Rerunning the command of a run that died resumes it: this run may replace what that
+        # one wrote (its outcomes are in the cache; what it staged or committed is made again).
+        resuming = dead if lease.is_resumable(dead, command) else None
+        overwrite = config.overwrite or resuming is not None
+        commit.check_output(config.output, overwrite)
     except ValueError as error:
         _refuse(error)
     workers = local_workers(config, pipeline_options)
@@ -181,19 +187,23 @@ def launch(config: JobConfig, pipeline_options: PipelineOptions) -> dict | None:
     if launch_options.render_graph:
         render_graph(config, launch_options.render_graph)
     try:
-        holder = lease.take(config.output, launch_options.break_lease, launch_options.lease_timeout_hours)
+        holder = lease.take(config.output, launch_options.break_lease, launch_options.lease_timeout_hours,
+                            local=runs_here(pipeline_options), command=command)
     except lease.LeaseError as error:
         _refuse(error)
+    if resuming is not None:
+        reused = "its finished images come from the cache" if config.use_cache else "--no_cache: nothing is reused"
+        print(f"beam-etl: resuming {resuming.describe()}, which died; {reused}")
     try:
         commit.clear_leftovers(config.output)  # may put back an output a dead run was replacing
-        commit.check_output(config.output, config.overwrite)  # so again, and another run may have ended
+        commit.check_output(config.output, overwrite)  # so again, and another run may have ended
     except (ValueError, RuntimeError) as error:
         commit.abandon(config.output, holder.run_id)
         _refuse(error)
     cluster = None
     started = time.perf_counter()
     try:
-        commit.crash_point("after_lease")
+        crash.crash_point("after_lease")
         if launch_options.dask_local_workers:
             cluster = _on_local_dask_cluster(pipeline_options, launch_options.dask_local_workers)
         with beam.Pipeline(runner=local_runner(pipeline_options), options=pipeline_options) as pipeline:

@@ -4,7 +4,9 @@ The lease is ``OUTPUT/.incomplete/lease.json``, created only if absent (``O_EXCL
 ``ifGenerationMatch=0`` upload on ``gs://``), holding who took it and when. It is also the
 marker that the folder is a beam-etl output being written. A second run finds it and refuses,
 naming the holder. A lease whose run is gone (its process no longer runs on this host, or it
-is older than ``--lease_timeout_hours``) is stale, and is broken only with ``--break_lease``.
+is older than ``--lease_timeout_hours``) is stale, and is broken only with ``--break_lease``; but a lease whose run is dead (its workers
+ended with its process, and that process no longer runs on this host) is taken over by a run of
+the same command without asking: that is a resume (:func:`is_resumable`).
 The commit checks that the lease is still its own before it touches the output.
 """
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import hashlib
 import json
 import os
 import socket
@@ -33,6 +36,10 @@ class Holder:
     pid: int
     process_start: str  # the process's start time where the OS tells it: a PID can be reused
     started: float  # seconds since the epoch
+    # Whether the run's workers end with its process (the DirectRunner's, a Dask cluster the
+    # run started): then its process gone means the run is gone. Not so for a job on Dataflow.
+    local: bool = False
+    command: str = ""  # the hash of the run's flags (:func:`command_hash`)
 
     def describe(self) -> str:
         when = datetime.datetime.fromtimestamp(self.started, datetime.timezone.utc)
@@ -48,9 +55,15 @@ def _process_start(pid: int) -> str:
         return ""
 
 
-def this_process() -> Holder:
+def this_process(local: bool = False, command: str = "") -> Holder:
     return Holder(run_id=uuid.uuid4().hex, host=socket.gethostname(), pid=os.getpid(),
-                  process_start=_process_start(os.getpid()), started=time.time())
+                  process_start=_process_start(os.getpid()), started=time.time(), local=local,
+                  command=command)
+
+
+def command_hash(flags: dict) -> str:
+    """What identifies a run's command: the hash of its flags (``JobConfig.flags()``)."""
+    return hashlib.sha256(json.dumps(flags, sort_keys=True).encode("utf-8")).hexdigest()
 
 
 def read_holder(output: str) -> Holder | None:
@@ -58,7 +71,8 @@ def read_holder(output: str) -> Holder | None:
     path = join(output, LEASE)
     try:
         data = json.loads(filesystem.read_bytes(path))
-        return Holder(**{field.name: data[field.name] for field in dataclasses.fields(Holder)})
+        return Holder(**{field.name: data[field.name] if field.default is dataclasses.MISSING
+                         else data.get(field.name, field.default) for field in dataclasses.fields(Holder)})
     except Exception:  # pylint: disable=broad-except  # missing, truncated, or not ours
         if not filesystem.exists(path):
             return None
@@ -74,6 +88,19 @@ def is_stale(holder: Holder, timeout_hours: float) -> bool:
     ``timeout_hours`` (a run elsewhere cannot be seen from here)."""
     if time.time() - holder.started > timeout_hours * 3600:
         return True
+    return _process_gone(holder)
+
+
+def is_resumable(holder: Holder | None, command: str) -> bool:
+    """Whether a run of ``command`` may take ``holder``'s lease over without ``--break_lease``:
+    the holder ran the same command, its workers ended with its process, and that process is
+    gone from this host. (A job on Dataflow may commit after its launcher died: never.)"""
+    return (holder is not None and holder.local and bool(command) and holder.command == command
+            and _process_gone(holder))
+
+
+def _process_gone(holder: Holder) -> bool:
+    """Whether ``holder``'s process is gone from this host (False for another host's)."""
     if holder.host != socket.gethostname():
         return False
     try:
@@ -85,10 +112,12 @@ def is_stale(holder: Holder, timeout_hours: float) -> bool:
     return bool(holder.process_start) and _process_start(holder.pid) != holder.process_start
 
 
-def take(output: str, break_stale: bool = False, timeout_hours: float = 48.0) -> Holder:
-    """Takes the lease on ``output`` for this process; raises :class:`LeaseError` naming the
-    holder when another run has it (and, with ``break_stale``, it is not stale)."""
-    me = this_process()
+def take(output: str, break_stale: bool = False, timeout_hours: float = 48.0, local: bool = False,
+         command: str = "") -> Holder:
+    """Takes the lease on ``output`` for this process (whose run is ``local``, of ``command``:
+    see :class:`Holder`); raises :class:`LeaseError` naming the holder when another run has it,
+    unless the holder is resumable by ``command`` or, with ``break_stale``, stale."""
+    me = this_process(local, command)
     data = json.dumps(dataclasses.asdict(me), sort_keys=True).encode("utf-8")
     path = join(output, LEASE)
     if filesystem.create_exclusive(path, data):
@@ -99,7 +128,7 @@ def take(output: str, break_stale: bool = False, timeout_hours: float = 48.0) ->
             return me
         holder = read_holder(output)
     stale = holder is not None and is_stale(holder, timeout_hours)
-    if holder is not None and not (break_stale and stale):
+    if holder is not None and not (break_stale and stale) and not is_resumable(holder, command):
         what = holder.describe() if holder.run_id != "?" else f"an unreadable lease {path}"
         if stale:
             raise LeaseError(f"--output {output!r} is leased by {what}, which is no longer running; "

@@ -11,7 +11,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from beam_etl.beam import example_cache, filesystem
+from beam_etl.beam import crash, example_cache, filesystem
 from beam_etl.config import JobConfig
 from beam_etl.image.chain import process_example
 from beam_etl.elements import RejectedInput, SourceRecord
@@ -92,6 +92,7 @@ class ProcessExamplesFn(beam.DoFn):
         self._written = {split: Metrics.counter("beam_etl", f"written_{split}")
                          for split in self._config.splits}
         self._rejected = {}
+        self._computed = 0  # outcomes this instance computed and cached (for beam_etl.beam.crash)
 
     def process(self, record: SourceRecord):
         self._inputs.inc()
@@ -132,6 +133,8 @@ class ProcessExamplesFn(beam.DoFn):
         self._cached["damaged" if damaged else "misses"].inc()
         outcome = self._compute(record, image_bytes, mask_bytes, split)
         self._cache.write(name, outcome)
+        self._computed += 1
+        crash.crash_point("outcomes", self._computed)
         return outcome
 
     def _rejection(self, record, rejected: RejectedInput):

@@ -2,7 +2,7 @@
 hostile one and a crashing machine would: it deletes only what it wrote, takes paths literally,
 replaces an output only once the new one is ready, lets one writer in at a time, and fails on a
 wrong flag before anything is touched. Crashes are real SIGKILLs at named commit steps
-(``BEAM_ETL_CRASH_AT``, :mod:`beam_etl.beam.commit`) of a job in its own process."""
+(``BEAM_ETL_CRASH_AT``, :mod:`beam_etl.beam.crash`) of a job in its own process."""
 
 from __future__ import annotations
 

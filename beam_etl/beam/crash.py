@@ -1,0 +1,25 @@
+"""The test-only crash hook: ``BEAM_ETL_CRASH_AT=<point>`` kills the job's process with SIGKILL
+at one of :data:`CRASH_POINTS`, as a crashing machine would; ``<point>:SIGINT`` interrupts it
+there instead (a Ctrl-C), and ``outcomes:N`` kills it once this process has computed and cached
+its N-th input's outcome (a run killed half way through its images)."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+CRASH_POINTS = ("after_lease", "outcomes", "before_commit", "old_manifest_out", "old_files_out", "new_files_in",
+                "manifest_in")
+
+
+def crash_point(name: str, count: int | None = None) -> None:
+    """Kills or interrupts this process when ``BEAM_ETL_CRASH_AT`` names ``name`` (and, for a
+    counted point, ``count``)."""
+    point, _, how = os.environ.get("BEAM_ETL_CRASH_AT", "").partition(":")
+    if point != name:
+        return
+    if count is not None:
+        if how == str(count):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return
+    os.kill(os.getpid(), signal.SIGINT if how == "SIGINT" else signal.SIGKILL)

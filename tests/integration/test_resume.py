@@ -1,0 +1,130 @@
+"""A killed run resumes: rerunning the same command into the folder it left reuses every outcome
+it finished and ends byte for byte as a run that was never interrupted. The kills are real
+SIGKILLs of the job in its own process (``BEAM_ETL_CRASH_AT``, :mod:`beam_etl.beam.crash`): half
+way through the images, and at each step of the commit."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from beam_etl.beam import lease, process_examples
+from beam_etl.loader import verify
+from beam_etl.output_layout import CACHE_DIR
+from beam_etl.tools import sample_data
+from pipelines import preprocess
+from tests.support.jobs import comparable, output_files
+
+pytestmark = pytest.mark.slow
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+INPUTS = 12
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    sample_data.generate(str(root), num_images=INPUTS, seed=11)
+    return root
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(data, tmp_path_factory):
+    """The output of a run that was never interrupted: (files, manifest)."""
+    out = tmp_path_factory.mktemp("uninterrupted") / "out"
+    manifest = preprocess.run(_flags(data, out))
+    return output_files(out), manifest
+
+
+@pytest.fixture
+def decodes(monkeypatch):
+    seen = []
+    real = process_examples.process_example
+
+    def counting(record, *args):
+        seen.append(record.key)
+        return real(record, *args)
+
+    monkeypatch.setattr(process_examples, "process_example", counting)
+    return seen
+
+
+def _flags(root, out, *extra):
+    return ["--images", str(root / "images" / "*.jpg"), "--masks", str(root / "annotations" / "trimaps" / "*.png"),
+            "--output", str(out), "--image_size", "40x32", "--num_shards", "2", "--augment_copies", "1", *extra]
+
+
+def _killed(root, out, crash_at, *extra) -> subprocess.CompletedProcess:
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", BEAM_ETL_CRASH_AT=crash_at)
+    done = subprocess.run([sys.executable, "-m", "pipelines.preprocess", *_flags(root, out, *extra)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == -9, done.stderr[-3000:]
+    return done
+
+
+def _assert_uninterrupted(out, manifest, uninterrupted):
+    files, expected = uninterrupted
+    assert output_files(out) == files
+    assert comparable(manifest) == comparable(expected)
+    assert comparable(json.loads((out / "manifest.json").read_text())) == comparable(expected)
+    assert verify.verify(str(out)) == {}
+
+
+@pytest.mark.parametrize("crash_at, decoded_again", [
+    ("after_lease", INPUTS),  # nothing done yet
+    ("outcomes:5", INPUTS - 5),  # half way through the images
+    ("before_commit", 0),  # everything staged
+    ("new_files_in", 0),  # mid-swap: the new files in, no manifest yet
+    ("manifest_in", 0),  # committed; its clean-up left
+])
+def test_the_same_command_resumes_a_killed_run(data, uninterrupted, tmp_path, decodes, capsys, crash_at,
+                                               decoded_again):
+    out = tmp_path / "out"
+    _killed(data, out, crash_at)
+    holder = lease.read_holder(str(out))
+    assert holder is not None and holder.local and lease.is_stale(holder, 48)
+    manifest = preprocess.run(_flags(data, out))  # the same command: no --break_lease, no --overwrite
+    assert f"resuming run {holder.run_id}" in capsys.readouterr().out
+    assert len(decodes) == decoded_again
+    assert manifest["run_id"] != holder.run_id and not (out / ".incomplete").exists()
+    _assert_uninterrupted(out, manifest, uninterrupted)
+
+
+def test_a_killed_replacement_resumes_with_its_command(data, uninterrupted, tmp_path, decodes):
+    out = tmp_path / "out"
+    preprocess.run(_flags(data, out, "--image_size", "24"))  # an earlier output, other flags
+    _killed(data, out, "old_files_out", "--overwrite")
+    decodes.clear()
+    manifest = preprocess.run(_flags(data, out, "--overwrite"))
+    assert decodes == []
+    files, expected = uninterrupted
+    assert output_files(out) == files and comparable(manifest) == comparable(expected)
+
+
+def test_another_command_does_not_resume_a_dead_run(data, tmp_path, capsys):
+    out = tmp_path / "out"
+    _killed(data, out, "before_commit")
+    with pytest.raises(SystemExit) as exited:
+        preprocess.run(_flags(data, out, "--seed", "9"))
+    assert exited.value.code == 2
+    assert "no longer running; pass --break_lease" in capsys.readouterr().err
+    assert (out / ".incomplete" / "lease.json").exists() and (out / CACHE_DIR).is_dir()
+    manifest = preprocess.run(_flags(data, out, "--seed", "9", "--break_lease"))
+    assert manifest["num_inputs"] == INPUTS
+
+
+def test_a_lease_whose_job_may_run_elsewhere_is_never_resumed(data, tmp_path, capsys):
+    """A launcher of a Dataflow job may die while its job goes on (and commits): its lease says
+    so, and only --break_lease takes it."""
+    out = tmp_path / "out"
+    _killed(data, out, "before_commit")
+    path = out / ".incomplete" / "lease.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "local": False}))
+    with pytest.raises(SystemExit):
+        preprocess.run(_flags(data, out))
+    assert "pass --break_lease" in capsys.readouterr().err
