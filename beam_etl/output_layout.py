@@ -7,6 +7,8 @@ A finished output holds::
     <split>-SSSSS-of-NNNNN.tfrecord.idx       each shard's record index (offset and size per record)
     rejected/rejected-00000-of-00001.jsonl    every refused input, with its uri and reason
     metadata/schema.pbtxt                     the records' schema (TensorFlow Metadata)
+    lineage/<split>-SSSSS-of-NNNNN.jsonl      where each example came from (beam_etl.lineage), by shard
+    lineage/changes.jsonl                     what changed against the output this one replaced
     transform_fn/ transformed_metadata/       tf.Transform's graph (without --no_statistics)
 
 and, while a run holds it, ``.incomplete/``: the run's lease (also the marker that the folder is
@@ -27,6 +29,8 @@ REJECTED_FILE = f"{REJECTED_DIR}/rejected-00000-of-00001.jsonl"
 TRANSFORM_DIRS = ("transform_fn", "transformed_metadata")  # what tft.TFTransformOutput reads
 METADATA_DIR = "metadata"  # the raw records' schema, where tf.Transform and TFX look for it
 RAW_SCHEMA = f"{METADATA_DIR}/schema.pbtxt"
+LINEAGE_DIR = "lineage"
+CHANGES_FILE = f"{LINEAGE_DIR}/changes.jsonl"
 
 INCOMPLETE_DIR = ".incomplete"
 LEASE = f"{INCOMPLETE_DIR}/lease.json"  # who writes here: the one writer, and the run marker
@@ -56,13 +60,22 @@ def index_name(shard: str) -> str:
     return f"{shard}.idx"
 
 
+def lineage_name(shard: str) -> str:
+    """The lineage index of the inputs whose original example is in ``shard``."""
+    return f"{LINEAGE_DIR}/{shard.removesuffix('.tfrecord')}.jsonl"
+
+
 def is_index_name(name: str) -> bool:
     return _INDEX.fullmatch(name) is not None
 
 
-def is_indexed_or_schema(name: str) -> bool:
-    """A name the job writes since manifest format 3 (earlier outputs never had it)."""
-    return is_index_name(name) or name.split("/", 1)[0] == METADATA_DIR
+def first_format(name: str) -> int:
+    """The first manifest format whose outputs hold a file of this name (earlier ones never did):
+    3 for the records' indexes and schema, 4 for the lineage index; 1 for the rest."""
+    top = name.split("/", 1)[0]
+    if top == LINEAGE_DIR:
+        return 4
+    return 3 if is_index_name(name) or top == METADATA_DIR else 1
 
 
 def is_job_file(name: str) -> bool:
@@ -70,7 +83,7 @@ def is_job_file(name: str) -> bool:
     write or replace there, so one a run refuses to find beside it without ``--overwrite``."""
     top = name.split("/", 1)[0]
     return (name == MANIFEST or is_shard_name(name) or is_index_name(name) or top == INCOMPLETE_DIR
-            or top == REJECTED_DIR or top in TRANSFORM_DIRS or top == METADATA_DIR)
+            or top == REJECTED_DIR or top in TRANSFORM_DIRS or top == METADATA_DIR or top == LINEAGE_DIR)
 
 
 def join(directory: str, name: str) -> str:

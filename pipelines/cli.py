@@ -3,6 +3,7 @@
     beam-etl preprocess --oxford_pets DATA --output OUT --image_size 128
     beam-etl load --data OUT --split train --batch_size 64 --steps 200
     beam-etl verify OUT
+    beam-etl diff OLD NEW
     beam-etl sample-data --output DATA --num_images 200 --seed 0
 
 Each is the module users may also run with ``python -m`` (named in ``--help``), imported only
@@ -22,6 +23,8 @@ COMMANDS = {
              "the tf.data loader on an output: images/s, a preview grid, a short training run"),
     "verify": ("beam_etl.loader.verify", "main",
                "check every file of an output against its manifest (exit 0: intact)"),
+    "diff": ("beam_etl.diff", "main",
+             "what changed between two outputs: inputs added, removed, changed (exit 1 if any)"),
     "sample-data": ("beam_etl.tools.sample_data", "main",
                     "write a synthetic Oxford-IIIT-Pet-style dataset (with --defects, bad inputs too)"),
 }

@@ -19,7 +19,7 @@ import os
 
 from beam_etl.beam import filesystem, lease
 from beam_etl.beam.crash import crash_point
-from beam_etl.output_layout import (INCOMPLETE_DIR, JOURNAL, LEASE, MANIFEST, PREVIOUS_DIR, RAW_SCHEMA,
+from beam_etl.output_layout import (INCOMPLETE_DIR, JOURNAL, LEASE, LINEAGE_DIR, MANIFEST, PREVIOUS_DIR, RAW_SCHEMA,
                                     REJECTED_FILE, STAGING_DIR, TRANSFORM_DIRS, is_index_name, is_job_file,
                                     is_shard_name, join, parse_manifest)
 
@@ -89,7 +89,8 @@ def check_output(output: str, overwrite: bool) -> None:
     if manifest is not None:
         owned = set(owned_files(output, manifest))
         strangers = [name for name in present
-                     if (is_shard_name(name) or is_index_name(name) or name in (REJECTED_FILE, RAW_SCHEMA))
+                     if (is_shard_name(name) or is_index_name(name) or name in (REJECTED_FILE, RAW_SCHEMA)
+                         or name.startswith(LINEAGE_DIR + "/"))
                      and name not in owned]
         if strangers:  # names this run may write, which it would then refuse to replace
             raise ValueError(f"--output {output!r} holds {_describe(strangers)}, which its "

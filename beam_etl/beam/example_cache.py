@@ -52,11 +52,16 @@ def version(config) -> str:
     return hashlib.sha256(json.dumps(described, sort_keys=True, default=list).encode()).hexdigest()
 
 
-def entry_name(chain_version: str, record: SourceRecord, image_bytes: bytes, mask_bytes: bytes) -> str:
+def digest(data: bytes) -> str:
+    """An input file's content hash (SHA-256, hex): what an entry's name and the lineage index use."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def entry_name(chain_version: str, record: SourceRecord, image_sha256: str, mask_sha256: str) -> str:
+    """The name of ``record``'s outcome, from :func:`version` and its files' :func:`digest` s."""
     described = {"version": chain_version, "key": record.key, "image_uri": record.image_uri,
                  "mask_uri": record.mask_uri, "label": record.label, "label_name": record.label_name,
-                 "split": record.split, "image": hashlib.sha256(image_bytes).hexdigest(),
-                 "mask": hashlib.sha256(mask_bytes).hexdigest()}
+                 "split": record.split, "image": image_sha256, "mask": mask_sha256}
     return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()
 
 

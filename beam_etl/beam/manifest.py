@@ -15,18 +15,24 @@ import apache_beam as beam
 import google_crc32c
 
 import beam_etl
-from beam_etl import schema
-from beam_etl.beam import commit, filesystem
+from beam_etl import lineage, schema
+from beam_etl.beam import commit, example_cache, filesystem, sink
+from beam_etl.code_version import code_version
 from beam_etl.config import JobConfig
-from beam_etl.output_layout import MANIFEST, STAGING_DIR, TRANSFORM_DIRS, join, missing_manifest, parse_manifest
+from beam_etl.output_layout import (CHANGES_FILE, MANIFEST, STAGING_DIR, TRANSFORM_DIRS, join, missing_manifest,
+                                    parse_manifest)
 
 # 2: "files" lists every file with bytes and crc32c; "run_id".
 # 3: the shards' record indexes (.tfrecord.idx) and metadata/schema.pbtxt.
-FORMAT_VERSION = 3
+# 4: the lineage index (lineage/), "lineage", and "changes" against the output replaced.
+FORMAT_VERSION = 4
 
 # What WriteManifest is given, by kind: the job's inputs (records and source rejections, counted
-# here), and one report per shard, for the rejected list and for the statistics.
-INPUTS, SHARDS, REJECTED, STATISTICS, METADATA = "inputs", "shard", "rejected", "statistics", "metadata"
+# here), and one report per shard, for the rejected list, the statistics, the records' schema and
+# the lineage index.
+INPUTS, SHARDS, REJECTED, STATISTICS, METADATA, LINEAGE = ("inputs", "shard", "rejected", "statistics", "metadata",
+                                                           "lineage")
+KINDS = (INPUTS, SHARDS, REJECTED, STATISTICS, METADATA, LINEAGE)
 
 
 def read_manifest(output_dir: str) -> dict:
@@ -75,6 +81,9 @@ def build_manifest(config: JobConfig, parts: list[tuple[str, object]],
                                "num_records": rejected["num_rejected"]}
     for info in (info for kind, info in parts if kind == METADATA):
         files[info["file"]] = {"bytes": info["bytes"], "crc32c": info["crc32c"]}
+    lineage_files = sorted(info["file"] for kind, info in parts if kind == LINEAGE)
+    for info in (info for kind, info in parts if kind == LINEAGE):
+        files[info["file"]] = {key: info[key] for key in ("bytes", "crc32c", "num_records")}
     statistics = next((info for kind, info in parts if kind == STATISTICS), None)
     absent = None
     if not config.statistics:
@@ -106,6 +115,10 @@ def build_manifest(config: JobConfig, parts: list[tuple[str, object]],
         "statistics_absent": absent,
         "files": dict(sorted(files.items())),
         "flags": config.flags(),
+        # The index of where each example came from, and the hash of the chain's code and of the
+        # flags that shape an example (beam_etl.lineage, beam_etl.beam.example_cache).
+        "lineage": {"files": lineage_files, "chain_version": example_cache.version(config),
+                    "chain_code": code_version(example_cache.CHAIN_MODULES)},
         "versions": {"beam_etl": beam_etl.__version__, "apache_beam": beam.__version__,
                      "python": platform.python_version()},
     }
@@ -121,11 +134,39 @@ def check_reject_fraction(config: JobConfig, manifest: dict) -> None:
 
 
 
+def _outcomes(directory: str, names: list[str]) -> dict[str, str]:
+    """``{input key: outcome}`` from the lineage files ``names`` in ``directory``."""
+    return {key: entry["outcome"] for name in names
+            for key, entry in lineage.read_index(filesystem.read_bytes(join(directory, name))).items()}
+
+
+def changes_against(output_dir: str, previous: dict, manifest: dict) -> dict:
+    """Stages ``lineage/changes.jsonl``: what changed from the ``previous`` output in
+    ``output_dir`` (its manifest) to this run's (staged, described by ``manifest``); returns the
+    manifest's ``changes`` (counts), or why they cannot be told."""
+    changes = {"against_run": previous.get("run_id", "")}
+    if not (previous.get("lineage") and manifest.get("lineage")):
+        return {**changes, "unknown": "the output replaced has no lineage index (written before format 4)"}
+    try:
+        old = _outcomes(output_dir, previous["lineage"]["files"])
+    except (OSError, ValueError) as error:
+        return {**changes, "unknown": f"the output replaced has an unreadable lineage index: {error}"}
+    new = _outcomes(join(output_dir, STAGING_DIR), manifest["lineage"]["files"])
+    compared = lineage.compare(old, new)
+    staged = sink.stage_file(output_dir, CHANGES_FILE, [compared.lines()])
+    manifest["files"] = dict(sorted({**manifest["files"], CHANGES_FILE: {
+        **staged, "num_records": len(compared.added) + len(compared.removed) + len(compared.changed)}}.items()))
+    return {**changes, "file": CHANGES_FILE, **compared.counts()}
+
+
 def _write_manifest(parts, config: JobConfig, run_id: str):
     has_transform = any(kind == STATISTICS and not info.get("absent") for kind, info in parts)
     manifest = build_manifest(config, parts,
                               staged_transform_files(config.output) if has_transform else None, run_id)
     check_reject_fraction(config, manifest)
+    previous = commit.read_manifest_if_any(config.output)
+    if previous is not None and previous.get("run_id") != run_id:  # (a retried step: already committed)
+        manifest["changes"] = changes_against(config.output, previous, manifest)
     commit.commit(config.output, run_id, manifest, list(manifest["files"]))
     yield manifest
 
@@ -147,14 +188,14 @@ class WriteManifest(beam.PTransform):
         self._run_id = run_id
 
     def expand(self, reports: dict):
-        unknown = set(reports) - {INPUTS, SHARDS, REJECTED, STATISTICS, METADATA}
+        unknown = set(reports) - set(KINDS)
         if unknown:
             raise ValueError(f"WriteManifest: unknown kinds of report {sorted(unknown)}")
         tagged = [reports[INPUTS]
                   | "CountInputs" >> beam.combiners.Count.Globally()
                   | "TagInputs" >> beam.Map(_tagged(INPUTS))]
         tagged += [reports[kind] | f"Tag{kind.title()}" >> beam.Map(_tagged(kind))
-                   for kind in (SHARDS, REJECTED, STATISTICS, METADATA) if kind in reports]
+                   for kind in KINDS[1:] if kind in reports]
         return (tagged
                 | "FlattenReports" >> beam.Flatten()
                 | "CollectReports" >> beam.combiners.ToList()  # [(kind, info)], after every writer

@@ -5,6 +5,7 @@ manifest.
     examples = ProcessExamples    decode, validate, resize, augment, serialize; or a Rejection
     shards   = WriteShards        spilled bytes, grouped by shard, staged
     rejected = WriteRejected      every Rejection, with its uri and reason, staged
+    lineage  = WriteLineage       where each written input's examples came from, staged
     metadata = WriteRecordsSchema the records' schema (metadata/schema.pbtxt), staged
     statistics = WriteStatistics  the training originals' shares, summed -> the transform graph
                                   (tf.Transform's SavedModel), staged
@@ -37,7 +38,7 @@ class Preprocess(beam.PTransform):
     def expand(self, pbegin):
         config = self._config
         records, source_rejected = pbegin | "ReadSources" >> sources.ReadSources(config)
-        examples, rejected, sums = records | "ProcessExamples" >> ProcessExamples(config)
+        examples, rejected, sums, lineage = records | "ProcessExamples" >> ProcessExamples(config)
         shard_counts = records | "ShardCounts" >> sink.ShardCounts(config, config.shard_bytes)
         reports = {  # each a PCollection of one kind of report (beam_etl.beam.manifest)
             manifest.INPUTS: (records, source_rejected) | "FlattenInputs" >> beam.Flatten(),
@@ -46,6 +47,7 @@ class Preprocess(beam.PTransform):
                                 | "FlattenRejected" >> beam.Flatten()
                                 | "WriteRejected" >> sink.WriteRejected(config.output)),
             manifest.METADATA: pbegin | "WriteRecordsSchema" >> sink.WriteRecordsSchema(config),
+            manifest.LINEAGE: lineage | "WriteLineage" >> sink.WriteLineage(config.output, shard_counts),
         }
         if config.statistics:
             reports[manifest.STATISTICS] = sums | "WriteStatistics" >> statistics.WriteStatistics(config)

@@ -11,6 +11,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
+from beam_etl import lineage
 from beam_etl.beam import crash, example_cache, filesystem
 from beam_etl.config import JobConfig
 from beam_etl.image.chain import process_example
@@ -20,6 +21,7 @@ from beam_etl.beam.rejections import SplitRejections
 
 _MASK_STAGES = ("read_mask", "decode_mask")
 STATISTICS = "statistics"  # the tagged output of the examples' shares of the statistics
+LINEAGE = "lineage"  # the tagged output of the written inputs' lines of the lineage index
 
 
 REMOTE_READ_TIMEOUT_S = 600.0  # a remote read that has not finished by then is a rejection
@@ -76,7 +78,8 @@ def read_uri(uri: str | None, stage: str, timeout_s: float = REMOTE_READ_TIMEOUT
 
 class ProcessExamplesFn(beam.DoFn):
     """``SourceRecord`` -> ``EncodedExample`` (1 + augmentation copies), or a ``Rejection``;
-    a training original's share of the statistics on the :data:`STATISTICS` output."""
+    a training original's share of the statistics on the :data:`STATISTICS` output, and a
+    written input's ``lineage.Entry`` on the :data:`LINEAGE` output."""
 
     def __init__(self, config: JobConfig):
         self._config = config
@@ -86,7 +89,7 @@ class ProcessExamplesFn(beam.DoFn):
         self._cache = None
         if config.use_cache:
             self._cache = example_cache.ExampleCache(config.cache_dir or join(config.output, CACHE_DIR))
-            self._version = example_cache.version(config)
+        self._version = example_cache.version(config)
         self._cached = {name: Metrics.counter("beam_etl", f"cache_{name}") for name in ("hits", "misses", "damaged")}
         self._inputs = Metrics.counter("beam_etl", "inputs")
         self._written = {split: Metrics.counter("beam_etl", f"written_{split}")
@@ -105,7 +108,9 @@ class ProcessExamplesFn(beam.DoFn):
         except RejectedInput as rejected:  # no outcome of the input's bytes: never cached
             yield self._rejection(record, rejected)
             return
-        outcome = self._outcome(record, image_bytes, mask_bytes, split)
+        digests = example_cache.digest(image_bytes), example_cache.digest(mask_bytes)
+        name = example_cache.entry_name(self._version, record, *digests)
+        outcome = self._outcome(name, record, image_bytes, mask_bytes, split)
         if outcome.rejected is not None:
             yield self._rejection(record, outcome.rejected)
             return
@@ -114,6 +119,10 @@ class ProcessExamplesFn(beam.DoFn):
         yield from examples
         if sums is not None:
             yield beam.pvalue.TaggedOutput(STATISTICS, sums)
+        yield beam.pvalue.TaggedOutput(LINEAGE, lineage.Entry(
+            key=record.key, split=split, image_uri=record.image_uri, mask_uri=record.mask_uri,
+            image_sha256=digests[0], mask_sha256=digests[1], outcome=name,
+            example_keys=tuple(example.example_key for example in examples)))
 
     def _compute(self, record, image_bytes, mask_bytes, split) -> example_cache.Outcome:
         try:
@@ -122,10 +131,9 @@ class ProcessExamplesFn(beam.DoFn):
             return example_cache.Outcome(rejected=rejected)
         return example_cache.Outcome(examples=tuple(examples), sums=sums)
 
-    def _outcome(self, record, image_bytes, mask_bytes, split) -> example_cache.Outcome:
+    def _outcome(self, name, record, image_bytes, mask_bytes, split) -> example_cache.Outcome:
         if self._cache is None:
             return self._compute(record, image_bytes, mask_bytes, split)
-        name = example_cache.entry_name(self._version, record, image_bytes, mask_bytes)
         outcome, damaged = self._cache.read(name)
         if outcome is not None:
             self._cached["hits"].inc()
@@ -146,8 +154,9 @@ class ProcessExamplesFn(beam.DoFn):
 
 
 class ProcessExamples(beam.PTransform):
-    """Decode, validate, resize, augment and serialize; returns ``(examples, rejected, sums)``,
-    ``sums`` the training originals' shares of the statistics (none with --no_statistics)."""
+    """Decode, validate, resize, augment and serialize; returns ``(examples, rejected, sums,
+    lineage)``: ``sums`` the training originals' shares of the statistics (none with
+    --no_statistics), ``lineage`` the written inputs' ``lineage.Entry`` s."""
 
     def __init__(self, config: JobConfig):
         super().__init__()
@@ -156,6 +165,6 @@ class ProcessExamples(beam.PTransform):
     def expand(self, records):
         processed = (records
                      | "DecodeResizeEncode" >> beam.ParDo(ProcessExamplesFn(self._config)).with_outputs(
-                         STATISTICS, main="examples"))
+                         STATISTICS, LINEAGE, main="examples"))
         examples, rejected = processed.examples | "SplitRejections" >> SplitRejections()  # EncodedExample | Rejection
-        return examples, rejected, processed[STATISTICS]
+        return examples, rejected, processed[STATISTICS], processed[LINEAGE]

@@ -30,7 +30,7 @@ from beam_etl.beam import filesystem
 from beam_etl.config import JobConfig
 from beam_etl.hashing import stable_hash
 from beam_etl.output_layout import (INCOMPLETE_DIR, RAW_SCHEMA, REJECTED_DIR, REJECTED_FILE, SPILL_DIR, STAGING_DIR,
-                                    index_name, join, shard_name)
+                                    index_name, join, lineage_name, shard_name)
 from beam_etl.elements import EncodedExample
 
 _EMPTY = None  # placeholder value that makes a shard exist even when no example lands in it
@@ -144,11 +144,16 @@ class _SpillFn(beam.DoFn):
             self._handle = None
 
 
+def shard_of(example_key: str, num_shards: int) -> int:
+    """The shard an example goes to, whatever the runner: a hash of its key."""
+    return stable_hash("shard", example_key) % num_shards
+
+
 def _assign_shard(split_and_pointer, counts: dict):
     """``(split, pointer)`` -> ``((split, shard, num_shards), pointer)``."""
     split, pointer = split_and_pointer
     num_shards = counts[split]
-    return (split, stable_hash("shard", pointer[0]) % num_shards, num_shards), pointer
+    return (split, shard_of(pointer[0], num_shards), num_shards), pointer
 
 
 def _read_spilled(pointers) -> dict[str, bytes]:
@@ -277,6 +282,48 @@ class WriteRejected(beam.PTransform):
                 | "FlattenRejections" >> beam.Flatten()
                 | "GroupRejections" >> beam.GroupByKey()  # ("rejected", [Rejection])
                 | "WriteRejectedFile" >> beam.ParDo(_WriteRejectedFn(self._output_dir)))
+
+
+def _lineage_shard(entry, counts: dict):
+    """``lineage.Entry`` -> ``((split, shard, num_shards), entry)``: its original's shard."""
+    num_shards = counts[entry.split]
+    return (entry.split, shard_of(entry.key, num_shards), num_shards), entry
+
+
+class _WriteLineageFn(beam.DoFn):
+    def __init__(self, output_dir: str):
+        self._output_dir = output_dir
+
+    def process(self, element):
+        (split, shard, num_shards), values = element
+        entries = sorted((value for value in values if value is not _EMPTY), key=lambda entry: entry.key)
+
+        def shard_named(example_key: str, split: str) -> str:
+            return shard_name(split, shard_of(example_key, num_shards), num_shards)
+
+        name = lineage_name(shard_name(split, shard, num_shards))
+        written = stage_file(self._output_dir, name, (entry.line(shard_named) for entry in entries))
+        yield {"file": name, **written, "num_records": len(entries)}
+
+
+class WriteLineage(beam.PTransform):
+    """``lineage.Entry`` -> ``OUTPUT/lineage/<split>-SSSSS-of-NNNNN.jsonl``: one file beside each
+    shard, holding the lines of the inputs whose original example is in that shard (sorted by
+    key, every record's shard named; written even when empty), so no file outgrows its shard's
+    share. Yields one dict per file: its name, bytes, crc32c and number of lines."""
+
+    def __init__(self, output_dir: str, shard_counts):
+        super().__init__()
+        self._output_dir = output_dir
+        self._shard_counts = shard_counts
+
+    def expand(self, entries):
+        keyed = entries | "LineageShard" >> beam.Map(_lineage_shard, beam.pvalue.AsDict(self._shard_counts))
+        empty = self._shard_counts | "EveryLineageFile" >> beam.FlatMap(_placeholders)
+        return ((keyed, empty)
+                | "FlattenLineage" >> beam.Flatten()
+                | "GroupLineage" >> beam.GroupByKey()  # ((split, shard, n), [lineage.Entry])
+                | "WriteLineageFiles" >> beam.ParDo(_WriteLineageFn(self._output_dir)))
 
 
 def _stage_records_schema(_, output_dir: str, image_info: dict, mask_values):

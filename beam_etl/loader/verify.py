@@ -14,7 +14,7 @@ import google_crc32c
 import tensorflow as tf
 
 from beam_etl.loader.dataset import load_manifest
-from beam_etl.output_layout import INCOMPLETE_DIR, MANIFEST, is_indexed_or_schema, is_job_file
+from beam_etl.output_layout import INCOMPLETE_DIR, MANIFEST, first_format, is_job_file
 
 _CHUNK = 8 << 20  # read 8 MB at a time
 
@@ -89,7 +89,7 @@ def verify(data_dir: str) -> dict[str, str]:
     for name in _walk(data_dir):
         if (is_job_file(name) and name != MANIFEST and name not in manifest["files"]
                 and not name.startswith(INCOMPLETE_DIR + "/")
-                and not (is_indexed_or_schema(name) and manifest.get("format_version", 0) < 3)):
+                and manifest.get("format_version", 0) >= first_format(name)):
             problems[name] = "not listed in the manifest"
     return problems
 

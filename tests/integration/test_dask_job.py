@@ -3,14 +3,26 @@
 
 from __future__ import annotations
 
+import json
 import os
+import pathlib
+import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 from distributed import Client
 
-from beam_etl.beam import launch
+from beam_etl.beam import example_cache, launch
 from beam_etl.beam import manifest as manifest_lib
+from beam_etl.output_layout import CACHE_DIR
+from beam_etl.tools import sample_data
+from pipelines import preprocess
 from tests.support.jobs import comparable, output_files, run_job
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.slow
 
@@ -58,3 +70,66 @@ def test_dask_local_workers_starts_a_cluster_of_its_own_and_writes_the_same_byte
                    "--mask_values", "1,2,3", "--dask_local_workers", "1")
     assert output_files(tmp_path) == output_files(direct_dir)
     assert comparable(dask) == comparable(direct)
+
+
+def _pairs(root, out, *extra):
+    return ["--images", str(root / "images" / "*.jpg"), "--masks", str(root / "annotations" / "trimaps" / "*.png"),
+            "--output", str(out), "--image_size", "40x32", "--num_shards", "2", "--augment_copies", "1", *extra]
+
+
+def _entries(out) -> dict[str, int]:
+    """The cache's entries and when each was written."""
+    return {str(p.relative_to(out)): p.stat().st_mtime_ns for p in (out / CACHE_DIR).rglob("*") if p.is_file()}
+
+
+def test_a_grown_dataset_on_dask_computes_only_its_new_inputs_and_matches_a_fresh_run(tmp_path,
+                                                                                      scheduler_address):
+    root, later = tmp_path / "data", tmp_path / "later"
+    sample_data.generate(str(root), num_images=14, seed=2)
+    (later / "images").mkdir(parents=True)
+    (later / "masks").mkdir()
+    for image in sorted((root / "images").glob("*.jpg"))[10:]:
+        shutil.move(image, later / "images" / image.name)
+        shutil.move(root / "annotations" / "trimaps" / f"{image.stem}.png", later / "masks" / f"{image.stem}.png")
+    out = tmp_path / "out"
+    on_dask = ("--runner", "beam_dask.DaskRunner", "--dask_client_address", scheduler_address)
+    first = preprocess.run(_pairs(root, out, *on_dask))
+    before = _entries(out)
+    assert len(before) == first["num_inputs"] == 10
+    for image in (later / "images").iterdir():
+        shutil.copy(image, root / "images" / image.name)
+        shutil.copy(later / "masks" / f"{image.stem}.png", root / "annotations" / "trimaps" / f"{image.stem}.png")
+    grown = preprocess.run(_pairs(root, out, "--overwrite", *on_dask))
+    after = _entries(out)
+    assert len(after) == 14 and {name: after[name] for name in before} == before  # none computed again
+    assert grown["changes"]["added"] == 4 and grown["changes"]["unchanged"] == 10
+    fresh = preprocess.run(_pairs(root, tmp_path / "fresh"))  # on the DirectRunner
+    assert output_files(out) == output_files(tmp_path / "fresh")
+    assert comparable(grown) == comparable(fresh)
+
+
+def test_a_killed_run_on_its_own_dask_cluster_resumes(tmp_path):
+    root, out = tmp_path / "data", tmp_path / "out"
+    sample_data.generate(str(root), num_images=40, seed=6)
+    command = [sys.executable, "-m", "pipelines.preprocess", *_pairs(root, out, "--dask_local_workers", "2")]
+    job = subprocess.Popen(command, cwd=ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:  # the machine dies once a few images are done: launcher, scheduler and workers at once
+        deadline = time.monotonic() + 240
+        while len(_entries(out)) < 5 and job.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        os.killpg(job.pid, signal.SIGKILL)
+        job.wait()
+    done = {name: written for name, written in _entries(out).items()
+            if example_cache.decode((out / name).read_bytes()) is not None}  # not one cut short by the kill
+    assert 5 <= len(done) < 40 and not (out / "manifest.json").exists()
+    resumed = subprocess.run(command, cwd=ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming run" in resumed.stdout
+    after = _entries(out)
+    assert len(after) == 40 and {name: after[name] for name in done} == done  # reused, not computed again
+    fresh = preprocess.run(_pairs(root, tmp_path / "fresh"))
+    assert output_files(out) == output_files(tmp_path / "fresh")
+    assert comparable(json.loads((out / "manifest.json").read_text())) == comparable(fresh)

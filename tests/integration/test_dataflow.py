@@ -111,11 +111,11 @@ def test_no_step_gathers_the_examples_into_one_element(dataflow_pipeline):
     decode = _by_name(dataflow_pipeline, "Preprocess/ProcessExamples/DecodeResizeEncode")
     groupings = {t.unique_name.removeprefix("Preprocess/") for t in _downstream(dataflow_pipeline, decode)
                  if t.spec.urn == GBK}
-    # Examples are grouped by shard only; the statistics' sum groups partial sums (Beam combines
-    # the shares where they are made); the rejected list and the manifest's reports are small by
-    # construction.
-    allowed = ("WriteShards/GroupByShard", "WriteStatistics/SumShares/", "WriteRejected/",
-               "WriteManifest/CollectReports/")
+    # Examples are grouped by shard only, and so are the inputs' lines of the lineage index; the
+    # statistics' sum groups partial sums (Beam combines the shares where they are made); the
+    # rejected list and the manifest's reports are small by construction.
+    allowed = ("WriteShards/GroupByShard", "WriteLineage/GroupLineage", "WriteStatistics/SumShares/",
+               "WriteRejected/", "WriteManifest/CollectReports/")
     assert "WriteShards/GroupByShard" in groupings
     assert all(name.startswith(allowed) for name in groupings), groupings
 

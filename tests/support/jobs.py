@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pathlib
 
-from beam_etl.output_layout import CACHE_DIR
+from beam_etl.output_layout import CACHE_DIR, CHANGES_FILE
 from pipelines import preprocess
 
 
@@ -16,8 +16,9 @@ def run_job(pets_dir, out, *extra) -> dict:
 
 # Everything but the manifest (its run id and timings) is the same bytes in two runs of the same
 # inputs and flags: the transform graph's files too, copied from the one template of the tests'
-# cache (beam_etl.beam.transform_template), its statistics in its assets.
-_NOT_BYTE_STABLE = {"manifest.json"}
+# cache (beam_etl.beam.transform_template), its statistics in its assets. (What changed against
+# the output a run replaced is no part of what the run makes of its inputs.)
+_NOT_BYTE_STABLE = {"manifest.json", CHANGES_FILE}
 
 
 def output_files(out: pathlib.Path) -> dict[str, bytes]:
@@ -29,8 +30,10 @@ def output_files(out: pathlib.Path) -> dict[str, bytes]:
 
 def comparable(manifest: dict) -> dict:
     """``manifest`` without what differs between two runs of the same inputs and flags: the
-    output folder and whether it replaced another, the run id, and the manifest's own entry."""
+    output folder and whether it replaced another (and what changed against it), the run id, and
+    the manifest's own entry."""
     manifest = {**manifest, "flags": {k: v for k, v in manifest["flags"].items() if k not in ("output", "overwrite")},
                 "files": {k: v for k, v in manifest["files"].items() if k not in _NOT_BYTE_STABLE}}
     manifest.pop("run_id")
+    manifest.pop("changes", None)
     return manifest

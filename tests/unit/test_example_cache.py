@@ -16,6 +16,7 @@ OUTCOMES = [
     example_cache.Outcome(examples=(EncodedExample("b", "val", 0, b"x" * 5000),)),
     example_cache.Outcome(rejected=RejectedInput("decode_image", "truncated", "ends after 12 bytes: é")),
 ]
+D = example_cache.digest
 
 
 @pytest.mark.parametrize("outcome", OUTCOMES)
@@ -39,14 +40,14 @@ def test_a_damaged_entry_is_no_outcome(outcome):
 def test_the_name_changes_with_what_shapes_the_outcome_only():
     record = SourceRecord(key="a", image_uri="/d/a.jpg", mask_uri="/d/a.png", label=3, label_name="pug", split="train")
     version = "v"
-    name = example_cache.entry_name(version, record, b"image", b"mask")
-    assert example_cache.entry_name(version, record, b"image", b"mask") == name
-    others = [example_cache.entry_name("w", record, b"image", b"mask"),
-              example_cache.entry_name(version, record, b"image", b"mask!"),
-              example_cache.entry_name(version, record, b"image!", b"mask")]
+    name = example_cache.entry_name(version, record, D(b"image"), D(b"mask"))
+    assert example_cache.entry_name(version, record, D(b"image"), D(b"mask")) == name
+    others = [example_cache.entry_name("w", record, D(b"image"), D(b"mask")),
+              example_cache.entry_name(version, record, D(b"image"), D(b"mask!")),
+              example_cache.entry_name(version, record, D(b"image!"), D(b"mask"))]
     for field, value in [("key", "b"), ("image_uri", "/e/a.jpg"), ("mask_uri", None), ("label", 4),
                          ("label_name", "Pug"), ("split", "val")]:
-        others.append(example_cache.entry_name(version, dataclasses.replace(record, **{field: value}), b"image", b"mask"))
+        others.append(example_cache.entry_name(version, dataclasses.replace(record, **{field: value}), D(b"image"), D(b"mask")))
     assert name not in others and len(set(others)) == len(others)
 
 

@@ -1,0 +1,87 @@
+"""What changed between two outputs of the job, from their lineage indexes (:mod:`beam_etl.lineage`):
+inputs added, removed (gone from the sources, or rejected now) and changed (other bytes, other
+metadata, or flags or code that shape their examples differently).
+
+    python -m beam_etl.diff OLD NEW            # counts, then one "+ key", "- key" or "~ key" line each
+    python -m beam_etl.diff OLD NEW --counts   # the counts only
+
+Exit status 0 when nothing changed, 1 when something did, 2 when either is not a complete output
+with a lineage index. Reads local folders directly, others (``gs://``) through TensorFlow's file
+systems.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from beam_etl import lineage
+from beam_etl.output_layout import MANIFEST, join, missing_manifest, parse_manifest
+
+_MARKS = {lineage.ADDED: "+", lineage.REMOVED: "-", lineage.CHANGED: "~"}
+
+
+def _read(path: str) -> bytes:
+    if "://" not in path or path.startswith("file://"):
+        with open(path.removeprefix("file://"), "rb") as handle:
+            return handle.read()
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel  # only for remote outputs
+
+    if not tf.io.gfile.exists(path):
+        raise FileNotFoundError(path)
+    with tf.io.gfile.GFile(path, "rb") as handle:
+        return handle.read()
+
+
+def read_index(output: str) -> tuple[dict, dict[str, dict]]:
+    """``(manifest, lineage index: {input key: its line})`` of the complete output in ``output``."""
+    path = join(output, MANIFEST)
+    try:
+        manifest = parse_manifest(_read(path), path)
+    except FileNotFoundError:
+        raise missing_manifest(path, output) from None
+    if not manifest.get("lineage"):
+        raise ValueError(f"{output} has no lineage index (manifest format {manifest.get('format_version')}; "
+                         "outputs have one from format 4): rerun the job to write one")
+    index = {}
+    for name in manifest["lineage"]["files"]:
+        index.update(lineage.read_index(_read(join(output, name))))
+    return manifest, index
+
+
+def compare(old: str, new: str) -> tuple[lineage.Changes, list[str]]:
+    """What changed from the output ``old`` to ``new``, and notes on why (flags, code)."""
+    old_manifest, old_index = read_index(old)
+    new_manifest, new_index = read_index(new)
+    notes = []
+    if old_manifest["lineage"]["chain_version"] != new_manifest["lineage"]["chain_version"]:
+        code = old_manifest["lineage"]["chain_code"] != new_manifest["lineage"]["chain_code"]
+        notes.append("the per-image code differs: every example is made anew" if code else
+                     "the flags that shape an example differ: every example is made anew")
+    outcomes = [{key: entry["outcome"] for key, entry in index.items()} for index in (old_index, new_index)]
+    return lineage.compare(*outcomes), notes
+
+
+def main(argv: list[str] | None = None, prog: str = "python -m beam_etl.diff") -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
+    parser.add_argument("old", metavar="OLD", help="The earlier output folder (local or gs://).")
+    parser.add_argument("new", metavar="NEW", help="The later output folder (local or gs://).")
+    parser.add_argument("--counts", action="store_true", help="Print the counts only, not the keys.")
+    args = parser.parse_args(argv)
+    try:
+        changes, notes = compare(args.old, args.new)
+    except (OSError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    counts = changes.counts()
+    print(f"{args.old} -> {args.new}: " + ", ".join(f"{count} {what}" for what, count in counts.items()))
+    for note in notes:
+        print(f"note: {note}")
+    if not args.counts:
+        for key, change in changes.keyed():
+            print(f"{_MARKS[change]} {key}")
+    return 1 if changes.added or changes.removed or changes.changed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

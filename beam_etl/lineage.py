@@ -1,0 +1,90 @@
+"""Where every example came from, and what changed between two outputs. No Beam, no TensorFlow.
+
+``OUT/lineage/<split>-SSSSS-of-NNNNN.jsonl``, beside each shard, holds one JSON line per input
+whose original example is in that shard, sorted by key::
+
+    {"key": ..., "split": ..., "image_uri": ..., "mask_uri": ...,
+     "image_sha256": ..., "mask_sha256": ...,       the bytes it was made from
+     "outcome": ...,                                 the name of its outcome (beam_etl.beam.example_cache):
+                                                     its bytes, what its source says of it, the flags
+                                                     that shape an example and the chain's code, hashed
+     "examples": [{"key": ..., "shard": ...}, ...]}  its records (the example, augmentation copies)
+
+An input's outcome changes exactly when its records may: so two outputs' indexes say which inputs
+were added, removed (gone from the sources, or rejected now) and changed, without reading a shard.
+A run that replaces a complete output writes ``OUT/lineage/changes.jsonl`` (one ``{"key",
+"change"}`` line per added, removed or changed input) and the counts in its manifest;
+``python -m beam_etl.diff OLD NEW`` compares any two outputs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+ADDED, REMOVED, CHANGED = "added", "removed", "changed"
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    """One input's line of the index (its records' shards are filled in by the writer)."""
+
+    key: str
+    split: str
+    image_uri: str
+    mask_uri: str | None
+    image_sha256: str
+    mask_sha256: str
+    outcome: str
+    example_keys: tuple[str, ...]
+
+    def line(self, shard_of) -> bytes:
+        """The index's line; ``shard_of(example_key, split)`` names the shard of each record."""
+        described = {**dataclasses.asdict(self), "examples": [
+            {"key": key, "shard": shard_of(key, self.split)} for key in self.example_keys]}
+        del described["example_keys"]
+        return (json.dumps(described, sort_keys=True) + "\n").encode("utf-8")
+
+
+def read_index(data: bytes) -> dict[str, dict]:
+    """The index in ``data`` (a lineage file's bytes): ``{key: line as a dict}``."""
+    entries = {}
+    for number, text in enumerate(data.decode("utf-8").splitlines(), 1):
+        try:
+            entry = json.loads(text)
+            entries[entry["key"]] = entry
+        except (ValueError, KeyError, TypeError):
+            raise ValueError(f"line {number} of the lineage index is not an entry: {text[:80]!r}") from None
+    return entries
+
+
+@dataclasses.dataclass(frozen=True)
+class Changes:
+    """Input keys by what happened to them between an older and a newer output."""
+
+    added: tuple[str, ...]
+    removed: tuple[str, ...]
+    changed: tuple[str, ...]
+    unchanged: int
+
+    def counts(self) -> dict[str, int]:
+        return {ADDED: len(self.added), REMOVED: len(self.removed), CHANGED: len(self.changed),
+                "unchanged": self.unchanged}
+
+    def keyed(self) -> list[tuple[str, str]]:
+        """``(key, change)`` for every added, removed or changed key, sorted by key."""
+        return sorted([(key, ADDED) for key in self.added] + [(key, REMOVED) for key in self.removed]
+                      + [(key, CHANGED) for key in self.changed])
+
+    def lines(self) -> bytes:
+        """``changes.jsonl``: one ``{"change", "key"}`` line per key, sorted by key."""
+        return "".join(json.dumps({"change": change, "key": key}, sort_keys=True) + "\n"
+                       for key, change in self.keyed()).encode("utf-8")
+
+
+def compare(old: dict[str, str], new: dict[str, str]) -> Changes:
+    """What changed from ``old`` to ``new``, each ``{input key: outcome}``."""
+    both = old.keys() & new.keys()
+    changed = tuple(sorted(key for key in both if old[key] != new[key]))
+    return Changes(added=tuple(sorted(new.keys() - old.keys())), removed=tuple(sorted(old.keys() - new.keys())),
+                   changed=changed, unchanged=len(both) - len(changed))

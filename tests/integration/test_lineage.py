@@ -1,0 +1,132 @@
+"""Lineage: every output says where each example came from, a run that replaces an output says
+what changed against it, and ``beam-etl diff`` compares any two outputs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from beam_etl import diff
+from beam_etl.loader import verify
+from beam_etl.output_layout import CHANGES_FILE
+from beam_etl.tools import sample_data
+from pipelines import preprocess
+from tests.support.tfrecords import read_examples
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def root(tmp_path):
+    root = tmp_path / "data"
+    sample_data.generate(str(root), num_images=14, seed=8, defects=True)
+    return root
+
+
+def _run(root, out, *extra):
+    return preprocess.run(["--oxford_pets", str(root), "--output", str(out), "--image_size", "40x32",
+                           "--num_shards", "2", "--augment_copies", "1",
+                           *extra])
+
+
+def _index(out) -> dict[str, dict]:
+    manifest = json.loads((out / "manifest.json").read_text())
+    lines = [json.loads(line) for name in manifest["lineage"]["files"]
+             for line in (out / name).read_text().splitlines()]
+    assert len(lines) == len({line["key"] for line in lines})
+    return {line["key"]: line for line in lines}
+
+
+def test_every_example_says_where_it_came_from(root, tmp_path):
+    out = tmp_path / "out"
+    manifest = _run(root, out)
+    index = _index(out)
+    assert len(index) == manifest["num_written"] and manifest["num_rejected"] > 0
+    rejected = {json.loads(line)["key"] for line in (out / manifest["rejected"]["file"]).read_text().splitlines()}
+    assert not rejected & index.keys()
+    recorded = {}  # example key -> shard, from the records themselves
+    for split, info in manifest["splits"].items():
+        for name in info["files"]:
+            for example in read_examples([out / name]):
+                recorded[example["key"]] = name
+                source = index[example["key"].split("#aug")[0]]
+                assert source["split"] == split and example["filename"] == source["image_uri"]
+    assert recorded == {example["key"]: example["shard"] for line in index.values() for example in line["examples"]}
+    for line in index.values():
+        assert line["examples"][0]["key"] == line["key"]
+        assert [name.startswith(f"lineage/{line['split']}-") for name in manifest["lineage"]["files"]
+                if line["key"] in (out / name).read_text()] == [True]  # in the file of its original's shard
+        for kind in ("image", "mask"):
+            with open(line[f"{kind}_uri"], "rb") as handle:
+                assert line[f"{kind}_sha256"] == hashlib.sha256(handle.read()).hexdigest()
+    assert verify.verify(str(out)) == {} and "changes" not in manifest
+
+
+def _run_globs(root, out, *extra):
+    return preprocess.run(["--images", str(root / "images" / "*.jpg"),
+                           "--masks", str(root / "annotations" / "trimaps" / "*.png"), "--output", str(out),
+                           "--image_size", "40x32", "--num_shards", "2", *extra])
+
+
+def test_a_replacing_run_says_what_changed_and_diff_agrees(tmp_path, capsys):
+    root = tmp_path / "data"
+    sample_data.generate(str(root), num_images=10, seed=4)
+    out, before = tmp_path / "out", tmp_path / "before"
+    _run_globs(root, out)
+    shutil.copytree(out, before)
+    masks = root / "annotations" / "trimaps"
+    index = _index(out)
+    kept = sorted(index)
+    fixed = np.array(Image.open(masks / f"{kept[0]}.png"))
+    fixed[0, 0] = 3 if fixed[0, 0] != 3 else 2
+    Image.fromarray(fixed).save(masks / f"{kept[0]}.png")  # a labeller's fix
+    (root / "images" / f"{kept[1]}.jpg").unlink()  # a removed input
+    shutil.copy(root / "images" / f"{kept[2]}.jpg", root / "images" / "new_pet_1.jpg")  # an added one
+    shutil.copy(masks / f"{kept[2]}.png", masks / "new_pet_1.png")
+    manifest = _run_globs(root, out, "--overwrite")
+    capsys.readouterr()
+    expected = {"added": 1, "removed": 1, "changed": 1, "unchanged": len(index) - 2}
+    assert manifest["changes"] == {"against_run": json.loads((before / "manifest.json").read_text())["run_id"],
+                                   "file": CHANGES_FILE, **expected}
+    assert [json.loads(line) for line in (out / CHANGES_FILE).read_text().splitlines()] == sorted(
+        [{"change": "changed", "key": kept[0]}, {"change": "removed", "key": kept[1]},
+         {"change": "added", "key": "new_pet_1"}], key=lambda line: line["key"])
+    assert verify.verify(str(out)) == {}
+
+    assert diff.main([str(before), str(out)]) == 1
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0].endswith(", ".join(f"{count} {what}" for what, count in expected.items()))
+    assert sorted(printed[1:]) == sorted([f"~ {kept[0]}", f"- {kept[1]}", "+ new_pet_1"])
+    assert diff.main([str(out), str(out), "--counts"]) == 0
+    assert capsys.readouterr().out.strip().endswith(f"0 added, 0 removed, 0 changed, {len(index)} unchanged")
+
+
+def test_a_flag_that_shapes_every_example_changes_every_example(root, tmp_path, capsys):
+    _run(root, tmp_path / "a")
+    manifest = _run(root, tmp_path / "b", "--seed", "1")
+    capsys.readouterr()
+    assert diff.main([str(tmp_path / "a"), str(tmp_path / "b"), "--counts"]) == 1
+    printed = capsys.readouterr().out
+    assert f"0 added, 0 removed, {manifest['num_written']} changed, 0 unchanged" in printed
+    assert "the flags that shape an example differ" in printed
+
+
+def test_diff_refuses_what_is_not_a_complete_output(root, tmp_path, capsys):
+    _run(root, tmp_path / "a")
+    capsys.readouterr()
+    assert diff.main([str(tmp_path / "a"), str(tmp_path / "nothing")]) == 2
+    assert "manifest.json does not exist" in capsys.readouterr().err
+    manifest_path = tmp_path / "a" / "manifest.json"
+    old_format = {**json.loads(manifest_path.read_text()), "format_version": 3}
+    del old_format["lineage"]
+    manifest_path.write_text(json.dumps(old_format))
+    assert diff.main([str(tmp_path / "a"), str(tmp_path / "a")]) == 2
+    assert "has no lineage index" in capsys.readouterr().err
+    replacing = _run(root, tmp_path / "a", "--overwrite")  # over an output written before lineage
+    assert replacing["changes"]["unknown"].startswith("the output replaced has no lineage index")
+    assert not (tmp_path / "a" / CHANGES_FILE).exists() and verify.verify(str(tmp_path / "a")) == {}
