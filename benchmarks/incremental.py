@@ -3,10 +3,11 @@
     python -m benchmarks.incremental --num_images 7390 --rounds 2
 
 Each round, on the first 90% of the pairs: a fresh run (empty output, empty cache); the same
-command again with ``--overwrite`` (nothing new); then the whole set with ``--overwrite`` (10%
-new inputs). Every run is the README's command (no runner flags, statistics on) in a fresh
-process, timed from start to exit. Prints each run's wall and its ratio to the fresh run's,
-best of the rounds.
+command again with ``--overwrite`` (nothing new); a run into another folder killed (SIGKILL to
+its process group, as a machine dies) once half of the inputs are in its cache, then the same
+command again (the resume); then the whole set with ``--overwrite`` (10% new inputs). Every
+run is the README's command (no runner flags, statistics on) in a fresh process, timed from
+start to exit. Prints each run's wall and its ratio to the fresh run's, best of the rounds.
 """
 
 from __future__ import annotations
@@ -14,23 +15,49 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import time
 
+from beam_etl.output_layout import CACHE_DIR
 from benchmarks.common import ensure_dataset, subset_dir
 
 TREE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def _command(directory: str, output: str, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "pipelines.preprocess", "--images", f"{directory}/images/*.jpg",
+            "--masks", f"{directory}/masks/*.png", "--output", output, "--image_size", "128", *extra]
+
+
 def run_job(directory: str, output: str, *extra: str) -> float:
     os.sync()
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "pipelines.preprocess", "--images", f"{directory}/images/*.jpg",
-                    "--masks", f"{directory}/masks/*.png", "--output", output, "--image_size", "128", *extra],
-                   cwd=TREE, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                   env={**os.environ, "PYTHONPATH": TREE})
+    subprocess.run(_command(directory, output, *extra), cwd=TREE, check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": TREE})
+    return time.perf_counter() - started
+
+
+def _cached(output: str) -> int:
+    return sum(len(files) for _, _, files in os.walk(os.path.join(output, CACHE_DIR)))
+
+
+def kill_half_way(directory: str, output: str, inputs: int) -> float:
+    """Starts the job and kills it (its whole process group) once half the inputs are cached;
+    returns the seconds it ran."""
+    started = time.perf_counter()
+    job = subprocess.Popen(_command(directory, output), cwd=TREE, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": TREE}, start_new_session=True)
+    try:
+        while _cached(output) < inputs // 2 and job.poll() is None:
+            time.sleep(0.05)
+    finally:
+        os.killpg(job.pid, signal.SIGKILL)
+        job.wait()
+    if os.path.exists(os.path.join(output, "manifest.json")):
+        raise RuntimeError("the run ended before it was killed")
     return time.perf_counter() - started
 
 
@@ -46,7 +73,8 @@ def main(argv=None) -> dict:
     os.makedirs(args.work)
     first = int(len(records) * 0.9)
     directory = subset_dir(records[:first], os.path.join(args.work, "inputs"))
-    walls = {"fresh": [], "nothing new": [], "10% new": []}
+    walls = {"fresh": [], "nothing new": [], "resumed (killed half way)": [], "10% new": []}
+    killed_after = []
     for round_ in range(args.rounds):
         output = os.path.join(args.work, f"out{round_}")
         for name in ("images", "masks"):  # back to 90%
@@ -57,6 +85,10 @@ def main(argv=None) -> dict:
                     os.remove(path)
         walls["fresh"].append(run_job(directory, output))
         walls["nothing new"].append(run_job(directory, output, "--overwrite"))
+        killed = os.path.join(args.work, f"killed{round_}")
+        killed_after.append(kill_half_way(directory, killed, first))
+        walls["resumed (killed half way)"].append(run_job(directory, killed))
+        shutil.rmtree(killed)
         for record in records[first:]:
             os.symlink(record.image_uri, os.path.join(directory, "images", os.path.basename(record.image_uri)))
             os.symlink(record.mask_uri, os.path.join(directory, "masks", os.path.basename(record.mask_uri)))
@@ -67,7 +99,8 @@ def main(argv=None) -> dict:
     print("| run | wall | / fresh |\n|---|---:|---:|")
     for name, seconds in best.items():
         print(f"| {name} | {seconds:.1f} s | {seconds / best['fresh']:.2f} |")
-    return {"walls": walls}
+    print(f"(the killed runs ran {', '.join(f'{s:.1f}' for s in killed_after)} s before the kill)")
+    return {"walls": walls, "killed_after": killed_after}
 
 
 if __name__ == "__main__":
