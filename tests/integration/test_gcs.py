@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from beam_etl.beam import manifest as manifest_lib
-from beam_etl.beam import lease
-from beam_etl import loader
+from beam_etl.beam import lease, process_examples
+from beam_etl import diff, loader
+from beam_etl.output_layout import CACHE_DIR, CHANGES_FILE
 from beam_etl.loader import verify
 from tests.support import emulators
 from tests.support.jobs import output_files, run_job
@@ -140,3 +141,28 @@ def test_gcs_paths_are_literal_and_leased(gcs_pets, capsys):
     assert exited.value.code == 2 and f"leased by run {holder.run_id}" in capsys.readouterr().err
     lease.release("gs://pets/exp1", holder.run_id)
     assert {uri: emulators.read_bytes(uri) for uri in emulators.list_objects("gs://pets/exp1")} == sibling
+
+
+def test_the_cache_lineage_and_diff_on_gcs(outputs, gcs_pets, pets_dir, tmp_path, monkeypatch, capsys):
+    remote, _, _ = outputs
+    decoded = []
+    real = process_examples.process_example
+    monkeypatch.setattr(process_examples, "process_example",
+                        lambda record, *args: decoded.append(record.key) or real(record, *args))
+    entries = [uri for uri in emulators.list_objects(f"gs://pets/out/{CACHE_DIR}") if not uri.endswith("/")]
+    assert len(entries) >= remote["num_written"] > 0
+    again = run_job(gcs_pets, "gs://pets/out", *FLAGS, "--overwrite")  # nothing new: all from the cache on gs://
+    assert decoded == []
+    assert again["changes"] == {"against_run": remote["run_id"], "file": CHANGES_FILE, "added": 0, "removed": 0,
+                                "changed": 0, "unchanged": remote["num_written"]}
+    assert {k: v for k, v in again["files"].items() if k != CHANGES_FILE} == remote["files"]
+    assert verify.verify("gs://pets/out") == {}
+    capsys.readouterr()
+    assert diff.main(["gs://pets/out", "gs://pets/out", "--counts"]) == 0
+    assert capsys.readouterr().out.strip().endswith(f"0 changed, {remote['num_written']} unchanged")
+    # A shared cache on gs:// for outputs elsewhere.
+    run_job(pets_dir, tmp_path / "a", "--cache", "gs://pets/shared-cache")
+    decoded.clear()
+    shared = run_job(pets_dir, tmp_path / "b", "--cache", "gs://pets/shared-cache")
+    assert decoded == [] and shared["num_written"] == remote["num_written"]
+    assert output_files(tmp_path / "a") == output_files(tmp_path / "b")
