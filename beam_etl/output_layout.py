@@ -36,6 +36,7 @@ INCOMPLETE_DIR = ".incomplete"
 LEASE = f"{INCOMPLETE_DIR}/lease.json"  # who writes here: the one writer, and the run marker
 STAGING_DIR = f"{INCOMPLETE_DIR}/staged"  # a run's files, until the commit moves them in
 SPILL_DIR = f"{INCOMPLETE_DIR}/spill"
+PROGRESS_DIR = f"{INCOMPLETE_DIR}/progress"  # each worker's count of inputs done (beam_etl.beam.job_progress)
 PREVIOUS_DIR = f"{INCOMPLETE_DIR}/previous"  # the replaced output, during the commit only
 JOURNAL = f"{INCOMPLETE_DIR}/commit.json"  # the commit in progress: what moves where
 # Each input's outcome by content (beam_etl.beam.example_cache), kept across runs: not an output

@@ -1,6 +1,12 @@
 """``python -m beam_etl.train_loader``: the loader's command line (:mod:`beam_etl.loader.cli`)."""
 
-from beam_etl.loader.cli import main
+import sys
+
+from beam_etl import native_logs
 
 if __name__ == "__main__":
+    if not native_logs.wants_verbose(sys.argv[1:]):
+        native_logs.filter_native_logs()  # before TensorFlow loads
+    from beam_etl.loader.cli import main  # pylint: disable=import-outside-toplevel
+
     main()

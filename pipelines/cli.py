@@ -15,9 +15,11 @@ from __future__ import annotations
 import importlib
 import sys
 
+from beam_etl import native_logs
+
 # command -> (module, function taking (argv, prog=...), what it does)
 COMMANDS = {
-    "preprocess": ("pipelines.preprocess", "run",
+    "preprocess": ("pipelines.preprocess", "main",
                    "run the job: images and masks -> shards, manifest.json, rejected list"),
     "load": ("beam_etl.loader.cli", "main",
              "the tf.data loader on an output: images/s, a preview grid, a short training run"),
@@ -47,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"beam-etl: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
         return 2
     module, function, _ = COMMANDS[name]
+    if not native_logs.wants_verbose(rest):
+        native_logs.filter_native_logs()  # before the command's module loads TensorFlow
     result = getattr(importlib.import_module(module), function)(rest, prog=f"beam-etl {name}")
     return result if isinstance(result, int) else 0
 

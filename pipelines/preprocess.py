@@ -24,9 +24,21 @@ On Dataflow (docs/dataflow.md for the container)::
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
+from beam_etl import failure_report, native_logs
 from beam_etl.beam import launch, options
+
+# Loggers whose notes are not the user's business unless --verbose: dask.distributed's start-up
+# and shutdown; Beam's Dask runner's note on its partition size (repeated for every step); and
+# the runners' relays of a failing step's traceback (from this process and from each worker
+# process, several times over), which the command tells in one message instead.
+SILENT = logging.CRITICAL + 10
+CHATTY_LOGGERS = {"distributed": logging.WARNING, "apache_beam.runners.dask": logging.ERROR,
+                  "beam_dask": logging.ERROR, "apache_beam.runners.common": SILENT,
+                  "apache_beam.runners.portability.local_job_service": SILENT,
+                  "apache_beam.runners.worker.sdk_worker": SILENT}
 
 
 def run(argv: list[str] | None = None, prog: str = "python -m pipelines.preprocess") -> dict | None:
@@ -38,6 +50,38 @@ def run(argv: list[str] | None = None, prog: str = "python -m pipelines.preproce
     return launch.launch(config, pipeline_options)
 
 
+def main(argv: list[str] | None = None, prog: str = "python -m pipelines.preprocess") -> int:
+    """The command: :func:`run`, with quiet logs, and a failure or a Ctrl-C told in one message
+    (the traceback in a log file; ``--verbose`` shows everything instead). Exit status 0, 1 for
+    a failed run, 2 for a refused flag or output, 130 after a Ctrl-C."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    verbose = native_logs.wants_verbose(argv)
+    logging.getLogger().setLevel(logging.INFO if verbose else logging.WARNING)
+    if not verbose:
+        native_logs.filter_native_logs()
+        # dask.distributed sets its loggers from its config as it loads, in every process
+        # (its workers' "Compute Failed" tracebacks too): only an explicit setting is kept.
+        os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "critical")
+        for name, level in CHATTY_LOGGERS.items():
+            logging.getLogger(name).setLevel(level)
+    try:
+        run(argv, prog)
+    except KeyboardInterrupt:
+        if verbose:
+            raise
+        native_logs.final_message(
+            "beam-etl: interrupted. A run on this machine puts --output back as it was and releases it; "
+            "run the same command again to start over (the images it finished come from the cache).")
+        return 130
+    except Exception as error:  # pylint: disable=broad-except  # told in one message, kept in a file
+        if verbose:
+            raise
+        path = failure_report.write_traceback(error, "preprocess")
+        print(f"beam-etl: failed: {failure_report.one_line(error)}\n"
+              f"  (the traceback is in {path}; --verbose prints it and every log)", file=sys.stderr)
+        return 1
+    return 0
+
+
 if __name__ == "__main__":
-    logging.getLogger().setLevel(logging.WARNING)
-    run()
+    sys.exit(main())

@@ -17,9 +17,10 @@ import time
 import apache_beam as beam
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
-from beam_etl.beam import commit, crash, lease, manifest, options, sources
+from beam_etl.beam import commit, crash, job_progress, lease, manifest, options, sources
 from beam_etl.beam.preprocess import Preprocess
 from beam_etl.config import JobConfig
+from beam_etl.progress import ProgressLine
 
 _MB = 1 << 20
 
@@ -81,6 +82,7 @@ def quiet_worker_start() -> None:
 # From this many inputs on, a run left to the DirectRunner's defaults uses a worker process per
 # core: starting them costs about 3 s on two cores, what two cores save on about 2,500 images.
 MANY_INPUTS = 2500
+INPUTS_TO_COUNT = 10_000_000  # the progress line's total: no more are listed at launch
 
 
 def local_workers(config: JobConfig, pipeline_options: PipelineOptions) -> str | None:
@@ -121,8 +123,8 @@ def local_runner(pipeline_options: PipelineOptions):
 def summarize(manifest_dict: dict, seconds: float) -> str:
     copies = manifest_dict["num_examples"] - manifest_dict["num_written"]
     augmented = f" (+{copies} augmented copies: {manifest_dict['num_examples']} examples)" if copies else ""
-    lines = [f"beam-etl: {manifest_dict['num_inputs']} inputs -> {manifest_dict['num_written']} written"
-             f"{augmented}, {manifest_dict['num_rejected']} rejected, in {seconds:.1f} s "
+    lines = [f"beam-etl: {manifest_dict['num_inputs']:,} inputs -> {manifest_dict['num_written']:,} written"
+             f"{augmented}, {manifest_dict['num_rejected']:,} rejected, in {seconds:.1f} s "
              f"({manifest_dict['num_inputs'] / max(seconds, 1e-9):.1f} images/s)"]
     for split, info in manifest_dict["splits"].items():
         lines.append(f"  {split:5s} {info['num_examples']:8d} examples in {len(info['files'])} files "
@@ -206,7 +208,9 @@ def launch(config: JobConfig, pipeline_options: PipelineOptions) -> dict | None:
         crash.crash_point("after_lease")
         if launch_options.dask_local_workers:
             cluster = _on_local_dask_cluster(pipeline_options, launch_options.dask_local_workers)
-        with beam.Pipeline(runner=local_runner(pipeline_options), options=pipeline_options) as pipeline:
+        watcher = job_progress.Watcher(config.output, ProgressLine("images"),
+                                       lambda: sources.count_inputs(config, INPUTS_TO_COUNT))
+        with watcher, beam.Pipeline(runner=local_runner(pipeline_options), options=pipeline_options) as pipeline:
             _ = pipeline | "Preprocess" >> Preprocess(config, holder.run_id)
     except BaseException:
         if cluster is not None:  # its workers stop here: none of them can be mid-commit after this

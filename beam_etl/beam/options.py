@@ -106,6 +106,10 @@ class LaunchOptions(PipelineOptions):
         parser.add_argument(
             "--lease_timeout_hours", type=flag_type(positive_hours), default=48.0, metavar="H",
             help="A lease older than this counts as stale (for runs on other hosts). Default 48.")
+        parser.add_argument(
+            "--verbose", action="store_true", default=False,
+            help="Show every log (Beam's, dask's, TensorFlow's native ones) and, when the run "
+                 "fails, the whole traceback instead of one message.")
 
 
 def to_config(flags: argparse.Namespace, pipeline_options: PipelineOptions | None = None) -> config_lib.JobConfig:

@@ -12,7 +12,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from beam_etl import lineage
-from beam_etl.beam import crash, example_cache, filesystem
+from beam_etl.beam import crash, example_cache, filesystem, job_progress
 from beam_etl.config import JobConfig
 from beam_etl.image.chain import process_example
 from beam_etl.elements import RejectedInput, SourceRecord
@@ -96,9 +96,11 @@ class ProcessExamplesFn(beam.DoFn):
                          for split in self._config.splits}
         self._rejected = {}
         self._computed = 0  # outcomes this instance computed and cached (for beam_etl.beam.crash)
+        self._progress = job_progress.Reporter(config.output)
 
     def process(self, record: SourceRecord):
         self._inputs.inc()
+        self._progress.add()
         split = record.split  # the output split: ReadSources decided it
         try:
             image_bytes = (record.image_bytes if record.image_bytes is not None
@@ -123,6 +125,9 @@ class ProcessExamplesFn(beam.DoFn):
             key=record.key, split=split, image_uri=record.image_uri, mask_uri=record.mask_uri,
             image_sha256=digests[0], mask_sha256=digests[1], outcome=name,
             example_keys=tuple(example.example_key for example in examples)))
+
+    def finish_bundle(self):
+        self._progress.flush()
 
     def _compute(self, record, image_bytes, mask_bytes, split) -> example_cache.Outcome:
         try:

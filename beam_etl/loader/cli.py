@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from beam_etl.config import flag_type, positive_int
+from beam_etl.progress import ProgressLine
 from beam_etl.output_layout import IncompleteOutputError
 from beam_etl.loader.dataset import (check_files, denormalize, load_manifest, make_dataset,
                                      normalization_layer, split_files)
@@ -35,23 +36,16 @@ def measure_throughput(dataset: tf.data.Dataset, steps: int, record_bytes: float
             break
         images += int(image.shape[0])
         if progress is not None:
-            progress(step + 1, steps, images / max(time.perf_counter() - started, 1e-9))
+            progress(step + 1)
     seconds = time.perf_counter() - started
     return {"batches": step + 1, "images": images, "seconds": seconds,
             "images_per_s": images / seconds, "batches_per_s": (step + 1) / seconds,
             "mb_per_s": images * record_bytes / seconds / 1e6, "batch_size": batch_size}
 
 
-def _progress_bar(stream):
-    def show(done, total, rate):
-        width = 30
-        filled = int(width * done / total)
-        stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} batches, "
-                     f"{rate:,.0f} images/s")
-        if done == total:
-            stream.write("\n")
-        stream.flush()
-    return show
+def _progress(unit: str, total: int, quiet: bool) -> ProgressLine | None:
+    """A progress line on stderr (live on a terminal, a line every 10 s in a file); None if ``quiet``."""
+    return None if quiet else ProgressLine(unit, total, prefix="")
 
 
 MASK_COLOURS = np.array([[230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48],
@@ -93,6 +87,8 @@ def build_parser(prog: str = "python -m beam_etl.train_loader") -> argparse.Argu
     parser.add_argument("--steps", type=flag_type(positive_int), default=100,
                         help="Batches to time for the throughput figures. Default 100.")
     parser.add_argument("--json", action="store_true", help="Print the figures as one JSON line.")
+    parser.add_argument("--verbose", action="store_true",
+                        help="Show TensorFlow's native logs (hidden on the command line otherwise).")
     parser.add_argument("--seed", type=flag_type(int), default=0, help="Shuffle and augmentation seed.")
     parser.add_argument("--deterministic", action="store_true", help="Same order on every run.")
     parser.add_argument("--no_shuffle", dest="shuffle", action="store_false", help="Read in file order.")
@@ -147,11 +143,16 @@ def _run(args, manifest: dict) -> dict:
     if args.train_steps:
         from beam_etl.tools import unet  # pylint: disable=import-outside-toplevel
         first_layer = normalization_layer(args.data) if args.normalize_on_device else None
-        figures = unet.compare_input_bound(dataset, manifest, args.train_steps, first_layer)
+        line = _progress("training steps (fed by the loader, then from memory)", 2 * args.train_steps, args.json)
+        figures = unet.compare_input_bound(dataset, manifest, args.train_steps, first_layer,
+                                           line.update if line else None)
     else:
         info = manifest["splits"][args.split]
+        line = _progress("batches", args.steps, args.json)
         figures = measure_throughput(dataset, args.steps, info["bytes"] / info["num_examples"],
-                                     args.batch_size, None if args.json else _progress_bar(sys.stderr))
+                                     args.batch_size, line.update if line else None)
+    if line is not None:
+        line.close()
     figures.update({"split": args.split, "data": args.data})
     if args.json:
         print(json.dumps(figures, sort_keys=True))

@@ -53,24 +53,38 @@ def num_classes(manifest: dict) -> int:
     return max(values) + 1 if values else 256
 
 
-def _fit(model, dataset, steps: int) -> float:
+class _StepsDone(keras.callbacks.Callback):
+    """Calls ``progress(steps done)`` after every training step, counting from ``offset``."""
+
+    def __init__(self, progress, offset: int):
+        super().__init__()
+        self._progress, self._offset = progress, offset
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._progress(self._offset + batch + 1)
+
+
+def _fit(model, dataset, steps: int, progress=None, offset: int = 0) -> float:
     """Mean wall time of a training step, over ``steps`` steps after a warm-up."""
     model.fit(dataset, steps_per_epoch=2, epochs=1, verbose=0, shuffle=False)  # tracing and compilation
+    callbacks = [_StepsDone(progress, offset)] if progress is not None else []
     started = time.perf_counter()
-    model.fit(dataset, steps_per_epoch=steps, epochs=1, verbose=0, shuffle=False)
+    model.fit(dataset, steps_per_epoch=steps, epochs=1, verbose=0, shuffle=False, callbacks=callbacks)
     return (time.perf_counter() - started) / steps
 
 
-def compare_input_bound(dataset: tf.data.Dataset, manifest: dict, steps: int, first_layer=None) -> dict:
-    """Fits the U-Net for ``steps`` steps fed by ``dataset`` (repeating) and fed from memory."""
+def compare_input_bound(dataset: tf.data.Dataset, manifest: dict, steps: int, first_layer=None,
+                        progress=None) -> dict:
+    """Fits the U-Net for ``steps`` steps fed by ``dataset`` (repeating) and fed from memory;
+    calls ``progress(steps done)`` after each of the ``2 * steps`` timed steps."""
     image_info = manifest["image"]
     model = build_unet(image_info["height"], image_info["width"], num_classes(manifest),
                        first_layer=first_layer)
     model.compile(optimizer="adam",
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=-1))
     in_memory = tf.data.Dataset.from_tensors(next(iter(dataset))).repeat()
-    loader_step = _fit(model, dataset, steps)
-    memory_step = _fit(model, in_memory, steps)
+    loader_step = _fit(model, dataset, steps, progress)
+    memory_step = _fit(model, in_memory, steps, progress, offset=steps)
     batch = int(next(iter(in_memory))[0].shape[0])
     return {"train_steps": steps, "batch_size": batch,
             "step_ms_loader": loader_step * 1e3, "step_ms_in_memory": memory_step * 1e3,

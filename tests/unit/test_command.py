@@ -72,3 +72,42 @@ def test_the_summary_speaks_of_augmentation_only_when_there_is_some():
         "beam-etl: 10 inputs -> 9 written, 1 rejected, in 2.0 s (5.0 images/s)")
     augmented = launch.summarize({**manifest, "num_examples": 27}, 2.0).splitlines()[0]
     assert "9 written (+18 augmented copies: 27 examples), 1 rejected" in augmented
+
+
+def _lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.strip()]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("runner", [["--direct_running_mode", "multi_processing", "--direct_num_workers", "2"],
+                                    ["--dask_local_workers", "2"]])
+def test_a_failed_run_says_so_in_one_message_and_keeps_the_traceback_in_a_file(pets_dir, tmp_path, runner):
+    failed = _run("preprocess", "--oxford_pets", str(pets_dir), "--output", str(tmp_path / "out"),
+                  "--image_size", "24", "--max_reject_fraction", "0.01", *runner)
+    assert failed.returncode == 1
+    lines = _lines(failed.stderr)
+    # progress notes, then the failure and where its traceback is: nothing else
+    assert [line for line in lines if not line.endswith(" inputs found") and " images done" not in line] == lines[-2:]
+    assert lines[-2].startswith("beam-etl: failed: ") and "above --max_reject_fraction=0.01" in lines[-2]
+    path = lines[-1].split("the traceback is in ")[1].split(";")[0]
+    with open(path, encoding="utf-8") as handle:
+        assert "Traceback (most recent call last)" in handle.read()
+    assert not (tmp_path / "out" / "manifest.json").exists()
+
+
+@pytest.mark.slow
+def test_verbose_shows_the_traceback_and_the_logs(pets_dir, tmp_path):
+    failed = _run("preprocess", "--oxford_pets", str(pets_dir), "--output", str(tmp_path / "out"),
+                  "--image_size", "24", "--max_reject_fraction", "0.01", "--verbose")
+    assert failed.returncode == 1
+    assert "Traceback (most recent call last)" in failed.stderr and "beam-etl: failed" not in failed.stderr
+
+
+@pytest.mark.slow
+def test_the_loader_prints_no_tensorflow_chatter(raw_output):
+    out, _ = raw_output
+    loaded = _run("load", "--data", str(out), "--split", "train", "--batch_size", "2", "--steps", "3")
+    assert loaded.returncode == 0, loaded.stderr
+    assert loaded.stderr == "" and "images_per_s=" in loaded.stdout  # no \r either: stderr is no terminal
+    verbose = _run("load", "--data", str(out), "--split", "train", "--batch_size", "2", "--steps", "3", "--verbose")
+    assert "cuda" in verbose.stderr.lower() or "oneDNN" in verbose.stderr  # what the filter keeps away

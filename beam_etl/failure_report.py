@@ -1,0 +1,37 @@
+"""A failed command says what failed in one message; its traceback goes to a file.
+
+Beam re-raises a step's exception with the step's name appended, and a worker process's as a
+RuntimeError holding the worker's whole traceback: :func:`one_line` digs the original message
+out of either. :func:`write_traceback` keeps the full story in a log file for ``--verbose``-less
+runs. No Beam, no TensorFlow.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import re
+import tempfile
+import traceback
+
+_STEP = re.compile(r"\s*\[while running '[^']*'\]")
+_RAISED = re.compile(r"^(?:[A-Za-z_][\w.]*\.)?([A-Za-z_]\w*(?:Error|Exception|Exit|Interrupt)): (.+)$")
+
+
+def one_line(error: BaseException) -> str:
+    """The message of the exception at the root of ``error``, without Beam's additions."""
+    text = _STEP.sub("", str(error)).strip()
+    if "Traceback (most recent call last)" in text:  # a worker's: its last exception's message
+        raised = [match.group(2) for line in text.splitlines() if (match := _RAISED.match(line.strip()))]
+        if raised:
+            return raised[-1].strip()
+    return " ".join(line.strip() for line in text.splitlines() if line.strip()) or type(error).__name__
+
+
+def write_traceback(error: BaseException, command: str) -> str:
+    """Writes ``error``'s traceback to a new file in the temporary folder; returns its path."""
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    fd, path = tempfile.mkstemp(prefix=f"beam-etl-{command}-{stamp}-", suffix=".log")
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write("".join(traceback.format_exception(error)))
+    return path

@@ -1,0 +1,75 @@
+"""What a command prints: TensorFlow's native chatter and Beam workers' tracebacks filtered out,
+a failure told in one message."""
+
+from __future__ import annotations
+
+import pytest
+
+from beam_etl import failure_report
+from beam_etl.native_logs import LineFilter, is_native_log
+
+NATIVE = [
+    b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
+    b"I0000 00:00:1796321439.893649   16541 port.cc:153] oneDNN custom operations are on.",
+    b"E0000 00:00:1796321443.794344   16541 cuda_platform.cc:52] failed call to cuInit: UNKNOWN ERROR (303)",
+    b"I1203 17:35:21.123456    7 tf_record_dataset_op.cc:396] The default buffer size is 262144",
+    b"W1203 17:35:21.123456 1234 local_rendezvous.cc:404] Local rendezvous is aborting with status: CANCELLED",
+    b"To enable the following instructions: AVX2 AVX512F FMA, in other operations, rebuild TensorFlow",
+]
+WORKER_TRACEBACK = [
+    b"Traceback (most recent call last):",
+    b'  File "apache_beam/runners/common.py", line 1512, in apache_beam.runners.common.DoFnRunner.process',
+    b"RuntimeError: 4 of 39 inputs rejected",
+    b"",
+    b"During handling of the above exception, another exception occurred:",
+    b"",
+    b"Traceback (most recent call last):",
+    b'  File "/v/lib/python3.11/site-packages/apache_beam/runners/worker/sdk_worker.py", line 310, in _execute',
+    b"    response = task()",
+    b"RuntimeError: 4 of 39 inputs rejected [while running 'Preprocess/WriteManifest/WriteManifestFile']",
+    b"",
+]
+OURS = [b"Traceback (most recent call last):", b'  File "x.py", line 1, in <module>', b"ValueError: ours", b""]
+
+
+def _filtered(lines):
+    line_filter = LineFilter()
+    return [kept for line in lines for kept in line_filter.feed(line)] + line_filter.flush()
+
+
+@pytest.mark.parametrize("line", NATIVE)
+def test_native_log_lines_are_recognised(line):
+    assert is_native_log(line)
+
+
+@pytest.mark.parametrize("line", [b"beam-etl: 39 inputs found", b"I said: 0000 00:00", b"error: --output x",
+                                  b"  File \"a.cc:3] \"", b""])
+def test_other_lines_are_not(line):
+    assert not is_native_log(line)
+
+
+def test_the_filter_passes_everything_but_native_lines_and_worker_tracebacks():
+    lines = [b"beam-etl: 7,390 inputs found", *NATIVE[:3], *WORKER_TRACEBACK, b"beam-etl: failed: x",
+             *OURS, b"after"]
+    assert _filtered(lines) == [b"beam-etl: 7,390 inputs found", b"beam-etl: failed: x", *OURS, b"after"]
+    assert _filtered(OURS[:3]) == OURS[:3]  # a traceback cut short at the end still comes out
+
+
+def test_one_line_digs_out_the_root_message():
+    in_process = RuntimeError("4 of 39 inputs rejected (10.3%) is above --max_reject_fraction=0.01. "
+                              "[while running 'Preprocess/WriteManifest/WriteManifestFile']")
+    assert failure_report.one_line(in_process) == \
+        "4 of 39 inputs rejected (10.3%) is above --max_reject_fraction=0.01."
+    from_worker = RuntimeError("Pipeline job failed:\n" + b"\n".join(WORKER_TRACEBACK).decode())
+    assert failure_report.one_line(from_worker) == "4 of 39 inputs rejected"
+    assert failure_report.one_line(KeyError()) == "KeyError"
+
+
+def test_the_traceback_goes_to_a_file():
+    try:
+        raise ValueError("deep down")
+    except ValueError as error:
+        path = failure_report.write_traceback(error, "test")
+    with open(path, encoding="utf-8") as handle:
+        text = handle.read()
+    assert text.startswith("Traceback (most recent call last):") and text.endswith("ValueError: deep down\n")
