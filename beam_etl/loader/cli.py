@@ -1,7 +1,7 @@
 """The loader's command line: throughput, a preview grid, a short training run.
 
     python -m beam_etl.train_loader --data OUT --split train --batch_size 64 --steps 200
-    python -m beam_etl.train_loader --data OUT --preview grid.png
+    python -m beam_etl.train_loader --data OUT --preview grid.png [--columns 4] [--keys KEY,KEY]
     python -m beam_etl.train_loader --data OUT --train_steps 50 [--normalize_on_device]
 """
 
@@ -12,14 +12,13 @@ import json
 import sys
 import time
 
-import numpy as np
 import tensorflow as tf
 
 from beam_etl.config import flag_type, positive_int
 from beam_etl.progress import ProgressLine
 from beam_etl.output_layout import IncompleteOutputError
-from beam_etl.loader.dataset import (check_files, denormalize, load_manifest, make_dataset,
-                                     normalization_layer, split_files)
+from beam_etl.loader import preview
+from beam_etl.loader.dataset import check_files, load_manifest, make_dataset, normalization_layer, split_files
 
 
 def measure_throughput(dataset: tf.data.Dataset, steps: int, record_bytes: float, batch_size: int,
@@ -48,34 +47,11 @@ def _progress(unit: str, total: int, quiet: bool) -> ProgressLine | None:
     return None if quiet else ProgressLine(unit, total, prefix="")
 
 
-MASK_COLOURS = np.array([[230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48],
-                         [145, 30, 180], [70, 240, 240], [240, 50, 230]], np.uint8)
-
-
-def preview_grid(images: np.ndarray, masks: np.ndarray, alpha: float = 0.45) -> np.ndarray:
-    """uint8 picture: each example as itself and with its mask overlaid in colour, side by side."""
-    tiles = []
-    for image, mask in zip(images, masks):
-        colours = MASK_COLOURS[np.mod(mask, len(MASK_COLOURS))].astype(np.float32)
-        overlay = np.where((mask >= 0)[..., None],
-                           (1 - alpha) * image + alpha * colours, image).astype(np.uint8)
-        tiles.append(np.concatenate([image, overlay], axis=1))
-    zoom = max(1, 128 // images.shape[1])  # small outputs are hard to see: at least 128 px high
-    tiles = [tile.repeat(zoom, axis=0).repeat(zoom, axis=1) for tile in tiles]
-    gap = np.full((4, tiles[0].shape[1], 3), 255, np.uint8)
-    rows = [part for tile in tiles for part in (tile, gap)][:-1]
-    return np.concatenate(rows, axis=0)
-
-
-def write_preview(data_dir: str, split: str, path: str, count: int, seed: int) -> np.ndarray:
-    stats = load_manifest(data_dir).get("statistics")
-    dataset = make_dataset(data_dir, split, count, seed=seed, deterministic=True)
-    image, mask = next(iter(dataset))
-    picture = preview_grid(denormalize(image.numpy(), stats), mask.numpy())
-    from PIL import Image  # pylint: disable=import-outside-toplevel
-    with tf.io.gfile.GFile(path, "wb") as handle:
-        Image.fromarray(picture).save(handle, format="PNG")
-    return picture
+def _keys(text: str) -> list[str]:
+    keys = [key for key in text.split(",") if key]
+    if not keys:
+        raise ValueError("expected KEY,KEY,...")
+    return keys
 
 
 def build_parser(prog: str = "python -m beam_etl.train_loader") -> argparse.ArgumentParser:
@@ -102,7 +78,12 @@ def build_parser(prog: str = "python -m beam_etl.train_loader") -> argparse.Argu
                         help="Run the input pipeline on this tf.data service dispatcher's workers.")
     parser.add_argument("--preview", default=None, metavar="PNG",
                         help="Write a picture of a few examples with their masks overlaid, then exit.")
-    parser.add_argument("--preview_count", type=flag_type(positive_int), default=8, help="Default 8.")
+    parser.add_argument("--preview_count", type=flag_type(positive_int), default=8,
+                        help="Examples in the preview (drawn at random by --seed). Default 8.")
+    parser.add_argument("--columns", type=flag_type(positive_int), default=2,
+                        help="Examples per row of the preview. Default 2.")
+    parser.add_argument("--keys", type=flag_type(_keys), default=None, metavar="KEY,KEY",
+                        help="Preview these examples (their image/source_id), in this order.")
     parser.add_argument("--train_steps", type=flag_type(positive_int), default=None, metavar="N",
                         help="Fit a small U-Net for N steps fed by the loader, and again fed from "
                              "one in-memory batch; report step times and how input-bound it is.")
@@ -132,8 +113,14 @@ def main(argv: list[str] | None = None, prog: str = "python -m beam_etl.train_lo
 
 def _run(args, manifest: dict) -> dict:
     if args.preview:
-        write_preview(args.data, args.split, args.preview, args.preview_count, args.seed)
-        print(f"wrote {args.preview}: {args.preview_count} {args.split} examples, image | mask overlay")
+        try:
+            picture = preview.write_preview(args.data, args.split, args.preview, args.preview_count, args.seed,
+                                            args.columns, args.keys)
+        except ValueError as error:
+            sys.exit(f"error: {error}")
+        shown = len(args.keys) if args.keys else min(args.preview_count, manifest["splits"][args.split]["num_examples"])
+        print(f"wrote {args.preview}: {shown} {args.split} examples, image | mask overlay, "
+              f"{picture.shape[1]}x{picture.shape[0]} px")
         return {"preview": args.preview}
     dataset = make_dataset(args.data, args.split, args.batch_size, shuffle=args.shuffle, repeat=True,
                            augment=args.augment, cache=args.cache, deterministic=args.deterministic,

@@ -14,7 +14,8 @@ import pytest
 import tensorflow as tf
 
 from beam_etl import loader
-from beam_etl.loader import verify
+from beam_etl.loader import preview, verify
+from tests.support.jobs import run_job
 from tests.support.tfrecords import read_examples
 
 pytestmark = pytest.mark.slow  # every test needs the job's output
@@ -178,12 +179,43 @@ def test_cli_prints_throughput_as_json(raw_output, capsys):
 def test_cli_preview_draws_images_and_mask_overlays(raw_output, tmp_path):
     out, _ = raw_output
     path = tmp_path / "grid.png"
-    loader.main(["--data", str(out), "--preview", str(path), "--preview_count", "3"])
+    loader.main(["--data", str(out), "--preview", str(path), "--preview_count", "3", "--columns", "2"])
     picture = np.asarray(tf.io.decode_png(path.read_bytes()))
-    zoom = 128 // 40
-    assert picture.shape == (3 * 40 * zoom + 2 * 4, 2 * 32 * zoom, 3)
-    left, right = picture[: 40 * zoom, : 32 * zoom], picture[: 40 * zoom, 32 * zoom:]
+    zoom, caption, gap = 128 // 40, 16, 4
+    cell_w = 2 * 32 * zoom
+    # 2 rows of (tile + caption + gap), then one legend row for the 3 mask values, + gap
+    assert picture.shape == (2 * (40 * zoom + caption + gap) + caption + gap, 2 * cell_w + gap, 3)
+    left, right = picture[: 40 * zoom, : 32 * zoom], picture[: 40 * zoom, 32 * zoom:cell_w]
     assert not np.array_equal(left, right)  # the overlay tints the right-hand copy
+    legend = picture[-(caption + gap):]
+    for value in (1, 2, 3):  # every value in the masks has its swatch in the legend
+        assert (legend == preview.colour_of(value)).all(axis=-1).sum() >= 6 * 10
+
+
+def test_the_preview_shows_chosen_keys_in_colours_fixed_per_mask_value(pets_dir, tmp_path):
+    """The same examples give the same picture with and without statistics (whose transform
+    renumbers mask values): colours belong to the values the records hold."""
+    pictures = []
+    for name, extra in (("with", []), ("without", ["--no_statistics"])):
+        out = tmp_path / name
+        run_job(pets_dir, out, *extra)
+        keys = sorted(json.loads(line)["key"] for name_ in json.loads((out / "manifest.json").read_text())[
+            "lineage"]["files"] if "/train-" in name_ for line in (out / name_).read_text().splitlines())[:3]
+        path = tmp_path / f"{name}.png"
+        loader.main(["--data", str(out), "--preview", str(path), "--keys", ",".join(reversed(keys)),
+                     "--columns", "3"])
+        pictures.append(np.asarray(tf.io.decode_png(path.read_bytes())))
+    assert np.array_equal(*pictures)
+    examples = preview.read_examples(str(tmp_path / "with"), "train", 0, list(reversed(keys)))
+    assert [example["key"] for example in examples] == list(reversed(keys))
+    image, mask = examples[0]["image"], examples[0]["mask"]
+    height, width = mask.shape
+    zoom = max(1, 128 // height)
+    overlay = pictures[0][: height * zoom: zoom, width * zoom: 2 * width * zoom: zoom]
+    expected = (0.55 * image + 0.45 * preview.MASK_COLOURS[mask % 8]).astype(np.uint8)
+    np.testing.assert_array_equal(overlay, expected)
+    with pytest.raises(SystemExit, match="--keys: no example 'nope'"):
+        loader.main(["--data", str(tmp_path / "with"), "--preview", str(tmp_path / "x.png"), "--keys", "nope"])
 
 
 def test_cli_rejects_bad_flags_naming_them(raw_output, tmp_path, capsys):
@@ -212,7 +244,8 @@ import tensorflow as tf
 cpu, = tf.config.list_physical_devices("CPU")
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 from beam_etl import loader
-from beam_etl.loader import verify
+from beam_etl.loader import preview, verify
+from tests.support.jobs import run_job
 strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 dataset = loader.distribute(strategy, sys.argv[1], "train", 8)
 per_replica = [0, 0]
