@@ -18,6 +18,12 @@ from beam_etl import schema
 
 SPLITS = ("train", "val", "test")
 IMAGE_FORMATS = ("jpeg", "png", "raw")
+# How an image meets --image_size: stretched to it, its whole fitted inside and padded, or its
+# short side fitted and the centre cropped (beam_etl.image.resizing).
+RESIZE_MODES = ("stretch", "pad", "crop")
+# The mask value of the padding --resize pad adds: no class (the statistics leave it out, the
+# transform graph and the loader give it the ignore id -1).
+PAD_MASK_VALUE = 255
 DEFAULT_SPLIT_FRACTIONS = (("train", 0.8), ("val", 0.1), ("test", 0.1))
 MIN_SHARD_MB, MAX_SHARD_MB = 0.001, 1_000_000.0  # 1 KB to 1 TB per file
 
@@ -134,6 +140,7 @@ class JobConfig:
     sources: tuple = ()
     image_size: tuple[int, int] = (128, 128)
     image_format: str = "jpeg"
+    resize: str = "stretch"
     jpeg_quality: int = 95
     max_pixels: int = 40_000_000
     mask_values: tuple[int, ...] | None = None
@@ -159,6 +166,11 @@ class JobConfig:
             raise ValueError(f"one settings object per kind of source, got {list(self.sources)}")
         if self.image_format not in IMAGE_FORMATS:
             raise ValueError(f"--image_format must be one of {IMAGE_FORMATS}, got {self.image_format!r}")
+        if self.resize not in RESIZE_MODES:
+            raise ValueError(f"--resize must be one of {RESIZE_MODES}, got {self.resize!r}")
+        if self.resize == "pad" and self.mask_values is not None and PAD_MASK_VALUE in self.mask_values:
+            raise ValueError(f"--mask_values {list(self.mask_values)} holds {PAD_MASK_VALUE}, the value "
+                             "--resize pad gives the padding: it cannot also be a class")
         for name, check in BOUNDS.items():
             value = getattr(self, name)
             if value is None and name == "num_shards":
@@ -189,8 +201,11 @@ class JobConfig:
     def image_info(self) -> dict:
         """Size and encodings of every written record: the manifest's ``image`` entry."""
         height, width = self.image_size
-        return {"height": height, "width": width, "channels": schema.CHANNELS,
-                "format": self.image_format, "mask_format": self.mask_format}
+        info = {"height": height, "width": width, "channels": schema.CHANNELS,
+                "format": self.image_format, "mask_format": self.mask_format, "resize": self.resize}
+        if self.resize == "pad":
+            info["mask_ignore_value"] = PAD_MASK_VALUE  # the padding's: no class
+        return info
 
     def source(self, settings_type):
         """This run's settings of one kind of source, or None when it reads none of that kind."""

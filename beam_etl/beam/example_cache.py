@@ -36,7 +36,7 @@ from beam_etl.output_layout import join
 
 MAGIC = b"beam-etl outcome 1\n"
 # The settings an outcome depends on (JobConfig fields).
-OUTCOME_SETTINGS = ("image_size", "image_format", "jpeg_quality", "max_pixels", "mask_values",
+OUTCOME_SETTINGS = ("image_size", "image_format", "resize", "jpeg_quality", "max_pixels", "mask_values",
                     "augment_copies", "seed", "statistics")
 # The code that makes an outcome: a change in any of them is a new chain.
 CHAIN_MODULES = ("beam_etl.image.augmentation", "beam_etl.image.chain", "beam_etl.image.decoding",

@@ -43,6 +43,12 @@ class PreprocessOptions(PipelineOptions):
         out.add_argument("--image_format", type=str, choices=config_lib.IMAGE_FORMATS, default="jpeg",
                          help="Encoding of images in the records; masks are always lossless "
                               "(PNG, or raw bytes with --image_format raw). Default jpeg.")
+        out.add_argument("--resize", type=str, choices=config_lib.RESIZE_MODES, default="stretch",
+                         help="How an image meets --image_size: stretch (to it, aspect ratio changed; the "
+                              "default), pad (the whole image fitted inside, centred; the rest of the "
+                              f"image black and of the mask {config_lib.PAD_MASK_VALUE}, an ignored value), "
+                              "crop (the short side fitted, the centre kept). Masks are resized by nearest "
+                              "neighbour in every mode.")
         out.add_argument("--jpeg_quality", type=flag_type(config_lib.jpeg_quality), default=95,
                          help="JPEG quality, 1-100. Default 95.")
         out.add_argument("--num_shards", type=flag_type(config_lib.num_shards), default=None,

@@ -66,11 +66,13 @@ def can_augment(source_hw: tuple[int, int]) -> bool:
 
 
 def affine_coefficients(source_hw: tuple[int, int], output_hw: tuple[int, int],
-                        params: AugmentParams, margin: float = _MIN_MARGIN) -> tuple[float, ...]:
+                        params: AugmentParams, margin: float = _MIN_MARGIN,
+                        keep_aspect: bool = False) -> tuple[float, ...]:
     """``(a, b, c, d, e, f)`` mapping output to source coordinates, as Pillow's AFFINE data:
     ``x_src = a x + b y + c``, ``y_src = d x + e y + f``, with pixel centres at ``i + 0.5``.
 
-    The crop keeps the source's aspect ratio (as the plain resize does), is rotated by
+    The crop keeps the source's aspect ratio (as the plain resize does; with ``keep_aspect``,
+    the output's, so that nothing is stretched, as --resize pad and crop promise), is rotated by
     ``angle_deg`` about its centre and is scaled so that its rotated corners stay inside the
     source, ``margin`` pixels from the border.
     """
@@ -81,11 +83,12 @@ def affine_coefficients(source_hw: tuple[int, int], output_hw: tuple[int, int],
     room_w, room_h = src_w - 2 * margin, src_h - 2 * margin
     if room_w <= 0 or room_h <= 0:
         raise ValueError(f"image of {src_w}x{src_h} pixels is too small to augment")
-    # Largest crop of the source's aspect whose rotated bounding box fits the room.
-    fit = min(room_w / (abs(cos) * src_w + abs(sin) * src_h),
-              room_h / (abs(sin) * src_w + abs(cos) * src_h))
-    crop_w = src_w * fit * params.crop_scale
-    crop_h = src_h * fit * params.crop_scale
+    # Largest crop of the source's (or the output's) aspect whose rotated bounding box fits the room.
+    aspect_w, aspect_h = (out_w, out_h) if keep_aspect else (src_w, src_h)
+    fit = min(room_w / (abs(cos) * aspect_w + abs(sin) * aspect_h),
+              room_h / (abs(sin) * aspect_w + abs(cos) * aspect_h))
+    crop_w = aspect_w * fit * params.crop_scale
+    crop_h = aspect_h * fit * params.crop_scale
     half_box_w = (abs(cos) * crop_w + abs(sin) * crop_h) / 2
     half_box_h = (abs(sin) * crop_w + abs(cos) * crop_h) / 2
     center_x = src_w / 2 + params.center_x * max(0.0, room_w / 2 - half_box_w)
@@ -108,9 +111,10 @@ def adjust_photometric(pixels: np.ndarray, params: AugmentParams) -> np.ndarray:
 
 
 def augment(pixels: np.ndarray, mask: np.ndarray, output_hw: tuple[int, int],
-            rng: np.random.Generator, settings: AugmentSettings = AugmentSettings()
-            ) -> tuple[np.ndarray, np.ndarray]:
-    """One augmented copy at ``output_hw`` from a full-resolution image and mask.
+            rng: np.random.Generator, settings: AugmentSettings = AugmentSettings(),
+            keep_aspect: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """One augmented copy at ``output_hw`` from a full-resolution image and mask (its crop of
+    the output's aspect with ``keep_aspect``, see :func:`affine_coefficients`).
 
     ``pixels`` may be a DCT-downscaled decode of the image the mask belongs to: the map is
     computed at the mask's (full) resolution and scaled onto the image, so both see exactly
@@ -119,7 +123,7 @@ def augment(pixels: np.ndarray, mask: np.ndarray, output_hw: tuple[int, int],
     params = sample_params(rng, settings)
     out_h, out_w = output_hw
     scale_y, scale_x = pixels.shape[0] / mask.shape[0], pixels.shape[1] / mask.shape[1]
-    mask_coeffs = affine_coefficients(mask.shape, output_hw, params, _margin(mask.shape))
+    mask_coeffs = affine_coefficients(mask.shape, output_hw, params, _margin(mask.shape), keep_aspect)
     a, b, c, d, e, f = mask_coeffs
     image_coeffs = (a * scale_x, b * scale_x, c * scale_x, d * scale_y, e * scale_y, f * scale_y)
     image = _warp(pixels, image_coeffs, (out_h, out_w), cv2.INTER_LINEAR)

@@ -10,7 +10,7 @@ import numpy as np
 
 from beam_etl import schema
 from beam_etl.image import augmentation, decoding, encoding, pixel_statistics, resizing, validation
-from beam_etl.config import JobConfig
+from beam_etl.config import PAD_MASK_VALUE, JobConfig
 from beam_etl.hashing import rng_for
 from beam_etl.elements import EncodedExample, RejectedInput, SourceRecord
 
@@ -30,13 +30,15 @@ def decode_size_hint(config: JobConfig) -> tuple[int, int]:
 
 def encode_example(config: JobConfig, record: SourceRecord, split: str, copy: int,
                    pixels: np.ndarray, mask: np.ndarray,
-                   sums: list | None = None) -> EncodedExample:
-    """One record; with ``sums`` (a list), its share of the statistics is appended to it."""
+                   sums: list | None = None, region: tuple[slice, slice] | None = None) -> EncodedExample:
+    """One record; with ``sums`` (a list), its share of the statistics is appended to it,
+    counting only ``region`` (the part the source fills: not --resize pad's padding)."""
     example_key = record.key if copy == 0 else f"{record.key}#aug{copy}"
     encoded = encoding.encode_image(pixels, config.image_format, config.jpeg_quality)
     if sums is not None:
         decoded = pixel_statistics.decoded_record_pixels(pixels, encoded, config.image_format)
-        sums.append(pixel_statistics.example_sums(decoded, mask, record.label_name))
+        region = region or (slice(None), slice(None))
+        sums.append(pixel_statistics.example_sums(decoded[region], mask[region], record.label_name))
     serialized = schema.build_example(
         image=encoded,
         image_format=config.image_format,
@@ -70,13 +72,13 @@ def process_example(record: SourceRecord, image_bytes: bytes, mask_bytes: bytes,
                             f"{mask.shape[1]}x{mask.shape[0]} pixels leave no room for the crops of "
                             f"--augment_copies={config.augment_copies}")
     sums = [] if config.statistics and split == "train" else None
-    examples = [encode_example(
-        config, record, split, 0,
-        resizing.resize_image(image.pixels, config.image_size),
-        resizing.resize_mask(mask, config.image_size), sums)]
+    pixels, resized_mask, region = resizing.resize_pair(image.pixels, mask, config.image_size, config.resize,
+                                                         PAD_MASK_VALUE)
+    examples = [encode_example(config, record, split, 0, pixels, resized_mask, sums, region)]
     if split == "train":
         for copy in range(1, config.augment_copies + 1):
             pixels, copy_mask = augmentation.augment(
-                image.pixels, mask, config.image_size, rng_for(config.seed, record.key, copy))
+                image.pixels, mask, config.image_size, rng_for(config.seed, record.key, copy),
+                keep_aspect=config.resize != "stretch")
             examples.append(encode_example(config, record, split, copy, pixels, copy_mask))
     return examples, (sums[0] if sums else None)

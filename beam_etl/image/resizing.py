@@ -1,5 +1,6 @@
 """Resizing to the output size: images with an antialiasing filter, masks with nearest
-neighbour only, so that no label value that was not in the mask can ever appear."""
+neighbour only, so that no label value that was not in the mask can ever appear (but for the
+padding value of ``--resize pad``); ``--resize`` stretches, pads or crops (:func:`resize_pair`)."""
 
 from __future__ import annotations
 
@@ -35,3 +36,44 @@ def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     if mask.shape == (height, width):
         return mask
     return cv2.resize(mask, (width, height), interpolation=cv2.INTER_NEAREST_EXACT)
+
+
+def fitted_size(source_hw: tuple[int, int], size: tuple[int, int], mode: str) -> tuple[int, int]:
+    """The size the whole source is resized to before it meets ``size``: ``size`` itself
+    (stretch), the largest of the source's aspect inside it (pad), the smallest covering it (crop)."""
+    if mode == "stretch":
+        return size
+    (src_h, src_w), (height, width) = source_hw, size
+    scale = (min if mode == "pad" else max)(height / src_h, width / src_w)
+    fitted = (max(1, round(src_h * scale)), max(1, round(src_w * scale)))
+    if mode == "pad":
+        return min(fitted[0], height), min(fitted[1], width)
+    return max(fitted[0], height), max(fitted[1], width)
+
+
+def resize_pair(pixels: np.ndarray, mask: np.ndarray, size: tuple[int, int], mode: str,
+                pad_mask_value: int) -> tuple[np.ndarray, np.ndarray, tuple[slice, slice]]:
+    """Image and mask at ``size`` by ``mode`` (--resize); returns them and the region of the
+    output the source fills (all of it but for pad).
+
+    Both are resized from their own resolutions (``pixels`` may be a DCT-scaled decode) to the
+    same fitted size (:func:`fitted_size`, from the mask's, the source's full size), then padded
+    or cropped by the same whole pixels: they stay aligned exactly as a stretched pair does.
+    """
+    height, width = size
+    fitted_h, fitted_w = fitted_size(mask.shape, size, mode)
+    image = resize_image(pixels, (fitted_h, fitted_w))
+    fitted_mask = resize_mask(mask, (fitted_h, fitted_w))
+    if mode == "stretch":
+        return image, fitted_mask, (slice(0, height), slice(0, width))
+    if mode == "crop":
+        top, left = (fitted_h - height) // 2, (fitted_w - width) // 2
+        region = (slice(top, top + height), slice(left, left + width))
+        return image[region], fitted_mask[region], (slice(0, height), slice(0, width))
+    top, left = (height - fitted_h) // 2, (width - fitted_w) // 2
+    region = (slice(top, top + fitted_h), slice(left, left + fitted_w))
+    padded = np.zeros((height, width, image.shape[2]), np.uint8)
+    padded[region] = image
+    padded_mask = np.full((height, width), pad_mask_value, np.uint8)
+    padded_mask[region] = fitted_mask
+    return padded, padded_mask, region

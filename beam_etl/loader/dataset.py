@@ -158,6 +158,9 @@ class Decoder:
             mask = tf_decoding.decode_masks(features[schema.MASK_ENCODED], self.image_info)
             if not self.on_device:
                 image, mask = tf.cast(image, tf.float32) / 255.0, tf.cast(mask, tf.int32)
+                ignored = self.image_info.get("mask_ignore_value")
+                if ignored is not None:  # --resize pad's padding: the ignore id, as the graph gives it
+                    mask = tf.where(mask == ignored, tf.constant(-1, tf.int32), mask)
             elif self._class_ids is not None:
                 mask = transform_graph.class_ids_of(mask, tf.constant(self._class_ids), mask_dtype(self._class_ids),
                                                only_classes=self._only_classes)

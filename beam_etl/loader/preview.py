@@ -3,7 +3,8 @@ a grid, captioned with its key and class, above a legend of the mask values show
 
 The records are read as written (not through the transform graph), so a mask value has one
 colour whatever the run's flags (with or without statistics), and the legend names it: the
-Oxford-IIIT trimap's names for an output of an ``--oxford_pets`` source, ``value N`` otherwise.
+Oxford-IIIT trimap's names for an output of an ``--oxford_pets`` source, "padding (ignored)"
+for ``--resize pad``'s, ``value N`` otherwise.
 """
 
 from __future__ import annotations
@@ -28,8 +29,13 @@ def colour_of(value: int) -> np.ndarray:
 
 
 def class_names(manifest: dict) -> dict[int, str]:
-    """Names of mask values the output's source gives (Oxford-IIIT's trimap); else none."""
-    return dict(OXFORD_TRIMAP) if manifest.get("flags", {}).get("oxford_pets") else {}
+    """Names of mask values: those the output's source gives (Oxford-IIIT's trimap), and the
+    padding of ``--resize pad``."""
+    names = dict(OXFORD_TRIMAP) if manifest.get("flags", {}).get("oxford_pets") else {}
+    ignored = manifest.get("image", {}).get("mask_ignore_value")
+    if ignored is not None:
+        names[ignored] = "padding (ignored)"
+    return names
 
 
 def read_examples(data_dir: str, split: str, count: int, keys: list[str] | None = None,

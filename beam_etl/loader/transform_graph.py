@@ -132,7 +132,9 @@ def transform_outputs(inputs, image_info: dict, statistics: dict, label_ids):
     batch = tf.shape(images)[0]
     num_images = statistics["num_images"]
     channel_sum, channel_sum_squares = statistics["channel_sum"], statistics["channel_sum_squares"]
-    num_pixels = tf.cast(num_images * height * width, tf.float64)
+    # Every pixel the statistics counted has one mask value: height x width a training original,
+    # but for --resize pad's padding, which they leave out.
+    num_pixels = tf.cast(tf.reduce_sum(statistics["value_pixels"]), tf.float64)
     mean = tf.cast(channel_sum, tf.float64) / tf.maximum(num_pixels, 1.0)
     variance = tf.cast(channel_sum_squares, tf.float64) / tf.maximum(num_pixels, 1.0) - mean * mean
     std = tf.sqrt(tf.maximum(variance, 0.0))
@@ -228,10 +230,11 @@ def masks_hold_only_classes(manifest: dict, split: str) -> bool:
     """Whether every mask value in ``split`` of a job's output is a class (has an id), as the
     job guarantees it: with ``--mask_values`` validation rejects any other value, and without
     it the label set is every value the statistics' split holds (resizing is nearest
-    neighbour and augmentation brings in no fill value, so copies hold no new ones).
+    neighbour and augmentation brings in no fill value, so copies hold no new ones). Never
+    with ``--resize pad``, whose padding holds a value that is no class.
     """
     stats = manifest.get("statistics")
-    if stats is None:
+    if stats is None or manifest.get("image", {}).get("mask_ignore_value") is not None:
         return False
     return manifest["flags"].get("mask_values") is not None or split == stats["split"]
 
@@ -239,7 +242,7 @@ def masks_hold_only_classes(manifest: dict, split: str) -> bool:
 def summarize(raw: dict[str, np.ndarray], image_info: dict, class_names: list[str]) -> dict:
     """The manifest's ``statistics``, from the graph's ``statistics/...`` outputs (one example's)."""
     num_images = int(raw["num_images"])
-    num_pixels = num_images * image_info["height"] * image_info["width"]
+    num_pixels = int(raw["value_pixels"].sum())  # all of each image's but --resize pad's padding
     denominator = max(num_pixels, 1)
     mean = raw["channel_sum"].astype(np.float64) / denominator
     variance = raw["channel_sum_squares"].astype(np.float64) / denominator - mean * mean
