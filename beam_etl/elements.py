@@ -9,8 +9,22 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 
 UNKNOWN_LABEL = -1
+# An augmentation copy's key is its source key with this suffix: a source key of that form would
+# share its key with another input's copy, so sources may not give one (the pairing step rejects it).
+_COPY_SUFFIX = re.compile(r"#aug\d+$")
+
+
+def example_key(source_key: str, copy: int) -> str:
+    """The key of a record: the source key, plus ``#aug<k>`` for augmentation copy k."""
+    return source_key if copy == 0 else f"{source_key}#aug{copy}"
+
+
+def is_reserved_key(source_key: str) -> bool:
+    """Whether a source key has the form of an augmentation copy's (``...#aug<k>``)."""
+    return _COPY_SUFFIX.search(source_key) is not None
 
 
 @dataclasses.dataclass(frozen=True)

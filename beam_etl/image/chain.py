@@ -12,7 +12,7 @@ from beam_etl import schema
 from beam_etl.image import augmentation, decoding, encoding, pixel_statistics, resizing, validation
 from beam_etl.config import PAD_MASK_VALUE, JobConfig
 from beam_etl.hashing import rng_for
-from beam_etl.elements import EncodedExample, RejectedInput, SourceRecord
+from beam_etl.elements import EncodedExample, RejectedInput, SourceRecord, example_key
 
 
 def decode_size_hint(config: JobConfig) -> tuple[int, int]:
@@ -33,7 +33,7 @@ def encode_example(config: JobConfig, record: SourceRecord, split: str, copy: in
                    sums: list | None = None, region: tuple[slice, slice] | None = None) -> EncodedExample:
     """One record; with ``sums`` (a list), its share of the statistics is appended to it,
     counting only ``region`` (the part the source fills: not --resize pad's padding)."""
-    example_key = record.key if copy == 0 else f"{record.key}#aug{copy}"
+    key = example_key(record.key, copy)
     encoded = encoding.encode_image(pixels, config.image_format, config.jpeg_quality)
     if sums is not None:
         decoded = pixel_statistics.decoded_record_pixels(pixels, encoded, config.image_format)
@@ -45,13 +45,13 @@ def encode_example(config: JobConfig, record: SourceRecord, split: str, copy: in
         height=pixels.shape[0],
         width=pixels.shape[1],
         filename=record.image_uri,
-        source_id=example_key,
+        source_id=key,
         mask=encoding.encode_mask(mask, config.mask_format),
         mask_format=config.mask_format,
         label=record.label,
         label_name=record.label_name,
     )
-    return EncodedExample(example_key=example_key, split=split, copy=copy,
+    return EncodedExample(example_key=key, split=split, copy=copy,
                           serialized=serialized)
 
 

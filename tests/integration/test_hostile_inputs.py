@@ -17,6 +17,7 @@ from beam_etl.tools.sample_data import generate
 from beam_etl.beam.process_examples import read_uri
 from beam_etl.elements import RejectedInput
 from pipelines import preprocess
+from tests.support.tfrecords import read_examples
 
 pytestmark = pytest.mark.slow
 
@@ -67,6 +68,20 @@ def test_a_fifo_and_a_tiny_image_are_rejected_and_the_rest_written(tmp_path):
     assert "not opened" in rejected["fifo"]["message"]
     assert (manifest["num_inputs"], manifest["num_written"], manifest["num_rejected"]) == (8, 6, 2)
     assert manifest["splits"]["train"]["num_examples"] == 12  # each with its augmented copy
+
+
+def test_a_key_of_the_form_of_an_augmented_copys_is_rejected_never_merged(tmp_path):
+    """``cat_1#aug1`` would share its record key with the first copy of ``cat_1``: one of the two
+    records would be lost in the shard (its bytes read back for the other's key)."""
+    data = tmp_path / "data"
+    _pairs(data, ["cat_1", "cat_1#aug1", "cat_1#augment", "dog#aug12"])
+    manifest = _run(data, tmp_path / "out", "--augment_copies", "1", "--split_fractions", "train=1")
+    assert {key: r["reason"] for key, r in _rejected(tmp_path / "out").items()} == {
+        "cat_1#aug1": "reserved_key", "dog#aug12": "reserved_key"}
+    keys = [example["key"] for example in read_examples(
+        [tmp_path / "out" / name for name in manifest["splits"]["train"]["files"]])]
+    assert sorted(keys) == ["cat_1", "cat_1#aug1", "cat_1#augment", "cat_1#augment#aug1"]
+    assert verify.verify(str(tmp_path / "out")) == {}
 
 
 def test_a_local_read_of_a_fifo_is_refused_without_opening_it(tmp_path):

@@ -22,7 +22,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from beam_etl.beam.rejections import SplitRejections
-from beam_etl.elements import Rejection, SourceRecord
+from beam_etl.elements import Rejection, SourceRecord, is_reserved_key
 
 
 def file_stem(uri: str) -> str:
@@ -137,6 +137,12 @@ class _PairAndDedupFn(beam.DoFn):
                 else:
                     records.append(output)
         records.sort(key=_precedence)
+        if records and is_reserved_key(key):
+            for record in records:
+                yield self._reject(record.image_uri, "reserved_key",
+                                   f"key {key!r} has the form of an augmentation copy's (KEY#aug<N>) and "
+                                   "could collide with one; rename the file", key)
+            return
         yield from records[:1]
         for record in records[1:]:
             yield self._reject(record.image_uri, "duplicate_key",
