@@ -193,6 +193,8 @@ def launch(config: JobConfig, pipeline_options: PipelineOptions) -> dict | None:
                             local=runs_here(pipeline_options), command=command)
     except lease.LeaseError as error:
         _refuse(error)
+    if resuming is not None and holder.took_over != resuming.run_id:  # released meanwhile: no resume
+        resuming, overwrite = None, config.overwrite
     if resuming is not None:
         reused = "its finished images come from the cache" if config.use_cache else "--no_cache: nothing is reused"
         print(f"beam-etl: resuming {resuming.describe()}, which died; {reused}")
@@ -204,6 +206,7 @@ def launch(config: JobConfig, pipeline_options: PipelineOptions) -> dict | None:
         _refuse(error)
     cluster = None
     started = time.perf_counter()
+    os.environ[lease.RUN_ENV] = holder.run_id  # for the processes the run starts (lease.is_resumable)
     try:
         crash.crash_point("after_lease")
         if launch_options.dask_local_workers:
@@ -226,6 +229,7 @@ def launch(config: JobConfig, pipeline_options: PipelineOptions) -> dict | None:
     finally:
         if cluster is not None:
             cluster.close()
+        os.environ.pop(lease.RUN_ENV, None)
     seconds = time.perf_counter() - started
     if pipeline_options.view_as(StandardOptions).no_wait_until_finish:
         print(f"submitted to {runner_name(pipeline_options)}: the job commits {config.output} (and "

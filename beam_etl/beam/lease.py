@@ -40,6 +40,8 @@ class Holder:
     # run started): then its process gone means the run is gone. Not so for a job on Dataflow.
     local: bool = False
     command: str = ""  # the hash of the run's flags (:func:`command_hash`)
+    pid_ns: str = ""  # the process's PID namespace: its pid means something only in the same one
+    took_over: str = ""  # the run whose lease this one broke or resumed, if any
 
     def describe(self) -> str:
         when = datetime.datetime.fromtimestamp(self.started, datetime.timezone.utc)
@@ -55,10 +57,41 @@ def _process_start(pid: int) -> str:
         return ""
 
 
+def _pid_namespace() -> str:
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""
+
+
 def this_process(local: bool = False, command: str = "") -> Holder:
     return Holder(run_id=uuid.uuid4().hex, host=socket.gethostname(), pid=os.getpid(),
                   process_start=_process_start(os.getpid()), started=time.time(), local=local,
-                  command=command)
+                  command=command, pid_ns=_pid_namespace())
+
+
+# Set by the launcher for the processes it starts (Beam's worker processes, a Dask cluster's):
+# a run's lease is resumed only when no process on this host carries its run id any more.
+RUN_ENV = "BEAM_ETL_RUN_ID"
+
+
+def _tagged_processes_alive(run_id: str) -> bool:
+    """Whether a process of this host (that this user may inspect) runs with ``RUN_ENV=run_id``."""
+    tag = f"{RUN_ENV}={run_id}".encode("utf-8")
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return True  # cannot tell: assume they run
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as handle:
+                if tag in handle.read().split(b"\0"):
+                    return True
+        except OSError:
+            continue  # gone, or another user's
+    return False
 
 
 def command_hash(flags: dict) -> str:
@@ -93,10 +126,13 @@ def is_stale(holder: Holder, timeout_hours: float) -> bool:
 
 def is_resumable(holder: Holder | None, command: str) -> bool:
     """Whether a run of ``command`` may take ``holder``'s lease over without ``--break_lease``:
-    the holder ran the same command, its workers ended with its process, and that process is
-    gone from this host. (A job on Dataflow may commit after its launcher died: never.)"""
+    the holder ran the same command, on this host and in this PID namespace (a container
+    sharing the host's name has pids of its own), its workers end with it, its process is gone,
+    and so is every process it started (Beam's worker processes can outlive a killed launcher
+    for a while). A job on Dataflow may commit after its launcher died: never."""
     return (holder is not None and holder.local and bool(command) and holder.command == command
-            and _process_gone(holder))
+            and bool(holder.pid_ns) and holder.pid_ns == _pid_namespace()
+            and _process_gone(holder) and not _tagged_processes_alive(holder.run_id))
 
 
 def _process_gone(holder: Holder) -> bool:
@@ -137,6 +173,8 @@ def take(output: str, break_stale: bool = False, timeout_hours: float = 48.0, lo
                          f"Wait for it, or if it is gone for good, pass --break_lease once it is "
                          f"older than --lease_timeout_hours={timeout_hours:g}")
     _remove_stale(path, me.run_id)
+    me = dataclasses.replace(me, took_over=holder.run_id if holder is not None else "")
+    data = json.dumps(dataclasses.asdict(me), sort_keys=True).encode("utf-8")
     if not filesystem.create_exclusive(path, data):
         raise LeaseError(f"--output {output!r}: another run took the lease while this one broke it")
     return me

@@ -128,3 +128,35 @@ def test_a_lease_whose_job_may_run_elsewhere_is_never_resumed(data, tmp_path, ca
     with pytest.raises(SystemExit):
         preprocess.run(_flags(data, out))
     assert "pass --break_lease" in capsys.readouterr().err
+
+
+def test_a_dead_launcher_whose_workers_still_run_is_not_resumed(data, uninterrupted, tmp_path, capsys):
+    """Beam's worker processes can outlive a killed launcher: while one carries the run's id,
+    the run is not over."""
+    out = tmp_path / "out"
+    _killed(data, out, "before_commit")
+    holder = lease.read_holder(str(out))
+    worker = subprocess.Popen(["sleep", "60"], env=dict(os.environ, **{lease.RUN_ENV: holder.run_id}))
+    try:
+        assert not lease.is_resumable(holder, holder.command)
+        with pytest.raises(SystemExit):
+            preprocess.run(_flags(data, out))
+        assert "pass --break_lease" in capsys.readouterr().err
+    finally:
+        worker.kill()
+        worker.wait()
+    assert lease.is_resumable(holder, holder.command)
+    manifest = preprocess.run(_flags(data, out))
+    _assert_uninterrupted(out, manifest, uninterrupted)
+
+
+def test_a_lease_from_another_pid_namespace_is_never_resumed(data, tmp_path, capsys):
+    """A container with the host's name has pids of its own: a pid that is free here may be a
+    live run there."""
+    out = tmp_path / "out"
+    _killed(data, out, "before_commit")
+    path = out / ".incomplete" / "lease.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "pid_ns": "pid:[1]"}))
+    with pytest.raises(SystemExit):
+        preprocess.run(_flags(data, out))
+    assert "pass --break_lease" in capsys.readouterr().err
