@@ -67,10 +67,11 @@ def main(argv: list[str] | None = None, prog: str = "python -m beam_etl.diff") -
     parser.add_argument("old", metavar="OLD", help="The earlier output folder (local or gs://).")
     parser.add_argument("new", metavar="NEW", help="The later output folder (local or gs://).")
     parser.add_argument("--counts", action="store_true", help="Print the counts only, not the keys.")
+    parser.add_argument("--verbose", action="store_true", help="Show TensorFlow's native logs.")
     args = parser.parse_args(argv)
     try:
         changes, notes = compare(args.old, args.new)
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, KeyError, TypeError) as error:  # (a manifest edited by hand)
         print(f"error: {error}", file=sys.stderr)
         return 2
     counts = changes.counts()

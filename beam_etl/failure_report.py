@@ -28,6 +28,20 @@ def one_line(error: BaseException) -> str:
     return " ".join(line.strip() for line in text.splitlines() if line.strip()) or type(error).__name__
 
 
+def is_interrupt(error: BaseException) -> bool:
+    """Whether ``error`` is a Ctrl-C, as raised or as Beam re-raised it from a step (a
+    RuntimeError whose message, or whose worker's traceback, ends in KeyboardInterrupt)."""
+    seen = set()
+    cause = error
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, KeyboardInterrupt):
+            return True
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    lines = [line.strip() for line in _STEP.sub("", str(error)).splitlines() if line.strip()]
+    return bool(lines) and lines[-1].split(":")[0].endswith("KeyboardInterrupt")
+
+
 def write_traceback(error: BaseException, command: str) -> str:
     """Writes ``error``'s traceback to a new file in the temporary folder; returns its path."""
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")

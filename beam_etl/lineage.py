@@ -52,6 +52,9 @@ def read_index(data: bytes) -> dict[str, dict]:
     for number, text in enumerate(data.decode("utf-8").splitlines(), 1):
         try:
             entry = json.loads(text)
+            if not (isinstance(entry["key"], str) and isinstance(entry["outcome"], str)
+                    and isinstance(entry["examples"], list)):
+                raise TypeError
             entries[entry["key"]] = entry
         except (ValueError, KeyError, TypeError):
             raise ValueError(f"line {number} of the lineage index is not an entry: {text[:80]!r}") from None

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 
 from beam_etl import failure_report, native_logs
@@ -50,6 +51,12 @@ def run(argv: list[str] | None = None, prog: str = "python -m pipelines.preproce
     return launch.launch(config, pipeline_options)
 
 
+def _interrupted(signum, frame):
+    """Ctrl-C: from now on only the command's own messages are shown, then KeyboardInterrupt."""
+    native_logs.on_interrupt()
+    signal.default_int_handler(signum, frame)
+
+
 def main(argv: list[str] | None = None, prog: str = "python -m pipelines.preprocess") -> int:
     """The command: :func:`run`, with quiet logs, and a failure or a Ctrl-C told in one message
     (the traceback in a log file; ``--verbose`` shows everything instead). Exit status 0, 1 for
@@ -59,6 +66,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m pipelines.preproc
     logging.getLogger().setLevel(logging.INFO if verbose else logging.WARNING)
     if not verbose:
         native_logs.filter_native_logs()
+        signal.signal(signal.SIGINT, _interrupted)
         # dask.distributed sets its loggers from its config as it loads, in every process
         # (its workers' "Compute Failed" tracebacks too): only an explicit setting is kept.
         os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "critical")
@@ -66,16 +74,14 @@ def main(argv: list[str] | None = None, prog: str = "python -m pipelines.preproc
             logging.getLogger(name).setLevel(level)
     try:
         run(argv, prog)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Exception) as error:  # pylint: disable=broad-except  # told in one message
         if verbose:
             raise
-        native_logs.final_message(
-            "beam-etl: interrupted. A run on this machine puts --output back as it was and releases it; "
-            "run the same command again to start over (the images it finished come from the cache).")
-        return 130
-    except Exception as error:  # pylint: disable=broad-except  # told in one message, kept in a file
-        if verbose:
-            raise
+        if failure_report.is_interrupt(error):
+            native_logs.final_message(
+                "beam-etl: interrupted. A run on this machine puts --output back as it was and releases it; "
+                "run the same command again to start over (the images it finished come from the cache).")
+            return 130
         path = failure_report.write_traceback(error, "preprocess")
         print(f"beam-etl: failed: {failure_report.one_line(error)}\n"
               f"  (the traceback is in {path}; --verbose prints it and every log)", file=sys.stderr)

@@ -32,13 +32,22 @@ class Reporter:
     def __init__(self, output: str):
         self._path = join(output, f"{PROGRESS_DIR}/{uuid.uuid4().hex}.json")
         self._interval = _interval(output)
+        self._local = filesystem.is_local(output)
         self._done = 0
-        self._written_at = time.monotonic()
+        self._written_at = float("-inf")  # the first input is reported at once
 
     def add(self, count: int = 1) -> None:
         self._done += count
         if time.monotonic() - self._written_at >= self._interval:
             self.flush()
+
+    def bundle_done(self) -> None:
+        """At the end of a bundle: written now locally (a small file), by the interval on an
+        object store (not an object per bundle)."""
+        if self._local:
+            self.flush()
+        else:
+            self.add(0)
 
     def flush(self) -> None:
         if not self._done:
@@ -97,5 +106,5 @@ class Watcher:
 
     def __exit__(self, *unused):
         self._stop.set()
-        self._thread.join()
+        self._thread.join(timeout=1.0)  # (a listing of the sources may still run: it is a daemon)
         self._line.close()

@@ -127,7 +127,8 @@ class ProcessExamplesFn(beam.DoFn):
             example_keys=tuple(example.example_key for example in examples)))
 
     def finish_bundle(self):
-        self._progress.flush()
+        # (Never later, in teardown: that may come after the commit has cleared .incomplete/.)
+        self._progress.bundle_done()
 
     def _compute(self, record, image_bytes, mask_bytes, split) -> example_cache.Outcome:
         try:

@@ -110,7 +110,7 @@ def write_template(directory: str, image_info: dict, mask_values) -> None:
             # signature is then the raw schema, as TFX trainers that parse with it expect
             schema=metadata_schema.records_schema(image_info, mask_values))
         preprocessing_fn = transform_graph.make_preprocessing_fn(image_info, statistics_file, class_names_file)
-        options = PipelineOptions(runner="DirectRunner", direct_running_mode="in_memory")
+        options = PipelineOptions(flags=[], runner="DirectRunner", direct_running_mode="in_memory")
         with beam.Pipeline(options=options) as pipeline, tft_beam.Context(temp_dir=os.path.join(scratch, "tft")):
             record_batches = (pipeline
                               | "OneRecord" >> beam.Create([placeholder_record(image_info)])

@@ -97,6 +97,7 @@ def verify(data_dir: str) -> dict[str, str]:
 def main(argv: list[str] | None = None, prog: str = "python -m beam_etl.loader.verify") -> int:
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     parser.add_argument("output", metavar="OUT", help="Output folder of the job (local or gs://).")
+    parser.add_argument("--verbose", action="store_true", help="Show TensorFlow's native logs.")
     args = parser.parse_args(argv)
     try:
         problems = verify(args.output)

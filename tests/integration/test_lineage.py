@@ -130,3 +130,17 @@ def test_diff_refuses_what_is_not_a_complete_output(root, tmp_path, capsys):
     replacing = _run(root, tmp_path / "a", "--overwrite")  # over an output written before lineage
     assert replacing["changes"]["unknown"].startswith("the output replaced has no lineage index")
     assert not (tmp_path / "a" / CHANGES_FILE).exists() and verify.verify(str(tmp_path / "a")) == {}
+
+
+def test_a_damaged_lineage_index_is_reported_not_fatal(root, tmp_path, capsys):
+    out = tmp_path / "a"
+    _run(root, out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    with open(out / manifest["lineage"]["files"][0], "a", encoding="utf-8") as handle:
+        handle.write('{"key": "zzz"}\n')  # a line without its outcome
+    capsys.readouterr()
+    assert diff.main([str(out), str(out)]) == 2
+    assert "of the lineage index is not an entry: '{\"key\": \"zzz\"}'" in capsys.readouterr().err
+    replacing = _run(root, out, "--overwrite")  # the replacement goes on; what changed is unknown
+    assert replacing["changes"]["unknown"].startswith("the output replaced has an unreadable lineage index")
+    assert verify.verify(str(out)) == {}

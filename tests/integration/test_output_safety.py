@@ -197,9 +197,10 @@ def test_a_run_killed_before_its_manifest_is_in_leaves_the_earlier_output(earlie
     assert verify.verify(str(out)) == {}
 
 
-def test_ctrl_c_leaves_the_earlier_output_and_no_lease(earlier, pets_dir, tmp_path):
+@pytest.mark.parametrize("crash_at", ["after_lease:SIGINT", "before_commit:SIGINT"])  # before, inside a step
+def test_ctrl_c_leaves_the_earlier_output_and_no_lease(earlier, pets_dir, tmp_path, crash_at):
     out = _copy(earlier, tmp_path)
-    interrupted = _run_process(pets_dir, out, "--overwrite", crash_at="after_lease:SIGINT")
+    interrupted = _run_process(pets_dir, out, "--overwrite", crash_at=crash_at)
     assert interrupted.returncode == 130 and "Traceback" not in interrupted.stderr
     assert interrupted.stderr.strip().splitlines()[-1].startswith("beam-etl: interrupted. ")
     assert _snapshot(out) == earlier[1]  # no .incomplete/, no lease: the next run just runs

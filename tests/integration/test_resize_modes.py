@@ -3,7 +3,6 @@ statistics leave out and the transform graph and the loader turn into the ignore
 
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pytest

@@ -52,7 +52,23 @@ def test_the_filter_passes_everything_but_native_lines_and_worker_tracebacks():
     lines = [b"beam-etl: 7,390 inputs found", *NATIVE[:3], *WORKER_TRACEBACK, b"beam-etl: failed: x",
              *OURS, b"after"]
     assert _filtered(lines) == [b"beam-etl: 7,390 inputs found", b"beam-etl: failed: x", *OURS, b"after"]
-    assert _filtered(OURS[:3]) == OURS[:3]  # a traceback cut short at the end still comes out
+    assert _filtered(OURS[:3]) == OURS[:3]  # a traceback at the very end still comes out
+    # Two tracebacks in a row, not chained: the worker's goes, ours stays.
+    assert _filtered([*WORKER_TRACEBACK[6:], *OURS]) == OURS
+
+
+def test_a_traceback_is_passed_on_as_soon_as_the_next_line_shows_it_has_ended():
+    line_filter = LineFilter()
+    assert [line_filter.feed(line) for line in OURS[:3]] == [[], [], []]  # held: a chained one may follow
+    assert line_filter.feed(b"next") == [*OURS[:3], b"next"]  # (no blank line needed)
+    assert [line_filter.feed(line) for line in OURS] == [[], [], [], []]
+    assert line_filter.flush() == OURS  # what a quiet moment does
+
+
+def test_errors_and_fatal_native_lines_pass_but_cuda_probing_does_not():
+    assert not is_native_log(b"F1203 17:35:21.123456    7 tensor.cc:12] Check failed: dims == 3")
+    assert not is_native_log(b"E1203 17:35:21.123456    7 gcs_file_system.cc:40] auth failed")
+    assert is_native_log(NATIVE[2])
 
 
 def test_one_line_digs_out_the_root_message():
@@ -73,3 +89,19 @@ def test_the_traceback_goes_to_a_file():
     with open(path, encoding="utf-8") as handle:
         text = handle.read()
     assert text.startswith("Traceback (most recent call last):") and text.endswith("ValueError: deep down\n")
+
+
+def test_a_ctrl_c_is_recognised_however_beam_passes_it_on():
+    assert failure_report.is_interrupt(KeyboardInterrupt())
+    wrapped = RuntimeError("KeyboardInterrupt [while running 'Preprocess/ProcessExamples/DecodeResizeEncode']")
+    assert failure_report.is_interrupt(wrapped)
+    from_worker = RuntimeError("Pipeline failed:\nTraceback (most recent call last):\n  File \"x\", line 1\nKeyboardInterrupt\n")
+    assert failure_report.is_interrupt(from_worker)
+    try:
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise RuntimeError("step failed")
+    except RuntimeError as chained:
+        assert failure_report.is_interrupt(chained)
+    assert not failure_report.is_interrupt(RuntimeError("4 of 39 inputs rejected"))
