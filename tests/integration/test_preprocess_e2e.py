@@ -71,7 +71,8 @@ def test_shards_read_back_with_tensorflow(augmented_run, defects):
 
 def test_manifest_describes_the_output(augmented_run):
     _, manifest = augmented_run
-    assert manifest["image"] == {"height": 64, "width": 48, "channels": 3, "format": "jpeg", "mask_format": "png"}
+    assert manifest["image"] == {"height": 64, "width": 48, "channels": 3, "format": "jpeg", "mask_format": "png",
+                                 "resize": "stretch"}
     assert "image/segmentation/class/encoded" in manifest["features"]
     assert manifest["flags"]["augment_copies"] == 2 and manifest["flags"]["mask_values"] == [1, 2, 3]
     assert manifest["versions"]["apache_beam"] == "2.77.0"
