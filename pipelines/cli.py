@@ -4,6 +4,7 @@
     beam-etl load --data OUT --split train --batch_size 64 --steps 200
     beam-etl verify OUT
     beam-etl diff OLD NEW
+    beam-etl report OUT --html report.html
     beam-etl sample-data --output DATA --num_images 200 --seed 0
 
 Each is the module users may also run with ``python -m`` (named in ``--help``), imported only
@@ -27,6 +28,8 @@ COMMANDS = {
                "check every file of an output against its manifest (exit 0: intact)"),
     "diff": ("beam_etl.diff", "main",
              "what changed between two outputs: inputs added, removed, changed (exit 1 if any)"),
+    "report": ("beam_etl.loader.report", "main",
+               "one HTML page to look at an output: counts, rejects, statistics, examples"),
     "sample-data": ("beam_etl.tools.sample_data", "main",
                     "write a synthetic Oxford-IIIT-Pet-style dataset (with --defects, bad inputs too)"),
 }

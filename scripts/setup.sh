@@ -8,13 +8,18 @@ PYTHON=${PYTHON:-$(command -v python3.11 || command -v python3)}
 [[ -x .venv/bin/python ]] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e ".[test,dask]"
-# Graphviz draws the job's graph (--render_graph); Debian's package, where we may install it.
-if ! command -v dot >/dev/null; then
+# Debian's packages, where we may install them: Graphviz draws the job's graph (--render_graph);
+# Chromium renders `beam-etl report`'s page in its test.
+need=()
+command -v dot >/dev/null || need+=(graphviz)
+command -v chromium >/dev/null || command -v chromium-browser >/dev/null || need+=(chromium)
+if (( ${#need[@]} )); then
   if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
     export DEBIAN_FRONTEND=noninteractive
-    apt-get install -y -qq graphviz >/dev/null 2>&1 \
-      || { apt-get update -qq && apt-get install -y -qq graphviz >/dev/null; }
+    apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null 2>&1 \
+      || { apt-get update -qq && apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null; }
   else
-    echo "note: Graphviz is not installed (apt-get install graphviz): --render_graph writes .dot only" >&2
+    echo "note: not installed: ${need[*]} (apt-get install ${need[*]}): without Graphviz --render_graph" \
+         "writes .dot only; without Chromium the report's browser test fails" >&2
   fi
 fi

@@ -1,0 +1,112 @@
+"""``beam-etl report``: one self-contained page that holds the manifest's numbers, pictures that
+decode, and renders in a real browser."""
+
+from __future__ import annotations
+
+import base64
+import html.parser
+import io
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from beam_etl.loader import report
+from tests.support.jobs import run_job
+
+pytestmark = pytest.mark.slow
+
+
+class _Page(html.parser.HTMLParser):
+    """The page's images, tables (rows of cell texts, by class) and tagged attributes."""
+
+    def __init__(self):
+        super().__init__()
+        self.images, self.tables, self.attributes, self.svgs, self.rects = [], {}, {}, 0, 0
+        self._table, self._row = None, None
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "img":
+            self.images.append(attrs)
+        elif tag == "table":
+            self._table = self.tables.setdefault(attrs.get("class"), [])
+        elif tag == "tr" and self._table is not None:
+            self._row = []
+            self._table.append(self._row)
+        elif tag == "svg":
+            self.svgs += 1
+        elif tag == "rect":
+            self.rects += 1
+        if "id" in attrs:
+            self.attributes[attrs["id"]] = attrs
+
+    def handle_endtag(self, tag):
+        if tag == "table":
+            self._table = None
+
+    def handle_data(self, data):
+        if self._row is not None and data.strip():
+            self._row.append(data.strip())
+
+
+@pytest.fixture(scope="module")
+def page(pets_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("report") / "out"
+    manifest = run_job(pets_dir, out)
+    path = out.parent / "report.html"
+    assert report.main([str(out), "--html", str(path), "--examples", "6"]) == 0
+    parsed = _Page()
+    parsed.feed(path.read_text())
+    return manifest, parsed, path
+
+
+def _decoded(source: str) -> np.ndarray:
+    assert source.startswith("data:image/png;base64,")
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(source.split(",", 1)[1]))))
+
+
+def test_the_page_holds_the_manifests_numbers(page):
+    manifest, parsed, _ = page
+    totals = parsed.attributes["totals"]
+    assert [int(totals[f"data-{k}"]) for k in ("inputs", "written", "rejected", "examples")] == [
+        manifest["num_inputs"], manifest["num_written"], manifest["num_rejected"], manifest["num_examples"]]
+    splits = {row[0]: [int(cell) for cell in row[1:4]] for row in parsed.tables["splits"][1:]}
+    assert splits == {split: [info["num_examples"], info["num_source_examples"], len(info["files"])]
+                      for split, info in manifest["splits"].items()}
+    rejected = {row[0]: int(row[2]) for row in parsed.tables["rejected"][1:]}
+    assert rejected == manifest["rejected"]["by_reason"] and sum(rejected.values()) == manifest["num_rejected"]
+    stats = manifest["statistics"]
+    assert parsed.svgs == 4 and parsed.rects == 2 * len(stats["class_values"]) + 2 * len(stats["pixel_mean"])
+
+
+def test_its_pictures_decode(page, defects):
+    _, parsed, _ = page
+    grid = [image for image in parsed.images if "masks overlaid" in image.get("alt", "")]
+    assert len(grid) == 1 and _decoded(grid[0]["src"]).std() > 10  # examples, not a blank
+    thumbnails = {image["alt"]: _decoded(image["src"]) for image in parsed.images if image not in grid}
+    # An input refused for its mask's size still decodes; a truncated or empty file does not.
+    mismatched = [d["name"] for d in defects if d["expect"] == "rejected:size_mismatch"]
+    assert mismatched and all(key in thumbnails and thumbnails[key].shape[2] == 3 for key in mismatched)
+    empty = [d["name"] for d in defects if d["expect"] == "rejected:empty_file"]
+    assert empty and not set(empty) & thumbnails.keys()
+
+
+def test_a_browser_renders_it(page, tmp_path):
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert browser, "Chromium is needed: scripts/setup.sh installs it (apt-get install chromium)"
+    shot = tmp_path / "shot.png"
+    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={shot}",
+                    "--window-size=1100,1400", page[2].as_uri()], capture_output=True, timeout=120, check=True)
+    pixels = np.asarray(Image.open(shot).convert("RGB"))
+    assert pixels.shape[:2] == (1400, 1100)
+    assert (pixels < 200).any(axis=-1).mean() > 0.02  # text, tables, pictures: not a blank page
+
+
+def test_the_report_is_never_written_into_the_output(page, capsys):
+    manifest, _, path = page
+    out = path.parent / "out"
+    assert report.main([str(out), "--html", str(out / "report.html")]) == 2
+    assert "inside OUT" in capsys.readouterr().err and not (out / "report.html").exists()
