@@ -130,7 +130,7 @@ def _run(args, manifest: dict) -> dict:
     if args.train_steps:
         from beam_etl.tools import unet  # pylint: disable=import-outside-toplevel
         first_layer = normalization_layer(args.data) if args.normalize_on_device else None
-        line = _progress("training steps (fed by the loader, then from memory)", 2 * args.train_steps, args.json)
+        line = _progress("training steps", 2 * args.train_steps, args.json)  # fed by the loader, then from memory
         figures = unet.compare_input_bound(dataset, manifest, args.train_steps, first_layer,
                                            line.update if line else None)
     else:

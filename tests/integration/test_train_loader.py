@@ -332,3 +332,26 @@ def test_the_loader_and_verify_need_tensorflow_only():
     printed = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True,
                              env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}).stdout
     assert printed.strip().splitlines()[-1] == "[]"
+
+
+def test_cli_reports_progress_in_whole_lines(raw_output, monkeypatch):
+    """Batches and training steps are reported the way the job reports images: whole lines in
+    a log (here every update), a live line on a terminal."""
+    import functools
+    import io
+
+    from beam_etl.loader import cli
+    from beam_etl.progress import ProgressLine
+
+    out, _ = raw_output
+    log = io.StringIO()
+    monkeypatch.setattr(cli, "ProgressLine", functools.partial(ProgressLine, stream=log, every_s=0.0))
+    loader.main(["--data", str(out), "--batch_size", "4", "--steps", "3"])
+    assert [line.split(" (")[0] for line in log.getvalue().splitlines()] == [
+        f"{step} of 3 batches done" for step in (1, 2, 3)]
+    log.truncate(0)
+    log.seek(0)
+    loader.main(["--data", str(out), "--batch_size", "4", "--train_steps", "2"])
+    assert [line.split(" (")[0] for line in log.getvalue().splitlines()] == [
+        f"{step} of 4 training steps done" for step in (1, 2, 3, 4)]
+    assert "\r" not in log.getvalue()

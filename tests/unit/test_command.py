@@ -111,3 +111,6 @@ def test_the_loader_prints_no_tensorflow_chatter(raw_output):
     assert loaded.stderr == "" and "images_per_s=" in loaded.stdout  # no \r either: stderr is no terminal
     verbose = _run("load", "--data", str(out), "--split", "train", "--batch_size", "2", "--steps", "3", "--verbose")
     assert "cuda" in verbose.stderr.lower() or "oneDNN" in verbose.stderr  # what the filter keeps away
+    as_module = subprocess.run([sys.executable, "-m", "beam_etl.loader.verify", str(out)], capture_output=True,
+                               text=True, timeout=300)
+    assert as_module.returncode == 0 and as_module.stderr == "" and "every file matches" in as_module.stdout
