@@ -57,7 +57,7 @@ def compare(old: str, new: str) -> tuple[lineage.Changes, list[str]]:
     if old_manifest["lineage"]["chain_version"] != new_manifest["lineage"]["chain_version"]:
         code = old_manifest["lineage"]["chain_code"] != new_manifest["lineage"]["chain_code"]
         notes.append("the per-image code differs: every example is made anew" if code else
-                     "the flags that shape an example differ: every example is made anew")
+                     "the flags that shape examples differ: the examples they shape are made anew")
     outcomes = [{key: entry["outcome"] for key, entry in index.items()} for index in (old_index, new_index)]
     return lineage.compare(*outcomes), notes
 

@@ -38,6 +38,10 @@ MAGIC = b"beam-etl outcome 1\n"
 # The settings an outcome depends on (JobConfig fields).
 OUTCOME_SETTINGS = ("image_size", "image_format", "resize", "jpeg_quality", "max_pixels", "mask_values",
                     "augment_copies", "seed", "statistics")
+# Of those, the ones that shape training examples only: copies (and their seed) are made for the
+# training split alone, and only its originals carry a share of the statistics. Another split's
+# outcome does not change with them.
+TRAINING_ONLY_SETTINGS = ("augment_copies", "seed", "statistics")
 # The code that makes an outcome: a change in any of them is a new chain.
 CHAIN_MODULES = ("beam_etl.image.augmentation", "beam_etl.image.chain", "beam_etl.image.decoding",
                  "beam_etl.image.encoding", "beam_etl.image.pixel_statistics", "beam_etl.image.resizing",
@@ -45,10 +49,11 @@ CHAIN_MODULES = ("beam_etl.image.augmentation", "beam_etl.image.chain", "beam_et
                  "beam_etl.elements", "beam_etl.beam.example_cache")
 
 
-def version(config) -> str:
-    """The chain's code and the settings of ``config`` that shape an outcome, hashed."""
+def version(config, split: str = "train") -> str:
+    """The chain's code and the settings of ``config`` that shape an outcome of ``split``, hashed."""
+    names = [name for name in OUTCOME_SETTINGS if split == "train" or name not in TRAINING_ONLY_SETTINGS]
     described = {"code": code_version(CHAIN_MODULES),
-                 "settings": {name: getattr(config, name) for name in OUTCOME_SETTINGS}}
+                 "settings": {name: getattr(config, name) for name in names}}
     return hashlib.sha256(json.dumps(described, sort_keys=True, default=list).encode()).hexdigest()
 
 

@@ -89,7 +89,7 @@ class ProcessExamplesFn(beam.DoFn):
         self._cache = None
         if config.use_cache:
             self._cache = example_cache.ExampleCache(config.cache_dir or join(config.output, CACHE_DIR))
-        self._version = example_cache.version(config)
+        self._versions = {split: example_cache.version(config, split) for split in config.splits}
         self._cached = {name: Metrics.counter("beam_etl", f"cache_{name}") for name in ("hits", "misses", "damaged")}
         self._inputs = Metrics.counter("beam_etl", "inputs")
         self._written = {split: Metrics.counter("beam_etl", f"written_{split}")
@@ -111,7 +111,7 @@ class ProcessExamplesFn(beam.DoFn):
             yield self._rejection(record, rejected)
             return
         digests = example_cache.digest(image_bytes), example_cache.digest(mask_bytes)
-        name = example_cache.entry_name(self._version, record, *digests)
+        name = example_cache.entry_name(self._versions[split], record, *digests)
         outcome = self._outcome(name, record, image_bytes, mask_bytes, split)
         if outcome.rejected is not None:
             yield self._rejection(record, outcome.rejected)

@@ -15,14 +15,15 @@ from beam_etl.hashing import rng_for
 from beam_etl.elements import EncodedExample, RejectedInput, SourceRecord, example_key
 
 
-def decode_size_hint(config: JobConfig) -> tuple[int, int]:
+def decode_size_hint(config: JobConfig, split: str = "train") -> tuple[int, int]:
     """The smallest decode size that keeps full quality at the output size.
 
-    Augmented copies crop down to ``min_crop_scale`` of the image and rotate, so they need
-    that much more resolution to be sharp.
+    Augmented copies (of training examples only) crop down to ``min_crop_scale`` of the image
+    and rotate, so they need that much more resolution to be sharp. Other splits decode as if
+    there were none: their records do not depend on the augmentation flags.
     """
     height, width = config.image_size
-    if config.augment_copies:
+    if config.augment_copies and split == "train":
         zoom = 1.0 / augmentation.AugmentSettings().min_crop_scale * 1.2
         return int(height * zoom) + 1, int(width * zoom) + 1
     return height, width
@@ -64,7 +65,7 @@ def process_example(record: SourceRecord, image_bytes: bytes, mask_bytes: bytes,
     Raises :class:`~beam_etl.elements.RejectedInput` for bad data.
     """
     image = decoding.decode_image(image_bytes, max_pixels=config.max_pixels,
-                                  min_size=decode_size_hint(config))
+                                  min_size=decode_size_hint(config, split))
     mask = decoding.decode_mask(mask_bytes, max_pixels=config.max_pixels)
     validation.validate_pair(image, mask, config.mask_values)
     if split == "train" and config.augment_copies and not augmentation.can_augment(mask.shape):

@@ -92,7 +92,7 @@ def test_nothing_new_decodes_nothing_and_a_flag_that_shapes_no_example_changes_n
     _assert_same_as_fresh(root, out, tmp_path, "--num_shards", "3")
 
 
-@pytest.mark.parametrize("flag", [["--image_size", "32x32"], ["--seed", "7"], ["--image_format", "png"]])
+@pytest.mark.parametrize("flag", [["--image_size", "32x32"], ["--image_format", "png"], ["--resize", "crop"]])
 def test_a_flag_that_shapes_the_examples_decodes_everything_again(data, tmp_path, decodes, flag):
     root, _ = data
     out = tmp_path / "out"
@@ -150,3 +150,20 @@ def test_no_cache_and_a_cache_elsewhere(data, tmp_path, decodes):
 
 def _entries_in(folder):
     return sorted(p for p in folder.rglob("*") if p.is_file())
+
+
+@pytest.mark.parametrize("flag", [["--seed", "7"], ["--augment_copies", "2"], ["--no_statistics"]])
+def test_a_flag_that_shapes_training_examples_only_decodes_only_those(data, tmp_path, decodes, flag):
+    """Augmentation (copies, seed) and the statistics' shares are the training split's alone:
+    the other splits' outcomes, and records, stay."""
+    root, _ = data
+    out = tmp_path / "out"
+    first = _run(root, out)
+    index = {json.loads(line)["key"]: json.loads(line)["split"] for name in first["lineage"]["files"]
+             for line in (out / name).read_text().splitlines()}
+    assert set(index.values()) > {"train"}  # other splits too, or the test shows nothing
+    decodes.clear()
+    second = _run(root, out, "--overwrite", *flag)
+    assert sorted(decodes) == sorted(key for key, split in index.items() if split == "train")
+    assert second["changes"]["changed"] == len(decodes) and second["changes"]["unchanged"] == len(index) - len(decodes)
+    _assert_same_as_fresh(root, out, tmp_path, *flag)
