@@ -15,6 +15,12 @@ from beam_etl.hashing import rng_for
 from beam_etl.elements import EncodedExample, RejectedInput, SourceRecord, example_key
 
 
+# --resize crop scales the whole source to cover the output before it crops: an image whose
+# aspect ratio is far from the output's (a 3x2,000,000 strip) would be scaled to billions of
+# pixels. Above this many times the larger of the source and the output, it is refused.
+MAX_CROP_GROWTH = 4
+
+
 def decode_size_hint(config: JobConfig, split: str = "train") -> tuple[int, int]:
     """The smallest decode size that keeps full quality at the output size.
 
@@ -72,6 +78,17 @@ def process_example(record: SourceRecord, image_bytes: bytes, mask_bytes: bytes,
         raise RejectedInput("augment", "too_small_to_augment",
                             f"{mask.shape[1]}x{mask.shape[0]} pixels leave no room for the crops of "
                             f"--augment_copies={config.augment_copies}")
+    if config.resize == "pad" and (mask == PAD_MASK_VALUE).any():
+        raise RejectedInput("validate", "reserved_mask_value",
+                            f"mask holds {PAD_MASK_VALUE}, the value --resize pad gives the padding "
+                            "(an ignored value, no class)")
+    if config.resize == "crop":
+        fitted_h, fitted_w = resizing.fitted_size(mask.shape, config.image_size, "crop")
+        bound = MAX_CROP_GROWTH * max(mask.size, config.image_size[0] * config.image_size[1])
+        if fitted_h * fitted_w > bound:
+            raise RejectedInput("validate", "extreme_aspect",
+                                f"{mask.shape[1]}x{mask.shape[0]} pixels would be scaled to {fitted_w}x{fitted_h} "
+                                f"to cover {config.image_size[1]}x{config.image_size[0]} (--resize crop)")
     sums = [] if config.statistics and split == "train" else None
     pixels, resized_mask, region = resizing.resize_pair(image.pixels, mask, config.image_size, config.resize,
                                                          PAD_MASK_VALUE)

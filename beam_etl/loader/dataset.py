@@ -164,6 +164,9 @@ class Decoder:
             elif self._class_ids is not None:
                 mask = transform_graph.class_ids_of(mask, tf.constant(self._class_ids), mask_dtype(self._class_ids),
                                                only_classes=self._only_classes)
+            elif self.image_info.get("mask_ignore_value") is not None:  # stored values, padding -1: int16
+                mask = tf.where(mask == self.image_info["mask_ignore_value"], tf.constant(-1, tf.int16),
+                                tf.cast(mask, tf.int16))
         height, width, channels = (self.image_info[k] for k in ("height", "width", "channels"))
         return (tf.ensure_shape(image, [batch_size, height, width, channels]),
                 tf.ensure_shape(mask, [batch_size, height, width]))

@@ -67,3 +67,48 @@ def test_a_pad_value_that_is_also_a_class_is_refused(pets_dir, tmp_path, capsys)
         run_job(pets_dir, tmp_path / "out", "--resize", "squash")
     assert "--resize: invalid choice: 'squash'" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def _pair(directory, name, image, mask):
+    from PIL import Image
+
+    (directory / "images").mkdir(parents=True, exist_ok=True)
+    (directory / "masks").mkdir(parents=True, exist_ok=True)
+    Image.fromarray(image).save(directory / "images" / f"{name}.png")
+    Image.fromarray(mask).save(directory / "masks" / f"{name}.png")
+
+
+def _run_pairs(data, out, *extra):
+    from pipelines import preprocess
+
+    return preprocess.run(["--images", str(data / "images" / "*.png"), "--masks", str(data / "masks" / "*.png"),
+                           "--output", str(out), "--image_size", "32", "--split_fractions", "test=1", *extra])
+
+
+def test_inputs_the_modes_cannot_take_are_rejected_with_their_reason(tmp_path):
+    data = tmp_path / "data"
+    rng = np.random.default_rng(1)
+    _pair(data, "plain", rng.integers(0, 255, (60, 80, 3), np.uint8), rng.integers(1, 4, (60, 80), np.uint8))
+    void = rng.integers(1, 4, (60, 80), np.uint8)
+    void[:5] = 255  # VOC's "void": a value of the source's own
+    _pair(data, "void", rng.integers(0, 255, (60, 80, 3), np.uint8), void)
+    _pair(data, "strip", rng.integers(0, 255, (3, 600, 3), np.uint8), rng.integers(1, 4, (3, 600), np.uint8))
+    rejected = {}
+    for mode in ("stretch", "pad", "crop"):
+        manifest = _run_pairs(data, tmp_path / mode, "--resize", mode)
+        rejected[mode] = manifest["rejected"]["by_reason"]
+    assert rejected == {"stretch": {}, "pad": {"reserved_mask_value": 1},
+                        "crop": {"extreme_aspect": 1}}  # a 3x600 strip would be scaled to 6400x32
+
+
+def test_pad_without_statistics_gives_the_padding_the_ignore_id_on_the_device_too(tmp_path):
+    data = tmp_path / "data"
+    rng = np.random.default_rng(2)
+    _pair(data, "wide", rng.integers(0, 255, (40, 80, 3), np.uint8), rng.integers(1, 4, (40, 80), np.uint8))
+    _run_pairs(data, tmp_path / "out", "--resize", "pad", "--no_statistics")
+    for on_device in (False, True):
+        _, mask = next(iter(loader.make_dataset(str(tmp_path / "out"), "test", 1, shuffle=False,
+                                                normalize_on_device=on_device)))
+        mask = mask.numpy()[0]
+        assert (mask[:8] == -1).all() and (mask[-8:] == -1).all()  # 40x80 fitted 16x32: 8 rows above, 8 below
+        assert set(np.unique(mask[8:24]).tolist()) <= {1, 2, 3}
