@@ -10,6 +10,7 @@ import os
 import pathlib
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -137,6 +138,10 @@ def test_a_dead_launcher_whose_workers_still_run_is_not_resumed(data, uninterrup
     _killed(data, out, "before_commit")
     holder = lease.read_holder(str(out))
     worker = subprocess.Popen(["sleep", "60"], env=dict(os.environ, **{lease.RUN_ENV: holder.run_id}))
+    tag = f"{lease.RUN_ENV}={holder.run_id}".encode()
+    deadline = time.monotonic() + 10
+    while tag not in pathlib.Path(f"/proc/{worker.pid}/environ").read_bytes() and time.monotonic() < deadline:
+        time.sleep(0.01)  # until it has exec'd: a forked child shows its parent's environment first
     try:
         assert not lease.is_resumable(holder, holder.command)
         with pytest.raises(SystemExit):
