@@ -7,6 +7,7 @@ import os
 
 import pytest
 
+from beam_etl.beam import process_examples
 from beam_etl.tools import sample_data
 from tests.support.jobs import run_job
 
@@ -47,3 +48,18 @@ def raw_output(pets_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("raw_output")
     return out, run_job(pets_dir, out, "--image_format", "raw", "--augment_copies", "2",
                         "--mask_values", "1,2,3")
+
+
+@pytest.fixture
+def decodes(monkeypatch):
+    """The keys of the inputs the per-image chain ran on, in order (for runs in this process:
+    what the cache of outcomes spared shows as missing)."""
+    seen = []
+    real = process_examples.process_example
+
+    def counting(record, *args):
+        seen.append(record.key)
+        return real(record, *args)
+
+    monkeypatch.setattr(process_examples, "process_example", counting)
+    return seen

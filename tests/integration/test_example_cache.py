@@ -8,27 +8,13 @@ import shutil
 
 import pytest
 
-from beam_etl.beam import example_cache, process_examples
+from beam_etl.beam import example_cache
 from beam_etl.output_layout import CACHE_DIR
 from beam_etl.tools import sample_data
 from pipelines import preprocess
 from tests.support.jobs import comparable, output_files
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def decodes(monkeypatch):
-    """How many inputs the per-image chain ran on (the runs here run in this process)."""
-    seen = []
-    real = process_examples.process_example
-
-    def counting(record, *args):
-        seen.append(record.key)
-        return real(record, *args)
-
-    monkeypatch.setattr(process_examples, "process_example", counting)
-    return seen
 
 
 @pytest.fixture

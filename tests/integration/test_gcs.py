@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from beam_etl.beam import manifest as manifest_lib
-from beam_etl.beam import lease, process_examples
+from beam_etl.beam import lease
 from beam_etl import diff, loader
 from beam_etl.output_layout import CACHE_DIR, CHANGES_FILE
 from beam_etl.loader import verify
@@ -143,12 +143,9 @@ def test_gcs_paths_are_literal_and_leased(gcs_pets, capsys):
     assert {uri: emulators.read_bytes(uri) for uri in emulators.list_objects("gs://pets/exp1")} == sibling
 
 
-def test_the_cache_lineage_and_diff_on_gcs(outputs, gcs_pets, pets_dir, tmp_path, monkeypatch, capsys):
+def test_the_cache_lineage_and_diff_on_gcs(outputs, gcs_pets, pets_dir, tmp_path, decodes, capsys):
     remote, _, _ = outputs
-    decoded = []
-    real = process_examples.process_example
-    monkeypatch.setattr(process_examples, "process_example",
-                        lambda record, *args: decoded.append(record.key) or real(record, *args))
+    decoded = decodes
     entries = [uri for uri in emulators.list_objects(f"gs://pets/out/{CACHE_DIR}") if not uri.endswith("/")]
     assert len(entries) >= remote["num_written"] > 0
     again = run_job(gcs_pets, "gs://pets/out", *FLAGS, "--overwrite")  # nothing new: all from the cache on gs://

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from beam_etl.beam import lease, process_examples
+from beam_etl.beam import lease
 from beam_etl.loader import verify
 from beam_etl.output_layout import CACHE_DIR
 from beam_etl.tools import sample_data
@@ -40,19 +40,6 @@ def uninterrupted(data, tmp_path_factory):
     out = tmp_path_factory.mktemp("uninterrupted") / "out"
     manifest = preprocess.run(_flags(data, out))
     return output_files(out), manifest
-
-
-@pytest.fixture
-def decodes(monkeypatch):
-    seen = []
-    real = process_examples.process_example
-
-    def counting(record, *args):
-        seen.append(record.key)
-        return real(record, *args)
-
-    monkeypatch.setattr(process_examples, "process_example", counting)
-    return seen
 
 
 def _flags(root, out, *extra):
