@@ -16,7 +16,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-from beam_etl import native_logs
+from beam_etl import native_logs, quick_exit
 
 # command -> (module, function taking (argv, prog=...), what it does)
 COMMANDS = {
@@ -58,5 +58,11 @@ def main(argv: list[str] | None = None) -> int:
     return result if isinstance(result, int) else 0
 
 
+def entry_point() -> None:
+    """The ``beam-etl`` script: :func:`main`, then the process ends without the interpreter's
+    teardown (:mod:`beam_etl.quick_exit`)."""
+    quick_exit.exit_now(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry_point()

@@ -28,7 +28,7 @@ import os
 import signal
 import sys
 
-from beam_etl import failure_report, native_logs
+from beam_etl import failure_report, native_logs, quick_exit
 from beam_etl.beam import launch, options
 
 # Loggers whose notes are not the user's business unless --verbose: dask.distributed's start-up
@@ -90,4 +90,4 @@ def main(argv: list[str] | None = None, prog: str = "python -m pipelines.preproc
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    quick_exit.exit_now(main())

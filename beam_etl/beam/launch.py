@@ -17,7 +17,7 @@ import time
 import apache_beam as beam
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
-from beam_etl.beam import commit, crash, job_progress, lease, manifest, options, sources
+from beam_etl.beam import commit, crash, job_progress, lease, manifest, options, sdk_worker, sources
 from beam_etl.beam.preprocess import Preprocess
 from beam_etl.config import JobConfig
 from beam_etl.progress import ProgressLine
@@ -63,20 +63,35 @@ def _on_local_dask_cluster(pipeline_options: PipelineOptions, workers: int):
 # own flags, which it does not parse (the job's settings reach it inside its steps).
 BEAM_WORKER_START_NOTES = ("No semi_persistent_directory found", "Discarding unparseable args")
 _WORKER_LOG = "apache_beam.runners.portability.local_job_service"
+# What the runner warns of when it is given its worker processes' environment (local_runner).
+BEAM_WORKER_COUNT_NOTE = "If direct_num_workers is not equal to 1"
+_RUNNER_LOG = "apache_beam.runners.portability.fn_api_runner.fn_runner"
 
 
-class QuietWorkerStart(logging.Filter):
-    """Drops :data:`BEAM_WORKER_START_NOTES` from the runner's log of its workers."""
+class DropNotes(logging.Filter):
+    """Drops the records that hold one of ``notes``."""
+
+    def __init__(self, notes):
+        super().__init__()
+        self.notes = tuple(notes)
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        return not any(note in message for note in BEAM_WORKER_START_NOTES)
+        return not any(note in message for note in self.notes)
+
+
+def _drop_notes(logger_name: str, notes) -> None:
+    logger = logging.getLogger(logger_name)
+    if not any(isinstance(f, DropNotes) and f.notes == tuple(notes) for f in logger.filters):
+        logger.addFilter(DropNotes(notes))
 
 
 def quiet_worker_start() -> None:
-    logger = logging.getLogger(_WORKER_LOG)
-    if not any(isinstance(f, QuietWorkerStart) for f in logger.filters):
-        logger.addFilter(QuietWorkerStart())
+    _drop_notes(_WORKER_LOG, BEAM_WORKER_START_NOTES)
+
+
+def quiet_worker_count() -> None:
+    _drop_notes(_RUNNER_LOG, (BEAM_WORKER_COUNT_NOTE,))
 
 
 # From this many inputs on, a run left to the DirectRunner's defaults uses a worker process per
@@ -116,8 +131,17 @@ def local_runner(pipeline_options: PipelineOptions):
     if pipeline_options.view_as(StandardOptions).runner:
         return None
     from apache_beam.runners.portability.fn_api_runner import FnApiRunner  # pylint: disable=import-outside-toplevel
+    from apache_beam.transforms.environments import SubprocessSDKEnvironment  # pylint: disable=import-outside-toplevel
 
-    return FnApiRunner()
+    direct = pipeline_options.view_as(DirectOptions)
+    if direct.direct_running_mode != "multi_processing":
+        return FnApiRunner()
+    # The same worker processes as Beam's multi_processing mode, started with sdk_worker's command
+    # (Beam's harness, without the slow interpreter teardown). Beam sets its own command for that
+    # mode, so the runner is given the environment and told the mode that keeps it.
+    direct.direct_running_mode = "in_memory"
+    quiet_worker_count()
+    return FnApiRunner(default_environment=SubprocessSDKEnvironment.from_command_string(sdk_worker.command()))
 
 
 def summarize(manifest_dict: dict, seconds: float) -> str:

@@ -63,7 +63,7 @@ def test_the_workers_start_up_notes_are_not_shown(caplog):
     launch.quiet_worker_start()
     launch.quiet_worker_start()  # once is enough, twice is harmless
     logger = launch.logging.getLogger("apache_beam.runners.portability.local_job_service")
-    assert sum(isinstance(f, launch.QuietWorkerStart) for f in logger.filters) == 1
+    assert sum(isinstance(f, launch.DropNotes) for f in logger.filters) == 1
     with caplog.at_level("WARNING", logger=logger.name):
         logger.warning("Worker: severity: WARN message: \"Discarding unparseable args: ['--output', 'o']\"")
         logger.warning("Worker: severity: WARN message: \"No semi_persistent_directory found: ...\"")
@@ -91,3 +91,33 @@ def test_with_no_runner_named_the_job_runs_on_the_fn_api_runner_not_a_downloaded
     (tmp_path / "x").mkdir()
     _, named = options.parse_args([*_touch_pairs(tmp_path / "x", 1), "--runner", "DirectRunner"])
     assert launch.local_runner(named) is None
+
+
+@pytest.mark.parametrize("chosen", [False, True])
+def test_worker_processes_run_the_harness_that_skips_the_interpreters_teardown(tmp_path, chosen):
+    """Whether the job or the user chose multi_processing, the runner starts sdk_worker's
+    command with as many workers, and Beam is not left to put its own command back."""
+    from apache_beam.transforms.environments import SubprocessSDKEnvironment  # pylint: disable=import-outside-toplevel
+
+    from beam_etl.beam import sdk_worker  # pylint: disable=import-outside-toplevel
+
+    named = [] if chosen else ["--direct_running_mode", "multi_processing", "--direct_num_workers", "3"]
+    config, pipeline_options = options.parse_args([*_touch_pairs(tmp_path, 3), *named])
+    if chosen:
+        pipeline_options.view_as(DirectOptions).direct_running_mode = "multi_processing"
+        pipeline_options.view_as(DirectOptions).direct_num_workers = 3
+    runner = launch.local_runner(pipeline_options)
+    environment = runner._default_environment  # pylint: disable=protected-access
+    assert isinstance(environment, SubprocessSDKEnvironment)
+    assert environment.command_string == sdk_worker.command()
+    assert sdk_worker.command().endswith(" -m beam_etl.beam.sdk_worker")
+    assert _direct(pipeline_options) == ("in_memory", 3)  # the mode that keeps the given environment
+
+
+def test_the_runners_warning_about_that_mode_is_not_shown(caplog):
+    launch.quiet_worker_count()
+    logger = launch.logging.getLogger("apache_beam.runners.portability.fn_api_runner.fn_runner")
+    with caplog.at_level("WARNING", logger=logger.name):
+        logger.warning("If direct_num_workers is not equal to 1, direct_running_mode should be ...")
+        logger.warning("something else")
+    assert [r.getMessage() for r in caplog.records] == ["something else"]
