@@ -11,6 +11,8 @@ import dataclasses
 import json
 import re
 
+from beam_etl.lineage import Entry
+
 UNKNOWN_LABEL = -1
 # An augmentation copy's key is its source key with this suffix: a source key of that form would
 # share its key with another input's copy, so sources may not give one (the pairing step rejects it).
@@ -83,10 +85,13 @@ class EncodedExample:
     """A serialized ``tf.train.Example`` ready for a shard.
 
     ``example_key`` is unique per output record (the source key, plus ``#aug<k>`` for
-    augmentation copy k); ``copy`` is 0 for the example itself.
+    augmentation copy k); ``copy`` is 0 for the example itself. The example itself carries its
+    input's line of the lineage index (a :class:`beam_etl.lineage.Entry`, set by the step that
+    reads the input) to the shard writer, which writes it beside the shard.
     """
 
     example_key: str
     split: str
     copy: int
     serialized: bytes
+    lineage: Entry | None = None  # never part of a cache entry

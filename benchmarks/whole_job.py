@@ -17,8 +17,9 @@ photo-like 500x375 JPEG + PNG pairs (``beam_etl.tools.sample_data``) to 128x128 
 
 Rounds alternate every command on every size, so this machine's slow minutes hit all alike;
 each figure is the best of the rounds. Prints the table, each command's wall over the pool's at
-the largest size, and what statistics cost against ``--no_statistics``. ``--before TREE`` runs
-the job commands from another checkout (the pool is always this one's).
+the largest size, and what statistics cost against ``--no_statistics``. ``--before TREE`` also
+runs every job command from another checkout, in the same rounds (``before: NAME``), so a
+change is measured side by side with the code it replaces.
 """
 
 from __future__ import annotations
@@ -114,16 +115,18 @@ def _timed(command: list[str], cwd: str, environ: dict | None = None) -> float:
 def run(name: str, flags: list[str], directory: str, work: str, job_tree: str) -> float:
     output = tempfile.mkdtemp(dir=work)
     shutil.rmtree(output)  # each command makes it
+    cache = None
     try:
         if name == "pool":
             return _timed([sys.executable, "-m", "benchmarks.whole_job", "--pool_child", directory, output], TREE)
-        cache = tempfile.mkdtemp(dir=work) if name == FIRST_RUN else None
+        first_run = name.removeprefix("before: ") == FIRST_RUN
+        cache = tempfile.mkdtemp(dir=work) if first_run else None
         return _timed([sys.executable, "-m", "pipelines.preprocess", "--images", f"{directory}/images/*.jpg",
                        "--masks", f"{directory}/masks/*.png", "--output", output, "--image_size", "128",
                        *flags], job_tree, {"BEAM_ETL_CACHE_DIR": cache} if cache else None)
     finally:
         shutil.rmtree(output, ignore_errors=True)
-        if name == FIRST_RUN:
+        if cache:
             shutil.rmtree(cache, ignore_errors=True)
 
 
@@ -157,7 +160,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--dask", action="store_true", help="add the commands on a 2-worker Dask cluster")
     parser.add_argument("--only", default="", help="comma-separated command names to run (and the pool)")
-    parser.add_argument("--before", default=None, help="run the job commands from this checkout")
+    parser.add_argument("--before", default=None, help="also run the job commands from this checkout")
     parser.add_argument("--data", default=os.path.join(tempfile.gettempdir(), "beam-etl-bench-data"))
     parser.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "beam-etl-bench-whole-job"))
     parser.add_argument("--share_images", type=int, default=300,
@@ -172,7 +175,11 @@ def main(argv=None) -> dict:
     if args.only:
         chosen = set(args.only.split(","))
         commands = {name: flags for name, flags in commands.items() if name == "pool" or name in chosen}
-    job_tree = os.path.abspath(args.before) if args.before else TREE
+    trees = {name: TREE for name in commands}
+    if args.before:
+        for name in [name for name in commands if name != "pool"]:
+            commands[f"before: {name}"] = commands[name]
+            trees[f"before: {name}"] = os.path.abspath(args.before)
     records = ensure_dataset(args.data, max(sizes))
     shutil.rmtree(args.work, ignore_errors=True)
     os.makedirs(args.work)
@@ -181,7 +188,7 @@ def main(argv=None) -> dict:
     for round_ in range(args.rounds):
         for n in sizes:
             for name, flags in commands.items():
-                walls[(name, n)].append(run(name, flags, inputs[n], args.work, job_tree))
+                walls[(name, n)].append(run(name, flags, inputs[n], args.work, trees[name]))
                 print(f"round {round_ + 1}, {n} pairs, {name}: {walls[(name, n)][-1]:.1f} s", flush=True)
     best = {key: min(values) for key, values in walls.items()}
     print(table(best, sizes, list(commands)))

@@ -176,11 +176,14 @@ def _tagged(kind):
 
 
 class WriteManifest(beam.PTransform):
-    """Takes ``{kind: PCollection}`` (:data:`INPUTS`: every input or source rejection, counted
-    here; :data:`SHARDS`, :data:`REJECTED`, :data:`STATISTICS`, :data:`METADATA`: the writers'
-    reports) and, once
-    all have arrived, commits the staged files with their manifest (run ``run_id`` holds the
-    output's lease); yields the manifest dict."""
+    """Takes ``{kind: PCollection}`` (:data:`INPUTS`: a tuple of PCollections, every input or
+    source rejection in one of them, counted here; :data:`SHARDS`, :data:`REJECTED`,
+    :data:`STATISTICS`, :data:`METADATA`, :data:`LINEAGE`: the writers' reports) and, once all
+    have arrived, commits the staged files with their manifest (run ``run_id`` holds the
+    output's lease); yields the manifest dict.
+
+    Each PCollection of inputs is counted on its own: a count is combined where its elements
+    are made, while flattening them first would pass every element to a step of its own."""
 
     def __init__(self, config: JobConfig, run_id: str):
         super().__init__()
@@ -191,9 +194,10 @@ class WriteManifest(beam.PTransform):
         unknown = set(reports) - set(KINDS)
         if unknown:
             raise ValueError(f"WriteManifest: unknown kinds of report {sorted(unknown)}")
-        tagged = [reports[INPUTS]
-                  | "CountInputs" >> beam.combiners.Count.Globally()
-                  | "TagInputs" >> beam.Map(_tagged(INPUTS))]
+        tagged = [inputs
+                  | f"CountInputs{number}" >> beam.combiners.Count.Globally()
+                  | f"TagInputs{number}" >> beam.Map(_tagged(INPUTS))
+                  for number, inputs in enumerate(reports[INPUTS])]
         tagged += [reports[kind] | f"Tag{kind.title()}" >> beam.Map(_tagged(kind))
                    for kind in KINDS[1:] if kind in reports]
         return (tagged

@@ -3,9 +3,9 @@ manifest.
 
     records  = ReadSources        every source, paired, keys unique, split assigned (once)
     examples = ProcessExamples    decode, validate, resize, augment, serialize; or a Rejection
-    shards   = WriteShards        spilled bytes, grouped by shard, staged
+    shards, lineage = WriteShards spilled bytes, grouped by shard, staged; beside each shard, where
+                                  the written inputs whose example it holds came from
     rejected = WriteRejected      every Rejection, with its uri and reason, staged
-    lineage  = WriteLineage       where each written input's examples came from, staged
     metadata = WriteRecordsSchema the records' schema (metadata/schema.pbtxt), staged
     statistics = WriteStatistics  the training originals' shares, summed -> the transform graph
                                   (tf.Transform's SavedModel), staged
@@ -38,16 +38,17 @@ class Preprocess(beam.PTransform):
     def expand(self, pbegin):
         config = self._config
         records, source_rejected = pbegin | "ReadSources" >> sources.ReadSources(config)
-        examples, rejected, sums, lineage = records | "ProcessExamples" >> ProcessExamples(config)
+        examples, rejected, sums = records | "ProcessExamples" >> ProcessExamples(config)
         shard_counts = records | "ShardCounts" >> sink.ShardCounts(config, config.shard_bytes)
+        shards, lineage = examples | "WriteShards" >> sink.WriteShards(config.output, shard_counts)
         reports = {  # each a PCollection of one kind of report (beam_etl.beam.manifest)
-            manifest.INPUTS: (records, source_rejected) | "FlattenInputs" >> beam.Flatten(),
-            manifest.SHARDS: examples | "WriteShards" >> sink.WriteShards(config.output, shard_counts),
+            manifest.INPUTS: (records, source_rejected),  # every input is in one of them, counted
+            manifest.SHARDS: shards,
             manifest.REJECTED: ((source_rejected, rejected)
                                 | "FlattenRejected" >> beam.Flatten()
                                 | "WriteRejected" >> sink.WriteRejected(config.output)),
             manifest.METADATA: pbegin | "WriteRecordsSchema" >> sink.WriteRecordsSchema(config),
-            manifest.LINEAGE: lineage | "WriteLineage" >> sink.WriteLineage(config.output, shard_counts),
+            manifest.LINEAGE: lineage,
         }
         if config.statistics:
             reports[manifest.STATISTICS] = sums | "WriteStatistics" >> statistics.WriteStatistics(config)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import stat
 import threading
@@ -21,7 +22,6 @@ from beam_etl.beam.rejections import SplitRejections
 
 _MASK_STAGES = ("read_mask", "decode_mask")
 STATISTICS = "statistics"  # the tagged output of the examples' shares of the statistics
-LINEAGE = "lineage"  # the tagged output of the written inputs' lines of the lineage index
 
 
 REMOTE_READ_TIMEOUT_S = 600.0  # a remote read that has not finished by then is a rejection
@@ -77,9 +77,9 @@ def read_uri(uri: str | None, stage: str, timeout_s: float = REMOTE_READ_TIMEOUT
 
 
 class ProcessExamplesFn(beam.DoFn):
-    """``SourceRecord`` -> ``EncodedExample`` (1 + augmentation copies), or a ``Rejection``;
-    a training original's share of the statistics on the :data:`STATISTICS` output, and a
-    written input's ``lineage.Entry`` on the :data:`LINEAGE` output."""
+    """``SourceRecord`` -> ``EncodedExample`` (1 + augmentation copies, the original carrying the
+    input's ``lineage.Entry``), or a ``Rejection``; a training original's share of the
+    statistics on the :data:`STATISTICS` output."""
 
     def __init__(self, config: JobConfig):
         self._config = config
@@ -118,13 +118,14 @@ class ProcessExamplesFn(beam.DoFn):
             return
         examples, sums = outcome.examples, outcome.sums
         self._written[split].inc(len(examples))
-        yield from examples
-        if sums is not None:
-            yield beam.pvalue.TaggedOutput(STATISTICS, sums)
-        yield beam.pvalue.TaggedOutput(LINEAGE, lineage.Entry(
+        entry = lineage.Entry(
             key=record.key, split=split, image_uri=record.image_uri, mask_uri=record.mask_uri,
             image_sha256=digests[0], mask_sha256=digests[1], outcome=name,
-            example_keys=tuple(example.example_key for example in examples)))
+            example_keys=tuple(example.example_key for example in examples))
+        for example in examples:  # the original carries the input's line to the shard writer
+            yield dataclasses.replace(example, lineage=entry) if example.copy == 0 else example
+        if sums is not None:
+            yield beam.pvalue.TaggedOutput(STATISTICS, sums)
 
     def finish_bundle(self):
         # (Never later, in teardown: that may come after the commit has cleared .incomplete/.)
@@ -160,9 +161,9 @@ class ProcessExamplesFn(beam.DoFn):
 
 
 class ProcessExamples(beam.PTransform):
-    """Decode, validate, resize, augment and serialize; returns ``(examples, rejected, sums,
-    lineage)``: ``sums`` the training originals' shares of the statistics (none with
-    --no_statistics), ``lineage`` the written inputs' ``lineage.Entry`` s."""
+    """Decode, validate, resize, augment and serialize; returns ``(examples, rejected, sums)``:
+    ``sums`` the training originals' shares of the statistics (none with --no_statistics); each
+    original example carries its input's line of the lineage index."""
 
     def __init__(self, config: JobConfig):
         super().__init__()
@@ -171,6 +172,6 @@ class ProcessExamples(beam.PTransform):
     def expand(self, records):
         processed = (records
                      | "DecodeResizeEncode" >> beam.ParDo(ProcessExamplesFn(self._config)).with_outputs(
-                         STATISTICS, LINEAGE, main="examples"))
+                         STATISTICS, main="examples"))
         examples, rejected = processed.examples | "SplitRejections" >> SplitRejections()  # EncodedExample | Rejection
-        return examples, rejected, processed[STATISTICS], processed[LINEAGE]
+        return examples, rejected, processed[STATISTICS]

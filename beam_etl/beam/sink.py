@@ -12,13 +12,17 @@ spill file of its bundle (``.incomplete/spill/``) and passes on only where they 
 GroupByKey gathers those small pointers by shard, and the shard writer reads the bytes back
 in file order, 16 MB of a shard at a time. Shuffling the bytes themselves made the job several times slower than a
 hand-written process pool on the DirectRunner, whose shuffle runs in one process, and made
-its memory grow with the dataset (BENCHMARKS.md).
+its memory grow with the dataset (BENCHMARKS.md). An original example's line of the lineage
+index travels the same way, spilled right after its bytes: the shard writer also writes the
+lineage file beside its shard (no grouping of its own, which cost a multi-process run about half a
+second at 7,390 inputs).
 """
 
 from __future__ import annotations
 
 import collections
 import math
+import pickle
 import uuid
 
 import apache_beam as beam
@@ -34,6 +38,7 @@ from beam_etl.output_layout import (INCOMPLETE_DIR, RAW_SCHEMA, REJECTED_DIR, RE
 from beam_etl.elements import EncodedExample
 
 _EMPTY = None  # placeholder value that makes a shard exist even when no example lands in it
+LINEAGE = "lineage"  # WriteShards' second output: one report per lineage file
 
 
 def stage_file(output_dir: str, name: str, chunks) -> dict:
@@ -108,7 +113,9 @@ def _placeholders(split_and_count):
 
 
 class _SpillFn(beam.DoFn):
-    """Appends example bytes to this bundle's spill file; emits ``(split, pointer)``.
+    """Appends example bytes (and an original's lineage entry, pickled, right after them) to this
+    bundle's spill file; emits ``(split, pointer)``, a pointer being ``(example_key, copy,
+    spill_uri, offset, length, lineage_length)``.
 
     Pointers are emitted from ``process`` and the file is closed in ``finish_bundle``:
     runners commit a bundle's outputs only once the bundle has finished, and the shard
@@ -133,10 +140,12 @@ class _SpillFn(beam.DoFn):
             self._handle = FileSystems.create(self._uri)
             self._offset = 0
         data = example.serialized
+        entry = b"" if example.lineage is None else pickle.dumps(example.lineage, protocol=pickle.HIGHEST_PROTOCOL)
         self._handle.write(data)
+        self._handle.write(entry)
         offset = self._offset
-        self._offset += len(data)
-        yield example.split, (example.example_key, example.copy, self._uri, offset, len(data))
+        self._offset += len(data) + len(entry)
+        yield example.split, (example.example_key, example.copy, self._uri, offset, len(data), len(entry))
 
     def finish_bundle(self):
         if self._handle is not None:
@@ -149,27 +158,31 @@ def shard_of(example_key: str, num_shards: int) -> int:
     return stable_hash("shard", example_key) % num_shards
 
 
-def _assign_shard(split_and_pointer, counts: dict):
-    """``(split, pointer)`` -> ``((split, shard, num_shards), pointer)``."""
-    split, pointer = split_and_pointer
+def _assign_shard(element, counts: dict):
+    """``(split, pointer)`` -> ``((split, shard, num_shards), pointer)``; a placeholder
+    (:func:`_placeholders`) is keyed by its shard already and passes as it is."""
+    split, pointer = element
+    if pointer is _EMPTY:
+        return element
     num_shards = counts[split]
     return (split, shard_of(pointer[0], num_shards), num_shards), pointer
 
 
-def _read_spilled(pointers) -> dict[str, bytes]:
-    """``{example_key: bytes}``, reading each spill file once, front to back."""
+def _read_spilled(pointers) -> dict[str, tuple[bytes, bytes]]:
+    """``{example_key: (example bytes, pickled lineage entry or b"")}``, reading each spill
+    file once, front to back."""
     data = {}
     by_file = collections.defaultdict(list)
-    for key, _, uri, offset, length in pointers:
-        by_file[uri].append((offset, length, key))
+    for key, _, uri, offset, length, entry_length in pointers:
+        by_file[uri].append((offset, length, entry_length, key))
     for uri, parts in sorted(by_file.items()):
         with FileSystems.open(uri) as handle:
-            for offset, length, key in sorted(parts):
+            for offset, length, entry_length, key in sorted(parts):
                 handle.seek(offset)
-                chunk = handle.read(length)
-                if len(chunk) != length:
+                chunk = handle.read(length + entry_length)
+                if len(chunk) != length + entry_length:
                     raise IOError(f"spill file {uri} is shorter than expected at offset {offset}")
-                data[key] = chunk
+                data[key] = chunk[:length], chunk[length:]
     return data
 
 
@@ -177,13 +190,13 @@ _READ_CHUNK_BYTES = 16 << 20  # 16 MB: how much of a shard the writer holds at o
 
 
 def _spilled_in_order(pointers, chunk_bytes: int = _READ_CHUNK_BYTES):
-    """The bytes of ``pointers``, in their order, holding about ``chunk_bytes`` at a time
-    (not the whole shard): each chunk of consecutive pointers reads the spill files it needs
-    once, front to back."""
+    """``(example bytes, pickled lineage entry or b"")`` of ``pointers``, in their order,
+    holding about ``chunk_bytes`` at a time (not the whole shard): each chunk of consecutive
+    pointers reads the spill files it needs once, front to back."""
     chunk, size = [], 0
     for pointer in pointers:
         chunk.append(pointer)
-        size += pointer[4]
+        size += pointer[4] + pointer[5]
         if size >= chunk_bytes:
             data = _read_spilled(chunk)
             yield from (data[key] for key, *_ in chunk)
@@ -194,6 +207,9 @@ def _spilled_in_order(pointers, chunk_bytes: int = _READ_CHUNK_BYTES):
 
 
 class _WriteShardFn(beam.DoFn):
+    """``((split, shard, n), pointers)`` -> the shard, its record index and its lineage file,
+    staged; yields the shard's report, and the lineage file's on the :data:`LINEAGE` output."""
+
     def __init__(self, output_dir: str):
         self._output_dir = output_dir
 
@@ -202,10 +218,13 @@ class _WriteShardFn(beam.DoFn):
         pointers = sorted(value for value in values if value is not _EMPTY)
         name = shard_name(split, shard, num_shards)
         index = []  # (offset, size) of each framed record: the shard's index, made in this pass
+        entries = []  # the lineage entries the originals carried
 
         def framed():
             offset = 0
-            for data in _spilled_in_order(pointers):
+            for data, entry in _spilled_in_order(pointers):
+                if entry:
+                    entries.append(pickle.loads(entry))
                 record = tfrecord.frame(data)
                 index.append(f"{offset} {len(record)}\n")
                 offset += len(record)
@@ -221,15 +240,32 @@ class _WriteShardFn(beam.DoFn):
             **written,
             "index": {"file": index_name(name), **index_written},
         }
+        yield beam.pvalue.TaggedOutput(LINEAGE, self._stage_lineage(name, split, num_shards, entries))
+
+    def _stage_lineage(self, name: str, split: str, num_shards: int, entries) -> dict:
+        """``OUTPUT/lineage/<shard's name>.jsonl``: the lines of the inputs whose original is in
+        the shard, sorted by key, every record's shard named; written even when empty."""
+        entries.sort(key=lambda entry: entry.key)
+
+        def shard_named(example_key: str, entry_split: str) -> str:
+            return shard_name(entry_split, shard_of(example_key, num_shards), num_shards)
+
+        lineage_file = lineage_name(name)
+        written = stage_file(self._output_dir, lineage_file, (entry.line(shard_named) for entry in entries))
+        return {"file": lineage_file, **written, "num_records": len(entries)}
 
 
 class WriteShards(beam.PTransform):
-    """``EncodedExample`` -> ``OUTPUT/<split>-SSSSS-of-NNNNN.tfrecord`` and its record index
+    """``EncodedExample`` -> ``OUTPUT/<split>-SSSSS-of-NNNNN.tfrecord``, its record index
     (``.tfrecord.idx``: ``offset size`` per record, what NVIDIA DALI's TFRecord reader shards
-    by); yields one dict per shard.
+    by) and its lineage file (``OUTPUT/lineage/<split>-SSSSS-of-NNNNN.jsonl``: the lines the
+    originals in the shard carry); returns ``(shards, lineage)``, one report dict per shard
+    and one per lineage file.
 
     ``shard_counts`` is a PCollection of ``(split, num_shards)`` (see :class:`ShardCounts`);
-    every shard is written, an empty file where no example landed.
+    every shard is written, an empty file where no example landed. The placeholders of every
+    shard join the pointers before the shards are assigned: one step then assigns and groups,
+    and the pointers cross between a runner's steps once less.
     """
 
     def __init__(self, output_dir: str, shard_counts):
@@ -238,14 +274,15 @@ class WriteShards(beam.PTransform):
         self._shard_counts = shard_counts
 
     def expand(self, examples):
-        pointers = (examples
-                    | "SpillExamples" >> beam.ParDo(_SpillFn(self._output_dir))  # (split, pointer)
-                    | "AssignShards" >> beam.Map(_assign_shard, beam.pvalue.AsDict(self._shard_counts)))
-        empty = self._shard_counts | "EveryShard" >> beam.FlatMap(_placeholders)
-        return ((pointers, empty)
-                | "FlattenShards" >> beam.Flatten()
-                | "GroupByShard" >> beam.GroupByKey()  # ((split, shard, n), [(key, copy, spill, offset, len)])
-                | "WriteShardFiles" >> beam.ParDo(_WriteShardFn(self._output_dir)))
+        spilled = examples | "SpillExamples" >> beam.ParDo(_SpillFn(self._output_dir))  # (split, pointer)
+        empty = self._shard_counts | "EveryShard" >> beam.FlatMap(_placeholders)  # ((split, shard, n), None)
+        written = ((spilled, empty)
+                   | "FlattenShards" >> beam.Flatten()
+                   | "AssignShards" >> beam.Map(_assign_shard, beam.pvalue.AsDict(self._shard_counts))
+                   | "GroupByShard" >> beam.GroupByKey()  # ((split, shard, n), [pointer])
+                   | "WriteShardFiles" >> beam.ParDo(_WriteShardFn(self._output_dir)).with_outputs(
+                       LINEAGE, main="shards"))
+        return written.shards, written[LINEAGE]
 
 
 class _WriteRejectedFn(beam.DoFn):
@@ -282,48 +319,6 @@ class WriteRejected(beam.PTransform):
                 | "FlattenRejections" >> beam.Flatten()
                 | "GroupRejections" >> beam.GroupByKey()  # ("rejected", [Rejection])
                 | "WriteRejectedFile" >> beam.ParDo(_WriteRejectedFn(self._output_dir)))
-
-
-def _lineage_shard(entry, counts: dict):
-    """``lineage.Entry`` -> ``((split, shard, num_shards), entry)``: its original's shard."""
-    num_shards = counts[entry.split]
-    return (entry.split, shard_of(entry.key, num_shards), num_shards), entry
-
-
-class _WriteLineageFn(beam.DoFn):
-    def __init__(self, output_dir: str):
-        self._output_dir = output_dir
-
-    def process(self, element):
-        (split, shard, num_shards), values = element
-        entries = sorted((value for value in values if value is not _EMPTY), key=lambda entry: entry.key)
-
-        def shard_named(example_key: str, split: str) -> str:
-            return shard_name(split, shard_of(example_key, num_shards), num_shards)
-
-        name = lineage_name(shard_name(split, shard, num_shards))
-        written = stage_file(self._output_dir, name, (entry.line(shard_named) for entry in entries))
-        yield {"file": name, **written, "num_records": len(entries)}
-
-
-class WriteLineage(beam.PTransform):
-    """``lineage.Entry`` -> ``OUTPUT/lineage/<split>-SSSSS-of-NNNNN.jsonl``: one file beside each
-    shard, holding the lines of the inputs whose original example is in that shard (sorted by
-    key, every record's shard named; written even when empty), so no file outgrows its shard's
-    share. Yields one dict per file: its name, bytes, crc32c and number of lines."""
-
-    def __init__(self, output_dir: str, shard_counts):
-        super().__init__()
-        self._output_dir = output_dir
-        self._shard_counts = shard_counts
-
-    def expand(self, entries):
-        keyed = entries | "LineageShard" >> beam.Map(_lineage_shard, beam.pvalue.AsDict(self._shard_counts))
-        empty = self._shard_counts | "EveryLineageFile" >> beam.FlatMap(_placeholders)
-        return ((keyed, empty)
-                | "FlattenLineage" >> beam.Flatten()
-                | "GroupLineage" >> beam.GroupByKey()  # ((split, shard, n), [lineage.Entry])
-                | "WriteLineageFiles" >> beam.ParDo(_WriteLineageFn(self._output_dir)))
 
 
 def _stage_records_schema(_, output_dir: str, image_info: dict, mask_values):

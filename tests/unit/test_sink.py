@@ -8,6 +8,7 @@ import tensorflow as tf
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
+from beam_etl import lineage
 from beam_etl.beam.sources import oxford
 from beam_etl.config import JobConfig
 from beam_etl.elements import EncodedExample, Rejection, SourceRecord
@@ -32,7 +33,10 @@ def test_fixed_shards_hold_every_example_sorted_and_empty_splits_get_files(tmp_p
     staged = tmp_path / ".incomplete" / "staged"  # the commit moves them into place
     with TestPipeline() as p:
         counts = p | "Counts" >> beam.Create([("train", 3), ("test", 3)])
-        reports = p | beam.Create(_examples(40)) | WriteShards(str(tmp_path), counts)
+        reports, lineage = p | beam.Create(_examples(40)) | WriteShards(str(tmp_path), counts)
+        assert_that(lineage | beam.Map(lambda r: (r["file"], r["num_records"])), equal_to(
+            [(f"lineage/{split}-{shard:05d}-of-00003.jsonl", 0) for split in ("train", "test") for shard in range(3)]),
+            label="LineageFiles")  # written even when no example carries an entry
         assert_that(reports | beam.Map(lambda r: (r["file"], r["split"])), equal_to([
             ("train-00000-of-00003.tfrecord", "train"), ("train-00001-of-00003.tfrecord", "train"),
             ("train-00002-of-00003.tfrecord", "train"), ("test-00000-of-00003.tfrecord", "test"),
@@ -56,6 +60,42 @@ def test_fixed_shards_hold_every_example_sorted_and_empty_splits_get_files(tmp_p
     assert not list(tmp_path.glob("*.tfrecord"))  # nothing in place before the commit
     spilled = list((tmp_path / ".incomplete" / "spill").iterdir())  # removed by the manifest step
     assert spilled and sum(f.stat().st_size for f in spilled) == sum(len(f"payload-{i}") for i in range(40))
+
+
+def test_each_original_s_lineage_entry_lands_beside_its_shard_with_every_record_s_shard(tmp_path):
+    """The entry rides with the original example (spilled after its bytes); copies carry none."""
+    def entry(key):
+        return lineage.Entry(key=key, split="train", image_uri=f"/i/{key}.jpg", mask_uri=f"/m/{key}.png",
+                             image_sha256="a" * 64, mask_sha256="b" * 64, outcome="c" * 64,
+                             example_keys=(key, f"{key}#aug1"))
+
+    examples = []
+    for i in range(30):
+        key = f"k{i:03d}"
+        examples.append(EncodedExample(example_key=key, split="train", copy=0, serialized=f"o-{i}".encode(),
+                                       lineage=entry(key)))
+        examples.append(EncodedExample(example_key=f"{key}#aug1", split="train", copy=1,
+                                       serialized=f"c-{i}".encode()))
+    with TestPipeline() as p:
+        counts = p | "Counts" >> beam.Create([("train", 4), ("val", 1), ("test", 1)])
+        _ = p | beam.Create(examples) | WriteShards(str(tmp_path), counts)
+    staged = tmp_path / ".incomplete" / "staged"
+    seen = []
+    for shard in range(4):
+        name = f"train-{shard:05d}-of-00004"
+        lines = [json.loads(line) for line in (staged / "lineage" / f"{name}.jsonl").read_text().splitlines()]
+        keys = [line["key"] for line in lines]
+        assert keys == sorted(keys)
+        originals = {r.decode() for r in _records(staged / f"{name}.tfrecord") if r.startswith(b"o-")}
+        assert {f"o-{int(key[1:])}" for key in keys} == originals  # the lines of the originals in the shard
+        for line in lines:
+            assert line["image_uri"] == f"/i/{line['key']}.jpg"
+            for record in line["examples"]:  # every record named with the shard that holds it
+                wanted = f"o-{int(line['key'][1:])}" if record["key"] == line["key"] else f"c-{int(line['key'][1:])}"
+                assert wanted.encode() in _records(staged / record["shard"])
+        seen += keys
+    assert sorted(seen) == [f"k{i:03d}" for i in range(30)]
+    assert (staged / "lineage" / "val-00000-of-00001.jsonl").read_text() == ""
 
 
 def test_shard_counts_from_inputs_and_target_size():
@@ -100,15 +140,15 @@ def test_shard_bytes_come_back_in_key_order_a_bounded_chunk_at_a_time(tmp_path, 
         offset = 0
         with open(tmp_path / name, "wb") as handle:
             for key, data in entries:
-                handle.write(data)
-                pointers.append((key, 0, str(tmp_path / name), offset, len(data)))
-                offset += len(data)
+                handle.write(data + key.encode())  # the example, then its (here: fake) lineage entry
+                pointers.append((key, 0, str(tmp_path / name), offset, len(data), len(key)))
+                offset += len(data) + len(key)
     reads = []
     read_spilled = sink._read_spilled  # pylint: disable=protected-access
     monkeypatch.setattr(sink, "_read_spilled", lambda chunk: reads.append(len(chunk)) or read_spilled(chunk))
-    ordered = list(sink._spilled_in_order(sorted(pointers), chunk_bytes=7))  # pylint: disable=protected-access
-    assert ordered == [b"zero", b"one", b"two!", b"three"]
-    assert reads == [2, 2]  # never more than ~7 bytes held: two pointers per chunk
+    ordered = list(sink._spilled_in_order(sorted(pointers), chunk_bytes=11))  # pylint: disable=protected-access
+    assert ordered == [(b"zero", b"k0"), (b"one", b"k1"), (b"two!", b"k2"), (b"three", b"k3")]
+    assert reads == [2, 2]  # never more than ~11 bytes held: two pointers per chunk
 
 
 def test_a_stranger_where_the_job_writes_its_schema_or_an_index_is_refused_at_launch(tmp_path):
