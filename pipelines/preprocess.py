@@ -29,7 +29,7 @@ import signal
 import sys
 
 from beam_etl import failure_report, native_logs, quick_exit
-from beam_etl.beam import launch, options
+from beam_etl.beam import warm_workers  # standard library only: Beam loads in run(), after it starts
 
 # Loggers whose notes are not the user's business unless --verbose: dask.distributed's start-up
 # and shutdown; Beam's Dask runner's note on its partition size (repeated for every step); and
@@ -42,13 +42,29 @@ CHATTY_LOGGERS = {"distributed": logging.WARNING, "apache_beam.runners.dask": lo
                   "apache_beam.runners.worker.sdk_worker": SILENT}
 
 
+# With none of these, the run may start local worker processes: their warm parent is started
+# before Beam loads here (beam_etl.beam.warm_workers), and stopped at once if the run needs none.
+_NO_LOCAL_WORKERS = ("--runner", "--dask_local_workers", "--help", "-h")
+
+
+def may_start_local_workers(argv: list[str]) -> bool:
+    return not any(arg == flag or arg.startswith(f"{flag}=") for arg in argv for flag in _NO_LOCAL_WORKERS)
+
+
 def run(argv: list[str] | None = None, prog: str = "python -m pipelines.preprocess") -> dict | None:
     """Parses ``argv`` (default: the command line) and runs the job; returns the manifest (None
     for a dry run, or a job submitted with ``--no_wait_until_finish``)."""
-    config, pipeline_options = options.parse_args(
-        sys.argv[1:] if argv is None else argv,
-        prog=prog, description=__doc__.split("\n\n", maxsplit=1)[0])
-    return launch.launch(config, pipeline_options)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if may_start_local_workers(argv):
+        warm_workers.start(verbose=native_logs.wants_verbose(argv))
+    from beam_etl.beam import launch, options  # pylint: disable=import-outside-toplevel  # loads Beam
+
+    try:
+        config, pipeline_options = options.parse_args(
+            argv, prog=prog, description=__doc__.split("\n\n", maxsplit=1)[0])
+        return launch.launch(config, pipeline_options)
+    finally:
+        warm_workers.stop()
 
 
 def _interrupted(signum, frame):

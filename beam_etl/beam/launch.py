@@ -17,7 +17,8 @@ import time
 import apache_beam as beam
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
-from beam_etl.beam import commit, crash, job_progress, lease, manifest, options, sdk_worker, sources
+from beam_etl.beam import (commit, crash, job_progress, lease, manifest, options, sdk_worker, sources,
+                           warm_workers)
 from beam_etl.beam.preprocess import Preprocess
 from beam_etl.config import JobConfig
 from beam_etl.progress import ProgressLine
@@ -122,6 +123,13 @@ def local_workers(config: JobConfig, pipeline_options: PipelineOptions) -> str |
     return f"in this process (under {MANY_INPUTS:,} inputs)"
 
 
+def starts_worker_processes(pipeline_options: PipelineOptions) -> bool:
+    """Whether :func:`local_runner` gives the run worker processes (started with sdk_worker's
+    command, so from the warm parent where there is one)."""
+    return (not pipeline_options.view_as(StandardOptions).runner
+            and pipeline_options.view_as(DirectOptions).direct_running_mode == "multi_processing")
+
+
 def local_runner(pipeline_options: PipelineOptions):
     """With no ``--runner``, the runner of Beam's DirectRunner that the job is tested on, the
     FnApiRunner (it honours ``--direct_running_mode`` and ``--direct_num_workers``); otherwise
@@ -133,9 +141,9 @@ def local_runner(pipeline_options: PipelineOptions):
     from apache_beam.runners.portability.fn_api_runner import FnApiRunner  # pylint: disable=import-outside-toplevel
     from apache_beam.transforms.environments import SubprocessSDKEnvironment  # pylint: disable=import-outside-toplevel
 
-    direct = pipeline_options.view_as(DirectOptions)
-    if direct.direct_running_mode != "multi_processing":
+    if not starts_worker_processes(pipeline_options):
         return FnApiRunner()
+    direct = pipeline_options.view_as(DirectOptions)
     # The same worker processes as Beam's multi_processing mode, started with sdk_worker's command
     # (Beam's harness, without the slow interpreter teardown). Beam sets its own command for that
     # mode, so the runner is given the environment and told the mode that keeps it.
@@ -207,6 +215,8 @@ def launch(config: JobConfig, pipeline_options: PipelineOptions) -> dict | None:
     except ValueError as error:
         _refuse(error)
     workers = local_workers(config, pipeline_options)
+    if not starts_worker_processes(pipeline_options):
+        warm_workers.stop()  # started speculatively (pipelines.preprocess): no worker will need it
     quiet_worker_start()
     if workers:
         print(f"beam-etl: running {workers} (--direct_running_mode and --direct_num_workers choose)")
@@ -214,7 +224,7 @@ def launch(config: JobConfig, pipeline_options: PipelineOptions) -> dict | None:
         render_graph(config, launch_options.render_graph)
     try:
         holder = lease.take(config.output, launch_options.break_lease, launch_options.lease_timeout_hours,
-                            local=runs_here(pipeline_options), command=command)
+                            local=runs_here(pipeline_options), command=command, run_id=warm_workers.run_id())
     except lease.LeaseError as error:
         _refuse(error)
     if resuming is not None and holder.took_over != resuming.run_id:  # released meanwhile: no resume

@@ -64,8 +64,8 @@ def _pid_namespace() -> str:
         return ""
 
 
-def this_process(local: bool = False, command: str = "") -> Holder:
-    return Holder(run_id=uuid.uuid4().hex, host=socket.gethostname(), pid=os.getpid(),
+def this_process(local: bool = False, command: str = "", run_id: str | None = None) -> Holder:
+    return Holder(run_id=run_id or uuid.uuid4().hex, host=socket.gethostname(), pid=os.getpid(),
                   process_start=_process_start(os.getpid()), started=time.time(), local=local,
                   command=command, pid_ns=_pid_namespace())
 
@@ -149,11 +149,12 @@ def _process_gone(holder: Holder) -> bool:
 
 
 def take(output: str, break_stale: bool = False, timeout_hours: float = 48.0, local: bool = False,
-         command: str = "") -> Holder:
+         command: str = "", run_id: str | None = None) -> Holder:
     """Takes the lease on ``output`` for this process (whose run is ``local``, of ``command``:
-    see :class:`Holder`); raises :class:`LeaseError` naming the holder when another run has it,
-    unless the holder is resumable by ``command`` or, with ``break_stale``, stale."""
-    me = this_process(local, command)
+    see :class:`Holder`; ``run_id``: the run's id, if chosen already, else a new one); raises
+    :class:`LeaseError` naming the holder when another run has it, unless the holder is
+    resumable by ``command`` or, with ``break_stale``, stale."""
+    me = this_process(local, command, run_id)
     data = json.dumps(dataclasses.asdict(me), sort_keys=True).encode("utf-8")
     path = join(output, LEASE)
     if filesystem.create_exclusive(path, data):

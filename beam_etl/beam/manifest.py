@@ -194,8 +194,8 @@ class WriteManifest(beam.PTransform):
         unknown = set(reports) - set(KINDS)
         if unknown:
             raise ValueError(f"WriteManifest: unknown kinds of report {sorted(unknown)}")
-        tagged = [inputs
-                  | f"CountInputs{number}" >> beam.combiners.Count.Globally()
+        tagged = [inputs  # no count for an empty PCollection (no default to inject): it adds nothing
+                  | f"CountInputs{number}" >> beam.combiners.Count.Globally().without_defaults()
                   | f"TagInputs{number}" >> beam.Map(_tagged(INPUTS))
                   for number, inputs in enumerate(reports[INPUTS])]
         tagged += [reports[kind] | f"Tag{kind.title()}" >> beam.Map(_tagged(kind))

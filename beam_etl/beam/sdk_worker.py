@@ -5,7 +5,8 @@ The runner closes its workers one after the other and waits for each process to 
 that has finished its work still takes about half a second to end (the interpreter's teardown:
 gRPC's threads, every module's finalizers), so two workers kept the job 1.1 s past its commit.
 Nothing is left to it by then: the runner has every bundle's output and the job's files are
-closed in ``finish_bundle``; the streams are flushed before the exit.
+closed in ``finish_bundle``; the streams are flushed before the exit. Where the launcher started
+a warm parent, the harness runs in a child of it instead (:mod:`beam_etl.beam.warm_workers`).
 """
 
 from __future__ import annotations
@@ -15,23 +16,34 @@ import os
 import sys
 import traceback
 
+from beam_etl.beam import warm_workers
+
 
 def command() -> str:
     """The command line the runner starts a worker with (run through a shell, like Beam's)."""
     return f"{sys.executable} -m beam_etl.beam.sdk_worker"
 
 
-def main() -> None:
-    status = 0
+def run_harness() -> int:
+    """Runs Beam's harness in this process until its runner lets it go; returns the exit status."""
     try:
         from apache_beam.runners.worker import sdk_worker_main  # pylint: disable=import-outside-toplevel
 
         sdk_worker_main.main(sys.argv)
     except SystemExit as stop:
-        status = stop.code if isinstance(stop.code, int) else 1
+        return stop.code if isinstance(stop.code, int) else 1
     except BaseException:  # pylint: disable=broad-except  # as an uncaught one would be
         traceback.print_exc()
-        status = 1
+        return 1
+    return 0
+
+
+def main() -> None:
+    """The worker command: the harness in a child of the warm parent (:mod:`warm_workers`) when
+    the launcher started one, here otherwise."""
+    status = warm_workers.attach()
+    if status is None:
+        status = run_harness()
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
         try:

@@ -1,0 +1,220 @@
+"""Worker processes of a multi-process local run, forked from a warm parent.
+
+Started cold, each of the DirectRunner's worker processes spends about 1.6 s importing Beam's
+harness and the job's steps, and the runner starts them only once the launcher has built the
+graph: on two cores that was the largest fixed cost of a run. So the launcher starts one warm
+parent as it starts (:func:`start`, before its own imports, on the core its single thread leaves
+idle). The parent imports all that once, then waits on a Unix socket. The worker command that
+Beam runs (:mod:`beam_etl.beam.sdk_worker`) connects to it (:func:`attach`) and hands over its
+environment and standard streams; the parent forks a child that runs Beam's harness with them,
+and the child sends its exit status back to the command, which exits with it. To the runner
+nothing differs: it started a process that runs its harness and ends when the harness ends.
+
+Fallbacks, so a run never depends on the warm parent: with no parent (none started, gone, or
+not past its imports when it died) the command runs the harness itself, as before. The parent
+forks only while it has one thread (forking a threaded process is unsafe); it ends when the
+launcher stops it or is gone, and a child ends when its command does. The parent carries the
+run's ``BEAM_ETL_RUN_ID`` in its environment from its start, as its children do: a resume waits
+for them as for any worker (:func:`beam_etl.beam.lease.is_resumable`).
+
+Standard library only at import: the worker command imports this module before anything else.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import traceback
+import uuid
+
+SOCKET_ENV = "BEAM_ETL_WORKER_SOCKET"  # where the worker command finds the warm parent
+RUN_ENV = "BEAM_ETL_RUN_ID"  # beam_etl.beam.lease.RUN_ENV (not imported: that module loads Beam)
+# What the parent imports before it forks: Beam's harness and every module of the job's steps.
+PRELOAD = ("apache_beam.runners.worker.sdk_worker_main", "beam_etl.beam.preprocess")
+_STARTED = b"started\n"
+_HEADER = struct.Struct("!I")  # the length of the JSON that follows the descriptors
+_POLL_S = 0.5  # how often a waiting parent checks that the launcher still runs
+
+_current: dict = {}  # the parent this process started: {"process", "directory", "run_id"}
+
+
+def start(verbose: bool = False) -> str | None:
+    """Starts the warm parent for this process's run (once); returns the run id it carries
+    (the launcher's lease takes it), or None where none is started (one core)."""
+    if _current:
+        return _current["run_id"]
+    if (os.cpu_count() or 1) < 2:
+        return None
+    directory = tempfile.mkdtemp(prefix="beam-etl-workers-")
+    path = os.path.join(directory, "socket")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(64)  # connections wait here until the parent has imported what it needs
+    run_id = uuid.uuid4().hex
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "beam_etl.beam.warm_workers", str(listener.fileno()), str(os.getpid()),
+             "1" if verbose else "0"],
+            pass_fds=[listener.fileno()], stdin=subprocess.DEVNULL, env={**os.environ, RUN_ENV: run_id})
+    except OSError:
+        listener.close()
+        shutil.rmtree(directory, ignore_errors=True)
+        return None
+    listener.close()  # the parent's copy is the only one left: if it dies, connecting fails at once
+    _current.update(process=process, directory=directory, run_id=run_id)
+    os.environ[SOCKET_ENV] = path
+    atexit.register(stop)
+    return run_id
+
+
+def run_id() -> str | None:
+    """The run id the warm parent carries (None: none is running)."""
+    return _current.get("run_id")
+
+
+def stop() -> None:
+    """Ends the warm parent (the workers it forked run on until their runner lets them go)."""
+    if not _current:
+        return
+    process = _current["process"]
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    shutil.rmtree(_current["directory"], ignore_errors=True)
+    os.environ.pop(SOCKET_ENV, None)
+    _current.clear()
+
+
+def attach() -> int | None:
+    """In a worker command: has the warm parent run Beam's harness in a child with this
+    process's environment and standard streams; returns the child's exit status, or None when
+    there is no parent to do it (the command then runs the harness itself)."""
+    path = os.environ.get(SOCKET_ENV)
+    if not path:
+        return None
+    connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        connection.connect(path)
+        payload = json.dumps({"env": dict(os.environ)}).encode("utf-8")
+        socket.send_fds(connection, [_HEADER.pack(len(payload))], [0, 1, 2])
+        connection.sendall(payload)
+        replies = connection.makefile("rb")
+        if replies.readline() != _STARTED:
+            return None  # the parent went away before forking
+        status = replies.readline()
+    except OSError:
+        return None
+    finally:
+        connection.close()
+    try:
+        return int(status)
+    except ValueError:
+        return 1  # the child died without a word (killed)
+
+
+def _receive(connection: socket.socket) -> tuple[dict, list[int]]:
+    header, fds, _, _ = socket.recv_fds(connection, _HEADER.size, 3)
+    if len(header) != _HEADER.size or len(fds) != 3:
+        for fd in fds:
+            os.close(fd)
+        raise OSError("not a worker command's request")
+    (length,) = _HEADER.unpack(header)
+    payload = b""
+    while len(payload) < length:
+        chunk = connection.recv(length - len(payload))
+        if not chunk:
+            raise OSError("the worker command went away")
+        payload += chunk
+    return json.loads(payload)["env"], fds
+
+
+def _exit_when_closed(connection: socket.socket) -> None:
+    """In a child: its command sends nothing more, so the end of the stream means it is gone."""
+    try:
+        connection.recv(1)
+    finally:
+        os._exit(1)  # pylint: disable=protected-access
+
+
+def _child(listener: socket.socket, connection: socket.socket, env: dict, fds: list[int], verbose: bool) -> None:
+    status = 1
+    try:
+        listener.close()
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        for target, fd in zip((0, 1, 2), fds):
+            os.dup2(fd, target)
+            os.close(fd)
+        os.environ.clear()
+        os.environ.update(env)
+        if verbose:
+            print(f"beam-etl: worker process {os.getpid()} forked from the warm parent {os.getppid()}",
+                  file=sys.stderr, flush=True)
+        connection.settimeout(None)
+        connection.sendall(_STARTED)
+        threading.Thread(target=_exit_when_closed, args=(connection,), name="beam_etl_command", daemon=True).start()
+        from beam_etl.beam import sdk_worker  # pylint: disable=import-outside-toplevel
+
+        status = sdk_worker.run_harness()
+        connection.sendall(f"{status}\n".encode("ascii"))
+    except BaseException:  # pylint: disable=broad-except  # told on the worker's stderr, as a cold one would
+        traceback.print_exc()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(status)  # pylint: disable=protected-access
+
+
+def serve(listen_fd: int, launcher_pid: int, verbose: bool) -> None:
+    """The warm parent: imports :data:`PRELOAD`, then forks a child per worker command until the
+    launcher stops it or is gone."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C is for the launcher and the workers
+    import importlib  # pylint: disable=import-outside-toplevel
+
+    for name in PRELOAD:
+        importlib.import_module(name)
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the system
+    listener = socket.socket(fileno=listen_fd)
+    listener.settimeout(_POLL_S)
+    while os.getppid() == launcher_pid:
+        try:
+            connection, _ = listener.accept()
+        except socket.timeout:
+            continue
+        try:
+            connection.settimeout(10)
+            env, fds = _receive(connection)
+        except (OSError, ValueError, KeyError):
+            connection.close()
+            continue
+        if threading.active_count() > 1:  # never fork a threaded process: the command runs cold
+            for fd in fds:
+                os.close(fd)
+            connection.close()
+            continue
+        if os.fork() == 0:
+            _child(listener, connection, env, fds, verbose)
+        for fd in fds:
+            os.close(fd)
+        connection.close()
+
+
+if __name__ == "__main__":
+    serve(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "1")

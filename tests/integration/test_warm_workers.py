@@ -1,0 +1,143 @@
+"""Worker processes forked from the warm parent: the protocol with a real parent process, its
+fallbacks, its ends when what started it is gone, and real multi-process runs through it and
+without it giving the same bytes."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from beam_etl.beam import launch, options, warm_workers
+from tests.support.jobs import output_files
+
+TREE = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TWO_WORKERS = ("--direct_running_mode", "multi_processing", "--direct_num_workers", "2")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def _wait_until_gone(pid: int, seconds: float = 20.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.fixture
+def parent():
+    run_id = warm_workers.start(verbose=True)
+    assert run_id and os.environ[warm_workers.SOCKET_ENV]
+    yield warm_workers._current["process"]  # pylint: disable=protected-access
+    warm_workers.stop()
+
+
+def test_without_a_parent_the_command_runs_the_harness_itself(monkeypatch):
+    monkeypatch.delenv(warm_workers.SOCKET_ENV, raising=False)
+    assert warm_workers.attach() is None
+
+
+def test_a_child_of_the_parent_runs_the_harness_with_this_process_s_streams_and_status(parent):
+    # No runner to connect to: Beam's harness fails at once, as it would in a cold worker.
+    env = {name: value for name, value in os.environ.items() if name != "CONTROL_API_SERVICE_DESCRIPTOR"}
+    done = subprocess.run([sys.executable, "-m", "beam_etl.beam.sdk_worker"], env={**env, "PYTHONPATH": TREE},
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 1
+    # The child wrote to the command's stderr: its line, then the harness's traceback.
+    forked = re.findall(r"worker process (\d+) forked from the warm parent (\d+)", done.stderr)
+    assert len(forked) == 1 and int(forked[0][1]) == parent.pid
+    assert "CONTROL_API_SERVICE_DESCRIPTOR" in done.stderr.split("forked from the warm parent")[1]
+    assert not _alive(int(forked[0][0]))
+
+
+def test_the_run_id_is_in_the_parent_s_environment_for_a_resume_to_see(parent):
+    with open(f"/proc/{parent.pid}/environ", "rb") as environ:
+        assert f"BEAM_ETL_RUN_ID={warm_workers.run_id()}".encode() in environ.read().split(b"\0")
+
+
+def test_once_stopped_there_is_no_parent_and_the_command_runs_cold(parent):
+    path = os.environ[warm_workers.SOCKET_ENV]
+    warm_workers.stop()
+    assert not _alive(parent.pid) and not os.path.exists(os.path.dirname(path))
+    os.environ[warm_workers.SOCKET_ENV] = path  # a command started before the stop still finds none
+    try:
+        assert warm_workers.attach() is None
+    finally:
+        del os.environ[warm_workers.SOCKET_ENV]
+
+
+def test_a_child_ends_when_its_command_is_killed(parent):
+    # A runner that never answers: the harness would wait for it; the command is killed instead.
+    env = {**os.environ, "PYTHONPATH": TREE, "CONTROL_API_SERVICE_DESCRIPTOR": 'url: "localhost:9"'}
+    command = subprocess.Popen([sys.executable, "-m", "beam_etl.beam.sdk_worker"], env=env,
+                               stderr=subprocess.PIPE, text=True)
+    child = int(re.search(r"worker process (\d+) forked", command.stderr.readline()).group(1))
+    time.sleep(1.0)
+    assert _alive(child) and command.poll() is None  # waiting for the runner, as its command is
+    command.kill()
+    command.wait()
+    assert _wait_until_gone(child)
+
+
+def test_the_parent_ends_when_its_launcher_is_gone(tmp_path):
+    script = ("import sys, time\nfrom beam_etl.beam import warm_workers\nwarm_workers.start()\n"
+              "print(warm_workers._current['process'].pid, flush=True)\ntime.sleep(600)\n")
+    launcher = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+                                env={**os.environ, "PYTHONPATH": TREE})
+    warm = int(launcher.stdout.readline())
+    assert _alive(warm)
+    launcher.send_signal(signal.SIGKILL)
+    launcher.wait()
+    assert _wait_until_gone(warm)
+
+
+def test_a_run_on_workers_forked_from_the_parent_writes_what_cold_workers_write(pets_dir, tmp_path):
+    flags = ["--oxford_pets", str(pets_dir), "--image_size", "40x32", "--num_shards", "2", *TWO_WORKERS]
+    done = subprocess.run([sys.executable, "-m", "pipelines.preprocess", *flags, "--output", str(tmp_path / "warm"),
+                           "--verbose"], env={**os.environ, "PYTHONPATH": TREE}, cwd=TREE,
+                          capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert len(re.findall(r"worker process \d+ forked from the warm parent", done.stderr)) == 2
+    # launch() alone starts no parent: its workers start cold.
+    assert warm_workers.SOCKET_ENV not in os.environ
+    config, pipeline_options = options.parse_args([*flags, "--output", str(tmp_path / "cold")])
+    launch.launch(config, pipeline_options)
+    assert output_files(tmp_path / "warm") == output_files(tmp_path / "cold")
+
+
+def test_a_run_in_this_process_stops_the_parent_it_did_not_need(pets_dir, tmp_path, monkeypatch):
+    from pipelines import preprocess  # pylint: disable=import-outside-toplevel
+
+    started, running = [], []
+    monkeypatch.setattr(warm_workers, "start", lambda real=warm_workers.start, **kw: started.append(real(**kw)))
+    # Right after the launcher has chosen how to run (few inputs: in this process).
+    monkeypatch.setattr(launch, "quiet_worker_start",
+                        lambda real=launch.quiet_worker_start: running.append(warm_workers.run_id()) or real())
+    preprocess.run(["--oxford_pets", str(pets_dir), "--image_size", "40x32", "--output", str(tmp_path / "o")])
+    assert started and started[0] and running == [None]
+
+
+@pytest.mark.parametrize("argv, starts", [
+    (["--oxford_pets", "d", "--output", "o"], True),
+    (["--oxford_pets", "d", "--output", "o", "--runner", "DirectRunner"], False),
+    (["--oxford_pets", "d", "--output", "o", "--runner=DataflowRunner"], False),
+    (["--oxford_pets", "d", "--output", "o", "--dask_local_workers", "2"], False),
+    (["--help"], False),
+])
+def test_only_a_run_that_may_start_local_workers_starts_a_parent(argv, starts):
+    from pipelines import preprocess  # pylint: disable=import-outside-toplevel
+
+    assert preprocess.may_start_local_workers(argv) == starts
