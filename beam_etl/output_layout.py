@@ -42,6 +42,9 @@ JOURNAL = f"{INCOMPLETE_DIR}/commit.json"  # the commit in progress: what moves 
 # Each input's outcome by content (beam_etl.beam.example_cache), kept across runs: not an output
 # file (no manifest lists it, verify and the ownership checks pass it by), and never deleted.
 CACHE_DIR = ".beam-etl-cache"
+# What the last local run knew of its inputs and of this output (beam_etl.beam.up_to_date), so
+# that the same command finds it up to date: not an output file either, and replaced by each run.
+UP_TO_DATE = ".beam-etl-up-to-date.json"
 
 SPLITS = ("train", "val", "test")
 _SHARD = re.compile(r"(train|val|test)-(\d{5})-of-(\d{5})\.tfrecord")

@@ -29,7 +29,7 @@ import signal
 import sys
 
 from beam_etl import failure_report, native_logs, quick_exit
-from beam_etl.beam import warm_workers  # standard library only: Beam loads in run(), after it starts
+from beam_etl.beam import up_to_date, warm_workers  # standard library only: Beam loads in run()
 
 # Loggers whose notes are not the user's business unless --verbose: dask.distributed's start-up
 # and shutdown; Beam's Dask runner's note on its partition size (repeated for every step); and
@@ -53,8 +53,14 @@ def may_start_local_workers(argv: list[str]) -> bool:
 
 def run(argv: list[str] | None = None, prog: str = "python -m pipelines.preprocess") -> dict | None:
     """Parses ``argv`` (default: the command line) and runs the job; returns the manifest (None
-    for a dry run, or a job submitted with ``--no_wait_until_finish``)."""
+    for a dry run, or a job submitted with ``--no_wait_until_finish``). A rerun that would
+    replace an output with the same files (:mod:`beam_etl.beam.up_to_date`) leaves it as it is
+    and returns its manifest, before Beam loads."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    current = up_to_date.check(argv)
+    if current is not None:
+        print(up_to_date.describe(current))
+        return current
     if may_start_local_workers(argv):
         warm_workers.start(verbose=native_logs.wants_verbose(argv))
     from beam_etl.beam import launch, options  # pylint: disable=import-outside-toplevel  # loads Beam
@@ -62,7 +68,7 @@ def run(argv: list[str] | None = None, prog: str = "python -m pipelines.preproce
     try:
         config, pipeline_options = options.parse_args(
             argv, prog=prog, description=__doc__.split("\n\n", maxsplit=1)[0])
-        return launch.launch(config, pipeline_options)
+        return launch.launch(config, pipeline_options, argv)
     finally:
         warm_workers.stop()
 

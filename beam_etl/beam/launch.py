@@ -18,7 +18,7 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
 from beam_etl.beam import (commit, crash, job_progress, lease, manifest, options, sdk_worker, sources,
-                           warm_workers)
+                           up_to_date, warm_workers)
 from beam_etl.beam.preprocess import Preprocess
 from beam_etl.config import JobConfig
 from beam_etl.progress import ProgressLine
@@ -194,10 +194,12 @@ def _refuse(error: Exception):
     sys.exit(2)
 
 
-def launch(config: JobConfig, pipeline_options: PipelineOptions) -> dict | None:
+def launch(config: JobConfig, pipeline_options: PipelineOptions, argv: list[str] | None = None) -> dict | None:
     """Runs the job to completion and returns the manifest (None for a dry run, or a job
     submitted with ``--no_wait_until_finish``). Exits with status 2, having touched nothing,
-    when a source or ``--output`` is not usable."""
+    when a source or ``--output`` is not usable. ``argv``, the command line it was parsed from:
+    a local run over local folders leaves the state by which the same command finds the output
+    up to date (:mod:`beam_etl.beam.up_to_date`)."""
     launch_options = pipeline_options.view_as(options.LaunchOptions)
     if options.is_dry_run(pipeline_options):  # builds the job; touches neither output nor sources
         with beam.Pipeline(options=pipeline_options) as pipeline:
@@ -238,6 +240,9 @@ def launch(config: JobConfig, pipeline_options: PipelineOptions) -> dict | None:
     except (ValueError, RuntimeError) as error:
         commit.abandon(config.output, holder.run_id)
         _refuse(error)
+    up_to_date.forget(config.output)
+    snapshot = (up_to_date.Snapshot(argv, config.output, sources.local_roots(config))
+                if argv is not None and config.use_cache and runs_here(pipeline_options) else None)
     cluster = None
     started = time.perf_counter()
     os.environ[lease.RUN_ENV] = holder.run_id  # for the processes the run starts (lease.is_resumable)
@@ -269,6 +274,8 @@ def launch(config: JobConfig, pipeline_options: PipelineOptions) -> dict | None:
         print(f"submitted to {runner_name(pipeline_options)}: the job commits {config.output} (and "
               "releases its lease) when it ends")
         return None
+    if snapshot is not None:
+        snapshot.record()
     written = manifest.read_manifest(config.output)
     print(summarize(written, seconds))
     return written

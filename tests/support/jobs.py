@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pathlib
 
-from beam_etl.output_layout import CACHE_DIR, CHANGES_FILE
+from beam_etl.output_layout import CACHE_DIR, CHANGES_FILE, UP_TO_DATE
 from pipelines import preprocess
 
 
@@ -18,11 +18,12 @@ def run_job(pets_dir, out, *extra) -> dict:
 # inputs and flags: the transform graph's files too, copied from the one template of the tests'
 # cache (beam_etl.beam.transform_template), its statistics in its assets. (What changed against
 # the output a run replaced is no part of what the run makes of its inputs.)
-_NOT_BYTE_STABLE = {"manifest.json", CHANGES_FILE}
+_NOT_BYTE_STABLE = {"manifest.json", CHANGES_FILE, UP_TO_DATE}
 
 
 def output_files(out: pathlib.Path) -> dict[str, bytes]:
-    """Every file of the output in ``out`` by name (not the cache of outcomes beside it)."""
+    """Every file of the output in ``out`` by name (not the cache of outcomes beside it, nor
+    what the up-to-date check keeps)."""
     return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*"))
             if p.is_file() and str(p.relative_to(out)) not in _NOT_BYTE_STABLE
             and not str(p.relative_to(out)).startswith(CACHE_DIR + "/")}

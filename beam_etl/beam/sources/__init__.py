@@ -23,6 +23,8 @@ Each source object has
   nothing, a table lacks a column); it reads no image;
 - optionally ``count_inputs(limit)``: how many inputs it holds, counting no further than
   ``limit`` (a listing; the job sizes its local workers by it);
+- optionally ``local_roots()``: the local folders all its inputs lie under, or None where
+  one is not local (:mod:`beam_etl.beam.up_to_date` snapshots them);
 - ``entries(pbegin, source_index)`` -> ``(entries, rejected)``: lists of PCollections, the
   entries ``(key, (source_index, tag, value))`` that :mod:`~beam_etl.beam.sources.pairing`
   groups into one :class:`~beam_etl.elements.SourceRecord` per key, and the
@@ -99,6 +101,18 @@ def count_inputs(config, limit: int) -> int | None:
         if total >= limit:
             break
     return total
+
+
+def local_roots(config) -> list[str] | None:
+    """The local folders every input of the run lies under; None when a source cannot name them
+    (a BigQuery table, a ``gs://`` glob)."""
+    roots = []
+    for source in sources_of(config):
+        source_roots = source.local_roots() if hasattr(source, "local_roots") else None
+        if source_roots is None or None in source_roots:
+            return None
+        roots.extend(source_roots)
+    return roots
 
 
 def check_sources(config, pipeline_options=None) -> None:

@@ -6,6 +6,7 @@ import dataclasses
 
 import apache_beam as beam
 
+from beam_etl.beam import up_to_date
 from beam_etl.beam.sources.pairing import IMAGE, MASK, MatchByStem, PairAndDedup, check_glob, count_matches, tag
 
 
@@ -24,6 +25,9 @@ class ReadImageMaskPairs(beam.PTransform):
 
     def count_inputs(self, limit: int) -> int:
         return count_matches(self._images_glob, limit)
+
+    def local_roots(self) -> list[str | None]:
+        return [up_to_date.root_of(self._images_glob), up_to_date.root_of(self._masks_glob)]
 
     def entries(self, pbegin, source: int = 0) -> tuple[list, list]:
         """The files as ``(stem, (source, tag, uri))``, before pairing; no rejections yet."""

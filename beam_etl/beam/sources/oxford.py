@@ -7,7 +7,7 @@ import posixpath
 
 import apache_beam as beam
 
-from beam_etl.beam import filesystem
+from beam_etl.beam import filesystem, up_to_date
 from beam_etl.beam.sources.pairing import IMAGE, MASK, META, MatchByStem, PairAndDedup, check_glob, count_matches, tag
 from beam_etl.splits import TRAINVAL
 
@@ -65,6 +65,10 @@ class ReadOxfordPets(beam.PTransform):
 
     def count_inputs(self, limit: int) -> int:
         return count_matches(self.images_glob, limit)
+
+    def local_roots(self) -> list[str | None]:
+        """The root: its images, masks and lists lie under it."""
+        return [up_to_date.local_path(self._root)]
 
     def list_files(self) -> list[tuple[str, str]]:
         """The list files the layout may have (read in the job, where present: building the job

@@ -1,0 +1,270 @@
+"""Whether ``--output`` already holds what its command would make, told before Beam loads.
+
+A rerun of the command that made an output, with ``--overwrite`` and nothing changed, would
+write the same files again (the cache of outcomes makes them the same bytes). This module
+answers that rerun at once, as ``make`` or DVC answer an up-to-date target: a local run that
+ends writes, beside its output, :data:`STATE` (``OUT/.beam-etl-up-to-date.json``): its command
+line (but ``--overwrite``), working directory and ``BEAM_ETL_*`` environment, a digest of the
+code that ran (the job's own sources, the Python and the installed distributions), and digests
+of two snapshots: the source folders' tree, taken before the run read a byte, and the output's
+tree once committed. A snapshot is the ``lstat`` of every file and folder under those folders:
+type, size, modification and change times in nanoseconds, inode.
+
+The rerun (:func:`check`) takes the same snapshots again and leaves the output as it is only
+when everything matches; anything else (a file added, removed, renamed, rewritten even with its
+old size and modification time put back, which moves its change time; a flag; the code; a
+``.incomplete/`` of another run) runs the job, which decodes only what its cache has not seen.
+A state is written only when every source is a local folder with no symbolic link under it,
+and no input changed in the :data:`SETTLE_SECONDS` before the snapshot: a file rewritten twice
+within one tick of the file system's clock, around the snapshot, would keep its times (git's
+"racily clean" entries), so a run over inputs that were just written leaves no state, and the
+next rerun runs the job. ``--no_cache`` runs the job whatever the state says.
+
+Standard library only: :func:`check` runs before Beam (or TensorFlow) is imported.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import stat
+import sys
+import sysconfig
+import time
+
+from beam_etl.output_layout import CACHE_DIR, INCOMPLETE_DIR, MANIFEST, UP_TO_DATE
+
+STATE = UP_TO_DATE
+FORMAT = 1
+SETTLE_SECONDS = 2.0  # inputs changed more recently than this before the snapshot: no state
+_ENV_PREFIX = "BEAM_ETL_"
+_NOT_COMPARED = ("--overwrite",)  # the rerun names it; the run that made the output may not have
+_PACKAGES = ("beam_etl", "pipelines", "beam_dask")  # the code that makes an output
+
+
+def _option(argv: list[str], flag: str) -> str | None:
+    """The value of ``flag`` in ``argv`` (``--flag V`` or ``--flag=V``; the last one given)."""
+    value = None
+    for index, arg in enumerate(argv):
+        if arg == flag and index + 1 < len(argv):
+            value = argv[index + 1]
+        elif arg.startswith(flag + "="):
+            value = arg[len(flag) + 1:]
+    return value
+
+
+def local_path(path: str) -> str | None:
+    """``path`` made absolute; None for one that is not on this machine (``gs://``)."""
+    if path.startswith("file://"):
+        path = path[len("file://"):]
+    elif "://" in path:
+        return None
+    return os.path.abspath(path)
+
+
+def root_of(pattern: str) -> str | None:
+    """The folder a glob's matches all lie under: its components before the first with a
+    wildcard (None for a path that is not local)."""
+    path = local_path(pattern)
+    if path is None:
+        return None
+    parts = path.split("/")
+    for index, part in enumerate(parts):
+        if any(c in part for c in "*?["):
+            return "/".join(parts[:index]) or "/"
+    return os.path.dirname(path)
+
+
+def _line(name: str, st: os.stat_result, times: bool = True) -> bytes:
+    when = f"{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}" if times else ""
+    return f"{name}\0{stat.S_IFMT(st.st_mode)}\0{when}\0{st.st_ino}\0{st.st_dev}\n".encode("utf-8", "surrogateescape")
+
+
+def tree_digest(root: str, *, skip: tuple[str, ...] = (), links_allowed: bool = False,
+                newest: list | None = None) -> str | None:
+    """SHA-256 of the ``lstat`` of ``root`` (and, for a link, of what it points to) and of every
+    entry under it, in name order, leaving out the top-level names in ``skip`` (and names that
+    start with one and a dot); None when ``root`` is missing, or holds a symbolic link and
+    ``links_allowed`` is false (what a link points to can change without a trace here).
+    ``newest``, a one-item list, gets the latest modification or change time seen, in
+    nanoseconds."""
+    digest = hashlib.sha256()
+    try:
+        top = os.lstat(root)
+        # Not the root's times: its entries say what they would (and the state is written in it).
+        digest.update(_line(".", top, times=False))
+        if stat.S_ISLNK(top.st_mode):
+            digest.update(_line("->", os.stat(root), times=False))
+    except OSError:
+        return None
+    latest = 0
+    pending = [("", root)]
+    while pending:
+        relative, folder = pending.pop()
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError:
+            return None
+        for entry in entries:
+            name = f"{relative}{entry.name}"
+            if not relative and any(entry.name == s or entry.name.startswith(s + ".") for s in skip):
+                continue
+            st = entry.stat(follow_symlinks=False)
+            if stat.S_ISLNK(st.st_mode) and not links_allowed:
+                return None
+            digest.update(_line(name, st))
+            latest = max(latest, st.st_mtime_ns, st.st_ctime_ns)
+            if stat.S_ISDIR(st.st_mode):
+                pending.append((name + "/", entry.path))
+    if newest is not None:
+        newest[0] = max(newest[0], latest)
+    return digest.hexdigest()
+
+
+def _package_files(package: str) -> list[str]:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return []
+    files = []
+    for location in spec.submodule_search_locations:
+        for folder, folders, names in os.walk(location):
+            folders[:] = sorted(f for f in folders if f != "__pycache__")
+            files.extend(os.path.join(folder, name) for name in sorted(names) if name.endswith(".py"))
+    return files
+
+
+def code_digest() -> str:
+    """SHA-256 of the Python that runs, the distributions installed in its environment, and the
+    source of the job's packages."""
+    digest = hashlib.sha256(f"{sys.version}\0{sys.prefix}\n".encode())
+    paths = sysconfig.get_paths()
+    for folder in sorted({paths["purelib"], paths["platlib"]}):
+        try:
+            names = sorted(n for n in os.listdir(folder) if n.endswith((".dist-info", ".egg-info", ".pth")))
+        except OSError:
+            continue
+        digest.update(f"{folder}\0{names}\n".encode("utf-8", "surrogateescape"))
+    for package in _PACKAGES:
+        for path in _package_files(package):
+            with open(path, "rb") as source:
+                digest.update(f"{path}\0".encode("utf-8", "surrogateescape") + hashlib.sha256(source.read()).digest())
+    return digest.hexdigest()
+
+
+def _command(argv: list[str]) -> dict:
+    return {"argv": [arg for arg in argv if arg not in _NOT_COMPARED], "cwd": os.getcwd(),
+            "environ": {k: v for k, v in sorted(os.environ.items()) if k.startswith(_ENV_PREFIX)}}
+
+
+def _checksum(state: dict) -> str:
+    body = {k: v for k, v in state.items() if k != "checksum"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def _inputs_digest(roots: list[str], newest: list | None = None) -> str | None:
+    digest = hashlib.sha256()
+    for root in roots:
+        tree = tree_digest(root, newest=newest)
+        if tree is None:
+            return None
+        digest.update(f"{root}\0{tree}\n".encode("utf-8", "surrogateescape"))
+    return digest.hexdigest()
+
+
+def _output_digest(output: str) -> str | None:
+    """None while a run holds the output (or a dead one left its lease)."""
+    if os.path.lexists(os.path.join(output, INCOMPLETE_DIR)):
+        return None
+    return tree_digest(output, skip=(STATE, CACHE_DIR), links_allowed=True)
+
+
+def read_state(output: str) -> dict | None:
+    """The state beside ``output``, or None (none, unreadable, or not matching its checksum)."""
+    try:
+        with open(os.path.join(output, STATE), encoding="utf-8") as file:
+            state = json.load(file)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(state, dict) or state.get("format") != FORMAT or state.get("checksum") != _checksum(state):
+        return None
+    return state
+
+
+def check(argv: list[str]) -> dict | None:
+    """The manifest of ``--output`` when ``argv`` asks to replace it (``--overwrite``) and it is
+    already what ``argv`` would make (see the module's docstring); otherwise None."""
+    output = _option(argv, "--output")
+    if "--overwrite" not in argv or "--no_cache" in argv or not output or local_path(output) is None:
+        return None
+    output = local_path(output)
+    state = read_state(output)
+    if state is None or state["command"] != _command(argv):
+        return None
+    if _output_digest(output) != state["output"] or _inputs_digest(state["roots"]) != state["inputs"]:
+        return None
+    if code_digest() != state["code"]:
+        return None
+    try:
+        with open(os.path.join(output, MANIFEST), encoding="utf-8") as file:
+            return json.load(file)
+    except (OSError, ValueError):
+        return None
+
+
+def describe(manifest: dict) -> str:
+    """What the command says when it leaves an up-to-date output as it is."""
+    return (f"beam-etl: {manifest['flags']['output']} is up to date: its inputs, flags and code have "
+            f"not changed since run {manifest.get('run_id', '?')} wrote it ({manifest['num_inputs']:,} inputs -> "
+            f"{manifest['num_written']:,} written, {manifest['num_rejected']:,} rejected); nothing to do "
+            "(--no_cache runs the job again).")
+
+
+def forget(output: str) -> None:
+    """Removes the state beside ``output`` (a run holds its lease: the output is about to change)."""
+    path = local_path(output)
+    if path is not None:
+        try:
+            os.remove(os.path.join(path, STATE))
+        except FileNotFoundError:
+            pass
+
+
+class Snapshot:
+    """The inputs' snapshot of a run about to start, written as the state once it has committed
+    (:meth:`record`). ``roots``: the source folders (None: a source that is not a local folder)."""
+
+    def __init__(self, argv: list[str], output: str, roots: list[str] | None):
+        self._output = local_path(output)
+        self._state = None
+        if self._output is None or roots is None:
+            return
+        roots = sorted({os.path.abspath(root) for root in roots})
+        started = time.time_ns()
+        newest = [0]
+        inputs = _inputs_digest(roots, newest)
+        if inputs is None or newest[0] >= started - int(SETTLE_SECONDS * 1e9):
+            return
+        self._state = {"format": FORMAT, "command": _command(argv), "roots": roots, "inputs": inputs,
+                       "code": code_digest()}
+
+    @property
+    def usable(self) -> bool:
+        return self._state is not None
+
+    def record(self) -> None:
+        """Writes the state beside the committed output (atomically: a crash leaves none)."""
+        if self._state is None:
+            return
+        output = _output_digest(self._output)
+        if output is None:
+            return
+        state = {**self._state, "output": output,
+                 "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        state["checksum"] = _checksum(state)
+        path = os.path.join(self._output, STATE)
+        partial = f"{path}.{os.getpid()}.partial"
+        with open(partial, "w", encoding="utf-8") as file:
+            json.dump(state, file, sort_keys=True)
+        os.replace(partial, path)

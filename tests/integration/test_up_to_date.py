@@ -1,0 +1,233 @@
+"""The same command again over unchanged inputs leaves the output as it is, before Beam loads;
+any change it could miss runs the job, which ends as a fresh run over the final inputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+
+import pytest
+
+from beam_etl.beam import up_to_date
+from beam_etl.loader import verify
+from beam_etl.output_layout import INCOMPLETE_DIR, LEASE, UP_TO_DATE
+from beam_etl.tools import sample_data
+from pipelines import preprocess
+from tests.support.jobs import comparable, output_files
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def settled(monkeypatch):
+    """Inputs count as settled at once (the tests write them moments before the run)."""
+    monkeypatch.setattr(up_to_date, "SETTLE_SECONDS", 0.0)
+
+
+@pytest.fixture
+def data(tmp_path):
+    root = tmp_path / "data"
+    sample_data.generate(str(root), num_images=14, seed=3)
+    return root
+
+
+def _argv(root, out, *extra):
+    return ["--images", str(root / "images" / "*.jpg"), "--masks", str(root / "annotations" / "trimaps" / "*.png"),
+            "--output", str(out), "--image_size", "40x32", "--num_shards", "2", *extra]
+
+
+def _run(root, out, *extra):
+    return preprocess.run(_argv(root, out, *extra))
+
+
+def _stats(out):
+    """Every file and folder of the output with its inode and times: what a run would change."""
+    return {str(p.relative_to(out)): (p.stat().st_ino, p.stat().st_mtime_ns, p.stat().st_ctime_ns)
+            for p in sorted(out.rglob("*"))}
+
+
+def _fresh_equal(root, out, tmp_path, *extra):
+    fresh_out = tmp_path / f"fresh{len(list(tmp_path.glob('fresh*')))}"
+    fresh = preprocess.run(_argv(root, fresh_out, *extra))  # a new folder: its cache is empty
+    assert output_files(out) == output_files(fresh_out)
+    assert comparable(json.loads((out / "manifest.json").read_text())) == comparable(fresh)
+
+
+def test_the_same_command_again_leaves_the_output_as_it_is(data, tmp_path, settled, decodes, capsys):
+    out = tmp_path / "out"
+    first = _run(data, out)
+    assert (out / UP_TO_DATE).is_file() and len(decodes) == 14
+    before = _stats(out)
+    decodes.clear()
+    capsys.readouterr()
+    again = _run(data, out, "--overwrite")
+    assert again == first and decodes == []
+    assert _stats(out) == before  # not a file rewritten, not even the state
+    said = capsys.readouterr().out
+    assert f"{out} is up to date" in said and first["run_id"] in said and "14 inputs -> 14 written" in said
+    # --no_cache runs the job whatever the state says; so does a command without --overwrite (refused).
+    third = _run(data, out, "--overwrite", "--no_cache")
+    assert third["run_id"] != first["run_id"] and len(decodes) == 14
+    with pytest.raises(SystemExit) as refused:
+        _run(data, out)
+    assert refused.value.code == 2
+
+
+def _rewrite_in_place(path, data_bytes):
+    """New content of the same size with the old modification time put back: what a copy that
+    keeps times (``cp -p``, ``rsync -t``) of another version of the file does."""
+    st = path.stat()
+    assert len(data_bytes) == st.st_size
+    path.write_bytes(data_bytes)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def _swap_mask_labels(root):
+    """Another version of one mask (its values 1 and 2 swapped), padded to the old size with a
+    PNG text chunk, its mtime put back."""
+    import zlib  # pylint: disable=import-outside-toplevel
+
+    import cv2  # pylint: disable=import-outside-toplevel
+    import numpy as np  # pylint: disable=import-outside-toplevel
+
+    path = sorted((root / "annotations" / "trimaps").glob("*.png"))[0]
+    mask = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    swapped = np.where(mask == 1, 2, np.where(mask == 2, 1, mask)).astype(mask.dtype)
+    encoded = min((cv2.imencode(".png", swapped, [cv2.IMWRITE_PNG_COMPRESSION, level])[1].tobytes()
+                   for level in range(10)), key=len)
+    pad = path.stat().st_size - len(encoded) - 12 - len(b"pad\0")
+    assert pad >= 0, "the new mask does not fit in the old one's size"
+    body = b"tEXt" + b"pad\0" + b"x" * pad
+    chunk = len(body[4:]).to_bytes(4, "big") + body + zlib.crc32(body).to_bytes(4, "big")
+    iend = encoded.rindex(b"IEND") - 4
+    _rewrite_in_place(path, encoded[:iend] + chunk + encoded[iend:])
+
+
+def _add_pair(root):
+    image = sorted((root / "images").glob("*.jpg"))[0]
+    shutil.copy(image, root / "images" / "zz_new.jpg")
+    shutil.copy(root / "annotations" / "trimaps" / f"{image.stem}.png", root / "annotations" / "trimaps" / "zz_new.png")
+
+
+def _remove_pair(root):
+    image = sorted((root / "images").glob("*.jpg"))[-1]
+    image.unlink()
+    (root / "annotations" / "trimaps" / f"{image.stem}.png").unlink()
+
+
+def _rename_image(root):
+    image = sorted((root / "images").glob("*.jpg"))[-1]
+    image.rename(image.with_name("renamed.jpg"))
+
+
+CHANGES = {
+    "a mask rewritten with its size and mtime kept": (_swap_mask_labels, 1),
+    "a pair added": (_add_pair, 1),
+    "a pair removed": (_remove_pair, 0),
+    "an image renamed (now two inputs, each missing a file)": (_rename_image, 0),
+}
+
+
+@pytest.mark.parametrize("change", sorted(CHANGES))
+def test_a_changed_input_runs_the_job_and_ends_as_a_fresh_run(change, data, tmp_path, settled, decodes):
+    out = tmp_path / "out"
+    first = _run(data, out)
+    make_change, new_decodes = CHANGES[change]
+    make_change(data)
+    decodes.clear()
+    again = _run(data, out, "--overwrite")
+    assert again["run_id"] != first["run_id"] and len(decodes) == new_decodes  # the rest from the cache
+    _fresh_equal(data, out, tmp_path)
+    assert verify.verify(str(out)) == {}
+
+
+def test_an_output_file_rewritten_in_place_is_made_again(data, tmp_path, settled):
+    out = tmp_path / "out"
+    first = _run(data, out)
+    shard = sorted(out.glob("train-*.tfrecord"))[0]
+    tampered = bytearray(shard.read_bytes())
+    tampered[len(tampered) // 2] ^= 0xFF
+    _rewrite_in_place(shard, bytes(tampered))
+    assert shard.name in verify.verify(str(out))
+    again = _run(data, out, "--overwrite")
+    assert again["run_id"] != first["run_id"] and verify.verify(str(out)) == {}
+
+
+def test_a_flag_the_environment_the_folder_or_a_dead_run_s_lease_runs_the_job(data, tmp_path, settled, monkeypatch):
+    out = tmp_path / "out"
+    run_ids = [_run(data, out)["run_id"]]
+    run_ids.append(_run(data, out, "--overwrite", "--seed", "1")["run_id"])  # another command
+    monkeypatch.setenv("BEAM_ETL_SOMETHING", "1")  # the job's environment
+    run_ids.append(_run(data, out, "--overwrite", "--seed", "1")["run_id"])
+    assert _run(data, out, "--overwrite", "--seed", "1")["run_id"] == run_ids[-1]  # now up to date
+    monkeypatch.chdir(tmp_path)  # the same absolute paths from another folder
+    run_ids.append(_run(data, out, "--overwrite", "--seed", "1")["run_id"])
+    # A lease left in the output (a run that died, or one running now) is the job's to judge.
+    (out / INCOMPLETE_DIR).mkdir()
+    (out / LEASE).write_text(json.dumps({"run_id": "0" * 32, "host": "elsewhere", "pid": 1, "process_start": "",
+                                                   "started": time.time()}))
+    with pytest.raises(SystemExit):
+        _run(data, out, "--overwrite", "--seed", "1")  # held by a live run elsewhere: refused, not "up to date"
+    assert len(set(run_ids)) == len(run_ids) == 4
+
+
+def test_inputs_changed_moments_before_the_run_leave_no_state(data, tmp_path, monkeypatch, decodes):
+    """A file rewritten twice in one tick of the file system's clock keeps its times: a run over
+    inputs that changed within SETTLE_SECONDS does not vouch for them, and the next runs the job."""
+    monkeypatch.setattr(up_to_date, "SETTLE_SECONDS", 3600.0)
+    out = tmp_path / "out"
+    first = _run(data, out)
+    assert not (out / UP_TO_DATE).exists()
+    decodes.clear()
+    again = _run(data, out, "--overwrite")
+    assert again["run_id"] != first["run_id"] and decodes == []  # run, from the cache
+
+
+def test_a_damaged_state_is_not_believed(data, tmp_path, settled):
+    out = tmp_path / "out"
+    first = _run(data, out)
+    state = json.loads((out / UP_TO_DATE).read_text())
+    state["inputs"] = "0" * 64  # any edit breaks the checksum; so does a partial file
+    (out / UP_TO_DATE).write_text(json.dumps(state))
+    assert up_to_date.read_state(str(out)) is None
+    assert _run(data, out, "--overwrite")["run_id"] != first["run_id"]
+    (out / UP_TO_DATE).write_text((out / UP_TO_DATE).read_text()[:40])
+    assert up_to_date.read_state(str(out)) is None
+
+
+def test_a_symbolic_link_among_the_inputs_leaves_no_state(data, tmp_path, settled):
+    """What a link points to can change without a trace in the folder: no state is written."""
+    elsewhere = tmp_path / "elsewhere.jpg"
+    image = sorted((data / "images").glob("*.jpg"))[0]
+    shutil.move(image, elsewhere)
+    image.symlink_to(elsewhere)
+    out = tmp_path / "out"
+    _run(data, out)
+    assert (out / "manifest.json").is_file() and not (out / UP_TO_DATE).exists()
+
+
+def test_the_code_digest_follows_the_job_s_sources(tmp_path, monkeypatch):
+    package = tmp_path / "somepkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("X = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(up_to_date, "_PACKAGES", ("somepkg",))
+    first = up_to_date.code_digest()
+    assert up_to_date.code_digest() == first
+    (package / "__init__.py").write_text("X = 2\n")
+    assert up_to_date.code_digest() != first
+    assert sys.modules.get("somepkg") is None  # read, not imported
+
+
+@pytest.mark.parametrize("pattern, root", [
+    ("/data/images/*.jpg", "/data/images"),
+    ("/data/*/x.jpg", "/data"),
+    ("/data/im[ab]/**/*.png", "/data"),
+    ("file:///data/a.png", "/data"),
+    ("gs://bucket/images/*.jpg", None),
+])
+def test_the_folder_a_glob_lies_under(pattern, root):
+    assert up_to_date.root_of(pattern) == root
