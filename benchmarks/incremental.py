@@ -3,7 +3,9 @@
     python -m benchmarks.incremental --num_images 7390 --rounds 2
 
 Each round, on the first 90% of the pairs: a fresh run (empty output, empty cache); the same
-command again with ``--overwrite`` (nothing new); a run into another folder killed (SIGKILL to
+command again with ``--overwrite`` (nothing new: the output is found up to date,
+``beam_etl.beam.up_to_date``); the same after one input's modification time changed (the job
+runs, every outcome from its cache); a run into another folder killed (SIGKILL to
 its process group, as a machine dies) once half of the inputs are in its cache, then the same
 command again (the resume); then the whole set with ``--overwrite`` (10% new inputs). Every
 run is the README's command (no runner flags, statistics on) in a fresh process, timed from
@@ -21,6 +23,7 @@ import sys
 import tempfile
 import time
 
+from beam_etl.beam import up_to_date
 from beam_etl.output_layout import CACHE_DIR
 from benchmarks.common import ensure_dataset, subset_dir
 
@@ -32,12 +35,16 @@ def _command(directory: str, output: str, *extra: str) -> list[str]:
             "--masks", f"{directory}/masks/*.png", "--output", output, "--image_size", "128", *extra]
 
 
-def run_job(directory: str, output: str, *extra: str) -> float:
+def run_job(directory: str, output: str, *extra: str, up_to_date_expected: bool = False) -> float:
+    """Seconds the job ran; fails unless it found the output up to date exactly when expected."""
     os.sync()
     started = time.perf_counter()
-    subprocess.run(_command(directory, output, *extra), cwd=TREE, check=True, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": TREE})
-    return time.perf_counter() - started
+    done = subprocess.run(_command(directory, output, *extra), cwd=TREE, check=True, stdout=subprocess.PIPE,
+                          stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": TREE}, text=True)
+    seconds = time.perf_counter() - started
+    if ("is up to date" in done.stdout) != up_to_date_expected:
+        raise RuntimeError(f"expected {'an' if up_to_date_expected else 'no'} up-to-date output:\n{done.stdout}")
+    return seconds
 
 
 def _cached(output: str) -> int:
@@ -73,7 +80,8 @@ def main(argv=None) -> dict:
     os.makedirs(args.work)
     first = int(len(records) * 0.9)
     directory = subset_dir(records[:first], os.path.join(args.work, "inputs"))
-    walls = {"fresh": [], "nothing new": [], "resumed (killed half way)": [], "10% new": []}
+    touched = "nothing new, one input's times changed"
+    walls = {"fresh": [], "nothing new": [], touched: [], "resumed (killed half way)": [], "10% new": []}
     killed_after = []
     for round_ in range(args.rounds):
         output = os.path.join(args.work, f"out{round_}")
@@ -83,8 +91,12 @@ def main(argv=None) -> dict:
                                                                        else record.mask_uri))
                 if os.path.lexists(path):
                     os.remove(path)
+        time.sleep(up_to_date.SETTLE_SECONDS)  # inputs that settled, as a dataset's have
         walls["fresh"].append(run_job(directory, output))
-        walls["nothing new"].append(run_job(directory, output, "--overwrite"))
+        walls["nothing new"].append(run_job(directory, output, "--overwrite", up_to_date_expected=True))
+        os.utime(os.path.join(directory, "images", os.listdir(os.path.join(directory, "images"))[0]),
+                 follow_symlinks=False)  # the run cannot vouch for the folder: the job runs, on its cache
+        walls[touched].append(run_job(directory, output, "--overwrite"))
         killed = os.path.join(args.work, f"killed{round_}")
         killed_after.append(kill_half_way(directory, killed, first))
         walls["resumed (killed half way)"].append(run_job(directory, killed))

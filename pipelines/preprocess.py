@@ -61,6 +61,7 @@ def run(argv: list[str] | None = None, prog: str = "python -m pipelines.preproce
     if current is not None:
         print(up_to_date.describe(current))
         return current
+    command_line = up_to_date.command_line(argv)  # before the job sets variables of its own
     if may_start_local_workers(argv):
         warm_workers.start(verbose=native_logs.wants_verbose(argv))
     from beam_etl.beam import launch, options  # pylint: disable=import-outside-toplevel  # loads Beam
@@ -68,7 +69,7 @@ def run(argv: list[str] | None = None, prog: str = "python -m pipelines.preproce
     try:
         config, pipeline_options = options.parse_args(
             argv, prog=prog, description=__doc__.split("\n\n", maxsplit=1)[0])
-        return launch.launch(config, pipeline_options, argv)
+        return launch.launch(config, pipeline_options, command_line)
     finally:
         warm_workers.stop()
 

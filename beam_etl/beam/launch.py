@@ -194,12 +194,12 @@ def _refuse(error: Exception):
     sys.exit(2)
 
 
-def launch(config: JobConfig, pipeline_options: PipelineOptions, argv: list[str] | None = None) -> dict | None:
+def launch(config: JobConfig, pipeline_options: PipelineOptions, command_line: dict | None = None) -> dict | None:
     """Runs the job to completion and returns the manifest (None for a dry run, or a job
     submitted with ``--no_wait_until_finish``). Exits with status 2, having touched nothing,
-    when a source or ``--output`` is not usable. ``argv``, the command line it was parsed from:
-    a local run over local folders leaves the state by which the same command finds the output
-    up to date (:mod:`beam_etl.beam.up_to_date`)."""
+    when a source or ``--output`` is not usable. ``command_line``, the command it was parsed
+    from (:func:`up_to_date.command_line`): a local run over local folders leaves the state by
+    which the same command finds the output up to date (:mod:`beam_etl.beam.up_to_date`)."""
     launch_options = pipeline_options.view_as(options.LaunchOptions)
     if options.is_dry_run(pipeline_options):  # builds the job; touches neither output nor sources
         with beam.Pipeline(options=pipeline_options) as pipeline:
@@ -241,8 +241,8 @@ def launch(config: JobConfig, pipeline_options: PipelineOptions, argv: list[str]
         commit.abandon(config.output, holder.run_id)
         _refuse(error)
     up_to_date.forget(config.output)
-    snapshot = (up_to_date.Snapshot(argv, config.output, sources.local_roots(config))
-                if argv is not None and config.use_cache and runs_here(pipeline_options) else None)
+    snapshot = (up_to_date.Snapshot(command_line, config.output, sources.local_roots(config))
+                if command_line is not None and config.use_cache and runs_here(pipeline_options) else None)
     cluster = None
     started = time.perf_counter()
     os.environ[lease.RUN_ENV] = holder.run_id  # for the processes the run starts (lease.is_resumable)

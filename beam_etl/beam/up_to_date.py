@@ -14,8 +14,8 @@ The rerun (:func:`check`) takes the same snapshots again and leaves the output a
 when everything matches; anything else (a file added, removed, renamed, rewritten even with its
 old size and modification time put back, which moves its change time; a flag; the code; a
 ``.incomplete/`` of another run) runs the job, which decodes only what its cache has not seen.
-A state is written only when every source is a local folder with no symbolic link under it,
-and no input changed in the :data:`SETTLE_SECONDS` before the snapshot: a file rewritten twice
+A state is written only when every source is a local folder (links to files are followed; a
+link to a folder under it leaves no state), and no input changed in the :data:`SETTLE_SECONDS` before the snapshot: a file rewritten twice
 within one tick of the file system's clock, around the snapshot, would keep its times (git's
 "racily clean" entries), so a run over inputs that were just written leaves no state, and the
 next rerun runs the job. ``--no_cache`` runs the job whatever the state says.
@@ -86,8 +86,9 @@ def tree_digest(root: str, *, skip: tuple[str, ...] = (), links_allowed: bool = 
                 newest: list | None = None) -> str | None:
     """SHA-256 of the ``lstat`` of ``root`` (and, for a link, of what it points to) and of every
     entry under it, in name order, leaving out the top-level names in ``skip`` (and names that
-    start with one and a dot); None when ``root`` is missing, or holds a symbolic link and
-    ``links_allowed`` is false (what a link points to can change without a trace here).
+    start with one and a dot). Unless ``links_allowed``, a symbolic link to a file adds what
+    it points to (a file elsewhere can change without a trace here), and one to a folder makes
+    the answer None, as a missing ``root`` does.
     ``newest``, a one-item list, gets the latest modification or change time seen, in
     nanoseconds."""
     digest = hashlib.sha256()
@@ -112,10 +113,18 @@ def tree_digest(root: str, *, skip: tuple[str, ...] = (), links_allowed: bool = 
             if not relative and any(entry.name == s or entry.name.startswith(s + ".") for s in skip):
                 continue
             st = entry.stat(follow_symlinks=False)
-            if stat.S_ISLNK(st.st_mode) and not links_allowed:
-                return None
             digest.update(_line(name, st))
             latest = max(latest, st.st_mtime_ns, st.st_ctime_ns)
+            if stat.S_ISLNK(st.st_mode) and not links_allowed:
+                try:
+                    target = os.stat(entry.path)
+                except OSError:  # a broken link: what it points to may appear
+                    digest.update(f"{name}\0->\0missing\n".encode("utf-8", "surrogateescape"))
+                    continue
+                if stat.S_ISDIR(target.st_mode):
+                    return None
+                digest.update(_line(f"{name}\0->", target))
+                latest = max(latest, target.st_mtime_ns, target.st_ctime_ns)
             if stat.S_ISDIR(st.st_mode):
                 pending.append((name + "/", entry.path))
     if newest is not None:
@@ -153,7 +162,10 @@ def code_digest() -> str:
     return digest.hexdigest()
 
 
-def _command(argv: list[str]) -> dict:
+def command_line(argv: list[str]) -> dict:
+    """What the state records of a command: ``argv`` (but ``--overwrite``), the working folder
+    and the ``BEAM_ETL_*`` environment, taken as the command starts (the job sets some of its
+    own later)."""
     return {"argv": [arg for arg in argv if arg not in _NOT_COMPARED], "cwd": os.getcwd(),
             "environ": {k: v for k, v in sorted(os.environ.items()) if k.startswith(_ENV_PREFIX)}}
 
@@ -200,7 +212,7 @@ def check(argv: list[str]) -> dict | None:
         return None
     output = local_path(output)
     state = read_state(output)
-    if state is None or state["command"] != _command(argv):
+    if state is None or state["command"] != command_line(argv):
         return None
     if _output_digest(output) != state["output"] or _inputs_digest(state["roots"]) != state["inputs"]:
         return None
@@ -233,9 +245,10 @@ def forget(output: str) -> None:
 
 class Snapshot:
     """The inputs' snapshot of a run about to start, written as the state once it has committed
-    (:meth:`record`). ``roots``: the source folders (None: a source that is not a local folder)."""
+    (:meth:`record`). ``command``: :func:`command_line`; ``roots``: the source folders (None: a
+    source that is not a local folder)."""
 
-    def __init__(self, argv: list[str], output: str, roots: list[str] | None):
+    def __init__(self, command: dict, output: str, roots: list[str] | None):
         self._output = local_path(output)
         self._state = None
         if self._output is None or roots is None:
@@ -246,7 +259,7 @@ class Snapshot:
         inputs = _inputs_digest(roots, newest)
         if inputs is None or newest[0] >= started - int(SETTLE_SECONDS * 1e9):
             return
-        self._state = {"format": FORMAT, "command": _command(argv), "roots": roots, "inputs": inputs,
+        self._state = {"format": FORMAT, "command": command, "roots": roots, "inputs": inputs,
                        "code": code_digest()}
 
     @property

@@ -76,6 +76,15 @@ def test_the_same_command_again_leaves_the_output_as_it_is(data, tmp_path, settl
     assert refused.value.code == 2
 
 
+def test_a_run_on_worker_processes_is_found_up_to_date_too(data, tmp_path, settled):
+    """The warm parent of the workers and the run set BEAM_ETL_ variables of their own: the
+    state records the environment the command started with."""
+    out = tmp_path / "out"
+    workers = ("--direct_running_mode", "multi_processing", "--direct_num_workers", "2")
+    first = _run(data, out, *workers)
+    assert _run(data, out, "--overwrite", *workers) == first
+
+
 def _rewrite_in_place(path, data_bytes):
     """New content of the same size with the old modification time put back: what a copy that
     keeps times (``cp -p``, ``rsync -t``) of another version of the file does."""
@@ -198,15 +207,27 @@ def test_a_damaged_state_is_not_believed(data, tmp_path, settled):
     assert up_to_date.read_state(str(out)) is None
 
 
-def test_a_symbolic_link_among_the_inputs_leaves_no_state(data, tmp_path, settled):
-    """What a link points to can change without a trace in the folder: no state is written."""
+def test_an_input_that_is_a_link_is_followed_and_a_linked_folder_leaves_no_state(data, tmp_path, settled):
+    """What a link points to can change without a trace in the source folder: the snapshot
+    takes in a linked file, and a linked folder (a tree elsewhere) leaves no state."""
     elsewhere = tmp_path / "elsewhere.jpg"
     image = sorted((data / "images").glob("*.jpg"))[0]
     shutil.move(image, elsewhere)
     image.symlink_to(elsewhere)
     out = tmp_path / "out"
-    _run(data, out)
-    assert (out / "manifest.json").is_file() and not (out / UP_TO_DATE).exists()
+    first = _run(data, out)
+    assert _run(data, out, "--overwrite")["run_id"] == first["run_id"]  # up to date
+    _rewrite_in_place(elsewhere, bytes(reversed(elsewhere.read_bytes())))  # no longer a JPEG
+    again = _run(data, out, "--overwrite")
+    assert again["run_id"] != first["run_id"] and again["num_rejected"] == first["num_rejected"] + 1
+    linked = tmp_path / "linked"
+    (data / "images").rename(linked)
+    (data / "images").symlink_to(linked, target_is_directory=True)
+    folder_out = tmp_path / "out2"  # --oxford_pets: the images folder under its root is a link
+    preprocess.run(["--oxford_pets", str(data), "--output", str(folder_out), "--image_size", "40x32"])
+    assert (folder_out / "manifest.json").is_file() and not (folder_out / UP_TO_DATE).exists()
+    _run(data, out, "--overwrite")  # --images: a glob's own folder may be a link (it is followed)
+    assert (out / UP_TO_DATE).is_file()
 
 
 def test_the_code_digest_follows_the_job_s_sources(tmp_path, monkeypatch):
