@@ -43,7 +43,7 @@ JOURNAL = f"{INCOMPLETE_DIR}/commit.json"  # the commit in progress: what moves 
 # file (no manifest lists it, verify and the ownership checks pass it by), and never deleted.
 CACHE_DIR = ".beam-etl-cache"
 # What the last local run knew of its inputs and of this output (beam_etl.beam.up_to_date), so
-# that the same command finds it up to date: not an output file either, and replaced by each run.
+# that the same command finds it up to date: not an output file either; a run that ends replaces it.
 UP_TO_DATE = ".beam-etl-up-to-date.json"
 
 SPLITS = ("train", "val", "test")

@@ -240,7 +240,6 @@ def launch(config: JobConfig, pipeline_options: PipelineOptions, command_line: d
     except (ValueError, RuntimeError) as error:
         commit.abandon(config.output, holder.run_id)
         _refuse(error)
-    up_to_date.forget(config.output)
     snapshot = (up_to_date.Snapshot(command_line, config.output, sources.local_roots(config))
                 if command_line is not None and config.use_cache and runs_here(pipeline_options) else None)
     cluster = None
@@ -275,7 +274,7 @@ def launch(config: JobConfig, pipeline_options: PipelineOptions, command_line: d
               "releases its lease) when it ends")
         return None
     if snapshot is not None:
-        snapshot.record()
+        snapshot.record(holder.run_id)
     written = manifest.read_manifest(config.output)
     print(summarize(written, seconds))
     return written

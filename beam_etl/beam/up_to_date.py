@@ -61,6 +61,8 @@ def local_path(path: str) -> str | None:
         path = path[len("file://"):]
     elif "://" in path:
         return None
+    if ".." in path.split("/"):  # the OS resolves it after any link, os.path.abspath before
+        return None
     return os.path.abspath(path)
 
 
@@ -112,7 +114,10 @@ def tree_digest(root: str, *, skip: tuple[str, ...] = (), links_allowed: bool = 
             name = f"{relative}{entry.name}"
             if not relative and any(entry.name == s or entry.name.startswith(s + ".") for s in skip):
                 continue
-            st = entry.stat(follow_symlinks=False)
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError:  # gone meanwhile: the folder is changing
+                return None
             digest.update(_line(name, st))
             latest = max(latest, st.st_mtime_ns, st.st_ctime_ns)
             if stat.S_ISLNK(st.st_mode) and not links_allowed:
@@ -233,16 +238,6 @@ def describe(manifest: dict) -> str:
             "(--no_cache runs the job again).")
 
 
-def forget(output: str) -> None:
-    """Removes the state beside ``output`` (a run holds its lease: the output is about to change)."""
-    path = local_path(output)
-    if path is not None:
-        try:
-            os.remove(os.path.join(path, STATE))
-        except FileNotFoundError:
-            pass
-
-
 class Snapshot:
     """The inputs' snapshot of a run about to start, written as the state once it has committed
     (:meth:`record`). ``command``: :func:`command_line`; ``roots``: the source folders (None: a
@@ -266,12 +261,19 @@ class Snapshot:
     def usable(self) -> bool:
         return self._state is not None
 
-    def record(self) -> None:
-        """Writes the state beside the committed output (atomically: a crash leaves none)."""
+    def record(self, run_id: str) -> None:
+        """Writes the state beside the output run ``run_id`` committed (atomically: a crash
+        leaves none); none once another run has taken the output (its lease, or its manifest,
+        seen after the snapshot)."""
         if self._state is None:
             return
         output = _output_digest(self._output)
-        if output is None:
+        try:
+            with open(os.path.join(self._output, MANIFEST), encoding="utf-8") as file:
+                committed_by = json.load(file).get("run_id")
+        except (OSError, ValueError):
+            return
+        if output is None or committed_by != run_id:
             return
         state = {**self._state, "output": output,
                  "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}

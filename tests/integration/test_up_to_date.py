@@ -249,6 +249,7 @@ def test_the_code_digest_follows_the_job_s_sources(tmp_path, monkeypatch):
     ("/data/im[ab]/**/*.png", "/data"),
     ("file:///data/a.png", "/data"),
     ("gs://bucket/images/*.jpg", None),
+    ("/data/link/../other/*.jpg", None),  # after a link, ".." is not where os.path.abspath says
 ])
 def test_the_folder_a_glob_lies_under(pattern, root):
     assert up_to_date.root_of(pattern) == root
