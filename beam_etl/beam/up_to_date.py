@@ -3,7 +3,7 @@
 A rerun of the command that made an output, with ``--overwrite`` and nothing changed, would
 write the same files again (the cache of outcomes makes them the same bytes). This module
 answers that rerun at once, as ``make`` or DVC answer an up-to-date target: a local run that
-ends writes, beside its output, :data:`STATE` (``OUT/.beam-etl-up-to-date.json``): its command
+ends writes, beside its output, :data:`~beam_etl.output_layout.UP_TO_DATE` (``OUT/.beam-etl-up-to-date.json``): its command
 line (but ``--overwrite``), working directory and ``BEAM_ETL_*`` environment, a digest of the
 code that ran (the job's own sources, the Python and the installed distributions), and digests
 of two snapshots: the source folders' tree, taken before the run read a byte, and the output's
@@ -15,10 +15,10 @@ when everything matches; anything else (a file added, removed, renamed, rewritte
 old size and modification time put back, which moves its change time; a flag; the code; a
 ``.incomplete/`` of another run) runs the job, which decodes only what its cache has not seen.
 A state is written only when every source is a local folder (links to files are followed; a
-link to a folder under it leaves no state), and no input changed in the :data:`SETTLE_SECONDS` before the snapshot: a file rewritten twice
-within one tick of the file system's clock, around the snapshot, would keep its times (git's
-"racily clean" entries), so a run over inputs that were just written leaves no state, and the
-next rerun runs the job. ``--no_cache`` runs the job whatever the state says.
+link to a folder under it leaves no state), and no input changed in the :data:`SETTLE_SECONDS`
+before the snapshot: a file rewritten twice within one tick of the file system's clock, around
+the snapshot, would keep its times (git's "racily clean" entries), so a run over inputs that
+were just written leaves no state, and the next rerun runs the job. ``--no_cache`` runs the job whatever the state says.
 
 Standard library only: :func:`check` runs before Beam (or TensorFlow) is imported.
 """
@@ -34,9 +34,8 @@ import sys
 import sysconfig
 import time
 
-from beam_etl.output_layout import CACHE_DIR, INCOMPLETE_DIR, MANIFEST, UP_TO_DATE
+from beam_etl.output_layout import CACHE_DIR, INCOMPLETE_DIR, MANIFEST, UP_TO_DATE, parse_manifest
 
-STATE = UP_TO_DATE
 FORMAT = 1
 SETTLE_SECONDS = 2.0  # inputs changed more recently than this before the snapshot: no state
 _ENV_PREFIX = "BEAM_ETL_"
@@ -194,13 +193,22 @@ def _output_digest(output: str) -> str | None:
     """None while a run holds the output (or a dead one left its lease)."""
     if os.path.lexists(os.path.join(output, INCOMPLETE_DIR)):
         return None
-    return tree_digest(output, skip=(STATE, CACHE_DIR), links_allowed=True)
+    return tree_digest(output, skip=(UP_TO_DATE, CACHE_DIR), links_allowed=True)
+
+
+def _manifest(output: str) -> dict | None:
+    path = os.path.join(output, MANIFEST)
+    try:
+        with open(path, "rb") as file:
+            return parse_manifest(file.read(), path)
+    except (OSError, ValueError):
+        return None
 
 
 def read_state(output: str) -> dict | None:
     """The state beside ``output``, or None (none, unreadable, or not matching its checksum)."""
     try:
-        with open(os.path.join(output, STATE), encoding="utf-8") as file:
+        with open(os.path.join(output, UP_TO_DATE), encoding="utf-8") as file:
             state = json.load(file)
     except (OSError, ValueError):
         return None
@@ -213,9 +221,9 @@ def check(argv: list[str]) -> dict | None:
     """The manifest of ``--output`` when ``argv`` asks to replace it (``--overwrite``) and it is
     already what ``argv`` would make (see the module's docstring); otherwise None."""
     output = _option(argv, "--output")
-    if "--overwrite" not in argv or "--no_cache" in argv or not output or local_path(output) is None:
+    output = local_path(output) if output else None
+    if "--overwrite" not in argv or "--no_cache" in argv or output is None:
         return None
-    output = local_path(output)
     state = read_state(output)
     if state is None or state["command"] != command_line(argv):
         return None
@@ -223,11 +231,7 @@ def check(argv: list[str]) -> dict | None:
         return None
     if code_digest() != state["code"]:
         return None
-    try:
-        with open(os.path.join(output, MANIFEST), encoding="utf-8") as file:
-            return json.load(file)
-    except (OSError, ValueError):
-        return None
+    return _manifest(output)
 
 
 def describe(manifest: dict) -> str:
@@ -257,10 +261,6 @@ class Snapshot:
         self._state = {"format": FORMAT, "command": command, "roots": roots, "inputs": inputs,
                        "code": code_digest()}
 
-    @property
-    def usable(self) -> bool:
-        return self._state is not None
-
     def record(self, run_id: str) -> None:
         """Writes the state beside the output run ``run_id`` committed (atomically: a crash
         leaves none); none once another run has taken the output (its lease, or its manifest,
@@ -268,17 +268,13 @@ class Snapshot:
         if self._state is None:
             return
         output = _output_digest(self._output)
-        try:
-            with open(os.path.join(self._output, MANIFEST), encoding="utf-8") as file:
-                committed_by = json.load(file).get("run_id")
-        except (OSError, ValueError):
-            return
-        if output is None or committed_by != run_id:
+        committed = _manifest(self._output)
+        if output is None or committed is None or committed.get("run_id") != run_id:
             return
         state = {**self._state, "output": output,
                  "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         state["checksum"] = _checksum(state)
-        path = os.path.join(self._output, STATE)
+        path = os.path.join(self._output, UP_TO_DATE)
         partial = f"{path}.{os.getpid()}.partial"
         with open(partial, "w", encoding="utf-8") as file:
             json.dump(state, file, sort_keys=True)
