@@ -54,10 +54,19 @@ def compare(old: str, new: str) -> tuple[lineage.Changes, list[str]]:
     old_manifest, old_index = read_index(old)
     new_manifest, new_index = read_index(new)
     notes = []
-    if old_manifest["lineage"]["chain_version"] != new_manifest["lineage"]["chain_version"]:
-        code = old_manifest["lineage"]["chain_code"] != new_manifest["lineage"]["chain_code"]
-        notes.append("the per-image code differs: every example is made anew" if code else
-                     "the flags that shape examples differ: the examples they shape are made anew")
+    old_lineage, new_lineage = old_manifest["lineage"], new_manifest["lineage"]
+    if old_lineage["chain_version"] != new_lineage["chain_version"]:
+        # (an output written before the manifest named them has no chain_libraries: "?")
+        old_libraries, new_libraries = (lineage_.get("chain_libraries") or {} for lineage_ in (old_lineage, new_lineage))
+        libraries = [f"{name} {old_libraries.get(name, '?')} -> {new_libraries.get(name, '?')}"
+                     for name in sorted(set(old_libraries) | set(new_libraries))
+                     if old_libraries.get(name) != new_libraries.get(name)]
+        if old_lineage["chain_code"] != new_lineage["chain_code"]:
+            notes.append("the per-image code differs: every example is made anew")
+        elif libraries:
+            notes.append(f"the per-image chain's libraries differ ({', '.join(libraries)}): every example is made anew")
+        else:
+            notes.append("the flags that shape examples differ: the examples they shape are made anew")
     outcomes = [{key: entry["outcome"] for key, entry in index.items()} for index in (old_index, new_index)]
     return lineage.compare(*outcomes), notes
 

@@ -8,10 +8,11 @@ reason, message). It depends only on
   name, output split: the record's ``image/filename`` is its URI, augmentation is for training
   only and seeded by the key);
 - the settings that shape an example (:data:`OUTCOME_SETTINGS`);
-- the code of the chain (:data:`CHAIN_MODULES`, by the hash of their source);
+- the code of the chain (:data:`CHAIN_MODULES`, by the hash of their source) and the versions
+  of the libraries it decodes, resizes and encodes with (:data:`CHAIN_LIBRARIES`);
 
 and its entry's name is the SHA-256 of all of them, so a changed mask, a changed flag that
-matters or a new version of the chain finds no entry, while a flag that does not matter
+matters, a new version of the chain or of a library it calls finds no entry, while a flag that does not matter
 (``--num_shards``, the output folder) finds them all. An entry is a JSON header and the records'
 bytes, behind a crc32c of the whole: one that does not match (cut short, overwritten) is
 computed again and written anew, never copied into the output. Entries are written straight to
@@ -23,7 +24,9 @@ failure (a missing file, a timeout) is no outcome of the input's bytes and is no
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
+import importlib
 import json
 
 import google_crc32c
@@ -47,12 +50,25 @@ CHAIN_MODULES = ("beam_etl.image.augmentation", "beam_etl.image.chain", "beam_et
                  "beam_etl.image.encoding", "beam_etl.image.pixel_statistics", "beam_etl.image.resizing",
                  "beam_etl.image.validation", "beam_etl.schema", "beam_etl.tf_example", "beam_etl.hashing",
                  "beam_etl.elements", "beam_etl.beam.example_cache")
+# The libraries the chain calls, by the module it imports: another version of one may decode,
+# resize or encode to other bytes (a new libjpeg-turbo in simplejpeg, a new resize kernel in
+# OpenCV), so it is a new chain.
+CHAIN_LIBRARIES = ("numpy", "cv2", "PIL", "simplejpeg", "pyspng")
 
 
-def version(config, split: str = "train") -> str:
-    """The chain's code and the settings of ``config`` that shape an outcome of ``split``, hashed."""
+@functools.cache
+def library_versions() -> dict[str, str]:
+    """``{module: version}`` of :data:`CHAIN_LIBRARIES`, as the modules this process imports say."""
+    return {name: importlib.import_module(name).__version__ for name in CHAIN_LIBRARIES}
+
+
+def version(config, split: str = "train", libraries: dict[str, str] | None = None) -> str:
+    """The chain's code, the versions of its libraries (``libraries``, else
+    :func:`library_versions`) and the settings of ``config`` that shape an outcome of
+    ``split``, hashed."""
     names = [name for name in OUTCOME_SETTINGS if split == "train" or name not in TRAINING_ONLY_SETTINGS]
     described = {"code": code_version(CHAIN_MODULES),
+                 "libraries": library_versions() if libraries is None else libraries,
                  "settings": {name: getattr(config, name) for name in names}}
     return hashlib.sha256(json.dumps(described, sort_keys=True, default=list).encode()).hexdigest()
 

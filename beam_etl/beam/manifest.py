@@ -115,10 +115,12 @@ def build_manifest(config: JobConfig, parts: list[tuple[str, object]],
         "statistics_absent": absent,
         "files": dict(sorted(files.items())),
         "flags": config.flags(),
-        # The index of where each example came from, and the hash of the chain's code and of the
-        # flags that shape an example (beam_etl.lineage, beam_etl.beam.example_cache).
+        # The index of where each example came from, and the hash of the chain's code, of its
+        # libraries' versions and of the flags that shape an example (beam_etl.lineage,
+        # beam_etl.beam.example_cache).
         "lineage": {"files": lineage_files, "chain_version": example_cache.version(config),
-                    "chain_code": code_version(example_cache.CHAIN_MODULES)},
+                    "chain_code": code_version(example_cache.CHAIN_MODULES),
+                    "chain_libraries": example_cache.library_versions()},
         "versions": {"beam_etl": beam_etl.__version__, "apache_beam": beam.__version__,
                      "python": platform.python_version()},
     }

@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from beam_etl import diff
+from beam_etl.beam import example_cache
 from beam_etl.loader import verify
 from beam_etl.output_layout import CHANGES_FILE
 from beam_etl.tools import sample_data
@@ -114,6 +115,19 @@ def test_a_flag_that_shapes_every_example_changes_every_example(root, tmp_path, 
     printed = capsys.readouterr().out
     assert f"0 added, 0 removed, {manifest['num_written']} changed, 0 unchanged" in printed
     assert "the flags that shape examples differ" in printed
+
+
+def test_diff_names_the_chain_library_that_changed(root, tmp_path, capsys):
+    manifest = _run(root, tmp_path / "a")
+    assert manifest["lineage"]["chain_libraries"] == example_cache.library_versions()
+    shutil.copytree(tmp_path / "a", tmp_path / "older")
+    older = {**manifest, "lineage": {**manifest["lineage"], "chain_version": "0" * 64,
+                                     "chain_libraries": {**manifest["lineage"]["chain_libraries"], "PIL": "9.0.0"}}}
+    (tmp_path / "older" / "manifest.json").write_text(json.dumps(older))  # as an older Pillow wrote it
+    capsys.readouterr()
+    diff.main([str(tmp_path / "older"), str(tmp_path / "a"), "--counts"])
+    assert (f"note: the per-image chain's libraries differ (PIL 9.0.0 -> {example_cache.library_versions()['PIL']}): "
+            "every example is made anew") in capsys.readouterr().out
 
 
 def test_diff_refuses_what_is_not_a_complete_output(root, tmp_path, capsys):

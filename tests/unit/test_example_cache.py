@@ -1,7 +1,11 @@
 """Cache entries: what goes in comes out, and a damaged entry is never taken for an outcome."""
 
 import dataclasses
+import importlib.metadata
 
+import cv2
+import numpy as np
+import PIL
 import pytest
 
 from beam_etl.beam import example_cache
@@ -67,3 +71,14 @@ def test_the_version_changes_with_the_settings_that_shape_an_example_only():
     for change in ({"image_size": (64, 64)}, {"image_format": "png"}, {"jpeg_quality": 90}, {"max_pixels": 10},
                    {"mask_values": (1, 2)}, {"augment_copies": 1}, {"seed": 1}, {"statistics": False}):
         assert example_cache.version(dataclasses.replace(base, **change)) != version, change
+
+
+def test_the_version_changes_with_a_library_of_the_chain():
+    libraries = example_cache.library_versions()
+    assert libraries["PIL"] == PIL.__version__ == importlib.metadata.version("pillow")
+    assert libraries["numpy"] == np.__version__ and libraries["cv2"] == cv2.__version__
+    assert set(libraries) == set(example_cache.CHAIN_LIBRARIES)
+    base = JobConfig(output="o", sources=(_Inputs(),))
+    assert example_cache.version(base, libraries=dict(libraries)) == example_cache.version(base)
+    for name in example_cache.CHAIN_LIBRARIES:  # an upgrade of any one of them is a new chain
+        assert example_cache.version(base, libraries={**libraries, name: "0.0.1"}) != example_cache.version(base)
