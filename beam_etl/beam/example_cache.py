@@ -12,13 +12,21 @@ reason, message). It depends only on
   of the libraries it decodes, resizes and encodes with (:data:`CHAIN_LIBRARIES`);
 
 and its entry's name is the SHA-256 of all of them, so a changed mask, a changed flag that
-matters, a new version of the chain or of a library it calls finds no entry, while a flag that does not matter
-(``--num_shards``, the output folder) finds them all. An entry is a JSON header and the records'
-bytes, behind a crc32c of the whole: one that does not match (cut short, overwritten) is
-computed again and written anew, never copied into the output. Entries are written straight to
-their names through Beam's FileSystems (local or ``gs://``): the checksum, not a rename, is
-what keeps a torn write out. A read
-failure (a missing file, a timeout) is no outcome of the input's bytes and is not cached.
+matters, a new version of the chain or of a library it calls finds no entry, while a flag that
+does not matter (``--num_shards``, the output folder) finds them all.
+
+Entries live in segments, ``outcomes/<writer>.seg``, each written by one writer (an instance of
+the per-image step) and never by another, beside their index ``outcomes/<writer>.idx`` (a line
+``name offset length`` per entry, written after the entry's bytes). Locally a writer appends to
+its segment and flushes each entry, so a run killed at any moment keeps every entry it finished
+(a few files per run, not one per input: creating a small file costs this disk about 200 µs,
+more than reading the entry back). In an object store, where nothing is appended, a writer puts
+a segment and then its index at the end of each bundle (and each :data:`HELD_BYTES`).
+
+An entry is a header (its name among it) and the records' bytes, behind a crc32c of the whole:
+an index line that is cut short is skipped, and an entry that does not match its checksum or its name (cut short, overwritten,
+pointed at by a damaged line) is computed again and written anew, never copied into the output.
+A read failure (a missing file, a timeout) is no outcome of the input's bytes and is not cached.
 """
 
 from __future__ import annotations
@@ -28,8 +36,12 @@ import functools
 import hashlib
 import importlib
 import json
+import os
+import re
+import uuid
 
 import google_crc32c
+from apache_beam.io.filesystems import FileSystems
 
 from beam_etl.beam import filesystem
 from beam_etl.code_version import code_version
@@ -37,7 +49,9 @@ from beam_etl.elements import EncodedExample, RejectedInput, SourceRecord
 from beam_etl.image.pixel_statistics import ExampleSums
 from beam_etl.output_layout import join
 
-MAGIC = b"beam-etl outcome 1\n"
+MAGIC = b"beam-etl outcome 2\n"
+SEGMENTS = "outcomes"  # the folder of segments, in the cache folder
+HELD_BYTES = 64 << 20  # (object stores) a writer puts a segment once it holds this much
 # The settings an outcome depends on (JobConfig fields).
 OUTCOME_SETTINGS = ("image_size", "image_format", "resize", "jpeg_quality", "max_pixels", "mask_values",
                     "augment_copies", "seed", "statistics")
@@ -99,8 +113,9 @@ def _checksum(body: bytes) -> bytes:
     return f"{google_crc32c.value(body):08x}".encode()
 
 
-def encode(outcome: Outcome) -> bytes:
+def encode(name: str, outcome: Outcome) -> bytes:
     header = {
+        "name": name,
         "examples": [{"key": e.example_key, "split": e.split, "copy": e.copy, "bytes": len(e.serialized)}
                      for e in outcome.examples],
         "sums": dataclasses.asdict(outcome.sums) if outcome.sums is not None else None,
@@ -111,8 +126,8 @@ def encode(outcome: Outcome) -> bytes:
     return MAGIC + _checksum(body) + b"\n" + body
 
 
-def decode(data: bytes) -> Outcome | None:
-    """The outcome in ``data``, or None when it is not an intact entry."""
+def decode(name: str, data: bytes) -> Outcome | None:
+    """The outcome in ``data``, or None when it is not an intact entry named ``name``."""
     if not data.startswith(MAGIC):
         return None
     checksum, _, body = data[len(MAGIC):].partition(b"\n")
@@ -121,6 +136,8 @@ def decode(data: bytes) -> Outcome | None:
     text, _, payload = body.partition(b"\n")
     try:
         header = json.loads(text)
+        if header["name"] != name:
+            return None
         examples, offset = [], 0
         for entry in header["examples"]:
             examples.append(EncodedExample(example_key=entry["key"], split=entry["split"], copy=entry["copy"],
@@ -138,32 +155,145 @@ def decode(data: bytes) -> Outcome | None:
         return None
 
 
+_INDEX_LINE = re.compile(r"([0-9a-f]{64}) ([0-9]+) ([0-9]+)")
+
+
+@dataclasses.dataclass(frozen=True)
+class Location:
+    """Where an entry's bytes are: ``length`` bytes at ``offset`` in ``segment`` (a path)."""
+
+    segment: str
+    offset: int
+    length: int
+
+
+def read_index(text: str, segment: str) -> dict[str, Location]:
+    """The entries an index file names; a line cut short (a writer killed mid-line) is skipped."""
+    entries = {}
+    for line in text.split("\n")[:-1]:  # (the last piece has no newline: cut short, or empty)
+        matched = _INDEX_LINE.fullmatch(line)
+        if matched:
+            entries[matched[1]] = Location(segment, int(matched[2]), int(matched[3]))
+    return entries
+
+
+class _Writer:
+    """One writer's segments and their indexes. Locally one segment, appended to and flushed
+    per entry; in an object store, a segment per bundle (or per :data:`HELD_BYTES`), put by
+    :meth:`finish`, its index after it."""
+
+    def __init__(self, folder: str):
+        self._folder = folder
+        self._local = filesystem.is_local(folder)
+        self._segment = self._index = None  # (local) the open files
+        self._start()
+
+    def _start(self) -> None:
+        self._base = join(self._folder, uuid.uuid4().hex)
+        self._held: list[bytes] = []  # (object stores) the entries not put yet
+        self._lines: list[str] = []
+        self._offset = 0
+
+    def write(self, name: str, data: bytes) -> None:
+        line = f"{name} {self._offset} {len(data)}\n"
+        self._offset += len(data)
+        if not self._local:
+            self._held.append(data)
+            self._lines.append(line)
+            if self._offset >= HELD_BYTES:
+                self.finish()
+            return
+        if self._segment is None:
+            filesystem.make_parent(self._base)
+            self._segment = open(filesystem.local_path(self._base + ".seg"), "ab")  # pylint: disable=consider-using-with
+            self._index = open(filesystem.local_path(self._base + ".idx"), "a", encoding="ascii")  # pylint: disable=consider-using-with
+        self._segment.write(data)
+        self._segment.flush()  # in the kernel's hands before the line that names it
+        self._index.write(line)
+        self._index.flush()
+
+    def finish(self) -> None:
+        """(Object stores) puts the held entries' segment, then its index."""
+        if self._local or not self._held:
+            return
+        filesystem.write_bytes(self._base + ".seg", b"".join(self._held))
+        filesystem.write_bytes(self._base + ".idx", "".join(self._lines).encode("ascii"))
+        self._start()
+
+    def close(self) -> None:
+        for handle in (self._segment, self._index):
+            if handle is not None:
+                handle.close()
+        self._segment = self._index = None
+
+
 class ExampleCache:
-    """Outcomes under ``directory`` (local or ``gs://``), two levels by name."""
+    """The outcomes in the segments under ``directory/outcomes`` (local or ``gs://``). The
+    entries are listed on the first read: a writer's own entries, and those of writers that
+    started since, are not looked up (a run asks for each input once)."""
 
     def __init__(self, directory: str):
-        self._directory = directory
+        self._folder = join(directory, SEGMENTS)
+        self._entries: dict[str, list[Location]] | None = None
+        self._writer: _Writer | None = None
+        self._handles: dict[str, object] = {}  # open segments (local)
 
-    def path(self, name: str) -> str:
-        return join(self._directory, f"{name[:2]}/{name}")
+    def entries(self) -> dict[str, list[Location]]:
+        """Every entry the indexes name now, by name: each place one was written."""
+        entries: dict[str, list[Location]] = {}
+        try:
+            names = filesystem.list_files(self._folder)
+        except Exception:  # pylint: disable=broad-except  # no cache yet, in any filesystem's words
+            return entries
+        for index in names:
+            if "/" in index or not index.endswith(".idx"):
+                continue
+            segment = join(self._folder, index[:-len(".idx")] + ".seg")
+            try:
+                text = filesystem.read_bytes(join(self._folder, index)).decode("ascii", errors="replace")
+            except Exception:  # pylint: disable=broad-except  # gone meanwhile
+                continue
+            for name, location in read_index(text, segment).items():
+                entries.setdefault(name, []).append(location)
+        return entries
+
+    def _read_at(self, location: Location) -> bytes:
+        if not filesystem.is_local(location.segment):
+            with FileSystems.open(location.segment) as handle:
+                handle.seek(location.offset)
+                return handle.read(location.length)
+        if location.segment not in self._handles:
+            self._handles[location.segment] = open(filesystem.local_path(location.segment), "rb")  # pylint: disable=consider-using-with
+        return os.pread(self._handles[location.segment].fileno(), location.length, location.offset)
 
     def read(self, name: str) -> tuple[Outcome | None, bool]:
         """``(outcome, damaged)``: the entry's outcome, or None when there is none (damaged:
-        there is one, but it is not intact)."""
-        path = self.path(name)
-        try:
-            data = filesystem.read_bytes(path)
-        except OSError:
-            return None, False
-        except Exception:  # pylint: disable=broad-except  # an object store's own "not found" and friends
-            if not filesystem.exists(path):
-                return None, False
-            raise
-        outcome = decode(data)
-        return outcome, outcome is None
+        there is one, but not one intact)."""
+        if self._entries is None:
+            self._entries = self.entries()
+        locations = self._entries.get(name, ())
+        for location in locations:
+            try:
+                outcome = decode(name, self._read_at(location))
+            except Exception:  # pylint: disable=broad-except  # a segment gone or unreadable, in any store's words
+                outcome = None
+            if outcome is not None:
+                return outcome, False
+        return None, bool(locations)
 
     def write(self, name: str, outcome: Outcome) -> None:
-        # Straight to its name: an entry cut short by a crash, or two workers writing the same
-        # one at once, fails its checksum and is computed again (and an object store's write
-        # is whole anyway).
-        filesystem.write_bytes(self.path(name), encode(outcome))
+        if self._writer is None:
+            self._writer = _Writer(self._folder)
+        self._writer.write(name, encode(name, outcome))
+
+    def finish_bundle(self) -> None:
+        """At a bundle's end: in an object store, what the bundle wrote is put now."""
+        if self._writer is not None:
+            self._writer.finish()
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        for handle in self._handles.values():
+            handle.close()
+        self._handles.clear()

@@ -20,7 +20,8 @@ def is_local(path: str) -> bool:
     return "://" not in path or path.startswith("file://")
 
 
-def _local(path: str) -> str:
+def local_path(path: str) -> str:
+    """``file://x`` -> ``x``; a local path as it is."""
     return path[len("file://"):] if path.startswith("file://") else path
 
 
@@ -30,7 +31,7 @@ def escape_glob(path: str) -> str:
 
 
 def exists(path: str) -> bool:
-    return os.path.lexists(_local(path)) if is_local(path) else FileSystems.exists(path)
+    return os.path.lexists(local_path(path)) if is_local(path) else FileSystems.exists(path)
 
 
 def list_files(directory: str, limit: int | None = None, folder_markers: bool = False) -> list[str]:
@@ -39,7 +40,7 @@ def list_files(directory: str, limit: int | None = None, folder_markers: bool = 
     writes for folders."""
     names = []
     if is_local(directory):
-        root = _local(directory)
+        root = local_path(directory)
         for dirpath, dirnames, filenames in os.walk(root):
             dirnames.sort()
             for filename in sorted(filenames):
@@ -56,19 +57,19 @@ def list_files(directory: str, limit: int | None = None, folder_markers: bool = 
 
 def modified(path: str) -> float:
     """When ``path`` was last written, in seconds since the epoch."""
-    return os.stat(_local(path)).st_mtime if is_local(path) else FileSystems.last_updated(path)
+    return os.stat(local_path(path)).st_mtime if is_local(path) else FileSystems.last_updated(path)
 
 
 def make_parent(path: str) -> None:
     if is_local(path):
-        os.makedirs(os.path.dirname(_local(path)) or ".", exist_ok=True)
+        os.makedirs(os.path.dirname(local_path(path)) or ".", exist_ok=True)
 
 
 def rename(source: str, destination: str) -> None:
     """Moves one file; the destination must not exist."""
     if is_local(source):
         make_parent(destination)
-        os.rename(_local(source), _local(destination))
+        os.rename(local_path(source), local_path(destination))
     else:
         FileSystems.rename([source], [destination])
 
@@ -77,7 +78,7 @@ def delete_file(path: str) -> None:
     """Deletes one file; a missing file is not an error (deletes are retried after crashes)."""
     if is_local(path):
         try:
-            os.remove(_local(path))
+            os.remove(local_path(path))
         except FileNotFoundError:
             pass
     elif path.endswith("/"):  # a folder marker: this one object (FileSystems would delete the prefix)
@@ -91,7 +92,7 @@ def remove_empty_directories(directory: str, names) -> None:
     """Removes the (local) parent folders of ``names`` under ``directory`` that are now empty."""
     if not is_local(directory):
         return  # object stores have no folders
-    root = _local(directory)
+    root = local_path(directory)
     parents = {os.path.dirname(name) for name in names} - {""}
     for parent in sorted(parents, key=lambda p: -p.count("/")):
         while parent:
@@ -107,7 +108,7 @@ def prune_empty_directories(directory: str, keep_top: bool = False) -> None:
     and not ``keep_top``. Never deletes a file, so it is safe beside another writer."""
     if not is_local(directory):
         return
-    root = _local(directory)
+    root = local_path(directory)
     for dirpath, _, _ in sorted(os.walk(root), key=lambda entry: -len(entry[0])):
         if dirpath == root and keep_top:
             continue
@@ -126,7 +127,7 @@ def write_bytes(path: str, data: bytes, sync: bool = False) -> None:
     """Writes ``data`` to ``path``; ``sync``: on disk before returning (local files)."""
     make_parent(path)
     if is_local(path):
-        with open(_local(path), "wb") as handle:
+        with open(local_path(path), "wb") as handle:
             handle.write(data)
             if sync:
                 handle.flush()
@@ -145,7 +146,7 @@ def create_exclusive(path: str, data: bytes) -> bool:
     if is_local(path):
         make_parent(path)
         try:
-            descriptor = os.open(_local(path), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            descriptor = os.open(local_path(path), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except FileExistsError:
             return False
         with os.fdopen(descriptor, "wb") as handle:

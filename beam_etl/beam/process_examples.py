@@ -128,8 +128,14 @@ class ProcessExamplesFn(beam.DoFn):
             yield beam.pvalue.TaggedOutput(STATISTICS, sums)
 
     def finish_bundle(self):
+        if self._cache is not None:
+            self._cache.finish_bundle()
         # (Never later, in teardown: that may come after the commit has cleared .incomplete/.)
         self._progress.bundle_done()
+
+    def teardown(self):
+        if getattr(self, "_cache", None) is not None:
+            self._cache.close()
 
     def _compute(self, record, image_bytes, mask_bytes, split) -> example_cache.Outcome:
         try:

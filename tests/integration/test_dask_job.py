@@ -77,9 +77,9 @@ def _pairs(root, out, *extra):
             "--output", str(out), "--image_size", "40x32", "--num_shards", "2", "--augment_copies", "1", *extra]
 
 
-def _entries(out) -> dict[str, int]:
-    """The cache's entries and when each was written."""
-    return {str(p.relative_to(out)): p.stat().st_mtime_ns for p in (out / CACHE_DIR).rglob("*") if p.is_file()}
+def _entries(out) -> dict[str, list]:
+    """The cache's entries by name: where each was written (a segment and an offset)."""
+    return example_cache.ExampleCache(str(out / CACHE_DIR)).entries()
 
 
 def test_a_grown_dataset_on_dask_computes_only_its_new_inputs_and_matches_a_fresh_run(tmp_path,
@@ -121,8 +121,9 @@ def test_a_killed_run_on_its_own_dask_cluster_resumes(tmp_path):
     finally:
         os.killpg(job.pid, signal.SIGKILL)
         job.wait()
+    cache = example_cache.ExampleCache(str(out / CACHE_DIR))
     done = {name: written for name, written in _entries(out).items()
-            if example_cache.decode((out / name).read_bytes()) is not None}  # not one cut short by the kill
+            if cache.read(name)[0] is not None}  # not one cut short by the kill
     assert 5 <= len(done) < 40 and not (out / "manifest.json").exists()
     resumed = subprocess.run(command, cwd=ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
                              capture_output=True, text=True, timeout=300)

@@ -4,6 +4,7 @@ byte for byte a fresh run's over the same final inputs."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import pytest
@@ -47,7 +48,8 @@ def _assert_same_as_fresh(root, out, tmp_path, *extra):
 
 
 def _entries(out):
-    return sorted(p for p in (out / CACHE_DIR).rglob("*") if p.is_file())
+    """The cache's entries by name: where each was written."""
+    return example_cache.ExampleCache(str(out / CACHE_DIR)).entries()
 
 
 def test_a_grown_dataset_decodes_only_its_new_inputs(data, tmp_path, decodes):
@@ -108,16 +110,22 @@ def test_a_damaged_entry_is_computed_again_never_copied(data, tmp_path, decodes)
     root, _ = data
     out = tmp_path / "out"
     _run(root, out)
-    entries = _entries(out)
-    entries[0].write_bytes(entries[0].read_bytes()[:-7])  # cut short
-    flipped = bytearray(entries[1].read_bytes())
-    flipped[len(flipped) // 2] ^= 0xFF  # same size, one byte other
-    entries[1].write_bytes(bytes(flipped))
+    entries = sorted(((name, location) for name, (location,) in _entries(out).items()),
+                     key=lambda entry: (entry[1].segment, entry[1].offset))
+    (last, cut), (first, flipped) = entries[-1], entries[0]
+    os.truncate(cut.segment, cut.offset + cut.length - 7)  # cut short, as a write the machine died in
+    with open(flipped.segment, "r+b") as segment:  # same size, one byte other
+        segment.seek(flipped.offset + flipped.length // 2)
+        byte = segment.read(1)[0]
+        segment.seek(-1, os.SEEK_CUR)
+        segment.write(bytes([byte ^ 0xFF]))
     decodes.clear()
     _run(root, out, "--overwrite")
     assert len(decodes) == 2
-    for entry in entries[:2]:
-        assert example_cache.decode(entry.read_bytes()) is not None  # written anew
+    cache = example_cache.ExampleCache(str(out / CACHE_DIR))
+    for name in (last, first):
+        assert cache.read(name)[0] is not None and len(cache.entries()[name]) == 2  # written anew
+    cache.close()
     _assert_same_as_fresh(root, out, tmp_path)
 
 
@@ -127,15 +135,11 @@ def test_no_cache_and_a_cache_elsewhere(data, tmp_path, decodes):
     _run(root, tmp_path / "a", "--cache", str(shared))
     _run(root, tmp_path / "b", "--cache", str(shared))
     assert len(decodes) == 12  # the second output found every outcome in the shared cache
-    assert not (tmp_path / "a" / CACHE_DIR).exists() and len(_entries_in(shared)) == 12
+    assert not (tmp_path / "a" / CACHE_DIR).exists() and len(example_cache.ExampleCache(str(shared)).entries()) == 12
     decodes.clear()
     _run(root, tmp_path / "c", "--no_cache")
     assert len(decodes) == 12 and not (tmp_path / "c" / CACHE_DIR).exists()
     assert output_files(tmp_path / "a") == output_files(tmp_path / "b") == output_files(tmp_path / "c")
-
-
-def _entries_in(folder):
-    return sorted(p for p in folder.rglob("*") if p.is_file())
 
 
 @pytest.mark.parametrize("flag", [["--seed", "7"], ["--augment_copies", "2"], ["--no_statistics"]])

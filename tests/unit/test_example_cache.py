@@ -2,6 +2,7 @@
 
 import dataclasses
 import importlib.metadata
+import os
 
 import cv2
 import numpy as np
@@ -21,11 +22,12 @@ OUTCOMES = [
     example_cache.Outcome(rejected=RejectedInput("decode_image", "truncated", "ends after 12 bytes: é")),
 ]
 D = example_cache.digest
+N = "ab" * 32  # an entry's name
 
 
 @pytest.mark.parametrize("outcome", OUTCOMES)
 def test_an_entry_gives_back_its_outcome(outcome):
-    back = example_cache.decode(example_cache.encode(outcome))
+    back = example_cache.decode(N, example_cache.encode(N, outcome))
     assert back.examples == outcome.examples and back.sums == outcome.sums
     assert (back.rejected is None) == (outcome.rejected is None)
     if outcome.rejected is not None:
@@ -35,10 +37,69 @@ def test_an_entry_gives_back_its_outcome(outcome):
 
 @pytest.mark.parametrize("outcome", OUTCOMES)
 def test_a_damaged_entry_is_no_outcome(outcome):
-    data = example_cache.encode(outcome)
+    data = example_cache.encode(N, outcome)
     for damaged in (data[:-1], data + b"x", b"", data[:len(example_cache.MAGIC)], b"X" + data[1:],
                     *(data[:i] + bytes([data[i] ^ 1]) + data[i + 1:] for i in range(0, len(data), 7))):
-        assert example_cache.decode(damaged) is None
+        assert example_cache.decode(N, damaged) is None
+    assert example_cache.decode("cd" * 32, data) is None  # intact, but another entry's
+
+
+def _names(count):
+    return [D(str(i).encode()) for i in range(count)]
+
+
+def test_entries_in_segments_come_back_from_a_fresh_reader(tmp_path):
+    writers = [example_cache.ExampleCache(str(tmp_path)) for _ in range(2)]
+    names = _names(6)
+    for i, name in enumerate(names):  # two writers, each its own segment
+        writers[i % 2].write(name, OUTCOMES[i % 3])
+    for writer in writers:
+        writer.finish_bundle()
+        writer.close()
+    segments = sorted(p.name for p in (tmp_path / example_cache.SEGMENTS).iterdir())
+    assert len(segments) == 4 and {p.rsplit(".", 1)[1] for p in segments} == {"seg", "idx"}
+    reader = example_cache.ExampleCache(str(tmp_path))
+    assert sorted(reader.entries()) == sorted(names)
+    for i, name in enumerate(names):
+        outcome, damaged = reader.read(name)
+        assert not damaged and outcome.examples == OUTCOMES[i % 3].examples and outcome.sums == OUTCOMES[i % 3].sums
+    assert reader.read(D(b"never written")) == (None, False)
+    reader.close()
+
+
+def test_a_cut_index_line_a_cut_segment_and_a_misplaced_line(tmp_path):
+    """What a writer killed mid-write, or a damaged index, leaves: never taken for an outcome."""
+    cache = example_cache.ExampleCache(str(tmp_path))
+    names = _names(4)
+    for name in names:
+        cache.write(name, OUTCOMES[1])
+    cache.close()
+    (index,) = (tmp_path / example_cache.SEGMENTS).glob("*.idx")
+    segment = index.with_suffix(".seg")
+    lines = index.read_text().splitlines(keepends=True)
+    location = example_cache.read_index(lines[3], str(segment))[names[3]]
+    os.truncate(segment, location.offset + location.length - 7)  # the last entry cut short
+    misplaced = lines[1].replace(names[1], names[2])  # names[2] pointing at names[1]'s bytes
+    index.write_text(lines[0] + misplaced + lines[3] + lines[1][:30])  # and a line cut short
+    reader = example_cache.ExampleCache(str(tmp_path))
+    assert reader.read(names[0])[0].examples == OUTCOMES[1].examples
+    assert reader.read(names[2]) == (None, True)
+    assert reader.read(names[3]) == (None, True)
+    assert reader.read(names[1]) == (None, False)  # its line was cut: not listed
+    reader.write(names[3], OUTCOMES[0])  # computed again: a later entry of the same name
+    reader.close()
+    again = example_cache.ExampleCache(str(tmp_path))
+    assert again.read(names[3])[0].examples == OUTCOMES[0].examples and len(again.entries()[names[3]]) == 2
+    again.close()
+
+
+def test_a_local_writer_leaves_each_entry_readable_at_once(tmp_path):
+    """Appended and flushed per entry: a run killed after it keeps it (nothing waits on close)."""
+    writer = example_cache.ExampleCache(str(tmp_path))
+    name = _names(1)[0]
+    writer.write(name, OUTCOMES[0])
+    assert example_cache.ExampleCache(str(tmp_path)).read(name)[0].sums == OUTCOMES[0].sums
+    writer.close()
 
 
 def test_the_name_changes_with_what_shapes_the_outcome_only():
