@@ -38,10 +38,10 @@ import importlib
 import json
 import os
 import re
+import threading
 import uuid
 
 import google_crc32c
-from apache_beam.io.filesystems import FileSystems
 
 from beam_etl.beam import filesystem
 from beam_etl.code_version import code_version
@@ -51,7 +51,7 @@ from beam_etl.output_layout import join
 
 MAGIC = b"beam-etl outcome 2\n"
 SEGMENTS = "outcomes"  # the folder of segments, in the cache folder
-HELD_BYTES = 64 << 20  # (object stores) a writer puts a segment once it holds this much
+HELD_BYTES = 32 << 20  # (object stores) a writer puts a segment once it holds this much
 # The settings an outcome depends on (JobConfig fields).
 OUTCOME_SETTINGS = ("image_size", "image_format", "resize", "jpeg_quality", "max_pixels", "mask_values",
                     "augment_copies", "seed", "statistics")
@@ -167,13 +167,14 @@ class Location:
     length: int
 
 
-def read_index(text: str, segment: str) -> dict[str, Location]:
-    """The entries an index file names; a line cut short (a writer killed mid-line) is skipped."""
-    entries = {}
+def read_index(text: str, segment: str) -> list[tuple[str, Location]]:
+    """The entries an index file's text names, in its order; a line cut short (a writer killed
+    mid-line) is skipped."""
+    entries = []
     for line in text.split("\n")[:-1]:  # (the last piece has no newline: cut short, or empty)
         matched = _INDEX_LINE.fullmatch(line)
         if matched:
-            entries[matched[1]] = Location(segment, int(matched[2]), int(matched[3]))
+            entries.append((matched[1], Location(segment, int(matched[2]), int(matched[3]))))
     return entries
 
 
@@ -196,21 +197,27 @@ class _Writer:
 
     def write(self, name: str, data: bytes) -> None:
         line = f"{name} {self._offset} {len(data)}\n"
-        self._offset += len(data)
         if not self._local:
             self._held.append(data)
             self._lines.append(line)
+            self._offset += len(data)
             if self._offset >= HELD_BYTES:
                 self.finish()
             return
-        if self._segment is None:
-            filesystem.make_parent(self._base)
-            self._segment = open(filesystem.local_path(self._base + ".seg"), "ab")  # pylint: disable=consider-using-with
-            self._index = open(filesystem.local_path(self._base + ".idx"), "a", encoding="ascii")  # pylint: disable=consider-using-with
-        self._segment.write(data)
-        self._segment.flush()  # in the kernel's hands before the line that names it
-        self._index.write(line)
-        self._index.flush()
+        try:
+            if self._segment is None:
+                filesystem.make_parent(self._base)
+                self._segment = open(filesystem.local_path(self._base + ".seg"), "ab")  # pylint: disable=consider-using-with
+                self._index = open(filesystem.local_path(self._base + ".idx"), "a", encoding="ascii")  # pylint: disable=consider-using-with
+            self._segment.write(data)
+            self._segment.flush()  # in the kernel's hands before the line that names it
+            self._index.write(line)
+            self._index.flush()
+        except BaseException:
+            self.close()  # where the failed write left the files is not known: a new segment next
+            self._start()
+            raise
+        self._offset += len(data)
 
     def finish(self) -> None:
         """(Object stores) puts the held entries' segment, then its index."""
@@ -227,59 +234,91 @@ class _Writer:
         self._segment = self._index = None
 
 
+class _Known:
+    """What this process has read of one cache folder's indexes: each index's part read so far,
+    and the entries they name. Instances of the per-image step (Beam's Dask runner sets one up
+    per partition) read only what was added since."""
+
+    def __init__(self, folder: str):
+        self._folder = folder
+        self._read: dict[str, int] = {}  # index name -> bytes read (whole lines)
+        self.entries: dict[str, list[Location]] = {}
+        self.lock = threading.Lock()
+
+    def refresh(self) -> None:
+        local = filesystem.is_local(self._folder)
+        for index in filesystem.list_files(self._folder):
+            if "/" in index or not index.endswith(".idx"):
+                continue
+            path = join(self._folder, index)
+            done = self._read.get(index, 0)
+            if local:
+                size = os.path.getsize(filesystem.local_path(path))
+                if size < done:  # (not written by a writer: it only appends) read again
+                    done = 0
+                if size == done:
+                    continue
+                data = filesystem.read_range(path, done, size - done)
+            elif index in self._read:
+                continue  # an object, put whole, once
+            else:
+                data = filesystem.read_bytes(path)
+            whole = data[:data.rfind(b"\n") + 1]  # a line being written is read next time
+            self._read[index] = done + (len(whole) if local else len(data))
+            segment = join(self._folder, index[:-len(".idx")] + ".seg")
+            for name, location in read_index(whole.decode("ascii", errors="replace"), segment):
+                self.entries.setdefault(name, []).append(location)
+
+
+_KNOWN: dict[str, _Known] = {}
+_KNOWN_LOCK = threading.Lock()
+
+
+def _known(folder: str) -> _Known:
+    with _KNOWN_LOCK:
+        if folder not in _KNOWN:
+            _KNOWN[folder] = _Known(folder)
+        return _KNOWN[folder]
+
+
 class ExampleCache:
     """The outcomes in the segments under ``directory/outcomes`` (local or ``gs://``). The
-    entries are listed on the first read: a writer's own entries, and those of writers that
-    started since, are not looked up (a run asks for each input once)."""
+    indexes are read at the first lookup (only what this process has not read of them yet): an
+    entry written later, this instance's own among them, may not be found (a run looks each
+    input up once; a retried bundle computes its inputs again)."""
 
     def __init__(self, directory: str):
         self._folder = join(directory, SEGMENTS)
         self._entries: dict[str, list[Location]] | None = None
         self._writer: _Writer | None = None
-        self._handles: dict[str, object] = {}  # open segments (local)
 
     def entries(self) -> dict[str, list[Location]]:
         """Every entry the indexes name now, by name: each place one was written."""
-        entries: dict[str, list[Location]] = {}
-        try:
-            names = filesystem.list_files(self._folder)
-        except Exception:  # pylint: disable=broad-except  # no cache yet, in any filesystem's words
-            return entries
-        for index in names:
-            if "/" in index or not index.endswith(".idx"):
-                continue
-            segment = join(self._folder, index[:-len(".idx")] + ".seg")
-            try:
-                text = filesystem.read_bytes(join(self._folder, index)).decode("ascii", errors="replace")
-            except Exception:  # pylint: disable=broad-except  # gone meanwhile
-                continue
-            for name, location in read_index(text, segment).items():
-                entries.setdefault(name, []).append(location)
-        return entries
-
-    def _read_at(self, location: Location) -> bytes:
-        if not filesystem.is_local(location.segment):
-            with FileSystems.open(location.segment) as handle:
-                handle.seek(location.offset)
-                return handle.read(location.length)
-        if location.segment not in self._handles:
-            self._handles[location.segment] = open(filesystem.local_path(location.segment), "rb")  # pylint: disable=consider-using-with
-        return os.pread(self._handles[location.segment].fileno(), location.length, location.offset)
+        known = _known(self._folder)
+        with known.lock:
+            known.refresh()
+            return {name: list(locations) for name, locations in known.entries.items()}
 
     def read(self, name: str) -> tuple[Outcome | None, bool]:
         """``(outcome, damaged)``: the entry's outcome, or None when there is none (damaged:
-        there is one, but not one intact)."""
+        there is one, but not one intact). A segment that is gone holds none; any other read
+        error is raised (the runner retries the bundle)."""
         if self._entries is None:
-            self._entries = self.entries()
-        locations = self._entries.get(name, ())
-        for location in locations:
+            known = _known(self._folder)
+            with known.lock:
+                known.refresh()
+            self._entries = known.entries
+        damaged = False
+        for location in list(self._entries.get(name, ())):
             try:
-                outcome = decode(name, self._read_at(location))
-            except Exception:  # pylint: disable=broad-except  # a segment gone or unreadable, in any store's words
-                outcome = None
+                data = filesystem.read_range(location.segment, location.offset, location.length)
+            except FileNotFoundError:
+                continue
+            outcome = decode(name, data)
             if outcome is not None:
                 return outcome, False
-        return None, bool(locations)
+            damaged = True
+        return None, damaged
 
     def write(self, name: str, outcome: Outcome) -> None:
         if self._writer is None:
@@ -294,6 +333,3 @@ class ExampleCache:
     def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
-        for handle in self._handles.values():
-            handle.close()
-        self._handles.clear()
