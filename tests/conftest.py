@@ -63,3 +63,18 @@ def decodes(monkeypatch):
 
     monkeypatch.setattr(process_examples, "process_example", counting)
     return seen
+
+
+@pytest.fixture
+def reads(monkeypatch):
+    """The URIs of the input files the per-image step read, in order (for runs in this process:
+    a file the cache knows by its state is not read)."""
+    seen = []
+    real = process_examples.read_uri
+
+    def counting(uri, *args):
+        seen.append(uri)
+        return real(uri, *args)
+
+    monkeypatch.setattr(process_examples, "read_uri", counting)
+    return seen

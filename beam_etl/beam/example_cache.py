@@ -27,6 +27,12 @@ An entry is a header (its name among it) and the records' bytes, behind a crc32c
 an index line that is cut short is skipped, and an entry that does not match its checksum or its name (cut short, overwritten,
 pointed at by a damaged line) is computed again and written anew, never copied into the output.
 A read failure (a missing file, a timeout) is no outcome of the input's bytes and is not cached.
+
+To name an entry, a run needs its input files' SHA-256. A writer also records, in
+``outcomes/<writer>.dig``, the digest of each local file it read with the file's state
+(:func:`file_state`: size, times, inode, device) once the file has settled (:func:`settled`); a
+later run that finds a file in that state takes the digest and reads the file only if its
+outcome must be computed.
 """
 
 from __future__ import annotations
@@ -39,11 +45,12 @@ import json
 import os
 import re
 import threading
+import time
 import uuid
 
 import google_crc32c
 
-from beam_etl.beam import filesystem
+from beam_etl.beam import filesystem, up_to_date
 from beam_etl.code_version import code_version
 from beam_etl.elements import EncodedExample, RejectedInput, SourceRecord
 from beam_etl.image.pixel_statistics import ExampleSums
@@ -156,6 +163,7 @@ def decode(name: str, data: bytes) -> Outcome | None:
 
 
 _INDEX_LINE = re.compile(r"([0-9a-f]{64}) ([0-9]+) ([0-9]+)")
+_DIGEST_LINE = re.compile(r"([0-9a-f]{64}) ([0-9]+) ([0-9]+) ([0-9]+) ([0-9]+) ([0-9]+) (\".*\")")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -178,6 +186,37 @@ def read_index(text: str, segment: str) -> list[tuple[str, Location]]:
     return entries
 
 
+def file_state(stat_result: os.stat_result) -> tuple[int, ...]:
+    """What a local file's ``stat`` says of its content: size, modification and change times
+    (ns), inode and device. A write changes the change time, whatever it does to the others."""
+    return (stat_result.st_size, stat_result.st_mtime_ns, stat_result.st_ctime_ns, stat_result.st_ino,
+            stat_result.st_dev)
+
+
+def read_digests(text: str) -> list[tuple[str, tuple[int, ...], str]]:
+    """``(path, file_state, sha256)`` of each whole line of a digests file."""
+    digests = []
+    for line in text.split("\n")[:-1]:
+        matched = _DIGEST_LINE.fullmatch(line)
+        if not matched:
+            continue
+        try:
+            path = json.loads(matched[7])
+        except ValueError:
+            continue
+        if isinstance(path, str):
+            digests.append((path, tuple(int(matched[i]) for i in range(2, 7)), matched[1]))
+    return digests
+
+
+def settled(before: tuple[int, ...], after: tuple[int, ...], now_ns: int) -> bool:
+    """Whether a file read between the states ``before`` and ``after`` was read whole as it
+    stands: its state did not change, and its times were :data:`up_to_date.SETTLE_SECONDS` old
+    (git's "racily clean" problem: a write in the same clock tick as the read could leave the
+    times as they were)."""
+    return before == after and now_ns - max(before[1], before[2]) >= up_to_date.SETTLE_SECONDS * 1e9
+
+
 class _Writer:
     """One writer's segments and their indexes. Locally one segment, appended to and flushed
     per entry; in an object store, a segment per bundle (or per :data:`HELD_BYTES`), put by
@@ -186,14 +225,26 @@ class _Writer:
     def __init__(self, folder: str):
         self._folder = folder
         self._local = filesystem.is_local(folder)
-        self._segment = self._index = None  # (local) the open files
+        self._segment = self._index = self._digests = None  # (local) the open files
         self._start()
 
     def _start(self) -> None:
         self._base = join(self._folder, uuid.uuid4().hex)
         self._held: list[bytes] = []  # (object stores) the entries not put yet
         self._lines: list[str] = []
+        self._digest_lines: list[str] = []
         self._offset = 0
+
+    def write_digest(self, path: str, state: tuple[int, ...], sha256: str) -> None:
+        line = f"{sha256} {' '.join(map(str, state))} {json.dumps(path)}\n"
+        if not self._local:
+            self._digest_lines.append(line)
+            return
+        if self._digests is None:
+            filesystem.make_parent(self._base)
+            self._digests = open(filesystem.local_path(self._base + ".dig"), "a", encoding="utf-8")  # pylint: disable=consider-using-with
+        self._digests.write(line)
+        self._digests.flush()
 
     def write(self, name: str, data: bytes) -> None:
         line = f"{name} {self._offset} {len(data)}\n"
@@ -220,54 +271,67 @@ class _Writer:
         self._offset += len(data)
 
     def finish(self) -> None:
-        """(Object stores) puts the held entries' segment, then its index."""
-        if self._local or not self._held:
+        """(Object stores) puts the held entries' segment, then its index, and the digests."""
+        if self._local or not (self._held or self._digest_lines):
             return
-        filesystem.write_bytes(self._base + ".seg", b"".join(self._held))
-        filesystem.write_bytes(self._base + ".idx", "".join(self._lines).encode("ascii"))
+        if self._held:
+            filesystem.write_bytes(self._base + ".seg", b"".join(self._held))
+            filesystem.write_bytes(self._base + ".idx", "".join(self._lines).encode("ascii"))
+        if self._digest_lines:
+            filesystem.write_bytes(self._base + ".dig", "".join(self._digest_lines).encode("utf-8"))
         self._start()
 
     def close(self) -> None:
-        for handle in (self._segment, self._index):
+        for handle in (self._segment, self._index, self._digests):
             if handle is not None:
                 handle.close()
-        self._segment = self._index = None
+        self._segment = self._index = self._digests = None
 
 
 class _Known:
-    """What this process has read of one cache folder's indexes: each index's part read so far,
-    and the entries they name. Instances of the per-image step (Beam's Dask runner sets one up
-    per partition) read only what was added since."""
+    """What this process has read of one cache folder's indexes and digests files: each one's
+    part read so far, and the entries and digests they name. Instances of the per-image step
+    (Beam's Dask runner sets one up per partition) read only what was added since."""
 
     def __init__(self, folder: str):
         self._folder = folder
-        self._read: dict[str, int] = {}  # index name -> bytes read (whole lines)
+        self._read: dict[str, int] = {}  # file name -> bytes read (whole lines)
         self.entries: dict[str, list[Location]] = {}
+        self.digests: dict[str, dict[tuple[int, ...], str]] = {}  # path -> {file_state: sha256}
         self.lock = threading.Lock()
+
+    def _new_lines(self, name: str, local: bool) -> bytes:
+        path = join(self._folder, name)
+        done = self._read.get(name, 0)
+        if local:
+            size = os.path.getsize(filesystem.local_path(path))
+            if size < done:  # (not written by a writer: it only appends) read again
+                done = 0
+            if size == done:
+                return b""
+            data = filesystem.read_range(path, done, size - done)
+        elif name in self._read:
+            return b""  # an object, put whole, once
+        else:
+            data = filesystem.read_bytes(path)
+        whole = data[:data.rfind(b"\n") + 1]  # a line being written is read next time
+        self._read[name] = done + (len(whole) if local else len(data))
+        return whole
 
     def refresh(self) -> None:
         local = filesystem.is_local(self._folder)
-        for index in filesystem.list_files(self._folder):
-            if "/" in index or not index.endswith(".idx"):
+        for name in filesystem.list_files(self._folder):
+            if "/" in name:
                 continue
-            path = join(self._folder, index)
-            done = self._read.get(index, 0)
-            if local:
-                size = os.path.getsize(filesystem.local_path(path))
-                if size < done:  # (not written by a writer: it only appends) read again
-                    done = 0
-                if size == done:
-                    continue
-                data = filesystem.read_range(path, done, size - done)
-            elif index in self._read:
-                continue  # an object, put whole, once
-            else:
-                data = filesystem.read_bytes(path)
-            whole = data[:data.rfind(b"\n") + 1]  # a line being written is read next time
-            self._read[index] = done + (len(whole) if local else len(data))
-            segment = join(self._folder, index[:-len(".idx")] + ".seg")
-            for name, location in read_index(whole.decode("ascii", errors="replace"), segment):
-                self.entries.setdefault(name, []).append(location)
+            if name.endswith(".idx"):
+                segment = join(self._folder, name[:-len(".idx")] + ".seg")
+                text = self._new_lines(name, local).decode("ascii", errors="replace")
+                for entry, location in read_index(text, segment):
+                    self.entries.setdefault(entry, []).append(location)
+            elif name.endswith(".dig"):
+                text = self._new_lines(name, local).decode("utf-8", errors="replace")
+                for path, state, sha256 in read_digests(text):
+                    self.digests.setdefault(path, {})[state] = sha256
 
 
 _KNOWN: dict[str, _Known] = {}
@@ -289,8 +353,31 @@ class ExampleCache:
 
     def __init__(self, directory: str):
         self._folder = join(directory, SEGMENTS)
-        self._entries: dict[str, list[Location]] | None = None
+        self._known: _Known | None = None
         self._writer: _Writer | None = None
+
+    def _read_known(self) -> _Known:
+        if self._known is None:
+            known = _known(self._folder)
+            with known.lock:
+                known.refresh()
+            self._known = known
+        return self._known
+
+    def known_digest(self, path: str, state: tuple[int, ...]) -> str | None:
+        """The SHA-256 recorded for the local file ``path`` in ``state`` (:func:`file_state`),
+        or None: a file whose state is not the recorded one is read and hashed again."""
+        return self._read_known().digests.get(path, {}).get(state)
+
+    def record_digest(self, path: str, before: tuple[int, ...], after: tuple[int, ...], sha256: str) -> bool:
+        """Records the SHA-256 of the local file ``path``, read between the states ``before``
+        and ``after``, if the file had settled (:func:`settled`); whether it did."""
+        if not settled(before, after, time.time_ns()):
+            return False
+        if self._writer is None:
+            self._writer = _Writer(self._folder)
+        self._writer.write_digest(path, before, sha256)
+        return True
 
     def entries(self) -> dict[str, list[Location]]:
         """Every entry the indexes name now, by name: each place one was written."""
@@ -299,17 +386,19 @@ class ExampleCache:
             known.refresh()
             return {name: list(locations) for name, locations in known.entries.items()}
 
+    def digests(self) -> dict[str, dict[tuple[int, ...], str]]:
+        """Every digest recorded now, by path: ``{file_state: sha256}``."""
+        known = _known(self._folder)
+        with known.lock:
+            known.refresh()
+            return {path: dict(states) for path, states in known.digests.items()}
+
     def read(self, name: str) -> tuple[Outcome | None, bool]:
         """``(outcome, damaged)``: the entry's outcome, or None when there is none (damaged:
         there is one, but not one intact). A segment that is gone holds none; any other read
         error is raised (the runner retries the bundle)."""
-        if self._entries is None:
-            known = _known(self._folder)
-            with known.lock:
-                known.refresh()
-            self._entries = known.entries
         damaged = False
-        for location in list(self._entries.get(name, ())):
+        for location in list(self._read_known().entries.get(name, ())):
             try:
                 data = filesystem.read_range(location.segment, location.offset, location.length)
             except FileNotFoundError:

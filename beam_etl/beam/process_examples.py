@@ -27,15 +27,25 @@ STATISTICS = "statistics"  # the tagged output of the examples' shares of the st
 REMOTE_READ_TIMEOUT_S = 600.0  # a remote read that has not finished by then is a rejection
 
 
-def _read_local(uri: str, stage: str) -> bytes:
-    """A local file's bytes; anything but a regular file (a FIFO, a device, a folder) is
-    refused from its ``stat``, without being opened: opening a FIFO blocks for ever."""
-    path = uri[len("file://"):] if uri.startswith("file://") else uri
+def _regular_file_state(path: str, stage: str) -> tuple[int, ...]:
+    """The state (:func:`example_cache.file_state`) of a local regular file; anything else (a
+    FIFO, a device, a folder) is refused from its ``stat``, without being opened: opening a FIFO
+    blocks for ever."""
     try:
-        mode = os.stat(path).st_mode
-        if not stat.S_ISREG(mode):
-            raise RejectedInput(stage, "not_a_file",
-                                f"not a regular file (file type {stat.filemode(mode)[0]!r}); not opened")
+        stat_result = os.stat(path)
+    except OSError as error:
+        raise RejectedInput(stage, "unreadable", f"{type(error).__name__}: {error}") from None
+    if not stat.S_ISREG(stat_result.st_mode):
+        raise RejectedInput(stage, "not_a_file",
+                            f"not a regular file (file type {stat.filemode(stat_result.st_mode)[0]!r}); not opened")
+    return example_cache.file_state(stat_result)
+
+
+def _read_local(uri: str, stage: str) -> bytes:
+    """A local regular file's bytes (:func:`_regular_file_state`)."""
+    path = filesystem.local_path(uri)
+    _regular_file_state(path, stage)
+    try:
         with open(path, "rb") as handle:
             return handle.read()
     except OSError as error:
@@ -76,6 +86,21 @@ def read_uri(uri: str | None, stage: str, timeout_s: float = REMOTE_READ_TIMEOUT
     return _read_remote(uri, stage, timeout_s)
 
 
+@dataclasses.dataclass
+class _InputFile:
+    """An image or mask of a record: its SHA-256, and its bytes once read. A local file whose
+    state the cache has a digest for is not read unless its outcome must be computed."""
+
+    uri: str | None
+    stage: str
+    digest: str = ""
+    data: bytes | None = None
+
+    def read(self) -> None:
+        self.data = read_uri(self.uri, self.stage)
+        self.digest = example_cache.digest(self.data)
+
+
 class ProcessExamplesFn(beam.DoFn):
     """``SourceRecord`` -> ``EncodedExample`` (1 + augmentation copies, the original carrying the
     input's ``lineage.Entry``), or a ``Rejection``; a training original's share of the
@@ -103,16 +128,12 @@ class ProcessExamplesFn(beam.DoFn):
         self._progress.add()
         split = record.split  # the output split: ReadSources decided it
         try:
-            image_bytes = (record.image_bytes if record.image_bytes is not None
-                           else read_uri(record.image_uri, "read_image"))
-            mask_bytes = (record.mask_bytes if record.mask_bytes is not None
-                          else read_uri(record.mask_uri, "read_mask"))
+            image = self._input(record.image_bytes, record.image_uri, "read_image")
+            mask = self._input(record.mask_bytes, record.mask_uri, "read_mask")
+            name, outcome = self._outcome(record, image, mask, split)
         except RejectedInput as rejected:  # no outcome of the input's bytes: never cached
             yield self._rejection(record, rejected)
             return
-        digests = example_cache.digest(image_bytes), example_cache.digest(mask_bytes)
-        name = example_cache.entry_name(self._versions[split], record, *digests)
-        outcome = self._outcome(name, record, image_bytes, mask_bytes, split)
         if outcome.rejected is not None:
             yield self._rejection(record, outcome.rejected)
             return
@@ -120,7 +141,7 @@ class ProcessExamplesFn(beam.DoFn):
         self._written[split].inc(len(examples))
         entry = lineage.Entry(
             key=record.key, split=split, image_uri=record.image_uri, mask_uri=record.mask_uri,
-            image_sha256=digests[0], mask_sha256=digests[1], outcome=name,
+            image_sha256=image.digest, mask_sha256=mask.digest, outcome=name,
             example_keys=tuple(example.example_key for example in examples))
         for example in examples:  # the original carries the input's line to the shard writer
             yield dataclasses.replace(example, lineage=entry) if example.copy == 0 else example
@@ -137,26 +158,62 @@ class ProcessExamplesFn(beam.DoFn):
         if getattr(self, "_cache", None) is not None:
             self._cache.close()
 
-    def _compute(self, record, image_bytes, mask_bytes, split) -> example_cache.Outcome:
+    def _input(self, given: bytes | None, uri: str | None, stage: str) -> _InputFile:
+        """The file at ``uri`` (or the bytes a source ``given``), hashed; a local file's digest
+        comes from the cache when its state is the one recorded, and is recorded when the file
+        has settled."""
+        input_file = _InputFile(uri, stage)
+        if given is not None:
+            input_file.data, input_file.digest = given, example_cache.digest(given)
+            return input_file
+        if self._cache is None or uri is None or not filesystem.is_local(uri):
+            input_file.read()
+            return input_file
+        path = filesystem.local_path(uri)
+        before = _regular_file_state(path, stage)
+        known = self._cache.known_digest(path, before)
+        if known is not None:
+            input_file.digest = known
+            return input_file
+        input_file.read()
         try:
-            examples, sums = process_example(record, image_bytes, mask_bytes, split, self._config)
+            after = example_cache.file_state(os.stat(path))
+        except OSError:
+            return input_file
+        self._cache.record_digest(path, before, after, input_file.digest)
+        return input_file
+
+    def _compute(self, record, image: _InputFile, mask: _InputFile, split) -> example_cache.Outcome:
+        try:
+            examples, sums = process_example(record, image.data, mask.data, split, self._config)
         except RejectedInput as rejected:
             return example_cache.Outcome(rejected=rejected)
         return example_cache.Outcome(examples=tuple(examples), sums=sums)
 
-    def _outcome(self, name, record, image_bytes, mask_bytes, split) -> example_cache.Outcome:
+    def _outcome(self, record, image: _InputFile, mask: _InputFile, split) -> tuple[str, example_cache.Outcome]:
+        """The input's entry name and outcome, from the cache or computed (and cached); raises
+        RejectedInput when a file that must be read now cannot be."""
+        name = example_cache.entry_name(self._versions[split], record, image.digest, mask.digest)
         if self._cache is None:
-            return self._compute(record, image_bytes, mask_bytes, split)
+            return name, self._compute(record, image, mask, split)
         outcome, damaged = self._cache.read(name)
+        if outcome is None and (image.data is None or mask.data is None):
+            for input_file in (image, mask):  # known by their state only: read them now
+                if input_file.data is None:
+                    input_file.read()
+            read_name = example_cache.entry_name(self._versions[split], record, image.digest, mask.digest)
+            if read_name != name:  # (a digest recorded wrongly: the bytes decide)
+                name = read_name
+                outcome, damaged = self._cache.read(name)
         if outcome is not None:
             self._cached["hits"].inc()
-            return outcome
+            return name, outcome
         self._cached["damaged" if damaged else "misses"].inc()
-        outcome = self._compute(record, image_bytes, mask_bytes, split)
+        outcome = self._compute(record, image, mask, split)
         self._cache.write(name, outcome)
         self._computed += 1
         crash.crash_point("outcomes", self._computed)
-        return outcome
+        return name, outcome
 
     def _rejection(self, record, rejected: RejectedInput):
         if rejected.reason not in self._rejected:

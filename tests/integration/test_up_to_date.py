@@ -4,7 +4,6 @@ any change it could miss runs the job, which ends as a fresh run over the final 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
 import time
@@ -16,6 +15,7 @@ from beam_etl.loader import verify
 from beam_etl.output_layout import INCOMPLETE_DIR, LEASE, UP_TO_DATE
 from beam_etl.tools import sample_data
 from pipelines import preprocess
+from tests.support import input_edits
 from tests.support.jobs import comparable, output_files
 
 pytestmark = pytest.mark.slow
@@ -85,36 +85,6 @@ def test_a_run_on_worker_processes_is_found_up_to_date_too(data, tmp_path, settl
     assert _run(data, out, "--overwrite", *workers) == first
 
 
-def _rewrite_in_place(path, data_bytes):
-    """New content of the same size with the old modification time put back: what a copy that
-    keeps times (``cp -p``, ``rsync -t``) of another version of the file does."""
-    st = path.stat()
-    assert len(data_bytes) == st.st_size
-    path.write_bytes(data_bytes)
-    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
-
-
-def _swap_mask_labels(root):
-    """Another version of one mask (its values 1 and 2 swapped), padded to the old size with a
-    PNG text chunk, its mtime put back."""
-    import zlib  # pylint: disable=import-outside-toplevel
-
-    import cv2  # pylint: disable=import-outside-toplevel
-    import numpy as np  # pylint: disable=import-outside-toplevel
-
-    path = sorted((root / "annotations" / "trimaps").glob("*.png"))[0]
-    mask = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    swapped = np.where(mask == 1, 2, np.where(mask == 2, 1, mask)).astype(mask.dtype)
-    encoded = min((cv2.imencode(".png", swapped, [cv2.IMWRITE_PNG_COMPRESSION, level])[1].tobytes()
-                   for level in range(10)), key=len)
-    pad = path.stat().st_size - len(encoded) - 12 - len(b"pad\0")
-    assert pad >= 0, "the new mask does not fit in the old one's size"
-    body = b"tEXt" + b"pad\0" + b"x" * pad
-    chunk = len(body[4:]).to_bytes(4, "big") + body + zlib.crc32(body).to_bytes(4, "big")
-    iend = encoded.rindex(b"IEND") - 4
-    _rewrite_in_place(path, encoded[:iend] + chunk + encoded[iend:])
-
-
 def _add_pair(root):
     image = sorted((root / "images").glob("*.jpg"))[0]
     shutil.copy(image, root / "images" / "zz_new.jpg")
@@ -133,7 +103,7 @@ def _rename_image(root):
 
 
 CHANGES = {
-    "a mask rewritten with its size and mtime kept": (_swap_mask_labels, 1),
+    "a mask rewritten with its size and mtime kept": (input_edits.swap_mask_labels, 1),
     "a pair added": (_add_pair, 1),
     "a pair removed": (_remove_pair, 0),
     "an image renamed (now two inputs, each missing a file)": (_rename_image, 0),
@@ -159,7 +129,7 @@ def test_an_output_file_rewritten_in_place_is_made_again(data, tmp_path, settled
     shard = sorted(out.glob("train-*.tfrecord"))[0]
     tampered = bytearray(shard.read_bytes())
     tampered[len(tampered) // 2] ^= 0xFF
-    _rewrite_in_place(shard, bytes(tampered))
+    input_edits.rewrite_in_place(shard, bytes(tampered))
     assert shard.name in verify.verify(str(out))
     again = _run(data, out, "--overwrite")
     assert again["run_id"] != first["run_id"] and verify.verify(str(out)) == {}
@@ -217,7 +187,7 @@ def test_an_input_that_is_a_link_is_followed_and_a_linked_folder_leaves_no_state
     out = tmp_path / "out"
     first = _run(data, out)
     assert _run(data, out, "--overwrite")["run_id"] == first["run_id"]  # up to date
-    _rewrite_in_place(elsewhere, bytes(reversed(elsewhere.read_bytes())))  # no longer a JPEG
+    input_edits.rewrite_in_place(elsewhere, bytes(reversed(elsewhere.read_bytes())))  # no longer a JPEG
     again = _run(data, out, "--overwrite")
     assert again["run_id"] != first["run_id"] and again["num_rejected"] == first["num_rejected"] + 1
     linked = tmp_path / "linked"
