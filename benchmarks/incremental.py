@@ -23,7 +23,8 @@ import sys
 import tempfile
 import time
 
-from beam_etl.beam import example_cache, up_to_date
+from beam_etl import file_states
+from beam_etl.beam import example_cache
 from beam_etl.output_layout import CACHE_DIR
 from benchmarks.common import ensure_dataset, subset_dir
 
@@ -100,7 +101,7 @@ def main(argv=None) -> dict:
                                                                        else record.mask_uri))
                 if os.path.lexists(path):
                     os.remove(path)
-        time.sleep(up_to_date.SETTLE_SECONDS)  # inputs that settled, as a dataset's have
+        time.sleep(file_states.SETTLE_SECONDS)  # inputs that settled, as a dataset's have
         walls["fresh"].append(run_job(directory, output))
         walls["nothing new"].append(run_job(directory, output, "--overwrite", up_to_date_expected=True))
         os.utime(os.path.join(directory, "images", os.listdir(os.path.join(directory, "images"))[0]),

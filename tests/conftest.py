@@ -70,11 +70,12 @@ def reads(monkeypatch):
     """The URIs of the input files the per-image step read, in order (for runs in this process:
     a file the cache knows by its state is not read)."""
     seen = []
-    real = process_examples.read_uri
+    for name in ("read_uri", "_read_local_in_states"):  # (any file, and a local one with its states)
+        real = getattr(process_examples, name)
 
-    def counting(uri, *args):
-        seen.append(uri)
-        return real(uri, *args)
+        def counting(uri, *args, real=real):
+            seen.append(uri)
+            return real(uri, *args)
 
-    monkeypatch.setattr(process_examples, "read_uri", counting)
+        monkeypatch.setattr(process_examples, name, counting)
     return seen

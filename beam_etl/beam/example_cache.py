@@ -30,9 +30,9 @@ A read failure (a missing file, a timeout) is no outcome of the input's bytes an
 
 To name an entry, a run needs its input files' SHA-256. A writer also records, in
 ``outcomes/<writer>.dig``, the digest of each local file it read with the file's state
-(:func:`file_state`: size, times, inode, device) once the file has settled (:func:`settled`); a
-later run that finds a file in that state takes the digest and reads the file only if its
-outcome must be computed.
+(:mod:`beam_etl.file_states`: size, times, inode, device) once the file has settled, on a
+filesystem that vouches for its states; a later run that finds a file in that state takes the
+digest and reads the file only if its outcome must be computed.
 """
 
 from __future__ import annotations
@@ -50,7 +50,8 @@ import uuid
 
 import google_crc32c
 
-from beam_etl.beam import filesystem, up_to_date
+from beam_etl import file_states
+from beam_etl.beam import filesystem
 from beam_etl.code_version import code_version
 from beam_etl.elements import EncodedExample, RejectedInput, SourceRecord
 from beam_etl.image.pixel_statistics import ExampleSums
@@ -163,7 +164,7 @@ def decode(name: str, data: bytes) -> Outcome | None:
 
 
 _INDEX_LINE = re.compile(r"([0-9a-f]{64}) ([0-9]+) ([0-9]+)")
-_DIGEST_LINE = re.compile(r"([0-9a-f]{64}) ([0-9]+) ([0-9]+) ([0-9]+) ([0-9]+) ([0-9]+) (\".*\")")
+_DIGEST_LINE = re.compile(r"(([0-9a-f]{64}) ([0-9]+) ([0-9]+) ([0-9]+) ([0-9]+) ([0-9]+) (\".*\")) ([0-9a-f]{8})")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -186,35 +187,30 @@ def read_index(text: str, segment: str) -> list[tuple[str, Location]]:
     return entries
 
 
-def file_state(stat_result: os.stat_result) -> tuple[int, ...]:
-    """What a local file's ``stat`` says of its content: size, modification and change times
-    (ns), inode and device. A write changes the change time, whatever it does to the others."""
-    return (stat_result.st_size, stat_result.st_mtime_ns, stat_result.st_ctime_ns, stat_result.st_ino,
-            stat_result.st_dev)
+def _line_checksum(body: str) -> str:
+    return f"{google_crc32c.value(body.encode('utf-8', 'surrogatepass')):08x}"
+
+
+def digest_line(path: str, state: tuple[int, ...], sha256: str) -> str:
+    """A digests file's line: ``sha256 size mtime_ns ctime_ns inode device "path" crc32c``."""
+    body = f"{sha256} {' '.join(map(str, state))} {json.dumps(path)}"
+    return f"{body} {_line_checksum(body)}\n"
 
 
 def read_digests(text: str) -> list[tuple[str, tuple[int, ...], str]]:
-    """``(path, file_state, sha256)`` of each whole line of a digests file."""
+    """``(path, file_state, sha256)`` of each whole line of a digests file whose checksum holds."""
     digests = []
     for line in text.split("\n")[:-1]:
         matched = _DIGEST_LINE.fullmatch(line)
-        if not matched:
+        if not matched or matched[9] != _line_checksum(matched[1]):
             continue
         try:
-            path = json.loads(matched[7])
+            path = json.loads(matched[8])
         except ValueError:
             continue
         if isinstance(path, str):
-            digests.append((path, tuple(int(matched[i]) for i in range(2, 7)), matched[1]))
+            digests.append((path, tuple(int(matched[i]) for i in range(3, 8)), matched[2]))
     return digests
-
-
-def settled(before: tuple[int, ...], after: tuple[int, ...], now_ns: int) -> bool:
-    """Whether a file read between the states ``before`` and ``after`` was read whole as it
-    stands: its state did not change, and its times were :data:`up_to_date.SETTLE_SECONDS` old
-    (git's "racily clean" problem: a write in the same clock tick as the read could leave the
-    times as they were)."""
-    return before == after and now_ns - max(before[1], before[2]) >= up_to_date.SETTLE_SECONDS * 1e9
 
 
 class _Writer:
@@ -236,7 +232,7 @@ class _Writer:
         self._offset = 0
 
     def write_digest(self, path: str, state: tuple[int, ...], sha256: str) -> None:
-        line = f"{sha256} {' '.join(map(str, state))} {json.dumps(path)}\n"
+        line = digest_line(path, state, sha256)
         if not self._local:
             self._digest_lines.append(line)
             return
@@ -365,18 +361,24 @@ class ExampleCache:
         return self._known
 
     def known_digest(self, path: str, state: tuple[int, ...]) -> str | None:
-        """The SHA-256 recorded for the local file ``path`` in ``state`` (:func:`file_state`),
-        or None: a file whose state is not the recorded one is read and hashed again."""
+        """The SHA-256 recorded for the local file ``path`` in ``state``
+        (:func:`beam_etl.file_states.file_state`), or None: a file whose state is not the
+        recorded one is read and hashed again."""
         return self._read_known().digests.get(path, {}).get(state)
 
-    def record_digest(self, path: str, before: tuple[int, ...], after: tuple[int, ...], sha256: str) -> bool:
-        """Records the SHA-256 of the local file ``path``, read between the states ``before``
-        and ``after``, if the file had settled (:func:`settled`); whether it did."""
-        if not settled(before, after, time.time_ns()):
+    def record_digest(self, path: str, states, sha256: str) -> bool:
+        """Records the SHA-256 of the bytes read from the local file ``path``, if its
+        ``states`` around the read (``stat`` of the path before, ``fstat`` of the open file as
+        the read began and ended, ``stat`` of the path after) are one, and the file had settled
+        on a filesystem that vouches for its states (:mod:`beam_etl.file_states`); whether it
+        did."""
+        state = states[0]
+        if any(other != state for other in states) or not file_states.settled(state, time.time_ns()) \
+                or not file_states.trusted(state):
             return False
         if self._writer is None:
             self._writer = _Writer(self._folder)
-        self._writer.write_digest(path, before, sha256)
+        self._writer.write_digest(path, state, sha256)
         return True
 
     def entries(self) -> dict[str, list[Location]]:

@@ -12,7 +12,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from beam_etl import lineage
+from beam_etl import file_states, lineage
 from beam_etl.beam import crash, example_cache, filesystem, job_progress
 from beam_etl.config import JobConfig
 from beam_etl.image.chain import process_example
@@ -28,7 +28,7 @@ REMOTE_READ_TIMEOUT_S = 600.0  # a remote read that has not finished by then is 
 
 
 def _regular_file_state(path: str, stage: str) -> tuple[int, ...]:
-    """The state (:func:`example_cache.file_state`) of a local regular file; anything else (a
+    """The state (:func:`beam_etl.file_states.file_state`) of a local regular file; anything else (a
     FIFO, a device, a folder) is refused from its ``stat``, without being opened: opening a FIFO
     blocks for ever."""
     try:
@@ -38,7 +38,7 @@ def _regular_file_state(path: str, stage: str) -> tuple[int, ...]:
     if not stat.S_ISREG(stat_result.st_mode):
         raise RejectedInput(stage, "not_a_file",
                             f"not a regular file (file type {stat.filemode(stat_result.st_mode)[0]!r}); not opened")
-    return example_cache.file_state(stat_result)
+    return file_states.file_state(stat_result)
 
 
 def _read_local(uri: str, stage: str) -> bytes:
@@ -50,6 +50,19 @@ def _read_local(uri: str, stage: str) -> bytes:
             return handle.read()
     except OSError as error:
         raise RejectedInput(stage, "unreadable", f"{type(error).__name__}: {error}") from None
+
+
+def _read_local_in_states(path: str, stage: str) -> tuple[bytes, tuple[int, ...], tuple[int, ...]]:
+    """A local file's bytes, and the states of the open file (``fstat``) as the read began and
+    as it ended: what was read, whatever the path pointed at meanwhile."""
+    try:
+        with open(path, "rb") as handle:
+            opened = file_states.file_state(os.fstat(handle.fileno()))
+            data = handle.read()
+            read = file_states.file_state(os.fstat(handle.fileno()))
+    except OSError as error:
+        raise RejectedInput(stage, "unreadable", f"{type(error).__name__}: {error}") from None
+    return data, opened, read
 
 
 def _read_remote(uri: str, stage: str, timeout_s: float) -> bytes:
@@ -170,17 +183,18 @@ class ProcessExamplesFn(beam.DoFn):
             input_file.read()
             return input_file
         path = filesystem.local_path(uri)
-        before = _regular_file_state(path, stage)
-        known = self._cache.known_digest(path, before)
+        state = _regular_file_state(path, stage)
+        known = self._cache.known_digest(path, state)
         if known is not None:
             input_file.digest = known
             return input_file
-        input_file.read()
+        input_file.data, opened, read = _read_local_in_states(path, stage)
+        input_file.digest = example_cache.digest(input_file.data)
         try:
-            after = example_cache.file_state(os.stat(path))
+            after = file_states.file_state(os.stat(path))
         except OSError:
             return input_file
-        self._cache.record_digest(path, before, after, input_file.digest)
+        self._cache.record_digest(path, (state, opened, read, after), input_file.digest)
         return input_file
 
     def _compute(self, record, image: _InputFile, mask: _InputFile, split) -> example_cache.Outcome:

@@ -11,7 +11,8 @@ import time
 
 import pytest
 
-from beam_etl.beam import example_cache, up_to_date
+from beam_etl import file_states
+from beam_etl.beam import example_cache
 from beam_etl.output_layout import CACHE_DIR
 from beam_etl.tools import sample_data
 from pipelines import preprocess
@@ -165,7 +166,7 @@ def test_a_flag_that_shapes_training_examples_only_decodes_only_those(data, tmp_
 def test_a_rerun_reads_no_input_it_knows_by_its_state(data, tmp_path, decodes, reads, monkeypatch):
     """A local file whose size, times, inode and device are those its digest was recorded with
     is not read again; one rewritten with its size and modification time put back is."""
-    monkeypatch.setattr(up_to_date, "SETTLE_SECONDS", 0.0)  # (written moments ago, and left alone)
+    monkeypatch.setattr(file_states, "SETTLE_SECONDS", 0.0)  # (written moments ago, and left alone)
     root, _ = data
     out = tmp_path / "out"
     first = _run(root, out)
@@ -184,7 +185,7 @@ def test_a_rerun_reads_no_input_it_knows_by_its_state(data, tmp_path, decodes, r
 def test_an_input_that_has_not_settled_gets_no_digest(data, tmp_path, reads, monkeypatch):
     """A file whose times are younger than the settle window when read may still be written
     in the same clock tick: it is read again next time."""
-    monkeypatch.setattr(up_to_date, "SETTLE_SECONDS", 3600.0)
+    monkeypatch.setattr(file_states, "SETTLE_SECONDS", 3600.0)
     root, _ = data
     out = tmp_path / "out"
     first = _run(root, out)
@@ -197,13 +198,13 @@ def test_an_input_that_has_not_settled_gets_no_digest(data, tmp_path, reads, mon
 def test_worker_processes_record_digests_too(data, tmp_path):
     root, _ = data
     out = tmp_path / "out"
-    time.sleep(up_to_date.SETTLE_SECONDS)  # (the workers' own window: they are other processes)
+    time.sleep(file_states.SETTLE_SECONDS)  # (the workers' own window: they are other processes)
     first = _run(root, out, "--direct_running_mode", "multi_processing", "--direct_num_workers", "2")
     digests = _digests(out)
     assert len(digests) == 2 * first["num_inputs"]
     for path, states in digests.items():
         ((state, sha256),) = states.items()
-        assert state == example_cache.file_state(os.stat(path))
+        assert state == file_states.file_state(os.stat(path))
         assert sha256 == example_cache.digest(pathlib.Path(path).read_bytes())
 
 

@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from beam_etl import file_states
 from beam_etl.beam import up_to_date
 from beam_etl.loader import verify
 from beam_etl.output_layout import INCOMPLETE_DIR, LEASE, UP_TO_DATE
@@ -24,7 +25,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture
 def settled(monkeypatch):
     """Inputs count as settled at once (the tests write them moments before the run)."""
-    monkeypatch.setattr(up_to_date, "SETTLE_SECONDS", 0.0)
+    monkeypatch.setattr(file_states, "SETTLE_SECONDS", 0.0)
 
 
 @pytest.fixture
@@ -156,7 +157,7 @@ def test_a_flag_the_environment_the_folder_or_a_dead_run_s_lease_runs_the_job(da
 def test_inputs_changed_moments_before_the_run_leave_no_state(data, tmp_path, monkeypatch, decodes):
     """A file rewritten twice in one tick of the file system's clock keeps its times: a run over
     inputs that changed within SETTLE_SECONDS does not vouch for them, and the next runs the job."""
-    monkeypatch.setattr(up_to_date, "SETTLE_SECONDS", 3600.0)
+    monkeypatch.setattr(file_states, "SETTLE_SECONDS", 3600.0)
     out = tmp_path / "out"
     first = _run(data, out)
     assert not (out / UP_TO_DATE).exists()
