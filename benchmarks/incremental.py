@@ -24,7 +24,7 @@ import tempfile
 import time
 
 from beam_etl import file_states
-from beam_etl.beam import example_cache
+from beam_etl.beam import outcome_store
 from beam_etl.output_layout import CACHE_DIR
 from benchmarks.common import ensure_dataset, subset_dir
 
@@ -50,7 +50,7 @@ def run_job(directory: str, output: str, *extra: str, up_to_date_expected: bool 
 
 def _cached(output: str) -> int:
     """Entries in the output's cache (a line of a segment's index each)."""
-    folder = os.path.join(output, CACHE_DIR, example_cache.SEGMENTS)
+    folder = os.path.join(output, CACHE_DIR, outcome_store.SEGMENTS)
     if not os.path.isdir(folder):
         return 0
     count = 0

@@ -67,15 +67,14 @@ def decodes(monkeypatch):
 
 @pytest.fixture
 def reads(monkeypatch):
-    """The URIs of the input files the per-image step read, in order (for runs in this process:
-    a file the cache knows by its state is not read)."""
+    """The paths of the local input files the per-image step read, in order (for runs in this
+    process: a file the cache knows by its state is not read)."""
     seen = []
-    for name in ("read_uri", "_read_local_in_states"):  # (any file, and a local one with its states)
-        real = getattr(process_examples, name)
+    real = process_examples._read_local_in_states  # pylint: disable=protected-access  # every local read
 
-        def counting(uri, *args, real=real):
-            seen.append(uri)
-            return real(uri, *args)
+    def counting(path, *args):
+        seen.append(path)
+        return real(path, *args)
 
-        monkeypatch.setattr(process_examples, name, counting)
+    monkeypatch.setattr(process_examples, "_read_local_in_states", counting)
     return seen

@@ -13,7 +13,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from beam_etl import file_states, lineage
-from beam_etl.beam import crash, example_cache, filesystem, job_progress
+from beam_etl.beam import crash, example_cache, filesystem, job_progress, outcome_store
 from beam_etl.config import JobConfig
 from beam_etl.image.chain import process_example
 from beam_etl.elements import RejectedInput, SourceRecord
@@ -41,17 +41,6 @@ def _regular_file_state(path: str, stage: str) -> tuple[int, ...]:
     return file_states.file_state(stat_result)
 
 
-def _read_local(uri: str, stage: str) -> bytes:
-    """A local regular file's bytes (:func:`_regular_file_state`)."""
-    path = filesystem.local_path(uri)
-    _regular_file_state(path, stage)
-    try:
-        with open(path, "rb") as handle:
-            return handle.read()
-    except OSError as error:
-        raise RejectedInput(stage, "unreadable", f"{type(error).__name__}: {error}") from None
-
-
 def _read_local_in_states(path: str, stage: str) -> tuple[bytes, tuple[int, ...], tuple[int, ...]]:
     """A local file's bytes, and the states of the open file (``fstat``) as the read began and
     as it ended: what was read, whatever the path pointed at meanwhile."""
@@ -63,6 +52,13 @@ def _read_local_in_states(path: str, stage: str) -> tuple[bytes, tuple[int, ...]
     except OSError as error:
         raise RejectedInput(stage, "unreadable", f"{type(error).__name__}: {error}") from None
     return data, opened, read
+
+
+def _read_local(uri: str, stage: str) -> bytes:
+    """A local regular file's bytes (:func:`_regular_file_state`)."""
+    path = filesystem.local_path(uri)
+    _regular_file_state(path, stage)
+    return _read_local_in_states(path, stage)[0]
 
 
 def _read_remote(uri: str, stage: str, timeout_s: float) -> bytes:
@@ -126,7 +122,7 @@ class ProcessExamplesFn(beam.DoFn):
         config = self._config
         self._cache = None
         if config.use_cache:
-            self._cache = example_cache.ExampleCache(config.cache_dir or join(config.output, CACHE_DIR))
+            self._cache = outcome_store.OutcomeStore(config.cache_dir or join(config.output, CACHE_DIR))
         self._versions = {split: example_cache.version(config, split) for split in config.splits}
         self._cached = {name: Metrics.counter("beam_etl", f"cache_{name}") for name in ("hits", "misses", "damaged")}
         self._inputs = Metrics.counter("beam_etl", "inputs")

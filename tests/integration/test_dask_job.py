@@ -15,7 +15,7 @@ import time
 import pytest
 from distributed import Client
 
-from beam_etl.beam import example_cache, launch
+from beam_etl.beam import launch, outcome_store
 from beam_etl.beam import manifest as manifest_lib
 from beam_etl.output_layout import CACHE_DIR
 from beam_etl.tools import sample_data
@@ -79,7 +79,7 @@ def _pairs(root, out, *extra):
 
 def _entries(out) -> dict[str, list]:
     """The cache's entries by name: where each was written (a segment and an offset)."""
-    return example_cache.ExampleCache(str(out / CACHE_DIR)).entries()
+    return outcome_store.OutcomeStore(str(out / CACHE_DIR)).entries()
 
 
 def test_a_grown_dataset_on_dask_computes_only_its_new_inputs_and_matches_a_fresh_run(tmp_path,
@@ -121,7 +121,7 @@ def test_a_killed_run_on_its_own_dask_cluster_resumes(tmp_path):
     finally:
         os.killpg(job.pid, signal.SIGKILL)
         job.wait()
-    cache = example_cache.ExampleCache(str(out / CACHE_DIR))
+    cache = outcome_store.OutcomeStore(str(out / CACHE_DIR))
     done = {name: written for name, written in _entries(out).items()
             if cache.read(name)[0] is not None}  # not one cut short by the kill
     assert 5 <= len(done) < 40 and not (out / "manifest.json").exists()

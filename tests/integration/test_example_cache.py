@@ -12,7 +12,7 @@ import time
 import pytest
 
 from beam_etl import file_states
-from beam_etl.beam import example_cache
+from beam_etl.beam import example_cache, outcome_store
 from beam_etl.output_layout import CACHE_DIR
 from beam_etl.tools import sample_data
 from pipelines import preprocess
@@ -53,7 +53,7 @@ def _assert_same_as_fresh(root, out, tmp_path, *extra):
 
 def _entries(out):
     """The cache's entries by name: where each was written."""
-    return example_cache.ExampleCache(str(out / CACHE_DIR)).entries()
+    return outcome_store.OutcomeStore(str(out / CACHE_DIR)).entries()
 
 
 def test_a_grown_dataset_decodes_only_its_new_inputs(data, tmp_path, decodes):
@@ -126,7 +126,7 @@ def test_a_damaged_entry_is_computed_again_never_copied(data, tmp_path, decodes)
     decodes.clear()
     _run(root, out, "--overwrite")
     assert len(decodes) == 2
-    cache = example_cache.ExampleCache(str(out / CACHE_DIR))
+    cache = outcome_store.OutcomeStore(str(out / CACHE_DIR))
     for name in (last, first):
         assert cache.read(name)[0] is not None and len(cache.entries()[name]) == 2  # written anew
     cache.close()
@@ -139,7 +139,7 @@ def test_no_cache_and_a_cache_elsewhere(data, tmp_path, decodes):
     _run(root, tmp_path / "a", "--cache", str(shared))
     _run(root, tmp_path / "b", "--cache", str(shared))
     assert len(decodes) == 12  # the second output found every outcome in the shared cache
-    assert not (tmp_path / "a" / CACHE_DIR).exists() and len(example_cache.ExampleCache(str(shared)).entries()) == 12
+    assert not (tmp_path / "a" / CACHE_DIR).exists() and len(outcome_store.OutcomeStore(str(shared)).entries()) == 12
     decodes.clear()
     _run(root, tmp_path / "c", "--no_cache")
     assert len(decodes) == 12 and not (tmp_path / "c" / CACHE_DIR).exists()
@@ -209,4 +209,4 @@ def test_worker_processes_record_digests_too(data, tmp_path):
 
 
 def _digests(out):
-    return example_cache.ExampleCache(str(out / CACHE_DIR)).digests()
+    return outcome_store.OutcomeStore(str(out / CACHE_DIR)).digests()

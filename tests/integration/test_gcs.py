@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from beam_etl.beam import manifest as manifest_lib
-from beam_etl.beam import example_cache, lease
+from beam_etl.beam import example_cache, lease, outcome_store
 from beam_etl import diff, loader
 from beam_etl.output_layout import CACHE_DIR, CHANGES_FILE
 from beam_etl.elements import EncodedExample
@@ -147,7 +147,7 @@ def test_gcs_paths_are_literal_and_leased(gcs_pets, capsys):
 def test_the_cache_lineage_and_diff_on_gcs(outputs, gcs_pets, pets_dir, tmp_path, decodes, capsys):
     remote, _, _ = outputs
     decoded = decodes
-    entries = example_cache.ExampleCache(f"gs://pets/out/{CACHE_DIR}").entries()
+    entries = outcome_store.OutcomeStore(f"gs://pets/out/{CACHE_DIR}").entries()
     assert len(entries) >= remote["num_written"] > 0 and all(
         location.segment.startswith(f"gs://pets/out/{CACHE_DIR}/") for (location,) in entries.values())
     again = run_job(gcs_pets, "gs://pets/out", *FLAGS, "--overwrite")  # nothing new: all from the cache on gs://
@@ -173,18 +173,18 @@ def test_a_cache_writer_on_gcs_puts_a_segment_per_bundle_and_per_held_bytes(gcs_
     outcomes = [example_cache.Outcome(examples=(EncodedExample(f"k{i}", "train", 0, bytes([i]) * 3000),))
                 for i in range(5)]
     names = [example_cache.digest(str(i).encode()) for i in range(5)]
-    monkeypatch.setattr(example_cache, "HELD_BYTES", 7000)  # two entries' worth
-    writer = example_cache.ExampleCache(folder)
+    monkeypatch.setattr(outcome_store, "HELD_BYTES", 7000)  # two entries' worth
+    writer = outcome_store.OutcomeStore(folder)
     for name, outcome in zip(names[:3], outcomes):
         writer.write(name, outcome)  # the third passes HELD_BYTES: a segment is put
-    assert len(example_cache.ExampleCache(folder).entries()) == 3
+    assert len(outcome_store.OutcomeStore(folder).entries()) == 3
     writer.write(names[3], outcomes[3])
-    assert len(example_cache.ExampleCache(folder).entries()) == 3  # held until the bundle ends
+    assert len(outcome_store.OutcomeStore(folder).entries()) == 3  # held until the bundle ends
     writer.finish_bundle()
     writer.write(names[4], outcomes[4])
     writer.finish_bundle()
     writer.close()
-    reader = example_cache.ExampleCache(folder)
+    reader = outcome_store.OutcomeStore(folder)
     entries = reader.entries()
     assert sorted(entries) == sorted(names) and len({location.segment for (location,) in entries.values()}) == 3
     assert [reader.read(name)[0].examples for name in names] == [outcome.examples for outcome in outcomes]

@@ -4,7 +4,6 @@ import os
 import time
 
 from beam_etl import file_states
-from beam_etl.beam import example_cache
 
 MOUNTINFO = """\
 22 27 0:21 / /proc rw,relatime - proc proc rw
@@ -40,25 +39,3 @@ def test_a_file_settles_once_its_times_are_old_enough():
     assert file_states.settled((1, now - 3_000_000_000, now - 3_000_000_000, 1, 1), now)
     assert not file_states.settled((1, now - 3_000_000_000, now - 1_000_000_000, 1, 1), now)  # changed lately
     assert not file_states.settled((1, now + 10**12, now - 3_000_000_000, 1, 1), now)  # a time in the future
-
-
-def test_a_digest_is_recorded_only_for_one_settled_state_on_a_trusted_filesystem(tmp_path):
-    trusted_device = os.stat(tmp_path).st_dev
-    assert file_states.trusted(_state(trusted_device)), "the tests' folder lies on a trusted filesystem"
-    cache = example_cache.ExampleCache(str(tmp_path))
-    settled = _state(trusted_device)
-    moved = (settled[0], settled[1], settled[2], settled[3] + 1, settled[4])  # another file at the path
-    assert not cache.record_digest("/d/a", (settled, settled, moved, settled), "a" * 64)  # swapped mid-read
-    assert not cache.record_digest("/d/a", (_state(trusted_device, 0.5),) * 4, "a" * 64)  # not settled
-    assert not cache.record_digest("/d/a", (_state(os.stat("/proc/self").st_dev),) * 4, "a" * 64)  # proc
-    assert cache.record_digest("/d/a", (settled,) * 4, "b" * 64)
-    cache.close()
-    assert example_cache.ExampleCache(str(tmp_path)).digests() == {"/d/a": {settled: "b" * 64}}
-
-
-def test_a_damaged_digest_line_is_no_digest():
-    line = example_cache.digest_line("/d/a \"b\" é", (1, 2, 3, 4, 5), "c" * 64)
-    assert example_cache.read_digests(line) == [("/d/a \"b\" é", (1, 2, 3, 4, 5), "c" * 64)]
-    assert example_cache.read_digests(line.replace(" 3 ", " 9 ")) == []  # a time edited
-    assert example_cache.read_digests(line.replace("c" * 64, "d" * 64)) == []  # another digest
-    assert example_cache.read_digests(line[:-1]) == []  # cut short

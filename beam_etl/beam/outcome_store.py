@@ -1,0 +1,307 @@
+"""Where the cache of outcomes (:mod:`beam_etl.beam.example_cache`) keeps its entries, and the
+digests of the local files it has read.
+
+Entries live in segments, ``outcomes/<writer>.seg`` in the cache folder, each written by one
+writer (an instance of the per-image step) and never by another, beside their index ``outcomes/<writer>.idx`` (a line
+``name offset length`` per entry, written after the entry's bytes). Locally a writer appends to
+its segment and flushes each entry, so a run killed at any moment keeps every entry it finished
+(a few files per run, not one per input: creating a small file costs this disk about 200 µs,
+more than reading the entry back). In an object store, where nothing is appended, a writer puts
+a segment and then its index at the end of each bundle (and each :data:`HELD_BYTES`).
+
+An index line that is cut short is skipped, and an entry that does not match its checksum or its
+name (:func:`beam_etl.beam.example_cache.decode`: cut short, overwritten, pointed at by a
+damaged line) is computed again and written anew, never copied into the output. This module is
+not part of the chain's version: a change in how entries are kept finds the entries already
+kept.
+
+To name an entry, a run needs its input files' SHA-256. A writer also records, in
+``outcomes/<writer>.dig``, the digest of each local file it read with the file's state
+(:mod:`beam_etl.file_states`: size, times, inode, device) once the file has settled, on a
+filesystem that vouches for its states; a later run that finds a file in that state takes the
+digest and reads the file only if its outcome must be computed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import threading
+import time
+import uuid
+
+import google_crc32c
+
+from beam_etl import file_states
+from beam_etl.beam import filesystem
+from beam_etl.beam.example_cache import Outcome, decode, encode
+from beam_etl.output_layout import join
+
+SEGMENTS = "outcomes"  # the folder of segments, in the cache folder
+HELD_BYTES = 32 << 20  # (object stores) a writer puts a segment once it holds this much
+
+_INDEX_LINE = re.compile(r"([0-9a-f]{64}) ([0-9]+) ([0-9]+)")
+_DIGEST_LINE = re.compile(r"(([0-9a-f]{64}) ([0-9]+) ([0-9]+) ([0-9]+) ([0-9]+) ([0-9]+) (\".*\")) ([0-9a-f]{8})")
+
+
+@dataclasses.dataclass(frozen=True)
+class Location:
+    """Where an entry's bytes are: ``length`` bytes at ``offset`` in ``segment`` (a path)."""
+
+    segment: str
+    offset: int
+    length: int
+
+
+def read_index(text: str, segment: str) -> list[tuple[str, Location]]:
+    """The entries an index file's text names, in its order; a line cut short (a writer killed
+    mid-line) is skipped."""
+    entries = []
+    for line in text.split("\n")[:-1]:  # (the last piece has no newline: cut short, or empty)
+        matched = _INDEX_LINE.fullmatch(line)
+        if matched:
+            entries.append((matched[1], Location(segment, int(matched[2]), int(matched[3]))))
+    return entries
+
+
+def _line_checksum(body: str) -> str:
+    return f"{google_crc32c.value(body.encode('utf-8', 'surrogatepass')):08x}"
+
+
+def digest_line(path: str, state: tuple[int, ...], sha256: str) -> str:
+    """A digests file's line: ``sha256 size mtime_ns ctime_ns inode device "path" crc32c``."""
+    body = f"{sha256} {' '.join(map(str, state))} {json.dumps(path)}"
+    return f"{body} {_line_checksum(body)}\n"
+
+
+def read_digests(text: str) -> list[tuple[str, tuple[int, ...], str]]:
+    """``(path, file_state, sha256)`` of each whole line of a digests file whose checksum holds."""
+    digests = []
+    for line in text.split("\n")[:-1]:
+        matched = _DIGEST_LINE.fullmatch(line)
+        if not matched or matched[9] != _line_checksum(matched[1]):
+            continue
+        try:
+            path = json.loads(matched[8])
+        except ValueError:
+            continue
+        if isinstance(path, str):
+            digests.append((path, tuple(int(matched[i]) for i in range(3, 8)), matched[2]))
+    return digests
+
+
+class _Writer:
+    """One writer's segments and their indexes. Locally one segment, appended to and flushed
+    per entry; in an object store, a segment per bundle (or per :data:`HELD_BYTES`), put by
+    :meth:`finish`, its index after it."""
+
+    def __init__(self, folder: str):
+        self._folder = folder
+        self._local = filesystem.is_local(folder)
+        self._segment = self._index = self._digests = None  # (local) the open files
+        self._start()
+
+    def _start(self) -> None:
+        self._base = join(self._folder, uuid.uuid4().hex)
+        self._held: list[bytes] = []  # (object stores) the entries not put yet
+        self._lines: list[str] = []
+        self._digest_lines: list[str] = []
+        self._offset = 0
+
+    def write_digest(self, path: str, state: tuple[int, ...], sha256: str) -> None:
+        line = digest_line(path, state, sha256)
+        if not self._local:
+            self._digest_lines.append(line)
+            return
+        if self._digests is None:
+            filesystem.make_parent(self._base)
+            self._digests = open(filesystem.local_path(self._base + ".dig"), "a", encoding="utf-8")  # pylint: disable=consider-using-with
+        self._digests.write(line)
+        self._digests.flush()
+
+    def write(self, name: str, data: bytes) -> None:
+        line = f"{name} {self._offset} {len(data)}\n"
+        if not self._local:
+            self._held.append(data)
+            self._lines.append(line)
+            self._offset += len(data)
+            if self._offset >= HELD_BYTES:
+                self.finish()
+            return
+        try:
+            if self._segment is None:
+                filesystem.make_parent(self._base)
+                self._segment = open(filesystem.local_path(self._base + ".seg"), "ab")  # pylint: disable=consider-using-with
+                self._index = open(filesystem.local_path(self._base + ".idx"), "a", encoding="ascii")  # pylint: disable=consider-using-with
+            self._segment.write(data)
+            self._segment.flush()  # in the kernel's hands before the line that names it
+            self._index.write(line)
+            self._index.flush()
+        except BaseException:
+            self.close()  # where the failed write left the files is not known: a new segment next
+            self._start()
+            raise
+        self._offset += len(data)
+
+    def finish(self) -> None:
+        """(Object stores) puts the held entries' segment, then its index, and the digests."""
+        if self._local or not (self._held or self._digest_lines):
+            return
+        if self._held:
+            filesystem.write_bytes(self._base + ".seg", b"".join(self._held))
+            filesystem.write_bytes(self._base + ".idx", "".join(self._lines).encode("ascii"))
+        if self._digest_lines:
+            filesystem.write_bytes(self._base + ".dig", "".join(self._digest_lines).encode("utf-8"))
+        self._start()
+
+    def close(self) -> None:
+        for handle in (self._segment, self._index, self._digests):
+            if handle is not None:
+                handle.close()
+        self._segment = self._index = self._digests = None
+
+
+class _Known:
+    """What this process has read of one cache folder's indexes and digests files: each one's
+    part read so far, and the entries and digests they name. Instances of the per-image step
+    (Beam's Dask runner sets one up per partition) read only what was added since."""
+
+    def __init__(self, folder: str):
+        self._folder = folder
+        self._read: dict[str, int] = {}  # file name -> bytes read (whole lines)
+        self.entries: dict[str, list[Location]] = {}
+        self.digests: dict[str, dict[tuple[int, ...], str]] = {}  # path -> {file_state: sha256}
+        self.lock = threading.Lock()
+
+    def _new_lines(self, name: str, local: bool) -> bytes:
+        path = join(self._folder, name)
+        done = self._read.get(name, 0)
+        if local:
+            size = os.path.getsize(filesystem.local_path(path))
+            if size < done:  # (not written by a writer: it only appends) read again
+                done = 0
+            if size == done:
+                return b""
+            data = filesystem.read_range(path, done, size - done)
+        elif name in self._read:
+            return b""  # an object, put whole, once
+        else:
+            data = filesystem.read_bytes(path)
+        whole = data[:data.rfind(b"\n") + 1]  # a line being written is read next time
+        self._read[name] = done + (len(whole) if local else len(data))
+        return whole
+
+    def refresh(self) -> None:
+        local = filesystem.is_local(self._folder)
+        for name in filesystem.list_files(self._folder):
+            if "/" in name:
+                continue
+            if name.endswith(".idx"):
+                segment = join(self._folder, name[:-len(".idx")] + ".seg")
+                text = self._new_lines(name, local).decode("ascii", errors="replace")
+                for entry, location in read_index(text, segment):
+                    self.entries.setdefault(entry, []).append(location)
+            elif name.endswith(".dig"):
+                text = self._new_lines(name, local).decode("utf-8", errors="replace")
+                for path, state, sha256 in read_digests(text):
+                    self.digests.setdefault(path, {})[state] = sha256
+
+
+_KNOWN: dict[str, _Known] = {}
+_KNOWN_LOCK = threading.Lock()
+
+
+def _known(folder: str) -> _Known:
+    with _KNOWN_LOCK:
+        if folder not in _KNOWN:
+            _KNOWN[folder] = _Known(folder)
+        return _KNOWN[folder]
+
+
+class OutcomeStore:
+    """The outcomes in the segments under ``directory/outcomes`` (local or ``gs://``). The
+    indexes are read at the first lookup (only what this process has not read of them yet): an
+    entry written later, this instance's own among them, may not be found (a run looks each
+    input up once; a retried bundle computes its inputs again)."""
+
+    def __init__(self, directory: str):
+        self._folder = join(directory, SEGMENTS)
+        self._known: _Known | None = None
+        self._writer: _Writer | None = None
+
+    def _refreshed(self) -> _Known:
+        known = _known(self._folder)
+        with known.lock:
+            known.refresh()
+        return known
+
+    def _read_known(self) -> _Known:
+        """What this process knows of the folder, refreshed at this instance's first lookup."""
+        if self._known is None:
+            self._known = self._refreshed()
+        return self._known
+
+    def known_digest(self, path: str, state: tuple[int, ...]) -> str | None:
+        """The SHA-256 recorded for the local file ``path`` in ``state``
+        (:func:`beam_etl.file_states.file_state`), or None: a file whose state is not the
+        recorded one is read and hashed again."""
+        return self._read_known().digests.get(path, {}).get(state)
+
+    def record_digest(self, path: str, states, sha256: str) -> bool:
+        """Records the SHA-256 of the bytes read from the local file ``path``, if its
+        ``states`` around the read (``stat`` of the path before, ``fstat`` of the open file as
+        the read began and ended, ``stat`` of the path after) are one, and the file had settled
+        on a filesystem that vouches for its states (:mod:`beam_etl.file_states`); whether it
+        did."""
+        state = states[0]
+        if any(other != state for other in states) or not file_states.settled(state, time.time_ns()) \
+                or not file_states.trusted(state):
+            return False
+        if self._writer is None:
+            self._writer = _Writer(self._folder)
+        self._writer.write_digest(path, state, sha256)
+        return True
+
+    def entries(self) -> dict[str, list[Location]]:
+        """Every entry the indexes name now, by name: each place one was written."""
+        known = self._refreshed()
+        with known.lock:
+            return {name: list(locations) for name, locations in known.entries.items()}
+
+    def digests(self) -> dict[str, dict[tuple[int, ...], str]]:
+        """Every digest recorded now, by path: ``{file_state: sha256}``."""
+        known = self._refreshed()
+        with known.lock:
+            return {path: dict(states) for path, states in known.digests.items()}
+
+    def read(self, name: str) -> tuple[Outcome | None, bool]:
+        """``(outcome, damaged)``: the entry's outcome, or None when there is none (damaged:
+        there is one, but not one intact). A segment that is gone holds none; any other read
+        error is raised (the runner retries the bundle)."""
+        damaged = False
+        for location in list(self._read_known().entries.get(name, ())):
+            try:
+                data = filesystem.read_range(location.segment, location.offset, location.length)
+            except FileNotFoundError:
+                continue
+            outcome = decode(name, data)
+            if outcome is not None:
+                return outcome, False
+            damaged = True
+        return None, damaged
+
+    def write(self, name: str, outcome: Outcome) -> None:
+        if self._writer is None:
+            self._writer = _Writer(self._folder)
+        self._writer.write(name, encode(name, outcome))
+
+    def finish_bundle(self) -> None:
+        """At a bundle's end: in an object store, what the bundle wrote is put now."""
+        if self._writer is not None:
+            self._writer.finish()
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
