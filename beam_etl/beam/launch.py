@@ -96,8 +96,10 @@ def quiet_worker_count() -> None:
 
 
 # From this many inputs on, a run left to the DirectRunner's defaults uses a worker process per
-# core: starting them costs about 3 s on two cores, what two cores save on about 2,500 images.
-MANY_INPUTS = 2500
+# core. Forked from the warm parent (beam_etl.beam.warm_workers), 2 workers cost 0.4 s more than
+# this process alone at 50 pairs, the same at 350, and save 0.2 s at 500 and 0.4 s at 1,000
+# (benchmarks/whole_job.py, BENCHMARKS.md).
+MANY_INPUTS = 400
 INPUTS_TO_COUNT = 10_000_000  # the progress line's total: no more are listed at launch
 
 
