@@ -10,7 +10,7 @@ photo-like 500x375 JPEG + PNG pairs (``beam_etl.tools.sample_data``) to 128x128 
   (:func:`beam_etl.image.chain.process_example`) and writing the records to one file;
 - ``readme``: the README's command, ``beam-etl preprocess --images ... --masks ... --output
   OUT --image_size 128`` (no runner flags, statistics on), and ``readme --no_statistics``;
-- ``readme, first run on this machine``: the same with an empty cache, so that tf.Transform
+- ``readme (first run on this machine)``: the same with an empty cache, so that tf.Transform
   writes the transform graph's template (``beam_etl.beam.transform_template``) in the run;
 - ``2 workers``: the same with ``--direct_running_mode multi_processing --direct_num_workers 2``;
 - with ``--dask``: the same with ``--dask_local_workers 2``.
@@ -38,7 +38,7 @@ import time
 from benchmarks.common import ensure_dataset, subset_dir
 
 WORKERS = ["--direct_running_mode", "multi_processing", "--direct_num_workers", "2"]
-FIRST_RUN = "readme, first run on this machine"  # an empty cache: tf.Transform writes the graph's template
+FIRST_RUN = "readme (first run on this machine)"  # an empty cache: tf.Transform writes the graph's template
 COMMANDS = {
     "readme": [],
     FIRST_RUN: [],
