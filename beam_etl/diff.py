@@ -57,7 +57,8 @@ def compare(old: str, new: str) -> tuple[lineage.Changes, list[str]]:
     old_lineage, new_lineage = old_manifest["lineage"], new_manifest["lineage"]
     if old_lineage["chain_version"] != new_lineage["chain_version"]:
         # (an output written before the manifest named them has no chain_libraries: "?")
-        old_libraries, new_libraries = (lineage_.get("chain_libraries") or {} for lineage_ in (old_lineage, new_lineage))
+        old_libraries = old_lineage.get("chain_libraries") or {}
+        new_libraries = new_lineage.get("chain_libraries") or {}
         libraries = [f"{name} {old_libraries.get(name, '?')} -> {new_libraries.get(name, '?')}"
                      for name in sorted(set(old_libraries) | set(new_libraries))
                      if old_libraries.get(name) != new_libraries.get(name)]

@@ -35,9 +35,10 @@ def file_state(stat_result: os.stat_result) -> tuple[int, ...]:
             stat_result.st_dev)
 
 
-def settled(state: tuple[int, ...], now_ns: int) -> bool:
-    """Whether a file in ``state`` was last changed :data:`SETTLE_SECONDS` before ``now_ns``."""
-    return now_ns - max(state[1], state[2]) >= SETTLE_SECONDS * 1e9
+def settled(changed_ns: int, now_ns: int) -> bool:
+    """Whether files last changed (modified, or their inode changed) at ``changed_ns`` had
+    settled by ``now_ns``: :data:`SETTLE_SECONDS` before it."""
+    return now_ns - changed_ns >= SETTLE_SECONDS * 1e9
 
 
 @functools.lru_cache(maxsize=None)
@@ -62,6 +63,6 @@ def filesystem_type(device: int, mountinfo: str = _MOUNTINFO) -> str | None:
     return _filesystem_types(mountinfo).get(f"{os.major(device)}:{os.minor(device)}")
 
 
-def trusted(state: tuple[int, ...], mountinfo: str = _MOUNTINFO) -> bool:
-    """Whether a file in ``state`` lies on a filesystem whose states are worth recording."""
-    return filesystem_type(state[4], mountinfo) in TRUSTED_FILESYSTEMS
+def trusted(device: int, mountinfo: str = _MOUNTINFO) -> bool:
+    """Whether the filesystem of ``device`` (a ``st_dev``) keeps states worth recording."""
+    return filesystem_type(device, mountinfo) in TRUSTED_FILESYSTEMS

@@ -49,16 +49,8 @@ def run_job(directory: str, output: str, *extra: str, up_to_date_expected: bool 
 
 
 def _cached(output: str) -> int:
-    """Entries in the output's cache (a line of a segment's index each)."""
-    folder = os.path.join(output, CACHE_DIR, outcome_store.SEGMENTS)
-    if not os.path.isdir(folder):
-        return 0
-    count = 0
-    for name in os.listdir(folder):
-        if name.endswith(".idx"):
-            with open(os.path.join(folder, name), "rb") as index:
-                count += index.read().count(b"\n")
-    return count
+    """Entries in the output's cache."""
+    return len(outcome_store.OutcomeStore(os.path.join(output, CACHE_DIR)).entries())
 
 
 def kill_half_way(directory: str, output: str, inputs: int) -> float:

@@ -125,8 +125,8 @@ def read_bytes(path: str) -> bytes:
 
 def read_range(path: str, offset: int, length: int) -> bytes:
     """Up to ``length`` bytes of the file ``path`` from ``offset``, fetching no more than those
-    (Beam's reader of a ``gs://`` object fetches 16 MiB at a time). A missing file raises
-    FileNotFoundError, in every store."""
+    (Beam's reader of a ``gs://`` object fetches 16 MiB at a time). A missing local or ``gs://``
+    file raises FileNotFoundError."""
     if is_local(path):
         with open(local_path(path), "rb") as handle:
             return os.pread(handle.fileno(), length, offset)

@@ -2,12 +2,13 @@
 digests of the local files it has read.
 
 Entries live in segments, ``outcomes/<writer>.seg`` in the cache folder, each written by one
-writer (an instance of the per-image step) and never by another, beside their index ``outcomes/<writer>.idx`` (a line
-``name offset length`` per entry, written after the entry's bytes). Locally a writer appends to
-its segment and flushes each entry, so a run killed at any moment keeps every entry it finished
-(a few files per run, not one per input: creating a small file costs this disk about 200 µs,
-more than reading the entry back). In an object store, where nothing is appended, a writer puts
-a segment and then its index at the end of each bundle (and each :data:`HELD_BYTES`).
+writer (an instance of the per-image step) and never by another, beside their index
+``outcomes/<writer>.idx`` (a line ``name offset length`` per entry, written after the entry's
+bytes). Locally a writer appends to its segment and flushes each entry, so a run killed at any
+moment keeps every entry it finished (a few files per run, not one per input: creating a small
+file costs this disk about 200 µs, more than reading the entry back). In an object store, where
+nothing is appended, a writer puts a segment and then its index at the end of each bundle (and
+each :data:`HELD_BYTES`).
 
 An index line that is cut short is skipped, and an entry that does not match its checksum or its
 name (:func:`beam_etl.beam.example_cache.decode`: cut short, overwritten, pointed at by a
@@ -20,6 +21,10 @@ To name an entry, a run needs its input files' SHA-256. A writer also records, i
 (:mod:`beam_etl.file_states`: size, times, inode, device) once the file has settled, on a
 filesystem that vouches for its states; a later run that finds a file in that state takes the
 digest and reads the file only if its outcome must be computed.
+
+Each process reads every index and digests file once, then only what was added: about 1.6 KB of
+memory per input and version kept. Nothing is compacted: entries of old versions stay until the
+cache folder is deleted.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from beam_etl.beam.example_cache import Outcome, decode, encode
 from beam_etl.output_layout import join
 
 SEGMENTS = "outcomes"  # the folder of segments, in the cache folder
+SEGMENT, INDEX, DIGESTS = ".seg", ".idx", ".dig"  # a writer's files: <writer id><suffix>
 HELD_BYTES = 32 << 20  # (object stores) a writer puts a segment once it holds this much
 
 _INDEX_LINE = re.compile(r"([0-9a-f]{64}) ([0-9]+) ([0-9]+)")
@@ -93,14 +99,14 @@ def read_digests(text: str) -> list[tuple[str, tuple[int, ...], str]]:
 
 
 class _Writer:
-    """One writer's segments and their indexes. Locally one segment, appended to and flushed
-    per entry; in an object store, a segment per bundle (or per :data:`HELD_BYTES`), put by
-    :meth:`finish`, its index after it."""
+    """One writer's files: its segments, their indexes and its digests. Locally one of each,
+    appended to and flushed per line or entry; in an object store, one of each per bundle (or
+    per :data:`HELD_BYTES`), put by :meth:`finish`, an index after its segment."""
 
     def __init__(self, folder: str):
         self._folder = folder
         self._local = filesystem.is_local(folder)
-        self._segment = self._index = self._digests = None  # (local) the open files
+        self._files: dict[str, object] = {}  # (local) suffix -> the open file
         self._start()
 
     def _start(self) -> None:
@@ -110,16 +116,23 @@ class _Writer:
         self._digest_lines: list[str] = []
         self._offset = 0
 
+    def _file(self, suffix: str):
+        """(Local) this writer's file ``suffix``, opened to append on first use."""
+        if suffix not in self._files:
+            filesystem.make_parent(self._base)
+            mode, encoding = ("ab", None) if suffix == SEGMENT else ("a", "utf-8")
+            path = filesystem.local_path(self._base + suffix)
+            self._files[suffix] = open(path, mode, encoding=encoding)  # pylint: disable=consider-using-with
+        return self._files[suffix]
+
     def write_digest(self, path: str, state: tuple[int, ...], sha256: str) -> None:
         line = digest_line(path, state, sha256)
         if not self._local:
             self._digest_lines.append(line)
             return
-        if self._digests is None:
-            filesystem.make_parent(self._base)
-            self._digests = open(filesystem.local_path(self._base + ".dig"), "a", encoding="utf-8")  # pylint: disable=consider-using-with
-        self._digests.write(line)
-        self._digests.flush()
+        digests = self._file(DIGESTS)
+        digests.write(line)
+        digests.flush()
 
     def write(self, name: str, data: bytes) -> None:
         line = f"{name} {self._offset} {len(data)}\n"
@@ -131,16 +144,13 @@ class _Writer:
                 self.finish()
             return
         try:
-            if self._segment is None:
-                filesystem.make_parent(self._base)
-                self._segment = open(filesystem.local_path(self._base + ".seg"), "ab")  # pylint: disable=consider-using-with
-                self._index = open(filesystem.local_path(self._base + ".idx"), "a", encoding="ascii")  # pylint: disable=consider-using-with
-            self._segment.write(data)
-            self._segment.flush()  # in the kernel's hands before the line that names it
-            self._index.write(line)
-            self._index.flush()
+            segment, index = self._file(SEGMENT), self._file(INDEX)
+            segment.write(data)
+            segment.flush()  # in the kernel's hands before the line that names it
+            index.write(line)
+            index.flush()
         except BaseException:
-            self.close()  # where the failed write left the files is not known: a new segment next
+            self.close()  # where the failed write left the files is not known: new files next
             self._start()
             raise
         self._offset += len(data)
@@ -150,17 +160,16 @@ class _Writer:
         if self._local or not (self._held or self._digest_lines):
             return
         if self._held:
-            filesystem.write_bytes(self._base + ".seg", b"".join(self._held))
-            filesystem.write_bytes(self._base + ".idx", "".join(self._lines).encode("ascii"))
+            filesystem.write_bytes(self._base + SEGMENT, b"".join(self._held))
+            filesystem.write_bytes(self._base + INDEX, "".join(self._lines).encode("ascii"))
         if self._digest_lines:
-            filesystem.write_bytes(self._base + ".dig", "".join(self._digest_lines).encode("utf-8"))
+            filesystem.write_bytes(self._base + DIGESTS, "".join(self._digest_lines).encode("utf-8"))
         self._start()
 
     def close(self) -> None:
-        for handle in (self._segment, self._index, self._digests):
-            if handle is not None:
-                handle.close()
-        self._segment = self._index = self._digests = None
+        for handle in self._files.values():
+            handle.close()
+        self._files.clear()
 
 
 class _Known:
@@ -198,12 +207,12 @@ class _Known:
         for name in filesystem.list_files(self._folder):
             if "/" in name:
                 continue
-            if name.endswith(".idx"):
-                segment = join(self._folder, name[:-len(".idx")] + ".seg")
+            if name.endswith(INDEX):
+                segment = join(self._folder, name[:-len(INDEX)] + SEGMENT)
                 text = self._new_lines(name, local).decode("ascii", errors="replace")
                 for entry, location in read_index(text, segment):
                     self.entries.setdefault(entry, []).append(location)
-            elif name.endswith(".dig"):
+            elif name.endswith(DIGESTS):
                 text = self._new_lines(name, local).decode("utf-8", errors="replace")
                 for path, state, sha256 in read_digests(text):
                     self.digests.setdefault(path, {})[state] = sha256
@@ -221,15 +230,20 @@ def _known(folder: str) -> _Known:
 
 
 class OutcomeStore:
-    """The outcomes in the segments under ``directory/outcomes`` (local or ``gs://``). The
-    indexes are read at the first lookup (only what this process has not read of them yet): an
-    entry written later, this instance's own among them, may not be found (a run looks each
-    input up once; a retried bundle computes its inputs again)."""
+    """The outcomes, and the digests of local files, under ``directory/outcomes`` (local or
+    ``gs://``). The indexes and digests are read at the first lookup (only what this process has
+    not read of them yet): an entry written later, this instance's own among them, may not be
+    found (a run looks each input up once; a retried bundle computes its inputs again)."""
 
     def __init__(self, directory: str):
         self._folder = join(directory, SEGMENTS)
         self._known: _Known | None = None
         self._writer: _Writer | None = None
+
+    def _own_writer(self) -> _Writer:
+        if self._writer is None:
+            self._writer = _Writer(self._folder)
+        return self._writer
 
     def _refreshed(self) -> _Known:
         known = _known(self._folder)
@@ -252,16 +266,13 @@ class OutcomeStore:
     def record_digest(self, path: str, states, sha256: str) -> bool:
         """Records the SHA-256 of the bytes read from the local file ``path``, if its
         ``states`` around the read (``stat`` of the path before, ``fstat`` of the open file as
-        the read began and ended, ``stat`` of the path after) are one, and the file had settled
-        on a filesystem that vouches for its states (:mod:`beam_etl.file_states`); whether it
-        did."""
+        the read began and ended) are one, and the file had settled on a filesystem that
+        vouches for its states (:mod:`beam_etl.file_states`); whether it did."""
         state = states[0]
-        if any(other != state for other in states) or not file_states.settled(state, time.time_ns()) \
-                or not file_states.trusted(state):
+        if any(other != state for other in states) or not file_states.trusted(state[4]) \
+                or not file_states.settled(max(state[1], state[2]), time.time_ns()):
             return False
-        if self._writer is None:
-            self._writer = _Writer(self._folder)
-        self._writer.write_digest(path, state, sha256)
+        self._own_writer().write_digest(path, state, sha256)
         return True
 
     def entries(self) -> dict[str, list[Location]]:
@@ -293,9 +304,7 @@ class OutcomeStore:
         return None, damaged
 
     def write(self, name: str, outcome: Outcome) -> None:
-        if self._writer is None:
-            self._writer = _Writer(self._folder)
-        self._writer.write(name, encode(name, outcome))
+        self._own_writer().write(name, encode(name, outcome))
 
     def finish_bundle(self) -> None:
         """At a bundle's end: in an object store, what the bundle wrote is put now."""

@@ -1,5 +1,6 @@
-"""The Beam step around the per-example chain: reads the bytes, runs
-:func:`beam_etl.image.chain.process_example`, and turns bad inputs into ``Rejection`` s."""
+"""The Beam step around the per-example chain: takes each input's outcome from the cache of
+outcomes, or reads the bytes and runs :func:`beam_etl.image.chain.process_example`, and turns
+bad inputs into ``Rejection`` s."""
 
 from __future__ import annotations
 
@@ -186,11 +187,9 @@ class ProcessExamplesFn(beam.DoFn):
             return input_file
         input_file.data, opened, read = _read_local_in_states(path, stage)
         input_file.digest = example_cache.digest(input_file.data)
-        try:
-            after = file_states.file_state(os.stat(path))
-        except OSError:
-            return input_file
-        self._cache.record_digest(path, (state, opened, read, after), input_file.digest)
+        # (the path's state at the lookup, and the open file's throughout the read: the bytes
+        # are that state's, wherever the path points later)
+        self._cache.record_digest(path, (state, opened, read), input_file.digest)
         return input_file
 
     def _compute(self, record, image: _InputFile, mask: _InputFile, split) -> example_cache.Outcome:

@@ -8,19 +8,19 @@ line (but ``--overwrite``), working directory and ``BEAM_ETL_*`` environment, a 
 code that ran (the job's own sources, the Python and the installed distributions), and digests
 of two snapshots: the source folders' tree, taken before the run read a byte, and the output's
 tree once committed. A snapshot is the ``lstat`` of every file and folder under those folders:
-type, size, modification and change times in nanoseconds, inode.
+type, size, modification and change times in nanoseconds, inode, device.
 
 The rerun (:func:`check`) takes the same snapshots again and leaves the output as it is only
 when everything matches; anything else (a file added, removed, renamed, rewritten even with its
 old size and modification time put back, which moves its change time; a flag; the code; a
 ``.incomplete/`` of another run) runs the job, which decodes only what its cache has not seen.
 A state is written only when every source is a local folder (links to files are followed; a
-link to a folder under it leaves no state) on a filesystem whose times vouch for its files
-(:func:`beam_etl.file_states.trusted`: not NFS, FUSE or squashfs), and no input changed in the
-:data:`beam_etl.file_states.SETTLE_SECONDS` before the snapshot: a file rewritten twice within
-one tick of the file system's clock, around the snapshot, would keep its times (git's "racily
-clean" entries), so a run over inputs that were just written leaves no state, and the next
-rerun runs the job. ``--no_cache`` runs the job whatever the state says.
+link to a folder under it leaves no state), the sources and the output lie on filesystems whose
+times vouch for their files (:func:`beam_etl.file_states.trusted`: not NFS, FUSE or squashfs),
+and no input changed in the :data:`beam_etl.file_states.SETTLE_SECONDS` before the snapshot: a
+file rewritten twice within one tick of the file system's clock, around the snapshot, would
+keep its times (git's "racily clean" entries), so a run over inputs that were just written
+leaves no state, and the next rerun runs the job. ``--no_cache`` runs the job whatever the state says.
 
 Standard library only: :func:`check` runs before Beam (or TensorFlow) is imported.
 """
@@ -97,7 +97,7 @@ def tree_digest(root: str, *, skip: tuple[str, ...] = (), links_allowed: bool = 
     digest = hashlib.sha256()
     try:
         top = os.lstat(root)
-        if not file_states.trusted(file_states.file_state(top)):
+        if not file_states.trusted(top.st_dev):
             return None
         # Not the root's times: its entries say what they would (and the state is written in it).
         digest.update(_line(".", top, times=False))
@@ -121,7 +121,7 @@ def tree_digest(root: str, *, skip: tuple[str, ...] = (), links_allowed: bool = 
                 st = entry.stat(follow_symlinks=False)
             except OSError:  # gone meanwhile: the folder is changing
                 return None
-            if not file_states.trusted(file_states.file_state(st)):
+            if not file_states.trusted(st.st_dev):
                 return None  # (a filesystem whose times do not vouch for a file's bytes)
             digest.update(_line(name, st))
             latest = max(latest, st.st_mtime_ns, st.st_ctime_ns)
@@ -131,7 +131,7 @@ def tree_digest(root: str, *, skip: tuple[str, ...] = (), links_allowed: bool = 
                 except OSError:  # a broken link: what it points to may appear
                     digest.update(f"{name}\0->\0missing\n".encode("utf-8", "surrogateescape"))
                     continue
-                if stat.S_ISDIR(target.st_mode) or not file_states.trusted(file_states.file_state(target)):
+                if stat.S_ISDIR(target.st_mode) or not file_states.trusted(target.st_dev):
                     return None
                 digest.update(_line(f"{name}\0->", target))
                 latest = max(latest, target.st_mtime_ns, target.st_ctime_ns)
@@ -262,7 +262,7 @@ class Snapshot:
         started = time.time_ns()
         newest = [0]
         inputs = _inputs_digest(roots, newest)
-        if inputs is None or newest[0] >= started - int(file_states.SETTLE_SECONDS * 1e9):
+        if inputs is None or not file_states.settled(newest[0], started):
             return
         self._state = {"format": FORMAT, "command": command, "roots": roots, "inputs": inputs,
                        "code": code_digest()}

@@ -2,7 +2,6 @@
 
 import dataclasses
 import importlib.metadata
-import pathlib
 
 import cv2
 import numpy as np
@@ -22,7 +21,6 @@ OUTCOMES = [
     example_cache.Outcome(rejected=RejectedInput("decode_image", "truncated", "ends after 12 bytes: é")),
 ]
 D = example_cache.digest
-ROOT = str(pathlib.Path(__file__).resolve().parents[2])
 N = "ab" * 32  # an entry's name
 
 
@@ -86,5 +84,3 @@ def test_the_version_changes_with_a_library_of_the_chain():
     assert example_cache.version(base, libraries=dict(libraries)) == example_cache.version(base)
     for name in example_cache.CHAIN_LIBRARIES:  # an upgrade of any one of them is a new chain
         assert example_cache.version(base, libraries={**libraries, name: "0.0.1"}) != example_cache.version(base)
-
-

@@ -28,7 +28,7 @@ def test_only_filesystems_that_keep_their_own_change_times_are_trusted(tmp_path)
     for (major, minor), kind in kinds.items():
         device = os.makedev(major, minor)
         assert file_states.filesystem_type(device, str(table)) == kind
-        assert file_states.trusted(_state(device), str(table)) == (kind in ("ext4", "tmpfs"))
+        assert file_states.trusted(device, str(table)) == (kind in ("ext4", "tmpfs"))
     assert file_states.filesystem_type(os.makedev(253, 1), str(tmp_path / "no such table")) is None
     here = os.stat(__file__)  # this machine's own table names the tests' filesystem
     assert file_states.filesystem_type(here.st_dev) is not None
@@ -36,6 +36,6 @@ def test_only_filesystems_that_keep_their_own_change_times_are_trusted(tmp_path)
 
 def test_a_file_settles_once_its_times_are_old_enough():
     now = time.time_ns()
-    assert file_states.settled((1, now - 3_000_000_000, now - 3_000_000_000, 1, 1), now)
-    assert not file_states.settled((1, now - 3_000_000_000, now - 1_000_000_000, 1, 1), now)  # changed lately
-    assert not file_states.settled((1, now + 10**12, now - 3_000_000_000, 1, 1), now)  # a time in the future
+    assert file_states.settled(now - 3_000_000_000, now)
+    assert not file_states.settled(now - 1_000_000_000, now)  # changed lately
+    assert not file_states.settled(now + 10**12, now)  # a time in the future

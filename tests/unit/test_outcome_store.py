@@ -2,13 +2,16 @@
 a damaged file leaves; never a wrong outcome."""
 
 import os
+import pathlib
 import subprocess
 import sys
 
 from beam_etl import file_states
 from beam_etl.beam import outcome_store
-from tests.unit.test_example_cache import OUTCOMES, ROOT, D
+from tests.unit.test_example_cache import OUTCOMES, D
 from tests.unit.test_file_states import _state
+
+ROOT = str(pathlib.Path(__file__).resolve().parents[2])
 
 
 def _names(count):
@@ -139,16 +142,19 @@ cache.close()
     names = _names(3)
     assert reader.read(names[0])[0].examples == reader.read(names[2])[0].examples == OUTCOMES[1].examples
     assert len(list((tmp_path / outcome_store.SEGMENTS).glob("*.seg"))) == 2
+
+
 def test_a_digest_is_recorded_only_for_one_settled_state_on_a_trusted_filesystem(tmp_path):
     trusted_device = os.stat(tmp_path).st_dev
-    assert file_states.trusted(_state(trusted_device)), "the tests' folder lies on a trusted filesystem"
+    assert file_states.trusted(trusted_device), "the tests' folder lies on a trusted filesystem"
     cache = outcome_store.OutcomeStore(str(tmp_path))
     settled = _state(trusted_device)
     moved = (settled[0], settled[1], settled[2], settled[3] + 1, settled[4])  # another file at the path
-    assert not cache.record_digest("/d/a", (settled, settled, moved, settled), "a" * 64)  # swapped mid-read
-    assert not cache.record_digest("/d/a", (_state(trusted_device, 0.5),) * 4, "a" * 64)  # not settled
-    assert not cache.record_digest("/d/a", (_state(os.stat("/proc/self").st_dev),) * 4, "a" * 64)  # proc
-    assert cache.record_digest("/d/a", (settled,) * 4, "b" * 64)
+    assert not cache.record_digest("/d/a", (settled, moved, moved), "a" * 64)  # swapped before the open
+    assert not cache.record_digest("/d/a", (settled, settled, moved), "a" * 64)  # rewritten during the read
+    assert not cache.record_digest("/d/a", (_state(trusted_device, 0.5),) * 3, "a" * 64)  # not settled
+    assert not cache.record_digest("/d/a", (_state(os.stat("/proc/self").st_dev),) * 3, "a" * 64)  # proc
+    assert cache.record_digest("/d/a", (settled,) * 3, "b" * 64)
     cache.close()
     assert outcome_store.OutcomeStore(str(tmp_path)).digests() == {"/d/a": {settled: "b" * 64}}
 
