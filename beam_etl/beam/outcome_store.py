@@ -49,7 +49,6 @@ SEGMENT, INDEX, DIGESTS = ".seg", ".idx", ".dig"  # a writer's files: <writer id
 HELD_BYTES = 32 << 20  # (object stores) a writer puts a segment once it holds this much
 
 _INDEX_LINE = re.compile(r"([0-9a-f]{64}) ([0-9]+) ([0-9]+)")
-_DIGEST_LINE = re.compile(r"(([0-9a-f]{64}) ([0-9]+) ([0-9]+) ([0-9]+) ([0-9]+) ([0-9]+) (\".*\")) ([0-9a-f]{8})")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,15 +85,22 @@ def read_digests(text: str) -> list[tuple[str, tuple[int, ...], str]]:
     """``(path, file_state, sha256)`` of each whole line of a digests file whose checksum holds."""
     digests = []
     for line in text.split("\n")[:-1]:
-        matched = _DIGEST_LINE.fullmatch(line)
-        if not matched or matched[9] != _line_checksum(matched[1]):
+        body, _, checksum = line.rpartition(" ")
+        if checksum != _line_checksum(body):
             continue
+        fields = body.split(" ", 6)
+        if len(fields) != 7 or len(fields[0]) != 64 or len(fields[6]) < 2 or fields[6][0] != '"':
+            continue
+        quoted = fields[6]
         try:
-            path = json.loads(matched[8])
+            # (json.dumps escapes every quote, backslash, control and non-ASCII character: a
+            # path written without a backslash is its own text)
+            path = quoted[1:-1] if "\\" not in quoted else json.loads(quoted)
+            state = tuple(map(int, fields[1:6]))
         except ValueError:
             continue
         if isinstance(path, str):
-            digests.append((path, tuple(int(matched[i]) for i in range(3, 8)), matched[2]))
+            digests.append((path, state, fields[0]))
     return digests
 
 
