@@ -70,6 +70,24 @@ def test_a_fifo_and_a_tiny_image_are_rejected_and_the_rest_written(tmp_path):
     assert manifest["splits"]["train"]["num_examples"] == 12  # each with its augmented copy
 
 
+def test_a_broken_link_is_an_input_rejected_with_its_reason(tmp_path):
+    """Beam's listing drops a link whose target is gone: a pair of two such links vanished from
+    the run without a word, and one such link made its partner an orphan."""
+    data = tmp_path / "data"
+    _pairs(data, ["ok0", "ok1", "ok2", "half"])
+    os.symlink(tmp_path / "nowhere.jpg", data / "images" / "gone.jpg")
+    os.symlink(tmp_path / "nowhere.png", data / "masks" / "gone.png")
+    (data / "masks" / "half.png").unlink()
+    os.symlink(tmp_path / "nowhere.png", data / "masks" / "half.png")
+    manifest = _run(data, tmp_path / "out", "--split_fractions", "train=1")
+    rejected = _rejected(tmp_path / "out")
+    assert {key: (r["reason"], r["uri"]) for key, r in rejected.items()} == {
+        "gone": ("unreadable", str(data / "images" / "gone.jpg")),
+        "half": ("unreadable", str(data / "masks" / "half.png"))}
+    assert all("FileNotFoundError" in r["message"] for r in rejected.values())
+    assert (manifest["num_inputs"], manifest["num_written"], manifest["num_rejected"]) == (5, 3, 2)
+
+
 def test_a_key_of_the_form_of_an_augmented_copys_is_rejected_never_merged(tmp_path):
     """``cat_1#aug1`` would share its record key with the first copy of ``cat_1``: one of the two
     records would be lost in the shard (its bytes read back for the other's key)."""

@@ -16,12 +16,10 @@ from __future__ import annotations
 import posixpath
 
 import apache_beam as beam
-from apache_beam.io import fileio
-from apache_beam.io.filesystem import MatchResult
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from beam_etl.beam.rejections import SplitRejections
+from beam_etl.beam.sources import matching
 from beam_etl.elements import Rejection, SourceRecord, is_reserved_key
 
 
@@ -33,8 +31,7 @@ def file_stem(uri: str) -> str:
 def check_glob(glob: str, flag: str) -> None:
     """Fails at launch, naming the flag and the glob, when the glob matches no file."""
     try:
-        result: MatchResult = FileSystems.match([glob], limits=[1])[0]
-        found = bool(result.metadata_list)
+        found = any(True for _ in matching.matches(glob, limit=1))
     except Exception as error:  # pylint: disable=broad-except  # BeamIOError wraps any backend error
         raise ValueError(f"{flag} {glob!r} cannot be matched: {error}") from None
     if not found:
@@ -43,19 +40,35 @@ def check_glob(glob: str, flag: str) -> None:
 
 def count_matches(glob: str, limit: int) -> int:
     """How many files ``glob`` matches, counting no further than ``limit``."""
-    return len(FileSystems.match([glob], limits=[limit])[0].metadata_list)
+    return sum(1 for _ in matching.matches(glob, limit))
 
 
 def is_hidden(uri: str) -> bool:
     return posixpath.basename(uri).startswith(".")
 
 
+def _match_all(glob: str):
+    found = False
+    for path in matching.matches(glob):
+        found = True
+        yield path
+    if not found:  # (checked at launch; gone since)
+        raise FileNotFoundError(f"{glob!r} matches no file")
+
+
+@beam.ptransform_fn
+def MatchFiles(pbegin, glob):  # pylint: disable=invalid-name
+    """The paths ``glob`` matches (:mod:`beam_etl.beam.sources.matching`), listed on a worker;
+    none is an error."""
+    return pbegin | "Pattern" >> beam.Create([glob]) | "MatchAll" >> beam.FlatMap(_match_all)
+
+
 @beam.ptransform_fn
 def MatchByStem(pbegin, glob):  # pylint: disable=invalid-name
     return (pbegin
-            | "Match" >> fileio.MatchFiles(glob, empty_match_treatment=fileio.EmptyMatchTreatment.DISALLOW)
-            | "DropHidden" >> beam.Filter(lambda metadata: not is_hidden(metadata.path))
-            | "KeyByStem" >> beam.Map(lambda metadata: (file_stem(metadata.path), metadata.path)))
+            | "Match" >> MatchFiles(glob)
+            | "DropHidden" >> beam.Filter(lambda path: not is_hidden(path))
+            | "KeyByStem" >> beam.Map(lambda path: (file_stem(path), path)))
 
 
 # What a grouped entry holds: an image or a mask URI; a record that is already whole (a BigQuery

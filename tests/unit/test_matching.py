@@ -1,0 +1,66 @@
+"""Local globs are listed without a stat per file, and name what Beam's listing names."""
+
+import os
+
+import pytest
+from apache_beam.io.filesystems import FileSystems
+
+from beam_etl.beam.sources import matching
+
+
+def _beam(glob):
+    return sorted(m.path for m in FileSystems.match([glob])[0].metadata_list)
+
+
+@pytest.fixture
+def tree(tmp_path):
+    """Files, a subfolder, a link to a file, a link to a folder, a hidden file."""
+    for name in ("a1.jpg", "b2.jpg", "abc.jpg", "c.png", ".hidden.jpg", "sub/d.jpg",
+                 "sub/deeper/e.jpg", "other/f.jpg", "a/x.jpg"):
+        path = tmp_path / "top" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x")
+    os.symlink(tmp_path / "top" / "a1.jpg", tmp_path / "top" / "link.jpg")
+    os.symlink(tmp_path / "top" / "other", tmp_path / "top" / "folder_link")
+    return tmp_path / "top"
+
+
+@pytest.mark.parametrize("pattern", [
+    "*.jpg", "a*.jpg", "*", "**", "**/*.jpg", "*/*.jpg", "sub/*.jpg", "sub/**", "a?c.jpg", "a?x.jpg",
+    "[ab]*.jpg", "[!a]*.jpg", "sub*", "*.png", "nothing*.jpg", "a1.jpg", "missing.jpg", "sub"])
+def test_the_same_paths_as_beams_listing(tree, pattern):
+    glob = f"{tree}/{pattern}"
+    assert sorted(matching.matches(glob)) == _beam(glob)
+
+
+def test_the_pattern_decides_and_relative_globs_are_listed_as_beam_lists_them(tree, monkeypatch):
+    monkeypatch.chdir(tree.parent)
+    assert sorted(matching.matches("top/*.jpg")) == _beam("top/*.jpg") == [
+        "top/.hidden.jpg", "top/a1.jpg", "top/abc.jpg", "top/b2.jpg", "top/link.jpg"]
+    monkeypatch.chdir(tree)
+    assert list(matching.matches("*.jpg")) == _beam("*.jpg") == []  # no folder before the wildcard
+
+
+def test_a_limit_stops_the_listing(tree):
+    assert len(list(matching.matches(f"{tree}/**", limit=3))) == 3
+    assert len(list(matching.matches(f"{tree}/**"))) == 10
+
+
+def test_a_broken_link_is_named_where_beam_drops_it(tree):
+    os.symlink(tree / "gone.jpg", tree / "broken.jpg")
+    assert f"{tree}/broken.jpg" in matching.matches(f"{tree}/*.jpg")
+    assert f"{tree}/broken.jpg" not in _beam(f"{tree}/*.jpg")
+
+
+def test_no_file_is_asked_its_size_or_time(tree, monkeypatch):
+    calls = []
+    real_stat = os.stat
+    monkeypatch.setattr(os, "stat", lambda *a, **k: calls.append(a) or real_stat(*a, **k))
+    assert len(list(matching.matches(f"{tree}/**"))) == 10
+    assert calls == []
+    assert len(_beam(f"{tree}/**")) == 10 and calls  # (Beam's listing asks each one)
+
+
+def test_other_schemes_go_through_beam(tree):
+    with pytest.raises(Exception, match="Unable to get filesystem"):
+        list(matching.matches(f"file://{tree}/*.jpg"))
