@@ -195,6 +195,17 @@ def _inputs_digest(roots: list[str], newest: list | None = None) -> str | None:
     return digest.hexdigest()
 
 
+# The snapshot of the source folders the last check took: (roots, taken at, digest, newest change
+# time). The run that check let go ahead records it (it was taken before the run read a byte)
+# instead of walking the folders again; each check forgets the one before.
+_checked: tuple | None = None
+
+
+def _take_inputs(roots: list[str]) -> tuple:
+    started, newest = time.time_ns(), [0]
+    return tuple(roots), started, _inputs_digest(roots, newest), newest[0]
+
+
 def _output_digest(output: str) -> str | None:
     """None while a run holds the output (or a dead one left its lease)."""
     if os.path.lexists(os.path.join(output, INCOMPLETE_DIR)):
@@ -226,14 +237,17 @@ def read_state(output: str) -> dict | None:
 def check(argv: list[str]) -> dict | None:
     """The manifest of ``--output`` when ``argv`` asks to replace it (``--overwrite``) and it is
     already what ``argv`` would make (see the module's docstring); otherwise None."""
+    global _checked  # pylint: disable=global-statement
+    _checked = None
     output = _option(argv, "--output")
     output = local_path(output) if output else None
     if "--overwrite" not in argv or "--no_cache" in argv or output is None:
         return None
     state = read_state(output)
-    if state is None or state["command"] != command_line(argv):
+    if state is None or state["command"] != command_line(argv) or _output_digest(output) != state["output"]:
         return None
-    if _output_digest(output) != state["output"] or _inputs_digest(state["roots"]) != state["inputs"]:
+    _checked = _take_inputs(state["roots"])
+    if _checked[2] != state["inputs"]:
         return None
     if code_digest() != state["code"]:
         return None
@@ -258,11 +272,11 @@ class Snapshot:
         self._state = None
         if self._output is None or roots is None:
             return
+        global _checked  # pylint: disable=global-statement
         roots = sorted({os.path.abspath(root) for root in roots})
-        started = time.time_ns()
-        newest = [0]
-        inputs = _inputs_digest(roots, newest)
-        if inputs is None or not file_states.settled(newest[0], started):
+        checked, _checked = _checked, None
+        _, started, inputs, newest = checked if checked and checked[0] == tuple(roots) else _take_inputs(roots)
+        if inputs is None or not file_states.settled(newest, started):
             return
         self._state = {"format": FORMAT, "command": command, "roots": roots, "inputs": inputs,
                        "code": code_digest()}

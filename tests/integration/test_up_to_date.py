@@ -154,6 +154,29 @@ def test_a_flag_the_environment_the_folder_or_a_dead_run_s_lease_runs_the_job(da
     assert len(set(run_ids)) == len(run_ids) == 4
 
 
+def test_a_rerun_walks_the_source_folders_once(data, tmp_path, settled, monkeypatch):
+    """The check's snapshot of the inputs, taken before the run read a byte, is the one the run
+    records; a change after it is seen by the next check."""
+    out = tmp_path / "out"
+    _run(data, out)
+    walked = []
+    real = up_to_date.tree_digest
+    monkeypatch.setattr(up_to_date, "tree_digest", lambda root, **k: walked.append(root) or real(root, **k))
+    image = sorted((data / "images").glob("*.jpg"))[0]
+    input_edits.rewrite_in_place(image, image.read_bytes())  # the same bytes: the job runs, on its cache
+    again = _run(data, out, "--overwrite")
+    roots = {str(data / "images"), str(data / "annotations" / "trimaps")}
+    assert sorted(w for w in walked if w in roots) == sorted(roots)
+    assert _run(data, out, "--overwrite") == again  # its state, from the check's snapshot, holds
+    input_edits.rewrite_in_place(image, image.read_bytes())
+    assert _run(data, out, "--overwrite")["run_id"] != again["run_id"]
+    # Only the snapshot of the check of the same run counts: none is kept for a later run.
+    walked.clear()
+    shutil.rmtree(out)
+    _run(data, out)
+    assert sorted(w for w in walked if w in roots) == sorted(roots)
+
+
 def test_inputs_changed_moments_before_the_run_leave_no_state(data, tmp_path, monkeypatch, decodes):
     """A file rewritten twice in one tick of the file system's clock keeps its times: a run over
     inputs that changed within SETTLE_SECONDS does not vouch for them, and the next runs the job."""
