@@ -7,7 +7,7 @@ import dataclasses
 import apache_beam as beam
 
 from beam_etl.beam import up_to_date
-from beam_etl.beam.sources.pairing import IMAGE, MASK, MatchByStem, PairAndDedup, check_glob, count_matches, tag
+from beam_etl.beam.sources.pairing import IMAGE, MASK, MatchByStem, PairAndDedup, check_glob, count_matches
 
 
 class ReadImageMaskPairs(beam.PTransform):
@@ -31,8 +31,8 @@ class ReadImageMaskPairs(beam.PTransform):
 
     def entries(self, pbegin, source: int = 0) -> tuple[list, list]:
         """The files as ``(stem, (source, tag, uri))``, before pairing; no rejections yet."""
-        return [tag(pbegin | "MatchImages" >> MatchByStem(self._images_glob), "TagImages", source, IMAGE),
-                tag(pbegin | "MatchMasks" >> MatchByStem(self._masks_glob), "TagMasks", source, MASK)], []
+        return [pbegin | "MatchImages" >> MatchByStem(self._images_glob, source, IMAGE),
+                pbegin | "MatchMasks" >> MatchByStem(self._masks_glob, source, MASK)], []
 
     def expand(self, pbegin):
         return self.entries(pbegin)[0] | "FlattenEntries" >> beam.Flatten() | "Pair" >> PairAndDedup()

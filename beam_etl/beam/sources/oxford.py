@@ -89,8 +89,8 @@ class ReadOxfordPets(beam.PTransform):
         metas = (pbegin
                  | "ListFiles" >> beam.Create(self.list_files())
                  | "ReadLists" >> beam.FlatMap(_read_oxford_list))  # (stem, (split, label, name, list, line, image))
-        return [tag(pbegin | "MatchImages" >> MatchByStem(self.images_glob), "TagImages", source, IMAGE),
-                tag(pbegin | "MatchMasks" >> MatchByStem(self.masks_glob), "TagMasks", source, MASK),
+        return [pbegin | "MatchImages" >> MatchByStem(self.images_glob, source, IMAGE),
+                pbegin | "MatchMasks" >> MatchByStem(self.masks_glob, source, MASK),
                 tag(metas, "TagLists", source, META)], []
 
     def expand(self, pbegin):

@@ -47,28 +47,22 @@ def is_hidden(uri: str) -> bool:
     return posixpath.basename(uri).startswith(".")
 
 
-def _match_all(glob: str):
+def _entries(glob: str, source: int, tag_: str):
     found = False
     for path in matching.matches(glob):
         found = True
-        yield path
+        if not is_hidden(path):
+            yield file_stem(path), (source, tag_, path)
     if not found:  # (checked at launch; gone since)
         raise FileNotFoundError(f"{glob!r} matches no file")
 
 
 @beam.ptransform_fn
-def MatchFiles(pbegin, glob):  # pylint: disable=invalid-name
-    """The paths ``glob`` matches (:mod:`beam_etl.beam.sources.matching`), listed on a worker;
+def MatchByStem(pbegin, glob: str, source: int, tag_: str):  # pylint: disable=invalid-name
+    """The entries ``(stem, (source, tag_, path))`` of the files ``glob`` matches
+    (:mod:`beam_etl.beam.sources.matching`) but hidden ones, listed on a worker in one step;
     none is an error."""
-    return pbegin | "Pattern" >> beam.Create([glob]) | "MatchAll" >> beam.FlatMap(_match_all)
-
-
-@beam.ptransform_fn
-def MatchByStem(pbegin, glob):  # pylint: disable=invalid-name
-    return (pbegin
-            | "Match" >> MatchFiles(glob)
-            | "DropHidden" >> beam.Filter(lambda path: not is_hidden(path))
-            | "KeyByStem" >> beam.Map(lambda path: (file_stem(path), path)))
+    return pbegin | "Pattern" >> beam.Create([glob]) | "MatchAll" >> beam.FlatMap(_entries, source, tag_)
 
 
 # What a grouped entry holds: an image or a mask URI; a record that is already whole (a BigQuery
