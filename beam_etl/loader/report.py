@@ -108,9 +108,10 @@ def build_report(output: str, examples: int = 8, rejected_per_reason: int = 3, s
     parts = ["<h2>Rejected inputs</h2>"]
     if not rejected:
         parts.append("<p>None.</p>")
-    parts.append(_table(["reason", "stage", "count"],
-                        [[reason, entries[0]["stage"], len(entries)] for reason, entries in sorted(by_reason.items())],
-                        "rejected"))
+    else:
+        parts.append(_table(["reason", "stage", "count"],
+                            [[reason, entries[0]["stage"], len(entries)] for reason, entries in sorted(by_reason.items())],
+                            "rejected"))
     for reason, entries in sorted(by_reason.items()):
         cards = []
         for entry in entries[:rejected_per_reason]:

@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from beam_etl.loader import report
+from beam_etl.tools import sample_data
 from tests.support.jobs import run_job
 
 pytestmark = pytest.mark.slow
@@ -110,3 +111,17 @@ def test_the_report_is_never_written_into_the_output(page, capsys):
     out = path.parent / "out"
     assert report.main([str(out), "--html", str(out / "report.html")]) == 2
     assert "inside OUT" in capsys.readouterr().err and not (out / "report.html").exists()
+
+
+def test_an_output_with_no_rejected_input_says_so_without_an_empty_table(tmp_path):
+    sample_data.generate(str(tmp_path / "data"), num_images=6, seed=1)
+    out = tmp_path / "out"
+    manifest = run_job(tmp_path / "data", out)
+    assert manifest["num_rejected"] == 0
+    path = tmp_path / "report.html"
+    assert report.main([str(out), "--html", str(path)]) == 0
+    text = path.read_text()
+    parsed = _Page()
+    parsed.feed(text)
+    assert "<h2>Rejected inputs</h2><p>None.</p>" in text
+    assert "rejected" not in parsed.tables and parsed.tables["splits"]
