@@ -4,6 +4,7 @@
     beam-etl load --data OUT --split train --batch_size 64 --steps 200
     beam-etl verify OUT
     beam-etl diff OLD NEW
+    beam-etl prune-cache OUT
     beam-etl report OUT --html report.html
     beam-etl sample-data --output DATA --num_images 200 --seed 0
 
@@ -28,6 +29,8 @@ COMMANDS = {
                "check every file of an output against its manifest (exit 0: intact)"),
     "diff": ("beam_etl.diff", "main",
              "what changed between two outputs: inputs added, removed, changed (exit 1 if any)"),
+    "prune-cache": ("beam_etl.beam.prune_cache", "main",
+                    "cut the cache of outcomes down to what the outputs named use"),
     "report": ("beam_etl.loader.report", "main",
                "one HTML page to look at an output: counts, rejects, statistics, examples"),
     "sample-data": ("beam_etl.tools.sample_data", "main",

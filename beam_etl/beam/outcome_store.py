@@ -23,8 +23,8 @@ filesystem that vouches for its states; a later run that finds a file in that st
 digest and reads the file only if its outcome must be computed.
 
 Each process reads every index and digests file once, then only what was added: about 1.6 KB of
-memory per input and version kept. Nothing is compacted: entries of old versions stay until the
-cache folder is deleted.
+memory per input and version kept. Entries of old versions stay until the cache is pruned
+(:meth:`OutcomeStore.prune`, ``beam-etl prune-cache``) or its folder deleted.
 """
 
 from __future__ import annotations
@@ -208,9 +208,11 @@ class _Known:
         self._read[name] = done + (len(whole) if local else len(data))
         return whole
 
-    def refresh(self) -> None:
+    def refresh(self, names: list[str] | None = None) -> None:
+        """Reads what was added to the indexes and digests files ``names`` (default: every one
+        in the folder now)."""
         local = filesystem.is_local(self._folder)
-        for name in filesystem.list_files(self._folder):
+        for name in filesystem.list_files(self._folder) if names is None else names:
             if "/" in name:
                 continue
             if name.endswith(INDEX):
@@ -311,6 +313,43 @@ class OutcomeStore:
 
     def write(self, name: str, outcome: Outcome) -> None:
         self._own_writer().write(name, encode(name, outcome))
+
+    def prune(self, keep: set[str], keep_digests: set[str]) -> dict[str, int]:
+        """Keeps one intact copy of each entry named in ``keep``, and each digest whose SHA-256
+        is in ``keep_digests``, written anew by one writer; then deletes the files that were in
+        the folder before (only those: a writer's files made meanwhile stay, with what they
+        hold). Returns the counts, before and kept."""
+        names = [name for name in filesystem.list_files(self._folder)
+                 if "/" not in name and name.endswith((SEGMENT, INDEX, DIGESTS))]
+        known = _Known(self._folder)  # (not this process's view: only the files listed)
+        known.refresh(names)
+        writer = _Writer(self._folder)
+        kept = 0
+        for name in sorted(keep & known.entries.keys()):
+            for location in known.entries[name]:
+                try:
+                    data = filesystem.read_range(location.segment, location.offset, location.length)
+                except FileNotFoundError:
+                    continue
+                if decode(name, data) is not None:
+                    writer.write(name, data)
+                    kept += 1
+                    break
+        digests = [(path, state, sha256) for path, states in known.digests.items()
+                   for state, sha256 in states.items()]
+        for path, state, sha256 in digests:
+            if sha256 in keep_digests:
+                writer.write_digest(path, state, sha256)
+        writer.finish()
+        writer.close()
+        for suffix in (INDEX, DIGESTS, SEGMENT):  # (an index before its segment)
+            for name in names:
+                if name.endswith(suffix):
+                    filesystem.delete_file(join(self._folder, name))
+        with _KNOWN_LOCK:
+            _KNOWN.pop(self._folder, None)  # what this process had read is gone
+        return {"entries": len(known.entries), "entries_kept": kept, "digests": len(digests),
+                "digests_kept": sum(1 for *_, sha256 in digests if sha256 in keep_digests)}
 
     def finish_bundle(self) -> None:
         """At a bundle's end: in an object store, what the bundle wrote is put now."""

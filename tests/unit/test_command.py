@@ -22,7 +22,7 @@ def test_the_installed_command_lists_its_subcommands():
     assert result.returncode == 0
     for name, (module, _, _) in cli.COMMANDS.items():
         assert f"  {name}" in result.stdout and f"python -m {module}" in result.stdout
-    assert set(cli.COMMANDS) == {"preprocess", "load", "verify", "diff", "report", "sample-data"}
+    assert set(cli.COMMANDS) == {"preprocess", "load", "verify", "diff", "prune-cache", "report", "sample-data"}
 
 
 @pytest.mark.parametrize("name", sorted(cli.COMMANDS))

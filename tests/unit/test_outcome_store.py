@@ -165,3 +165,33 @@ def test_a_damaged_digest_line_is_no_digest():
     assert outcome_store.read_digests(line.replace(" 3 ", " 9 ")) == []  # a time edited
     assert outcome_store.read_digests(line.replace("c" * 64, "d" * 64)) == []  # another digest
     assert outcome_store.read_digests(line[:-1]) == []  # cut short
+
+
+def test_pruning_keeps_one_intact_copy_of_each_kept_entry_and_leaves_files_made_meanwhile(tmp_path):
+    names = _names(4)
+    first = outcome_store.OutcomeStore(str(tmp_path))
+    for name in names:
+        first.write(name, OUTCOMES[0])
+    first.close()
+    (segment,) = (tmp_path / outcome_store.SEGMENTS).glob("*.seg")
+    data = bytearray(segment.read_bytes())
+    data[5] ^= 0xFF  # names[0]'s first copy damaged
+    segment.write_bytes(bytes(data))
+    second = outcome_store.OutcomeStore(str(tmp_path))
+    second.write(names[0], OUTCOMES[1])  # an intact copy, elsewhere
+    second.write(names[3], OUTCOMES[2])
+    second.close()
+    state = _state(os.stat(tmp_path).st_dev)
+    for sha256 in ("a" * 64, "b" * 64):
+        assert second.record_digest(f"/data/{sha256[0]}.jpg", (state,) * 3, sha256)
+    second.close()
+    listed = outcome_store.OutcomeStore(str(tmp_path))
+    listed.entries()  # this process's view, before: it is dropped with the files
+    counts = listed.prune({names[0], names[1], D(b"never written")}, {"a" * 64})
+    assert counts == {"entries": 4, "entries_kept": 2, "digests": 2, "digests_kept": 1}
+    reader = outcome_store.OutcomeStore(str(tmp_path))
+    assert sorted(reader.entries()) == sorted(names[:2])
+    assert reader.read(names[0])[0].examples == OUTCOMES[1].examples
+    assert reader.read(names[1])[0].examples == OUTCOMES[0].examples
+    assert reader.digests() == {"/data/a.jpg": {state: "a" * 64}}
+    assert len(list((tmp_path / outcome_store.SEGMENTS).iterdir())) == 3

@@ -1,0 +1,77 @@
+"""``beam-etl prune-cache``: the cache of outcomes cut down to what the named outputs use, and
+those outputs' reruns still decode and read nothing."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+from beam_etl import file_states
+from beam_etl.beam import outcome_store, prune_cache
+from beam_etl.output_layout import CACHE_DIR, INCOMPLETE_DIR, LEASE
+from beam_etl.tools import sample_data
+from pipelines import preprocess
+from tests.support.jobs import output_files
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def data(tmp_path, monkeypatch):
+    monkeypatch.setattr(file_states, "SETTLE_SECONDS", 0.0)  # (written moments ago, and left alone)
+    root = tmp_path / "data"
+    sample_data.generate(str(root), num_images=10, seed=2)
+    return root
+
+
+def _run(root, out, *extra):
+    return preprocess.run(["--images", str(root / "images" / "*.jpg"),
+                           "--masks", str(root / "annotations" / "trimaps" / "*.png"),
+                           "--output", str(out), "--image_size", "40x32", "--num_shards", "2", *extra])
+
+
+def _store_files(cache):
+    return sorted(os.listdir(cache / outcome_store.SEGMENTS))
+
+
+def test_only_what_the_named_outputs_use_is_kept(data, tmp_path, decodes, reads, capsys):
+    out, other = tmp_path / "out", tmp_path / "other"
+    cache = tmp_path / "cache"
+    _run(data, out, "--cache", str(cache), "--image_size", "24x24")  # a version the output no longer uses
+    _run(data, out, "--cache", str(cache), "--overwrite")
+    _run(data, other, "--cache", str(cache), "--image_format", "png")
+    store = outcome_store.OutcomeStore(str(cache))
+    assert len(store.entries()) == 30 and len(store.digests()) == 20
+    before = _store_files(cache)
+    assert prune_cache.main([str(out), "--cache", str(cache)]) == 0
+    said = capsys.readouterr().out
+    assert "kept 10 of 30 outcomes" in said and "20 digests of 20" in said
+    after = _store_files(cache)
+    assert not set(before) & set(after) and len(after) == 3  # one writer's segment, index, digests
+    store = outcome_store.OutcomeStore(str(cache))
+    assert len(store.entries()) == 10 and len(store.digests()) == 20
+    shards = output_files(out)
+    decodes.clear()
+    reads.clear()
+    _run(data, out, "--cache", str(cache), "--overwrite", "--num_shards", "3")  # the job runs, on the cache
+    _run(data, out, "--cache", str(cache), "--overwrite")
+    assert decodes == [] and reads == [] and output_files(out) == shards
+    _run(data, other, "--cache", str(cache), "--image_format", "png", "--overwrite", "--num_shards", "3")
+    assert len(decodes) == 10  # not named: computed again (nothing in an output depends on the cache)
+
+
+def test_an_outputs_own_cache_and_a_refusal_while_a_run_holds_it(data, tmp_path, decodes, capsys):
+    out = tmp_path / "out"
+    _run(data, out, "--seed", "1")
+    _run(data, out, "--overwrite")
+    assert prune_cache.main([str(out)]) == 0
+    assert len(outcome_store.OutcomeStore(str(out / CACHE_DIR)).entries()) == 10
+    (out / INCOMPLETE_DIR).mkdir()
+    (out / LEASE).write_text("{}")  # a run's lease (what is in it does not matter here)
+    capsys.readouterr()
+    assert prune_cache.main([str(out)]) == 2
+    assert "a run holds" in capsys.readouterr().err
+    shutil.rmtree(out / INCOMPLETE_DIR)
+    assert prune_cache.main([str(tmp_path / "nothing here")]) == 2
