@@ -27,7 +27,8 @@ def tree(tmp_path):
 
 @pytest.mark.parametrize("pattern", [
     "*.jpg", "a*.jpg", "*", "**", "**/*.jpg", "*/*.jpg", "sub/*.jpg", "sub/**", "a?c.jpg", "a?x.jpg",
-    "[ab]*.jpg", "[!a]*.jpg", "sub*", "*.png", "nothing*.jpg", "a1.jpg", "missing.jpg", "sub"])
+    "[ab]*.jpg", "[!a]*.jpg", "sub*", "*.png", "nothing*.jpg", "a1.jpg", "missing.jpg", "sub", "sub/", "s*/",
+    "sub\\"])
 def test_the_same_paths_as_beams_listing(tree, pattern):
     glob = f"{tree}/{pattern}"
     assert sorted(matching.matches(glob)) == _beam(glob)

@@ -42,6 +42,8 @@ def matches(glob: str, limit: int | None = None) -> Iterator[str]:
 
 
 def _local_matches(pattern: str) -> Iterator[str]:
+    if pattern.endswith(("/", "\\")):  # as Beam: a folder names what is in it
+        pattern += "*"
     prefix = _LITERAL_PREFIX.match(pattern).group(0)
     if prefix == pattern:  # no wildcard: the path itself, if it is there (as Beam: a folder too)
         if os.path.lexists(pattern):
