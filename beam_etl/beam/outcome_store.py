@@ -33,6 +33,7 @@ import dataclasses
 import json
 import os
 import re
+import socket
 import threading
 import time
 import uuid
@@ -47,6 +48,7 @@ from beam_etl.output_layout import join
 SEGMENTS = "outcomes"  # the folder of segments, in the cache folder
 SEGMENT, INDEX, DIGESTS = ".seg", ".idx", ".dig"  # a writer's files: <writer id><suffix>
 HELD_BYTES = 32 << 20  # (object stores) a writer puts a segment once it holds this much
+PRUNE_LOCK = "prune.lock"  # held by the one prune of the folder at a time
 
 _INDEX_LINE = re.compile(r"([0-9a-f]{64}) ([0-9]+) ([0-9]+)")
 
@@ -172,9 +174,19 @@ class _Writer:
             filesystem.write_bytes(self._base + DIGESTS, "".join(self._digest_lines).encode("utf-8"))
         self._start()
 
-    def close(self) -> None:
+    def close(self, sync: bool = False) -> None:
+        """Closes the local files; ``sync``: on disk first, their folder's entries too."""
         for handle in self._files.values():
+            if sync:
+                handle.flush()
+                os.fsync(handle.fileno())
             handle.close()
+        if sync and self._files:
+            folder = os.open(filesystem.local_path(self._folder), os.O_RDONLY)
+            try:
+                os.fsync(folder)
+            finally:
+                os.close(folder)
         self._files.clear()
 
 
@@ -318,7 +330,18 @@ class OutcomeStore:
         """Keeps one intact copy of each entry named in ``keep``, and each digest whose SHA-256
         is in ``keep_digests``, written anew by one writer; then deletes the files that were in
         the folder before (only those: a writer's files made meanwhile stay, with what they
-        hold). Returns the counts, before and kept."""
+        hold). Returns the counts, before and kept. One prune at a time: raises RuntimeError
+        while another holds the folder's :data:`PRUNE_LOCK`."""
+        lock = join(self._folder, PRUNE_LOCK)
+        held_by = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "started": time.time()})
+        if not filesystem.create_exclusive(lock, held_by.encode("utf-8")):
+            raise RuntimeError(f"another prune of {self._folder} runs (or one died: delete {lock} if none runs)")
+        try:
+            return self._prune(keep, keep_digests)
+        finally:
+            filesystem.delete_file(lock)
+
+    def _prune(self, keep: set[str], keep_digests: set[str]) -> dict[str, int]:
         names = [name for name in filesystem.list_files(self._folder)
                  if "/" not in name and name.endswith((SEGMENT, INDEX, DIGESTS))]
         known = _Known(self._folder)  # (not this process's view: only the files listed)
@@ -341,7 +364,7 @@ class OutcomeStore:
             if sha256 in keep_digests:
                 writer.write_digest(path, state, sha256)
         writer.finish()
-        writer.close()
+        writer.close(sync=True)  # (kept on disk before the old copies are deleted)
         for suffix in (INDEX, DIGESTS, SEGMENT):  # (an index before its segment)
             for name in names:
                 if name.endswith(suffix):

@@ -11,8 +11,11 @@ again by the run that needs it (an output never depends on its cache); so are th
 rejected inputs, which no lineage index names.
 
 Refused (exit status 2) while an output named has a run's lease (a run in progress, or one that
-died: rerun it first). Run it when no job writes to the cache: a file a job keeps writing to
-meanwhile is deleted with what it holds, and those outcomes are computed again later.
+died: rerun it first), and while another prune holds the cache. Run it when no job writes to
+the cache: a run of an output not named (sharing ``--cache``), or one that starts meanwhile,
+loses from the cache what it writes to files the prune deletes; those outcomes are computed
+again by a later run (its output is unaffected). The kept copies are on disk before any old
+file is deleted.
 """
 
 from __future__ import annotations
@@ -53,8 +56,12 @@ def main(argv: list[str] | None = None, prog: str = "python -m beam_etl.beam.pru
     caches = ({args.cache: list(used.values())} if args.cache
               else {join(output, CACHE_DIR): [kept] for output, kept in used.items()})
     for cache, kept in caches.items():
-        counts = outcome_store.OutcomeStore(cache).prune(set().union(*(outcomes for outcomes, _ in kept)),
-                                                         set().union(*(digests for _, digests in kept)))
+        try:
+            counts = outcome_store.OutcomeStore(cache).prune(set().union(*(outcomes for outcomes, _ in kept)),
+                                                             set().union(*(digests for _, digests in kept)))
+        except RuntimeError as error:
+            print(f"{prog}: {error}; {cache} was not pruned", file=sys.stderr)
+            return 2
         print(f"{cache}: kept {counts['entries_kept']:,} of {counts['entries']:,} outcomes and "
               f"{counts['digests_kept']:,} digests of {counts['digests']:,}")
     return 0

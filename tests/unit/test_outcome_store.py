@@ -6,6 +6,8 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 from beam_etl import file_states
 from beam_etl.beam import outcome_store
 from tests.unit.test_example_cache import OUTCOMES, D
@@ -195,3 +197,25 @@ def test_pruning_keeps_one_intact_copy_of_each_kept_entry_and_leaves_files_made_
     assert reader.read(names[1])[0].examples == OUTCOMES[0].examples
     assert reader.digests() == {"/data/a.jpg": {state: "a" * 64}}
     assert len(list((tmp_path / outcome_store.SEGMENTS).iterdir())) == 3
+
+
+def test_one_prune_at_a_time_and_the_kept_copies_on_disk_before_any_delete(tmp_path, monkeypatch):
+    store = outcome_store.OutcomeStore(str(tmp_path))
+    names = _names(2)
+    for name in names:
+        store.write(name, OUTCOMES[0])
+    store.close()
+    lock = tmp_path / outcome_store.SEGMENTS / outcome_store.PRUNE_LOCK
+    lock.write_text("{}")  # another prune's
+    with pytest.raises(RuntimeError, match="another prune"):
+        store.prune(set(names), set())
+    assert sorted(store.entries()) == sorted(names)
+    lock.unlink()
+    events = []
+    real_fsync, real_remove = os.fsync, os.remove
+    monkeypatch.setattr(os, "fsync", lambda fd: events.append("fsync") or real_fsync(fd))
+    monkeypatch.setattr(os, "remove", lambda path: events.append(os.path.basename(path)) or real_remove(path))
+    assert store.prune({names[0]}, set())["entries_kept"] == 1
+    first_delete = next(i for i, e in enumerate(events) if e != "fsync")
+    assert events[:first_delete] == ["fsync"] * 3  # the new segment, its index, their folder
+    assert events[-1] == outcome_store.PRUNE_LOCK and not lock.exists()
