@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from beam_etl.beam import manifest as manifest_lib
-from beam_etl.beam import example_cache, lease, outcome_store
+from beam_etl.beam import example_cache, lease, outcome_store, prune_cache
 from beam_etl import diff, loader
-from beam_etl.output_layout import CACHE_DIR, CHANGES_FILE
+from beam_etl.output_layout import CACHE_DIR, CHANGES_FILE, REJECTED_FILE
 from beam_etl.elements import EncodedExample
 from beam_etl.loader import verify
 from tests.support import emulators
@@ -189,3 +189,27 @@ def test_a_cache_writer_on_gcs_puts_a_segment_per_bundle_and_per_held_bytes(gcs_
     assert sorted(entries) == sorted(names) and len({location.segment for (location,) in entries.values()}) == 3
     assert [reader.read(name)[0].examples for name in names] == [outcome.examples for outcome in outcomes]
     assert sorted(uri.rsplit(".", 1)[1] for uri in emulators.list_objects(folder)) == ["idx"] * 3 + ["seg"] * 3
+
+
+def test_prune_cache_on_gcs_keeps_what_the_output_was_made_from(outputs, gcs_pets, decodes):
+    remote, _, _ = outputs
+    cache = f"gs://pets/out/{CACHE_DIR}"
+    unused = outcome_store.OutcomeStore(cache)  # an outcome no output uses
+    unused.write(example_cache.digest(b"unused"),
+                 example_cache.Outcome(examples=(EncodedExample("u", "train", 0, b"x"),)))
+    unused.finish_bundle()
+    unused.close()
+    folder = f"{cache}/{outcome_store.SEGMENTS}"
+    before = set(emulators.list_objects(folder))
+    assert prune_cache.main(["gs://pets/out"]) == 0
+    after = set(emulators.list_objects(folder))
+    assert not before & after and sorted(uri.rsplit(".", 1)[1] for uri in after) == ["idx", "seg"]
+    _, index = diff.read_index("gs://pets/out")
+    assert sorted(outcome_store.OutcomeStore(cache).entries()) == sorted(entry["outcome"] for entry in index.values())
+    decodes.clear()
+    again = run_job(gcs_pets, "gs://pets/out", *FLAGS, "--overwrite", "--num_shards", "3")  # the job runs, on the cache
+    # Only the rejected inputs are computed again: no lineage index names their outcomes.
+    rejected = {json.loads(line)["key"] for line in emulators.read_bytes(
+        f"gs://pets/out/{REJECTED_FILE}").decode().splitlines()}
+    assert decodes and set(decodes) <= rejected and not set(decodes) & set(index)
+    assert again["num_written"] == remote["num_written"]
