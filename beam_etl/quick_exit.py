@@ -18,6 +18,13 @@ from typing import NoReturn
 def exit_now(status: int | None) -> NoReturn:
     """Ends the process with ``status`` (None: 0) once the exit handlers have run."""
     atexit._run_exitfuncs()  # pylint: disable=protected-access  # what Python runs at exit, first
+    end(status)
+
+
+def end(status: int | None) -> NoReturn:
+    """Flushes the standard streams and ends the process with ``status`` (None: 0) at once, no
+    exit handler run: what a worker forked from a warm parent does (the handlers are the
+    parent's)."""
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()

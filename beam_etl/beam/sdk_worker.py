@@ -12,10 +12,10 @@ a warm parent, the harness runs in a child of it instead (:mod:`beam_etl.beam.wa
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import traceback
 
+from beam_etl import quick_exit
 from beam_etl.beam import warm_workers
 
 
@@ -45,12 +45,7 @@ def main() -> None:
     if status is None:
         status = run_harness()
     logging.shutdown()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):
-            pass
-    os._exit(status)  # pylint: disable=protected-access
+    quick_exit.end(status)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,8 @@ launcher stops it or is gone, and a child ends when its command does. The parent
 run's ``BEAM_ETL_RUN_ID`` in its environment from its start, as its children do: a resume waits
 for them as for any worker (:func:`beam_etl.beam.lease.is_resumable`).
 
-Standard library only at import: the worker command imports this module before anything else.
+Standard library only at import (:mod:`beam_etl.quick_exit` is too): the worker command imports
+this module before anything else.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ import tempfile
 import threading
 import traceback
 import uuid
+
+from beam_etl import quick_exit
 
 SOCKET_ENV = "BEAM_ETL_WORKER_SOCKET"  # where the worker command finds the warm parent
 RUN_ENV = "BEAM_ETL_RUN_ID"  # beam_etl.beam.lease.RUN_ENV (not imported: that module loads Beam)
@@ -174,12 +177,7 @@ def _child(listener: socket.socket, connection: socket.socket, env: dict, fds: l
     except BaseException:  # pylint: disable=broad-except  # told on the worker's stderr, as a cold one would
         traceback.print_exc()
     finally:
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except (OSError, ValueError):
-                pass
-        os._exit(status)  # pylint: disable=protected-access
+        quick_exit.end(status)
 
 
 def serve(listen_fd: int, launcher_pid: int, verbose: bool) -> None:
