@@ -60,7 +60,7 @@ def test_a_child_of_the_parent_runs_the_harness_with_this_process_s_streams_and_
     forked = re.findall(r"worker process (\d+) forked from the warm parent (\d+)", done.stderr)
     assert len(forked) == 1 and int(forked[0][1]) == parent.pid
     assert "CONTROL_API_SERVICE_DESCRIPTOR" in done.stderr.split("forked from the warm parent")[1]
-    assert not _alive(int(forked[0][0]))
+    assert _wait_until_gone(int(forked[0][0]))  # (it ends just after sending the status the command exits with)
 
 
 def test_the_run_id_is_in_the_parent_s_environment_for_a_resume_to_see(parent):
