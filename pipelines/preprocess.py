@@ -29,7 +29,7 @@ import signal
 import sys
 
 from beam_etl import failure_report, native_logs, quick_exit
-from beam_etl.beam import up_to_date, warm_workers  # standard library only: Beam loads in run()
+from beam_etl.beam import lean_import, up_to_date, warm_workers  # standard library only: Beam loads in run()
 
 # Loggers whose notes are not the user's business unless --verbose: dask.distributed's start-up
 # and shutdown; Beam's Dask runner's note on its partition size (repeated for every step); and
@@ -64,6 +64,7 @@ def run(argv: list[str] | None = None, prog: str = "python -m pipelines.preproce
     command_line = up_to_date.command_line(argv)  # before the job sets variables of its own
     if may_start_local_workers(argv):
         warm_workers.start(verbose=native_logs.wants_verbose(argv))
+    lean_import.import_beam()
     from beam_etl.beam import launch, options  # pylint: disable=import-outside-toplevel  # loads Beam
 
     try:

@@ -16,7 +16,7 @@ import sys
 import traceback
 
 from beam_etl import quick_exit
-from beam_etl.beam import warm_workers
+from beam_etl.beam import lean_import, warm_workers
 
 
 def command() -> str:
@@ -27,6 +27,7 @@ def command() -> str:
 def run_harness() -> int:
     """Runs Beam's harness in this process until its runner lets it go; returns the exit status."""
     try:
+        lean_import.import_beam()
         from apache_beam.runners.worker import sdk_worker_main  # pylint: disable=import-outside-toplevel
 
         sdk_worker_main.main(sys.argv)

@@ -180,14 +180,22 @@ def _child(listener: socket.socket, connection: socket.socket, env: dict, fds: l
         quick_exit.end(status)
 
 
+def preload() -> None:
+    """Imports :data:`PRELOAD` (Beam through :func:`beam_etl.beam.lean_import.import_beam`)."""
+    import importlib  # pylint: disable=import-outside-toplevel
+
+    from beam_etl.beam import lean_import  # pylint: disable=import-outside-toplevel
+
+    lean_import.import_beam()
+    for name in PRELOAD:
+        importlib.import_module(name)
+
+
 def serve(listen_fd: int, launcher_pid: int, verbose: bool) -> None:
     """The warm parent: imports :data:`PRELOAD`, then forks a child per worker command until the
     launcher stops it or is gone."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C is for the launcher and the workers
-    import importlib  # pylint: disable=import-outside-toplevel
-
-    for name in PRELOAD:
-        importlib.import_module(name)
+    preload()
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the system
     listener = socket.socket(fileno=listen_fd)
     listener.settimeout(_POLL_S)

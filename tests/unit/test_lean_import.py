@@ -1,0 +1,67 @@
+"""Beam imported without the optional integrations the job never uses (pandas, pymongo), in the
+launcher and in the warm parent of its workers; those libraries still import afterwards."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+from beam_etl.beam import lean_import
+
+TREE = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+# What a fresh interpreter reports once the code under test has run: which of the unused
+# libraries were loaded, whether Beam's MongoDB IO went without pymongo, and whether the
+# libraries import afterwards.
+_REPORT = """
+    import json, sys
+    loaded = [name for name in ("pandas", "pymongo", "bson") if sys.modules.get(name) is not None]
+    without_mongodb = sys.modules["apache_beam.io.mongodbio"].MongoClient is None
+    import pandas, pymongo
+    print(json.dumps({"loaded": loaded, "without_mongodb": without_mongodb,
+                      "afterwards": [pandas.DataFrame({"a": [1, 2]})["a"].sum().item(), pymongo.ASCENDING]}))
+    """
+
+
+def _report(code: str, cwd) -> tuple[dict, str]:
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(code) + textwrap.dedent(_REPORT)], cwd=cwd,
+                          env={**os.environ, "PYTHONPATH": TREE}, capture_output=True, text=True, timeout=300,
+                          check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1]), done.stderr
+
+
+def test_beam_loads_without_them_and_they_load_afterwards_with_nothing_said(tmp_path):
+    report, stderr = _report("from beam_etl.beam import lean_import; lean_import.import_beam()", tmp_path)
+    assert report == {"loaded": [], "without_mongodb": True, "afterwards": [3, 1]}
+    assert stderr == ""  # (Beam's note that it found no pymongo is not shown)
+
+
+def test_a_plain_import_loads_them_which_is_what_is_saved(tmp_path):
+    report, _ = _report("import apache_beam", tmp_path)
+    assert report["loaded"] == ["pandas", "pymongo", "bson"] and report["without_mongodb"] is False
+
+
+def test_the_warm_parent_loads_beam_that_way(tmp_path):
+    report, _ = _report("from beam_etl.beam import warm_workers; warm_workers.preload()", tmp_path)
+    assert report["loaded"] == [] and report["without_mongodb"] is True
+
+
+def test_the_job_command_loads_beam_that_way(pets_dir, tmp_path):
+    report, _ = _report(f"""
+        from pipelines import preprocess
+        assert preprocess.run(["--oxford_pets", {str(pets_dir)!r}, "--output", {str(tmp_path / "out")!r},
+                               "--image_size", "16", "--no_cache"])["num_inputs"] > 0
+        """, tmp_path)
+    assert report["without_mongodb"] is True
+
+
+def test_once_beam_is_loaded_nothing_is_blocked():
+    import apache_beam  # pylint: disable=import-outside-toplevel
+
+    lean_import.import_beam()
+    assert sys.modules["apache_beam"] is apache_beam
+    assert all(sys.modules.get(name, "not loaded") is not None for name in lean_import.UNUSED)
