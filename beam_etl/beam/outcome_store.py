@@ -51,6 +51,14 @@ HELD_BYTES = 32 << 20  # (object stores) a writer puts a segment once it holds t
 PRUNE_LOCK = "prune.lock"  # held by the one prune of the folder at a time
 
 _INDEX_LINE = re.compile(r"([0-9a-f]{64}) ([0-9]+) ([0-9]+)")
+# A writer's file: its id (32 hex digits) and a suffix. Nothing else in the folder is the
+# cache's: it is neither read nor pruned.
+_WRITER_FILE = re.compile(r"[0-9a-f]{32}(\.seg|\.idx|\.dig)")
+
+
+def is_writer_file(name: str) -> bool:
+    """Whether ``name`` (in the folder of segments) is a file a writer of the cache made."""
+    return _WRITER_FILE.fullmatch(name) is not None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -206,16 +214,25 @@ class _Known:
         path = join(self._folder, name)
         done = self._read.get(name, 0)
         if local:
-            size = os.path.getsize(filesystem.local_path(path))
+            try:
+                size = os.path.getsize(filesystem.local_path(path))
+            except FileNotFoundError:  # (pruned since it was listed: what it held is gone)
+                return b""
             if size < done:  # (not written by a writer: it only appends) read again
                 done = 0
             if size == done:
                 return b""
-            data = filesystem.read_range(path, done, size - done)
+            try:
+                data = filesystem.read_range(path, done, size - done)
+            except FileNotFoundError:
+                return b""
         elif name in self._read:
             return b""  # an object, put whole, once
         else:
-            data = filesystem.read_bytes(path)
+            try:
+                data = filesystem.read_bytes(path)
+            except FileNotFoundError:
+                return b""
         whole = data[:data.rfind(b"\n") + 1]  # a line being written is read next time
         self._read[name] = done + (len(whole) if local else len(data))
         return whole
@@ -225,7 +242,7 @@ class _Known:
         in the folder now)."""
         local = filesystem.is_local(self._folder)
         for name in filesystem.list_files(self._folder) if names is None else names:
-            if "/" in name:
+            if not is_writer_file(name):
                 continue
             if name.endswith(INDEX):
                 segment = join(self._folder, name[:-len(INDEX)] + SEGMENT)
@@ -259,6 +276,12 @@ class OutcomeStore:
         self._folder = join(directory, SEGMENTS)
         self._known: _Known | None = None
         self._writer: _Writer | None = None
+
+    def exists(self) -> bool:
+        """Whether the folder of segments is there (a local folder; in an object store, a file in it)."""
+        if filesystem.is_local(self._folder):
+            return os.path.isdir(filesystem.local_path(self._folder))
+        return bool(filesystem.list_files(self._folder, limit=1))
 
     def _own_writer(self) -> _Writer:
         if self._writer is None:
@@ -342,8 +365,7 @@ class OutcomeStore:
             filesystem.delete_file(lock)
 
     def _prune(self, keep: set[str], keep_digests: set[str]) -> dict[str, int]:
-        names = [name for name in filesystem.list_files(self._folder)
-                 if "/" not in name and name.endswith((SEGMENT, INDEX, DIGESTS))]
+        names = [name for name in filesystem.list_files(self._folder) if is_writer_file(name)]
         known = _Known(self._folder)  # (not this process's view: only the files listed)
         known.refresh(names)
         writer = _Writer(self._folder)

@@ -1,6 +1,6 @@
 """The cache of outcomes cut down to what the named outputs use.
 
-    python -m beam_etl.beam.prune_cache OUT                       # OUT's own cache
+    python -m beam_etl.beam.prune_cache OUT                       # the cache OUT was made with
     python -m beam_etl.beam.prune_cache OUT OTHER --cache DIR     # a cache the outputs share
 
 A cache keeps every outcome written to it: each flag or code change that shapes examples adds
@@ -10,17 +10,23 @@ then it deletes the cache files that were there before. What else the cache held
 again by the run that needs it (an output never depends on its cache); so are the outcomes of
 rejected inputs, which no lineage index names.
 
-Refused (exit status 2) while an output named has a run's lease (a run in progress, or one that
-died: rerun it first), and while another prune holds the cache. Run it when no job writes to
-the cache: a run of an output not named (sharing ``--cache``), or one that starts meanwhile,
-loses from the cache what it writes to files the prune deletes; those outcomes are computed
-again by a later run (its output is unaffected). The kept copies are on disk before any old
-file is deleted.
+Each output's manifest names the cache it was made with (``--cache``, or the output's own).
+Refused (exit status 2), with nothing pruned: while an output named has a run's lease (a run in
+progress, or one that died: rerun it first); for an output made with ``--no_cache``, or with
+another cache than ``--cache`` names; for a cache folder that holds no cache of outcomes (a
+mistyped ``--cache``); and while another prune holds the cache. Only the files the cache's
+writers made are read and deleted (:func:`beam_etl.beam.outcome_store.is_writer_file`).
+
+Run it when no job uses the cache: a run of an output not named (sharing ``--cache``), or one
+that starts meanwhile, loses from the cache what it writes to files the prune deletes, and
+computes again what it would have read from them; its output is unaffected. The kept copies are
+on disk before any old file is deleted.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from beam_etl import diff
@@ -28,33 +34,64 @@ from beam_etl.beam import filesystem, outcome_store
 from beam_etl.output_layout import CACHE_DIR, LEASE, join
 
 
-def used_by(output: str) -> tuple[set[str], set[str]]:
-    """``(outcome names, input SHA-256s)`` the complete output in ``output`` was made from."""
-    _, index = diff.read_index(output)
+def used_by(output: str) -> tuple[str | None, set[str], set[str]]:
+    """``(cache, outcome names, input SHA-256s)`` of the complete output in ``output``: the
+    cache it was made with (its manifest's ``--cache``, else its own; None with ``--no_cache``),
+    and what of the cache it was made from."""
+    manifest, index = diff.read_index(output)
+    flags = manifest.get("flags", {})
+    cache = None if not flags.get("use_cache", True) else (flags.get("cache_dir") or join(output, CACHE_DIR))
     outcomes = {entry["outcome"] for entry in index.values()}
     digests = {entry[field] for entry in index.values() for field in ("image_sha256", "mask_sha256")}
-    return outcomes, digests
+    return cache, outcomes, digests
+
+
+def _place(path: str) -> str:
+    """``path`` spelled one way: a local folder's real path, a ``gs://`` folder without its final slash."""
+    return os.path.realpath(filesystem.local_path(path)) if filesystem.is_local(path) else path.rstrip("/")
+
+
+def _caches(outputs: list[str], named: str | None) -> dict[str, list[tuple[set[str], set[str]]]]:
+    """``{cache: [(outcomes, digests) of each output made with it]}``; raises ValueError, naming
+    what is wrong, when an output is in use or not complete, was made with another cache than
+    ``named`` (``--cache``) or with none, or a cache is not there."""
+    caches: dict[str, list] = {}
+    for output in outputs:
+        if filesystem.exists(join(output, LEASE)):
+            raise ValueError(f"a run holds {output} (or died there: rerun it first)")
+        try:
+            cache, outcomes, digests = used_by(output)
+        except OSError as error:
+            raise ValueError(str(error)) from None
+        if cache is None:
+            raise ValueError(f"{output} was made with --no_cache: no cache holds its outcomes")
+        relative = filesystem.is_local(cache) and not os.path.isabs(filesystem.local_path(cache))
+        if named is None and relative and cache != join(output, CACHE_DIR):  # (from where it ran)
+            raise ValueError(f"{output} was made with --cache {cache!r}, a relative path: name that folder "
+                             "with --cache")
+        if named is not None and _place(named) != _place(cache):
+            raise ValueError(f"--cache {named!r}: {output} was made with the cache {cache!r}")
+        caches.setdefault(named or cache, []).append((outcomes, digests))
+    for cache in caches:
+        if not outcome_store.OutcomeStore(cache).exists():
+            flag = "--cache " if named is not None else ""
+            raise ValueError(f"{flag}{cache!r} holds no cache of outcomes (no {join(cache, outcome_store.SEGMENTS)})")
+    return caches
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m beam_etl.beam.prune_cache") -> int:
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("outputs", nargs="+", metavar="OUT", help="Outputs whose outcomes are kept.")
     parser.add_argument("--cache", default=None, metavar="DIR",
-                        help="The cache the outputs share (their --cache); default: each output's own.")
+                        help="The cache the outputs were made with (their --cache), named to be sure: an "
+                             "output made with another is refused. Default: the cache each output's "
+                             "manifest names (its own, where it was made without --cache).")
     args = parser.parse_args(argv)
-    used = {}
-    for output in args.outputs:
-        if filesystem.exists(join(output, LEASE)):
-            print(f"{prog}: a run holds {output} (or died there: rerun it first); nothing was pruned",
-                  file=sys.stderr)
-            return 2
-        try:
-            used[output] = used_by(output)
-        except (OSError, ValueError) as error:
-            print(f"{prog}: {error}; nothing was pruned", file=sys.stderr)
-            return 2
-    caches = ({args.cache: list(used.values())} if args.cache
-              else {join(output, CACHE_DIR): [kept] for output, kept in used.items()})
+    try:
+        caches = _caches(args.outputs, args.cache)
+    except ValueError as error:
+        print(f"{prog}: {error}; nothing was pruned", file=sys.stderr)
+        return 2
     for cache, kept in caches.items():
         try:
             counts = outcome_store.OutcomeStore(cache).prune(set().union(*(outcomes for outcomes, _ in kept)),

@@ -75,3 +75,51 @@ def test_an_outputs_own_cache_and_a_refusal_while_a_run_holds_it(data, tmp_path,
     assert "a run holds" in capsys.readouterr().err
     shutil.rmtree(out / INCOMPLETE_DIR)
     assert prune_cache.main([str(tmp_path / "nothing here")]) == 2
+
+
+def test_the_cache_an_output_was_made_with_is_the_one_pruned_and_no_other(data, tmp_path, capsys):
+    out, other = tmp_path / "out", tmp_path / "other"
+    cache, other_cache = tmp_path / "cache", tmp_path / "other-cache"
+    _run(data, out, "--cache", str(cache), "--image_size", "24x24")  # a version the output no longer uses
+    _run(data, out, "--cache", str(cache), "--overwrite")
+    _run(data, other, "--cache", str(other_cache))
+    other_files = {name: (other_cache / outcome_store.SEGMENTS / name).read_bytes() for name in _store_files(other_cache)}
+    capsys.readouterr()
+    # Another cache named: refused, naming the flag, the value and the cache the output was made with.
+    assert prune_cache.main([str(out), "--cache", str(other_cache)]) == 2
+    said = capsys.readouterr().err
+    assert f"--cache {str(other_cache)!r}: {out} was made with the cache {str(cache)!r}" in said
+    assert "nothing was pruned" in said
+    assert {name: (other_cache / outcome_store.SEGMENTS / name).read_bytes()
+            for name in _store_files(other_cache)} == other_files
+    assert len(outcome_store.OutcomeStore(str(cache)).entries()) == 20
+    # None named: the manifest's; the output's own folder is left as it is.
+    assert prune_cache.main([str(out)]) == 0
+    assert f"{cache}: kept 10 of 20 outcomes" in capsys.readouterr().out
+    assert not (out / CACHE_DIR).exists()
+    # Named as the output was made with, spelled another way: the same cache.
+    assert prune_cache.main([str(out), "--cache", str(cache) + "/"]) == 0
+    assert "kept 10 of 10 outcomes" in capsys.readouterr().out
+
+
+def test_a_folder_that_holds_no_cache_and_an_output_without_one_are_refused_untouched(data, tmp_path, capsys):
+    out, uncached, gone = tmp_path / "out", tmp_path / "uncached", tmp_path / "gone"
+    _run(data, out)
+    _run(data, uncached, "--no_cache")
+    _run(data, gone, "--cache", str(tmp_path / "deleted"))
+    shutil.rmtree(tmp_path / "deleted")
+    own = sorted((out / CACHE_DIR / outcome_store.SEGMENTS).iterdir())
+    capsys.readouterr()
+    typo, deleted = str(tmp_path / "typo"), str(tmp_path / "deleted")
+    for flags, said in [([str(out), "--cache", typo], f"--cache {typo!r}: {out} was made with the cache"),
+                        ([str(out), "--cache", str(out)], f"--cache {str(out)!r}: {out} was made with the cache"),
+                        ([str(uncached)], f"{uncached} was made with --no_cache"),
+                        ([str(out), str(uncached)], f"{uncached} was made with --no_cache"),
+                        ([str(gone)], f"{deleted!r} holds no cache of outcomes"),
+                        ([str(gone), "--cache", deleted], f"--cache {deleted!r} holds no cache of outcomes")]:
+        assert prune_cache.main(flags) == 2
+        assert said in capsys.readouterr().err
+    assert not (tmp_path / "typo").exists() and not (tmp_path / "deleted").exists()
+    assert not (out / outcome_store.SEGMENTS).exists()
+    assert sorted((out / CACHE_DIR / outcome_store.SEGMENTS).iterdir()) == own
+    assert not (uncached / CACHE_DIR).exists()

@@ -219,3 +219,49 @@ def test_one_prune_at_a_time_and_the_kept_copies_on_disk_before_any_delete(tmp_p
     first_delete = next(i for i, e in enumerate(events) if e != "fsync")
     assert events[:first_delete] == ["fsync"] * 3  # the new segment, its index, their folder
     assert events[-1] == outcome_store.PRUNE_LOCK and not lock.exists()
+
+
+def test_only_the_files_its_writers_made_are_the_caches_to_read_or_prune(tmp_path):
+    store = outcome_store.OutcomeStore(str(tmp_path))
+    names = _names(2)
+    for name in names:
+        store.write(name, OUTCOMES[0])
+    store.close()
+    folder = tmp_path / outcome_store.SEGMENTS
+    writer = next(folder.glob("*.idx")).name[:-len(".idx")]
+    # Not a writer's: other names with its suffixes, one of them an index naming its real segment.
+    foreign = {"notes.dig": "mine\n", "train-00000-of-00001.tfrecord.idx": f"{names[0]} 0 3\n",
+               f"{writer.upper()}.idx": f"{names[1]} 0 3\n", f"{writer}.idx.bak": "copy\n"}
+    for name, text in foreign.items():
+        (folder / name).write_text(text)
+    assert [outcome_store.is_writer_file(name) for name in (f"{writer}.seg", f"{writer}.idx", f"{writer}.dig")] \
+        == [True, True, True]
+    assert not any(outcome_store.is_writer_file(name) for name in foreign)
+    reader = outcome_store.OutcomeStore(str(tmp_path))
+    assert {name: len(places) for name, places in reader.entries().items()} == {names[0]: 1, names[1]: 1}
+    assert reader.prune({names[0]}, set())["entries"] == 2
+    assert {path.name: path.read_text() for path in folder.iterdir() if path.name in foreign} == foreign
+    assert sorted(outcome_store.OutcomeStore(str(tmp_path)).entries()) == [names[0]]
+
+
+def test_files_pruned_while_a_reader_lists_them_are_no_entries_not_an_error(tmp_path):
+    store = outcome_store.OutcomeStore(str(tmp_path))
+    store.write(_names(1)[0], OUTCOMES[0])
+    store.close()
+    folder = tmp_path / outcome_store.SEGMENTS
+    listed = sorted(path.name for path in folder.iterdir())
+    for path in folder.iterdir():
+        path.unlink()  # as a prune deletes them, after the reader listed them
+    known = outcome_store._Known(str(folder))  # pylint: disable=protected-access
+    known.refresh(listed)
+    assert known.entries == {} and known.digests == {}
+
+
+def test_a_cache_folder_is_there_only_with_its_segments_folder(tmp_path):
+    assert not outcome_store.OutcomeStore(str(tmp_path / "typo")).exists()
+    assert not (tmp_path / "typo").exists()
+    store = outcome_store.OutcomeStore(str(tmp_path))
+    assert not store.exists()
+    store.write(_names(1)[0], OUTCOMES[0])
+    store.close()
+    assert store.exists()
