@@ -20,7 +20,8 @@ times vouch for their files (:func:`beam_etl.file_states.trusted`: not NFS, FUSE
 and no input changed in the :data:`beam_etl.file_states.SETTLE_SECONDS` before the snapshot: a
 file rewritten twice within one tick of the file system's clock, around the snapshot, would
 keep its times (git's "racily clean" entries), so a run over inputs that were just written
-leaves no state, and the next rerun runs the job. ``--no_cache`` runs the job whatever the state says.
+leaves no state, and the next rerun runs the job. ``--no_cache`` runs the job whatever the state
+says; so does a command that asks for more than the output (``--render_graph``, ``--help``).
 
 Standard library only: :func:`check` runs before Beam (or TensorFlow) is imported.
 """
@@ -43,6 +44,9 @@ FORMAT = 1
 _ENV_PREFIX = "BEAM_ETL_"
 _NOT_COMPARED = ("--overwrite",)  # the rerun names it; the run that made the output may not have
 _PACKAGES = ("beam_etl", "pipelines", "beam_dask")  # the code that makes an output
+# Flags that ask for more than the output (a file elsewhere, the usage): a command with one is
+# never answered from the state, so it does what it asks (and its flags are checked).
+_BEYOND_THE_OUTPUT = ("--render_graph", "--help", "-h")
 
 
 def _option(argv: list[str], flag: str) -> str | None:
@@ -242,6 +246,8 @@ def check(argv: list[str]) -> dict | None:
     output = _option(argv, "--output")
     output = local_path(output) if output else None
     if "--overwrite" not in argv or "--no_cache" in argv or output is None:
+        return None
+    if any(arg == flag or arg.startswith(f"{flag}=") for arg in argv for flag in _BEYOND_THE_OUTPUT):
         return None
     state = read_state(output)
     if state is None or state["command"] != command_line(argv) or _output_digest(output) != state["output"]:

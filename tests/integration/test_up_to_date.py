@@ -247,3 +247,19 @@ def test_the_code_digest_follows_the_job_s_sources(tmp_path, monkeypatch):
 ])
 def test_the_folder_a_glob_lies_under(pattern, root):
     assert up_to_date.root_of(pattern) == root
+
+
+def test_a_command_that_asks_for_more_than_the_output_is_never_answered_from_the_state(data, tmp_path, settled):
+    out, graphs = tmp_path / "out", tmp_path / "graphs"
+    first = _run(data, out)
+    argv = _argv(data, out, "--overwrite")
+    assert up_to_date.check(argv) == first
+    missing = str(tmp_path / "no such folder" / "graph.dot")
+    for extra in (["--render_graph", missing], [f"--render_graph={missing}"], ["--help"], ["-h"]):
+        assert up_to_date.check([*argv, *extra]) is None
+    with pytest.raises(SystemExit) as refused:  # its flags are checked: the folder is not there
+        _run(data, out, "--overwrite", "--render_graph", missing)
+    assert refused.value.code == 2
+    graphs.mkdir()
+    again = _run(data, out, "--overwrite", "--render_graph", str(graphs / "graph.dot"))
+    assert again["run_id"] != first["run_id"] and (graphs / "graph.dot").read_text().startswith("digraph")
