@@ -88,6 +88,25 @@ def test_a_broken_link_is_an_input_rejected_with_its_reason(tmp_path):
     assert (manifest["num_inputs"], manifest["num_written"], manifest["num_rejected"]) == (5, 3, 2)
 
 
+def test_a_file_whose_name_is_not_utf8_is_an_input_rejected_with_its_name_shown(tmp_path):
+    """A local file name is bytes; Beam carries names as UTF-8 text: one such name failed the
+    whole run, in the listing step."""
+    data = tmp_path / "data"
+    _pairs(data, ["ok0", "ok1", "ok2", "bad", "half"])
+    for name in ("images/bad.jpg", "masks/bad.png", "images/half.jpg"):  # -> bad\xff.jpg, ...
+        path = os.fsencode(data / name)
+        os.rename(path, path[:-4] + b"\xff" + path[-4:])
+    manifest = _run(data, tmp_path / "out", "--split_fractions", "train=1")
+    lines = (tmp_path / "out" / "rejected" / "rejected-00000-of-00001.jsonl").read_text().splitlines()
+    rejected = sorted((r["uri"], r["reason"], r["stage"]) for r in map(json.loads, lines))
+    assert rejected == [(f"{data}/images/bad\\xff.jpg", "file_name_not_utf8", "pair"),
+                        (f"{data}/images/half\\xff.jpg", "file_name_not_utf8", "pair"),
+                        (f"{data}/masks/bad\\xff.png", "file_name_not_utf8", "pair"),
+                        (f"{data}/masks/half.png", "missing_image", "pair")]
+    assert (manifest["num_written"], manifest["num_rejected"]) == (3, 4)
+    assert verify.verify(str(tmp_path / "out")) == {}
+
+
 def test_a_key_of_the_form_of_an_augmented_copys_is_rejected_never_merged(tmp_path):
     """``cat_1#aug1`` would share its record key with the first copy of ``cat_1``: one of the two
     records would be lost in the shard (its bytes read back for the other's key)."""

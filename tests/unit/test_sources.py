@@ -77,6 +77,27 @@ def test_glob_matching_nothing_is_an_error_naming_it(tmp_path):
         check_sources(config)
 
 
+@pytest.mark.parametrize("images, said", [
+    ("{d}", r"--images '{d}' is a folder, not files: give a glob, such as '{d}/\*\.jpg'"),
+    ("{d}/.*.jpg", r"--images '{d}/\.\*\.jpg' matches only hidden files"),
+])
+def test_a_glob_that_names_no_input_is_an_error_naming_it(tmp_path, images, said):
+    folder = tmp_path / "images"
+    _touch(folder / ".a.jpg")
+    _touch(tmp_path / "a.png")
+    config = JobConfig(output="o", sources=(files.Settings(images=(images.format(d=folder),),
+                                                           masks=(str(tmp_path / "*.png"),)),))
+    with pytest.raises(ValueError, match=said.format(d=folder)):
+        check_sources(config)
+
+
+def test_a_folder_named_with_its_final_slash_names_its_files(tmp_path):
+    _touch(tmp_path / "images" / "a.jpg")
+    _touch(tmp_path / "a.png")
+    check_sources(JobConfig(output="o", sources=(files.Settings(images=(f"{tmp_path}/images/",),
+                                                                masks=(str(tmp_path / "*.png"),)),)))
+
+
 def test_oxford_list_parsing():
     text = "#comment\nAbyssinian_100 1 1 1\n\nyorkshire_terrier_9 37 2 25\n"
     assert list(parse_oxford_list(text, "l.txt", "test")) == [

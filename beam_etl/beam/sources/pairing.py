@@ -13,11 +13,13 @@ archive) are not inputs and are skipped.
 
 from __future__ import annotations
 
+import os
 import posixpath
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
+from beam_etl.beam import filesystem
 from beam_etl.beam.rejections import SplitRejections
 from beam_etl.beam.sources import matching
 from beam_etl.elements import Rejection, SourceRecord, is_reserved_key
@@ -29,30 +31,60 @@ def file_stem(uri: str) -> str:
 
 
 def check_glob(glob: str, flag: str) -> None:
-    """Fails at launch, naming the flag and the glob, when the glob matches no file."""
+    """Fails at launch, naming the flag and the glob, when the glob names no input: it matches
+    nothing, only hidden files (which are not inputs), or is a folder's name."""
+    if filesystem.is_local(glob) and not glob.endswith(("/", "\\")) and os.path.isdir(filesystem.local_path(glob)) \
+            and not any(c in glob for c in filesystem.GLOB_CHARACTERS):  # ("DIR/" names its files, as in Beam)
+        raise ValueError(f"{flag} {glob!r} is a folder, not files: give a glob, such as '{glob}/*.jpg'")
+    hidden = False
     try:
-        found = any(True for _ in matching.matches(glob, limit=1))
+        for path in matching.matches(glob):
+            if not is_hidden(path):
+                return
+            hidden = True
     except Exception as error:  # pylint: disable=broad-except  # BeamIOError wraps any backend error
         raise ValueError(f"{flag} {glob!r} cannot be matched: {error}") from None
-    if not found:
-        raise ValueError(f"{flag} {glob!r} matches no file")
+    if hidden:
+        raise ValueError(f"{flag} {glob!r} matches only hidden files (names that start with a dot), "
+                         "which are not inputs")
+    raise ValueError(f"{flag} {glob!r} matches no file")
 
 
 def count_matches(glob: str, limit: int) -> int:
-    """How many files ``glob`` matches, counting no further than ``limit``."""
-    return sum(1 for _ in matching.matches(glob, limit))
+    """How many inputs ``glob`` matches (hidden files are none), counting no further than ``limit``."""
+    count = 0
+    for path in matching.matches(glob):
+        if count >= limit:
+            break
+        count += not is_hidden(path)
+    return count
 
 
 def is_hidden(uri: str) -> bool:
     return posixpath.basename(uri).startswith(".")
 
 
+def _shown(path: str) -> str | None:
+    """None for a path that is UTF-8 text; else the path with the bytes that are not shown as
+    ``\\xNN`` (a local file name is bytes, and Beam carries paths as UTF-8 text)."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(path).decode("utf-8", "backslashreplace")
+    return None
+
+
 def _entries(glob: str, source: int, tag_: str):
     found = False
     for path in matching.matches(glob):
         found = True
-        if not is_hidden(path):
+        if is_hidden(path):
+            continue
+        shown = _shown(path)
+        if shown is None:
             yield file_stem(path), (source, tag_, path)
+        else:  # (rejected by the pairing, under the name shown)
+            yield file_stem(shown), (source, NOT_UTF8, shown)
     if not found:  # (checked at launch; gone since)
         raise FileNotFoundError(f"{glob!r} matches no file")
 
@@ -69,6 +101,7 @@ def MatchByStem(pbegin, glob: str, source: int, tag_: str):  # pylint: disable=i
 # row); or a meta line, a list's word on the stem: (split, label, label_name, list_uri,
 # line_number, image_uri), where image_uri is the image the list expects (named when missing).
 IMAGE, MASK, META, RECORD = "image", "mask", "meta", "record"
+NOT_UTF8 = "not_utf8"  # a file whose name is not UTF-8: the name, its bytes escaped (_shown)
 
 
 def tag(pcoll, label: str, source: int, tag: str):
@@ -134,6 +167,11 @@ class _PairAndDedupFn(beam.DoFn):
         by_source: dict[int, dict[str, list]] = {}
         for source, tag, value in entries:
             by_source.setdefault(source, {}).setdefault(tag, []).append(value)
+        for grouped in by_source.values():
+            for shown in sorted(grouped.pop(NOT_UTF8, ())):
+                yield self._reject(shown, "file_name_not_utf8",
+                                   "the file's name is not UTF-8 text (its other bytes are shown as \\xNN); "
+                                   "Beam carries file names as UTF-8: rename the file", key)
         records = []
         for source in sorted(by_source):
             grouped = by_source[source]
