@@ -17,8 +17,8 @@ import time
 import apache_beam as beam
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
-from beam_etl.beam import (commit, crash, job_progress, lease, manifest, options, sdk_worker, sources,
-                           up_to_date, warm_workers)
+from beam_etl.beam import (commit, crash, filesystem, job_progress, lease, manifest, options, sdk_worker,
+                           sources, up_to_date, warm_workers)
 from beam_etl.beam.preprocess import Preprocess
 from beam_etl.config import JobConfig
 from beam_etl.progress import ProgressLine
@@ -191,6 +191,17 @@ def runs_here(pipeline_options: PipelineOptions) -> bool:
     return options.runner_kind(pipeline_options) in options.IN_PROCESS_RUNNERS
 
 
+def _abandon(output: str, run_id: str, made_here: bool) -> None:
+    """After a failed run: :func:`commit.abandon`, and the folder removed again if this run made
+    it and left nothing in it (a run that computed outcomes leaves them in its cache there)."""
+    commit.abandon(output, run_id)
+    if made_here:
+        try:
+            os.rmdir(filesystem.local_path(output))
+        except OSError:
+            pass  # not empty: kept
+
+
 def _refuse(error: Exception):
     print(f"error: {error}", file=sys.stderr)
     sys.exit(2)
@@ -226,6 +237,7 @@ def launch(config: JobConfig, pipeline_options: PipelineOptions, command_line: d
         print(f"beam-etl: running {workers} (--direct_running_mode and --direct_num_workers choose)")
     if launch_options.render_graph:
         render_graph(config, launch_options.render_graph)
+    made_here = filesystem.is_local(config.output) and not os.path.lexists(filesystem.local_path(config.output))
     try:
         holder = lease.take(config.output, launch_options.break_lease, launch_options.lease_timeout_hours,
                             local=runs_here(pipeline_options), command=command, run_id=warm_workers.run_id())
@@ -240,7 +252,7 @@ def launch(config: JobConfig, pipeline_options: PipelineOptions, command_line: d
         commit.clear_leftovers(config.output)  # may put back an output a dead run was replacing
         commit.check_output(config.output, overwrite)  # so again, and another run may have ended
     except (ValueError, RuntimeError) as error:
-        commit.abandon(config.output, holder.run_id)
+        _abandon(config.output, holder.run_id, made_here)
         _refuse(error)
     snapshot = (up_to_date.Snapshot(command_line, config.output, sources.local_roots(config))
                 if command_line is not None and config.use_cache and runs_here(pipeline_options) else None)
@@ -260,7 +272,7 @@ def launch(config: JobConfig, pipeline_options: PipelineOptions, command_line: d
             cluster.close()
             cluster = None
         if runs_here(pipeline_options):
-            commit.abandon(config.output, holder.run_id)
+            _abandon(config.output, holder.run_id, made_here)
         else:  # the job may still run (and commit) elsewhere: leave it its lease and files
             print(f"note: the job may still be running on {runner_name(pipeline_options)}; --output "
                   f"{config.output!r} keeps its lease until it ends. Once it has, a later run with "
