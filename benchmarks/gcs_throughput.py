@@ -26,7 +26,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from benchmarks.common import ensure_dataset, subset_dir
 from pipelines import preprocess
-from tests import emulators
+from tests.support import emulators
 
 
 THREADS = ("--direct_running_mode", "multi_threading", "--direct_num_workers", "8")
@@ -36,7 +36,7 @@ def run_job(images: str, masks: str, output: str, size: int, *flags) -> float:
     started = time.perf_counter()
     preprocess.run(["--images", images, "--masks", masks, "--output", output, "--image_size", str(size),
                     "--image_format", "raw", "--num_shards", "2", "--split_fractions", "train=1.0",
-                    "--no_statistics", "--overwrite", "--runner", "DirectRunner", *flags])
+                    "--no_statistics", "--no_cache", "--overwrite", "--runner", "DirectRunner", *flags])
     return time.perf_counter() - started
 
 

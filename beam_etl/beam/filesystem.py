@@ -5,11 +5,20 @@ Beam's ``FileSystems.match`` and ``FileSystems.delete`` take *patterns*: ``runs/
 ``--oxford_pets`` goes through here instead, taken literally whatever characters it holds:
 local paths with :mod:`os`, others through FileSystems with their glob characters escaped
 (:func:`escape_glob`). Only the ``--images``/``--masks`` flags are patterns.
+
+Reads of ``gs://`` objects go through Beam's GCS client, kept: ``FileSystems.open`` makes a
+new client, with its own HTTP connections, for every object it opens. The job reads two small
+objects per input (and its cache's entries one by one), so a process keeps a few clients
+(:func:`gcs_client`), each used by one thread at a time: a read of a 60 KB object from the
+tests' Cloud Storage emulator takes 2.1 ms so, against 5.9 ms through ``FileSystems.open``;
+on Cloud Storage, where connections are TLS, each new one costs round trips more.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 
 from apache_beam.io.filesystems import FileSystems
 
@@ -118,7 +127,39 @@ def prune_empty_directories(directory: str, keep_top: bool = False) -> None:
             pass  # not empty
 
 
+# Idle GcsIO clients of this process, by where they connect: Cloud Storage, or the emulator that
+# STORAGE_EMULATOR_HOST names (read as a client is made). A forked child makes its own.
+_gcs_clients: dict[tuple[int, str | None], list] = {}
+_gcs_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def gcs_client():
+    """A GcsIO client of this process's pool, for this thread until the block ends."""
+    from apache_beam.io.gcp.gcsio import GcsIO  # pylint: disable=import-outside-toplevel
+
+    key = (os.getpid(), os.environ.get("STORAGE_EMULATOR_HOST"))
+    with _gcs_lock:
+        idle = _gcs_clients.setdefault(key, [])
+        client = idle.pop() if idle else None
+    if client is None:
+        client = GcsIO()
+    try:
+        yield client
+    finally:
+        with _gcs_lock:
+            _gcs_clients.setdefault(key, []).append(client)
+
+
 def read_bytes(path: str) -> bytes:
+    """The whole file ``path``. A missing local or ``gs://`` file raises FileNotFoundError."""
+    if path.startswith("gs://"):
+        from google.api_core.exceptions import NotFound  # pylint: disable=import-outside-toplevel
+        try:
+            with gcs_client() as client, client.open(path) as handle:
+                return handle.read()
+        except NotFound as error:
+            raise FileNotFoundError(path) from error
     with FileSystems.open(path) as handle:
         return handle.read()
 
@@ -134,10 +175,9 @@ def read_range(path: str, offset: int, length: int) -> bytes:
         with FileSystems.open(path) as handle:
             handle.seek(offset)
             return handle.read(length)
-    from apache_beam.io.gcp.gcsio import GcsIO  # pylint: disable=import-outside-toplevel
     from google.api_core.exceptions import NotFound  # pylint: disable=import-outside-toplevel
     try:
-        with GcsIO().open(path, read_buffer_size=max(length, 1)) as handle:
+        with gcs_client() as client, client.open(path, read_buffer_size=max(length, 1)) as handle:
             handle.seek(offset)
             return handle.read(length)
     except NotFound as error:

@@ -10,7 +10,6 @@ import stat
 import threading
 
 import apache_beam as beam
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from beam_etl import file_states, lineage
@@ -69,8 +68,7 @@ def _read_remote(uri: str, stage: str, timeout_s: float) -> bytes:
 
     def read():
         try:
-            with FileSystems.open(uri) as handle:
-                outcome["data"] = handle.read()
+            outcome["data"] = filesystem.read_bytes(uri)
         except Exception as error:  # pylint: disable=broad-except  # every backend has its own errors
             outcome["error"] = error
 

@@ -213,3 +213,50 @@ def test_prune_cache_on_gcs_keeps_what_the_output_was_made_from(outputs, gcs_pet
         f"gs://pets/out/{REJECTED_FILE}").decode().splitlines()}
     assert decodes and set(decodes) <= rejected and not set(decodes) & set(index)
     assert again["num_written"] == remote["num_written"]
+
+
+def test_reads_keep_a_client_per_thread_not_one_per_object(gcs_pets, pets_dir, monkeypatch):
+    import threading  # pylint: disable=import-outside-toplevel
+
+    from apache_beam.io.gcp import gcsio  # pylint: disable=import-outside-toplevel
+
+    from beam_etl.beam import filesystem  # pylint: disable=import-outside-toplevel
+
+    made = []
+    real = gcsio.GcsIO
+    monkeypatch.setattr(gcsio, "GcsIO", lambda *a, **kw: made.append(real(*a, **kw)) or made[-1])
+    names = sorted(p.relative_to(pets_dir).as_posix() for p in (pets_dir / "images").iterdir())[:6]
+    for name in names:  # one thread: one client, made once
+        assert filesystem.read_bytes(f"{gcs_pets}/{name}") == (pets_dir / name).read_bytes()
+        assert filesystem.read_range(f"{gcs_pets}/{name}", 2, 5) == (pets_dir / name).read_bytes()[2:7]
+    assert len(made) <= 1
+    held, release = threading.Barrier(3), threading.Event()
+
+    def hold_one():  # a client in use by a thread is another thread's to wait for: never shared
+        with filesystem.gcs_client() as client:
+            seen.append(client)
+            held.wait()
+            release.wait()
+
+    seen = []
+    threads = [threading.Thread(target=hold_one) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    held.wait()
+    assert seen[0] is not seen[1]
+    release.set()
+    for thread in threads:
+        thread.join()
+    assert len(made) <= 2
+    before = len(made)
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", "http://127.0.0.1:9")  # another endpoint: another client
+    with filesystem.gcs_client() as client:
+        assert len(made) == before + 1 and client is made[-1] and client not in seen
+
+
+def test_a_missing_object_is_a_missing_file(gcs_pets):
+    from beam_etl.beam import filesystem  # pylint: disable=import-outside-toplevel
+
+    for read in (filesystem.read_bytes, lambda path: filesystem.read_range(path, 0, 4)):
+        with pytest.raises(FileNotFoundError):
+            read(f"{gcs_pets}/no such object")
