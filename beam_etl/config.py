@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import os
 import re
 
 from beam_etl import schema
@@ -38,6 +39,14 @@ def flag_type(parse):
     convert.__name__ = parse.__name__.removeprefix("parse_")
     convert.parse = parse
     return convert
+
+
+def folder_place(text):
+    """A folder flag's value, a local path made absolute (a ``scheme://`` one as it is): where
+    it is recorded (the manifest's ``--cache``) it names the same folder from anywhere."""
+    if not text:
+        raise ValueError("must name a folder")
+    return text if "://" in text else os.path.abspath(text)
 
 
 def positive_int(text):

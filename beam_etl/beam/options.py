@@ -70,7 +70,8 @@ class PreprocessOptions(PipelineOptions):
                                "rotation, brightness/contrast). Default 0.")
         proc.add_argument("--seed", type=flag_type(int), default=0,
                           help="Seed of augmentation and of nothing else. Default 0.")
-        proc.add_argument("--cache", dest="cache_dir", default=None, metavar="DIR",
+        proc.add_argument("--cache", dest="cache_dir", type=flag_type(config_lib.folder_place), default=None,
+                          metavar="DIR",
                           help="Where each input's outcome is kept by content (local or gs://), "
                                "so that a rerun decodes only what changed; several outputs may "
                                "share one. Default OUTPUT/.beam-etl-cache.")

@@ -13,8 +13,10 @@ rejected inputs, which no lineage index names.
 Each output's manifest names the cache it was made with (``--cache``, or the output's own).
 Refused (exit status 2), with nothing pruned: while an output named has a run's lease (a run in
 progress, or one that died: rerun it first); for an output made with ``--no_cache``, or with
-another cache than ``--cache`` names; for a cache folder that holds no cache of outcomes (a
-mistyped ``--cache``); and while another prune holds the cache. Only the files the cache's
+another cache than ``--cache`` names (the same folder spelled another way is the same cache), or
+with a relative ``--cache`` recorded (before runs recorded it absolute: rerun it); for a cache
+folder that holds no cache of outcomes (a mistyped ``--cache``); and while another prune holds
+the cache. Only the files the cache's
 writers made are read and deleted (:func:`beam_etl.beam.outcome_store.is_writer_file`).
 
 Run it when no job uses the cache: a run of an output not named (sharing ``--cache``), or one
@@ -55,7 +57,8 @@ def _caches(outputs: list[str], named: str | None) -> dict[str, list[tuple[set[s
     """``{cache: [(outcomes, digests) of each output made with it]}``; raises ValueError, naming
     what is wrong, when an output is in use or not complete, was made with another cache than
     ``named`` (``--cache``) or with none, or a cache is not there."""
-    caches: dict[str, list] = {}
+    caches: dict[str, list] = {}  # by the cache's place (_place): one cache spelled two ways is one
+    spelled: dict[str, str] = {}  # a place -> the first spelling given
     for output in outputs:
         if filesystem.exists(join(output, LEASE)):
             raise ValueError(f"a run holds {output} (or died there: rerun it first)")
@@ -65,18 +68,21 @@ def _caches(outputs: list[str], named: str | None) -> dict[str, list[tuple[set[s
             raise ValueError(str(error)) from None
         if cache is None:
             raise ValueError(f"{output} was made with --no_cache: no cache holds its outcomes")
-        relative = filesystem.is_local(cache) and not os.path.isabs(filesystem.local_path(cache))
-        if named is None and relative and cache != join(output, CACHE_DIR):  # (from where it ran)
-            raise ValueError(f"{output} was made with --cache {cache!r}, a relative path: name that folder "
-                             "with --cache")
+        if cache != join(output, CACHE_DIR) and filesystem.is_local(cache) \
+                and not os.path.isabs(filesystem.local_path(cache)):  # (jobs record it absolute now)
+            raise ValueError(f"{output} was made with --cache {cache!r}, relative to the folder that run "
+                             "started in, which is not recorded: rerun it to record the cache's place")
         if named is not None and _place(named) != _place(cache):
             raise ValueError(f"--cache {named!r}: {output} was made with the cache {cache!r}")
-        caches.setdefault(named or cache, []).append((outcomes, digests))
-    for cache in caches:
-        if not outcome_store.OutcomeStore(cache).exists():
+        place = _place(named or cache)
+        spelled.setdefault(place, named or cache)
+        caches.setdefault(place, []).append((outcomes, digests))
+    for place in caches:
+        if not outcome_store.OutcomeStore(spelled[place]).exists():
             flag = "--cache " if named is not None else ""
-            raise ValueError(f"{flag}{cache!r} holds no cache of outcomes (no {join(cache, outcome_store.SEGMENTS)})")
-    return caches
+            raise ValueError(f"{flag}{spelled[place]!r} holds no cache of outcomes "
+                             f"(no {join(spelled[place], outcome_store.SEGMENTS)})")
+    return {spelled[place]: kept for place, kept in caches.items()}
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m beam_etl.beam.prune_cache") -> int:

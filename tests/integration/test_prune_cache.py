@@ -3,6 +3,7 @@ those outputs' reruns still decode and read nothing."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 
@@ -123,3 +124,18 @@ def test_a_folder_that_holds_no_cache_and_an_output_without_one_are_refused_unto
     assert not (out / outcome_store.SEGMENTS).exists()
     assert sorted((out / CACHE_DIR / outcome_store.SEGMENTS).iterdir()) == own
     assert not (uncached / CACHE_DIR).exists()
+
+
+def test_one_cache_spelled_two_ways_is_one_cache_and_a_relative_one_is_recorded_absolute(
+        data, tmp_path, capsys, monkeypatch):
+    out, other, cache = tmp_path / "out", tmp_path / "other", tmp_path / "cache"
+    monkeypatch.chdir(tmp_path)
+    _run(data, out, "--cache", "cache")  # relative: recorded as the absolute folder
+    _run(data, other, "--cache", f"{cache}/", "--image_format", "png")
+    assert json.loads((out / "manifest.json").read_text())["flags"]["cache_dir"] == str(cache)
+    monkeypatch.chdir(data)  # the prune runs elsewhere
+    capsys.readouterr()
+    assert prune_cache.main([str(out), str(other)]) == 0
+    said = capsys.readouterr().out
+    assert said.count("kept 20 of 20 outcomes") == 1 and said.count("\n") == 1  # pruned once, keeping both
+    assert len(outcome_store.OutcomeStore(str(cache)).entries()) == 20

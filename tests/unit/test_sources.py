@@ -11,7 +11,7 @@ from beam_etl.config import JobConfig
 from beam_etl.elements import SourceRecord
 from beam_etl.beam import options, sources
 from beam_etl.beam.sources import ReadSources, check_sources, files, oxford
-from beam_etl.beam.sources.pairing import RECORD, tag
+from beam_etl.beam.sources.pairing import RECORD, count_matches, tag
 from beam_etl.beam.sources.files import ReadImageMaskPairs
 from beam_etl.beam.sources.oxford import parse_oxford_list
 
@@ -89,6 +89,25 @@ def test_a_glob_that_names_no_input_is_an_error_naming_it(tmp_path, images, said
                                                            masks=(str(tmp_path / "*.png"),)),))
     with pytest.raises(ValueError, match=said.format(d=folder)):
         check_sources(config)
+
+
+def test_a_glob_in_a_folder_whose_name_is_not_utf8_is_refused_naming_the_flag(tmp_path):
+    folder = os.fsencode(tmp_path) + b"/im\xe9"
+    os.makedirs(folder + b"/x")
+    with open(folder + b"/a.jpg", "wb") as handle:
+        handle.write(b"x")
+    _touch(tmp_path / "a.png")
+    images = os.fsdecode(folder) + "/*.jpg"
+    config = JobConfig(output="o", sources=(files.Settings(images=(images,), masks=(str(tmp_path / "*.png"),)),))
+    with pytest.raises(ValueError, match=r"--images '.*/im\\\\xe9/\*\.jpg' is not UTF-8 text"):
+        check_sources(config)
+
+
+def test_the_count_of_inputs_stops_at_its_limit_and_leaves_hidden_files_out(tmp_path):
+    for name in ("a", "b", "c", ".d", ".e"):
+        _touch(tmp_path / f"{name}.jpg")
+    assert count_matches(str(tmp_path / "*.jpg"), 100) == 3
+    assert count_matches(str(tmp_path / "*.jpg"), 2) <= 2
 
 
 def test_a_folder_named_with_its_final_slash_names_its_files(tmp_path):

@@ -30,34 +30,38 @@ def file_stem(uri: str) -> str:
     return posixpath.splitext(posixpath.basename(uri))[0]
 
 
+_CHECKED_MATCHES = 1000  # how far the launch looks for a file that is not hidden (a listing of gs:// is paged)
+
+
 def check_glob(glob: str, flag: str) -> None:
     """Fails at launch, naming the flag and the glob, when the glob names no input: it matches
-    nothing, only hidden files (which are not inputs), or is a folder's name."""
+    nothing, only hidden files (which are not inputs) among its first matches, or is a folder's
+    name; or when it is not UTF-8 text, which Beam cannot carry."""
+    if _shown(glob) is not None:
+        raise ValueError(f"{flag} {_shown(glob)!r} is not UTF-8 text (its other bytes are shown as \\xNN), "
+                         "which Beam cannot carry: rename the folder")
     if filesystem.is_local(glob) and not glob.endswith(("/", "\\")) and os.path.isdir(filesystem.local_path(glob)) \
             and not any(c in glob for c in filesystem.GLOB_CHARACTERS):  # ("DIR/" names its files, as in Beam)
         raise ValueError(f"{flag} {glob!r} is a folder, not files: give a glob, such as '{glob}/*.jpg'")
-    hidden = False
+    seen = 0
     try:
-        for path in matching.matches(glob):
+        for path in matching.matches(glob, limit=_CHECKED_MATCHES):
             if not is_hidden(path):
                 return
-            hidden = True
+            seen += 1
     except Exception as error:  # pylint: disable=broad-except  # BeamIOError wraps any backend error
         raise ValueError(f"{flag} {glob!r} cannot be matched: {error}") from None
-    if hidden:
+    if seen == _CHECKED_MATCHES:
+        return  # (as many hidden files: the run lists the rest)
+    if seen:
         raise ValueError(f"{flag} {glob!r} matches only hidden files (names that start with a dot), "
                          "which are not inputs")
     raise ValueError(f"{flag} {glob!r} matches no file")
 
 
 def count_matches(glob: str, limit: int) -> int:
-    """How many inputs ``glob`` matches (hidden files are none), counting no further than ``limit``."""
-    count = 0
-    for path in matching.matches(glob):
-        if count >= limit:
-            break
-        count += not is_hidden(path)
-    return count
+    """How many inputs are among the first ``limit`` files ``glob`` matches (hidden files are none)."""
+    return sum(1 for path in matching.matches(glob, limit) if not is_hidden(path))
 
 
 def is_hidden(uri: str) -> bool:
