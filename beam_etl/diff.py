@@ -3,6 +3,7 @@ inputs added, removed (gone from the sources, or rejected now) and changed (othe
 metadata, or flags or code that shape their examples differently).
 
     python -m beam_etl.diff OLD NEW            # counts, then one "+ key", "- key" or "~ key" line each
+                                               # (a key with a character that does not print: JSON-quoted)
     python -m beam_etl.diff OLD NEW --counts   # the counts only
 
 Exit status 0 when nothing changed, 1 when something did, 2 when either is not a complete output
@@ -13,6 +14,7 @@ systems.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from beam_etl import lineage
@@ -43,9 +45,9 @@ def read_index(output: str) -> tuple[dict, dict[str, dict]]:
     if not manifest.get("lineage"):
         raise ValueError(f"{output} has no lineage index (manifest format {manifest.get('format_version')}; "
                          "outputs have one from format 4): rerun the job to write one")
-    index = {}
-    for name in manifest["lineage"]["files"]:
-        index.update(lineage.read_index(_read(join(output, name))))
+    files = manifest.get("files", {})
+    index = lineage.merge_listed(lineage.read_listed(_read(join(output, name)), name, files)
+                                 for name in manifest["lineage"]["files"])
     return manifest, index
 
 
@@ -72,6 +74,12 @@ def compare(old: str, new: str) -> tuple[lineage.Changes, list[str]]:
     return lineage.compare(*outcomes), notes
 
 
+def shown_key(key: str) -> str:
+    """``key`` as one line shows it: as it is when every character prints, else JSON-quoted (a
+    line break or a tab in a file name must not pass for another key's line)."""
+    return key if key.isprintable() else json.dumps(key)
+
+
 def main(argv: list[str] | None = None, prog: str = "python -m beam_etl.diff") -> int:
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     parser.add_argument("old", metavar="OLD", help="The earlier output folder (local or gs://).")
@@ -90,7 +98,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m beam_etl.diff") -
         print(f"note: {note}")
     if not args.counts:
         for key, change in changes.keyed():
-            print(f"{_MARKS[change]} {key}")
+            print(f"{_MARKS[change]} {shown_key(key)}")
     return 1 if changes.added or changes.removed or changes.changed else 0
 
 

@@ -10,8 +10,13 @@ whose original example is in that shard, sorted by key::
                                                      that shape an example and the chain's code, hashed
      "examples": [{"key": ..., "shard": ...}, ...]}  its records (the example, augmentation copies)
 
-An input's outcome changes exactly when its records may: so two outputs' indexes say which inputs
+An input's outcome changes whenever its records may: so two outputs' indexes say which inputs
 were added, removed (gone from the sources, or rejected now) and changed, without reading a shard.
+"Changed" can also mean that a setting of the outcome changed without changing its records
+(``--no_statistics``, a ``--seed`` with no augmented copies, ``--jpeg_quality`` of PNG records:
+the outcome's name hashes every setting of its kind); it never misses a change. An index is read
+only as the file its manifest describes (bytes, crc32c, entries): an index edited, cut short, or
+naming a key twice is no index (:func:`read_listed`), never a list of changes.
 A run that replaces a complete output writes ``OUT/lineage/changes.jsonl`` (one ``{"key",
 "change"}`` line per added, removed or changed input) and the counts in its manifest;
 ``python -m beam_etl.diff OLD NEW`` compares any two outputs.
@@ -21,6 +26,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+
+import google_crc32c
 
 ADDED, REMOVED, CHANGED = "added", "removed", "changed"
 
@@ -47,7 +54,8 @@ class Entry:
 
 
 def read_index(data: bytes) -> dict[str, dict]:
-    """The index in ``data`` (a lineage file's bytes): ``{key: line as a dict}``."""
+    """The index in ``data`` (a lineage file's bytes): ``{key: line as a dict}``; ValueError for
+    a line that is not an entry, or a key indexed twice."""
     entries = {}
     for number, text in enumerate(data.decode("utf-8").splitlines(), 1):
         try:
@@ -55,10 +63,40 @@ def read_index(data: bytes) -> dict[str, dict]:
             if not (isinstance(entry["key"], str) and isinstance(entry["outcome"], str)
                     and isinstance(entry["examples"], list)):
                 raise TypeError
-            entries[entry["key"]] = entry
         except (ValueError, KeyError, TypeError):
             raise ValueError(f"line {number} of the lineage index is not an entry: {text[:80]!r}") from None
+        if entry["key"] in entries:
+            raise ValueError(f"line {number} of the lineage index names {entry['key']!r} again")
+        entries[entry["key"]] = entry
     return entries
+
+
+def read_listed(data: bytes, name: str, files: dict) -> dict[str, dict]:
+    """The index in ``data``, read as the lineage file ``name`` of an output whose manifest lists
+    ``files`` (each file's ``bytes``, ``crc32c`` and ``num_records``); ValueError when it is not
+    the file the manifest describes (edited, cut short, or not listed)."""
+    listed = files.get(name)
+    if listed is None:
+        raise ValueError(f"{name} is not among the files the manifest describes")
+    crc32c = f"{google_crc32c.value(data):08x}"
+    if len(data) != listed.get("bytes") or crc32c != listed.get("crc32c"):
+        raise ValueError(f"{name} is not the file the manifest describes ({len(data)} bytes, crc32c {crc32c}; "
+                         f"the manifest: {listed.get('bytes')} bytes, crc32c {listed.get('crc32c')})")
+    index = read_index(data)
+    if "num_records" in listed and len(index) != listed["num_records"]:
+        raise ValueError(f"{name} holds {len(index)} entries; the manifest says {listed['num_records']}")
+    return index
+
+
+def merge_listed(indexes) -> dict[str, dict]:
+    """One index of an output's lineage files' ``indexes``; ValueError for a key in two of them."""
+    merged: dict[str, dict] = {}
+    for index in indexes:
+        twice = merged.keys() & index.keys()
+        if twice:
+            raise ValueError(f"the lineage index names {sorted(twice)[0]!r} in two files")
+        merged.update(index)
+    return merged
 
 
 @dataclasses.dataclass(frozen=True)

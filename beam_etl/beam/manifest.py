@@ -136,10 +136,13 @@ def check_reject_fraction(config: JobConfig, manifest: dict) -> None:
 
 
 
-def _outcomes(directory: str, names: list[str]) -> dict[str, str]:
-    """``{input key: outcome}`` from the lineage files ``names`` in ``directory``."""
-    return {key: entry["outcome"] for name in names
-            for key, entry in lineage.read_index(filesystem.read_bytes(join(directory, name))).items()}
+def _outcomes(directory: str, described: dict) -> dict[str, str]:
+    """``{input key: outcome}`` from the lineage files in ``directory`` of the output that the
+    manifest ``described`` describes; ValueError for a file that is not the one described."""
+    index = lineage.merge_listed(
+        lineage.read_listed(filesystem.read_bytes(join(directory, name)), name, described.get("files", {}))
+        for name in described["lineage"]["files"])
+    return {key: entry["outcome"] for key, entry in index.items()}
 
 
 def changes_against(output_dir: str, previous: dict, manifest: dict) -> dict:
@@ -150,10 +153,10 @@ def changes_against(output_dir: str, previous: dict, manifest: dict) -> dict:
     if not (previous.get("lineage") and manifest.get("lineage")):
         return {**changes, "unknown": "the output replaced has no lineage index (written before format 4)"}
     try:
-        old = _outcomes(output_dir, previous["lineage"]["files"])
+        old = _outcomes(output_dir, previous)
     except (OSError, ValueError) as error:
         return {**changes, "unknown": f"the output replaced has an unreadable lineage index: {error}"}
-    new = _outcomes(join(output_dir, STAGING_DIR), manifest["lineage"]["files"])
+    new = _outcomes(join(output_dir, STAGING_DIR), manifest)
     compared = lineage.compare(old, new)
     staged = sink.stage_file(output_dir, CHANGES_FILE, [compared.lines()])
     manifest["files"] = dict(sorted({**manifest["files"], CHANGES_FILE: {

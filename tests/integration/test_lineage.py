@@ -146,15 +146,48 @@ def test_diff_refuses_what_is_not_a_complete_output(root, tmp_path, capsys):
     assert not (tmp_path / "a" / CHANGES_FILE).exists() and verify.verify(str(tmp_path / "a")) == {}
 
 
-def test_a_damaged_lineage_index_is_reported_not_fatal(root, tmp_path, capsys):
+def _first_line_moved(lines: list[str], other: list[str]) -> tuple[list[str], list[str]]:
+    """The first line of ``lines`` appended to ``other`` as well (a key in two files)."""
+    return lines, [*other, lines[0]]
+
+
+@pytest.mark.parametrize("damage", ["a line that is no entry", "a line deleted", "a line edited",
+                                    "a key in two files"])
+def test_a_damaged_lineage_index_is_reported_not_fatal_and_never_read_as_changes(root, tmp_path, capsys, damage):
     out = tmp_path / "a"
     _run(root, out)
     manifest = json.loads((out / "manifest.json").read_text())
-    with open(out / manifest["lineage"]["files"][0], "a", encoding="utf-8") as handle:
-        handle.write('{"key": "zzz"}\n')  # a line without its outcome
+    first, second = (out / name for name in manifest["lineage"]["files"][:2])
+    lines, other = first.read_text().splitlines(True), second.read_text().splitlines(True)
+    if damage == "a line that is no entry":
+        lines.append('{"key": "zzz"}\n')
+    elif damage == "a line deleted":
+        lines = lines[1:]
+    elif damage == "a line edited":
+        lines[0] = lines[0].replace('"outcome": "', '"outcome": "0', 1)
+    else:
+        lines, other = _first_line_moved(lines, other)
+    first.write_text("".join(lines))
+    second.write_text("".join(other))
     capsys.readouterr()
     assert diff.main([str(out), str(out)]) == 2
-    assert "of the lineage index is not an entry: '{\"key\": \"zzz\"}'" in capsys.readouterr().err
+    assert "is not the file the manifest describes" in capsys.readouterr().err
     replacing = _run(root, out, "--overwrite")  # the replacement goes on; what changed is unknown
     assert replacing["changes"]["unknown"].startswith("the output replaced has an unreadable lineage index")
-    assert verify.verify(str(out)) == {}
+    assert "added" not in replacing["changes"] and verify.verify(str(out)) == {}
+
+
+def test_an_index_read_alone_refuses_a_key_twice():
+    from beam_etl import lineage  # pylint: disable=import-outside-toplevel
+
+    line = b'{"examples": [], "key": "a", "outcome": "x"}\n'
+    assert list(lineage.read_index(line)) == ["a"]
+    with pytest.raises(ValueError, match="line 2 of the lineage index names 'a' again"):
+        lineage.read_index(line * 2)
+    with pytest.raises(ValueError, match="names 'a' in two files"):
+        lineage.merge_listed([lineage.read_index(line), lineage.read_index(line)])
+
+
+def test_a_key_that_does_not_print_is_shown_quoted_on_its_own_line():
+    assert [diff.shown_key(key) for key in ("cat 1", "Ünïcödé", "evil\n- dup", "tab\tx")] == [
+        "cat 1", "Ünïcödé", '"evil\\n- dup"', '"tab\\tx"']
