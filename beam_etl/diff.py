@@ -45,10 +45,7 @@ def read_index(output: str) -> tuple[dict, dict[str, dict]]:
     if not manifest.get("lineage"):
         raise ValueError(f"{output} has no lineage index (manifest format {manifest.get('format_version')}; "
                          "outputs have one from format 4): rerun the job to write one")
-    files = manifest.get("files", {})
-    index = lineage.merge_listed(lineage.read_listed(_read(join(output, name)), name, files)
-                                 for name in manifest["lineage"]["files"])
-    return manifest, index
+    return manifest, lineage.read_described(manifest, lambda name: _read(join(output, name)))
 
 
 def compare(old: str, new: str) -> tuple[lineage.Changes, list[str]]:

@@ -99,6 +99,14 @@ def merge_listed(indexes) -> dict[str, dict]:
     return merged
 
 
+def read_described(manifest: dict, read) -> dict[str, dict]:
+    """The whole lineage index of the output ``manifest`` describes, each file read with
+    ``read(name)`` (bytes) and checked against the manifest (:func:`read_listed`,
+    :func:`merge_listed`)."""
+    files = manifest.get("files", {})
+    return merge_listed(read_listed(read(name), name, files) for name in manifest["lineage"]["files"])
+
+
 @dataclasses.dataclass(frozen=True)
 class Changes:
     """Input keys by what happened to them between an older and a newer output."""

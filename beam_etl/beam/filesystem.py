@@ -151,15 +151,23 @@ def gcs_client():
             _gcs_clients.setdefault(key, []).append(client)
 
 
+def _read_gcs(path: str, offset: int = 0, length: int | None = None) -> bytes:
+    """``length`` bytes (None: the rest) of the ``gs://`` object ``path`` from ``offset``, through
+    a kept client (:func:`gcs_client`); a missing object raises FileNotFoundError."""
+    from google.api_core.exceptions import NotFound  # pylint: disable=import-outside-toplevel
+    buffer = {} if length is None else {"read_buffer_size": max(length, 1)}  # (fetch no more than that)
+    try:
+        with gcs_client() as client, client.open(path, **buffer) as handle:
+            handle.seek(offset)
+            return handle.read() if length is None else handle.read(length)
+    except NotFound as error:
+        raise FileNotFoundError(path) from error
+
+
 def read_bytes(path: str) -> bytes:
     """The whole file ``path``. A missing local or ``gs://`` file raises FileNotFoundError."""
     if path.startswith("gs://"):
-        from google.api_core.exceptions import NotFound  # pylint: disable=import-outside-toplevel
-        try:
-            with gcs_client() as client, client.open(path) as handle:
-                return handle.read()
-        except NotFound as error:
-            raise FileNotFoundError(path) from error
+        return _read_gcs(path)
     with FileSystems.open(path) as handle:
         return handle.read()
 
@@ -171,17 +179,11 @@ def read_range(path: str, offset: int, length: int) -> bytes:
     if is_local(path):
         with open(local_path(path), "rb") as handle:
             return os.pread(handle.fileno(), length, offset)
-    if not path.startswith("gs://"):
-        with FileSystems.open(path) as handle:
-            handle.seek(offset)
-            return handle.read(length)
-    from google.api_core.exceptions import NotFound  # pylint: disable=import-outside-toplevel
-    try:
-        with gcs_client() as client, client.open(path, read_buffer_size=max(length, 1)) as handle:
-            handle.seek(offset)
-            return handle.read(length)
-    except NotFound as error:
-        raise FileNotFoundError(path) from error
+    if path.startswith("gs://"):
+        return _read_gcs(path, offset, length)
+    with FileSystems.open(path) as handle:
+        handle.seek(offset)
+        return handle.read(length)
 
 
 def write_bytes(path: str, data: bytes, sync: bool = False) -> None:

@@ -139,9 +139,7 @@ def check_reject_fraction(config: JobConfig, manifest: dict) -> None:
 def _outcomes(directory: str, described: dict) -> dict[str, str]:
     """``{input key: outcome}`` from the lineage files in ``directory`` of the output that the
     manifest ``described`` describes; ValueError for a file that is not the one described."""
-    index = lineage.merge_listed(
-        lineage.read_listed(filesystem.read_bytes(join(directory, name)), name, described.get("files", {}))
-        for name in described["lineage"]["files"])
+    index = lineage.read_described(described, lambda name: filesystem.read_bytes(join(directory, name)))
     return {key: entry["outcome"] for key, entry in index.items()}
 
 

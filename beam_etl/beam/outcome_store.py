@@ -211,28 +211,25 @@ class _Known:
         self.lock = threading.Lock()
 
     def _new_lines(self, name: str, local: bool) -> bytes:
+        try:
+            return self._read_on(name, local)
+        except FileNotFoundError:  # (pruned since it was listed: what it held is gone)
+            return b""
+
+    def _read_on(self, name: str, local: bool) -> bytes:
         path = join(self._folder, name)
         done = self._read.get(name, 0)
         if local:
-            try:
-                size = os.path.getsize(filesystem.local_path(path))
-            except FileNotFoundError:  # (pruned since it was listed: what it held is gone)
-                return b""
+            size = os.path.getsize(filesystem.local_path(path))
             if size < done:  # (not written by a writer: it only appends) read again
                 done = 0
             if size == done:
                 return b""
-            try:
-                data = filesystem.read_range(path, done, size - done)
-            except FileNotFoundError:
-                return b""
+            data = filesystem.read_range(path, done, size - done)
         elif name in self._read:
             return b""  # an object, put whole, once
         else:
-            try:
-                data = filesystem.read_bytes(path)
-            except FileNotFoundError:
-                return b""
+            data = filesystem.read_bytes(path)
         whole = data[:data.rfind(b"\n") + 1]  # a line being written is read next time
         self._read[name] = done + (len(whole) if local else len(data))
         return whole

@@ -57,8 +57,9 @@ def _caches(outputs: list[str], named: str | None) -> dict[str, list[tuple[set[s
     """``{cache: [(outcomes, digests) of each output made with it]}``; raises ValueError, naming
     what is wrong, when an output is in use or not complete, was made with another cache than
     ``named`` (``--cache``) or with none, or a cache is not there."""
-    caches: dict[str, list] = {}  # by the cache's place (_place): one cache spelled two ways is one
-    spelled: dict[str, str] = {}  # a place -> the first spelling given
+    # By the cache's place (_place), so that one cache spelled two ways is one: the first spelling
+    # given, and what each output made with it uses.
+    caches: dict[str, tuple[str, list]] = {}
     for output in outputs:
         if filesystem.exists(join(output, LEASE)):
             raise ValueError(f"a run holds {output} (or died there: rerun it first)")
@@ -74,15 +75,13 @@ def _caches(outputs: list[str], named: str | None) -> dict[str, list[tuple[set[s
                              "started in, which is not recorded: rerun it to record the cache's place")
         if named is not None and _place(named) != _place(cache):
             raise ValueError(f"--cache {named!r}: {output} was made with the cache {cache!r}")
-        place = _place(named or cache)
-        spelled.setdefault(place, named or cache)
-        caches.setdefault(place, []).append((outcomes, digests))
-    for place in caches:
-        if not outcome_store.OutcomeStore(spelled[place]).exists():
+        caches.setdefault(_place(named or cache), (named or cache, []))[1].append((outcomes, digests))
+    for spelled, _ in caches.values():
+        if not outcome_store.OutcomeStore(spelled).exists():
             flag = "--cache " if named is not None else ""
-            raise ValueError(f"{flag}{spelled[place]!r} holds no cache of outcomes "
-                             f"(no {join(spelled[place], outcome_store.SEGMENTS)})")
-    return {spelled[place]: kept for place, kept in caches.items()}
+            raise ValueError(f"{flag}{spelled!r} holds no cache of outcomes "
+                             f"(no {join(spelled, outcome_store.SEGMENTS)})")
+    return dict(caches.values())
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m beam_etl.beam.prune_cache") -> int:

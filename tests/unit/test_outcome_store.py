@@ -20,6 +20,15 @@ def _names(count):
     return [D(str(i).encode()) for i in range(count)]
 
 
+def _stored(folder, names, outcome=OUTCOMES[0]) -> outcome_store.OutcomeStore:
+    """A store in ``folder`` whose one writer wrote ``outcome`` under each of ``names``, closed."""
+    store = outcome_store.OutcomeStore(str(folder))
+    for name in names:
+        store.write(name, outcome)
+    store.close()
+    return store
+
+
 def test_entries_in_segments_come_back_from_a_fresh_reader(tmp_path):
     writers = [outcome_store.OutcomeStore(str(tmp_path)) for _ in range(2)]
     names = _names(6)
@@ -41,11 +50,8 @@ def test_entries_in_segments_come_back_from_a_fresh_reader(tmp_path):
 
 def test_a_cut_index_line_a_cut_segment_and_a_misplaced_line(tmp_path):
     """What a writer killed mid-write, or a damaged index, leaves: never taken for an outcome."""
-    cache = outcome_store.OutcomeStore(str(tmp_path))
     names = _names(4)
-    for name in names:
-        cache.write(name, OUTCOMES[1])
-    cache.close()
+    _stored(tmp_path, names, OUTCOMES[1])
     (index,) = (tmp_path / outcome_store.SEGMENTS).glob("*.idx")
     segment = index.with_suffix(".seg")
     lines = index.read_text().splitlines(keepends=True)
@@ -200,11 +206,8 @@ def test_pruning_keeps_one_intact_copy_of_each_kept_entry_and_leaves_files_made_
 
 
 def test_one_prune_at_a_time_and_the_kept_copies_on_disk_before_any_delete(tmp_path, monkeypatch):
-    store = outcome_store.OutcomeStore(str(tmp_path))
     names = _names(2)
-    for name in names:
-        store.write(name, OUTCOMES[0])
-    store.close()
+    store = _stored(tmp_path, names)
     lock = tmp_path / outcome_store.SEGMENTS / outcome_store.PRUNE_LOCK
     lock.write_text("{}")  # another prune's
     with pytest.raises(RuntimeError, match="another prune"):
@@ -222,11 +225,8 @@ def test_one_prune_at_a_time_and_the_kept_copies_on_disk_before_any_delete(tmp_p
 
 
 def test_only_the_files_its_writers_made_are_the_caches_to_read_or_prune(tmp_path):
-    store = outcome_store.OutcomeStore(str(tmp_path))
     names = _names(2)
-    for name in names:
-        store.write(name, OUTCOMES[0])
-    store.close()
+    _stored(tmp_path, names)
     folder = tmp_path / outcome_store.SEGMENTS
     writer = next(folder.glob("*.idx")).name[:-len(".idx")]
     # Not a writer's: other names with its suffixes, one of them an index naming its real segment.
@@ -245,9 +245,7 @@ def test_only_the_files_its_writers_made_are_the_caches_to_read_or_prune(tmp_pat
 
 
 def test_files_pruned_while_a_reader_lists_them_are_no_entries_not_an_error(tmp_path):
-    store = outcome_store.OutcomeStore(str(tmp_path))
-    store.write(_names(1)[0], OUTCOMES[0])
-    store.close()
+    _stored(tmp_path, _names(1))
     folder = tmp_path / outcome_store.SEGMENTS
     listed = sorted(path.name for path in folder.iterdir())
     for path in folder.iterdir():
@@ -260,8 +258,5 @@ def test_files_pruned_while_a_reader_lists_them_are_no_entries_not_an_error(tmp_
 def test_a_cache_folder_is_there_only_with_its_segments_folder(tmp_path):
     assert not outcome_store.OutcomeStore(str(tmp_path / "typo")).exists()
     assert not (tmp_path / "typo").exists()
-    store = outcome_store.OutcomeStore(str(tmp_path))
-    assert not store.exists()
-    store.write(_names(1)[0], OUTCOMES[0])
-    store.close()
-    assert store.exists()
+    assert not outcome_store.OutcomeStore(str(tmp_path)).exists()
+    assert _stored(tmp_path, _names(1)).exists()

@@ -37,8 +37,9 @@ def check_glob(glob: str, flag: str) -> None:
     """Fails at launch, naming the flag and the glob, when the glob names no input: it matches
     nothing, only hidden files (which are not inputs) among its first matches, or is a folder's
     name; or when it is not UTF-8 text, which Beam cannot carry."""
-    if _shown(glob) is not None:
-        raise ValueError(f"{flag} {_shown(glob)!r} is not UTF-8 text (its other bytes are shown as \\xNN), "
+    shown = _shown(glob)
+    if shown is not None:
+        raise ValueError(f"{flag} {shown!r} is not UTF-8 text (its other bytes are shown as \\xNN), "
                          "which Beam cannot carry: rename the folder")
     if filesystem.is_local(glob) and not glob.endswith(("/", "\\")) and os.path.isdir(filesystem.local_path(glob)) \
             and not any(c in glob for c in filesystem.GLOB_CHARACTERS):  # ("DIR/" names its files, as in Beam)
