@@ -1,6 +1,6 @@
 """What changed between two outputs of the job, from their lineage indexes (:mod:`beam_etl.lineage`):
-inputs added, removed (gone from the sources, or rejected now) and changed (other bytes, other
-metadata, or flags or code that shape their examples differently).
+inputs added, removed (gone from the sources, or rejected now) and changed (other records: other
+bytes, metadata or split, or flags or code that shape their examples differently).
 
     python -m beam_etl.diff OLD NEW            # counts, then one "+ key", "- key" or "~ key" line each
                                                # (a key with a character that does not print: JSON-quoted)
@@ -67,8 +67,7 @@ def compare(old: str, new: str) -> tuple[lineage.Changes, list[str]]:
             notes.append(f"the per-image chain's libraries differ ({', '.join(libraries)}): every example is made anew")
         else:
             notes.append("the flags that shape examples differ: the examples they shape are made anew")
-    outcomes = [{key: entry["outcome"] for key, entry in index.items()} for index in (old_index, new_index)]
-    return lineage.compare(*outcomes), notes
+    return lineage.compare(old_index, new_index), notes
 
 
 def shown_key(key: str) -> str:

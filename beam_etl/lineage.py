@@ -8,13 +8,14 @@ whose original example is in that shard, sorted by key::
      "outcome": ...,                                 the name of its outcome (beam_etl.beam.example_cache):
                                                      its bytes, what its source says of it, the flags
                                                      that shape an example and the chain's code, hashed
+     "records_sha256": ...,                          its records, hashed (:func:`records_digest`)
      "examples": [{"key": ..., "shard": ...}, ...]}  its records (the example, augmentation copies)
 
-An input's outcome changes whenever its records may: so two outputs' indexes say which inputs
-were added, removed (gone from the sources, or rejected now) and changed, without reading a shard.
-"Changed" can also mean that a setting of the outcome changed without changing its records
-(``--no_statistics``, a ``--seed`` with no augmented copies, ``--jpeg_quality`` of PNG records:
-the outcome's name hashes every setting of its kind); it never misses a change. An index is read
+So two outputs' indexes say which inputs were added, removed (gone from the sources, or rejected
+now) and changed (other records: other bytes, metadata, split, or flags or code that shape them
+differently), without reading a shard. A setting that made no record differ (``--no_statistics``,
+a ``--seed`` with no augmented copies) changes no input; a line written before records were
+hashed is compared by its outcome, which also changes with such settings. An index is read
 only as the file its manifest describes (bytes, crc32c, entries): an index edited, cut short, or
 naming a key twice is no index (:func:`read_listed`), never a list of changes.
 A run that replaces a complete output writes ``OUT/lineage/changes.jsonl`` (one ``{"key",
@@ -25,6 +26,7 @@ A run that replaces a complete output writes ``OUT/lineage/changes.jsonl`` (one 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 
 import google_crc32c
@@ -43,6 +45,7 @@ class Entry:
     image_sha256: str
     mask_sha256: str
     outcome: str
+    records_sha256: str
     example_keys: tuple[str, ...]
 
     def line(self, shard_of) -> bytes:
@@ -51,6 +54,25 @@ class Entry:
             {"key": key, "shard": shard_of(key, self.split)} for key in self.example_keys]}
         del described["example_keys"]
         return (json.dumps(described, sort_keys=True) + "\n").encode("utf-8")
+
+
+def records_digest(examples) -> str:
+    """The SHA-256 of an input's records (``EncodedExample`` s, the original first): each one's
+    split, key and length, then its bytes."""
+    digest = hashlib.sha256()
+    for example in examples:
+        digest.update(json.dumps([example.split, example.example_key, len(example.serialized)]).encode("utf-8"))
+        digest.update(example.serialized)
+    return digest.hexdigest()
+
+
+def _differ(old: dict, new: dict) -> bool:
+    """Whether an input's records differ between two index lines: by their hashes, or where a
+    line was written before records were hashed, by the outcomes' names (which differ whenever
+    the records may)."""
+    if "records_sha256" in old and "records_sha256" in new:
+        return old["records_sha256"] != new["records_sha256"]
+    return old["outcome"] != new["outcome"]
 
 
 def read_index(data: bytes) -> dict[str, dict]:
@@ -131,9 +153,9 @@ class Changes:
                        for key, change in self.keyed()).encode("utf-8")
 
 
-def compare(old: dict[str, str], new: dict[str, str]) -> Changes:
-    """What changed from ``old`` to ``new``, each ``{input key: outcome}``."""
+def compare(old: dict[str, dict], new: dict[str, dict]) -> Changes:
+    """What changed from the index ``old`` to ``new`` (each ``{input key: its line}``)."""
     both = old.keys() & new.keys()
-    changed = tuple(sorted(key for key in both if old[key] != new[key]))
+    changed = tuple(sorted(key for key in both if _differ(old[key], new[key])))
     return Changes(added=tuple(sorted(new.keys() - old.keys())), removed=tuple(sorted(old.keys() - new.keys())),
                    changed=changed, unchanged=len(both) - len(changed))

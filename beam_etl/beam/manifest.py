@@ -136,11 +136,10 @@ def check_reject_fraction(config: JobConfig, manifest: dict) -> None:
 
 
 
-def _outcomes(directory: str, described: dict) -> dict[str, str]:
-    """``{input key: outcome}`` from the lineage files in ``directory`` of the output that the
-    manifest ``described`` describes; ValueError for a file that is not the one described."""
-    index = lineage.read_described(described, lambda name: filesystem.read_bytes(join(directory, name)))
-    return {key: entry["outcome"] for key, entry in index.items()}
+def _index(directory: str, described: dict) -> dict[str, dict]:
+    """The lineage index in ``directory`` of the output that the manifest ``described``
+    describes; ValueError for a file that is not the one described."""
+    return lineage.read_described(described, lambda name: filesystem.read_bytes(join(directory, name)))
 
 
 def changes_against(output_dir: str, previous: dict, manifest: dict) -> dict:
@@ -151,10 +150,10 @@ def changes_against(output_dir: str, previous: dict, manifest: dict) -> dict:
     if not (previous.get("lineage") and manifest.get("lineage")):
         return {**changes, "unknown": "the output replaced has no lineage index (written before format 4)"}
     try:
-        old = _outcomes(output_dir, previous)
+        old = _index(output_dir, previous)
     except (OSError, ValueError) as error:
         return {**changes, "unknown": f"the output replaced has an unreadable lineage index: {error}"}
-    new = _outcomes(join(output_dir, STAGING_DIR), manifest)
+    new = _index(join(output_dir, STAGING_DIR), manifest)
     compared = lineage.compare(old, new)
     staged = sink.stage_file(output_dir, CHANGES_FILE, [compared.lines()])
     manifest["files"] = dict(sorted({**manifest["files"], CHANGES_FILE: {

@@ -150,7 +150,7 @@ class ProcessExamplesFn(beam.DoFn):
         entry = lineage.Entry(
             key=record.key, split=split, image_uri=record.image_uri, mask_uri=record.mask_uri,
             image_sha256=image.digest, mask_sha256=mask.digest, outcome=name,
-            example_keys=tuple(example.example_key for example in examples))
+            records_sha256=lineage.records_digest(examples), example_keys=tuple(example.example_key for example in examples))
         for example in examples:  # the original carries the input's line to the shard writer
             yield dataclasses.replace(example, lineage=entry) if example.copy == 0 else example
         if sums is not None:

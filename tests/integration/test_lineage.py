@@ -84,7 +84,8 @@ def test_a_replacing_run_says_what_changed_and_diff_agrees(tmp_path, capsys):
     index = _index(out)
     kept = sorted(index)
     fixed = np.array(Image.open(masks / f"{kept[0]}.png"))
-    fixed[0, 0] = 3 if fixed[0, 0] != 3 else 2
+    half = (slice(0, fixed.shape[0] // 2), slice(0, fixed.shape[1] // 2))
+    fixed[half] = fixed[half] % 3 + 1  # (trimap values 1-3, each another: a change the records show)
     Image.fromarray(fixed).save(masks / f"{kept[0]}.png")  # a labeller's fix
     (root / "images" / f"{kept[1]}.jpg").unlink()  # a removed input
     shutil.copy(root / "images" / f"{kept[2]}.jpg", root / "images" / "new_pet_1.jpg")  # an added one
@@ -115,6 +116,36 @@ def test_a_flag_that_shapes_every_example_changes_every_example(root, tmp_path, 
     printed = capsys.readouterr().out
     assert f"0 added, 0 removed, {manifest['num_written']} changed, 0 unchanged" in printed
     assert "the flags that shape examples differ" in printed
+
+
+@pytest.mark.parametrize("setting", [("--no_statistics",), ("--seed", "7")])
+def test_a_setting_that_leaves_the_records_as_they_were_changes_no_example(tmp_path, capsys, setting):
+    root = tmp_path / "data"
+    sample_data.generate(str(root), num_images=10, seed=4)
+    out, before = tmp_path / "out", tmp_path / "before"
+    _run_globs(root, out)  # (no augmented copies: the seed shapes nothing)
+    shutil.copytree(out, before)
+    manifest = _run_globs(root, out, "--overwrite", *setting)
+    shards = [name for info in manifest["splits"].values() for name in info["files"]]
+    assert shards and all((out / name).read_bytes() == (before / name).read_bytes() for name in shards)
+    assert {key: manifest["changes"][key] for key in ("added", "removed", "changed", "unchanged")} == {
+        "added": 0, "removed": 0, "changed": 0, "unchanged": manifest["num_written"]}
+    assert (out / CHANGES_FILE).read_bytes() == b""
+    capsys.readouterr()
+    assert diff.main([str(before), str(out)]) == 0
+    assert f"0 added, 0 removed, 0 changed, {manifest['num_written']} unchanged" in capsys.readouterr().out
+
+
+def test_a_line_without_its_records_hashed_is_compared_by_outcome():
+    from beam_etl import lineage  # pylint: disable=import-outside-toplevel
+
+    hashed = {"a": {"key": "a", "outcome": "x", "records_sha256": "1"}, "b": {"key": "b", "outcome": "y"}}
+    older = {"a": {"key": "a", "outcome": "x"}, "b": {"key": "b", "outcome": "y"}}
+    other = {"a": {"key": "a", "outcome": "z", "records_sha256": "1"}, "b": {"key": "b", "outcome": "w"}}
+    assert lineage.compare(older, hashed).counts() == {"added": 0, "removed": 0, "changed": 0, "unchanged": 2}
+    assert lineage.compare(other, hashed).changed == ("b",)  # a: other outcome, the same records
+    assert lineage.compare(older, other).changed == ("a", "b")
+    assert lineage.compare({**hashed, "a": {**hashed["a"], "records_sha256": "2"}}, hashed).changed == ("a",)
 
 
 def test_diff_names_the_chain_library_that_changed(root, tmp_path, capsys):

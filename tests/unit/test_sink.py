@@ -66,7 +66,7 @@ def test_each_original_s_lineage_entry_lands_beside_its_shard_with_every_record_
     """The entry rides with the original example (spilled after its bytes); copies carry none."""
     def entry(key):
         return lineage.Entry(key=key, split="train", image_uri=f"/i/{key}.jpg", mask_uri=f"/m/{key}.png",
-                             image_sha256="a" * 64, mask_sha256="b" * 64, outcome="c" * 64,
+                             image_sha256="a" * 64, mask_sha256="b" * 64, outcome="c" * 64, records_sha256="d" * 64,
                              example_keys=(key, f"{key}#aug1"))
 
     examples = []
