@@ -42,11 +42,14 @@ OUTCOME_SETTINGS = ("image_size", "image_format", "resize", "jpeg_quality", "max
 # training split alone, and only its originals carry a share of the statistics. Another split's
 # outcome does not change with them.
 TRAINING_ONLY_SETTINGS = ("augment_copies", "seed", "statistics")
-# The code that makes an outcome: a change in any of them is a new chain.
+# The code that makes an outcome: a change in any of them is a new chain. Every module of the job
+# that the chain and this module import, beam_etl.config (constants such as the padding's mask
+# value) included: a test holds the list whole.
 CHAIN_MODULES = ("beam_etl.image.augmentation", "beam_etl.image.chain", "beam_etl.image.decoding",
                  "beam_etl.image.encoding", "beam_etl.image.pixel_statistics", "beam_etl.image.resizing",
                  "beam_etl.image.validation", "beam_etl.schema", "beam_etl.tf_example", "beam_etl.hashing",
-                 "beam_etl.elements", "beam_etl.beam.example_cache")
+                 "beam_etl.elements", "beam_etl.config", "beam_etl.lineage", "beam_etl.code_version",
+                 "beam_etl.beam.example_cache")
 # The libraries the chain calls, by the module it imports: another version of one may decode,
 # resize or encode to other bytes (a new libjpeg-turbo in simplejpeg, a new resize kernel in
 # OpenCV), so it is a new chain.

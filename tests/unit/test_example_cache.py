@@ -84,3 +84,36 @@ def test_the_version_changes_with_a_library_of_the_chain():
     assert example_cache.version(base, libraries=dict(libraries)) == example_cache.version(base)
     for name in example_cache.CHAIN_LIBRARIES:  # an upgrade of any one of them is a new chain
         assert example_cache.version(base, libraries={**libraries, name: "0.0.1"}) != example_cache.version(base)
+
+
+def _project_imports(module_name: str) -> set[str]:
+    """The job's own modules that ``module_name`` imports (``from beam_etl.x import y`` names
+    ``beam_etl.x.y`` where that is a module), read from its source."""
+    import ast  # pylint: disable=import-outside-toplevel
+    import importlib.util  # pylint: disable=import-outside-toplevel
+
+    with open(importlib.util.find_spec(module_name).origin, encoding="utf-8") as source:
+        tree = ast.parse(source.read())
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            imported.add(node.module)
+            imported.update(f"{node.module}.{alias.name}" for alias in node.names
+                            if importlib.util.find_spec(node.module).submodule_search_locations
+                            and importlib.util.find_spec(f"{node.module}.{alias.name}") is not None)
+    return {name for name in imported if name.startswith("beam_etl.")
+            and importlib.util.find_spec(name).submodule_search_locations is None}
+
+
+def test_the_version_hashes_every_module_of_the_job_the_chain_runs():
+    """A module the chain imports (a constant of beam_etl.config, a field of a record) shapes
+    outcomes: leaving one out of the version would give back outcomes of the old code."""
+    seen, todo = set(), ["beam_etl.image.chain", "beam_etl.beam.example_cache"]
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            todo.extend(_project_imports(name))
+    assert "beam_etl.config" in seen and seen <= set(example_cache.CHAIN_MODULES)
