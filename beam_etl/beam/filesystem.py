@@ -178,7 +178,8 @@ def read_range(path: str, offset: int, length: int) -> bytes:
     file raises FileNotFoundError."""
     if is_local(path):
         with open(local_path(path), "rb") as handle:
-            return os.pread(handle.fileno(), length, offset)
+            present = os.fstat(handle.fileno()).st_size - offset  # (a length past the end: no buffer for it)
+            return os.pread(handle.fileno(), max(0, min(length, present)), offset)
     if path.startswith("gs://"):
         return _read_gcs(path, offset, length)
     with FileSystems.open(path) as handle:

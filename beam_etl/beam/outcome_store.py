@@ -50,6 +50,7 @@ SEGMENT, INDEX, DIGESTS = ".seg", ".idx", ".dig"  # a writer's files: <writer id
 HELD_BYTES = 32 << 20  # (object stores) a writer puts a segment once it holds this much
 PRUNE_LOCK = "prune.lock"  # held by the one prune of the folder at a time
 
+LARGEST_FILE = 1 << 62  # past any segment a writer could have written (a file offset is 63 bits)
 _INDEX_LINE = re.compile(r"([0-9a-f]{64}) ([0-9]+) ([0-9]+)")
 # A writer's file: its id (32 hex digits) and a suffix. Nothing else in the folder is the
 # cache's: it is neither read nor pruned.
@@ -72,11 +73,11 @@ class Location:
 
 def read_index(text: str, segment: str) -> list[tuple[str, Location]]:
     """The entries an index file's text names, in its order; a line cut short (a writer killed
-    mid-line) is skipped."""
+    mid-line), or one that reaches past :data:`LARGEST_FILE`, is skipped."""
     entries = []
     for line in text.split("\n")[:-1]:  # (the last piece has no newline: cut short, or empty)
         matched = _INDEX_LINE.fullmatch(line)
-        if matched:
+        if matched and int(matched[2]) + int(matched[3]) <= LARGEST_FILE:
             entries.append((matched[1], Location(segment, int(matched[2]), int(matched[3]))))
     return entries
 

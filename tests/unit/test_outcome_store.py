@@ -71,6 +71,23 @@ def test_a_cut_index_line_a_cut_segment_and_a_misplaced_line(tmp_path):
     again.close()
 
 
+@pytest.mark.parametrize("offset, length, listed", [(2**63 - 1, 10, False), (10, 2**63 - 1, False),
+                                                   (2**64, 1, False), (0, 2**70, False), (0, 2**40, True)])
+def test_an_index_line_past_any_file_is_a_damaged_line_not_an_error(tmp_path, offset, length, listed):
+    """A line no writer could have written (an offset or a length past the largest file) must
+    not fail every run and every prune of the cache."""
+    names = _names(2)
+    _stored(tmp_path, names[:1])
+    folder = tmp_path / outcome_store.SEGMENTS
+    (folder / ("0" * 32 + ".seg")).write_bytes(b"x" * 20)
+    (folder / ("0" * 32 + ".idx")).write_text(f"{names[1]} {offset} {length}\n{names[0]} {offset} {length}\n")
+    reader = outcome_store.OutcomeStore(str(tmp_path))
+    assert reader.read(names[1]) == (None, listed)  # (listed: read past the segment's end, damaged)
+    assert reader.read(names[0])[0].examples == OUTCOMES[0].examples
+    assert reader.prune({names[0], names[1]}, set())["entries_kept"] == 1
+    assert sorted(outcome_store.OutcomeStore(str(tmp_path)).entries()) == [names[0]]
+
+
 def test_a_local_writer_leaves_each_entry_readable_at_once(tmp_path):
     """Appended and flushed per entry: a run killed after it keeps it (nothing waits on close)."""
     writer = outcome_store.OutcomeStore(str(tmp_path))
