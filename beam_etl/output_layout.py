@@ -83,12 +83,15 @@ def first_format(name: str) -> int:
     return 3 if is_index_name(name) or top == METADATA_DIR else 1
 
 
+# The folders in --output whose files are the job's (a name in them is a job file).
+JOB_FOLDERS = (INCOMPLETE_DIR, REJECTED_DIR, METADATA_DIR, LINEAGE_DIR, *TRANSFORM_DIRS)
+
+
 def is_job_file(name: str) -> bool:
     """Whether ``name`` (relative to ``--output``) is a name this job writes: a file a run would
     write or replace there, so one a run refuses to find beside it without ``--overwrite``."""
-    top = name.split("/", 1)[0]
-    return (name == MANIFEST or is_shard_name(name) or is_index_name(name) or top == INCOMPLETE_DIR
-            or top == REJECTED_DIR or top in TRANSFORM_DIRS or top == METADATA_DIR or top == LINEAGE_DIR)
+    return (name == MANIFEST or is_shard_name(name) or is_index_name(name)
+            or name.split("/", 1)[0] in JOB_FOLDERS)
 
 
 def join(directory: str, name: str) -> str:

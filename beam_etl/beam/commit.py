@@ -19,9 +19,9 @@ import os
 
 from beam_etl.beam import filesystem, lease
 from beam_etl.beam.crash import crash_point
-from beam_etl.output_layout import (INCOMPLETE_DIR, JOURNAL, LEASE, LINEAGE_DIR, MANIFEST, PREVIOUS_DIR, RAW_SCHEMA,
-                                    REJECTED_FILE, STAGING_DIR, TRANSFORM_DIRS, is_index_name, is_job_file,
-                                    is_shard_name, join, parse_manifest)
+from beam_etl.output_layout import (INCOMPLETE_DIR, JOB_FOLDERS, JOURNAL, LEASE, LINEAGE_DIR, MANIFEST, PREVIOUS_DIR,
+                                    RAW_SCHEMA, REJECTED_FILE, STAGING_DIR, TRANSFORM_DIRS, is_index_name,
+                                    is_job_file, is_shard_name, join, parse_manifest)
 
 _log = logging.getLogger(__name__)
 
@@ -65,12 +65,38 @@ def owned_files(output: str, manifest: dict) -> list[str]:
     return sorted(name for name in names if is_safe_name(name))
 
 
+def linked_folders(output: str) -> list[str]:
+    """The job's folders in a local ``output`` (:data:`JOB_FOLDERS`, and any folder in them) that
+    are links, as ``name -> target``: what a move, write or delete in them would reach is
+    outside ``output``."""
+    if not filesystem.is_local(output):
+        return []  # (an object store has no links)
+    root = filesystem.local_path(output)
+    linked = []
+    for top in JOB_FOLDERS:
+        folders = [os.path.join(root, top)]
+        for dirpath, dirnames, _ in os.walk(folders[0]):  # (never into a link)
+            folders += [os.path.join(dirpath, name) for name in dirnames]
+        linked += [f"{os.path.relpath(path, root)} -> {os.readlink(path)}" for path in folders if os.path.islink(path)]
+    return linked
+
+
+def _refuse_links(output: str, error=RuntimeError) -> None:
+    linked = linked_folders(output)
+    if linked:
+        raise error(f"--output {output!r}: {_describe(linked).replace(' -> ', ' is a link to ')}; the job "
+                    "moves, writes and deletes files only inside --output, never through a link: put a "
+                    "folder in its place, or choose another --output")
+
+
 def check_output(output: str, overwrite: bool) -> None:
     """Launch-time, read-only: refuses an ``output`` this run may not write (ValueError).
 
-    Without ``overwrite``: any name the job writes already there. With it: such names in a
-    folder that is not a beam-etl output (no manifest of ours, no lease of a run of ours).
+    A folder of the job's there that is a link (:func:`linked_folders`). Without ``overwrite``:
+    any name the job writes already there. With it: such names in a folder that is not a
+    beam-etl output (no manifest of ours, no lease of a run of ours).
     """
+    _refuse_links(output, ValueError)
     leased = lease.read_holder(output) is not None
     # .incomplete/ is a run's own while it holds the lease there (the lease decides who goes on);
     # without one, it is somebody's folder like any other.
@@ -113,6 +139,7 @@ def commit(output: str, run_id: str, manifest: dict, new_files: list[str]) -> No
         finish(output, run_id)  # a retried commit step: the first attempt got this far
         return
     lease.check(output, run_id)
+    _refuse_links(output)  # (one made since the launch looked)
     if rollback(output):  # a retried commit step starts again from the earlier output
         previous = read_manifest_if_any(output)
     old_files = owned_files(output, previous) if previous is not None else []

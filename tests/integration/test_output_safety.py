@@ -145,6 +145,46 @@ def test_a_manifest_naming_files_outside_the_output_cannot_make_the_job_delete_t
     assert victim.read_text() == "outside" and verify.verify(str(out)) == {}
 
 
+@pytest.mark.parametrize("linked", ["lineage", "metadata", "transform_fn/variables", ".incomplete"])
+def test_a_folder_of_the_output_that_is_a_link_is_refused_and_nothing_behind_it_moves(
+        earlier, pets_dir, tmp_path, capsys, linked):
+    """A user archives a folder of the output and leaves a link in its place: the job must not
+    move, delete or write anything through it (it is outside --output)."""
+    out = _copy(earlier, tmp_path)
+    archive = tmp_path / "archive"
+    if (out / linked).exists():
+        shutil.move(out / linked, archive)
+    else:
+        archive.mkdir()
+    (archive / "mine.txt").write_text("outside")
+    (out / linked).symlink_to(archive, target_is_directory=True)
+    before, archived = _snapshot(out), _snapshot(archive)
+    error = _refused(capsys, lambda: _run(pets_dir, out, "--overwrite"))
+    assert f"{linked} is a link" in error and "--output" in error
+    assert _snapshot(out) == before and _snapshot(archive) == archived
+    if linked != ".incomplete":
+        (out / linked).unlink()
+        shutil.copytree(archive, out / linked)
+        (out / linked / "mine.txt").unlink()
+        assert verify.verify(str(out)) == {}  # the earlier output, whole again
+
+
+def test_a_link_made_during_the_run_is_refused_at_the_commit(earlier, pets_dir, tmp_path):
+    from beam_etl.beam import commit  # pylint: disable=import-outside-toplevel
+
+    out = _copy(earlier, tmp_path)
+    archive = tmp_path / "archive"
+    shutil.move(out / "lineage", archive)
+    (out / "lineage").symlink_to(archive, target_is_directory=True)
+    archived = _snapshot(archive)
+    manifest = json.loads((out / "manifest.json").read_text())
+    run_id = lease.take(str(out)).run_id  # (a run that began before the link was made)
+    with pytest.raises(RuntimeError, match="lineage is a link"):
+        commit.commit(str(out), run_id, {**manifest, "run_id": run_id},
+                      [name for name in manifest["files"] if name.startswith("lineage/")])
+    assert _snapshot(archive) == archived
+
+
 # 2. Paths are paths -----------------------------------------------------------------------------
 
 def test_glob_characters_in_output_and_oxford_root_are_literal(earlier, tmp_path, capsys):
