@@ -23,9 +23,10 @@ if sys.argv[:1] == ["-m"] and not native_logs.wants_verbose(sys.argv):
 IncompleteOutputError = output_layout.IncompleteOutputError
 
 _FROM = {  # name -> the module that defines it
-    **dict.fromkeys(("DEFAULT_SHUFFLE_BUFFER", "OutputMismatchError", "check_files", "denormalize",
+    **dict.fromkeys(("DEFAULT_SHUFFLE_BUFFER", "check_files", "denormalize",
                      "distribute", "load_manifest", "make_dataset", "normalization_layer",
                      "read_buffer_size", "split_files"), "beam_etl.loader.dataset"),
+    "OutputMismatchError": "beam_etl.loader.listed_files",
     "main": "beam_etl.loader.cli",
 }
 

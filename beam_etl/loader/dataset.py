@@ -28,6 +28,7 @@ import tensorflow as tf
 
 from beam_etl import schema
 from beam_etl.loader import tf_decoding, transform_graph
+from beam_etl.loader.listed_files import OutputMismatchError, check_graph_files, lists_files, split_problems
 from beam_etl.output_layout import MANIFEST, missing_manifest, parse_manifest
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -42,34 +43,39 @@ def read_buffer_size(path: str) -> int:
     return _REMOTE_READ_BUFFER if "://" in path and not path.startswith("file://") else 0
 
 
-def load_manifest(data_dir: str) -> dict:
-    """``data_dir/manifest.json`` through TensorFlow's file systems (local, ``gs://``)."""
+def _manifest_bytes(data_dir: str) -> bytes:
     path = f"{data_dir.rstrip('/')}/{MANIFEST}"
     if not tf.io.gfile.exists(path):
         raise missing_manifest(path, data_dir)
     with tf.io.gfile.GFile(path, "rb") as handle:
-        return parse_manifest(handle.read(), path)
+        return handle.read()
+
+
+def load_manifest(data_dir: str) -> dict:
+    """``data_dir/manifest.json`` through TensorFlow's file systems (local, ``gs://``)."""
+    return parse_manifest(_manifest_bytes(data_dir), f"{data_dir.rstrip('/')}/{MANIFEST}")
 
 
 def split_files(data_dir: str, manifest: dict, split: str) -> list[str]:
+    """The paths of ``split`` 's shards; ValueError for a split that is not there or is empty,
+    OutputMismatchError for one that contradicts the rest of the manifest."""
     if split not in manifest["splits"]:
         raise ValueError(f"split {split!r} is not in {data_dir}; it has {sorted(manifest['splits'])}")
+    problems = split_problems(manifest, split)
+    if problems:
+        raise OutputMismatchError(f"{data_dir.rstrip('/')}/{MANIFEST}: {problems[0]}: it was edited")
     files = [f"{data_dir.rstrip('/')}/{name}" for name in manifest["splits"][split]["files"]]
     if not manifest["splits"][split]["num_examples"]:
         raise ValueError(f"split {split!r} of {data_dir} has no examples")
     return files
 
 
-class OutputMismatchError(ValueError):
-    """A file of the output is not what its manifest says (size, records or checksum)."""
-
-
 def check_files(data_dir: str, manifest: dict, names: list[str]) -> list[int | None]:
     """Checks that each of ``names`` has the size the manifest lists; returns each file's listed
     record count (None for outputs whose manifest predates per-file entries)."""
-    listed = manifest.get("files")
-    if listed is None:
+    if not lists_files(manifest):
         return [None] * len(names)
+    listed = manifest["files"]
     counts = []
     for name in names:
         path = f"{data_dir.rstrip('/')}/{name}"
@@ -142,6 +148,7 @@ class Decoder:
         self.features = (schema.IMAGE_ENCODED, schema.MASK_ENCODED)  # what to parse
         if manifest.get("statistics") is None:
             return
+        check_graph_files(data_dir, manifest)
         if on_device:  # the graph's own table, read out of it once
             self._class_ids = transform_graph.graph_statistics(data_dir, self.image_info)["class_ids"]
         else:
@@ -188,6 +195,7 @@ def normalization_layer(data_dir: str):
     manifest = load_manifest(data_dir)
     if manifest.get("statistics") is None:
         return keras.layers.Rescaling(1.0 / 255.0, name="normalize")
+    check_graph_files(data_dir, manifest)
     raw = transform_graph.graph_statistics(data_dir, manifest["image"])
     return keras.layers.Rescaling(raw["pixel_scale"].tolist(), raw["pixel_offset"].tolist(), name="normalize")
 
@@ -202,6 +210,15 @@ def denormalize(image: np.ndarray, stats: dict | None) -> np.ndarray:
     else:
         pixels = image * np.array(stats["pixel_std"]) + np.array(stats["pixel_mean"])
     return np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
+
+
+def _cache_file(cache: str, manifest: dict, split: str, input_context) -> str:
+    """The file ``make_dataset(cache=...)`` caches the records in: one per version of the
+    output (its run), split and input pipeline. (tf.data reads an existing cache file whatever
+    made it: one file for two splits would give the second the first's records.)"""
+    pipeline = (f".{input_context.input_pipeline_id}-of-{input_context.num_input_pipelines}"
+                if input_context is not None else "")
+    return f"{cache}.{manifest.get('run_id', 'unversioned')}.{split}{pipeline}"
 
 
 def _flip(seed: int):
@@ -231,14 +248,16 @@ def make_dataset(data_dir: str, split: str = "train", batch_size: int = 64, *, s
     ``input_context.get_per_replica_batch_size(batch_size)`` from its own share of the files,
     so that every example is seen exactly once per epoch across workers. ``drop_remainder``
     gives static batch shapes (TPUs). ``cache``: True keeps the serialized records in memory,
-    a string caches them in that file. ``deterministic`` with a ``seed`` gives the same order
-    every time. ``data_service_address`` (``grpc://host:port`` of a tf.data service dispatcher)
+    a string caches them in files named from it, the output's run and the split (a cache of
+    another version or split is never read back). ``deterministic`` with a ``seed`` gives the
+    same order every time. ``data_service_address`` (``grpc://host:port`` of a tf.data service dispatcher)
     runs the pipeline on the service's workers, each file handed to one worker per epoch.
     ``normalize_on_device``: images come as ``uint8`` and masks as compact class ids (see
     :class:`Decoder`); the model starts with :func:`normalization_layer`. Twice the images/s on
     the host, and a quarter of the bytes to the accelerator.
     """
-    manifest = load_manifest(data_dir)
+    pinned = _manifest_bytes(data_dir)  # the version read: a file opened later must be of it
+    manifest = parse_manifest(pinned, f"{data_dir.rstrip('/')}/{MANIFEST}")
     files = split_files(data_dir, manifest, split)
     counts = check_files(data_dir, manifest, manifest["splits"][split]["files"])
     decoder = Decoder(data_dir, manifest, on_device=normalize_on_device, split=split)
@@ -262,7 +281,15 @@ def make_dataset(data_dir: str, split: str = "train", batch_size: int = 64, *, s
 
     buffer_size = read_buffer_size(data_dir)
 
+    manifest_path = f"{data_dir.rstrip('/')}/{MANIFEST}"
+
     def read_file(name, count):
+        unchanged = tf.debugging.Assert(  # (another run's commit moves the manifest out first)
+            tf.equal(tf.io.read_file(manifest_path), pinned),
+            [f"{data_dir} was replaced while it was read (its {MANIFEST} changed since the dataset was "
+             "made): make the dataset again to read the new version; not opened:", name])
+        with tf.control_dependencies([unchanged]):
+            name = tf.identity(name)
         records = _counted(tf.data.TFRecordDataset(name, buffer_size=buffer_size), name,
                            tf.cast(count, tf.int64) if checked else None)
         return records.shard(*record_shard) if record_shard is not None else records
@@ -271,7 +298,7 @@ def make_dataset(data_dir: str, split: str = "train", batch_size: int = 64, *, s
                                     num_parallel_calls=AUTOTUNE, deterministic=deterministic)
     # (serialized record, file name, False)
     if cache:
-        dataset = dataset.cache(cache if isinstance(cache, str) else "")
+        dataset = dataset.cache(_cache_file(cache, manifest, split, input_context) if isinstance(cache, str) else "")
     if shuffle:
         dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     if repeat:

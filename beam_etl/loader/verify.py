@@ -7,81 +7,38 @@ and no file of the job's that the manifest does not list. Needs TensorFlow's fil
 from __future__ import annotations
 
 import argparse
-import struct
+import os
 import sys
 
-import google_crc32c
 import tensorflow as tf
 
 from beam_etl.loader.dataset import load_manifest
+from beam_etl.loader.listed_files import check_file, lists_files, split_problems
 from beam_etl.output_layout import INCOMPLETE_DIR, MANIFEST, first_format, is_job_file
-
-_CHUNK = 8 << 20  # read 8 MB at a time
 
 
 def _walk(data_dir: str) -> list[str]:
+    """Every file under ``data_dir``, relative; a link to a folder is not followed (a link
+    looping back would list the output again and again)."""
     root = data_dir.rstrip("/")
     names = []
-    for directory, _, files in tf.io.gfile.walk(root):
+    for directory, folders, files in tf.io.gfile.walk(root):
         relative = directory[len(root):].strip("/")
+        if "://" not in root:
+            folders[:] = [name for name in folders if not os.path.islink(os.path.join(directory, name))]
         names += [f"{relative}/{name}" if relative else name for name in files]
     return names
-
-
-def count_records(data: bytes | bytearray) -> int:
-    """Records in TFRecord ``data``, from its framing (8-byte length, 4-byte crc, data, 4-byte
-    crc); raises ValueError where the framing does not end exactly at the end."""
-    offset, count = 0, 0
-    while offset < len(data):
-        if offset + 12 > len(data):
-            raise ValueError(f"a record header is cut short at byte {offset}")
-        (length,) = struct.unpack_from("<Q", data, offset)
-        offset += 12 + length + 4
-        count += 1
-    if offset != len(data):
-        raise ValueError("the last record is cut short")
-    return count
-
-
-def check_file(path: str, entry: dict) -> str | None:
-    """What is wrong with ``path`` against its manifest ``entry``; None if nothing."""
-    if not tf.io.gfile.exists(path):
-        return "missing"
-    checksum = google_crc32c.Checksum()
-    data = bytearray()  # a shard's bytes, for its framing (shards are --shard_size_mb at most)
-    size = 0
-    with tf.io.gfile.GFile(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            checksum.update(chunk)
-            size += len(chunk)
-            if "num_examples" in entry or "num_records" in entry:
-                data += chunk
-    if size != entry["bytes"]:
-        return f"{size} bytes, the manifest lists {entry['bytes']}"
-    if checksum.hexdigest().decode("ascii") != entry["crc32c"]:
-        return f"crc32c {checksum.hexdigest().decode('ascii')}, the manifest lists {entry['crc32c']}"
-    if "num_examples" in entry:
-        try:
-            records = count_records(data)
-        except ValueError as error:
-            return f"corrupt framing: {error}"
-        if records != entry["num_examples"]:
-            return f"{records} records, the manifest lists {entry['num_examples']}"
-    if "num_records" in entry:  # line-per-record files: the rejected list, a shard's index
-        lines = data.count(b"\n")
-        if lines != entry["num_records"] or (data and not data.endswith(b"\n")):
-            return f"{lines} lines, the manifest lists {entry['num_records']} records"
-    return None
 
 
 def verify(data_dir: str) -> dict[str, str]:
     """``{name: problem}`` for every file that does not match the manifest (empty: intact)."""
     path = f"{data_dir.rstrip('/')}/{MANIFEST}"
     manifest = load_manifest(data_dir)
-    if "files" not in manifest:
+    if not lists_files(manifest):
         raise ValueError(f"{path} has format_version {manifest.get('format_version')}, which lists "
                          "no checksums: rerun the job to verify its output")
-    problems = {}
+    problems = {f"{MANIFEST} (splits.{split})": problem for split in sorted(manifest["splits"])
+                for problem in split_problems(manifest, split)[:1]}
     for name, entry in sorted(manifest["files"].items()):
         problem = check_file(f"{data_dir.rstrip('/')}/{name}", entry)
         if problem:

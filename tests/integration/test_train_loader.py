@@ -140,6 +140,7 @@ def test_a_record_that_does_not_parse_names_its_file(raw_output, tmp_path):
     with tf.io.TFRecordWriter(str(bad_file)) as writer:
         writer.write(tf.train.Example().SerializeToString())  # no image/encoded
     listed = json.loads((broken / "manifest.json").read_text())  # a manifest that agrees with it
+    listed["splits"]["train"]["num_examples"] += 1 - listed["files"][bad_file.name]["num_examples"]
     listed["files"][bad_file.name].update(bytes=bad_file.stat().st_size, num_examples=1)
     (broken / "manifest.json").write_text(json.dumps(listed))
     with pytest.raises(tf.errors.InvalidArgumentError, match=str(bad_file)):
@@ -307,6 +308,7 @@ def test_a_shard_holding_more_or_fewer_records_than_listed_raises_naming_it(raw_
     copy, (first, _) = _copy_of(raw_output, tmp_path)
     listed = json.loads((copy / "manifest.json").read_text())
     listed["files"][first]["num_examples"] += listed_change
+    listed["splits"]["train"]["num_examples"] += listed_change  # (a manifest that agrees with itself)
     (copy / "manifest.json").write_text(json.dumps(listed))
     with pytest.raises(tf.errors.InvalidArgumentError,
                        match=f"{copy / first}.*does not hold the number of records its manifest lists"):
@@ -323,6 +325,75 @@ def test_a_record_corrupt_in_place_is_named_by_the_cli_and_by_verify(raw_output,
     assert verify.main([str(copy)]) == 1
     assert f"FAIL {copy}/{first}: crc32c" in capsys.readouterr().out
     assert verify.main([str(raw_output[0])]) == 0
+
+
+def test_a_transform_file_that_differs_from_its_manifest_entry_is_never_applied(raw_output, tmp_path):
+    """Another output's statistics, the same size: the graph would normalize with the wrong mean."""
+    copy, _ = _copy_of(raw_output, tmp_path)
+    statistics = copy / "transform_fn" / "assets" / "statistics"
+    data = bytearray(statistics.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    statistics.write_bytes(bytes(data))
+    for load in (lambda: loader.make_dataset(str(copy), "train", 4),
+                 lambda: loader.make_dataset(str(copy), "train", 4, normalize_on_device=True),
+                 lambda: loader.normalization_layer(str(copy))):
+        with pytest.raises(loader.OutputMismatchError, match="transform_fn/assets/statistics: crc32c"):
+            load()
+
+
+def _edited_manifest(copy, edit):
+    listed = json.loads((copy / "manifest.json").read_text())
+    edit(listed)
+    (copy / "manifest.json").write_text(json.dumps(listed))
+
+
+@pytest.mark.parametrize("edit, named", [
+    (lambda m: m["splits"]["train"]["files"].extend(m["splits"]["test"]["files"]), "not a shard of split 'train'"),
+    (lambda m: m["splits"]["train"]["files"].append(m["splits"]["train"]["files"][0]), "twice"),
+    (lambda m: m["splits"]["train"]["files"].append("../elsewhere/train-00000-of-00001.tfrecord"),
+     "not a shard of split 'train'"),
+    (lambda m: m["splits"]["train"].update(num_examples=m["splits"]["train"]["num_examples"] + 1), "num_examples"),
+    (lambda m: m.pop("files"), "lists no files"),
+])
+def test_a_manifest_that_contradicts_itself_is_refused_by_the_loader_and_verify(raw_output, tmp_path, edit, named):
+    copy, _ = _copy_of(raw_output, tmp_path)
+    _edited_manifest(copy, edit)
+    with pytest.raises((loader.OutputMismatchError, ValueError), match=named):
+        loader.make_dataset(str(copy), "train", 4)
+    try:
+        problems = verify.verify(str(copy))
+    except ValueError as error:  # (a manifest without its list of files cannot be verified)
+        assert "lists no" in str(error)
+    else:
+        assert any(named in problem for problem in problems.values())
+
+
+def test_a_cache_file_holds_one_split_of_one_version(raw_output, tmp_path):
+    out, manifest = raw_output
+    cache = str(tmp_path / "records")
+    counts = {split: sum(len(images) for images, _ in _batches(
+        loader.make_dataset(str(out), split, 4, shuffle=False, cache=cache))) for split in ("train", "test", "train")}
+    assert counts == {split: manifest["splits"][split]["num_examples"] for split in ("train", "test")}
+
+
+def test_an_output_replaced_while_it_is_read_raises_instead_of_mixing_versions(pets_dir, raw_output, tmp_path):
+    copy, _ = _copy_of(raw_output, tmp_path)
+    dataset = loader.make_dataset(str(copy), "train", 4, shuffle=False)
+    assert _batches(dataset)  # the version it was made for
+    run_job(pets_dir, copy, "--image_format", "raw", "--augment_copies", "2", "--mask_values", "1,2,3",
+            "--resize", "crop", "--overwrite")
+    with pytest.raises(tf.errors.InvalidArgumentError, match="was replaced while it was read"):
+        _batches(dataset)
+
+
+def test_verify_names_what_is_not_a_file_and_never_follows_a_link_back_into_the_output(raw_output, tmp_path):
+    copy, (first, second) = _copy_of(raw_output, tmp_path)
+    (copy / first).unlink()
+    os.mkfifo(copy / first)  # opening it would block for ever
+    (copy / second).unlink()
+    (copy / second).mkdir()
+    (copy / "lineage" / "loop").symlink_to(copy, target_is_directory=True)
+    assert verify.verify(str(copy)) == {first: "not a regular file; not opened", second: "a folder, not a file"}
 
 
 def test_the_loader_and_verify_need_tensorflow_only():

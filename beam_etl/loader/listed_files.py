@@ -1,0 +1,127 @@
+"""An output's files against its manifest: what a reader checks before it trusts them. The
+loader checks what it reads whole (the transform graph's files) byte for byte and the shards it
+streams by size; ``verify`` checks every file byte for byte. TensorFlow's file systems only.
+
+A manifest must also agree with itself: each split lists shards of that split, once each, every
+one among the manifest's ``files``, and their records add up to the split's ``num_examples``
+(:func:`split_problems`); a manifest of a format that lists its files lists them.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import struct
+
+import google_crc32c
+import tensorflow as tf
+
+from beam_etl.output_layout import TRANSFORM_DIRS, is_shard_name
+
+_CHUNK = 8 << 20  # read 8 MB at a time
+FILES_FORMAT = 2  # the first manifest format whose "files" lists every file (bytes, crc32c)
+
+
+class OutputMismatchError(ValueError):
+    """A file of the output is not what its manifest says (size, records or checksum), or the
+    manifest contradicts itself."""
+
+
+def count_records(data: bytes | bytearray) -> int:
+    """Records in TFRecord ``data``, from its framing (8-byte length, 4-byte crc, data, 4-byte
+    crc); raises ValueError where the framing does not end exactly at the end."""
+    offset, count = 0, 0
+    while offset < len(data):
+        if offset + 12 > len(data):
+            raise ValueError(f"a record header is cut short at byte {offset}")
+        (length,) = struct.unpack_from("<Q", data, offset)
+        offset += 12 + length + 4
+        count += 1
+    if offset != len(data):
+        raise ValueError("the last record is cut short")
+    return count
+
+
+def check_file(path: str, entry: dict) -> str | None:
+    """What is wrong with ``path`` against its manifest ``entry``; None if nothing. Only a
+    regular file is opened (a FIFO would block the reader for ever)."""
+    if not tf.io.gfile.exists(path):
+        return "missing"
+    if tf.io.gfile.isdir(path):
+        return "a folder, not a file"
+    if "://" not in path and not _is_regular(path):
+        return "not a regular file; not opened"
+    checksum = google_crc32c.Checksum()
+    data = bytearray()  # a shard's bytes, for its framing (shards are --shard_size_mb at most)
+    size = 0
+    with tf.io.gfile.GFile(path, "rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            checksum.update(chunk)
+            size += len(chunk)
+            if "num_examples" in entry or "num_records" in entry:
+                data += chunk
+    if size != entry["bytes"]:
+        return f"{size} bytes, the manifest lists {entry['bytes']}"
+    if checksum.hexdigest().decode("ascii") != entry["crc32c"]:
+        return f"crc32c {checksum.hexdigest().decode('ascii')}, the manifest lists {entry['crc32c']}"
+    if "num_examples" in entry:
+        try:
+            records = count_records(data)
+        except ValueError as error:
+            return f"corrupt framing: {error}"
+        if records != entry["num_examples"]:
+            return f"{records} records, the manifest lists {entry['num_examples']}"
+    if "num_records" in entry:  # line-per-record files: the rejected list, a shard's index
+        lines = data.count(b"\n")
+        if lines != entry["num_records"] or (data and not data.endswith(b"\n")):
+            return f"{lines} lines, the manifest lists {entry['num_records']} records"
+    return None
+
+
+def _is_regular(path: str) -> bool:
+    return stat.S_ISREG(os.stat(path.removeprefix("file://")).st_mode)
+
+
+def lists_files(manifest: dict) -> bool:
+    """Whether ``manifest`` lists its files; raises OutputMismatchError when its format says it
+    must and it does not (deleting the list would turn every check off)."""
+    if "files" in manifest:
+        return True
+    if manifest.get("format_version", 1) >= FILES_FORMAT:
+        raise OutputMismatchError(f"the manifest (format_version {manifest.get('format_version')}) lists no "
+                                  "files, though its format lists every one: it was edited")
+    return False
+
+
+def split_problems(manifest: dict, split: str) -> list[str]:
+    """What in the manifest's ``split`` contradicts the rest of it (empty: nothing)."""
+    info = manifest["splits"][split]
+    listed = manifest.get("files")
+    problems, seen = [], set()
+    for name in info["files"]:
+        if not (isinstance(name, str) and is_shard_name(name) and name.startswith(f"{split}-")):
+            problems.append(f"split {split!r} lists {name!r}, which is not a shard of split {split!r}")
+        elif name in seen:
+            problems.append(f"split {split!r} lists {name!r} twice")
+        elif listed is not None and name not in listed:
+            problems.append(f"split {split!r} lists {name!r}, which the manifest's files do not")
+        seen.add(name)
+    if not problems and listed is not None:
+        records = sum(listed[name].get("num_examples", 0) for name in info["files"])
+        if records != info["num_examples"]:
+            problems.append(f"split {split!r}: its files hold {records} records, its num_examples says "
+                            f"{info['num_examples']}")
+    return problems
+
+
+def check_graph_files(data_dir: str, manifest: dict) -> None:
+    """Checks the transform graph's files (read whole by whoever loads the graph) byte for byte
+    against the manifest; raises OutputMismatchError naming the first that differs."""
+    if not lists_files(manifest):
+        return
+    for name, entry in sorted(manifest["files"].items()):
+        if name.split("/", 1)[0] in TRANSFORM_DIRS:
+            problem = check_file(f"{data_dir.rstrip('/')}/{name}", entry)
+            if problem:
+                raise OutputMismatchError(f"{data_dir.rstrip('/')}/{name}: {problem}: the transform graph is not the "
+                                          "one the manifest describes")
