@@ -87,24 +87,25 @@ def test_the_version_changes_with_a_library_of_the_chain():
 
 
 def _project_imports(module_name: str) -> set[str]:
-    """The job's own modules that ``module_name`` imports (``from beam_etl.x import y`` names
-    ``beam_etl.x.y`` where that is a module), read from its source."""
-    import ast  # pylint: disable=import-outside-toplevel
+    """The job's own modules that ``module_name`` imports, read from its source."""
+    import importlib.util  # pylint: disable=import-outside-toplevel
+    import pathlib  # pylint: disable=import-outside-toplevel
+
+    from tests.unit.test_layers import _imports  # pylint: disable=import-outside-toplevel
+
+    names = _imports(pathlib.Path(importlib.util.find_spec(module_name).origin), top_level_only=False)
+    return {name for name in names if name.startswith("beam_etl.") and _is_module(name)}
+
+
+def _is_module(name: str) -> bool:
+    """Whether ``name`` is a module of the job, not a package or a name defined in one."""
     import importlib.util  # pylint: disable=import-outside-toplevel
 
-    with open(importlib.util.find_spec(module_name).origin, encoding="utf-8") as source:
-        tree = ast.parse(source.read())
-    imported = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            imported.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            imported.add(node.module)
-            imported.update(f"{node.module}.{alias.name}" for alias in node.names
-                            if importlib.util.find_spec(node.module).submodule_search_locations
-                            and importlib.util.find_spec(f"{node.module}.{alias.name}") is not None)
-    return {name for name in imported if name.startswith("beam_etl.")
-            and importlib.util.find_spec(name).submodule_search_locations is None}
+    try:
+        spec = importlib.util.find_spec(name)
+    except ModuleNotFoundError:  # (``beam_etl.config.JobConfig``: a name, not a module)
+        return False
+    return spec is not None and spec.submodule_search_locations is None
 
 
 def test_the_version_hashes_every_module_of_the_job_the_chain_runs():
