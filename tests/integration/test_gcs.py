@@ -63,15 +63,19 @@ def test_job_from_gcs_to_gcs_writes_what_it_writes_locally(outputs, gcs_pets, pe
     for name, data in output_files(local_dir).items():
         if name.endswith(".idx"):  # record sizes hold the uris; one line per record either way
             assert downloaded[name].count(b"\n") == data.count(b"\n"), name
-        elif name.startswith("lineage/"):  # the same inputs, bytes and records, read from elsewhere
+        elif name.startswith("lineage/"):  # the same inputs and bytes, read from elsewhere
+            # An outcome and a records hash name the input's uri (its records' image/filename),
+            # so each differs between the two outputs; the rest of a line is the same.
             def where_from(lines: bytes, root: str) -> list[dict]:
                 entries = [json.loads(line) for line in lines.decode().splitlines()]
-                return [{**entry, "outcome": None, "image_uri": entry["image_uri"].replace(root, "ROOT"),
+                return [{**entry, "outcome": None, "records_sha256": None,
+                         "image_uri": entry["image_uri"].replace(root, "ROOT"),
                          "mask_uri": entry["mask_uri"].replace(root, "ROOT")} for entry in entries]
 
             assert where_from(downloaded[name], gcs_pets) == where_from(data, str(pets_dir)), name
-            assert len({json.loads(line)["outcome"] for line in downloaded[name].splitlines()}
-                       | {json.loads(line)["outcome"] for line in data.splitlines()}) == 2 * data.count(b"\n")
+            for field in ("outcome", "records_sha256"):
+                assert len({json.loads(line)[field] for line in downloaded[name].splitlines()}
+                           | {json.loads(line)[field] for line in data.splitlines()}) == 2 * data.count(b"\n"), field
         elif not name.endswith(".tfrecord") and not name.startswith("rejected/"):
             assert downloaded[name] == data, name
     for split, info in local["splits"].items():
