@@ -65,6 +65,17 @@ def owned_files(output: str, manifest: dict) -> list[str]:
     return sorted(name for name in names if is_safe_name(name))
 
 
+def _job_folders(root: str) -> list[str]:
+    """The paths of the job's folders in the local folder ``root`` (:data:`JOB_FOLDERS`, and
+    any folder in them; a link is named, never walked into), whether they are there or not."""
+    folders = []
+    for top in JOB_FOLDERS:
+        folders.append(os.path.join(root, top))
+        for dirpath, dirnames, _ in os.walk(folders[-1]):  # (never into a link)
+            folders += [os.path.join(dirpath, name) for name in dirnames]
+    return folders
+
+
 def linked_folders(output: str) -> list[str]:
     """The job's folders in a local ``output`` (:data:`JOB_FOLDERS`, and any folder in them) that
     are links, as ``name -> target``: what a move, write or delete in them would reach is
@@ -72,13 +83,29 @@ def linked_folders(output: str) -> list[str]:
     if not filesystem.is_local(output):
         return []  # (an object store has no links)
     root = filesystem.local_path(output)
-    linked = []
-    for top in JOB_FOLDERS:
-        folders = [os.path.join(root, top)]
-        for dirpath, dirnames, _ in os.walk(folders[0]):  # (never into a link)
-            folders += [os.path.join(dirpath, name) for name in dirnames]
-        linked += [f"{os.path.relpath(path, root)} -> {os.readlink(path)}" for path in folders if os.path.islink(path)]
-    return linked
+    return [f"{os.path.relpath(path, root)} -> {os.readlink(path)}" for path in _job_folders(root)
+            if os.path.islink(path)]
+
+
+def write_refusal(output: str) -> str | None:
+    """(A local ``output``) why this user could not write the run there, or None: ``output``
+    (or the folder it would be made in), or a folder of the job's in it (whose files a run
+    replaces), is one this user may not write to (:func:`filesystem.write_refusal`)."""
+    if not filesystem.is_local(output):
+        return None
+    root = filesystem.local_path(output)
+    for folder in [root, *(path for path in _job_folders(root) if os.path.isdir(path))]:
+        refusal = filesystem.write_refusal(folder)
+        if refusal is not None:
+            return refusal
+    return None
+
+
+def check_writable(output: str) -> None:
+    """Raises ValueError, naming ``--output``, where :func:`write_refusal` has a reason."""
+    refusal = write_refusal(output)
+    if refusal is not None:
+        raise ValueError(f"--output {output!r}: {refusal}; choose a folder this user may write to")
 
 
 def _refuse_links(output: str, error=RuntimeError) -> None:
@@ -92,11 +119,13 @@ def _refuse_links(output: str, error=RuntimeError) -> None:
 def check_output(output: str, overwrite: bool) -> None:
     """Launch-time, read-only: refuses an ``output`` this run may not write (ValueError).
 
-    A folder of the job's there that is a link (:func:`linked_folders`). Without ``overwrite``:
+    A folder of the job's there that is a link (:func:`linked_folders`); a folder this user may
+    not write to (:func:`write_refusal`). Without ``overwrite``:
     any name the job writes already there. With it: such names in a folder that is not a
     beam-etl output (no manifest of ours, no lease of a run of ours).
     """
     _refuse_links(output, ValueError)
+    check_writable(output)
     leased = lease.read_holder(output) is not None
     # .incomplete/ is a run's own while it holds the lease there (the lease decides who goes on);
     # without one, it is somebody's folder like any other.

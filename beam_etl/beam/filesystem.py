@@ -39,6 +39,29 @@ def escape_glob(path: str) -> str:
     return "".join(f"[{c}]" if c in GLOB_CHARACTERS else c for c in path)
 
 
+def may(path: str, mode: int) -> bool:
+    """Whether this process may do ``mode`` (``os.R_OK | os.W_OK``...) to the local ``path``,
+    as it would open it (its effective user and groups)."""
+    return os.access(path, mode, effective_ids=os.access in os.supports_effective_ids)
+
+
+def write_refusal(folder: str) -> str | None:
+    """(A local path) why this user could not write files in ``folder``, or None: it, or the
+    nearest folder above it that is there (where it would be made), is not a folder, or one this
+    user may not write to (nor list, where it is there). A path in an object store: None (what
+    its store allows is known only by writing)."""
+    if not is_local(folder):
+        return None
+    path, need = os.path.abspath(local_path(folder)), os.R_OK | os.W_OK | os.X_OK
+    while not os.path.lexists(path):
+        path, need = os.path.dirname(path), os.W_OK | os.X_OK
+    if not os.path.isdir(path):
+        return f"{path} is not a folder"
+    missing = [what for what, mode in (("list", os.R_OK), ("write to", os.W_OK | os.X_OK))
+               if need & mode and not may(path, mode)]
+    return f"this user may not {' or '.join(missing)} {path}" if missing else None
+
+
 def exists(path: str) -> bool:
     return os.path.lexists(local_path(path)) if is_local(path) else FileSystems.exists(path)
 

@@ -17,10 +17,11 @@ import time
 import apache_beam as beam
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
-from beam_etl.beam import (commit, crash, filesystem, job_progress, lease, manifest, options, sdk_worker,
-                           sources, up_to_date, warm_workers)
+from beam_etl.beam import (commit, crash, filesystem, job_progress, lease, manifest, options, outcome_store,
+                           sdk_worker, sources, up_to_date, warm_workers)
 from beam_etl.beam.preprocess import Preprocess
 from beam_etl.config import JobConfig
+from beam_etl.output_layout import CACHE_DIR, join
 from beam_etl.progress import ProgressLine
 
 _MB = 1 << 20
@@ -202,6 +203,24 @@ def _abandon(output: str, run_id: str, made_here: bool) -> None:
             pass  # not empty: kept
 
 
+def check_cache(config: JobConfig) -> None:
+    """Raises ValueError, naming the flag, where this user could not write outcomes to the
+    (local) cache; tells of the cache's files this user may not read (another user's, in a
+    shared ``--cache``), whose outcomes are computed again."""
+    if not config.use_cache:
+        return
+    cache = config.cache_dir or join(config.output, CACHE_DIR)
+    store = outcome_store.OutcomeStore(cache)
+    refusal = store.refusal()
+    if refusal is not None:
+        flag = f"--cache {cache!r}" if config.cache_dir else f"--output {config.output!r}: its cache {cache!r}"
+        raise ValueError(f"{flag}: {refusal}; give a --cache this user may write to, or --no_cache")
+    unreadable = store.unreadable()
+    if unreadable:
+        print(f"beam-etl: {len(unreadable)} files of the cache {cache} cannot be read by this user "
+              "(another user's): the outcomes they hold are computed again", file=sys.stderr)
+
+
 def _refuse(error: Exception):
     print(f"error: {error}", file=sys.stderr)
     sys.exit(2)
@@ -221,6 +240,8 @@ def launch(config: JobConfig, pipeline_options: PipelineOptions, command_line: d
     command = lease.command_hash(config.flags())
     try:
         sources.check_sources(config, pipeline_options)
+        commit.check_writable(config.output)
+        check_cache(config)
         dead = lease.read_holder(config.output)
         # Rerunning the command of a run that died resumes it: this run may replace what that
         # one wrote (its outcomes are in the cache; what it staged or committed is made again).

@@ -209,12 +209,18 @@ class _Known:
         self._read: dict[str, int] = {}  # file name -> bytes read (whole lines)
         self.entries: dict[str, list[Location]] = {}
         self.digests: dict[str, dict[tuple[int, ...], str]] = {}  # path -> {file_state: sha256}
+        self.unreadable: set[str] = set()  # files this user may not read (another's, in a shared cache)
         self.lock = threading.Lock()
 
     def _new_lines(self, name: str, local: bool) -> bytes:
+        if name in self.unreadable:
+            return b""
         try:
             return self._read_on(name, local)
         except FileNotFoundError:  # (pruned since it was listed: what it held is gone)
+            return b""
+        except PermissionError:  # what it names is computed again (launch.check_cache tells the user)
+            self.unreadable.add(name)
             return b""
 
     def _read_on(self, name: str, local: bool) -> bytes:
@@ -281,6 +287,20 @@ class OutcomeStore:
             return os.path.isdir(filesystem.local_path(self._folder))
         return bool(filesystem.list_files(self._folder, limit=1))
 
+    def refusal(self) -> str | None:
+        """(A local cache) why this user could not write outcomes to it, or None
+        (:func:`beam_etl.beam.filesystem.write_refusal` of the folder of segments)."""
+        return filesystem.write_refusal(self._folder)
+
+    def unreadable(self) -> list[str]:
+        """(A local cache) the writers' files in it that this user may not read (another
+        user's, in a shared cache): what they hold is passed over, and computed again."""
+        if not filesystem.is_local(self._folder) or not self.exists():
+            return []
+        folder = filesystem.local_path(self._folder)
+        return [name for name in sorted(os.listdir(folder))
+                if is_writer_file(name) and not filesystem.may(os.path.join(folder, name), os.R_OK)]
+
     def _own_writer(self) -> _Writer:
         if self._writer is None:
             self._writer = _Writer(self._folder)
@@ -336,7 +356,7 @@ class OutcomeStore:
         for location in list(self._read_known().entries.get(name, ())):
             try:
                 data = filesystem.read_range(location.segment, location.offset, location.length)
-            except FileNotFoundError:
+            except (FileNotFoundError, PermissionError):  # (pruned; another user's)
                 continue
             outcome = decode(name, data)
             if outcome is not None:
@@ -347,12 +367,17 @@ class OutcomeStore:
     def write(self, name: str, outcome: Outcome) -> None:
         self._own_writer().write(name, encode(name, outcome))
 
-    def prune(self, keep: set[str], keep_digests: set[str]) -> dict[str, int]:
+    def prune(self, keep: set[str], keep_digests: set[str]) -> dict:
         """Keeps one intact copy of each entry named in ``keep``, and each digest whose SHA-256
         is in ``keep_digests``, written anew by one writer; then deletes the files that were in
         the folder before (only those: a writer's files made meanwhile stay, with what they
-        hold). Returns the counts, before and kept. One prune at a time: raises RuntimeError
-        while another holds the folder's :data:`PRUNE_LOCK`."""
+        hold). Files this user may not read or delete (another user's, in a shared cache) are
+        left as they are, a segment with its index. Returns the counts, before and kept, and
+        the files ``left``. One prune at a time: raises RuntimeError while another holds the
+        folder's :data:`PRUNE_LOCK`, or where this user may not write (:meth:`refusal`)."""
+        refusal = self.refusal()
+        if refusal is not None:
+            raise RuntimeError(f"cannot write to the cache {self._folder}: {refusal}")
         lock = join(self._folder, PRUNE_LOCK)
         held_by = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "started": time.time()})
         if not filesystem.create_exclusive(lock, held_by.encode("utf-8")):
@@ -362,17 +387,21 @@ class OutcomeStore:
         finally:
             filesystem.delete_file(lock)
 
-    def _prune(self, keep: set[str], keep_digests: set[str]) -> dict[str, int]:
+    def _prune(self, keep: set[str], keep_digests: set[str]) -> dict:
         names = [name for name in filesystem.list_files(self._folder) if is_writer_file(name)]
         known = _Known(self._folder)  # (not this process's view: only the files listed)
         known.refresh(names)
         writer = _Writer(self._folder)
         kept = 0
+        unreadable = set(known.unreadable)  # (another user's, in a shared cache: left as they are)
         for name in sorted(keep & known.entries.keys()):
             for location in known.entries[name]:
                 try:
                     data = filesystem.read_range(location.segment, location.offset, location.length)
                 except FileNotFoundError:
+                    continue
+                except PermissionError:
+                    unreadable.add(location.segment.rsplit("/", 1)[-1])
                     continue
                 if decode(name, data) is not None:
                     writer.write(name, data)
@@ -385,14 +414,21 @@ class OutcomeStore:
                 writer.write_digest(path, state, sha256)
         writer.finish()
         writer.close(sync=True)  # (kept on disk before the old copies are deleted)
+        # A segment and its index stay together: one of them unreadable, both are left.
+        left = {name[:-len(suffix)] for name in unreadable for suffix in (SEGMENT, INDEX) if name.endswith(suffix)}
+        left = unreadable | {base + suffix for base in left for suffix in (SEGMENT, INDEX)}
         for suffix in (INDEX, DIGESTS, SEGMENT):  # (an index before its segment)
             for name in names:
-                if name.endswith(suffix):
-                    filesystem.delete_file(join(self._folder, name))
+                if name.endswith(suffix) and name not in left:
+                    try:
+                        filesystem.delete_file(join(self._folder, name))
+                    except PermissionError:  # (another user's, in a folder only owners delete from)
+                        left.add(name)
         with _KNOWN_LOCK:
             _KNOWN.pop(self._folder, None)  # what this process had read is gone
         return {"entries": len(known.entries), "entries_kept": kept, "digests": len(digests),
-                "digests_kept": sum(1 for *_, sha256 in digests if sha256 in keep_digests)}
+                "digests_kept": sum(1 for *_, sha256 in digests if sha256 in keep_digests),
+                "left": sorted(left & set(names))}
 
     def finish_bundle(self) -> None:
         """At a bundle's end: in an object store, what the bundle wrote is put now."""

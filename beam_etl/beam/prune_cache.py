@@ -104,8 +104,9 @@ def main(argv: list[str] | None = None, prog: str = "python -m beam_etl.beam.pru
         except RuntimeError as error:
             print(f"{prog}: {error}; {cache} was not pruned", file=sys.stderr)
             return 2
+        left = f"; left {len(counts['left']):,} files it cannot read or delete" if counts["left"] else ""
         print(f"{cache}: kept {counts['entries_kept']:,} of {counts['entries']:,} outcomes and "
-              f"{counts['digests_kept']:,} digests of {counts['digests']:,}")
+              f"{counts['digests_kept']:,} digests of {counts['digests']:,}{left}")
     return 0
 
 

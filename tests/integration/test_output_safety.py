@@ -22,6 +22,7 @@ from beam_etl import loader
 from beam_etl.loader import verify
 from beam_etl.tools.sample_data import generate
 from pipelines import preprocess
+from tests.support import file_modes
 
 pytestmark = pytest.mark.slow
 
@@ -167,6 +168,25 @@ def test_a_folder_of_the_output_that_is_a_link_is_refused_and_nothing_behind_it_
         shutil.copytree(archive, out / linked)
         (out / linked / "mine.txt").unlink()
         assert verify.verify(str(out)) == {}  # the earlier output, whole again
+
+
+@pytest.mark.parametrize("unwritable", ["the folder it is made in", "the output", "metadata", "transform_fn/variables"])
+def test_an_output_this_user_cannot_write_is_refused_before_anything_is_touched(earlier, pets_dir, tmp_path, unwritable):
+    """Another user's output (or a folder of it) that this user may not write to: the run would
+    fail half way, leaving its files and lease behind, or fail to replace the earlier output."""
+    out = _copy(earlier, tmp_path)
+    folder = {"the folder it is made in": tmp_path, "the output": out}.get(unwritable, out / unwritable)
+    target = tmp_path / "new" if unwritable == "the folder it is made in" else out
+    before = _snapshot(tmp_path)
+    folder.chmod(0o555)
+    try:
+        refused = file_modes.run_module("pipelines.preprocess", "--oxford_pets", str(pets_dir),
+                                        "--output", str(target), *FLAGS, "--overwrite")
+    finally:
+        folder.chmod(0o755)
+    assert refused.returncode == 2, refused.stderr
+    assert f"--output {str(target)!r}: this user may not write to {folder}" in refused.stderr, refused.stderr
+    assert _snapshot(tmp_path) == before
 
 
 def test_a_link_made_during_the_run_is_refused_at_the_commit(earlier, pets_dir, tmp_path):

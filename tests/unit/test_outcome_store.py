@@ -213,7 +213,7 @@ def test_pruning_keeps_one_intact_copy_of_each_kept_entry_and_leaves_files_made_
     listed = outcome_store.OutcomeStore(str(tmp_path))
     listed.entries()  # this process's view, before: it is dropped with the files
     counts = listed.prune({names[0], names[1], D(b"never written")}, {"a" * 64})
-    assert counts == {"entries": 4, "entries_kept": 2, "digests": 2, "digests_kept": 1}
+    assert counts == {"entries": 4, "entries_kept": 2, "digests": 2, "digests_kept": 1, "left": []}
     reader = outcome_store.OutcomeStore(str(tmp_path))
     assert sorted(reader.entries()) == sorted(names[:2])
     assert reader.read(names[0])[0].examples == OUTCOMES[1].examples

@@ -1,0 +1,118 @@
+"""A ``--cache`` shared by users: the files of it another user made, which this one cannot
+read, are passed over (their outcomes computed again, the run's output the same); a cache this
+user cannot write to is refused at launch, naming the flag, before anything is touched; a prune
+leaves what it cannot read.
+
+The other user's files are files whose mode lets no one read them, and the commands run as a
+user file modes apply to (:mod:`tests.support.file_modes`)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from beam_etl.beam import outcome_store
+from beam_etl.output_layout import CACHE_DIR
+from beam_etl.tools import sample_data
+from pipelines import preprocess
+from tests.support.file_modes import run_module
+from tests.support.jobs import output_files
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def data(tmp_path):
+    root = tmp_path / "data"
+    sample_data.generate(str(root), num_images=10, seed=4)
+    return root
+
+
+def _flags(root, out, *extra) -> list[str]:
+    return ["--images", str(root / "images" / "*.jpg"), "--masks", str(root / "annotations" / "trimaps" / "*.png"),
+            "--output", str(out), "--image_size", "40x32", "--num_shards", "2", *extra]
+
+
+def _job(root, out, *extra):
+    """The job as another user (a command file modes apply to)."""
+    return run_module("pipelines.preprocess", *_flags(root, out, *extra))
+
+
+def _writer_files(cache) -> list[str]:
+    return sorted(name for name in os.listdir(cache / outcome_store.SEGMENTS) if outcome_store.is_writer_file(name))
+
+
+def _locations(cache) -> int:
+    return sum(len(places) for places in outcome_store.OutcomeStore(str(cache)).entries().values())
+
+
+def _theirs(data, tmp_path):
+    """A cache with one user's outcomes of ``data`` (and that user's output), made unreadable to others."""
+    cache = tmp_path / "shared"
+    preprocess.run(_flags(data, tmp_path / "theirs", "--cache", str(cache)))
+    theirs = _writer_files(cache)
+    assert {name[32:] for name in theirs} >= {outcome_store.SEGMENT, outcome_store.INDEX}
+    for name in theirs:
+        (cache / outcome_store.SEGMENTS / name).chmod(0)
+    return cache, theirs
+
+
+def test_the_files_of_a_cache_this_user_cannot_read_are_passed_over(data, tmp_path):
+    cache, theirs = _theirs(data, tmp_path)
+    before = _locations(cache)
+    done = _job(data, tmp_path / "ours", "--cache", str(cache))
+    assert done.returncode == 0, done.stderr
+    assert output_files(tmp_path / "ours") == output_files(tmp_path / "theirs")
+    assert f"{len(theirs)} files of the cache" in done.stderr and "cannot be read" in done.stderr, done.stderr
+    # Its outcomes are written beside the others' (every one computed again), and its next run
+    # finds them: it writes none.
+    ours = sorted(set(_writer_files(cache)) - set(theirs))
+    assert ours and _locations(cache) == 2 * before
+    again = _job(data, tmp_path / "again", "--cache", str(cache))
+    assert again.returncode == 0, again.stderr
+    assert _locations(cache) == 2 * before
+    assert output_files(tmp_path / "again") == output_files(tmp_path / "theirs")
+
+
+@pytest.mark.parametrize("unwritable", ["outcomes", "cache", "parent", "the output's own"])
+def test_a_cache_this_user_cannot_write_to_is_refused_before_anything_is_touched(data, tmp_path, unwritable):
+    cache, out = tmp_path / "shared" / "cache", tmp_path / "out"
+    flags = ["--cache", str(cache)]
+    if unwritable == "the output's own":
+        cache, flags = out / CACHE_DIR, []
+    (cache / outcome_store.SEGMENTS).mkdir(parents=True)
+    folder = {"outcomes": cache / outcome_store.SEGMENTS, "cache": cache, "parent": cache.parent,
+              "the output's own": cache / outcome_store.SEGMENTS}[unwritable]
+    if unwritable in ("cache", "parent"):  # the folders the run would make
+        (cache / outcome_store.SEGMENTS).rmdir()
+    if unwritable == "parent":
+        cache.rmdir()
+    before = sorted(tmp_path.rglob("*"))
+    folder.chmod(0o555)
+    refused = _job(data, out, *flags)
+    assert refused.returncode == 2, refused.stderr
+    assert "--cache" in refused.stderr and str(cache) in refused.stderr and "--no_cache" in refused.stderr, refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert sorted(tmp_path.rglob("*")) == before
+    assert _job(data, out, *flags, "--no_cache").returncode == 0  # the cache is not used: not checked
+
+
+def test_a_prune_leaves_the_files_it_cannot_read_and_is_refused_where_it_cannot_write(data, tmp_path):
+    cache, theirs = _theirs(data, tmp_path)
+    assert _job(data, tmp_path / "ours", "--cache", str(cache)).returncode == 0
+    ours = sorted(set(_writer_files(cache)) - set(theirs))
+    pruned = run_module("beam_etl.beam.prune_cache", str(tmp_path / "ours"))
+    assert pruned.returncode == 0, pruned.stderr
+    assert f"left {len(theirs)} files it cannot read or delete" in pruned.stdout, pruned.stdout
+    after = _writer_files(cache)
+    assert set(theirs) <= set(after) and not set(ours) & set(after)  # theirs left; ours written anew
+    kept = _locations(cache)
+    assert _job(data, tmp_path / "again", "--cache", str(cache)).returncode == 0
+    assert _locations(cache) == kept  # what the output uses was kept: its rerun computes nothing
+
+    (cache / outcome_store.SEGMENTS).chmod(0o555)
+    refused = run_module("beam_etl.beam.prune_cache", str(tmp_path / "ours"))
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
+    assert "cannot write" in refused.stderr and str(cache) in refused.stderr, refused.stderr
+    assert _writer_files(cache) == after
