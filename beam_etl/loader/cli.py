@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
+import socket
 import sys
 import time
 
@@ -54,10 +57,61 @@ def _keys(text: str) -> list[str]:
     return keys
 
 
+def _data(text: str) -> str:
+    if not text:
+        raise ValueError("must name the job's output folder")
+    return text
+
+
+def _seed(text: str) -> int:
+    """A seed TensorFlow holds (an int64)."""
+    value = int(text)
+    if not -2 ** 63 <= value < 2 ** 63:
+        raise ValueError("must be within [-2**63, 2**63) (a 64-bit integer)")
+    return value
+
+
+DISPATCHER_TIMEOUT_S = 10.0  # to connect to a tf.data service dispatcher
+_ADDRESS = re.compile(r"(?:grpc://)?(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]+):([0-9]{1,5})")
+
+
+def _service_address(text: str) -> str:
+    matched = _ADDRESS.fullmatch(text)
+    if not matched or not 1 <= int(matched[2]) <= 65535:
+        raise ValueError("expected [grpc://]HOST:PORT, a port within [1, 65535]")
+    return text
+
+
+def _dispatcher_refusal(address: str) -> str | None:
+    """Why no tf.data service dispatcher can be reached at ``address``, or None: TensorFlow
+    would wait for one forever. (Whether what answers is a dispatcher, TensorFlow finds.)"""
+    host, port = _ADDRESS.fullmatch(address).groups()
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=DISPATCHER_TIMEOUT_S):
+            return None
+    except OSError as error:
+        return error.strerror or str(error) or type(error).__name__
+
+
+def _check_flags(parser: argparse.ArgumentParser, args) -> None:
+    """The flags checked before anything is read: exits with status 2 naming flag and value."""
+    if args.data_service_address:
+        refusal = _dispatcher_refusal(args.data_service_address)
+        if refusal is not None:
+            parser.error(f"--data_service_address {args.data_service_address!r}: no tf.data service "
+                         f"dispatcher answers there ({refusal})")
+    if args.preview:
+        if not args.preview.lower().endswith(".png"):
+            parser.error(f"--preview {args.preview!r}: expected a .png file")
+        folder = os.path.dirname(os.path.abspath(args.preview))
+        if "://" not in args.preview and not os.path.isdir(folder):
+            parser.error(f"--preview {args.preview!r}: folder {folder!r} does not exist")
+
+
 def build_parser(prog: str = "python -m beam_etl.train_loader") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog,
                                      description=__doc__.split("\n\n")[0], allow_abbrev=False)
-    parser.add_argument("--data", required=True, metavar="DIR", help="Output directory of the job (local or gs://).")
+    parser.add_argument("--data", required=True, type=flag_type(_data), metavar="DIR", help="Output directory of the job (local or gs://).")
     parser.add_argument("--split", default="train", help="Split to read. Default train.")
     parser.add_argument("--batch_size", type=flag_type(positive_int), default=64, help="Default 64.")
     parser.add_argument("--steps", type=flag_type(positive_int), default=100,
@@ -65,7 +119,7 @@ def build_parser(prog: str = "python -m beam_etl.train_loader") -> argparse.Argu
     parser.add_argument("--json", action="store_true", help="Print the figures as one JSON line.")
     parser.add_argument("--verbose", action="store_true",
                         help="Show TensorFlow's native logs (hidden on the command line otherwise).")
-    parser.add_argument("--seed", type=flag_type(int), default=0, help="Shuffle and augmentation seed.")
+    parser.add_argument("--seed", type=flag_type(_seed), default=0, help="Shuffle and augmentation seed.")
     parser.add_argument("--deterministic", action="store_true", help="Same order on every run.")
     parser.add_argument("--no_shuffle", dest="shuffle", action="store_false", help="Read in file order.")
     parser.add_argument("--augment", action="store_true", help="Random flips (stateless, seeded).")
@@ -74,7 +128,8 @@ def build_parser(prog: str = "python -m beam_etl.train_loader") -> argparse.Argu
     parser.add_argument("--normalize_on_device", action="store_true",
                         help="Feed uint8 images and compact mask ids; the model normalizes them "
                              "(normalization_layer). With --train_steps, the U-Net starts with it.")
-    parser.add_argument("--data_service_address", default=None, metavar="grpc://HOST:PORT",
+    parser.add_argument("--data_service_address", type=flag_type(_service_address), default=None,
+                        metavar="grpc://HOST:PORT",
                         help="Run the input pipeline on this tf.data service dispatcher's workers.")
     parser.add_argument("--preview", default=None, metavar="PNG",
                         help="Write a picture of a few examples with their masks overlaid, then exit.")
@@ -91,9 +146,13 @@ def build_parser(prog: str = "python -m beam_etl.train_loader") -> argparse.Argu
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m beam_etl.train_loader") -> dict:
-    args = build_parser(prog).parse_args(argv)
+    parser = build_parser(prog)
+    args = parser.parse_args(argv)
+    _check_flags(parser, args)
     try:
         manifest = load_manifest(args.data)
+        if args.split not in manifest.get("splits", {}):
+            parser.error(f"--split {args.split!r}: the output has splits {', '.join(sorted(manifest.get('splits', {})))}")
         split_files(args.data, manifest, args.split)
         check_files(args.data, manifest, manifest["splits"][args.split]["files"])
     except (IncompleteOutputError, ValueError) as error:

@@ -323,7 +323,8 @@ def make_dataset(data_dir: str, split: str = "train", batch_size: int = 64, *, s
     if data_service_address:
         dataset = dataset.apply(tf.data.experimental.service.distribute(
             processing_mode=tf.data.experimental.service.ShardingPolicy.DYNAMIC,
-            service=data_service_address, job_name=f"beam_etl-{split}"))
+            service=data_service_address))  # a job of its own (a job named, say by split, was
+            # joined by every later dataset of that split: one made after it ended read nothing)
     return dataset.prefetch(AUTOTUNE)
 
 

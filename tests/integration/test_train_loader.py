@@ -6,8 +6,10 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -165,6 +167,9 @@ def test_tf_data_service_with_in_process_dispatcher_and_workers(raw_output):
     digests = [_digest(image) for image, _ in _examples(dataset)]
     assert sorted(digests) == sorted(_digest(image) for image, _ in _examples(
         loader.make_dataset(str(out), "train", 4, shuffle=False)))
+    figures = loader.main(["--data", str(out), "--batch_size", "4", "--steps", "3", "--json",
+                           "--data_service_address", dispatcher.target])  # the command finds it too
+    assert figures["batches"] == 3 and figures["images"] == 12
     del workers
 
 
@@ -228,6 +233,38 @@ def test_cli_rejects_bad_flags_naming_them(raw_output, tmp_path, capsys):
         loader.main(["--data", str(tmp_path)])
 
 
+@pytest.mark.parametrize("flags, named", [
+    (["--split", "dev"], "--split 'dev': the output has splits test, train, val"),
+    (["--seed", str(2 ** 63), "--augment"], f"--seed: invalid value '{2 ** 63}'"),
+    (["--seed", str(-2 ** 63 - 1)], f"--seed: invalid value '{-2 ** 63 - 1}'"),
+    (["--data_service_address", "bogus"], "--data_service_address: invalid value 'bogus': expected [grpc://]HOST:PORT"),
+    (["--data_service_address", "grpc://localhost:99999"], "--data_service_address: invalid value"),
+    (["--data_service_address", "grpc://127.0.0.1:CLOSED"], "--data_service_address 'grpc://127.0.0.1:CLOSED': no "
+                                                          "tf.data service dispatcher answers there"),
+    (["--preview", "FOLDER/missing/grid.png"], "--preview 'FOLDER/missing/grid.png': folder 'FOLDER/missing' does not exist"),
+    (["--preview", "FOLDER/grid.txt"], "--preview 'FOLDER/grid.txt': expected a .png file"),
+    (["--data", ""], "--data: invalid value ''"),
+])
+def test_cli_refuses_a_wrong_flag_at_once_naming_it(raw_output, tmp_path, capsys, flags, named):
+    """Before reading a record, with exit status 2 and no traceback: a wrong split, a seed
+    TensorFlow cannot hold, an address where no dispatcher answers (the loader would wait for
+    one forever), a preview it could not write."""
+    out, _ = raw_output
+    with socket.socket() as closed:  # a port with no one listening
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    flags = [flag.replace("CLOSED", str(port)).replace("FOLDER", str(tmp_path)) for flag in flags]
+    named = named.replace("CLOSED", str(port)).replace("FOLDER", str(tmp_path))
+    data = [] if "--data" in flags else ["--data", str(out)]
+    started = time.perf_counter()
+    with pytest.raises(SystemExit) as exited:
+        loader.main([*data, "--steps", "2", *flags])
+    assert exited.value.code == 2
+    assert named in capsys.readouterr().err
+    assert time.perf_counter() - started < 30
+    assert sorted(path.name for path in tmp_path.iterdir()) == []
+
+
 def test_cli_train_steps_reports_how_input_bound_training_is(raw_output):
     out, _ = raw_output
     figures = loader.main(["--data", str(out), "--batch_size", "4", "--train_steps", "3", "--json"])
@@ -241,6 +278,7 @@ def test_cli_train_steps_reports_how_input_bound_training_is(raw_output):
 
 _DISTRIBUTED = """
 import sys
+import time
 import tensorflow as tf
 cpu, = tf.config.list_physical_devices("CPU")
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
