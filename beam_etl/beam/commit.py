@@ -90,7 +90,9 @@ def linked_folders(output: str) -> list[str]:
 def write_refusal(output: str) -> str | None:
     """(A local ``output``) why this user could not write the run there, or None: ``output``
     (or the folder it would be made in), or a folder of the job's in it (whose files a run
-    replaces), is one this user may not write to (:func:`filesystem.write_refusal`)."""
+    replaces), is one this user may not write to (:func:`filesystem.write_refusal`), or holds
+    a file of the job's that this user may not move or delete there (another user's, in a
+    folder with the sticky bit: :func:`filesystem.others_files`)."""
     if not filesystem.is_local(output):
         return None
     root = filesystem.local_path(output)
@@ -98,6 +100,13 @@ def write_refusal(output: str) -> str | None:
         refusal = filesystem.write_refusal(folder)
         if refusal is not None:
             return refusal
+        if os.path.isdir(folder):
+            names = os.listdir(folder)
+            theirs = filesystem.others_files(folder, [name for name in names if is_job_file(name)]
+                                             if folder == root else names)
+            if theirs:
+                return (f"this user may not move or delete {os.path.join(folder, theirs[0])} (another user's, "
+                        "in a folder with the sticky bit)")
     return None
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import threading
 
 from apache_beam.io.filesystems import FileSystems
@@ -60,6 +61,37 @@ def write_refusal(folder: str) -> str | None:
     missing = [what for what, mode in (("list", os.R_OK), ("write to", os.W_OK | os.X_OK))
                if need & mode and not may(path, mode)]
     return f"this user may not {' or '.join(missing)} {path}" if missing else None
+
+
+def _overrides_ownership() -> bool:
+    """Whether this process may move and delete others' files in a folder with the sticky bit
+    (``CAP_FOWNER``, root's unless dropped)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("CapEff:"):
+                    return bool(int(line.split()[1], 16) >> 3 & 1)  # (CAP_FOWNER is capability 3)
+    except OSError:
+        pass
+    return os.geteuid() == 0
+
+
+def others_files(folder: str, names) -> list[str]:
+    """(A local ``folder``) those of its entries ``names`` that this user may not move or
+    delete though it may write to ``folder``: another user's, in a folder with the sticky bit
+    (as /tmp) that this user does not own."""
+    path = local_path(folder)
+    info = os.stat(path)
+    if not info.st_mode & stat.S_ISVTX or info.st_uid == os.geteuid() or _overrides_ownership():
+        return []
+    theirs = []
+    for name in names:
+        try:
+            if os.lstat(os.path.join(path, name)).st_uid != os.geteuid():
+                theirs.append(name)
+        except FileNotFoundError:
+            pass
+    return theirs
 
 
 def exists(path: str) -> bool:

@@ -189,6 +189,25 @@ def test_an_output_this_user_cannot_write_is_refused_before_anything_is_touched(
     assert _snapshot(tmp_path) == before
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="making another user's files takes root (CI runs as root)")
+def test_another_users_output_in_a_folder_with_the_sticky_bit_is_refused_before_anything_is_touched(
+        earlier, pets_dir, tmp_path):
+    """Every folder writable, but the output's files another user's and the folder sticky (as
+    /tmp): the run could not move them at the commit."""
+    out = _copy(earlier, tmp_path)
+    for path in [out, *out.rglob("*")]:
+        os.chown(path, 4321, 4321, follow_symlinks=False)
+        if path.is_dir():
+            path.chmod(0o777)
+    out.chmod(0o1777)
+    before = _snapshot(out)
+    refused = file_modes.run_module("pipelines.preprocess", "--oxford_pets", str(pets_dir),
+                                    "--output", str(out), *FLAGS, "--overwrite", "--no_cache")
+    assert refused.returncode == 2, refused.stderr
+    assert "this user may not move or delete" in refused.stderr and "sticky bit" in refused.stderr, refused.stderr
+    assert _snapshot(out) == before
+
+
 def test_a_link_made_during_the_run_is_refused_at_the_commit(earlier, pets_dir, tmp_path):
     from beam_etl.beam import commit  # pylint: disable=import-outside-toplevel
 

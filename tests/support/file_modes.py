@@ -2,8 +2,9 @@
 
 A test that takes a permission away (``chmod``) and runs a command as root would see root read
 and write through it: as root, the command runs without the capabilities that override file
-modes (``setpriv``, util-linux), so a file with mode 000 is unreadable to it as it is to a user
-who does not own the file."""
+modes and ownership (``setpriv``, util-linux), so a file with mode 000 is unreadable to it as it
+is to a user who does not own the file, and a file of another user's (``chown``) in a folder with
+the sticky bit is not its to move."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pathlib
 import subprocess
 import sys
 
-_OVERRIDES = "-dac_override,-dac_read_search"
+_OVERRIDES = "-dac_override,-dac_read_search,-fowner"
 _ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
