@@ -394,6 +394,9 @@ class OutcomeStore:
         writer = _Writer(self._folder)
         kept = 0
         unreadable = set(known.unreadable)  # (another user's, in a shared cache: left as they are)
+        if filesystem.is_local(self._folder):  # (a segment none of whose entries is kept, too)
+            folder = filesystem.local_path(self._folder)
+            unreadable |= {name for name in names if not filesystem.may(os.path.join(folder, name), os.R_OK)}
         for name in sorted(keep & known.entries.keys()):
             for location in known.entries[name]:
                 try:

@@ -15,8 +15,9 @@ Refused (exit status 2), with nothing pruned: while an output named has a run's 
 progress, or one that died: rerun it first); for an output made with ``--no_cache``, or with
 another cache than ``--cache`` names (the same folder spelled another way is the same cache), or
 with a relative ``--cache`` recorded (before runs recorded it absolute: rerun it); for a cache
-folder that holds no cache of outcomes (a mistyped ``--cache``); and while another prune holds
-the cache. Only the files the cache's
+folder that holds no cache of outcomes (a mistyped ``--cache``), or one this user may not write
+to; and while another prune holds the cache. The files of a cache this user may not read or
+delete (another user's, in a shared cache) are left as they are. Only the files the cache's
 writers made are read and deleted (:func:`beam_etl.beam.outcome_store.is_writer_file`).
 
 Run it when no job uses the cache: a run of an output not named (sharing ``--cache``), or one
@@ -77,10 +78,14 @@ def _caches(outputs: list[str], named: str | None) -> dict[str, list[tuple[set[s
             raise ValueError(f"--cache {named!r}: {output} was made with the cache {cache!r}")
         caches.setdefault(_place(named or cache), (named or cache, []))[1].append((outcomes, digests))
     for spelled, _ in caches.values():
-        if not outcome_store.OutcomeStore(spelled).exists():
-            flag = "--cache " if named is not None else ""
+        store = outcome_store.OutcomeStore(spelled)
+        flag = "--cache " if named is not None else ""
+        if not store.exists():
             raise ValueError(f"{flag}{spelled!r} holds no cache of outcomes "
                              f"(no {join(spelled, outcome_store.SEGMENTS)})")
+        refusal = store.refusal()
+        if refusal is not None:  # (every cache checked before any is pruned)
+            raise ValueError(f"{flag}{spelled!r}: cannot write to the cache: {refusal}")
     return dict(caches.values())
 
 

@@ -116,3 +116,23 @@ def test_a_prune_leaves_the_files_it_cannot_read_and_is_refused_where_it_cannot_
     assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
     assert "cannot write" in refused.stderr and str(cache) in refused.stderr, refused.stderr
     assert _writer_files(cache) == after
+
+
+def test_a_prune_leaves_unreadable_files_it_keeps_nothing_of_and_checks_every_cache_first(data, tmp_path):
+    """Another user's files of another version (none of their outcomes kept) are left too; and a
+    prune of two outputs, the second's cache unwritable, prunes neither."""
+    cache = tmp_path / "shared"
+    preprocess.run(_flags(data, tmp_path / "theirs", "--cache", str(cache), "--image_size", "24"))
+    theirs = _writer_files(cache)
+    for name in theirs:
+        (cache / outcome_store.SEGMENTS / name).chmod(0)
+    assert _job(data, tmp_path / "ours", "--cache", str(cache)).returncode == 0
+    assert _job(data, tmp_path / "other").returncode == 0  # (its own cache)
+    (tmp_path / "other" / CACHE_DIR / outcome_store.SEGMENTS).chmod(0o555)
+    files = (_writer_files(cache), _writer_files(tmp_path / "other" / CACHE_DIR))
+    refused = run_module("beam_etl.beam.prune_cache", str(tmp_path / "ours"), str(tmp_path / "other"))
+    assert refused.returncode == 2 and "cannot write to the cache" in refused.stderr, refused.stderr
+    assert (_writer_files(cache), _writer_files(tmp_path / "other" / CACHE_DIR)) == files
+    pruned = run_module("beam_etl.beam.prune_cache", str(tmp_path / "ours"))
+    assert pruned.returncode == 0 and f"left {len(theirs)} files" in pruned.stdout, pruned.stdout
+    assert set(theirs) <= set(_writer_files(cache))
