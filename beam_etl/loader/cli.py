@@ -104,8 +104,13 @@ def _check_flags(parser: argparse.ArgumentParser, args) -> None:
         if not args.preview.lower().endswith(".png"):
             parser.error(f"--preview {args.preview!r}: expected a .png file")
         folder = os.path.dirname(os.path.abspath(args.preview))
-        if "://" not in args.preview and not os.path.isdir(folder):
-            parser.error(f"--preview {args.preview!r}: folder {folder!r} does not exist")
+        if "://" not in args.preview:
+            if not os.path.isdir(folder):
+                parser.error(f"--preview {args.preview!r}: folder {folder!r} does not exist")
+            if os.path.isdir(args.preview):
+                parser.error(f"--preview {args.preview!r} is a folder")
+            if not os.access(folder, os.W_OK | os.X_OK, effective_ids=os.access in os.supports_effective_ids):
+                parser.error(f"--preview {args.preview!r}: this user may not write to {folder!r}")
 
 
 def build_parser(prog: str = "python -m beam_etl.train_loader") -> argparse.ArgumentParser:

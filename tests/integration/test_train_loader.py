@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from beam_etl import loader
 from beam_etl.loader import preview, verify
+from tests.support import file_modes
 from tests.support.jobs import run_job
 from tests.support.tfrecords import read_examples
 
@@ -263,6 +264,23 @@ def test_cli_refuses_a_wrong_flag_at_once_naming_it(raw_output, tmp_path, capsys
     assert named in capsys.readouterr().err
     assert time.perf_counter() - started < 30
     assert sorted(path.name for path in tmp_path.iterdir()) == []
+
+
+def test_cli_refuses_a_preview_this_user_may_not_write(raw_output, tmp_path):
+    out, _ = raw_output
+    tmp_path.chmod(0o555)
+    try:
+        refused = file_modes.run_module("beam_etl.train_loader", "--data", str(out), "--preview",
+                                        str(tmp_path / "grid.png"))
+    finally:
+        tmp_path.chmod(0o755)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
+    assert f"--preview {str(tmp_path / 'grid.png')!r}: this user may not write to {str(tmp_path)!r}" in refused.stderr
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "d.png").mkdir()
+    with pytest.raises(SystemExit) as exited:
+        loader.main(["--data", str(out), "--preview", str(tmp_path / "d.png")])
+    assert exited.value.code == 2
 
 
 def test_cli_train_steps_reports_how_input_bound_training_is(raw_output):
