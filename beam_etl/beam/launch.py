@@ -204,17 +204,18 @@ def _abandon(output: str, run_id: str, made_here: bool) -> None:
 
 
 def check_cache(config: JobConfig) -> None:
-    """Raises ValueError, naming the flag, where this user could not write outcomes to the
-    (local) cache; tells of the cache's files this user may not read (another user's, in a
-    shared ``--cache``), whose outcomes are computed again."""
+    """Tells of a (local) cache this user may only read (the run uses what it holds and keeps
+    no outcome), and of the cache's files this user may not read (another user's, in a shared
+    ``--cache``), whose outcomes are computed again."""
     if not config.use_cache:
         return
     cache = config.cache_dir or join(config.output, CACHE_DIR)
     store = outcome_store.OutcomeStore(cache)
     refusal = store.refusal()
     if refusal is not None:
-        flag = f"--cache {cache!r}" if config.cache_dir else f"--output {config.output!r}: its cache {cache!r}"
-        raise ValueError(f"{flag}: {refusal}; give a --cache this user may write to, or --no_cache")
+        print(f"beam-etl: the cache {cache} is read-only to this user ({refusal}): the outcomes it holds "
+              "are used and none is kept, so a rerun or a resumed run computes the rest again "
+              "(--cache names another)", file=sys.stderr)
     unreadable = store.unreadable()
     if unreadable:
         print(f"beam-etl: {len(unreadable)} files of the cache {cache} cannot be read by this user "

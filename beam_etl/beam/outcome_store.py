@@ -280,6 +280,7 @@ class OutcomeStore:
         self._folder = join(directory, SEGMENTS)
         self._known: _Known | None = None
         self._writer: _Writer | None = None
+        self._read_only: bool | None = None  # (a local cache this user may not write to: read only)
 
     def exists(self) -> bool:
         """Whether the folder of segments is there (a local folder; in an object store, a file in it)."""
@@ -333,8 +334,17 @@ class OutcomeStore:
         if any(other != state for other in states) or not file_states.trusted(state[4]) \
                 or not file_states.settled(max(state[1], state[2]), time.time_ns()):
             return False
+        if self.read_only():
+            return False
         self._own_writer().write_digest(path, state, sha256)
         return True
+
+    def read_only(self) -> bool:
+        """Whether this user may only read the cache (:meth:`refusal`): what it holds is used,
+        and nothing is written to it."""
+        if self._read_only is None:
+            self._read_only = self.refusal() is not None
+        return self._read_only
 
     def entries(self) -> dict[str, list[Location]]:
         """Every entry the indexes name now, by name: each place one was written."""
@@ -365,7 +375,8 @@ class OutcomeStore:
         return None, damaged
 
     def write(self, name: str, outcome: Outcome) -> None:
-        self._own_writer().write(name, encode(name, outcome))
+        if not self.read_only():
+            self._own_writer().write(name, encode(name, outcome))
 
     def prune(self, keep: set[str], keep_digests: set[str]) -> dict:
         """Keeps one intact copy of each entry named in ``keep``, and each digest whose SHA-256
