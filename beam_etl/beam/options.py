@@ -271,6 +271,8 @@ def check_runner_flags(options: PipelineOptions, flags: argparse.Namespace) -> N
 
 
 def check_output_flag(output: str, statistics: bool) -> None:
+    if output.startswith("file://"):  # (Beam's FileSystems has none for file://)
+        raise ValueError(f"--output {output!r}: give the local path {output[len('file://'):]!r}")
     if "://" not in output and os.path.exists(output) and not os.path.isdir(output):
         raise ValueError(f"--output {output!r} is a file, not a folder")
     if statistics and any(character in output for character in filesystem.GLOB_CHARACTERS):

@@ -397,6 +397,13 @@ def test_wrong_flags_exit_2_naming_flag_and_value_before_anything_is_written(pet
     assert not out.exists()
 
 
+def test_a_file_uri_output_is_refused_naming_the_local_path(pets_dir, tmp_path, capsys):
+    """Beam has no file:// filesystem: the run failed after all its image work."""
+    error = _refused(capsys, lambda: _run(pets_dir, f"file://{tmp_path / 'out'}"))
+    assert f"--output 'file://{tmp_path / 'out'}': give the local path {str(tmp_path / 'out')!r}" in error
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_an_output_that_is_a_file_is_refused(pets_dir, tmp_path, capsys):
     out = tmp_path / "a-file"
     out.write_bytes(b"precious")
