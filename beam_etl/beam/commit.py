@@ -111,7 +111,8 @@ def write_refusal(output: str) -> str | None:
 
 
 def check_writable(output: str) -> None:
-    """Raises ValueError, naming ``--output``, where :func:`write_refusal` has a reason."""
+    """Launch-time: raises ValueError, naming ``--output``, where :func:`write_refusal` has a
+    reason (checked once, before the lease: what a user may write does not change with it)."""
     refusal = write_refusal(output)
     if refusal is not None:
         raise ValueError(f"--output {output!r}: {refusal}; choose a folder this user may write to")
@@ -128,13 +129,11 @@ def _refuse_links(output: str, error=RuntimeError) -> None:
 def check_output(output: str, overwrite: bool) -> None:
     """Launch-time, read-only: refuses an ``output`` this run may not write (ValueError).
 
-    A folder of the job's there that is a link (:func:`linked_folders`); a folder this user may
-    not write to (:func:`write_refusal`). Without ``overwrite``:
+    A folder of the job's there that is a link (:func:`linked_folders`). Without ``overwrite``:
     any name the job writes already there. With it: such names in a folder that is not a
     beam-etl output (no manifest of ours, no lease of a run of ours).
     """
     _refuse_links(output, ValueError)
-    check_writable(output)
     leased = lease.read_holder(output) is not None
     # .incomplete/ is a run's own while it holds the lease there (the lease decides who goes on);
     # without one, it is somebody's folder like any other.

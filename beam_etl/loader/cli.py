@@ -156,8 +156,9 @@ def main(argv: list[str] | None = None, prog: str = "python -m beam_etl.train_lo
     _check_flags(parser, args)
     try:
         manifest = load_manifest(args.data)
-        if args.split not in manifest.get("splits", {}):
-            parser.error(f"--split {args.split!r}: the output has splits {', '.join(sorted(manifest.get('splits', {})))}")
+        splits = manifest.get("splits", {})
+        if args.split not in splits:
+            parser.error(f"--split {args.split!r}: the output has splits {', '.join(sorted(splits))}")
         split_files(args.data, manifest, args.split)
         check_files(args.data, manifest, manifest["splits"][args.split]["files"])
     except (IncompleteOutputError, ValueError) as error:
