@@ -50,7 +50,7 @@ class Entry:
 
     def line(self, shard_of) -> bytes:
         """The index's line; ``shard_of(example_key, split)`` names the shard of each record."""
-        described = {**dataclasses.asdict(self), "examples": [
+        described = {**vars(self), "examples": [  # (vars: asdict deep-copies, 15 us an input)
             {"key": key, "shard": shard_of(key, self.split)} for key in self.example_keys]}
         del described["example_keys"]
         return (json.dumps(described, sort_keys=True) + "\n").encode("utf-8")

@@ -1,9 +1,10 @@
-"""Which libraries to decode and resize with: the candidates side by side on the same files.
+"""Which libraries to decode, resize and encode with: the candidates side by side on the same files.
 
     python -m benchmarks.decoders --num_images 300
 
 Prints ms per image, one process, for JPEG decoding (full size and shrunk for a 128x128
-output), PNG mask decoding and resizing. beam_etl uses the fastest of each (BENCHMARKS.md).
+output), PNG mask decoding, resizing, and encoding the 128x128 records (with the bytes each
+encoder makes). beam_etl uses the fastest of each (BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -39,6 +40,36 @@ def _pillow_draft(data):
     return np.asarray(image.convert("RGB"))
 
 
+def _pillow_encoded(pixels, **options) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, **options)
+    return buffer.getvalue()
+
+
+def _opencv_encoded(pixels, extension, *params) -> bytes:
+    if pixels.ndim == 3:
+        pixels = cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR)
+    return cv2.imencode(extension, pixels, list(params))[1].tobytes()
+
+
+def encoders(images, masks) -> list[tuple[str, float, float]]:
+    """(name, ms, mean bytes) of each candidate encoding the records' pixels."""
+    candidates = [
+        ("jpeg q95: Pillow", images, lambda a: _pillow_encoded(a, format="JPEG", quality=95)),
+        ("jpeg q95: OpenCV", images, lambda a: _opencv_encoded(a, ".jpg", cv2.IMWRITE_JPEG_QUALITY, 95)),
+        ("png mask: Pillow level 1", masks, lambda a: _pillow_encoded(a, format="PNG", compress_level=1)),
+        ("png mask: OpenCV level 1", masks, lambda a: _opencv_encoded(a, ".png", cv2.IMWRITE_PNG_COMPRESSION, 1)),
+        ("png mask: OpenCV level 1 unfiltered", masks, lambda a: _opencv_encoded(
+            a, ".png", cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_NONE)),
+        ("png image: Pillow level 1", images, lambda a: _pillow_encoded(a, format="PNG", compress_level=1)),
+        ("png image: OpenCV level 1", images, lambda a: _opencv_encoded(a, ".png", cv2.IMWRITE_PNG_COMPRESSION, 1)),
+        ("png image: OpenCV level 1 fast filters", images, lambda a: _opencv_encoded(
+            a, ".png", cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FAST_FILTERS)),
+    ]
+    return [(name, _ms(encode, items), float(np.mean([len(encode(item)) for item in items])))
+            for name, items, encode in candidates]
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--num_images", type=int, default=300)
@@ -68,7 +99,12 @@ def main(argv=None) -> None:
     ]
     print(f"{len(records)} images from sample_data (mean {np.mean([len(j) for j in jpegs]) / 1024:.0f} KB JPEG), ms per image")
     for name, ms in rows:
-        print(f"{name:>36} {ms:7.3f}")
+        print(f"{name:>40} {ms:7.3f}")
+    small = [cv2.resize(a, (128, 128), interpolation=cv2.INTER_LINEAR) for a in shrunk]
+    small_masks = [cv2.resize(a, (128, 128), interpolation=cv2.INTER_NEAREST_EXACT) for a in masks]
+    print("encoding the 128x128 records: ms per image, mean bytes")
+    for name, ms, size in encoders(small, small_masks):
+        print(f"{name:>40} {ms:7.3f} {size:8,.0f}")
 
 
 if __name__ == "__main__":

@@ -104,7 +104,7 @@ def encode(name: str, outcome: Outcome) -> bytes:
         "name": name,
         "examples": [{"key": e.example_key, "split": e.split, "copy": e.copy, "bytes": len(e.serialized)}
                      for e in outcome.examples],
-        "sums": dataclasses.asdict(outcome.sums) if outcome.sums is not None else None,
+        "sums": dict(vars(outcome.sums)) if outcome.sums is not None else None,  # (asdict deep-copies: 20 us)
         "rejected": ({"stage": outcome.rejected.stage, "reason": outcome.rejected.reason,
                       "message": outcome.rejected.message} if outcome.rejected is not None else None),
     }

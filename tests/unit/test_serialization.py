@@ -3,6 +3,7 @@
 import io
 
 import numpy as np
+import pytest
 import tensorflow as tf
 from PIL import Image
 
@@ -76,3 +77,26 @@ def test_tfrecord_framing_reads_back_in_tensorflow(tmp_path):
         for record in records:
             writer.write(record)
     assert (tmp_path / "tf.tfrecord").read_bytes() == path.read_bytes()
+
+
+@pytest.mark.parametrize("image_format", ["jpeg", "png"])
+def test_encoded_images_keep_the_channel_order_and_any_view(image_format):
+    """Red stays red through the encoder (OpenCV's order is BGR), and a flipped or cropped view
+    of the pixels encodes as the pixels it shows."""
+    red = np.zeros((16, 24, 3), np.uint8)
+    red[..., 0] = 200
+    decoded = tf.io.decode_image(encoding.encode_image(red, image_format, 95), channels=3).numpy()
+    assert np.abs(decoded.astype(int) - red).max() <= 2
+    pixels = gradient(32, 40)
+    view = pixels[::-1, 3:35]  # negative strides, not contiguous
+    decoded = tf.io.decode_image(encoding.encode_image(view, image_format, 100), channels=3).numpy()
+    tolerance = 0 if image_format == "png" else 4
+    assert np.abs(decoded.astype(int) - view).mean() <= tolerance
+
+
+def test_mask_png_is_eight_bit_grayscale_and_exact_for_any_view():
+    mask = (np.arange(40 * 32).reshape(40, 32) % 7).astype(np.uint8)
+    for view in (mask, mask[::-1, ::2], mask[5:9]):
+        encoded = encoding.encode_mask(view, "png")
+        assert encoded[24:26] == b"\x08\x00"  # IHDR: bit depth 8, colour type 0 (grayscale)
+        np.testing.assert_array_equal(tf.io.decode_png(encoded)[:, :, 0].numpy(), view)
