@@ -31,6 +31,17 @@ def test_a_share_is_the_exact_sums_of_its_pixels_and_mask(monkeypatch, histogram
     assert sums.label_name == "pug"
 
 
+def test_a_large_bright_share_is_exact():
+    """Sums far past what 32-bit accumulators hold (3,000 x 3,000 white pixels: 5.9e11 per
+    channel squared) are still exact."""
+    pixels = np.full((3000, 3000, 3), 255, np.uint8)
+    pixels[0, 0] = (0, 1, 2)
+    sums = example_sums(pixels, np.zeros((3000, 3000), np.uint8), "")
+    white = 3000 * 3000 - 1
+    assert sums.channel_sum == (255 * white, 255 * white + 1, 255 * white + 2)
+    assert sums.channel_sum_squares == (65025 * white, 65025 * white + 1, 65025 * white + 4)
+
+
 def test_totals_are_the_same_in_any_grouping():
     shares = [example_sums(*_example(seed), name) for seed, name in enumerate(["a", "b", "a", "", "c", "a"])]
     one_by_one = Totals()
