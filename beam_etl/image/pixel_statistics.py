@@ -63,8 +63,8 @@ def example_sums(pixels: np.ndarray, mask: np.ndarray, label_name: str) -> Examp
     return ExampleSums(
         channel_sum=tuple(int(round(v)) for v in sums),
         channel_sum_squares=tuple(int(round(v)) for v in squares),
-        mask_values=tuple(int(v) for v in present),
-        mask_pixels=tuple(int(round(counts[v])) for v in present),
+        mask_values=tuple(present.tolist()),
+        mask_pixels=tuple(counts[present].astype(np.int64).tolist()),  # (whole numbers: exact counts)
         label_name=label_name)
 
 
