@@ -14,7 +14,7 @@ import numpy as np
 # level 9 in size and several times faster.
 PNG_COMPRESS_LEVEL = 1
 # PNG row filters. A mask is runs of a few values, which deflate packs as they are: unfiltered
-# rows are both smaller and about five times faster than choosing a filter for each row. A photo
+# rows are both smaller and about three times faster than choosing a filter for each row. A photo
 # needs a filter: the cheap ones (none, sub, up) tried per row give the size of all five.
 _MASK_PNG = [cv2.IMWRITE_PNG_COMPRESSION, PNG_COMPRESS_LEVEL, cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_NONE]
 _IMAGE_PNG = [cv2.IMWRITE_PNG_COMPRESSION, PNG_COMPRESS_LEVEL, cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FAST_FILTERS]
