@@ -6,7 +6,9 @@ first (from then on a reader finds no manifest and refuses the folder, instead o
 mix), then the earlier files (into ``.incomplete/previous/``), then the new files, and the new
 manifest last. A journal written before the first move says what moves where, so that a run
 killed mid-swap is rolled back by the next run that takes the lease (:func:`clear_leftovers`):
-the earlier output comes back byte for byte. Nothing outside ``--output`` is touched, and inside
+the earlier output comes back byte for byte. The new files are on disk (``fsync``) before the
+swap, and the swap before the earlier files are deleted, so a power cut too leaves one whole
+version or the journal's way back. Nothing outside ``--output`` is touched, and inside
 it only the files the earlier manifest lists and the job's own ``.incomplete/``. The tests kill a
 run at each step of the commit through :mod:`beam_etl.beam.crash`.
 """
@@ -131,7 +133,8 @@ def check_output(output: str, overwrite: bool) -> None:
 
     A folder of the job's there that is a link (:func:`linked_folders`). Without ``overwrite``:
     any name the job writes already there. With it: such names in a folder that is not a
-    beam-etl output (no manifest of ours, no lease of a run of ours).
+    beam-etl output (no manifest of ours, no lease of a run of ours), files in ``.incomplete/``
+    that no lease covers, and names a new run may write that the manifest does not list.
     """
     _refuse_links(output, ValueError)
     leased = lease.read_holder(output) is not None
@@ -149,6 +152,11 @@ def check_output(output: str, overwrite: bool) -> None:
         raise ValueError(f"--output {output!r} is not a beam-etl output (it has no beam-etl "
                          f"{MANIFEST}) but holds {_describe(present)}: --overwrite replaces only "
                          "what beam-etl wrote; choose another --output or move those files")
+    unheld = [name for name in present if not leased and name.startswith(INCOMPLETE_DIR + "/")]
+    if unheld:  # (a run's leftovers are under its lease, which it takes first and keeps if killed)
+        raise ValueError(f"--output {output!r} holds {_describe(unheld)}, which no run of beam-etl holds "
+                         f"(there is no lease in {INCOMPLETE_DIR}/): --overwrite replaces only what "
+                         "beam-etl wrote; move those files")
     if manifest is not None:
         owned = set(owned_files(output, manifest))
         strangers = [name for name in present
@@ -188,7 +196,10 @@ def commit(output: str, run_id: str, manifest: dict, new_files: list[str]) -> No
         raise FileExistsError(f"--output {output!r} holds {_describe(theirs)}, which no beam-etl "
                               "manifest lists: the run will not replace files it did not write")
     filesystem.write_bytes(join(output, f"{STAGING_DIR}/{MANIFEST}"),
-                           (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+                           (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode("utf-8"), sync=True)
+    # The new files on disk before the swap, and the swap before the earlier output is deleted
+    # (finish): after a power cut the folder holds one whole version, or the journal's way back.
+    filesystem.sync(join(output, f"{STAGING_DIR}/{name}") for name in new_files)
     _write_journal(output, {"run_id": run_id, "new": sorted(new_files),
                             "previous": [MANIFEST] + old_files if previous is not None else []})
     crash_point("before_commit")
@@ -203,9 +214,22 @@ def commit(output: str, run_id: str, manifest: dict, new_files: list[str]) -> No
         filesystem.rename(join(output, f"{STAGING_DIR}/{name}"), join(output, name))
     crash_point("new_files_in")
     filesystem.rename(join(output, f"{STAGING_DIR}/{MANIFEST}"), join(output, MANIFEST))
+    filesystem.sync(_folders_of(output, new_files + [MANIFEST]))
     crash_point("manifest_in")
     filesystem.remove_empty_directories(output, old_files)
     finish(output, run_id)
+
+
+def _folders_of(output: str, names) -> list[str]:
+    """The folders in ``output`` that hold ``names`` and those above them, deepest first,
+    ``output`` last."""
+    folders = set()
+    for name in names:
+        parent = os.path.dirname(name)
+        while parent:
+            folders.add(parent)
+            parent = os.path.dirname(parent)
+    return [join(output, folder) for folder in sorted(folders, key=lambda f: (-f.count("/"), f))] + [output]
 
 
 def rollback(output: str) -> bool:

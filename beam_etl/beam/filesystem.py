@@ -138,6 +138,19 @@ def rename(source: str, destination: str) -> None:
         FileSystems.rename([source], [destination])
 
 
+def sync(paths) -> None:
+    """Puts the (local) files and folders ``paths`` on disk: their bytes, or a folder's entries
+    (the renames into it). Object stores keep what they acknowledged: nothing to do there."""
+    for path in paths:
+        if not is_local(path):
+            continue
+        descriptor = os.open(local_path(path), os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+
+
 def delete_file(path: str) -> None:
     """Deletes one file; a missing file is not an error (deletes are retried after crashes)."""
     if is_local(path):

@@ -3,8 +3,9 @@
 The lease is ``OUTPUT/.incomplete/lease.json``, created only if absent (``O_EXCL`` locally, an
 ``ifGenerationMatch=0`` upload on ``gs://``), holding who took it and when. It is also the
 marker that the folder is a beam-etl output being written. A second run finds it and refuses,
-naming the holder. A lease whose run is gone (its process no longer runs on this host, or it
-is older than ``--lease_timeout_hours``) is stale, and is broken only with ``--break_lease``; but a lease whose run is dead (its workers
+naming the holder. A lease whose run is gone (on this host: its process and those it started
+no longer run; elsewhere, where they cannot be seen: it is older than ``--lease_timeout_hours``)
+is stale, and is broken only with ``--break_lease``; but a lease whose run is dead (its workers
 ended with its process, and that process no longer runs on this host) is taken over by a run of
 the same command without asking: that is a resume (:func:`is_resumable`).
 The commit checks that the lease is still its own before it touches the output.
@@ -117,11 +118,19 @@ def read_holder(output: str) -> Holder | None:
 
 
 def is_stale(holder: Holder, timeout_hours: float) -> bool:
-    """Whether the holder is gone: a process of this host that no longer runs, or older than
-    ``timeout_hours`` (a run elsewhere cannot be seen from here)."""
-    if time.time() - holder.started > timeout_hours * 3600:
-        return True
-    return _process_gone(holder)
+    """Whether the holder is gone. A run of this host (in this PID namespace) is gone once its
+    process and every process it started are; however old, a run whose process still runs is
+    not. A run elsewhere cannot be seen from here: it counts as gone once its lease is older
+    than ``timeout_hours``."""
+    if _seen_from_here(holder):
+        return _process_gone(holder) and not _tagged_processes_alive(holder.run_id)
+    return time.time() - holder.started > timeout_hours * 3600
+
+
+def _seen_from_here(holder: Holder) -> bool:
+    """Whether ``holder``'s process can be looked up from here: this host, and this PID
+    namespace (a lease written before leases named theirs: this host's)."""
+    return holder.host == socket.gethostname() and (not holder.pid_ns or holder.pid_ns == _pid_namespace())
 
 
 def is_resumable(holder: Holder | None, command: str) -> bool:
@@ -170,6 +179,9 @@ def take(output: str, break_stale: bool = False, timeout_hours: float = 48.0, lo
         if stale:
             raise LeaseError(f"--output {output!r} is leased by {what}, which is no longer running; "
                              "pass --break_lease to take it over (its unfinished files are cleared)")
+        if _seen_from_here(holder):
+            raise LeaseError(f"--output {output!r} is leased by {what}: another run is writing there, "
+                             "and processes of it run on this host. Wait for them to end, or stop them")
         raise LeaseError(f"--output {output!r} is leased by {what}: another run is writing there. "
                          f"Wait for it, or if it is gone for good, pass --break_lease once it is "
                          f"older than --lease_timeout_hours={timeout_hours:g}")

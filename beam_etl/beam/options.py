@@ -20,6 +20,7 @@ from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions
 from beam_etl import config as config_lib
 from beam_etl.beam import filesystem, sources
 from beam_etl.config import flag_type, positive_hours, positive_int
+from beam_etl.output_layout import CACHE_DIR, UP_TO_DATE, is_job_file, join
 
 
 
@@ -108,8 +109,8 @@ class LaunchOptions(PipelineOptions):
                  "for images) before running it.")
         parser.add_argument(
             "--break_lease", action="store_true", default=False,
-            help="Take over --output from a run that is gone (its process no longer runs on this "
-                 "host, or its lease is older than --lease_timeout_hours), clearing what it left.")
+            help="Take over --output from a run that is gone (on this host: its processes no longer "
+                 "run; elsewhere: its lease is older than --lease_timeout_hours), clearing what it left.")
         parser.add_argument(
             "--lease_timeout_hours", type=flag_type(positive_hours), default=48.0, metavar="H",
             help="A lease older than this counts as stale (for runs on other hosts). Default 48.")
@@ -163,6 +164,7 @@ def parse_args(argv: list[str], prog: str | None = None,
             raise ValueError(f"unrecognized arguments: {' '.join(unknown)}")
         job_config = to_config(flags, options)
         check_output_flag(job_config.output, job_config.statistics)
+        check_cache_flag(job_config.cache_dir, job_config.output)
     except ValueError as error:
         parser.error(str(error))
     if not _names_any(argv, DIRECT_FLAGS) and not flags.dask_local_workers:
@@ -275,9 +277,34 @@ def check_output_flag(output: str, statistics: bool) -> None:
         raise ValueError(f"--output {output!r}: give the local path {output[len('file://'):]!r}")
     if "://" not in output and os.path.exists(output) and not os.path.isdir(output):
         raise ValueError(f"--output {output!r} is a file, not a folder")
+    if "://" not in output and os.path.realpath(output) == os.path.realpath(os.sep):
+        raise ValueError(f"--output {output!r} is the root of the filesystem: the job keeps its files and "
+                         "folders at the top of --output; choose a folder of its own")
     if statistics and any(character in output for character in filesystem.GLOB_CHARACTERS):
         # The job takes the path literally, but TensorFlow restores a SavedModel's variables by
         # file pattern: tf.Transform's graph could be written there and never loaded.
         raise ValueError(f"--output {output!r} holds a glob character (*, ? or [), and TensorFlow "
                          "loads tf.Transform's SavedModel by pattern: choose another folder name, "
                          "or pass --no_statistics")
+
+
+def check_cache_flag(cache: str | None, output: str) -> None:
+    """``--cache``: a folder, and not one where ``--output`` keeps a file or folder of its own
+    (a run would make its folder there, then refuse or clear it: ``OUT/lineage``,
+    ``OUT/.incomplete/...``, a shard's name). A folder of its own in ``OUT`` is fine."""
+    if cache is None:
+        return
+    if cache.startswith("file://"):
+        raise ValueError(f"--cache {cache!r}: give the local path {cache[len('file://'):]!r}")
+    local = "://" not in cache
+    if local and os.path.exists(cache) and not os.path.isdir(cache):
+        raise ValueError(f"--cache {cache!r} is a file, not a folder")
+    if local != ("://" not in output):
+        return
+    place, top = (os.path.realpath(cache), os.path.realpath(output)) if local else (cache, output)
+    inside = place[len(top.rstrip("/")) + 1:] if place.startswith(top.rstrip("/") + "/") else ""
+    first = inside.split("/", 1)[0]
+    if first and (is_job_file(first) or first == UP_TO_DATE):
+        raise ValueError(f"--cache {cache!r} is where --output {output!r} keeps {first!r} of its own: "
+                         f"leave --cache out (the cache is then {join(output, CACHE_DIR)}), or name a "
+                         "folder of its own")

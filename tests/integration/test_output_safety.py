@@ -6,6 +6,7 @@ wrong flag before anything is touched. Crashes are real SIGKILLs at named commit
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pathlib
@@ -16,7 +17,7 @@ import time
 
 import pytest
 
-from beam_etl.beam import lease
+from beam_etl.beam import lease, options
 from beam_etl.output_layout import CACHE_DIR, INCOMPLETE_DIR
 from beam_etl import loader
 from beam_etl.loader import verify
@@ -121,6 +122,18 @@ def test_a_folder_named_incomplete_without_a_lease_is_not_the_jobs(pets_dir, tmp
     assert ".incomplete/draft.txt" in _refused(capsys, lambda: _run(pets_dir, out, "--no_statistics"))
     assert "is not a beam-etl output" in _refused(capsys, lambda: _run(pets_dir, out, "--overwrite"))
     assert _snapshot(out) == {".incomplete/draft.txt": b"someone's"}
+
+
+def test_overwrite_never_deletes_a_file_in_incomplete_that_no_run_holds(earlier, pets_dir, tmp_path, capsys):
+    """Without a lease, ``.incomplete/`` is not a run's: --overwrite replaces the earlier output's
+    files, not what somebody put there."""
+    out = _copy(earlier, tmp_path)
+    (out / ".incomplete").mkdir()
+    (out / ".incomplete" / "draft.txt").write_text("someone's")
+    before = _snapshot(out)
+    error = _refused(capsys, lambda: _run(pets_dir, out, "--overwrite"))
+    assert ".incomplete/draft.txt, which no run of beam-etl holds" in error
+    assert _snapshot(out) == before
 
 
 def test_overwrite_never_replaces_a_file_no_manifest_lists(earlier, pets_dir, tmp_path, capsys):
@@ -298,6 +311,30 @@ def test_ctrl_c_into_a_new_folder_leaves_no_folder_or_only_its_cache(pets_dir, t
         assert {p.name for p in out.iterdir()} == {CACHE_DIR}
 
 
+def test_the_new_files_are_on_disk_before_the_swap_and_the_swap_before_the_old_files_go(
+        earlier, pets_dir, tmp_path, monkeypatch):
+    """A power cut cannot be staged here, so the order of the system calls is what is checked:
+    every new file's bytes are synced before the earlier output starts to move, and the folders
+    the new files were renamed into before anything of the earlier output is deleted."""
+    out = _copy(earlier, tmp_path)
+    events = []
+    real_fsync, real_rename, real_remove = os.fsync, os.rename, os.remove
+    monkeypatch.setattr(os, "fsync", lambda fd: (events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}"))),
+                                                 real_fsync(fd))[1])
+    monkeypatch.setattr(os, "rename", lambda a, b: (events.append(("rename", str(a), str(b))), real_rename(a, b))[1])
+    monkeypatch.setattr(os, "remove", lambda a: (events.append(("remove", str(a))), real_remove(a))[1])
+    manifest = _run(pets_dir, out, "--overwrite", "--num_shards", "3")
+    staged, previous = str(out / ".incomplete" / "staged"), str(out / ".incomplete" / "previous")
+    first_out = next(i for i, e in enumerate(events) if e[0] == "rename" and e[1] == str(out / "manifest.json"))
+    synced_before = {e[1] for e in events[:first_out] if e[0] == "fsync"}
+    assert {f"{staged}/{name}" for name in [*manifest["files"], "manifest.json"]} <= synced_before
+    manifest_in = next(i for i, e in enumerate(events) if e[0] == "rename" and e[2] == str(out / "manifest.json"))
+    first_delete = next(i for i, e in enumerate(events) if e[0] == "remove" and e[1].startswith(previous + "/"))
+    folders = {str(out), *(str((out / name).parent) for name in manifest["files"])}
+    assert folders <= {e[1] for e in events[manifest_in:first_delete] if e[0] == "fsync"}
+    assert verify.verify(str(out)) == {}
+
+
 def test_a_run_without_overwrite_does_not_replace_an_output_it_restored(earlier, pets_dir, tmp_path, capsys):
     out = _copy(earlier, tmp_path)
     killed = _run_process(pets_dir, out, "--overwrite", "--image_size", "32", crash_at="old_files_out")
@@ -356,6 +393,22 @@ def test_a_stale_lease_is_broken_only_when_asked(earlier, pets_dir, tmp_path, ca
     assert verify.verify(str(out)) == {}
 
 
+def test_break_lease_never_takes_over_a_run_alive_on_this_host(earlier, pets_dir, tmp_path, capsys):
+    """--lease_timeout_hours is for runs elsewhere, which cannot be seen from here: a run whose
+    process runs on this host holds its lease however old it is."""
+    out = _copy(earlier, tmp_path)
+    holder = dataclasses.replace(lease.this_process(local=True), started=time.time() - 7200)  # this process
+    (out / ".incomplete").mkdir()
+    (out / ".incomplete" / "lease.json").write_text(json.dumps(holder.__dict__))
+    before = _snapshot(out)
+    error = _refused(capsys, lambda: _run(pets_dir, out, "--overwrite", "--break_lease", "--lease_timeout_hours", "1"))
+    assert f"leased by run {holder.run_id} (pid {os.getpid()}" in error and "another run is writing" in error
+    assert _snapshot(out) == before
+    elsewhere = dataclasses.replace(holder, host="another-host")
+    assert lease.is_stale(elsewhere, 1.0) and not lease.is_stale(elsewhere, 3.0)
+    assert not lease.is_stale(holder, 1.0)
+
+
 def test_two_runs_started_together_leave_one_consistent_output(earlier, pets_dir, tmp_path):
     out = _copy(earlier, tmp_path)
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
@@ -410,6 +463,42 @@ def test_an_output_that_is_a_file_is_refused(pets_dir, tmp_path, capsys):
     error = _refused(capsys, lambda: _run(pets_dir, out))
     assert f"--output {str(out)!r} is a file, not a folder" in error
     assert out.read_bytes() == b"precious"
+
+
+@pytest.mark.parametrize("inside", ["train-00000-of-00002.tfrecord", "lineage", ".incomplete/cache",
+                                    "metadata/cache", "manifest.json", ".beam-etl-up-to-date.json"])
+def test_a_cache_where_the_output_has_its_own_files_is_refused(pets_dir, tmp_path, capsys, inside):
+    out = tmp_path / "out"
+    cache = str(out / inside)
+    error = _refused(capsys, lambda: _run(pets_dir, out, "--cache", cache))
+    assert f"--cache {cache!r} is where --output {str(out)!r} keeps " in error
+    assert not out.exists()
+
+
+def test_a_cache_that_is_a_file_is_refused(pets_dir, tmp_path, capsys):
+    cache = tmp_path / "a-file"
+    cache.write_bytes(b"precious")
+    error = _refused(capsys, lambda: _run(pets_dir, tmp_path / "out", "--cache", str(cache)))
+    assert f"--cache {str(cache)!r} is a file, not a folder" in error
+    assert cache.read_bytes() == b"precious" and not (tmp_path / "out").exists()
+
+
+def test_a_cache_in_a_folder_of_its_own_inside_the_output_is_kept_across_runs(pets_dir, tmp_path):
+    out = tmp_path / "out"
+    cache = out / "my-cache"
+    first = _run(pets_dir, out, "--cache", str(cache), "--no_statistics")
+    entries = sorted(p.name for p in (cache / "outcomes").iterdir())
+    second = _run(pets_dir, out, "--cache", str(cache), "--no_statistics", "--overwrite", "--num_shards", "3")
+    assert second["num_written"] == first["num_written"] > 0
+    assert set(entries) <= {p.name for p in (cache / "outcomes").iterdir()}
+    assert verify.verify(str(out)) == {}  # (a folder of the user's: not the job's, not its manifest's)
+
+
+def test_the_filesystem_root_is_refused_as_output(pets_dir, capsys):
+    with pytest.raises(SystemExit) as exited:
+        options.parse_args(["--oxford_pets", str(pets_dir), "--output", "/", *FLAGS])
+    assert exited.value.code == 2
+    assert "--output '/' is the root of the filesystem" in capsys.readouterr().err
 
 
 def test_tiny_shard_size_never_makes_more_files_than_examples(pets_dir, tmp_path):
