@@ -5,7 +5,7 @@ up-to-date check runs before Beam loads).
 A file's state is its size, modification and change times (ns), inode and device. On a
 filesystem that keeps them locally (:data:`TRUSTED_FILESYSTEMS`), a write changes the change
 time (the kernel sets it: ``touch -d``, ``cp -p`` and ``rsync -t`` put back only the
-modification time), so a file in a recorded state holds the bytes it held then, with two
+modification time), so a file in a recorded state holds the bytes it held then, with three
 cautions:
 
 - a write in the same clock tick as the read could leave the times as they were (git's
@@ -14,7 +14,10 @@ cautions:
 - elsewhere a state says less: squashfs and ISO images have no change time of their own (an
   image rebuilt with a file changed and its modification time kept looks the same), NFS
   answers ``stat`` from an attribute cache and another machine's clock, FUSE mounts say what
-  their daemon says. There nothing is recorded (:func:`trusted`), and files are read.
+  their daemon says. There nothing is recorded (:func:`trusted`), and files are read;
+- a write through a shared memory map sets the times only when it faults a page in for
+  writing: a page written again before the kernel has saved it (on tmpfs: ever again) changes
+  no time. No ``stat`` can show such a write (README.md says to run with ``--no_cache``).
 """
 
 from __future__ import annotations

@@ -34,7 +34,6 @@ import json
 import os
 import stat
 import sys
-import sysconfig
 import time
 
 from beam_etl import file_states
@@ -158,16 +157,29 @@ def _package_files(package: str) -> list[str]:
     return files
 
 
+# Names in a folder of sys.path that an import can find, or that say what is installed there.
+_MODULE_SUFFIXES = (".py", ".pyc", ".so", ".pyd", ".pth", ".dist-info", ".egg-info", ".egg-link", ".egg")
+
+
+def _importable_names(folder: str) -> list[str]:
+    """The modules, packages (folders with an ``__init__.py``) and distributions' records in
+    ``folder``; a namespace package (a folder without one) is not told from any folder."""
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return []
+    return sorted(entry.name for entry in entries
+                  if entry.name.endswith(_MODULE_SUFFIXES)
+                  or (entry.is_dir() and os.path.isfile(os.path.join(entry.path, "__init__.py"))))
+
+
 def code_digest() -> str:
-    """SHA-256 of the Python that runs, the distributions installed in its environment, and the
-    source of the job's packages."""
+    """SHA-256 of the Python that runs, where it finds modules (``sys.path``, so ``PYTHONPATH``
+    too) and which modules and distributions each of those folders holds, and the source of the
+    job's packages. A library edited in place, under the same name and version, is not seen."""
     digest = hashlib.sha256(f"{sys.version}\0{sys.prefix}\n".encode())
-    paths = sysconfig.get_paths()
-    for folder in sorted({paths["purelib"], paths["platlib"]}):
-        try:
-            names = sorted(n for n in os.listdir(folder) if n.endswith((".dist-info", ".egg-info", ".pth")))
-        except OSError:
-            continue
+    for folder in sys.path:
+        names = _importable_names(folder or os.getcwd())
         digest.update(f"{folder}\0{names}\n".encode("utf-8", "surrogateescape"))
     for package in _PACKAGES:
         for path in _package_files(package):

@@ -237,6 +237,23 @@ def test_the_code_digest_follows_the_job_s_sources(tmp_path, monkeypatch):
     assert sys.modules.get("somepkg") is None  # read, not imported
 
 
+def test_the_code_digest_follows_where_modules_are_found(tmp_path, monkeypatch):
+    """A library found through PYTHONPATH instead of the environment's own changes what the chain
+    computes: a new folder on the path, or a module put into one, is another code."""
+    first = up_to_date.code_digest()
+    shadow = tmp_path / "shadow"
+    shadow.mkdir()
+    monkeypatch.syspath_prepend(str(shadow))
+    on_path = up_to_date.code_digest()
+    assert on_path != first
+    (shadow / "notes.txt").write_text("not a module")
+    (shadow / "data").mkdir()
+    assert up_to_date.code_digest() == on_path
+    (shadow / "simplejpeg").mkdir()
+    (shadow / "simplejpeg" / "__init__.py").write_text("__version__ = '9'\n")
+    assert up_to_date.code_digest() not in (first, on_path)
+
+
 @pytest.mark.parametrize("pattern, root", [
     ("/data/images/*.jpg", "/data/images"),
     ("/data/*/x.jpg", "/data"),
