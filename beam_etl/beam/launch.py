@@ -248,7 +248,12 @@ def launch(config: JobConfig, pipeline_options: PipelineOptions, command_line: d
         # one wrote (its outcomes are in the cache; what it staged or committed is made again).
         resuming = dead if lease.is_resumable(dead, command) else None
         overwrite = config.overwrite or resuming is not None
-        commit.check_output(config.output, overwrite)
+        # A stale lease that --break_lease takes: the run rolls back what the dead run left (a
+        # swap killed half way included) before it asks for --overwrite, so that without it the
+        # earlier output is put back and nothing replaced.
+        breaking = (dead is not None and launch_options.break_lease
+                    and lease.is_stale(dead, launch_options.lease_timeout_hours))
+        commit.check_output(config.output, overwrite or breaking)
     except ValueError as error:
         _refuse(error)
     workers = local_workers(config, pipeline_options)

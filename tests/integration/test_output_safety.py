@@ -335,9 +335,13 @@ def test_the_new_files_are_on_disk_before_the_swap_and_the_swap_before_the_old_f
     assert verify.verify(str(out)) == {}
 
 
-def test_a_run_without_overwrite_does_not_replace_an_output_it_restored(earlier, pets_dir, tmp_path, capsys):
+@pytest.mark.parametrize("crash_at", ["old_manifest_out", "old_files_out", "new_files_in"])
+def test_break_lease_without_overwrite_puts_back_the_earlier_output_and_replaces_nothing(
+        earlier, pets_dir, tmp_path, capsys, crash_at):
+    """After a swap killed half way, a run of another command that breaks the dead run's lease
+    rolls the swap back; without --overwrite it then stops, having replaced nothing."""
     out = _copy(earlier, tmp_path)
-    killed = _run_process(pets_dir, out, "--overwrite", "--image_size", "32", crash_at="old_files_out")
+    killed = _run_process(pets_dir, out, "--overwrite", "--image_size", "32", crash_at=crash_at)
     assert killed.returncode == -9, killed.stderr[-2000:]
     error = _refused(capsys, lambda: _run(pets_dir, out, "--break_lease"))  # no --overwrite
     assert "pass --overwrite" in error
