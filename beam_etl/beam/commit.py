@@ -131,16 +131,22 @@ def _refuse_links(output: str, error=RuntimeError) -> None:
 def check_output(output: str, overwrite: bool) -> None:
     """Launch-time, read-only: refuses an ``output`` this run may not write (ValueError).
 
-    A folder of the job's there that is a link (:func:`linked_folders`). Without ``overwrite``:
+    A folder of the job's there that is a link (:func:`linked_folders`), or a file by a folder's
+    name (:data:`JOB_FOLDERS`). Without ``overwrite``:
     any name the job writes already there. With it: such names in a folder that is not a
     beam-etl output (no manifest of ours, no lease of a run of ours), files in ``.incomplete/``
     that no lease covers, and names a new run may write that the manifest does not list.
     """
     _refuse_links(output, ValueError)
+    names = filesystem.list_files(output)
+    files = [name for name in names if name in JOB_FOLDERS]
+    if files:  # (a move into it, or the lease's creation, would fail half way)
+        raise ValueError(f"--output {output!r} holds a file named {files[0]!r} where the job keeps a folder: "
+                         "move it, or choose another --output")
     leased = lease.read_holder(output) is not None
     # .incomplete/ is a run's own while it holds the lease there (the lease decides who goes on);
     # without one, it is somebody's folder like any other.
-    present = [name for name in filesystem.list_files(output)
+    present = [name for name in names
                if is_job_file(name) and not (leased and name.startswith(INCOMPLETE_DIR + "/"))]
     if not present:
         return

@@ -192,15 +192,35 @@ def runs_here(pipeline_options: PipelineOptions) -> bool:
     return options.runner_kind(pipeline_options) in options.IN_PROCESS_RUNNERS
 
 
-def _abandon(output: str, run_id: str, made_here: bool) -> None:
-    """After a failed run: :func:`commit.abandon`, and the folder removed again if this run made
-    it and left nothing in it (a run that computed outcomes leaves them in its cache there)."""
+def _first_missing(output: str) -> str | None:
+    """(A local ``output`` not there yet) the topmost folder of its path that is missing: the
+    first a run makes. None when ``output`` is there, or is not local."""
+    if not filesystem.is_local(output):
+        return None
+    path = os.path.abspath(filesystem.local_path(output))
+    if os.path.lexists(path):
+        return None
+    while os.path.dirname(path) != path and not os.path.lexists(os.path.dirname(path)):
+        path = os.path.dirname(path)
+    return path
+
+
+def _abandon(output: str, run_id: str, made_from: str | None) -> None:
+    """After a failed run: :func:`commit.abandon`, and the folders this run made on the way to
+    ``output`` (from ``made_from`` down) removed again where it left nothing in them (a run that
+    computed outcomes leaves them in its cache there)."""
     commit.abandon(output, run_id)
-    if made_here:
+    if made_from is None:
+        return
+    folder = os.path.abspath(filesystem.local_path(output))
+    while True:
         try:
-            os.rmdir(filesystem.local_path(output))
+            os.rmdir(folder)
         except OSError:
-            pass  # not empty: kept
+            return  # not empty: kept, and the folders above it
+        if folder == made_from:
+            return
+        folder = os.path.dirname(folder)
 
 
 def check_cache(config: JobConfig) -> None:
@@ -264,7 +284,7 @@ def launch(config: JobConfig, pipeline_options: PipelineOptions, command_line: d
         print(f"beam-etl: running {workers} (--direct_running_mode and --direct_num_workers choose)")
     if launch_options.render_graph:
         render_graph(config, launch_options.render_graph)
-    made_here = filesystem.is_local(config.output) and not os.path.lexists(filesystem.local_path(config.output))
+    made_from = _first_missing(config.output)
     try:
         holder = lease.take(config.output, launch_options.break_lease, launch_options.lease_timeout_hours,
                             local=runs_here(pipeline_options), command=command, run_id=warm_workers.run_id())
@@ -279,7 +299,7 @@ def launch(config: JobConfig, pipeline_options: PipelineOptions, command_line: d
         commit.clear_leftovers(config.output)  # may put back an output a dead run was replacing
         commit.check_output(config.output, overwrite)  # so again, and another run may have ended
     except (ValueError, RuntimeError) as error:
-        _abandon(config.output, holder.run_id, made_here)
+        _abandon(config.output, holder.run_id, made_from)
         _refuse(error)
     snapshot = (up_to_date.Snapshot(command_line, config.output, sources.local_roots(config))
                 if command_line is not None and config.use_cache and runs_here(pipeline_options) else None)
@@ -299,7 +319,7 @@ def launch(config: JobConfig, pipeline_options: PipelineOptions, command_line: d
             cluster.close()
             cluster = None
         if runs_here(pipeline_options):
-            _abandon(config.output, holder.run_id, made_here)
+            _abandon(config.output, holder.run_id, made_from)
         else:  # the job may still run (and commit) elsewhere: leave it its lease and files
             print(f"note: the job may still be running on {runner_name(pipeline_options)}; --output "
                   f"{config.output!r} keeps its lease until it ends. Once it has, a later run with "

@@ -136,6 +136,24 @@ def test_overwrite_never_deletes_a_file_in_incomplete_that_no_run_holds(earlier,
     assert _snapshot(out) == before
 
 
+@pytest.mark.parametrize("name", [".incomplete", "metadata"])
+def test_a_file_where_the_job_keeps_a_folder_is_refused_at_launch(earlier, pets_dir, tmp_path, capsys, name):
+    out = _copy(earlier, tmp_path)
+    shutil.rmtree(out / name, ignore_errors=True)
+    (out / name).write_text("someone's")
+    before = _snapshot(out)
+    error = _refused(capsys, lambda: _run(pets_dir, out, "--overwrite"))
+    assert f"holds a file named {name!r} where the job keeps a folder" in error
+    assert _snapshot(out) == before
+
+
+def test_a_failed_run_into_a_new_nested_folder_leaves_no_folder_it_made(pets_dir, tmp_path):
+    out = tmp_path / "new" / "a" / "b" / "out"
+    failed = _run_process(pets_dir, out, crash_at="after_lease:SIGINT")
+    assert failed.returncode == 130, failed.stderr[-2000:]
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_overwrite_never_replaces_a_file_no_manifest_lists(earlier, pets_dir, tmp_path, capsys):
     out = _copy(earlier, tmp_path)
     stranger = out / "train-00002-of-00003.tfrecord"  # a name the new run may write
