@@ -201,6 +201,7 @@ def commit(output: str, run_id: str, manifest: dict, new_files: list[str]) -> No
     if theirs:
         raise FileExistsError(f"--output {output!r} holds {_describe(theirs)}, which no beam-etl "
                               "manifest lists: the run will not replace files it did not write")
+    _check_staged(output, manifest, new_files)
     filesystem.write_bytes(join(output, f"{STAGING_DIR}/{MANIFEST}"),
                            (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode("utf-8"), sync=True)
     # The new files on disk before the swap, and the swap before the earlier output is deleted
@@ -224,6 +225,21 @@ def commit(output: str, run_id: str, manifest: dict, new_files: list[str]) -> No
     crash_point("manifest_in")
     filesystem.remove_empty_directories(output, old_files)
     finish(output, run_id)
+
+
+def _check_staged(output: str, manifest: dict, new_files: list[str]) -> None:
+    """Raises RuntimeError unless every staged file is the size the manifest says its writer
+    wrote: a file that a run which lost its lease and wrote on (or anything else) rewrote is not
+    published under this manifest (one of the same size is left to ``verify``'s checksums:
+    reading every file again here would cost the commit a pass over the whole output)."""
+    for name in new_files:
+        expected = manifest["files"].get(name, {}).get("bytes")
+        path = join(output, f"{STAGING_DIR}/{name}")
+        found = filesystem.size(path) if filesystem.exists(path) else None
+        if found != expected:
+            what = "is missing" if found is None else f"holds {found} bytes, not the {expected} its writer wrote"
+            raise RuntimeError(f"{STAGING_DIR}/{name} in --output {output!r} {what}: another writer is "
+                               "in the folder? Nothing was replaced")
 
 
 def _folders_of(output: str, names) -> list[str]:

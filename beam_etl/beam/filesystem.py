@@ -98,6 +98,13 @@ def exists(path: str) -> bool:
     return os.path.lexists(local_path(path)) if is_local(path) else FileSystems.exists(path)
 
 
+def size(path: str) -> int:
+    """The size of the file ``path``, in bytes."""
+    if is_local(path):
+        return os.stat(local_path(path)).st_size
+    return FileSystems.match([escape_glob(path)])[0].metadata_list[0].size_in_bytes
+
+
 def list_files(directory: str, limit: int | None = None, folder_markers: bool = False) -> list[str]:
     """Every file under ``directory`` (recursively), as ``/``-separated names relative to it.
     ``folder_markers``: in object stores, also the empty ``name/`` objects that TensorFlow

@@ -384,6 +384,23 @@ def test_a_failing_run_cleans_up_and_keeps_the_earlier_output(earlier, pets_dir,
     assert not (out / ".incomplete").exists()
 
 
+def test_a_staged_file_written_over_after_its_writer_is_never_published(earlier, pets_dir, tmp_path, monkeypatch):
+    """Another writer in .incomplete/ (a run that lost its lease and wrote on) changes a staged
+    shard after its writer reported it: the commit refuses to publish it under the manifest."""
+    out = _copy(earlier, tmp_path)
+    real_check = lease.check
+
+    def written_over(output, run_id):  # (the commit's first step)
+        with open(out / ".incomplete" / "staged" / "train-00000-of-00002.tfrecord", "ab") as shard:
+            shard.write(b"another run's bytes")
+        real_check(output, run_id)
+
+    monkeypatch.setattr(lease, "check", written_over)
+    with pytest.raises(Exception, match="train-00000-of-00002.tfrecord in --output .* holds .* bytes, not the"):
+        _run(pets_dir, out, "--overwrite", "--image_size", "32")
+    assert _snapshot(out, cache=False) == _without_cache(earlier[1])
+
+
 # 4. One writer at a time ------------------------------------------------------------------------
 
 def test_a_second_run_refuses_while_the_first_holds_the_lease(earlier, pets_dir, tmp_path, capsys):
