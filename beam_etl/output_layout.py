@@ -39,6 +39,7 @@ SPILL_DIR = f"{INCOMPLETE_DIR}/spill"
 PROGRESS_DIR = f"{INCOMPLETE_DIR}/progress"  # each worker's count of inputs done (beam_etl.beam.job_progress)
 PREVIOUS_DIR = f"{INCOMPLETE_DIR}/previous"  # the replaced output, during the commit only
 JOURNAL = f"{INCOMPLETE_DIR}/commit.json"  # the commit in progress: what moves where
+TEMPORARY_DIR = f"{INCOMPLETE_DIR}/tmp"  # a file being written, before it is renamed into staged/
 # Each input's outcome by content (beam_etl.beam.example_cache), and the digests of the local
 # files read, in segments (beam_etl.beam.outcome_store), kept across runs: not an output file (no
 # manifest lists it, verify and the ownership checks pass it by), and never deleted.

@@ -22,8 +22,8 @@ import os
 from beam_etl.beam import filesystem, lease
 from beam_etl.beam.crash import crash_point
 from beam_etl.output_layout import (INCOMPLETE_DIR, JOB_FOLDERS, JOURNAL, LEASE, LINEAGE_DIR, MANIFEST, PREVIOUS_DIR,
-                                    RAW_SCHEMA, REJECTED_FILE, STAGING_DIR, TRANSFORM_DIRS, is_index_name,
-                                    is_job_file, is_shard_name, join, parse_manifest)
+                                    PROGRESS_DIR, RAW_SCHEMA, REJECTED_FILE, SPILL_DIR, STAGING_DIR, TEMPORARY_DIR,
+                                    TRANSFORM_DIRS, is_index_name, is_job_file, is_shard_name, join, parse_manifest)
 
 _log = logging.getLogger(__name__)
 
@@ -138,12 +138,12 @@ def check_output(output: str, overwrite: bool) -> None:
     that no lease covers, and names a new run may write that the manifest does not list.
     """
     _refuse_links(output, ValueError)
+    leased = lease.read_holder(output) is not None  # (before the listing: a run may end meanwhile)
     names = filesystem.list_files(output)
     files = [name for name in names if name in JOB_FOLDERS]
     if files:  # (a move into it, or the lease's creation, would fail half way)
         raise ValueError(f"--output {output!r} holds a file named {files[0]!r} where the job keeps a folder: "
                          "move it, or choose another --output")
-    leased = lease.read_holder(output) is not None
     # .incomplete/ is a run's own while it holds the lease there (the lease decides who goes on);
     # without one, it is somebody's folder like any other.
     present = [name for name in names
@@ -158,8 +158,8 @@ def check_output(output: str, overwrite: bool) -> None:
         raise ValueError(f"--output {output!r} is not a beam-etl output (it has no beam-etl "
                          f"{MANIFEST}) but holds {_describe(present)}: --overwrite replaces only "
                          "what beam-etl wrote; choose another --output or move those files")
-    unheld = [name for name in present if not leased and name.startswith(INCOMPLETE_DIR + "/")]
-    if unheld:  # (a run's leftovers are under its lease, which it takes first and keeps if killed)
+    unheld = [] if leased else _strangers_in_incomplete(output, present)
+    if unheld:
         raise ValueError(f"--output {output!r} holds {_describe(unheld)}, which no run of beam-etl holds "
                          f"(there is no lease in {INCOMPLETE_DIR}/): --overwrite replaces only what "
                          "beam-etl wrote; move those files")
@@ -175,11 +175,34 @@ def check_output(output: str, overwrite: bool) -> None:
                              "wrote; move those files")
 
 
+# What a run leaves in .incomplete/ (besides its lease, which it takes first and keeps if killed;
+# only a run killed while it broke a dead run's lease leaves these without one).
+_RUN_FOLDERS = tuple(f"{folder}/" for folder in (STAGING_DIR, SPILL_DIR, PROGRESS_DIR, PREVIOUS_DIR, TEMPORARY_DIR))
+_RUN_FILES = (JOURNAL, JOURNAL + ".tmp")
+
+
+def is_run_leftover(name: str) -> bool:
+    """Whether ``name`` (relative to ``--output``) is one a run writes in ``.incomplete/``."""
+    return (name.startswith(_RUN_FOLDERS) or name in _RUN_FILES
+            or (name.startswith(LEASE + ".broken-by-") and "/" not in name[len(LEASE):]))
+
+
+def _strangers_in_incomplete(output: str, present: list[str]) -> list[str]:
+    """The files of ``present`` in ``.incomplete/`` that no run wrote there, where no lease is:
+    looked at again before they are named (a run may have ended, or started, since ``present``
+    was listed)."""
+    unheld = [name for name in present if name.startswith(INCOMPLETE_DIR + "/") and not is_run_leftover(name)]
+    if not unheld or lease.read_holder(output) is not None:
+        return []
+    return [name for name in unheld if filesystem.exists(join(output, name))]
+
+
 def _write_journal(output: str, journal: dict) -> None:
     """Written whole or not at all: to a temporary name, flushed to disk, then renamed."""
     temporary = join(output, JOURNAL + ".tmp")
     filesystem.write_bytes(temporary, json.dumps(journal, sort_keys=True).encode("utf-8"), sync=True)
     filesystem.rename(temporary, join(output, JOURNAL))
+    filesystem.sync([join(output, INCOMPLETE_DIR)])  # (the rename on disk before the first move)
 
 
 def commit(output: str, run_id: str, manifest: dict, new_files: list[str]) -> None:
@@ -229,13 +252,13 @@ def commit(output: str, run_id: str, manifest: dict, new_files: list[str]) -> No
 
 def _check_staged(output: str, manifest: dict, new_files: list[str]) -> None:
     """Raises RuntimeError unless every staged file is the size the manifest says its writer
-    wrote: a file that a run which lost its lease and wrote on (or anything else) rewrote is not
-    published under this manifest (one of the same size is left to ``verify``'s checksums:
-    reading every file again here would cost the commit a pass over the whole output)."""
+    wrote: a file that a run which lost its lease and wrote on (or anything else) rewrote before
+    the commit is not published under this manifest (one of the same size is left to
+    ``verify``'s checksums: reading every file again here would cost the commit a pass over the
+    whole output)."""
+    sizes = filesystem.file_sizes(join(output, STAGING_DIR))
     for name in new_files:
-        expected = manifest["files"].get(name, {}).get("bytes")
-        path = join(output, f"{STAGING_DIR}/{name}")
-        found = filesystem.size(path) if filesystem.exists(path) else None
+        expected, found = manifest["files"].get(name, {}).get("bytes"), sizes.get(name)
         if found != expected:
             what = "is missing" if found is None else f"holds {found} bytes, not the {expected} its writer wrote"
             raise RuntimeError(f"{STAGING_DIR}/{name} in --output {output!r} {what}: another writer is "

@@ -17,6 +17,7 @@ on Cloud Storage, where connections are TLS, each new one costs round trips more
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 import threading
@@ -98,13 +99,6 @@ def exists(path: str) -> bool:
     return os.path.lexists(local_path(path)) if is_local(path) else FileSystems.exists(path)
 
 
-def size(path: str) -> int:
-    """The size of the file ``path``, in bytes."""
-    if is_local(path):
-        return os.stat(local_path(path)).st_size
-    return FileSystems.match([escape_glob(path)])[0].metadata_list[0].size_in_bytes
-
-
 def list_files(directory: str, limit: int | None = None, folder_markers: bool = False) -> list[str]:
     """Every file under ``directory`` (recursively), as ``/``-separated names relative to it.
     ``folder_markers``: in object stores, also the empty ``name/`` objects that TensorFlow
@@ -126,6 +120,18 @@ def list_files(directory: str, limit: int | None = None, folder_markers: bool = 
                   if folder_markers or not metadata.path.endswith("/"))
 
 
+def file_sizes(directory: str) -> dict[str, int]:
+    """``{name: bytes}`` of every file under ``directory``, named as :func:`list_files` names
+    them; in an object store from one listing."""
+    if is_local(directory):
+        root = local_path(directory)
+        return {name: os.stat(os.path.join(root, name)).st_size for name in list_files(directory)}
+    prefix = directory.rstrip("/") + "/"
+    result = FileSystems.match([escape_glob(prefix) + "**"])[0]
+    return {metadata.path[len(prefix):]: metadata.size_in_bytes for metadata in result.metadata_list
+            if not metadata.path.endswith("/")}
+
+
 def modified(path: str) -> float:
     """When ``path`` was last written, in seconds since the epoch."""
     return os.stat(local_path(path)).st_mtime if is_local(path) else FileSystems.last_updated(path)
@@ -145,17 +151,27 @@ def rename(source: str, destination: str) -> None:
         FileSystems.rename([source], [destination])
 
 
+# What a filesystem answers when it cannot sync a folder (vboxsf, some CIFS and FUSE mounts):
+# there a folder's entries are as durable as it makes them, as PostgreSQL assumes too.
+_FOLDER_SYNC_UNSUPPORTED = {errno.EINVAL, errno.EBADF, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EISDIR, errno.EACCES}
+
+
 def sync(paths) -> None:
     """Puts the (local) files and folders ``paths`` on disk: their bytes, or a folder's entries
     (the renames into it). Object stores keep what they acknowledged: nothing to do there."""
     for path in paths:
         if not is_local(path):
             continue
-        descriptor = os.open(local_path(path), os.O_RDONLY)
+        path = local_path(path)
         try:
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
+            descriptor = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(descriptor)
+            finally:
+                os.close(descriptor)
+        except OSError as error:
+            if not (error.errno in _FOLDER_SYNC_UNSUPPORTED and os.path.isdir(path)):
+                raise
 
 
 def delete_file(path: str) -> None:

@@ -76,23 +76,25 @@ def this_process(local: bool = False, command: str = "", run_id: str | None = No
 RUN_ENV = "BEAM_ETL_RUN_ID"
 
 
-def _tagged_processes_alive(run_id: str) -> bool:
-    """Whether a process of this host (that this user may inspect) runs with ``RUN_ENV=run_id``."""
+def _tagged_processes(run_id: str) -> list[int] | None:
+    """The processes of this host (that this user may inspect) running with ``RUN_ENV=run_id``;
+    None where that cannot be told (no ``/proc``)."""
     tag = f"{RUN_ENV}={run_id}".encode("utf-8")
     try:
         entries = os.listdir("/proc")
     except OSError:
-        return True  # cannot tell: assume they run
+        return None
+    tagged = []
     for entry in entries:
         if not entry.isdigit():
             continue
         try:
             with open(f"/proc/{entry}/environ", "rb") as handle:
                 if tag in handle.read().split(b"\0"):
-                    return True
+                    tagged.append(int(entry))
         except OSError:
             continue  # gone, or another user's
-    return False
+    return tagged
 
 
 def command_hash(flags: dict) -> str:
@@ -122,8 +124,8 @@ def is_stale(holder: Holder, timeout_hours: float) -> bool:
     process and every process it started are; however old, a run whose process still runs is
     not. A run elsewhere cannot be seen from here: it counts as gone once its lease is older
     than ``timeout_hours``."""
-    if _seen_from_here(holder):
-        return _process_gone(holder) and not _tagged_processes_alive(holder.run_id)
+    if _seen_from_here(holder):  # (where the processes it started cannot be listed: its own)
+        return _process_gone(holder) and not _tagged_processes(holder.run_id)
     return time.time() - holder.started > timeout_hours * 3600
 
 
@@ -141,7 +143,7 @@ def is_resumable(holder: Holder | None, command: str) -> bool:
     for a while). A job on Dataflow may commit after its launcher died: never."""
     return (holder is not None and holder.local and bool(command) and holder.command == command
             and bool(holder.pid_ns) and holder.pid_ns == _pid_namespace()
-            and _process_gone(holder) and not _tagged_processes_alive(holder.run_id))
+            and _process_gone(holder) and _tagged_processes(holder.run_id) == [])  # (None: cannot tell)
 
 
 def _process_gone(holder: Holder) -> bool:
@@ -180,8 +182,12 @@ def take(output: str, break_stale: bool = False, timeout_hours: float = 48.0, lo
             raise LeaseError(f"--output {output!r} is leased by {what}, which is no longer running; "
                              "pass --break_lease to take it over (its unfinished files are cleared)")
         if _seen_from_here(holder):
+            running = [holder.pid] if not _process_gone(holder) else []
+            running += [pid for pid in _tagged_processes(holder.run_id) or () if pid not in running]
+            pids = f" (pid {', '.join(map(str, running))})" if running else ""
             raise LeaseError(f"--output {output!r} is leased by {what}: another run is writing there, "
-                             "and processes of it run on this host. Wait for them to end, or stop them")
+                             f"and processes of it run on this host{pids}. "
+                             "Wait for them to end, or stop them")
         raise LeaseError(f"--output {output!r} is leased by {what}: another run is writing there. "
                          f"Wait for it, or if it is gone for good, pass --break_lease once it is "
                          f"older than --lease_timeout_hours={timeout_hours:g}")

@@ -303,7 +303,7 @@ def check_cache_flag(cache: str | None, output: str) -> None:
         return
     place, top = (os.path.realpath(cache), os.path.realpath(output)) if local else (cache, output)
     inside = place[len(top.rstrip("/")) + 1:] if place.startswith(top.rstrip("/") + "/") else ""
-    first = inside.split("/", 1)[0]
+    first = next((part for part in inside.split("/") if part), "")
     if first and (is_job_file(first) or first == UP_TO_DATE):
         raise ValueError(f"--cache {cache!r} is where --output {output!r} keeps {first!r} of its own: "
                          f"leave --cache out (the cache is then {join(output, CACHE_DIR)}), or name a "

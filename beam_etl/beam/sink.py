@@ -33,7 +33,7 @@ from beam_etl import metadata_schema, tfrecord
 from beam_etl.beam import filesystem
 from beam_etl.config import JobConfig
 from beam_etl.hashing import stable_hash
-from beam_etl.output_layout import (INCOMPLETE_DIR, RAW_SCHEMA, REJECTED_DIR, REJECTED_FILE, SPILL_DIR, STAGING_DIR,
+from beam_etl.output_layout import (RAW_SCHEMA, REJECTED_DIR, REJECTED_FILE, SPILL_DIR, STAGING_DIR, TEMPORARY_DIR,
                                     index_name, join, lineage_name, shard_name)
 from beam_etl.elements import EncodedExample
 
@@ -44,7 +44,7 @@ LINEAGE = "lineage"  # WriteShards' second output: one report per lineage file
 def stage_file(output_dir: str, name: str, chunks) -> dict:
     """Writes ``chunks`` (bytes) to ``output_dir/.incomplete/staged/name`` through a temporary
     file; returns the manifest's entry for it: ``{"bytes": n, "crc32c": "8 hex digits"}``."""
-    temporary = join(output_dir, f"{INCOMPLETE_DIR}/tmp/{uuid.uuid4().hex}")
+    temporary = join(output_dir, f"{TEMPORARY_DIR}/{uuid.uuid4().hex}")
     checksum = google_crc32c.Checksum()
     written = 0
     filesystem.make_parent(temporary)

@@ -154,6 +154,20 @@ def test_a_failed_run_into_a_new_nested_folder_leaves_no_folder_it_made(pets_dir
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_runs_own_leftovers_without_a_lease_are_cleared_by_overwrite(earlier, pets_dir, tmp_path, capsys):
+    """A run killed while it broke a dead run's lease leaves that run's .incomplete/ with no lease:
+    only files a run writes there, which --overwrite clears (what is not a run's is refused)."""
+    out = _copy(earlier, tmp_path)
+    for name in ("spill/a.bin", "staged/train-00000-of-00002.tfrecord", "tmp/0123", "progress/w.json",
+                 "lease.json.broken-by-0a1b"):
+        (out / ".incomplete" / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / ".incomplete" / name).write_bytes(b"a dead run's")
+    assert "pass --overwrite" in _refused(capsys, lambda: _run(pets_dir, out))
+    manifest = _run(pets_dir, out, "--overwrite")
+    assert manifest["num_inputs"] > 0 and not (out / ".incomplete").exists()
+    assert verify.verify(str(out)) == {}
+
+
 def test_overwrite_never_replaces_a_file_no_manifest_lists(earlier, pets_dir, tmp_path, capsys):
     out = _copy(earlier, tmp_path)
     stranger = out / "train-00002-of-00003.tfrecord"  # a name the new run may write
@@ -346,6 +360,8 @@ def test_the_new_files_are_on_disk_before_the_swap_and_the_swap_before_the_old_f
     first_out = next(i for i, e in enumerate(events) if e[0] == "rename" and e[1] == str(out / "manifest.json"))
     synced_before = {e[1] for e in events[:first_out] if e[0] == "fsync"}
     assert {f"{staged}/{name}" for name in [*manifest["files"], "manifest.json"]} <= synced_before
+    journal_in = next(i for i, e in enumerate(events) if e[0] == "rename" and e[2].endswith("/.incomplete/commit.json"))
+    assert str(out / ".incomplete") in {e[1] for e in events[journal_in:first_out] if e[0] == "fsync"}
     manifest_in = next(i for i, e in enumerate(events) if e[0] == "rename" and e[2] == str(out / "manifest.json"))
     first_delete = next(i for i, e in enumerate(events) if e[0] == "remove" and e[1].startswith(previous + "/"))
     folders = {str(out), *(str((out / name).parent) for name in manifest["files"])}
@@ -446,6 +462,9 @@ def test_break_lease_never_takes_over_a_run_alive_on_this_host(earlier, pets_dir
     elsewhere = dataclasses.replace(holder, host="another-host")
     assert lease.is_stale(elsewhere, 1.0) and not lease.is_stale(elsewhere, 3.0)
     assert not lease.is_stale(holder, 1.0)
+    in_a_container = dataclasses.replace(holder, pid_ns="pid:[1]")  # its pids are not this namespace's
+    assert lease.is_stale(in_a_container, 1.0) and not lease.is_stale(in_a_container, 3.0)
+    assert not lease.is_stale(dataclasses.replace(holder, pid_ns=""), 1.0)  # (a lease from before pid_ns)
 
 
 def test_two_runs_started_together_leave_one_consistent_output(earlier, pets_dir, tmp_path):

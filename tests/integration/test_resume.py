@@ -131,9 +131,10 @@ def test_a_dead_launcher_whose_workers_still_run_is_not_resumed(data, uninterrup
         time.sleep(0.01)  # until it has exec'd: a forked child shows its parent's environment first
     try:
         assert not lease.is_resumable(holder, holder.command)
-        with pytest.raises(SystemExit):
-            preprocess.run(_flags(data, out, "--break_lease"))  # (nor broken: the run is not gone)
-        assert "processes of it run on this host" in capsys.readouterr().err
+        for flags in ((), ("--break_lease",)):  # (nor broken: the run is not gone)
+            with pytest.raises(SystemExit):
+                preprocess.run(_flags(data, out, *flags))
+            assert f"processes of it run on this host (pid {worker.pid})" in capsys.readouterr().err
     finally:
         worker.kill()
         worker.wait()
