@@ -3,7 +3,8 @@
     python -m benchmarks.preprocess_throughput --num_images 4000 --workers 2
 
 Both run the same per-image functions (beam_etl.image.chain.process_example) on the same files
-and write TFRecords. Each is timed (fastest of --repeats runs) on a quarter of the images
+and write TFRecords; the job as it runs by default (its cache of outcomes on: each outcome
+written to the cache too) and with ``--no_cache``. Each is timed (fastest of --repeats runs) on a quarter of the images
 and on all of them; the
 difference gives the steady-state throughput (images/s), and what is left of the smaller
 run is the fixed start-up cost (process start, imports, pipeline set-up), reported
@@ -35,13 +36,16 @@ from benchmarks.common import ensure_dataset, run_pool, steady_state, subset_dir
 REFERENCE_MS = 0.76  # the per-image chain at 128x128 raw on one core, measured on this machine kind
 
 
-def run_job(directory: str, size: int, workers: int, output: str) -> float:
+JOBS = {"job": (), "job --no_cache": ("--no_cache",)}  # the job's commands, by name: their extra flags
+
+
+def run_job(directory: str, size: int, workers: int, output: str, *extra: str) -> float:
     command = [sys.executable, "-m", "pipelines.preprocess",
                "--images", f"{directory}/images/*.jpg", "--masks", f"{directory}/masks/*.png",
                "--output", output, "--image_size", str(size), "--image_format", "raw", "--num_shards", "2",
                "--split_fractions", "train=1.0", "--no_statistics",  # the pool computes none
                "--direct_running_mode", "multi_processing",
-               "--direct_num_workers", str(workers)]
+               "--direct_num_workers", str(workers), *extra]
     started = time.perf_counter()
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                    env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
@@ -135,7 +139,8 @@ def main(argv=None) -> None:
     with tempfile.TemporaryDirectory() as work:
         dirs = {n: subset_dir(records[:n], os.path.join(work, f"subset-{n}")) for n in (small, len(records))}
         print(f"{len(records)} images (sample_data, seed 0), {args.workers} workers, raw records")
-        print(f"{'size':>5} {'job img/s':>10} {'pool img/s':>11} {'ratio':>6} {'job start-up s':>15} {'pool start-up s':>16}")
+        print(f"{'size':>5} {'job img/s':>10} {'--no_cache':>11} {'pool img/s':>11} {'ratio':>6} {'--no_cache':>11} "
+              f"{'job start-up s':>15} {'pool start-up s':>16}")
         for size in [] if args.chain_only else sizes:
             config = JobConfig(output=work, sources=(files.Settings(("x",), ("y",)),), image_size=(size, size), image_format="raw",
                                statistics=False)
@@ -144,14 +149,17 @@ def main(argv=None) -> None:
                 # The fastest of several runs: noise on a shared machine only ever adds time.
                 times[("pool", n)] = min(timed_in_fresh_dir(
                     work, lambda out: run_pool(records[:n], config, args.workers, out)) for _ in range(args.repeats))
-                times[("job", n)] = min(timed_in_fresh_dir(
-                    work, lambda out: run_job(dirs[n], size, args.workers, out)) for _ in range(args.repeats))
-            job_rate, job_start = steady_state(small, times[("job", small)], len(records), times[("job", len(records))])
-            pool_rate, pool_start = steady_state(small, times[("pool", small)], len(records), times[("pool", len(records))])
-            print(f"{size:>5} {job_rate:>10.0f} {pool_rate:>11.0f} {job_rate / pool_rate:>6.2f} "
-                  f"{job_start:>15.1f} {pool_start:>16.1f}")
-            results["sizes"][size] = {"job_images_per_s": job_rate, "pool_images_per_s": pool_rate,
-                                      "ratio": job_rate / pool_rate, "job_startup_s": job_start,
+                for name, extra in JOBS.items():
+                    times[(name, n)] = min(timed_in_fresh_dir(
+                        work, lambda out: run_job(dirs[n], size, args.workers, out, *extra)) for _ in range(args.repeats))
+            (job_rate, job_start), (uncached_rate, _), (pool_rate, pool_start) = (
+                steady_state(small, times[(name, small)], len(records), times[(name, len(records))])
+                for name in ("job", "job --no_cache", "pool"))
+            print(f"{size:>5} {job_rate:>10.0f} {uncached_rate:>11.0f} {pool_rate:>11.0f} {job_rate / pool_rate:>6.2f} "
+                  f"{uncached_rate / pool_rate:>11.2f} {job_start:>15.1f} {pool_start:>16.1f}")
+            results["sizes"][size] = {"job_images_per_s": job_rate, "no_cache_images_per_s": uncached_rate,
+                                      "pool_images_per_s": pool_rate, "ratio": job_rate / pool_rate,
+                                      "no_cache_ratio": uncached_rate / pool_rate, "job_startup_s": job_start,
                                       "pool_startup_s": pool_start,
                                       "wall_s": {f"{k}-{n}": v for (k, n), v in times.items()}}
         print(f"\nper-image chain, one process, {min(args.stage_images, len(records))} images, ms per image")
