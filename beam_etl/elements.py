@@ -95,3 +95,7 @@ class EncodedExample:
     copy: int
     serialized: bytes
     lineage: Entry | None = None  # never part of a cache entry
+    # Where ``serialized`` is already on disk, ``(uri, offset)``: in the cache of outcomes' entry
+    # it came from or went to (beam_etl.beam.outcome_store), so that the sink need not write
+    # it again. Never part of a cache entry.
+    stored: tuple[str, int] | None = None

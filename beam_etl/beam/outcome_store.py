@@ -22,6 +22,10 @@ To name an entry, a run needs its input files' SHA-256. A writer also records, i
 filesystem that vouches for its states; a later run that finds a file in that state takes the
 digest and reads the file only if its outcome must be computed.
 
+An entry ends with its examples' bytes (:func:`example_places`): a run makes its shards from
+there instead of writing them a second time (:mod:`beam_etl.beam.sink`), so a segment pruned
+while a run that uses it goes on fails that run, naming the file.
+
 Each process reads every index and digests file once, then only what was added: about 1.6 KB of
 memory per input and version kept. Entries of old versions stay until the cache is pruned
 (:meth:`OutcomeStore.prune`, ``beam-etl prune-cache``) or its folder deleted.
@@ -55,6 +59,17 @@ _INDEX_LINE = re.compile(r"([0-9a-f]{64}) ([0-9]+) ([0-9]+)")
 # A writer's file: its id (32 hex digits) and a suffix. Nothing else in the folder is the
 # cache's: it is neither read nor pruned.
 _WRITER_FILE = re.compile(r"[0-9a-f]{32}(\.seg|\.idx|\.dig)")
+
+
+def example_places(location: Location, outcome: Outcome) -> list[tuple[str, int]]:
+    """Where each of ``outcome``'s examples' bytes are in its entry at ``location``: an entry
+    ends with them, one after the other (:func:`beam_etl.beam.example_cache.encode`)."""
+    offset = location.offset + location.length - sum(len(example.serialized) for example in outcome.examples)
+    places = []
+    for example in outcome.examples:
+        places.append((location.segment, offset))
+        offset += len(example.serialized)
+    return places
 
 
 def is_writer_file(name: str) -> bool:
@@ -151,15 +166,18 @@ class _Writer:
         digests.write(line)
         digests.flush()
 
-    def write(self, name: str, data: bytes) -> None:
+    def write(self, name: str, data: bytes) -> Location:
+        """Appends the entry ``data``; returns where it is (in an object store: where it will
+        be once this bundle's :meth:`finish` has put it)."""
         line = f"{name} {self._offset} {len(data)}\n"
+        location = Location(self._base + SEGMENT, self._offset, len(data))
         if not self._local:
             self._held.append(data)
             self._lines.append(line)
             self._offset += len(data)
             if self._offset >= HELD_BYTES:
                 self.finish()
-            return
+            return location
         try:
             segment, index = self._file(SEGMENT), self._file(INDEX)
             segment.write(data)
@@ -171,6 +189,7 @@ class _Writer:
             self._start()
             raise
         self._offset += len(data)
+        return location
 
     def finish(self) -> None:
         """(Object stores) puts the held entries' segment, then its index, and the digests."""
@@ -362,6 +381,10 @@ class OutcomeStore:
         """``(outcome, damaged)``: the entry's outcome, or None when there is none (damaged:
         there is one, but not one intact). A segment that is gone holds none; any other read
         error is raised (the runner retries the bundle)."""
+        return self.read_located(name)[:2]
+
+    def read_located(self, name: str) -> tuple[Outcome | None, bool, Location | None]:
+        """:meth:`read`, and where the intact entry it read is."""
         damaged = False
         for location in list(self._read_known().entries.get(name, ())):
             try:
@@ -370,13 +393,16 @@ class OutcomeStore:
                 continue
             outcome = decode(name, data)
             if outcome is not None:
-                return outcome, False
+                return outcome, False, location
             damaged = True
-        return None, damaged
+        return None, damaged, None
 
-    def write(self, name: str, outcome: Outcome) -> None:
-        if not self.read_only():
-            self._own_writer().write(name, encode(name, outcome))
+    def write(self, name: str, outcome: Outcome) -> Location | None:
+        """Keeps the outcome; returns where its entry is, or None where nothing is kept (a cache
+        this user may only read)."""
+        if self.read_only():
+            return None
+        return self._own_writer().write(name, encode(name, outcome))
 
     def prune(self, keep: set[str], keep_digests: set[str]) -> dict:
         """Keeps one intact copy of each entry named in ``keep``, and each digest whose SHA-256

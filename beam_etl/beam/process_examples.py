@@ -138,7 +138,7 @@ class ProcessExamplesFn(beam.DoFn):
         try:
             image = self._input(record.image_bytes, record.image_uri, "read_image")
             mask = self._input(record.mask_bytes, record.mask_uri, "read_mask")
-            name, outcome = self._outcome(record, image, mask, split)
+            name, outcome, location = self._outcome(record, image, mask, split)
         except RejectedInput as rejected:  # no outcome of the input's bytes: never cached
             yield self._rejection(record, rejected)
             return
@@ -151,8 +151,11 @@ class ProcessExamplesFn(beam.DoFn):
             key=record.key, split=split, image_uri=record.image_uri, mask_uri=record.mask_uri,
             image_sha256=image.digest, mask_sha256=mask.digest, outcome=name,
             records_sha256=lineage.records_digest(examples), example_keys=tuple(example.example_key for example in examples))
-        for example in examples:  # the original carries the input's line to the shard writer
-            yield dataclasses.replace(example, lineage=entry) if example.copy == 0 else example
+        # Each example says where its bytes are in the cache's entry (the sink then writes them
+        # no second time); the original carries the input's line to the shard writer.
+        places = outcome_store.example_places(location, outcome) if location is not None else [None] * len(examples)
+        for example, place in zip(examples, places):
+            yield dataclasses.replace(example, stored=place, lineage=entry if example.copy == 0 else None)
         if sums is not None:
             yield beam.pvalue.TaggedOutput(STATISTICS, sums)
 
@@ -197,13 +200,15 @@ class ProcessExamplesFn(beam.DoFn):
             return example_cache.Outcome(rejected=rejected)
         return example_cache.Outcome(examples=tuple(examples), sums=sums)
 
-    def _outcome(self, record, image: _InputFile, mask: _InputFile, split) -> tuple[str, example_cache.Outcome]:
-        """The input's entry name and outcome, from the cache or computed (and cached); raises
-        RejectedInput when a file that must be read now cannot be."""
+    def _outcome(self, record, image: _InputFile, mask: _InputFile,
+                 split) -> tuple[str, example_cache.Outcome, outcome_store.Location | None]:
+        """The input's entry name and outcome, from the cache or computed (and cached), and
+        where its entry is (None without one); raises RejectedInput when a file that must be read
+        now cannot be."""
         name = example_cache.entry_name(self._versions[split], record, image.digest, mask.digest)
         if self._cache is None:
-            return name, self._compute(record, image, mask, split)
-        outcome, damaged = self._cache.read(name)
+            return name, self._compute(record, image, mask, split), None
+        outcome, damaged, location = self._cache.read_located(name)
         if outcome is None and (image.data is None or mask.data is None):
             for input_file in (image, mask):  # known by their state only: read them now
                 if input_file.data is None:
@@ -211,16 +216,16 @@ class ProcessExamplesFn(beam.DoFn):
             read_name = example_cache.entry_name(self._versions[split], record, image.digest, mask.digest)
             if read_name != name:  # (a digest recorded wrongly: the bytes decide)
                 name = read_name
-                outcome, damaged = self._cache.read(name)
+                outcome, damaged, location = self._cache.read_located(name)
         if outcome is not None:
             self._cached["hits"].inc()
-            return name, outcome
+            return name, outcome, location
         self._cached["damaged" if damaged else "misses"].inc()
         outcome = self._compute(record, image, mask, split)
-        self._cache.write(name, outcome)
+        location = self._cache.write(name, outcome)
         self._computed += 1
         crash.crash_point("outcomes", self._computed)
-        return name, outcome
+        return name, outcome, location
 
     def _rejection(self, record, rejected: RejectedInput):
         if rejected.reason not in self._rejected:

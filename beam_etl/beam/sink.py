@@ -8,7 +8,8 @@ into ``.incomplete/staged/`` once complete, with its size and crc32c; the commit
 (:mod:`beam_etl.beam.commit`) moves the staged files into ``--output``.
 
 The example bytes never go through the shuffle. The step that makes them appends them to a
-spill file of its bundle (``.incomplete/spill/``) and passes on only where they are; the
+spill file of its bundle (``.incomplete/spill/``), unless they are on disk already in the
+entry of the cache of outcomes they came from or went to, and passes on only where they are; the
 GroupByKey gathers those small pointers by shard, and the shard writer reads the bytes back
 in file order, 16 MB of a shard at a time. Shuffling the bytes themselves made the job several times slower than a
 hand-written process pool on the DirectRunner, whose shuffle runs in one process, and made
@@ -27,6 +28,7 @@ import uuid
 
 import apache_beam as beam
 import google_crc32c
+from apache_beam.io.filesystem import BeamIOError, CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from beam_etl import metadata_schema, tfrecord
@@ -115,7 +117,9 @@ def _placeholders(split_and_count):
 class _SpillFn(beam.DoFn):
     """Appends example bytes (and an original's lineage entry, pickled, right after them) to this
     bundle's spill file; emits ``(split, pointer)``, a pointer being ``(example_key, copy,
-    spill_uri, offset, length, lineage_length)``.
+    data_uri, data_offset, data_length, lineage_uri, lineage_offset, lineage_length)``. An
+    example whose bytes are on disk already, in the cache of outcomes (``example.stored``), is
+    not written again: its pointer points there, and only its lineage entry is spilled.
 
     Pointers are emitted from ``process`` and the file is closed in ``finish_bundle``:
     runners commit a bundle's outputs only once the bundle has finished, and the shard
@@ -133,19 +137,30 @@ class _SpillFn(beam.DoFn):
     def start_bundle(self):
         self._handle = None
 
-    def process(self, example: EncodedExample):
+    def _spill(self, *parts: bytes) -> tuple[str, int]:
+        """Appends ``parts`` to this bundle's spill file; returns where the first begins."""
         if self._handle is None:
             self._uri = join(self._output_dir, f"{SPILL_DIR}/{uuid.uuid4().hex}.bin")
             filesystem.make_parent(self._uri)
             self._handle = FileSystems.create(self._uri)
             self._offset = 0
+        offset = self._offset
+        for part in parts:
+            self._handle.write(part)
+            self._offset += len(part)
+        return self._uri, offset
+
+    def process(self, example: EncodedExample):
         data = example.serialized
         entry = b"" if example.lineage is None else pickle.dumps(example.lineage, protocol=pickle.HIGHEST_PROTOCOL)
-        self._handle.write(data)
-        self._handle.write(entry)
-        offset = self._offset
-        self._offset += len(data) + len(entry)
-        yield example.split, (example.example_key, example.copy, self._uri, offset, len(data), len(entry))
+        if example.stored is not None:
+            data_uri, data_offset = example.stored
+            entry_uri, entry_offset = self._spill(entry) if entry else ("", 0)
+        else:
+            data_uri, data_offset = self._spill(data, entry)
+            entry_uri, entry_offset = data_uri, data_offset + len(data)
+        yield example.split, (example.example_key, example.copy, data_uri, data_offset, len(data),
+                              entry_uri, entry_offset, len(entry))
 
     def finish_bundle(self):
         if self._handle is not None:
@@ -169,21 +184,30 @@ def _assign_shard(element, counts: dict):
 
 
 def _read_spilled(pointers) -> dict[str, tuple[bytes, bytes]]:
-    """``{example_key: (example bytes, pickled lineage entry or b"")}``, reading each spill
-    file once, front to back."""
-    data = {}
+    """``{example_key: (example bytes, pickled lineage entry or b"")}``, reading each file
+    (spill file, or the cache's segment) once, front to back."""
     by_file = collections.defaultdict(list)
-    for key, _, uri, offset, length, entry_length in pointers:
-        by_file[uri].append((offset, length, entry_length, key))
-    for uri, parts in sorted(by_file.items()):
-        with FileSystems.open(uri) as handle:
-            for offset, length, entry_length, key in sorted(parts):
+    for key, _, data_uri, data_offset, data_length, entry_uri, entry_offset, entry_length in pointers:
+        by_file[data_uri].append((data_offset, data_length, key, 0))
+        if entry_length:
+            by_file[entry_uri].append((entry_offset, entry_length, key, 1))
+    parts = {}
+    for uri, wanted in sorted(by_file.items()):
+        try:
+            handle = FileSystems.open(uri, compression_type=CompressionTypes.UNCOMPRESSED)
+        except (FileNotFoundError, BeamIOError) as error:
+            if f"/{SPILL_DIR}/" in uri:
+                raise
+            raise FileNotFoundError(f"{uri}, the cache's file that holds examples of this run, is gone (pruned "
+                                    f"while the run went on?); nothing was replaced: run again ({error})") from None
+        with handle:
+            for offset, length, key, part in sorted(wanted):
                 handle.seek(offset)
-                chunk = handle.read(length + entry_length)
-                if len(chunk) != length + entry_length:
-                    raise IOError(f"spill file {uri} is shorter than expected at offset {offset}")
-                data[key] = chunk[:length], chunk[length:]
-    return data
+                chunk = handle.read(length)
+                if len(chunk) != length:
+                    raise IOError(f"{uri} is shorter than expected at offset {offset}")
+                parts[key, part] = chunk
+    return {key: (parts[key, 0], parts.get((key, 1), b"")) for key, *_ in pointers}
 
 
 _READ_CHUNK_BYTES = 16 << 20  # 16 MB: how much of a shard the writer holds at once
@@ -196,7 +220,7 @@ def _spilled_in_order(pointers, chunk_bytes: int = _READ_CHUNK_BYTES):
     chunk, size = [], 0
     for pointer in pointers:
         chunk.append(pointer)
-        size += pointer[4] + pointer[5]
+        size += pointer[4] + pointer[7]
         if size >= chunk_bytes:
             data = _read_spilled(chunk)
             yield from (data[key] for key, *_ in chunk)

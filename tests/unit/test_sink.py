@@ -1,5 +1,6 @@
 import dataclasses
 import json
+import pickle
 
 import apache_beam as beam
 import pytest
@@ -141,7 +142,8 @@ def test_shard_bytes_come_back_in_key_order_a_bounded_chunk_at_a_time(tmp_path, 
         with open(tmp_path / name, "wb") as handle:
             for key, data in entries:
                 handle.write(data + key.encode())  # the example, then its (here: fake) lineage entry
-                pointers.append((key, 0, str(tmp_path / name), offset, len(data), len(key)))
+                pointers.append((key, 0, str(tmp_path / name), offset, len(data),
+                                 str(tmp_path / name), offset + len(data), len(key)))
                 offset += len(data) + len(key)
     reads = []
     read_spilled = sink._read_spilled  # pylint: disable=protected-access
@@ -149,6 +151,37 @@ def test_shard_bytes_come_back_in_key_order_a_bounded_chunk_at_a_time(tmp_path, 
     ordered = list(sink._spilled_in_order(sorted(pointers), chunk_bytes=11))  # pylint: disable=protected-access
     assert ordered == [(b"zero", b"k0"), (b"one", b"k1"), (b"two!", b"k2"), (b"three", b"k3")]
     assert reads == [2, 2]  # never more than ~11 bytes held: two pointers per chunk
+
+
+def test_an_example_stored_in_the_cache_is_not_spilled_again_and_reads_back_from_there(tmp_path):
+    """Bytes on disk already, in a cache entry (``stored``), are pointed at, not copied: only the
+    original's lineage entry goes to the spill file."""
+    from beam_etl.beam import example_cache, outcome_store, sink  # pylint: disable=import-outside-toplevel
+    from beam_etl.elements import EncodedExample  # pylint: disable=import-outside-toplevel
+
+    store = outcome_store.OutcomeStore(str(tmp_path / "cache"))
+    outcome = example_cache.Outcome(examples=(EncodedExample("k", "train", 0, b"original bytes"),
+                                              EncodedExample("k#aug1", "train", 1, b"a copy's")))
+    location = store.write("ab" * 32, outcome)
+    store.close()
+    places = outcome_store.example_places(location, outcome)
+    line = lineage.Entry(key="k", split="train", image_uri="/i/k.jpg", mask_uri="/m/k.png", image_sha256="a" * 64,
+                         mask_sha256="b" * 64, outcome="ab" * 32, records_sha256="d" * 64, example_keys=("k", "k#aug1"))
+    spill = sink._SpillFn(str(tmp_path / "out"))  # pylint: disable=protected-access
+    spill.start_bundle()
+    pointers = [pointer for example, place in zip(outcome.examples, places)
+                for _, pointer in spill.process(dataclasses.replace(
+                    example, stored=place, lineage=line if example.copy == 0 else None))]
+    spill.finish_bundle()
+    spilled = b"".join(p.read_bytes() for p in (tmp_path / "out").rglob("*.bin"))
+    assert b"original bytes" not in spilled and b"a copy's" not in spilled and len(spilled) > 0
+    read_back = list(sink._spilled_in_order(sorted(pointers)))  # pylint: disable=protected-access
+    assert [data for data, _ in read_back] == [b"original bytes", b"a copy's"]
+    assert pickle.loads(read_back[0][1]) == line and read_back[1][1] == b""
+    for segment in (tmp_path / "cache").rglob("*.seg"):  # pruned while the run went on
+        segment.unlink()
+    with pytest.raises(FileNotFoundError, match="the cache's file that holds examples of this run, is gone"):
+        list(sink._spilled_in_order(sorted(pointers)))  # pylint: disable=protected-access
 
 
 def test_a_stranger_where_the_job_writes_its_schema_or_an_index_is_refused_at_launch(tmp_path):
