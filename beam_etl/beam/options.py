@@ -272,11 +272,17 @@ def check_runner_flags(options: PipelineOptions, flags: argparse.Namespace) -> N
             raise ValueError(f"--render_graph {graph!r}: expected a .svg, .png or .dot file")
 
 
+def _check_folder_flag(flag: str, value: str) -> None:
+    """A folder flag's value: a local path (Beam's FileSystems has no ``file://``), or any
+    other scheme's; locally, not a file."""
+    if value.startswith("file://"):
+        raise ValueError(f"{flag} {value!r}: give the local path {value[len('file://'):]!r}")
+    if "://" not in value and os.path.exists(value) and not os.path.isdir(value):
+        raise ValueError(f"{flag} {value!r} is a file, not a folder")
+
+
 def check_output_flag(output: str, statistics: bool) -> None:
-    if output.startswith("file://"):  # (Beam's FileSystems has none for file://)
-        raise ValueError(f"--output {output!r}: give the local path {output[len('file://'):]!r}")
-    if "://" not in output and os.path.exists(output) and not os.path.isdir(output):
-        raise ValueError(f"--output {output!r} is a file, not a folder")
+    _check_folder_flag("--output", output)
     if "://" not in output and os.path.realpath(output) == os.path.realpath(os.sep):
         raise ValueError(f"--output {output!r} is the root of the filesystem: the job keeps its files and "
                          "folders at the top of --output; choose a folder of its own")
@@ -294,11 +300,8 @@ def check_cache_flag(cache: str | None, output: str) -> None:
     ``OUT/.incomplete/...``, a shard's name). A folder of its own in ``OUT`` is fine."""
     if cache is None:
         return
-    if cache.startswith("file://"):
-        raise ValueError(f"--cache {cache!r}: give the local path {cache[len('file://'):]!r}")
+    _check_folder_flag("--cache", cache)
     local = "://" not in cache
-    if local and os.path.exists(cache) and not os.path.isdir(cache):
-        raise ValueError(f"--cache {cache!r} is a file, not a folder")
     if local != ("://" not in output):
         return
     place, top = (os.path.realpath(cache), os.path.realpath(output)) if local else (cache, output)
