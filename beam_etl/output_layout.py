@@ -12,10 +12,10 @@ A finished output holds::
     transform_fn/ transformed_metadata/       tf.Transform's graph (without --no_statistics)
 
 and, while a run holds it, ``.incomplete/``: the run's lease (also the marker that the folder is
-a beam-etl output being written), the files it stages before the commit, its spill files,
-tf.Transform's temporary files, and during the commit the replaced output and the commit's
-journal. Names are relative, ``/``-separated; :func:`is_job_file` tells the job's own from a
-user's.
+a beam-etl output being written), the files it stages before the commit (in a folder named by
+its run id), its spill files, tf.Transform's temporary files, and during the commit the
+replaced output and the commit's journal. Names are relative, ``/``-separated;
+:func:`is_job_file` tells the job's own from a user's.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ CHANGES_FILE = f"{LINEAGE_DIR}/changes.jsonl"
 
 INCOMPLETE_DIR = ".incomplete"
 LEASE = f"{INCOMPLETE_DIR}/lease.json"  # who writes here: the one writer, and the run marker
-STAGING_DIR = f"{INCOMPLETE_DIR}/staged"  # a run's files, until the commit moves them in
+STAGING_DIR = f"{INCOMPLETE_DIR}/staged"  # each run's files, in a folder of its own (staging_dir), until the commit
 SPILL_DIR = f"{INCOMPLETE_DIR}/spill"
 PROGRESS_DIR = f"{INCOMPLETE_DIR}/progress"  # each worker's count of inputs done (beam_etl.beam.job_progress)
 PREVIOUS_DIR = f"{INCOMPLETE_DIR}/previous"  # the replaced output, during the commit only
@@ -47,6 +47,18 @@ CACHE_DIR = ".beam-etl-cache"
 # What the last local run knew of its inputs and of this output (beam_etl.beam.up_to_date), so
 # that the same command finds it up to date: not an output file either; a run that ends replaces it.
 UP_TO_DATE = ".beam-etl-up-to-date.json"
+
+_RUN_ID = re.compile(r"[0-9A-Za-z_-]+")
+
+
+def staging_dir(run_id: str) -> str:
+    """Where run ``run_id`` stages its files: a folder of its own, so that a run which lost its
+    lease and writes on (its host asleep past the lease's timeout) never writes over the files
+    of the run that holds the lease, whose commit moves only its own folder's files."""
+    if not _RUN_ID.fullmatch(run_id or ""):
+        raise ValueError(f"not a run id: {run_id!r} (a run stages files only under the lease it holds)")
+    return f"{STAGING_DIR}/{run_id}"
+
 
 SPLITS = ("train", "val", "test")
 _SHARD = re.compile(r"(train|val|test)-(\d{5})-of-(\d{5})\.tfrecord")

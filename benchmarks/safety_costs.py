@@ -29,7 +29,7 @@ from beam_etl.beam import commit, lease
 from beam_etl.image import chain as process
 from beam_etl.beam.sources import files
 from beam_etl.config import JobConfig
-from beam_etl.output_layout import STAGING_DIR, join, shard_name
+from beam_etl.output_layout import join, shard_name, staging_dir
 from benchmarks.common import ensure_dataset
 
 
@@ -78,7 +78,7 @@ def per_run(work: str, files: int, file_bytes: int) -> dict[str, float]:
     commit.clear_leftovers(output)
     leased = clock()
     for name in names:  # ...and a run's staged files (not timed: the writers make them anyway)
-        path = join(output, f"{STAGING_DIR}/{name}")
+        path = join(output, f"{staging_dir(holder.run_id)}/{name}")
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "wb") as handle:
             handle.write(payload)

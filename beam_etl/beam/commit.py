@@ -1,7 +1,8 @@
 """Publishing a run: who may write in ``--output``, and the swap that replaces an earlier output.
 
-A run writes every file under ``.incomplete/staged/`` first. Only when all of them are there
-does :func:`commit` move them in, in an order a reader can trust: the earlier manifest goes out
+A run writes every file in a folder of its own, ``.incomplete/staged/<run id>/``, first (a run
+that lost its lease and writes on writes in its own, never over these). Only when all of them
+are there does :func:`commit` move them in, in an order a reader can trust: the earlier manifest goes out
 first (from then on a reader finds no manifest and refuses the folder, instead of reading a
 mix), then the earlier files (into ``.incomplete/previous/``), then the new files, and the new
 manifest last. A journal written before the first move says what moves where, so that a run
@@ -23,7 +24,8 @@ from beam_etl.beam import filesystem, lease
 from beam_etl.beam.crash import crash_point
 from beam_etl.output_layout import (INCOMPLETE_DIR, JOB_FOLDERS, JOURNAL, LEASE, LINEAGE_DIR, MANIFEST, PREVIOUS_DIR,
                                     PROGRESS_DIR, RAW_SCHEMA, REJECTED_FILE, SPILL_DIR, STAGING_DIR, TEMPORARY_DIR,
-                                    TRANSFORM_DIRS, is_index_name, is_job_file, is_shard_name, join, parse_manifest)
+                                    TRANSFORM_DIRS, is_index_name, is_job_file, is_shard_name, join, parse_manifest,
+                                    staging_dir)
 
 _log = logging.getLogger(__name__)
 
@@ -206,8 +208,8 @@ def _write_journal(output: str, journal: dict) -> None:
 
 
 def commit(output: str, run_id: str, manifest: dict, new_files: list[str]) -> None:
-    """Moves this run's staged ``new_files`` (and the manifest) into ``output``, replacing the
-    earlier output; then clears ``.incomplete/`` and releases the lease."""
+    """Moves the ``new_files`` run ``run_id`` staged (and the manifest) into ``output``,
+    replacing the earlier output; then clears ``.incomplete/`` and releases the lease."""
     previous = read_manifest_if_any(output)
     if previous is not None and previous.get("run_id") == run_id:
         finish(output, run_id)  # a retried commit step: the first attempt got this far
@@ -224,12 +226,13 @@ def commit(output: str, run_id: str, manifest: dict, new_files: list[str]) -> No
     if theirs:
         raise FileExistsError(f"--output {output!r} holds {_describe(theirs)}, which no beam-etl "
                               "manifest lists: the run will not replace files it did not write")
-    _check_staged(output, manifest, new_files)
-    filesystem.write_bytes(join(output, f"{STAGING_DIR}/{MANIFEST}"),
+    staged = staging_dir(run_id)
+    _check_staged(output, staged, manifest, new_files)
+    filesystem.write_bytes(join(output, f"{staged}/{MANIFEST}"),
                            (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode("utf-8"), sync=True)
     # The new files on disk before the swap, and the swap before the earlier output is deleted
     # (finish): after a power cut the folder holds one whole version, or the journal's way back.
-    filesystem.sync(join(output, f"{STAGING_DIR}/{name}") for name in new_files)
+    filesystem.sync(join(output, f"{staged}/{name}") for name in new_files)
     _write_journal(output, {"run_id": run_id, "new": sorted(new_files),
                             "previous": [MANIFEST] + old_files if previous is not None else []})
     crash_point("before_commit")
@@ -241,27 +244,27 @@ def commit(output: str, run_id: str, manifest: dict, new_files: list[str]) -> No
                 filesystem.rename(join(output, name), join(output, f"{PREVIOUS_DIR}/{name}"))
         crash_point("old_files_out")
     for name in new_files:
-        filesystem.rename(join(output, f"{STAGING_DIR}/{name}"), join(output, name))
+        filesystem.rename(join(output, f"{staged}/{name}"), join(output, name))
     crash_point("new_files_in")
-    filesystem.rename(join(output, f"{STAGING_DIR}/{MANIFEST}"), join(output, MANIFEST))
+    filesystem.rename(join(output, f"{staged}/{MANIFEST}"), join(output, MANIFEST))
     filesystem.sync(_folders_of(output, new_files + [MANIFEST]))
     crash_point("manifest_in")
     filesystem.remove_empty_directories(output, old_files)
     finish(output, run_id)
 
 
-def _check_staged(output: str, manifest: dict, new_files: list[str]) -> None:
-    """Raises RuntimeError unless every staged file is the size the manifest says its writer
-    wrote: a file that a run which lost its lease and wrote on (or anything else) rewrote before
-    the commit is not published under this manifest (one of the same size is left to
-    ``verify``'s checksums: reading every file again here would cost the commit a pass over the
-    whole output)."""
-    sizes = filesystem.file_sizes(join(output, STAGING_DIR))
+def _check_staged(output: str, staged: str, manifest: dict, new_files: list[str]) -> None:
+    """Raises RuntimeError unless every file in the run's staging folder ``staged`` is the size
+    the manifest says its writer wrote: a file that something else rewrote before the commit is
+    not published under this manifest (one of the same size is left to ``verify``'s checksums:
+    reading every file again here would cost the commit a pass over the whole output; a run that
+    lost its lease writes in a staging folder of its own)."""
+    sizes = filesystem.file_sizes(join(output, staged))
     for name in new_files:
         expected, found = manifest["files"].get(name, {}).get("bytes"), sizes.get(name)
         if found != expected:
             what = "is missing" if found is None else f"holds {found} bytes, not the {expected} its writer wrote"
-            raise RuntimeError(f"{STAGING_DIR}/{name} in --output {output!r} {what}: another writer is "
+            raise RuntimeError(f"{staged}/{name} in --output {output!r} {what}: another writer is "
                                "in the folder? Nothing was replaced")
 
 
@@ -286,18 +289,19 @@ def rollback(output: str) -> bool:
         return False
     try:
         journal = json.loads(filesystem.read_bytes(path))
-    except ValueError:
+        staged = staging_dir(journal["run_id"])
+    except (ValueError, KeyError, TypeError):
         raise RuntimeError(f"{path} is unreadable: a commit was interrupted and cannot be rolled back "
                            f"automatically; the earlier output's files are in {join(output, PREVIOUS_DIR)}") from None
     current = read_manifest_if_any(output)
     if current is not None and current.get("run_id") == journal["run_id"]:
         return True  # committed: what is left is clean-up
     for name in journal["new"]:
-        staged, placed = join(output, f"{STAGING_DIR}/{name}"), join(output, name)
+        staged_file, placed = join(output, f"{staged}/{name}"), join(output, name)
         if not filesystem.exists(placed):
             continue
-        if not filesystem.exists(staged):
-            filesystem.rename(placed, staged)
+        if not filesystem.exists(staged_file):
+            filesystem.rename(placed, staged_file)
         elif name not in journal["previous"]:  # on gs:// a rename is a copy, then a delete
             filesystem.delete_file(placed)
     for name in journal["previous"][1:] + journal["previous"][:1]:  # the manifest last

@@ -19,8 +19,8 @@ from beam_etl import lineage, schema
 from beam_etl.beam import commit, example_cache, filesystem, sink
 from beam_etl.code_version import code_version
 from beam_etl.config import JobConfig
-from beam_etl.output_layout import (CHANGES_FILE, MANIFEST, STAGING_DIR, TRANSFORM_DIRS, join, missing_manifest,
-                                    parse_manifest)
+from beam_etl.output_layout import (CHANGES_FILE, MANIFEST, TRANSFORM_DIRS, join, missing_manifest, parse_manifest,
+                                    staging_dir)
 
 # 2: "files" lists every file with bytes and crc32c; "run_id".
 # 3: the shards' record indexes (.tfrecord.idx) and metadata/schema.pbtxt.
@@ -48,9 +48,9 @@ def file_entry(path: str) -> dict:
     return {"bytes": len(data), "crc32c": google_crc32c.Checksum(data).hexdigest().decode("ascii")}
 
 
-def staged_transform_files(output_dir: str) -> dict[str, dict]:
-    """The staged tf.Transform files, as the manifest's ``files`` entries."""
-    staged = join(output_dir, STAGING_DIR)
+def staged_transform_files(output_dir: str, run_id: str) -> dict[str, dict]:
+    """The tf.Transform files run ``run_id`` staged, as the manifest's ``files`` entries."""
+    staged = join(output_dir, staging_dir(run_id))
     return {f"{directory}/{name}": file_entry(join(staged, f"{directory}/{name}"))
             for directory in TRANSFORM_DIRS
             for name in filesystem.list_files(join(staged, directory))}
@@ -142,9 +142,9 @@ def _index(directory: str, described: dict) -> dict[str, dict]:
     return lineage.read_described(described, lambda name: filesystem.read_bytes(join(directory, name)))
 
 
-def changes_against(output_dir: str, previous: dict, manifest: dict) -> dict:
+def changes_against(output_dir: str, run_id: str, previous: dict, manifest: dict) -> dict:
     """Stages ``lineage/changes.jsonl``: what changed from the ``previous`` output in
-    ``output_dir`` (its manifest) to this run's (staged, described by ``manifest``); returns the
+    ``output_dir`` (its manifest) to run ``run_id``'s (staged, described by ``manifest``); returns the
     manifest's ``changes`` (counts), or why they cannot be told."""
     changes = {"against_run": previous.get("run_id", "")}
     if not (previous.get("lineage") and manifest.get("lineage")):
@@ -153,9 +153,9 @@ def changes_against(output_dir: str, previous: dict, manifest: dict) -> dict:
         old = _index(output_dir, previous)
     except (OSError, ValueError) as error:
         return {**changes, "unknown": f"the output replaced has an unreadable lineage index: {error}"}
-    new = _index(join(output_dir, STAGING_DIR), manifest)
+    new = _index(join(output_dir, staging_dir(run_id)), manifest)
     compared = lineage.compare(old, new)
-    staged = sink.stage_file(output_dir, CHANGES_FILE, [compared.lines()])
+    staged = sink.stage_file(output_dir, run_id, CHANGES_FILE, [compared.lines()])
     manifest["files"] = dict(sorted({**manifest["files"], CHANGES_FILE: {
         **staged, "num_records": len(compared.added) + len(compared.removed) + len(compared.changed)}}.items()))
     return {**changes, "file": CHANGES_FILE, **compared.counts()}
@@ -164,11 +164,11 @@ def changes_against(output_dir: str, previous: dict, manifest: dict) -> dict:
 def _write_manifest(parts, config: JobConfig, run_id: str):
     has_transform = any(kind == STATISTICS and not info.get("absent") for kind, info in parts)
     manifest = build_manifest(config, parts,
-                              staged_transform_files(config.output) if has_transform else None, run_id)
+                              staged_transform_files(config.output, run_id) if has_transform else None, run_id)
     check_reject_fraction(config, manifest)
     previous = commit.read_manifest_if_any(config.output)
     if previous is not None and previous.get("run_id") != run_id:  # (a retried step: already committed)
-        manifest["changes"] = changes_against(config.output, previous, manifest)
+        manifest["changes"] = changes_against(config.output, run_id, previous, manifest)
     commit.commit(config.output, run_id, manifest, list(manifest["files"]))
     yield manifest
 

@@ -26,8 +26,9 @@ class Preprocess(beam.PTransform):
     """Applied to a pipeline's start; returns a one-element PCollection: the manifest dict,
     emitted once the output is committed.
 
-    ``run_id`` holds the lease on ``config.output`` (:mod:`beam_etl.beam.lease`): the last step
-    commits the staged files only while it still does.
+    ``run_id`` holds the lease on ``config.output`` (:mod:`beam_etl.beam.lease`): the job stages
+    its files in a folder named by it, and the last step commits them only while it still does.
+    Without one (the default) the job can be built, drawn or submitted as a dry run, not run.
     """
 
     def __init__(self, config: JobConfig, run_id: str = ""):
@@ -40,16 +41,16 @@ class Preprocess(beam.PTransform):
         records, source_rejected = pbegin | "ReadSources" >> sources.ReadSources(config)
         examples, rejected, sums = records | "ProcessExamples" >> ProcessExamples(config)
         shard_counts = records | "ShardCounts" >> sink.ShardCounts(config, config.shard_bytes)
-        shards, lineage = examples | "WriteShards" >> sink.WriteShards(config.output, shard_counts)
+        shards, lineage = examples | "WriteShards" >> sink.WriteShards(config.output, self._run_id, shard_counts)
         reports = {  # each a PCollection of one kind of report (beam_etl.beam.manifest)
             manifest.INPUTS: (records, source_rejected),  # every input is in one of them, counted
             manifest.SHARDS: shards,
             manifest.REJECTED: ((source_rejected, rejected)
                                 | "FlattenRejected" >> beam.Flatten()
-                                | "WriteRejected" >> sink.WriteRejected(config.output)),
-            manifest.METADATA: pbegin | "WriteRecordsSchema" >> sink.WriteRecordsSchema(config),
+                                | "WriteRejected" >> sink.WriteRejected(config.output, self._run_id)),
+            manifest.METADATA: pbegin | "WriteRecordsSchema" >> sink.WriteRecordsSchema(config, self._run_id),
             manifest.LINEAGE: lineage,
         }
         if config.statistics:
-            reports[manifest.STATISTICS] = sums | "WriteStatistics" >> statistics.WriteStatistics(config)
+            reports[manifest.STATISTICS] = sums | "WriteStatistics" >> statistics.WriteStatistics(config, self._run_id)
         return reports | "WriteManifest" >> manifest.WriteManifest(config, self._run_id)

@@ -4,8 +4,8 @@ sinks rely on a finalize step that not every runner executes).
 Shards: each example goes to shard ``stable_hash(example_key) % num_shards`` of its split;
 a shard's records are sorted by key; so the same inputs give byte-identical files whatever
 the runner, worker count or bundle order. Every file is written to a temporary name and renamed
-into ``.incomplete/staged/`` once complete, with its size and crc32c; the commit
-(:mod:`beam_etl.beam.commit`) moves the staged files into ``--output``.
+into the run's staging folder (``.incomplete/staged/<run id>/``) once complete, with its size and
+crc32c; the commit (:mod:`beam_etl.beam.commit`) moves the staged files into ``--output``.
 
 The example bytes never go through the shuffle. The step that makes them appends them to a
 spill file of its bundle (``.incomplete/spill/``), unless they are on disk already in the
@@ -35,17 +35,19 @@ from beam_etl import metadata_schema, tfrecord
 from beam_etl.beam import filesystem
 from beam_etl.config import JobConfig
 from beam_etl.hashing import stable_hash
-from beam_etl.output_layout import (RAW_SCHEMA, REJECTED_DIR, REJECTED_FILE, SPILL_DIR, STAGING_DIR, TEMPORARY_DIR,
-                                    index_name, join, lineage_name, shard_name)
+from beam_etl.output_layout import (RAW_SCHEMA, REJECTED_DIR, REJECTED_FILE, SPILL_DIR, TEMPORARY_DIR, index_name, join,
+                                    lineage_name, shard_name, staging_dir)
 from beam_etl.elements import EncodedExample
 
 _EMPTY = None  # placeholder value that makes a shard exist even when no example lands in it
 LINEAGE = "lineage"  # WriteShards' second output: one report per lineage file
 
 
-def stage_file(output_dir: str, name: str, chunks) -> dict:
-    """Writes ``chunks`` (bytes) to ``output_dir/.incomplete/staged/name`` through a temporary
-    file; returns the manifest's entry for it: ``{"bytes": n, "crc32c": "8 hex digits"}``."""
+def stage_file(output_dir: str, run_id: str, name: str, chunks) -> dict:
+    """Writes ``chunks`` (bytes) to ``name`` in run ``run_id``'s staging folder in
+    ``output_dir`` (:func:`beam_etl.output_layout.staging_dir`) through a temporary file;
+    returns the manifest's entry for it: ``{"bytes": n, "crc32c": "8 hex digits"}``."""
+    final = join(output_dir, f"{staging_dir(run_id)}/{name}")
     temporary = join(output_dir, f"{TEMPORARY_DIR}/{uuid.uuid4().hex}")
     checksum = google_crc32c.Checksum()
     written = 0
@@ -55,7 +57,6 @@ def stage_file(output_dir: str, name: str, chunks) -> dict:
             handle.write(chunk)
             checksum.update(chunk)
             written += len(chunk)
-    final = join(output_dir, f"{STAGING_DIR}/{name}")
     filesystem.delete_file(final)  # a retried bundle: the earlier attempt's bytes are identical
     filesystem.rename(temporary, final)
     return {"bytes": written, "crc32c": checksum.hexdigest().decode("ascii")}
@@ -234,8 +235,9 @@ class _WriteShardFn(beam.DoFn):
     """``((split, shard, n), pointers)`` -> the shard, its record index and its lineage file,
     staged; yields the shard's report, and the lineage file's on the :data:`LINEAGE` output."""
 
-    def __init__(self, output_dir: str):
+    def __init__(self, output_dir: str, run_id: str):
         self._output_dir = output_dir
+        self._run_id = run_id
 
     def process(self, element):
         (split, shard, num_shards), values = element
@@ -254,8 +256,8 @@ class _WriteShardFn(beam.DoFn):
                 offset += len(record)
                 yield record
 
-        written = stage_file(self._output_dir, name, framed())
-        index_written = stage_file(self._output_dir, index_name(name), ["".join(index).encode("ascii")])
+        written = stage_file(self._output_dir, self._run_id, name, framed())
+        index_written = stage_file(self._output_dir, self._run_id, index_name(name), ["".join(index).encode("ascii")])
         yield {
             "split": split,
             "file": name,
@@ -275,7 +277,8 @@ class _WriteShardFn(beam.DoFn):
             return shard_name(entry_split, shard_of(example_key, num_shards), num_shards)
 
         lineage_file = lineage_name(name)
-        written = stage_file(self._output_dir, lineage_file, (entry.line(shard_named) for entry in entries))
+        lines = (entry.line(shard_named) for entry in entries)
+        written = stage_file(self._output_dir, self._run_id, lineage_file, lines)
         return {"file": lineage_file, **written, "num_records": len(entries)}
 
 
@@ -289,12 +292,13 @@ class WriteShards(beam.PTransform):
     ``shard_counts`` is a PCollection of ``(split, num_shards)`` (see :class:`ShardCounts`);
     every shard is written, an empty file where no example landed. The placeholders of every
     shard join the pointers before the shards are assigned: one step then assigns and groups,
-    and the pointers cross between a runner's steps once less.
+    and the pointers cross between a runner's steps once less. Run ``run_id`` stages them.
     """
 
-    def __init__(self, output_dir: str, shard_counts):
+    def __init__(self, output_dir: str, run_id: str, shard_counts):
         super().__init__()
         self._output_dir = output_dir
+        self._run_id = run_id
         self._shard_counts = shard_counts
 
     def expand(self, examples):
@@ -304,20 +308,21 @@ class WriteShards(beam.PTransform):
                    | "FlattenShards" >> beam.Flatten()
                    | "AssignShards" >> beam.Map(_assign_shard, beam.pvalue.AsDict(self._shard_counts))
                    | "GroupByShard" >> beam.GroupByKey()  # ((split, shard, n), [pointer])
-                   | "WriteShardFiles" >> beam.ParDo(_WriteShardFn(self._output_dir)).with_outputs(
+                   | "WriteShardFiles" >> beam.ParDo(_WriteShardFn(self._output_dir, self._run_id)).with_outputs(
                        LINEAGE, main="shards"))
         return written.shards, written[LINEAGE]
 
 
 class _WriteRejectedFn(beam.DoFn):
-    def __init__(self, output_dir: str):
+    def __init__(self, output_dir: str, run_id: str):
         self._output_dir = output_dir
+        self._run_id = run_id
 
     def process(self, element):
         _, values = element
         rejections = sorted((value for value in values if value is not _EMPTY),
                             key=lambda r: (r.uri, r.stage, r.reason, r.key or ""))
-        written = stage_file(self._output_dir, REJECTED_FILE,
+        written = stage_file(self._output_dir, self._run_id, REJECTED_FILE,
                              (f"{r.to_json()}\n".encode("utf-8") for r in rejections))
         yield {
             "file": REJECTED_FILE,
@@ -330,11 +335,13 @@ class _WriteRejectedFn(beam.DoFn):
 
 class WriteRejected(beam.PTransform):
     """``Rejection`` -> ``OUTPUT/rejected/rejected-00000-of-00001.jsonl`` (sorted, written even
-    when empty); yields one summary dict. Rejections are few and small, so one file holds them."""
+    when empty), staged by run ``run_id``; yields one summary dict. Rejections are few and small,
+    so one file holds them."""
 
-    def __init__(self, output_dir: str):
+    def __init__(self, output_dir: str, run_id: str):
         super().__init__()
         self._output_dir = output_dir
+        self._run_id = run_id
 
     def expand(self, rejections):
         empty = rejections.pipeline | "NoRejection" >> beam.Create([(REJECTED_DIR, _EMPTY)])
@@ -342,25 +349,26 @@ class WriteRejected(beam.PTransform):
         return ((keyed, empty)
                 | "FlattenRejections" >> beam.Flatten()
                 | "GroupRejections" >> beam.GroupByKey()  # ("rejected", [Rejection])
-                | "WriteRejectedFile" >> beam.ParDo(_WriteRejectedFn(self._output_dir)))
+                | "WriteRejectedFile" >> beam.ParDo(_WriteRejectedFn(self._output_dir, self._run_id)))
 
 
-def _stage_records_schema(_, output_dir: str, image_info: dict, mask_values):
+def _stage_records_schema(_, output_dir: str, run_id: str, image_info: dict, mask_values):
     text = metadata_schema.records_schema_text(image_info, mask_values)
-    yield {"file": RAW_SCHEMA, **stage_file(output_dir, RAW_SCHEMA, [text])}
+    yield {"file": RAW_SCHEMA, **stage_file(output_dir, run_id, RAW_SCHEMA, [text])}
 
 
 class WriteRecordsSchema(beam.PTransform):
     """Pipeline start -> ``OUTPUT/metadata/schema.pbtxt`` (:mod:`beam_etl.metadata_schema`)
-    staged; yields one dict: its file name, bytes and crc32c."""
+    staged by run ``run_id``; yields one dict: its file name, bytes and crc32c."""
 
-    def __init__(self, config: JobConfig):
+    def __init__(self, config: JobConfig, run_id: str):
         super().__init__()
         self._config = config
+        self._run_id = run_id
 
     def expand(self, pbegin):
         config = self._config
         return (pbegin
                 | "OneSchema" >> beam.Create([None])
-                | "StageSchema" >> beam.FlatMap(_stage_records_schema, config.output, config.image_info(),
-                                                config.mask_values))
+                | "StageSchema" >> beam.FlatMap(_stage_records_schema, config.output, self._run_id,
+                                                config.image_info(), config.mask_values))

@@ -17,7 +17,7 @@ from beam_etl.beam import transform_template
 from beam_etl.config import JobConfig
 from beam_etl.image.pixel_statistics import ExampleSums, Totals
 from beam_etl.loader import transform_graph
-from beam_etl.output_layout import STAGING_DIR, join
+from beam_etl.output_layout import join, staging_dir
 
 EMPTY_TRAINING_SPLIT = "the training split is empty"  # the manifest's statistics_absent
 
@@ -42,29 +42,30 @@ class SumStatistics(beam.CombineFn):
         return accumulator
 
 
-def write_statistics(totals: Totals, output: str, image_info: dict, mask_values) -> dict:
-    """The transform graph staged under ``output``; returns the manifest's ``statistics``, or
+def write_statistics(totals: Totals, output: str, run_id: str, image_info: dict, mask_values) -> dict:
+    """The transform graph staged by run ``run_id`` in ``output``; returns the manifest's ``statistics``, or
     ``{"absent": reason}`` (and no graph) when the training split is empty."""
     if totals.num_images == 0:
         return {"absent": EMPTY_TRAINING_SPLIT}
     raw = transform_graph.raw_statistics(totals, mask_values, image_info["channels"])
     class_names = totals.vocabulary()
-    transform_template.write_transform(join(output, STAGING_DIR), image_info, mask_values, raw, class_names)
+    transform_template.write_transform(join(output, staging_dir(run_id)), image_info, mask_values, raw, class_names)
     return transform_graph.summarize(raw, image_info, class_names)
 
 
 class WriteStatistics(beam.PTransform):
     """The training originals' :class:`ExampleSums` -> the transform graph, staged in
-    ``OUTPUT/.incomplete/staged/`` for the commit; returns a one-element PCollection, the
+    run ``run_id``'s staging folder for the commit; returns a one-element PCollection, the
     manifest's ``statistics`` (``{"absent": reason}`` for an empty training split)."""
 
-    def __init__(self, config: JobConfig):
+    def __init__(self, config: JobConfig, run_id: str):
         super().__init__()
         self._config = config
+        self._run_id = run_id
 
     def expand(self, sums):
         config = self._config
         return (sums
                 | "SumShares" >> beam.CombineGlobally(SumStatistics())
-                | "WriteTransformGraph" >> beam.Map(write_statistics, config.output, config.image_info(),
+                | "WriteTransformGraph" >> beam.Map(write_statistics, config.output, self._run_id, config.image_info(),
                                                     config.mask_values))

@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from beam_etl.beam import lease, options
+from beam_etl.beam import lease, options, sink
 from beam_etl.output_layout import CACHE_DIR, INCOMPLETE_DIR
 from beam_etl import loader
 from beam_etl.loader import verify
@@ -29,6 +29,7 @@ pytestmark = pytest.mark.slow
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 FLAGS = ("--image_size", "24", "--num_shards", "2")
+ZOMBIE = "3f0c2d9e5b7a41c8a6e2d1f0b9c8a7e6"  # a run that lost its lease
 
 
 def _run(pets_dir, out, *extra) -> dict:
@@ -158,7 +159,7 @@ def test_a_runs_own_leftovers_without_a_lease_are_cleared_by_overwrite(earlier, 
     """A run killed while it broke a dead run's lease leaves that run's .incomplete/ with no lease:
     only files a run writes there, which --overwrite clears (what is not a run's is refused)."""
     out = _copy(earlier, tmp_path)
-    for name in ("spill/a.bin", "staged/train-00000-of-00002.tfrecord", "tmp/0123", "progress/w.json",
+    for name in ("spill/a.bin", "staged/0a1b/train-00000-of-00002.tfrecord", "tmp/0123", "progress/w.json",
                  "lease.json.broken-by-0a1b"):
         (out / ".incomplete" / name).parent.mkdir(parents=True, exist_ok=True)
         (out / ".incomplete" / name).write_bytes(b"a dead run's")
@@ -356,7 +357,7 @@ def test_the_new_files_are_on_disk_before_the_swap_and_the_swap_before_the_old_f
     monkeypatch.setattr(os, "rename", lambda a, b: (events.append(("rename", str(a), str(b))), real_rename(a, b))[1])
     monkeypatch.setattr(os, "remove", lambda a: (events.append(("remove", str(a))), real_remove(a))[1])
     manifest = _run(pets_dir, out, "--overwrite", "--num_shards", "3")
-    staged, previous = str(out / ".incomplete" / "staged"), str(out / ".incomplete" / "previous")
+    staged, previous = str(out / ".incomplete" / "staged" / manifest["run_id"]), str(out / ".incomplete" / "previous")
     first_out = next(i for i, e in enumerate(events) if e[0] == "rename" and e[1] == str(out / "manifest.json"))
     synced_before = {e[1] for e in events[:first_out] if e[0] == "fsync"}
     assert {f"{staged}/{name}" for name in [*manifest["files"], "manifest.json"]} <= synced_before
@@ -401,13 +402,13 @@ def test_a_failing_run_cleans_up_and_keeps_the_earlier_output(earlier, pets_dir,
 
 
 def test_a_staged_file_written_over_after_its_writer_is_never_published(earlier, pets_dir, tmp_path, monkeypatch):
-    """Another writer in .incomplete/ (a run that lost its lease and wrote on) changes a staged
-    shard after its writer reported it: the commit refuses to publish it under the manifest."""
+    """Something else in .incomplete/ (another program, a hand) changes a staged shard after its
+    writer reported it: the commit refuses to publish it under the manifest."""
     out = _copy(earlier, tmp_path)
     real_check = lease.check
 
     def written_over(output, run_id):  # (the commit's first step)
-        with open(out / ".incomplete" / "staged" / "train-00000-of-00002.tfrecord", "ab") as shard:
+        with open(out / ".incomplete" / "staged" / run_id / "train-00000-of-00002.tfrecord", "ab") as shard:
             shard.write(b"another run's bytes")
         real_check(output, run_id)
 
@@ -415,6 +416,27 @@ def test_a_staged_file_written_over_after_its_writer_is_never_published(earlier,
     with pytest.raises(Exception, match="train-00000-of-00002.tfrecord in --output .* holds .* bytes, not the"):
         _run(pets_dir, out, "--overwrite", "--image_size", "32")
     assert _snapshot(out, cache=False) == _without_cache(earlier[1])
+
+
+def test_a_run_that_lost_its_lease_never_writes_over_the_staged_files_of_the_run_holding_it(
+        earlier, pets_dir, tmp_path, monkeypatch):
+    """A run whose lease was broken (its laptop asleep past --lease_timeout_hours) wakes up and
+    stages a shard again, same name, same size, other bytes, while the run that took the lease
+    over commits: a run stages in a folder of its own, so the other's bytes are never published."""
+    out = _copy(earlier, tmp_path)
+    real_check = lease.check
+    name = "train-00000-of-00002.tfrecord"
+
+    def a_zombie_stages(output, run_id):  # (the commit's first step)
+        [staged] = (out / INCOMPLETE_DIR / "staged").rglob(name)
+        sink.stage_file(output, ZOMBIE, name, [b"z" * staged.stat().st_size])
+        real_check(output, run_id)
+
+    monkeypatch.setattr(lease, "check", a_zombie_stages)
+    manifest = _run(pets_dir, out, "--overwrite", "--image_size", "32")
+    assert manifest["files"][name]["bytes"] == (out / name).stat().st_size
+    assert b"zzzzzzzz" not in (out / name).read_bytes() and verify.verify(str(out)) == {}
+    assert not (out / INCOMPLETE_DIR).exists()  # the other run's folder cleared with the rest
 
 
 # 4. One writer at a time ------------------------------------------------------------------------

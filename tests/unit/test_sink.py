@@ -15,6 +15,8 @@ from beam_etl.config import JobConfig
 from beam_etl.elements import EncodedExample, Rejection, SourceRecord
 from beam_etl.beam.sink import ShardCounts, WriteRejected, WriteShards, expected_record_bytes
 
+RUN = "0f1e2d3c"  # the run that stages the files (its lease is not needed to stage them)
+
 
 def _examples(n, split="train"):
     return [EncodedExample(example_key=f"k{i:03d}", split=split, copy=0,
@@ -31,10 +33,10 @@ def _file_entry(path):
 
 
 def test_fixed_shards_hold_every_example_sorted_and_empty_splits_get_files(tmp_path):
-    staged = tmp_path / ".incomplete" / "staged"  # the commit moves them into place
+    staged = tmp_path / ".incomplete" / "staged" / RUN  # the commit moves them into place
     with TestPipeline() as p:
         counts = p | "Counts" >> beam.Create([("train", 3), ("test", 3)])
-        reports, lineage = p | beam.Create(_examples(40)) | WriteShards(str(tmp_path), counts)
+        reports, lineage = p | beam.Create(_examples(40)) | WriteShards(str(tmp_path), RUN, counts)
         assert_that(lineage | beam.Map(lambda r: (r["file"], r["num_records"])), equal_to(
             [(f"lineage/{split}-{shard:05d}-of-00003.jsonl", 0) for split in ("train", "test") for shard in range(3)]),
             label="LineageFiles")  # written even when no example carries an entry
@@ -79,8 +81,8 @@ def test_each_original_s_lineage_entry_lands_beside_its_shard_with_every_record_
                                        serialized=f"c-{i}".encode()))
     with TestPipeline() as p:
         counts = p | "Counts" >> beam.Create([("train", 4), ("val", 1), ("test", 1)])
-        _ = p | beam.Create(examples) | WriteShards(str(tmp_path), counts)
-    staged = tmp_path / ".incomplete" / "staged"
+        _ = p | beam.Create(examples) | WriteShards(str(tmp_path), RUN, counts)
+    staged = tmp_path / ".incomplete" / "staged" / RUN
     seen = []
     for shard in range(4):
         name = f"train-{shard:05d}-of-00004"
@@ -119,15 +121,16 @@ def test_rejected_list_is_written_sorted_and_even_when_empty(tmp_path):
     rejections = [Rejection(uri=f"/d/{name}", stage="decode_image", reason=reason, message="m", key=name)
                   for name, reason in (("b", "truncated"), ("a", "empty_file"), ("c", "truncated"))]
     with TestPipeline() as p:
-        report = p | beam.Create(rejections) | WriteRejected(str(tmp_path / "some"))
+        report = p | beam.Create(rejections) | WriteRejected(str(tmp_path / "some"), RUN)
         assert_that(report | beam.Map(lambda r: (r["num_rejected"], r["by_reason"])),
                     equal_to([(3, {"empty_file": 1, "truncated": 2})]))
-    lines = (tmp_path / "some" / ".incomplete" / "staged" / "rejected" / "rejected-00000-of-00001.jsonl"
+    lines = (tmp_path / "some" / ".incomplete" / "staged" / RUN / "rejected" / "rejected-00000-of-00001.jsonl"
              ).read_text().splitlines()
     assert [json.loads(line)["uri"] for line in lines] == ["/d/a", "/d/b", "/d/c"]
     with TestPipeline() as p:
-        _ = p | beam.Create([], reshuffle=False).with_output_types(Rejection) | WriteRejected(str(tmp_path / "none"))
-    assert (tmp_path / "none" / ".incomplete" / "staged" / "rejected" / "rejected-00000-of-00001.jsonl"
+        none = beam.Create([], reshuffle=False).with_output_types(Rejection)
+        _ = p | none | WriteRejected(str(tmp_path / "none"), RUN)
+    assert (tmp_path / "none" / ".incomplete" / "staged" / RUN / "rejected" / "rejected-00000-of-00001.jsonl"
             ).read_text() == ""
 
 
