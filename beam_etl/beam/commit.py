@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 
 from beam_etl.beam import filesystem, lease
 from beam_etl.beam.crash import crash_point
@@ -233,24 +234,52 @@ def commit(output: str, run_id: str, manifest: dict, new_files: list[str]) -> No
     # The new files on disk before the swap, and the swap before the earlier output is deleted
     # (finish): after a power cut the folder holds one whole version, or the journal's way back.
     filesystem.sync(join(output, f"{staged}/{name}") for name in new_files)
-    _write_journal(output, {"run_id": run_id, "new": sorted(new_files),
+    _write_journal(output, {"run_id": run_id, "staged": staged, "new": sorted(new_files),
                             "previous": [MANIFEST] + old_files if previous is not None else []})
     crash_point("before_commit")
+    still_held = _LeaseCheck(output, run_id)  # (a host asleep since the check above: another run's now)
     if previous is not None:
+        still_held()
         filesystem.rename(join(output, MANIFEST), join(output, f"{PREVIOUS_DIR}/{MANIFEST}"))
         crash_point("old_manifest_out")
         for name in old_files:
             if filesystem.exists(join(output, name)):
+                still_held.if_due()
                 filesystem.rename(join(output, name), join(output, f"{PREVIOUS_DIR}/{name}"))
         crash_point("old_files_out")
     for name in new_files:
+        still_held.if_due()
         filesystem.rename(join(output, f"{staged}/{name}"), join(output, name))
     crash_point("new_files_in")
+    still_held.if_due()
     filesystem.rename(join(output, f"{staged}/{MANIFEST}"), join(output, MANIFEST))
     filesystem.sync(_folders_of(output, new_files + [MANIFEST]))
     crash_point("manifest_in")
     filesystem.remove_empty_directories(output, old_files)
     finish(output, run_id)
+
+
+class _LeaseCheck:
+    """:func:`lease.check` during the swap: once before the first move, then before a move
+    whenever :data:`LEASE_RECHECK_S` of wall-clock time have passed since the last check (a
+    clock that counts time asleep: a host that slept past the lease's timeout mid-commit checks
+    before its next move). A run that lost its lease moves nothing more; the run that took it
+    rolled the swap back when it did."""
+
+    def __init__(self, output: str, run_id: str):
+        self._output, self._run_id = output, run_id
+        self._checked = None
+
+    def __call__(self) -> None:
+        lease.check(self._output, self._run_id)
+        self._checked = time.time()
+
+    def if_due(self) -> None:
+        if self._checked is None or not 0 <= time.time() - self._checked < LEASE_RECHECK_S:
+            self()
+
+
+LEASE_RECHECK_S = 1.0
 
 
 def _check_staged(output: str, staged: str, manifest: dict, new_files: list[str]) -> None:
@@ -289,20 +318,26 @@ def rollback(output: str) -> bool:
         return False
     try:
         journal = json.loads(filesystem.read_bytes(path))
-        staged = staging_dir(journal["run_id"])
-    except (ValueError, KeyError, TypeError):
+        # (a journal without "staged": a version of the job that staged in .incomplete/staged/ itself)
+        staged = journal.get("staged", STAGING_DIR)
+        if staged not in (STAGING_DIR, staging_dir(journal["run_id"])):
+            raise ValueError(staged)
+    except (ValueError, KeyError, TypeError, AttributeError):
         raise RuntimeError(f"{path} is unreadable: a commit was interrupted and cannot be rolled back "
                            f"automatically; the earlier output's files are in {join(output, PREVIOUS_DIR)}") from None
     current = read_manifest_if_any(output)
     if current is not None and current.get("run_id") == journal["run_id"]:
         return True  # committed: what is left is clean-up
+    earlier = set(journal["previous"])
     for name in journal["new"]:
         staged_file, placed = join(output, f"{staged}/{name}"), join(output, name)
         if not filesystem.exists(placed):
             continue
+        if name in earlier and not filesystem.exists(join(output, f"{PREVIOUS_DIR}/{name}")):
+            continue  # the earlier output's file, not moved out yet (whether or not the new one is staged)
         if not filesystem.exists(staged_file):
             filesystem.rename(placed, staged_file)
-        elif name not in journal["previous"]:  # on gs:// a rename is a copy, then a delete
+        else:  # on gs:// a rename is a copy, then a delete (the earlier file, if any, is in previous/)
             filesystem.delete_file(placed)
     for name in journal["previous"][1:] + journal["previous"][:1]:  # the manifest last
         kept = join(output, f"{PREVIOUS_DIR}/{name}")
@@ -314,13 +349,20 @@ def rollback(output: str) -> bool:
     return True
 
 
+def _delete_files(folder: str, kept=lambda name: False) -> None:
+    """Deletes the files under ``folder`` (and an object store's folder markers: last, deepest
+    first) but those whose name (relative to ``folder``) is ``kept``."""
+    names = filesystem.list_files(folder, folder_markers=True)
+    for name in sorted(names, key=lambda n: (n.endswith("/"), -n.count("/"))):
+        if not kept(name):
+            filesystem.delete_file(join(folder, name))
+
+
 def _clear_incomplete(output: str) -> str:
     """Deletes everything in ``output/.incomplete/`` but the lease; returns that folder."""
     incomplete = join(output, INCOMPLETE_DIR)
-    names = filesystem.list_files(incomplete, folder_markers=True)
-    for name in sorted(names, key=lambda n: (n.endswith("/"), -n.count("/"))):  # markers last, deepest first
-        if f"{INCOMPLETE_DIR}/{name}" != LEASE and not (name.endswith("/") and LEASE.startswith(f"{INCOMPLETE_DIR}/{name}")):
-            filesystem.delete_file(join(incomplete, name))
+    _delete_files(incomplete, lambda name: f"{INCOMPLETE_DIR}/{name}" == LEASE
+                  or (name.endswith("/") and LEASE.startswith(f"{INCOMPLETE_DIR}/{name}")))
     filesystem.prune_empty_directories(incomplete, keep_top=True)
     return incomplete
 
@@ -330,6 +372,13 @@ def clear_leftovers(output: str) -> None:
     crashed runs left in ``.incomplete/`` (all but the lease)."""
     rollback(output)
     _clear_incomplete(output)
+
+
+def _remove_staged(output: str, run_id: str) -> None:
+    """Deletes run ``run_id``'s staging folder, and only it: another run may hold the lease."""
+    staged = join(output, staging_dir(run_id))
+    _delete_files(staged)
+    filesystem.prune_empty_directories(staged)
 
 
 def finish(output: str, run_id: str) -> None:
@@ -347,8 +396,9 @@ def abandon(output: str, run_id: str) -> None:
     removes this run's temporary files and releases its lease. Best effort: problems are logged."""
     try:
         holder = lease.read_holder(output)
-        if holder is None or holder.run_id != run_id:
-            return  # committed and released, or taken over: nothing here is ours any more
+        if holder is None or holder.run_id != run_id:  # committed and released, or taken over
+            _remove_staged(output, run_id)  # (the one folder here that is still this run's alone)
+            return
         rollback(output)
         finish(output, run_id)
     except Exception:  # pylint: disable=broad-except  # the run's own failure is what matters

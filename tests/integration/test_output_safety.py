@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from beam_etl.beam import lease, options, sink
+from beam_etl.beam import commit, lease, options, sink
 from beam_etl.output_layout import CACHE_DIR, INCOMPLETE_DIR
 from beam_etl import loader
 from beam_etl.loader import verify
@@ -255,8 +255,6 @@ def test_another_users_output_in_a_folder_with_the_sticky_bit_is_refused_before_
 
 
 def test_a_link_made_during_the_run_is_refused_at_the_commit(earlier, pets_dir, tmp_path):
-    from beam_etl.beam import commit  # pylint: disable=import-outside-toplevel
-
     out = _copy(earlier, tmp_path)
     archive = tmp_path / "archive"
     shutil.move(out / "lineage", archive)
@@ -383,6 +381,26 @@ def test_break_lease_without_overwrite_puts_back_the_earlier_output_and_replaces
     assert _snapshot(out, cache=False) == _without_cache(earlier[1])  # rolled back, and the lease released
 
 
+@pytest.mark.parametrize("crash_at", ["old_manifest_out", "new_files_in"])
+def test_a_swap_killed_under_the_earlier_staging_layout_is_rolled_back(earlier, pets_dir, tmp_path, crash_at):
+    """A commit killed by a version of the job that staged every run's files in
+    .incomplete/staged/ itself (a journal without "staged"), then rolled back by this one."""
+    out = _copy(earlier, tmp_path)
+    killed = _run_process(pets_dir, out, "--overwrite", "--image_size", "32", crash_at=crash_at)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    journal = json.loads((out / INCOMPLETE_DIR / "commit.json").read_text())
+    staged = out / INCOMPLETE_DIR / "staged"
+    for path in sorted((staged / journal["run_id"]).rglob("*"), key=lambda p: -len(p.parts)):
+        if path.is_file():
+            (staged / path.relative_to(staged / journal["run_id"])).parent.mkdir(parents=True, exist_ok=True)
+            path.rename(staged / path.relative_to(staged / journal["run_id"]))
+    journal.pop("staged", None)
+    (out / INCOMPLETE_DIR / "commit.json").write_text(json.dumps(journal))
+    assert commit.rollback(str(out))
+    assert _snapshot(out, hidden=False, cache=False) == _without_cache(earlier[1])
+    assert verify.verify(str(out)) == {}
+
+
 def test_a_run_killed_after_its_manifest_is_in_has_replaced_the_output(earlier, pets_dir, tmp_path):
     out = _copy(earlier, tmp_path)
     killed = _run_process(pets_dir, out, "--overwrite", "--image_size", "32", crash_at="manifest_in")
@@ -427,9 +445,10 @@ def test_a_run_that_lost_its_lease_never_writes_over_the_staged_files_of_the_run
     real_check = lease.check
     name = "train-00000-of-00002.tfrecord"
 
-    def a_zombie_stages(output, run_id):  # (the commit's first step)
-        [staged] = (out / INCOMPLETE_DIR / "staged").rglob(name)
-        sink.stage_file(output, ZOMBIE, name, [b"z" * staged.stat().st_size])
+    def a_zombie_stages(output, run_id):  # (the commit's first step, and its checks during the swap)
+        if not (out / INCOMPLETE_DIR / "staged" / ZOMBIE).exists():
+            [staged] = (out / INCOMPLETE_DIR / "staged").rglob(name)
+            sink.stage_file(output, ZOMBIE, name, [b"z" * staged.stat().st_size])
         real_check(output, run_id)
 
     monkeypatch.setattr(lease, "check", a_zombie_stages)
@@ -437,6 +456,49 @@ def test_a_run_that_lost_its_lease_never_writes_over_the_staged_files_of_the_run
     assert manifest["files"][name]["bytes"] == (out / name).stat().st_size
     assert b"zzzzzzzz" not in (out / name).read_bytes() and verify.verify(str(out)) == {}
     assert not (out / INCOMPLETE_DIR).exists()  # the other run's folder cleared with the rest
+
+
+def _lease_taken_at(point: str, out, monkeypatch) -> lease.Holder:
+    """Another run (on another host) takes the lease on ``out`` when this process's commit
+    reaches ``point`` (:data:`beam_etl.beam.crash.CRASH_POINTS`); returns its lease."""
+    taker = lease.Holder(run_id="0b5e55ed", host="another-host", pid=1, process_start="", started=time.time())
+    real_crash_point = commit.crash_point
+
+    def lease_taken_meanwhile(name, count=None):
+        if name == point:
+            (out / INCOMPLETE_DIR / "lease.json").write_text(json.dumps(taker.__dict__))
+        real_crash_point(name, count)
+
+    monkeypatch.setattr(commit, "crash_point", lease_taken_meanwhile)
+    return taker
+
+
+def test_a_run_that_lost_its_lease_as_its_commit_began_moves_nothing(earlier, pets_dir, tmp_path, monkeypatch):
+    """A run's host sleeps once its commit has begun (journal written, nothing moved yet), past
+    --lease_timeout_hours; another run takes the lease. When it wakes it must move nothing:
+    the earlier output (or the other run's) stays whole, and it leaves no staged file behind."""
+    out = _copy(earlier, tmp_path)
+    taker = _lease_taken_at("before_commit", out, monkeypatch)
+    with pytest.raises(lease.LeaseError, match="lost its lease"):
+        _run(pets_dir, out, "--overwrite", "--image_size", "32")
+    assert _snapshot(out, hidden=False, cache=False) == _without_cache(earlier[1])
+    assert verify.verify(str(out)) == {} and lease.read_holder(str(out)) == taker
+    assert not list((out / INCOMPLETE_DIR / "staged").rglob("*"))  # its own staged files removed
+
+
+def test_a_run_that_lost_its_lease_mid_swap_moves_nothing_more(earlier, pets_dir, tmp_path, monkeypatch):
+    """The same, asleep once the earlier manifest is out: on waking (the lease is checked again
+    before a move once a second has passed on the wall clock; here, before every move) it moves
+    nothing more, and the run that took the lease rolls the swap back."""
+    out = _copy(earlier, tmp_path)
+    _lease_taken_at("old_manifest_out", out, monkeypatch)
+    monkeypatch.setattr(commit, "LEASE_RECHECK_S", 0.0)
+    with pytest.raises(lease.LeaseError, match="lost its lease"):
+        _run(pets_dir, out, "--overwrite", "--image_size", "32")
+    moved = sorted(p.name for p in (out / INCOMPLETE_DIR / "previous").rglob("*") if p.is_file())
+    assert moved == ["manifest.json"]  # nothing after the lease was lost
+    assert commit.rollback(str(out))  # what the run that took the lease does first
+    assert _snapshot(out, hidden=False, cache=False) == _without_cache(earlier[1])
 
 
 # 4. One writer at a time ------------------------------------------------------------------------
