@@ -62,9 +62,10 @@ def run(argv: list[str] | None = None, prog: str = "python -m pipelines.preproce
         print(up_to_date.describe(current))
         return current
     command_line = up_to_date.command_line(argv)  # before the job sets variables of its own
+    google_cloud = lean_import.uses_google_cloud(argv)
     if may_start_local_workers(argv):
-        warm_workers.start(verbose=native_logs.wants_verbose(argv))
-    lean_import.import_beam()
+        warm_workers.start(verbose=native_logs.wants_verbose(argv), google_cloud=google_cloud)
+    lean_import.import_beam(google_cloud)
     from beam_etl.beam import launch, options  # pylint: disable=import-outside-toplevel  # loads Beam
 
     try:

@@ -50,9 +50,10 @@ _POLL_S = 0.5  # how often a waiting parent checks that the launcher still runs
 _current: dict = {}  # the parent this process started: {"process", "directory", "run_id"}
 
 
-def start(verbose: bool = False) -> str | None:
+def start(verbose: bool = False, google_cloud: bool = True) -> str | None:
     """Starts the warm parent for this process's run (once); returns the run id it carries
-    (the launcher's lease takes it), or None where none is started (one core)."""
+    (the launcher's lease takes it), or None where none is started (one core). ``google_cloud``:
+    whether it loads Beam with its Google Cloud clients (:mod:`beam_etl.beam.lean_import`)."""
     if _current:
         return _current["run_id"]
     if (os.cpu_count() or 1) < 2:
@@ -66,7 +67,7 @@ def start(verbose: bool = False) -> str | None:
     try:
         process = subprocess.Popen(
             [sys.executable, "-m", "beam_etl.beam.warm_workers", str(listener.fileno()), str(os.getpid()),
-             "1" if verbose else "0"],
+             "1" if verbose else "0", "1" if google_cloud else "0"],
             pass_fds=[listener.fileno()], stdin=subprocess.DEVNULL, env={**os.environ, RUN_ENV: run_id})
     except OSError:
         listener.close()
@@ -180,22 +181,22 @@ def _child(listener: socket.socket, connection: socket.socket, env: dict, fds: l
         quick_exit.end(status)
 
 
-def preload() -> None:
+def preload(google_cloud: bool = True) -> None:
     """Imports :data:`PRELOAD` (Beam through :func:`beam_etl.beam.lean_import.import_beam`)."""
     import importlib  # pylint: disable=import-outside-toplevel
 
     from beam_etl.beam import lean_import  # pylint: disable=import-outside-toplevel
 
-    lean_import.import_beam()
+    lean_import.import_beam(google_cloud)
     for name in PRELOAD:
         importlib.import_module(name)
 
 
-def serve(listen_fd: int, launcher_pid: int, verbose: bool) -> None:
+def serve(listen_fd: int, launcher_pid: int, verbose: bool, google_cloud: bool = True) -> None:
     """The warm parent: imports :data:`PRELOAD`, then forks a child per worker command until the
     launcher stops it or is gone."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C is for the launcher and the workers
-    preload()
+    preload(google_cloud)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the system
     listener = socket.socket(fileno=listen_fd)
     listener.settimeout(_POLL_S)
@@ -223,4 +224,4 @@ def serve(listen_fd: int, launcher_pid: int, verbose: bool) -> None:
 
 
 if __name__ == "__main__":
-    serve(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "1")
+    serve(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "1", sys.argv[4] == "1")
