@@ -259,6 +259,9 @@ def commit(output: str, run_id: str, manifest: dict, new_files: list[str]) -> No
     finish(output, run_id)
 
 
+LEASE_RECHECK_S = 1.0  # (wall-clock seconds) how long a swap goes on between two looks at the lease
+
+
 class _LeaseCheck:
     """:func:`lease.check` during the swap: once before the first move, then before a move
     whenever :data:`LEASE_RECHECK_S` of wall-clock time have passed since the last check (a
@@ -277,9 +280,6 @@ class _LeaseCheck:
     def if_due(self) -> None:
         if self._checked is None or not 0 <= time.time() - self._checked < LEASE_RECHECK_S:
             self()
-
-
-LEASE_RECHECK_S = 1.0
 
 
 def _check_staged(output: str, staged: str, manifest: dict, new_files: list[str]) -> None:

@@ -56,14 +56,20 @@ def import_beam(google_cloud: bool = True) -> None:
     for name in blocked:
         sys.modules[name] = None  # importing it raises ImportError, as when it is not installed
     # (Beam's MongoDB IO logs that it found no pymongo; its BigQuery clients, that they found no
-    # apitools, on the root logger)
-    quieted = [logging.getLogger(_MONGODB_LOG)] + ([] if google_cloud else [logging.getLogger()])
+    # apitools, through ``logging.warning``, which would first give a root logger with no handler
+    # one on stderr for good: a worker's logs would then be printed on the job's stderr. A
+    # handler that drops everything, for the time of the import, keeps the root logger as it was.)
+    root = logging.getLogger()
+    quieted = [logging.getLogger(_MONGODB_LOG)] + ([] if google_cloud else [root])
     disabled = [log.disabled for log in quieted]
     for log in quieted:
         log.disabled = True
+    placeholder = logging.NullHandler()
+    root.addHandler(placeholder)
     try:
         importlib.import_module("apache_beam")
     finally:
+        root.removeHandler(placeholder)
         for log, was in zip(quieted, disabled):
             log.disabled = was
         for name in blocked:

@@ -82,7 +82,10 @@ _GOOGLE_CLOUD_REPORT = """
     except ValueError:
         gcs = None
     from google.cloud import storage
-    print(json.dumps({"loaded": loaded[:3], "local": local, "gcs": gcs, "afterwards": storage.Client.__name__}))
+    import logging
+    handlers = [type(handler).__name__ for handler in logging.getLogger().handlers]
+    print(json.dumps({"loaded": loaded[:3], "local": local, "gcs": gcs, "afterwards": storage.Client.__name__,
+                      "root_handlers": handlers}))
     """
 
 
@@ -97,10 +100,14 @@ def _google_cloud_report(code: str, cwd) -> tuple[dict, str]:
 def test_without_google_cloud_beam_loads_no_client_and_the_clients_load_afterwards(tmp_path):
     report, stderr = _google_cloud_report(
         "from beam_etl.beam import lean_import; lean_import.import_beam(google_cloud=False)", tmp_path)
-    assert report == {"loaded": [], "local": "LocalFileSystem", "gcs": None, "afterwards": "Client"}
+    assert report == {"loaded": [], "local": "LocalFileSystem", "gcs": None, "afterwards": "Client",
+                      "root_handlers": []}
     assert stderr == ""  # (nor Beam's note that its BigQuery clients found no apitools)
     report, _ = _google_cloud_report("from beam_etl.beam import warm_workers; warm_workers.preload(False)", tmp_path)
     assert report["loaded"] == [] and report["gcs"] is None
+    # Beam's note goes through ``logging.warning``, which gives the root logger a handler on
+    # stderr where it has none: the worker's own logs would then be printed on the job's stderr
+    assert report["root_handlers"] == []
 
 
 def test_by_default_and_for_a_command_that_reaches_google_cloud_beam_loads_its_clients(tmp_path):
