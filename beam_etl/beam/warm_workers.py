@@ -200,6 +200,23 @@ def serve(listen_fd: int, launcher_pid: int, verbose: bool, google_cloud: bool =
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the system
     listener = socket.socket(fileno=listen_fd)
     listener.settimeout(_POLL_S)
+    try:
+        _accept_until_orphaned(listener, launcher_pid, verbose)
+    finally:  # the launcher is gone (killed: it could not remove its socket's folder) or stops this
+        _remove_socket(listener.getsockname())
+
+
+def _remove_socket(path: str) -> None:
+    """Removes the socket at ``path`` and the folder :func:`start` made for it (where nothing
+    else is in it): a launcher that was killed leaves them in the temporary folder otherwise."""
+    for remove, target in ((os.unlink, path), (os.rmdir, os.path.dirname(path))):
+        try:
+            remove(target)
+        except OSError:
+            return
+
+
+def _accept_until_orphaned(listener: socket.socket, launcher_pid: int, verbose: bool) -> None:
     while os.getppid() == launcher_pid:
         try:
             connection, _ = listener.accept()

@@ -92,16 +92,18 @@ def test_a_child_ends_when_its_command_is_killed(parent):
     assert _wait_until_gone(child)
 
 
-def test_the_parent_ends_when_its_launcher_is_gone(tmp_path):
+def test_the_parent_ends_when_its_launcher_is_gone_and_leaves_no_socket_behind(tmp_path):
     script = ("import sys, time\nfrom beam_etl.beam import warm_workers\nwarm_workers.start()\n"
-              "print(warm_workers._current['process'].pid, flush=True)\ntime.sleep(600)\n")
+              "print(warm_workers._current['process'].pid, warm_workers._current['directory'], flush=True)\n"
+              "time.sleep(600)\n")
     launcher = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
                                 env={**os.environ, "PYTHONPATH": TREE})
-    warm = int(launcher.stdout.readline())
-    assert _alive(warm)
-    launcher.send_signal(signal.SIGKILL)
+    warm, directory = launcher.stdout.readline().split()
+    assert _alive(int(warm)) and os.listdir(directory) == ["socket"]
+    launcher.send_signal(signal.SIGKILL)  # (it cannot remove the folder it made for the socket)
     launcher.wait()
-    assert _wait_until_gone(warm)
+    assert _wait_until_gone(int(warm))
+    assert not os.path.exists(directory)  # the parent removed it as it ended
 
 
 def test_a_run_on_workers_forked_from_the_parent_writes_what_cold_workers_write(pets_dir, tmp_path):
