@@ -200,10 +200,13 @@ def serve(listen_fd: int, launcher_pid: int, verbose: bool, google_cloud: bool =
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the system
     listener = socket.socket(fileno=listen_fd)
     listener.settimeout(_POLL_S)
+    parent = os.getpid()
     try:
         _accept_until_orphaned(listener, launcher_pid, verbose)
-    finally:  # the launcher is gone (killed: it could not remove its socket's folder) or stops this
-        _remove_socket(listener.getsockname())
+    finally:  # the launcher is gone: killed, it could not remove the socket's folder (its stop()
+        # ends this process with SIGTERM, no finally run, and removes the folder itself)
+        if os.getpid() == parent:  # (a forked child never gets here: it ends with os._exit)
+            _remove_socket(listener.getsockname())
 
 
 def _remove_socket(path: str) -> None:
