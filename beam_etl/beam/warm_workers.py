@@ -15,7 +15,9 @@ not past its imports when it died) the command runs the harness itself, as befor
 forks only while it has one thread (forking a threaded process is unsafe); it ends when the
 launcher stops it or is gone, and a child ends when its command does. The parent carries the
 run's ``BEAM_ETL_RUN_ID`` in its environment from its start, as its children do: a resume waits
-for them as for any worker (:func:`beam_etl.beam.lease.is_resumable`).
+for them as for any worker (:func:`beam_etl.beam.lease.is_resumable`). The parent removes its
+socket as it ends; one killed along with its launcher cannot, and the next launch removes what
+it left (:func:`remove_abandoned`).
 
 Standard library only at import (:mod:`beam_etl.quick_exit` is too): the worker command imports
 this module before anything else.
@@ -29,11 +31,13 @@ import os
 import shutil
 import signal
 import socket
+import stat
 import struct
 import subprocess
 import sys
 import tempfile
 import threading
+import time
 import traceback
 import uuid
 
@@ -46,6 +50,8 @@ PRELOAD = ("apache_beam.runners.worker.sdk_worker_main", "beam_etl.beam.preproce
 _STARTED = b"started\n"
 _HEADER = struct.Struct("!I")  # the length of the JSON that follows the descriptors
 _POLL_S = 0.5  # how often a waiting parent checks that the launcher still runs
+_PREFIX = "beam-etl-workers-"  # the folder start() makes for its socket, in the temporary folder
+_ABANDONED_AFTER_S = 10.0  # a refusing socket younger than this may be one about to listen()
 
 _current: dict = {}  # the parent this process started: {"process", "directory", "run_id"}
 
@@ -58,7 +64,8 @@ def start(verbose: bool = False, google_cloud: bool = True) -> str | None:
         return _current["run_id"]
     if (os.cpu_count() or 1) < 2:
         return None
-    directory = tempfile.mkdtemp(prefix="beam-etl-workers-")
+    remove_abandoned(tempfile.gettempdir())
+    directory = tempfile.mkdtemp(prefix=_PREFIX)
     path = os.path.join(directory, "socket")
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(path)
@@ -217,6 +224,52 @@ def _remove_socket(path: str) -> None:
             remove(target)
         except OSError:
             return
+
+
+def remove_abandoned(temp_dir: str) -> list[str]:
+    """Removes the socket folders in ``temp_dir`` whose warm parent was killed with its launcher
+    (a SIGKILL to the whole process group: neither could remove it); returns their paths.
+
+    Only what :func:`start` makes is touched: a folder of this user named ``beam-etl-workers-*``
+    that holds nothing but a socket named ``socket``, which refuses a connection (nothing listens
+    on it) and is older than :data:`_ABANDONED_AFTER_S` (a socket just bound, not yet listening,
+    refuses too). A live parent takes the probe as a request that is not a worker command's and
+    drops it."""
+    removed = []
+    try:
+        names = [name for name in os.listdir(temp_dir) if name.startswith(_PREFIX)]
+    except OSError:
+        return removed
+    for name in names:
+        directory = os.path.join(temp_dir, name)
+        path = os.path.join(directory, "socket")
+        try:
+            if os.lstat(directory).st_uid != os.getuid() or os.listdir(directory) != ["socket"]:
+                continue
+            state = os.lstat(path)
+        except OSError:
+            continue
+        if not stat.S_ISSOCK(state.st_mode) or time.time() - state.st_mtime < _ABANDONED_AFTER_S:
+            continue
+        if _refuses(path):
+            _remove_socket(path)
+            if not os.path.exists(directory):
+                removed.append(directory)
+    return removed
+
+
+def _refuses(path: str) -> bool:
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.setblocking(False)  # a live parent with a full backlog answers EAGAIN, not a wait
+    try:
+        probe.connect(path)
+    except ConnectionRefusedError:
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return False
 
 
 def _accept_until_orphaned(listener: socket.socket, launcher_pid: int, verbose: bool) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -104,6 +105,89 @@ def test_the_parent_ends_when_its_launcher_is_gone_and_leaves_no_socket_behind(t
     launcher.wait()
     assert _wait_until_gone(int(warm))
     assert not os.path.exists(directory)  # the parent removed it as it ended
+
+
+def _killed_launch(temp_dir) -> str:
+    """Starts a process that starts a warm parent with ``temp_dir`` as its temporary folder, kills
+    the process group of both with SIGKILL (neither can clean up), and returns the folder of the
+    parent's socket, left behind."""
+    launcher, directory = _launcher(temp_dir)
+    os.killpg(launcher.pid, signal.SIGKILL)
+    launcher.wait()
+    assert _wait_until_gone(int(launcher.warm_pid))
+    assert os.listdir(directory) == ["socket"]
+    return directory
+
+
+def _launcher(temp_dir) -> tuple[subprocess.Popen, str]:
+    script = ("import time\nfrom beam_etl.beam import warm_workers\nwarm_workers.start()\n"
+              "print(warm_workers._current['process'].pid, warm_workers._current['directory'], flush=True)\n"
+              "time.sleep(600)\n")
+    launcher = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+                                env={**os.environ, "PYTHONPATH": TREE, "TMPDIR": str(temp_dir)},
+                                start_new_session=True)
+    launcher.warm_pid, directory = launcher.stdout.readline().split()
+    return launcher, directory
+
+
+def _age(path, seconds: float) -> None:
+    then = time.time() - seconds
+    os.utime(path, (then, then), follow_symlinks=False)
+
+
+def test_a_launch_removes_the_socket_folder_of_a_run_killed_with_its_whole_process_group(tmp_path):
+    killed = _killed_launch(tmp_path)
+    _age(os.path.join(killed, "socket"), 60)
+    live, live_directory = _launcher(tmp_path)
+    try:
+        assert not os.path.exists(killed)  # the next launch removed it
+        _age(os.path.join(live_directory, "socket"), 60)
+        just_killed = _killed_launch(tmp_path)
+        # The live run's socket is left alone, and so is a dead one too young to tell from one
+        # about to listen.
+        assert warm_workers.remove_abandoned(str(tmp_path)) == []
+        assert os.listdir(live_directory) == ["socket"] and _alive(int(live.warm_pid))
+        _age(os.path.join(just_killed, "socket"), 60)
+        assert warm_workers.remove_abandoned(str(tmp_path)) == [just_killed]
+        assert os.listdir(live_directory) == ["socket"]
+    finally:
+        os.killpg(live.pid, signal.SIGKILL)
+        live.wait()
+
+
+def test_only_a_dead_socket_of_the_job_s_own_making_is_removed(tmp_path):
+    def dead_socket(folder: str, age: float = 60, extra: str | None = None) -> str:
+        directory = tmp_path / folder
+        directory.mkdir()
+        bound = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        bound.bind(str(directory / "socket"))
+        bound.close()  # the file stays; nothing listens on it
+        _age(directory / "socket", age)
+        if extra:
+            (directory / extra).write_text("data")
+        return str(directory)
+
+    abandoned = dead_socket("beam-etl-workers-abandoned")
+    kept = [dead_socket("beam-etl-workers-just-bound", age=1),  # may be about to listen()
+            dead_socket("beam-etl-workers-with-more", extra="notes.txt"),  # holds something else
+            dead_socket("another-tool-workers")]  # not the job's name
+    (tmp_path / "beam-etl-workers-plain-file").mkdir()
+    (tmp_path / "beam-etl-workers-plain-file" / "socket").write_text("not a socket")
+    _age(tmp_path / "beam-etl-workers-plain-file" / "socket", 60)
+    kept.append(str(tmp_path / "beam-etl-workers-plain-file"))
+    listening = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    (tmp_path / "beam-etl-workers-live").mkdir()
+    listening.bind(str(tmp_path / "beam-etl-workers-live" / "socket"))
+    listening.listen(1)
+    _age(tmp_path / "beam-etl-workers-live" / "socket", 60)
+    kept.append(str(tmp_path / "beam-etl-workers-live"))
+    try:
+        assert warm_workers.remove_abandoned(str(tmp_path)) == [abandoned]
+    finally:
+        listening.close()
+    assert not os.path.exists(abandoned)
+    assert all(os.path.exists(os.path.join(directory, "socket")) for directory in kept)
+    assert warm_workers.remove_abandoned(str(tmp_path / "missing")) == []
 
 
 def test_a_run_on_workers_forked_from_the_parent_writes_what_cold_workers_write(pets_dir, tmp_path):
