@@ -244,8 +244,9 @@ def remove_abandoned(temp_dir: str) -> list[str]:
         directory = os.path.join(temp_dir, name)
         path = os.path.join(directory, "socket")
         try:
-            if os.lstat(directory).st_uid != os.getuid() or os.listdir(directory) != ["socket"]:
-                continue
+            folder = os.lstat(directory)
+            if not stat.S_ISDIR(folder.st_mode) or folder.st_uid != os.getuid() or os.listdir(directory) != ["socket"]:
+                continue  # (a link is not followed)
             state = os.lstat(path)
         except OSError:
             continue

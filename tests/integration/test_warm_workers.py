@@ -181,6 +181,9 @@ def test_only_a_dead_socket_of_the_job_s_own_making_is_removed(tmp_path):
     listening.listen(1)
     _age(tmp_path / "beam-etl-workers-live" / "socket", 60)
     kept.append(str(tmp_path / "beam-etl-workers-live"))
+    elsewhere = dead_socket("elsewhere")  # a link of the job's name to a folder that is not the job's
+    os.symlink(elsewhere, tmp_path / "beam-etl-workers-link")
+    kept.append(elsewhere)
     try:
         assert warm_workers.remove_abandoned(str(tmp_path)) == [abandoned]
     finally:
