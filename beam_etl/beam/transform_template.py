@@ -94,6 +94,7 @@ def write_template(directory: str, image_info: dict, mask_values) -> None:
     import apache_beam as beam
     import tensorflow_transform.beam as tft_beam
     from apache_beam.options.pipeline_options import PipelineOptions
+    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
     from tfx_bsl.public import tfxio
 
     with tempfile.TemporaryDirectory(prefix="beam_etl_transform_") as scratch:
@@ -110,8 +111,11 @@ def write_template(directory: str, image_info: dict, mask_values) -> None:
             # signature is then the raw schema, as TFX trainers that parse with it expect
             schema=metadata_schema.records_schema(image_info, mask_values))
         preprocessing_fn = transform_graph.make_preprocessing_fn(image_info, statistics_file, class_names_file)
-        options = PipelineOptions(flags=[], runner="DirectRunner", direct_running_mode="in_memory")
-        with beam.Pipeline(options=options) as pipeline, tft_beam.Context(temp_dir=os.path.join(scratch, "tft")):
+        # In this process, on the FnApiRunner (Beam's DirectRunner would first try its PrismRunner,
+        # downloaded from GitHub, and leave folders in the temporary folder where that fails).
+        options = PipelineOptions(flags=[], direct_running_mode="in_memory")
+        with beam.Pipeline(runner=FnApiRunner(), options=options) as pipeline, \
+                tft_beam.Context(temp_dir=os.path.join(scratch, "tft")):
             record_batches = (pipeline
                               | "OneRecord" >> beam.Create([placeholder_record(image_info)])
                               | "ToRecordBatches" >> record_source.BeamSource(batch_size=1))

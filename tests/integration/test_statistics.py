@@ -246,6 +246,27 @@ def test_a_template_is_written_once_and_a_damaged_one_again(tmp_path, monkeypatc
 
 
 @pytest.mark.slow
+def test_a_template_is_built_on_the_fn_api_runner_and_leaves_nothing_in_the_temporary_folder(tmp_path, monkeypatch):
+    # Beam 2.77's DirectRunner first tries its PrismRunner, which it downloads from GitHub: the
+    # template is built on the runner the job is tested on, with no download and nothing left over.
+    import tempfile  # pylint: disable=import-outside-toplevel
+
+    from apache_beam.runners.portability import prism_runner  # pylint: disable=import-outside-toplevel
+
+    from beam_etl.beam import transform_template  # pylint: disable=import-outside-toplevel
+
+    tried = []
+    monkeypatch.setattr(prism_runner.PrismRunner, "run_pipeline", lambda *args, **kwargs: tried.append(args) or 1 / 0)
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    folder = transform_template.template({**IMAGE_INFO, "width": 13}, None, root=str(tmp_path / "cache"))
+    assert transform_template._is_intact(folder) and not tried  # pylint: disable=protected-access
+    # (TensorFlow's autograph writes its generated code there, and removes it as the process exits)
+    assert [path.name for path in scratch.iterdir() if not path.name.startswith("__autograph_generated_file")] == []
+
+
+@pytest.mark.slow
 def test_a_cache_that_cannot_be_written_is_no_error(tmp_path):
     from beam_etl.beam import transform_template  # pylint: disable=import-outside-toplevel
 
