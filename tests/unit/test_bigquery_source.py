@@ -2,6 +2,7 @@
 
 import apache_beam as beam
 import pytest
+from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
@@ -62,7 +63,7 @@ def test_rows_become_records_and_null_cells_rejections():
         {"key": "", "image": "i", "mask": "m", "label": 1, "breed": "x", "split": None},
         {"key": "e", "image": "i", "mask": "m", "label": 1, "breed": "x", "split": "TRAIN"},
     ]
-    with TestPipeline() as pipeline:
+    with TestPipeline(runner=FnApiRunner()) as pipeline:
         out = pipeline | beam.Create(rows) | beam.ParDo(_RowToRecordFn(SOURCE, columns))
         assert_that(out, equal_to([
             SourceRecord(key="a", image_uri="gs://b/a.jpg", mask_uri="gs://b/a.png", label=3,
@@ -89,5 +90,5 @@ def test_rows_become_records_and_null_cells_rejections():
 ])
 def test_a_column_flag_that_does_not_fit_the_rows_fails_naming_the_flag(columns, row, message):
     with pytest.raises(Exception, match=message):
-        with TestPipeline() as pipeline:
+        with TestPipeline(runner=FnApiRunner()) as pipeline:
             _ = pipeline | beam.Create([row]) | beam.ParDo(_RowToRecordFn(SOURCE, columns))

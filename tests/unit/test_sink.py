@@ -6,6 +6,7 @@ import apache_beam as beam
 import pytest
 import google_crc32c
 import tensorflow as tf
+from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
@@ -34,7 +35,7 @@ def _file_entry(path):
 
 def test_fixed_shards_hold_every_example_sorted_and_empty_splits_get_files(tmp_path):
     staged = tmp_path / ".incomplete" / "staged" / RUN  # the commit moves them into place
-    with TestPipeline() as p:
+    with TestPipeline(runner=FnApiRunner()) as p:
         counts = p | "Counts" >> beam.Create([("train", 3), ("test", 3)])
         reports, lineage = p | beam.Create(_examples(40)) | WriteShards(str(tmp_path), RUN, counts)
         assert_that(lineage | beam.Map(lambda r: (r["file"], r["num_records"])), equal_to(
@@ -79,7 +80,7 @@ def test_each_original_s_lineage_entry_lands_beside_its_shard_with_every_record_
                                        lineage=entry(key)))
         examples.append(EncodedExample(example_key=f"{key}#aug1", split="train", copy=1,
                                        serialized=f"c-{i}".encode()))
-    with TestPipeline() as p:
+    with TestPipeline(runner=FnApiRunner()) as p:
         counts = p | "Counts" >> beam.Create([("train", 4), ("val", 1), ("test", 1)])
         _ = p | beam.Create(examples) | WriteShards(str(tmp_path), RUN, counts)
     staged = tmp_path / ".incomplete" / "staged" / RUN
@@ -108,11 +109,11 @@ def test_shard_counts_from_inputs_and_target_size():
                        augment_copies=1)
     record_bytes = expected_record_bytes(config)  # 100 * 100 * 4 + 512
     assert record_bytes == 40512
-    with TestPipeline() as p:
+    with TestPipeline(runner=FnApiRunner()) as p:
         counts = p | beam.Create(records) | ShardCounts(config, shard_bytes=1_000_000)
         # train: 100 inputs x 2 copies x 40512 B = 8.1 MB -> 9 files; test 0.4 MB -> 1; val: none -> 1
         assert_that(counts, equal_to([("train", 9), ("test", 1), ("val", 1)]))
-    with TestPipeline() as p:
+    with TestPipeline(runner=FnApiRunner()) as p:
         fixed = p | beam.Create(records) | ShardCounts(dataclasses.replace(config, num_shards=4), 1)
         assert_that(fixed, equal_to([("train", 4), ("val", 4), ("test", 4)]))
 
@@ -120,14 +121,14 @@ def test_shard_counts_from_inputs_and_target_size():
 def test_rejected_list_is_written_sorted_and_even_when_empty(tmp_path):
     rejections = [Rejection(uri=f"/d/{name}", stage="decode_image", reason=reason, message="m", key=name)
                   for name, reason in (("b", "truncated"), ("a", "empty_file"), ("c", "truncated"))]
-    with TestPipeline() as p:
+    with TestPipeline(runner=FnApiRunner()) as p:
         report = p | beam.Create(rejections) | WriteRejected(str(tmp_path / "some"), RUN)
         assert_that(report | beam.Map(lambda r: (r["num_rejected"], r["by_reason"])),
                     equal_to([(3, {"empty_file": 1, "truncated": 2})]))
     lines = (tmp_path / "some" / ".incomplete" / "staged" / RUN / "rejected" / "rejected-00000-of-00001.jsonl"
              ).read_text().splitlines()
     assert [json.loads(line)["uri"] for line in lines] == ["/d/a", "/d/b", "/d/c"]
-    with TestPipeline() as p:
+    with TestPipeline(runner=FnApiRunner()) as p:
         none = beam.Create([], reshuffle=False).with_output_types(Rejection)
         _ = p | none | WriteRejected(str(tmp_path / "none"), RUN)
     assert (tmp_path / "none" / ".incomplete" / "staged" / RUN / "rejected" / "rejected-00000-of-00001.jsonl"

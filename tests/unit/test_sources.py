@@ -4,6 +4,7 @@ import os
 
 import apache_beam as beam
 import pytest
+from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
@@ -28,7 +29,7 @@ def test_pairs_by_stem_and_rejects_orphans(tmp_path):
     _touch(tmp_path / "img" / "._a.jpg")  # macOS resource fork: not an input
     a_mask = _touch(tmp_path / "mask" / "a.png")
     c_mask = _touch(tmp_path / "mask" / "c.png")
-    with TestPipeline() as p:
+    with TestPipeline(runner=FnApiRunner()) as p:
         records, rejected = p | ReadImageMaskPairs(str(tmp_path / "img" / "*.jpg"), str(tmp_path / "mask" / "*.png"))
         assert_that(records, equal_to([SourceRecord(key="a", image_uri=a_img, mask_uri=a_mask)]))
         assert_that(rejected | beam.Map(lambda r: (r.uri, r.stage, r.reason, r.key)),
@@ -45,7 +46,7 @@ def test_oxford_lists_give_labels_and_splits(tmp_path):
     _touch(root / "annotations" / "trainval.txt", b"#Image CLASS-ID SPECIES BREED ID\nAbyssinian_1 1 1 1\n")
     _touch(root / "annotations" / "test.txt", b"beagle_4 5 2 4\n")
     config = JobConfig(output=str(tmp_path / "out"), sources=(oxford.Settings((str(root),)),))
-    with TestPipeline() as p:
+    with TestPipeline(runner=FnApiRunner()) as p:
         records, rejected = p | ReadSources(config)
         assert_that(records, equal_to([
             SourceRecord(key="Abyssinian_1", image_uri=img, mask_uri=mask, label=0,
@@ -63,7 +64,7 @@ def test_same_key_from_two_sources_is_kept_once(tmp_path):
     config = JobConfig(output="o", sources=(files.Settings(
         images=(str(tmp_path / "one" / "*.jpg"), str(tmp_path / "two" / "*.jpg")),
         masks=(str(tmp_path / "one" / "*.png"), str(tmp_path / "two" / "*.png"))),))
-    with TestPipeline() as p:
+    with TestPipeline(runner=FnApiRunner()) as p:
         records, rejected = p | ReadSources(config)
         assert_that(records, equal_to([SourceRecord(key="a", image_uri=first, mask_uri=first_mask, split="train")]))
         assert_that(rejected | beam.Map(lambda r: (r.uri, r.reason)),
@@ -223,7 +224,7 @@ def test_a_new_kind_of_source_is_its_module_and_one_line_of_registration(tmp_pat
     assert config.splits == ("train", "test")
     assert config.flags()["uri_lists"] == [str(listing)]
     check_sources(config)
-    with TestPipeline() as p:
+    with TestPipeline(runner=FnApiRunner()) as p:
         records, rejected = p | ReadSources(config)
         assert_that(records, equal_to([SourceRecord(key="a", image_uri="/d/a.jpg", mask_uri="/d/a.png", split="test"),
                                        SourceRecord(key="b", image_uri="/d/b.jpg", mask_uri="/d/b.png", split="test")]))
