@@ -3,6 +3,8 @@ a failure told in one message."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from beam_etl import failure_report
@@ -86,8 +88,11 @@ def test_the_traceback_goes_to_a_file():
         raise ValueError("deep down")
     except ValueError as error:
         path = failure_report.write_traceback(error, "test")
-    with open(path, encoding="utf-8") as handle:
-        text = handle.read()
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    finally:
+        os.remove(path)
     assert text.startswith("Traceback (most recent call last):") and text.endswith("ValueError: deep down\n")
 
 
