@@ -119,3 +119,34 @@ def test_the_dask_runner_is_named_by_its_package_and_its_flags_are_known(capsys)
 ])
 def test_arguments_the_job_would_ignore_or_misuse_fail_at_launch(capsys, extra, named):
     assert named in _fail(capsys, ["--output", "o", *extra])
+
+
+def test_a_view_of_the_options_is_made_once_and_reads_and_writes_what_a_new_one_would():
+    import copy  # pylint: disable=import-outside-toplevel
+    import pickle  # pylint: disable=import-outside-toplevel
+
+    from apache_beam.options.pipeline_options import (  # pylint: disable=import-outside-toplevel
+        DirectOptions, GoogleCloudOptions, PipelineOptions, StandardOptions)
+
+    _, pipeline_options = options.parse_args(["--oxford_pets", "d", "--output", "o", "--direct_num_workers", "2"])
+    direct = pipeline_options.view_as(DirectOptions)
+    assert pipeline_options.view_as(DirectOptions) is direct  # (Beam makes a new parser each time)
+    assert direct.direct_num_workers == 2
+    direct.direct_num_workers = 3  # a write through one view is seen by every other, and by the options
+    assert pipeline_options.view_as(PipelineOptions).view_as(DirectOptions).direct_num_workers == 3
+    assert pipeline_options.get_all_options()["direct_num_workers"] == 3
+    copied = copy.deepcopy(pipeline_options)  # as beam.Pipeline keeps its options
+    copied.view_as(DirectOptions).direct_num_workers = 4
+    assert direct.direct_num_workers == 3 and copied.view_as(DirectOptions).direct_num_workers == 4
+    copied.view_as(StandardOptions).runner = "DirectRunner"
+    assert pipeline_options.view_as(StandardOptions).runner is None
+    # Beam blanks this option in the pickled options: no view kept carries it there either.
+    pipeline_options.view_as(GoogleCloudOptions).impersonate_service_account = "someone@example.com"
+    pickled = pickle.dumps(pipeline_options)
+    assert b"someone@example.com" not in pickled
+    restored = pickle.loads(pickled)
+    assert restored.view_as(GoogleCloudOptions).impersonate_service_account is None
+    assert restored.view_as(DirectOptions).direct_num_workers == 3
+    assert restored.view_as(DirectOptions) is restored.view_as(DirectOptions)
+    restored.view_as(DirectOptions).direct_num_workers = 5  # the restored views are the restored options'
+    assert restored.get_all_options()["direct_num_workers"] == 5
