@@ -123,13 +123,14 @@ class LaunchOptions(PipelineOptions):
 class JobOptions(PipelineOptions):
     """The job's PipelineOptions, whose views are made once per options class and kept.
 
-    Beam's ``view_as`` makes a new view at each call, with a parser of every registered options
-    class (about 2 ms), and Beam asks for one some 500 times while it builds this job's graph (for
-    each transform applied, each output's type, each type check): 0.4-0.6 s of every launch. A
-    view keeps no value of its own (it reads and writes the options' ``_all_options``), so a kept
-    view reads and writes what a new one would. Kept views stay out of the pickled and copied
-    state: where Beam blanks ``impersonate_service_account`` there it pickles a copy of the
-    values, and a view pickled beside the options would restore with a copy of its own.
+    Beam's ``view_as`` makes a new view at each call, parsing the flags again with a parser of
+    the class's options (about 1 ms), and Beam asks for one some 500 times while it builds this
+    job's graph (for each transform applied, each output's type, each type check): 0.4-0.6 s of
+    every launch. A view keeps no value of its own (it reads and writes the options'
+    ``_all_options``, parsed from their ``_flags``), so a kept view reads and writes what a new one
+    would; one made before either was replaced is made again. Kept views stay out of the pickled
+    and copied state: where Beam blanks ``impersonate_service_account`` there it pickles a copy
+    of the values, and a view pickled beside the options would restore with a copy of its own.
     """
 
     def view_as(self, cls):
@@ -138,7 +139,7 @@ class JobOptions(PipelineOptions):
             views = {}
             object.__setattr__(self, "_views", views)  # (Beam's __setattr__ takes option names only)
         view = views.get(cls)
-        if view is None:
+        if view is None or view._all_options is not self._all_options or view._flags is not self._flags:
             view = views[cls] = super().view_as(cls)
         return view
 

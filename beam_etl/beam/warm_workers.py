@@ -234,7 +234,8 @@ def remove_abandoned(temp_dir: str) -> list[str]:
     that holds nothing but a socket named ``socket``, which refuses a connection (nothing listens
     on it) and is older than :data:`_ABANDONED_AFTER_S` (a socket just bound, not yet listening,
     refuses too). A live parent takes the probe as a request that is not a worker command's and
-    drops it."""
+    drops it. (A temporary folder shared by several hosts is not a case it tells apart: another
+    host's live socket refuses too, and that run's workers then start cold.)"""
     removed = []
     try:
         names = [name for name in os.listdir(temp_dir) if name.startswith(_PREFIX)]

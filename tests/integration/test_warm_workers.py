@@ -5,11 +5,14 @@ without it giving the same bytes."""
 from __future__ import annotations
 
 import os
+import pathlib
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -135,29 +138,38 @@ def _age(path, seconds: float) -> None:
     os.utime(path, (then, then), follow_symlinks=False)
 
 
-def test_a_launch_removes_the_socket_folder_of_a_run_killed_with_its_whole_process_group(tmp_path):
-    killed = _killed_launch(tmp_path)
+@pytest.fixture
+def short_tmp():
+    """A folder with a short path: a socket's path may not be longer than 107 bytes, and pytest's
+    own folders, under a long user or workspace name, can take most of that."""
+    folder = tempfile.mkdtemp(prefix="bew-", dir="/tmp")
+    yield pathlib.Path(folder)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_a_launch_removes_the_socket_folder_of_a_run_killed_with_its_whole_process_group(short_tmp):
+    killed = _killed_launch(short_tmp)
     _age(os.path.join(killed, "socket"), 60)
-    live, live_directory = _launcher(tmp_path)
+    live, live_directory = _launcher(short_tmp)
     try:
         assert not os.path.exists(killed)  # the next launch removed it
         _age(os.path.join(live_directory, "socket"), 60)
-        just_killed = _killed_launch(tmp_path)
+        just_killed = _killed_launch(short_tmp)
         # The live run's socket is left alone, and so is a dead one too young to tell from one
         # about to listen.
-        assert warm_workers.remove_abandoned(str(tmp_path)) == []
+        assert warm_workers.remove_abandoned(str(short_tmp)) == []
         assert os.listdir(live_directory) == ["socket"] and _alive(int(live.warm_pid))
         _age(os.path.join(just_killed, "socket"), 60)
-        assert warm_workers.remove_abandoned(str(tmp_path)) == [just_killed]
+        assert warm_workers.remove_abandoned(str(short_tmp)) == [just_killed]
         assert os.listdir(live_directory) == ["socket"]
     finally:
         os.killpg(live.pid, signal.SIGKILL)
         live.wait()
 
 
-def test_only_a_dead_socket_of_the_job_s_own_making_is_removed(tmp_path):
+def test_only_a_dead_socket_of_the_job_s_own_making_is_removed(short_tmp, monkeypatch):
     def dead_socket(folder: str, age: float = 60, extra: str | None = None) -> str:
-        directory = tmp_path / folder
+        directory = short_tmp / folder
         directory.mkdir()
         bound = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         bound.bind(str(directory / "socket"))
@@ -171,26 +183,29 @@ def test_only_a_dead_socket_of_the_job_s_own_making_is_removed(tmp_path):
     kept = [dead_socket("beam-etl-workers-just-bound", age=1),  # may be about to listen()
             dead_socket("beam-etl-workers-with-more", extra="notes.txt"),  # holds something else
             dead_socket("another-tool-workers")]  # not the job's name
-    (tmp_path / "beam-etl-workers-plain-file").mkdir()
-    (tmp_path / "beam-etl-workers-plain-file" / "socket").write_text("not a socket")
-    _age(tmp_path / "beam-etl-workers-plain-file" / "socket", 60)
-    kept.append(str(tmp_path / "beam-etl-workers-plain-file"))
+    (short_tmp / "beam-etl-workers-plain-file").mkdir()
+    (short_tmp / "beam-etl-workers-plain-file" / "socket").write_text("not a socket")
+    _age(short_tmp / "beam-etl-workers-plain-file" / "socket", 60)
+    kept.append(str(short_tmp / "beam-etl-workers-plain-file"))
     listening = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    (tmp_path / "beam-etl-workers-live").mkdir()
-    listening.bind(str(tmp_path / "beam-etl-workers-live" / "socket"))
+    (short_tmp / "beam-etl-workers-live").mkdir()
+    listening.bind(str(short_tmp / "beam-etl-workers-live" / "socket"))
     listening.listen(1)
-    _age(tmp_path / "beam-etl-workers-live" / "socket", 60)
-    kept.append(str(tmp_path / "beam-etl-workers-live"))
+    _age(short_tmp / "beam-etl-workers-live" / "socket", 60)
+    kept.append(str(short_tmp / "beam-etl-workers-live"))
     elsewhere = dead_socket("elsewhere")  # a link of the job's name to a folder that is not the job's
-    os.symlink(elsewhere, tmp_path / "beam-etl-workers-link")
+    os.symlink(elsewhere, short_tmp / "beam-etl-workers-link")
     kept.append(elsewhere)
     try:
-        assert warm_workers.remove_abandoned(str(tmp_path)) == [abandoned]
+        with monkeypatch.context() as another_user:  # whose folders are not this user's to remove
+            another_user.setattr(warm_workers.os, "getuid", lambda uid=os.getuid(): uid + 1)
+            assert warm_workers.remove_abandoned(str(short_tmp)) == []
+        assert warm_workers.remove_abandoned(str(short_tmp)) == [abandoned]
     finally:
         listening.close()
     assert not os.path.exists(abandoned)
     assert all(os.path.exists(os.path.join(directory, "socket")) for directory in kept)
-    assert warm_workers.remove_abandoned(str(tmp_path / "missing")) == []
+    assert warm_workers.remove_abandoned(str(short_tmp / "missing")) == []
 
 
 def test_a_run_on_workers_forked_from_the_parent_writes_what_cold_workers_write(pets_dir, tmp_path):
