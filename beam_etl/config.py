@@ -46,6 +46,8 @@ def folder_place(text):
     it is recorded (the manifest's ``--cache``) it names the same folder from anywhere."""
     if not text:
         raise ValueError("must name a folder")
+    if text.startswith("~"):
+        raise ValueError("the shell did not expand '~' (it does not after '='): give it with a space, or the full path")
     return text if "://" in text else os.path.abspath(text)
 
 

@@ -282,8 +282,6 @@ def launch(config: JobConfig, pipeline_options: PipelineOptions, command_line: d
     quiet_worker_start()
     if workers:
         print(f"beam-etl: running {workers} (--direct_running_mode and --direct_num_workers choose)")
-    if launch_options.render_graph:
-        render_graph(config, launch_options.render_graph)
     made_from = _first_missing(config.output)
     try:
         holder = lease.take(config.output, launch_options.break_lease, launch_options.lease_timeout_hours,
@@ -301,6 +299,12 @@ def launch(config: JobConfig, pipeline_options: PipelineOptions, command_line: d
     except (ValueError, RuntimeError) as error:
         _abandon(config.output, holder.run_id, made_from)
         _refuse(error)
+    if launch_options.render_graph:  # once the run holds the output: a refused run draws nothing
+        try:
+            render_graph(config, launch_options.render_graph)
+        except BaseException:
+            _abandon(config.output, holder.run_id, made_from)
+            raise
     snapshot = (up_to_date.Snapshot(command_line, config.output, sources.local_roots(config))
                 if command_line is not None and config.use_cache and runs_here(pipeline_options) else None)
     cluster = None

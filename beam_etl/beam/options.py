@@ -20,7 +20,7 @@ from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions
 from beam_etl import config as config_lib
 from beam_etl.beam import filesystem, sources
 from beam_etl.config import flag_type, positive_hours, positive_int
-from beam_etl.output_layout import CACHE_DIR, UP_TO_DATE, is_job_file, join
+from beam_etl.output_layout import CACHE_DIR, INCOMPLETE_DIR, UP_TO_DATE, is_job_file, join
 
 
 
@@ -233,6 +233,8 @@ def _unknown_arguments(options: PipelineOptions, argv: list[str]) -> list[str]:
     return unknown
 
 
+MAX_WORKERS_PER_CORE = 32  # --direct_num_workers, --dask_local_workers: more is a typo, not a plan
+
 # Runners whose workers end with the launching process.
 IN_PROCESS_RUNNERS = {"DirectRunner", "SwitchingDirectRunner", "BundleBasedDirectRunner", "FnApiRunner",
                       "PrismRunner"}
@@ -289,9 +291,17 @@ def check_runner_flags(options: PipelineOptions, flags: argparse.Namespace) -> N
     if is_dry_run(options) and kind not in ("DataflowRunner", "TestDataflowRunner"):
         raise ValueError(f"--dry_run builds a Dataflow job without running it; {kind} would run the job: "
                          "give --runner DataflowRunner, or leave --dry_run out")
+    dry_run = options.view_as(TestOptions).dry_run
+    if dry_run and str(dry_run).lower() != "true":
+        raise ValueError(f"--dry_run={dry_run!r}: Beam takes any value as true (a job built, not run): "
+                         "give --dry_run=True, or leave it out for a real run")
+    most = MAX_WORKERS_PER_CORE * (os.cpu_count() or 1)
     workers = options.view_as(DirectOptions).direct_num_workers
     if workers is None or workers < 0:
         raise ValueError(f"--direct_num_workers must be 0 (one per core) or more, got {workers}")
+    for flag, count in (("--direct_num_workers", workers), ("--dask_local_workers", flags.dask_local_workers)):
+        if count and count > most:
+            raise ValueError(f"{flag} {count}: at most {MAX_WORKERS_PER_CORE} a core ({most} on this machine)")
     graph = flags.render_graph
     if graph is not None:
         folder = os.path.dirname(os.path.abspath(graph))
@@ -299,22 +309,44 @@ def check_runner_flags(options: PipelineOptions, flags: argparse.Namespace) -> N
             raise ValueError(f"--render_graph {graph!r}: folder {folder!r} does not exist")
         if os.path.splitext(graph)[1] not in (".svg", ".png", ".dot"):
             raise ValueError(f"--render_graph {graph!r}: expected a .svg, .png or .dot file")
+        output = flags.output
+        inside = output and "://" not in output and \
+            os.path.realpath(graph).startswith(os.path.realpath(output).rstrip("/") + "/")
+        if inside:
+            raise ValueError(f"--render_graph {graph!r} is inside --output {output!r}, which holds the job's "
+                             "files only (a file of another kind there stops the next run): write it elsewhere")
 
 
 def _check_folder_flag(flag: str, value: str) -> None:
-    """A folder flag's value: a local path (Beam's FileSystems has no ``file://``), or any
-    other scheme's; locally, not a file."""
+    """A folder flag's value: UTF-8 text (Beam carries paths as text), a local path (Beam's
+    FileSystems has no ``file://``) or any other scheme's; locally, not a file, not the root of
+    the filesystem, not a ``~`` left unexpanded, and not inside a folder named like an output's
+    ``.incomplete`` (that output's next run clears it)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = os.fsencode(value).decode("utf-8", "backslashreplace")
+        raise ValueError(f"{flag} {shown!r} is not UTF-8 text (its other bytes are shown as \\xNN), which "
+                         "Beam cannot carry: choose another name") from None
     if value.startswith("file://"):
         raise ValueError(f"{flag} {value!r}: give the local path {value[len('file://'):]!r}")
-    if "://" not in value and os.path.exists(value) and not os.path.isdir(value):
+    if value.startswith("~"):
+        raise ValueError(f"{flag} {value!r}: the shell did not expand '~' (it does not after '='): "
+                         f"give {flag} ~/... with a space, or the full path")
+    local = "://" not in value
+    if local and os.path.exists(value) and not os.path.isdir(value):
         raise ValueError(f"{flag} {value!r} is a file, not a folder")
+    if local and os.path.realpath(value) == os.path.realpath(os.sep):
+        raise ValueError(f"{flag} {value!r} is the root of the filesystem: the job keeps its files and "
+                         f"folders at the top of {flag}; choose a folder of its own")
+    parts = (os.path.realpath(value) if local else value).split("/")
+    if INCOMPLETE_DIR in parts[:-1] or parts[-1] == INCOMPLETE_DIR:
+        raise ValueError(f"{flag} {value!r} is inside {INCOMPLETE_DIR!r}, where an output of the job keeps what "
+                         "its runs have not committed (its next run clears it): choose a folder of its own")
 
 
 def check_output_flag(output: str, statistics: bool) -> None:
     _check_folder_flag("--output", output)
-    if "://" not in output and os.path.realpath(output) == os.path.realpath(os.sep):
-        raise ValueError(f"--output {output!r} is the root of the filesystem: the job keeps its files and "
-                         "folders at the top of --output; choose a folder of its own")
     if statistics and any(character in output for character in filesystem.GLOB_CHARACTERS):
         # The job takes the path literally, but TensorFlow restores a SavedModel's variables by
         # file pattern: tf.Transform's graph could be written there and never loaded.
@@ -329,14 +361,13 @@ def check_cache_flag(cache: str | None, output: str) -> None:
     ``OUT/.incomplete/...``, a shard's name). A folder of its own in ``OUT`` is fine."""
     if cache is None:
         return
-    _check_folder_flag("--cache", cache)
     local = "://" not in cache
-    if local != ("://" not in output):
-        return
-    place, top = (os.path.realpath(cache), os.path.realpath(output)) if local else (cache, output)
-    inside = place[len(top.rstrip("/")) + 1:] if place.startswith(top.rstrip("/") + "/") else ""
-    first = next((part for part in inside.split("/") if part), "")
-    if first and (is_job_file(first) or first == UP_TO_DATE):
-        raise ValueError(f"--cache {cache!r} is where --output {output!r} keeps {first!r} of its own: "
-                         f"leave --cache out (the cache is then {join(output, CACHE_DIR)}), or name a "
-                         "folder of its own")
+    if local == ("://" not in output):
+        place, top = (os.path.realpath(cache), os.path.realpath(output)) if local else (cache, output)
+        inside = place[len(top.rstrip("/")) + 1:] if place.startswith(top.rstrip("/") + "/") else ""
+        first = next((part for part in inside.split("/") if part), "")
+        if first and (is_job_file(first) or first == UP_TO_DATE):
+            raise ValueError(f"--cache {cache!r} is where --output {output!r} keeps {first!r} of its own: "
+                             f"leave --cache out (the cache is then {join(output, CACHE_DIR)}), or name a "
+                             "folder of its own")
+    _check_folder_flag("--cache", cache)

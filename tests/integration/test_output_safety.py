@@ -506,9 +506,10 @@ def test_a_run_that_lost_its_lease_mid_swap_moves_nothing_more(earlier, pets_dir
 def test_a_second_run_refuses_while_the_first_holds_the_lease(earlier, pets_dir, tmp_path, capsys):
     out = _copy(earlier, tmp_path)
     holder = lease.take(str(out))  # this (living) process is the first run
-    error = _refused(capsys, lambda: _run(pets_dir, out, "--overwrite", "--break_lease"))
+    graph = tmp_path / "graph.dot"  # (drawn once the run holds the output, not before it is refused)
+    error = _refused(capsys, lambda: _run(pets_dir, out, "--overwrite", "--break_lease", "--render_graph", str(graph)))
     assert f"leased by run {holder.run_id} (pid {os.getpid()}" in error and "another run is writing" in error
-    assert lease.read_holder(str(out)) == holder
+    assert lease.read_holder(str(out)) == holder and not graph.exists()
     with pytest.raises(lease.LeaseError, match="lost its lease"):
         lease.check(str(out), "some-other-run")
     lease.release(str(out), holder.run_id)

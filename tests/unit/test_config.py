@@ -154,3 +154,30 @@ def test_a_view_of_the_options_is_made_once_and_reads_and_writes_what_a_new_one_
     # Values replaced whole (nothing in Beam does it today): a view kept from before is made again.
     restored._all_options = dict(restored._all_options, direct_num_workers=6)  # pylint: disable=protected-access
     assert restored.view_as(DirectOptions).direct_num_workers == 6
+
+
+@pytest.mark.parametrize("extra,named", [
+    (["--output", "~/out"], "--output '~/out': the shell"),  # (no shell expands ~ after =)
+    (["--output", "OUT", "--cache", "~/cache"], "--cache: invalid value '~/cache': the shell"),
+    (["--output", "OUT/\udcff\udcfe"], "is not UTF-8 text"),  # a name of other bytes, which Beam cannot carry
+    (["--output", "OUT", "--cache", "OUT/c\udcff"], "--cache 'OUT/c\\\\xff' is not UTF-8 text"),
+    (["--output", "OUT", "--cache", "/"], "--cache '/' is the root of the filesystem"),
+    (["--output", "OUT/.incomplete/tmp/mine"], "--output 'OUT/.incomplete/tmp/mine' is inside '.incomplete'"),
+    (["--output", "OUT2", "--cache", "OUT/.incomplete/cache"],
+     "--cache 'OUT/.incomplete/cache' is inside '.incomplete'"),
+    (["--output", "OUT", "--direct_num_workers", "99999999"], "--direct_num_workers 99999999"),
+    (["--output", "OUT", "--dask_local_workers", "100000"], "--dask_local_workers 100000"),
+    (["--output", "OUT", "--runner", "DataflowRunner", "--dry_run=False"], "--dry_run='False'"),
+    (["--output", "OUT", "--render_graph", "OUT/metadata/graph.dot"],
+     "--render_graph 'OUT/metadata/graph.dot' is inside --output"),
+])
+def test_a_path_or_number_the_job_would_misuse_fails_at_launch_touching_nothing(capsys, tmp_path, extra, named):
+    (tmp_path / "OUT" / "metadata").mkdir(parents=True)
+    (tmp_path / "d" / "images").mkdir(parents=True)
+    before = sorted(tmp_path.rglob("*"))
+    argv = ["--oxford_pets", str(tmp_path / "d")]
+    for arg in extra:
+        argv.append(str(tmp_path / arg) if arg.startswith("OUT") else arg)
+    message = _fail(capsys, argv).replace(f"{tmp_path}/", "")
+    assert named in message
+    assert sorted(tmp_path.rglob("*")) == before
