@@ -650,3 +650,36 @@ def test_tiny_shard_size_never_makes_more_files_than_examples(pets_dir, tmp_path
     for split in manifest["splits"].values():  # (shard counts come from inputs, before rejects)
         assert 1 <= len(split["files"]) <= max(1, split["num_examples"] + manifest["num_rejected"])
     assert sum(len(split["files"]) for split in manifest["splits"].values()) < 40
+
+
+@pytest.mark.parametrize("flags, place, named", [
+    (("--images", "{d}/images/*.jpg", "--masks", "{d}/annotations/trimaps/*.png"), ("--output", "{d}/images"),
+     "--images '{d}/images/*.jpg'"),
+    (("--images", "{d}/images/*", "--masks", "{d}/annotations/trimaps/*.png"), ("--output", "{d}/images/out"),
+     "--images '{d}/images/*'"),
+    (("--oxford_pets", "{d}"), ("--output", "{d}/annotations/trimaps"), "--oxford_pets"),
+    (("--oxford_pets", "{d}"), ("--cache", "{d}/images/cache"), "--oxford_pets"),
+])
+def test_an_output_or_cache_in_a_folder_the_sources_list_is_refused(pets_dir, tmp_path, capsys, flags, place, named):
+    """The job's files would be read as inputs by its next run (and shown as rejected inputs)."""
+    data = tmp_path / "data"
+    shutil.copytree(pets_dir, data)
+    before = sorted((p, p.stat().st_mtime_ns) for p in data.rglob("*"))
+    argv = [arg.format(d=data) for arg in flags]
+    flag, value = place[0], place[1].format(d=data)
+    if flag == "--cache":
+        argv += ["--output", str(tmp_path / "out")]
+    argv += [flag, value, "--image_size", "32"]
+    with pytest.raises(SystemExit) as exited:
+        preprocess.run(argv)
+    error = capsys.readouterr().err
+    assert exited.value.code == 2 and f"{flag} {value!r} lies in " in error and named.format(d=data) in error
+    assert sorted((p, p.stat().st_mtime_ns) for p in data.rglob("*")) == before
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_output_beside_the_oxford_layout_s_folders_is_fine(pets_dir, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(pets_dir, data)
+    manifest = _run(data, data / "out")
+    assert manifest["num_written"] > 0

@@ -37,9 +37,11 @@ spreads the work.
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import apache_beam as beam
 
+from beam_etl.beam import up_to_date
 from beam_etl.beam.sources import bigquery, files, oxford
 from beam_etl.beam.sources.pairing import PairAndDedup
 from beam_etl.splits import assign_split
@@ -116,6 +118,20 @@ def local_roots(config) -> list[str] | None:
 
 
 def check_sources(config, pipeline_options=None) -> None:
-    """Launch-time checks of every source (see the module's docstring)."""
+    """Launch-time checks of every source (see the module's docstring), and of ``--output`` and
+    ``--cache`` against them: neither may lie in the folder a source's glob lists, where the
+    job's files would be read as inputs by the next run."""
     for source in sources_of(config):
         source.check(pipeline_options)
+    places = [("--output", config.output), ("--cache", config.cache_dir)]
+    for source in sources_of(config):
+        for source_flag, glob in source.globs() if hasattr(source, "globs") else []:
+            folder = up_to_date.root_of(glob)
+            for flag, place in places:
+                if not place or folder is None or "://" in place:
+                    continue
+                real, top = os.path.realpath(place), os.path.realpath(folder)
+                if real == top or real.startswith(top.rstrip("/") + "/"):
+                    raise ValueError(f"{flag} {place!r} lies in {folder!r}, which {source_flag} {glob!r} lists: "
+                                     "the job's files would be read as inputs by its next run; choose a "
+                                     "folder outside the inputs")

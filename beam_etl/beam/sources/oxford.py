@@ -70,6 +70,10 @@ class ReadOxfordPets(beam.PTransform):
         """The root: its images, masks and lists lie under it."""
         return [up_to_date.local_path(self._root)]
 
+    def globs(self) -> list[tuple[str, str]]:
+        """``(flag, glob)`` of every glob the source lists."""
+        return [("--oxford_pets", self.images_glob), ("--oxford_pets", self.masks_glob)]
+
     def list_files(self) -> list[tuple[str, str]]:
         """The list files the layout may have (read in the job, where present: building the job
         touches no source)."""
