@@ -41,7 +41,6 @@ import os
 
 import apache_beam as beam
 
-from beam_etl.beam import up_to_date
 from beam_etl.beam.sources import bigquery, files, oxford
 from beam_etl.beam.sources.pairing import PairAndDedup
 from beam_etl.splits import assign_split
@@ -125,13 +124,12 @@ def check_sources(config, pipeline_options=None) -> None:
         source.check(pipeline_options)
     places = [("--output", config.output), ("--cache", config.cache_dir)]
     for source in sources_of(config):
-        for source_flag, glob in source.globs() if hasattr(source, "globs") else []:
-            folder = up_to_date.root_of(glob)
+        for source_flag, value, folder in source.listed_folders() if hasattr(source, "listed_folders") else []:
             for flag, place in places:
                 if not place or folder is None or "://" in place:
                     continue
                 real, top = os.path.realpath(place), os.path.realpath(folder)
                 if real == top or real.startswith(top.rstrip("/") + "/"):
-                    raise ValueError(f"{flag} {place!r} lies in {folder!r}, which {source_flag} {glob!r} lists: "
+                    raise ValueError(f"{flag} {place!r} lies in {folder!r}, which {source_flag} {value!r} lists: "
                                      "the job's files would be read as inputs by its next run; choose a "
                                      "folder outside the inputs")

@@ -29,9 +29,10 @@ class ReadImageMaskPairs(beam.PTransform):
     def local_roots(self) -> list[str | None]:
         return [up_to_date.root_of(self._images_glob), up_to_date.root_of(self._masks_glob)]
 
-    def globs(self) -> list[tuple[str, str]]:
-        """``(flag, glob)`` of every glob the source lists."""
-        return [("--images", self._images_glob), ("--masks", self._masks_glob)]
+    def listed_folders(self) -> list[tuple[str, str, str | None]]:
+        """``(flag, value, folder)``: the local folder each glob lists under (None: not local)."""
+        return [("--images", self._images_glob, up_to_date.root_of(self._images_glob)),
+                ("--masks", self._masks_glob, up_to_date.root_of(self._masks_glob))]
 
     def entries(self, pbegin, source: int = 0) -> tuple[list, list]:
         """The files as ``(stem, (source, tag, uri))``, before pairing; no rejections yet."""

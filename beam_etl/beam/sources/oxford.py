@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import posixpath
 
 import apache_beam as beam
@@ -70,9 +71,12 @@ class ReadOxfordPets(beam.PTransform):
         """The root: its images, masks and lists lie under it."""
         return [up_to_date.local_path(self._root)]
 
-    def globs(self) -> list[tuple[str, str]]:
-        """``(flag, glob)`` of every glob the source lists."""
-        return [("--oxford_pets", self.images_glob), ("--oxford_pets", self.masks_glob)]
+    def listed_folders(self) -> list[tuple[str, str, str | None]]:
+        """``(flag, value, folder)``: the local folders of its images and masks (None: not local;
+        the root is a path, its glob characters literal)."""
+        root = up_to_date.local_path(self._root)
+        return [("--oxford_pets", self._root, root and os.path.join(root, *sub))
+                for sub in (("images",), ("annotations", "trimaps"))]
 
     def list_files(self) -> list[tuple[str, str]]:
         """The list files the layout may have (read in the job, where present: building the job
