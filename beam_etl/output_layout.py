@@ -21,6 +21,7 @@ replaced output and the commit's journal. Names are relative, ``/``-separated;
 from __future__ import annotations
 
 import json
+import os
 import re
 
 MANIFEST = "manifest.json"
@@ -110,6 +111,15 @@ def is_job_file(name: str) -> bool:
 def join(directory: str, name: str) -> str:
     """``directory/name`` for any scheme, ``name`` relative and ``/``-separated."""
     return f"{directory.rstrip('/')}/{name}" if directory else name
+
+
+def is_within(path: str, folder: str) -> bool:
+    """Whether ``path`` is ``folder`` or lies under it: local paths after their links are
+    resolved, others (``gs://``) by their text."""
+    if "://" in folder or "://" in path:
+        return path.startswith(folder.rstrip("/") + "/")
+    path, folder = os.path.realpath(path), os.path.realpath(folder)
+    return os.path.commonpath([path, folder]) == folder
 
 
 def parse_manifest(data: bytes, path: str) -> dict:

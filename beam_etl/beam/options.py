@@ -20,7 +20,7 @@ from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions
 from beam_etl import config as config_lib
 from beam_etl.beam import filesystem, sources
 from beam_etl.config import flag_type, positive_hours, positive_int
-from beam_etl.output_layout import CACHE_DIR, INCOMPLETE_DIR, UP_TO_DATE, is_job_file, join
+from beam_etl.output_layout import CACHE_DIR, INCOMPLETE_DIR, UP_TO_DATE, is_job_file, is_within, join
 
 
 
@@ -310,9 +310,7 @@ def check_runner_flags(options: PipelineOptions, flags: argparse.Namespace) -> N
         if os.path.splitext(graph)[1] not in (".svg", ".png", ".dot"):
             raise ValueError(f"--render_graph {graph!r}: expected a .svg, .png or .dot file")
         output = flags.output
-        inside = output and "://" not in output and \
-            os.path.realpath(graph).startswith(os.path.realpath(output).rstrip("/") + "/")
-        if inside:
+        if output and "://" not in output and is_within(graph, output):
             raise ValueError(f"--render_graph {graph!r} is inside --output {output!r}, which holds the job's "
                              "files only (a file of another kind there stops the next run): write it elsewhere")
 

@@ -18,7 +18,6 @@ import collections
 import html
 import io
 import json
-import os
 import sys
 
 import numpy as np
@@ -28,7 +27,7 @@ from PIL import Image
 from beam_etl.config import flag_type, positive_int
 from beam_etl.loader import preview
 from beam_etl.loader.dataset import load_manifest
-from beam_etl.output_layout import IncompleteOutputError, join
+from beam_etl.output_layout import IncompleteOutputError, is_within, join
 
 _THUMBNAIL = 96
 
@@ -164,13 +163,6 @@ def build_report(output: str, examples: int = 8, rejected_per_reason: int = 3, s
             + "\n</body></html>\n")
 
 
-def _inside(path: str, folder: str) -> bool:
-    if "://" in folder or "://" in path:
-        return path.startswith(folder.rstrip("/") + "/")
-    path, folder = os.path.realpath(path), os.path.realpath(folder)
-    return os.path.commonpath([path, folder]) == folder
-
-
 def main(argv: list[str] | None = None, prog: str = "python -m beam_etl.loader.report") -> int:
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     parser.add_argument("output", metavar="OUT", help="Output folder of the job (local or gs://).")
@@ -182,7 +174,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m beam_etl.loader.r
     parser.add_argument("--seed", type=flag_type(int), default=0, help="Which examples the grid shows.")
     parser.add_argument("--verbose", action="store_true", help="Show TensorFlow's native logs.")
     args = parser.parse_args(argv)
-    if _inside(args.html, args.output):
+    if is_within(args.html, args.output):
         print(f"error: --html {args.html!r} is inside OUT, whose manifest lists exactly its files", file=sys.stderr)
         return 2
     try:

@@ -37,12 +37,12 @@ spreads the work.
 from __future__ import annotations
 
 import dataclasses
-import os
 
 import apache_beam as beam
 
 from beam_etl.beam.sources import bigquery, files, oxford
 from beam_etl.beam.sources.pairing import PairAndDedup
+from beam_etl.output_layout import is_within
 from beam_etl.splits import assign_split
 
 SOURCE_KINDS = (
@@ -126,10 +126,7 @@ def check_sources(config, pipeline_options=None) -> None:
     for source in sources_of(config):
         for source_flag, value, folder in source.listed_folders() if hasattr(source, "listed_folders") else []:
             for flag, place in places:
-                if not place or folder is None or "://" in place:
-                    continue
-                real, top = os.path.realpath(place), os.path.realpath(folder)
-                if real == top or real.startswith(top.rstrip("/") + "/"):
+                if place and folder is not None and "://" not in place and is_within(place, folder):
                     raise ValueError(f"{flag} {place!r} lies in {folder!r}, which {source_flag} {value!r} lists: "
                                      "the job's files would be read as inputs by its next run; choose a "
                                      "folder outside the inputs")
