@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import apache_beam as beam
 import tensorflow_transform.beam as tft_beam
+from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from tfx_bsl.public import tfxio
 
 from beam_etl import metadata_schema, schema
@@ -57,7 +58,9 @@ def analyze_records(records: list[bytes], image_info: dict, mask_values, output:
     record_source = tfxio.TFExampleBeamRecord(
         physical_format="inmem", telemetry_descriptors=["beam_etl_tests"],
         schema=metadata_schema.records_schema(image_info, mask_values))
-    with beam.Pipeline() as pipeline, tft_beam.Context(temp_dir=temp_dir):
+    # On the FnApiRunner, in this process, as the job's own template is built: Beam's DirectRunner
+    # would first try its PrismRunner (a download) and leave empty folders in the temporary folder.
+    with beam.Pipeline(runner=FnApiRunner()) as pipeline, tft_beam.Context(temp_dir=temp_dir):
         batches = (pipeline | beam.Create(records) | record_source.BeamSource(batch_size=16))
         transform_fn = ((batches, record_source.TensorAdapterConfig())
                         | tft_beam.AnalyzeDataset(preprocessing_fn_with_analyzers(image_info, mask_values)))
