@@ -14,8 +14,8 @@ import argparse
 import dataclasses
 import os
 
-from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions,
-                                                  StandardOptions, TestOptions)
+from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions, SetupOptions,
+                                                  StandardOptions, TestOptions, WorkerOptions)
 
 from beam_etl import config as config_lib
 from beam_etl.beam import filesystem, sources
@@ -295,6 +295,7 @@ def check_runner_flags(options: PipelineOptions, flags: argparse.Namespace) -> N
     if dry_run and str(dry_run).lower() != "true":
         raise ValueError(f"--dry_run={dry_run!r}: Beam takes any value as true (a job built, not run): "
                          "give --dry_run=True, or leave it out for a real run")
+    _check_dataflow_worker_flags(options, kind, flag if name else "the DirectRunner")
     most = MAX_WORKERS_PER_CORE * (os.cpu_count() or 1)
     workers = options.view_as(DirectOptions).direct_num_workers
     if workers is None or workers < 0:
@@ -313,6 +314,44 @@ def check_runner_flags(options: PipelineOptions, flags: argparse.Namespace) -> N
         if output and "://" not in output and is_within(graph, output):
             raise ValueError(f"--render_graph {graph!r} is inside --output {output!r}, which holds the job's "
                              "files only (a file of another kind there stops the next run): write it elsewhere")
+
+
+# Runners whose workers no --num_workers sizes: this machine's processes, or a Dask cluster.
+_NO_WORKER_POOL = IN_PROCESS_RUNNERS | {"DaskRunner"}
+_SETUP_FILE_NAMES = ("setup.py", "pyproject.toml")
+_PACKAGE_SUFFIXES = (".tar", ".tar.gz", ".whl", ".zip")
+
+
+def _check_dataflow_worker_flags(options: PipelineOptions, kind: str, runner: str) -> None:
+    """Beam's flags for Dataflow's workers, which Beam checks on Dataflow only, once the graph is
+    built (its options validator, its stager), and other runners ignore: the sizes of the pool of
+    machines (refused where the runner has no such pool, for they would size nothing), and the files
+    staged for them (a local one must be there whatever the runner, as Beam's stager checks)."""
+    worker = options.view_as(WorkerOptions)
+    sizes = {"--num_workers": worker.num_workers, "--max_num_workers": worker.max_num_workers}
+    for flag, size in sizes.items():
+        if size is None:
+            continue
+        if kind in _NO_WORKER_POOL:
+            raise ValueError(f"{flag} {size}: sizes Dataflow's pool of worker machines, and {runner} has none: "
+                             "leave it out (the DirectRunner's processes: --direct_num_workers; a Dask cluster "
+                             "the job starts: --dask_local_workers)")
+        if size < 1:
+            raise ValueError(f"{flag} {size}: a number of worker machines is 1 or more")
+    if None not in sizes.values() and worker.num_workers > worker.max_num_workers:
+        raise ValueError(f"--num_workers {worker.num_workers} is more than --max_num_workers {worker.max_num_workers}")
+    setup = options.view_as(SetupOptions)
+    staged = [("--setup_file", setup.setup_file, _SETUP_FILE_NAMES),
+              ("--requirements_file", setup.requirements_file, None),
+              *(("--extra_package", package, _PACKAGE_SUFFIXES) for package in setup.extra_packages or ())]
+    for flag, path, names in staged:
+        if path is None or "://" in path:  # (a remote package is Beam's stager's to fetch)
+            continue
+        if not os.path.isfile(path):
+            raise ValueError(f"{flag} {path!r} is not a file (Beam stages it for Dataflow's workers)")
+        base = os.path.basename(path)
+        if names is _SETUP_FILE_NAMES and base not in names or names is _PACKAGE_SUFFIXES and not base.endswith(names):
+            raise ValueError(f"{flag} {path!r}: Beam takes {' or '.join(names)} here")
 
 
 def _check_folder_flag(flag: str, value: str) -> None:

@@ -121,6 +121,21 @@ def test_arguments_the_job_would_ignore_or_misuse_fail_at_launch(capsys, extra, 
     assert named in _fail(capsys, ["--output", "o", *extra])
 
 
+def test_beams_worker_pool_and_staging_flags_that_dataflow_would_take_are_accepted(tmp_path):
+    (tmp_path / "setup.py").write_text("")
+    (tmp_path / "requirements.txt").write_text("")
+    (tmp_path / "extra.whl").write_bytes(b"")
+    _, pipeline_options = options.parse_args([
+        "--oxford_pets", "d", "--output", "o", "--runner", "DataflowRunner", "--num_workers", "3",
+        "--max_num_workers", "5", "--setup_file", str(tmp_path / "setup.py"), "--requirements_file",
+        str(tmp_path / "requirements.txt"), "--extra_package", str(tmp_path / "extra.whl"),
+        "--extra_package", "gs://bucket/remote.tar.gz"])  # (a remote package: Beam's stager fetches it)
+    assert (pipeline_options.get_all_options()["num_workers"], pipeline_options.get_all_options()["max_num_workers"]) == (3, 5)
+    # Locally the staging flags are harmless (the workers are this machine's): an existing file is accepted.
+    job, _ = options.parse_args(["--oxford_pets", "d", "--output", "o", "--setup_file", str(tmp_path / "setup.py")])
+    assert job.output == "o"
+
+
 def test_a_view_of_the_options_is_made_once_and_reads_and_writes_what_a_new_one_would():
     import copy  # pylint: disable=import-outside-toplevel
     import pickle  # pylint: disable=import-outside-toplevel
@@ -170,9 +185,29 @@ def test_a_view_of_the_options_is_made_once_and_reads_and_writes_what_a_new_one_
     (["--output", "OUT", "--runner", "DataflowRunner", "--dry_run=False"], "--dry_run='False'"),
     (["--output", "OUT", "--render_graph", "OUT/metadata/graph.dot"],
      "--render_graph 'OUT/metadata/graph.dot' is inside --output"),
+    # Beam's sizes of Dataflow's pool of machines, which Beam checks on Dataflow only, once the
+    # graph is built; on a runner of this machine's processes or a Dask cluster they size nothing.
+    (["--output", "OUT", "--num_workers", "4"], "--num_workers 4: sizes Dataflow's pool"),
+    (["--output", "OUT", "--runner", "beam_dask.DaskRunner", "--dask_client_address", "h:1",
+      "--max_num_workers", "8"], "--max_num_workers 8: sizes Dataflow's pool"),
+    (["--output", "OUT", "--runner", "DataflowRunner", "--num_workers", "-5"], "--num_workers -5: "),
+    (["--output", "OUT", "--runner", "DataflowRunner", "--max_num_workers", "0"], "--max_num_workers 0: "),
+    (["--output", "OUT", "--runner", "DataflowRunner", "--num_workers", "5", "--max_num_workers", "2"],
+     "--num_workers 5 is more than --max_num_workers 2"),
+    # Files Beam stages for Dataflow's workers, which it looks for only then (no other runner does).
+    (["--output", "OUT", "--setup_file", "OUT/nowhere/setup.py"], "--setup_file 'OUT/nowhere/setup.py' is not a file"),
+    (["--output", "OUT", "--runner", "DataflowRunner", "--setup_file", "OUT/metadata"],
+     "--setup_file 'OUT/metadata' is not a file"),
+    (["--output", "OUT", "--runner", "DataflowRunner", "--setup_file", "OUT/metadata/setup.txt"],
+     "--setup_file 'OUT/metadata/setup.txt': Beam takes setup.py or pyproject.toml here"),
+    (["--output", "OUT", "--requirements_file", "OUT/requirements.txt"],
+     "--requirements_file 'OUT/requirements.txt' is not a file"),
+    (["--output", "OUT", "--extra_package", "OUT/dist/beam_etl-1.0.tar.gz"],
+     "--extra_package 'OUT/dist/beam_etl-1.0.tar.gz' is not a file"),
 ])
 def test_a_path_or_number_the_job_would_misuse_fails_at_launch_touching_nothing(capsys, tmp_path, extra, named):
     (tmp_path / "OUT" / "metadata").mkdir(parents=True)
+    (tmp_path / "OUT" / "metadata" / "setup.txt").write_text("")
     (tmp_path / "d" / "images").mkdir(parents=True)
     before = sorted(tmp_path.rglob("*"))
     argv = ["--oxford_pets", str(tmp_path / "d")]
