@@ -9,13 +9,16 @@ run that fails puts the earlier output back and releases it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import shutil
 import sys
+import tempfile
 import time
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, SetupOptions, StandardOptions
 
 from beam_etl.beam import (commit, crash, filesystem, job_progress, lease, manifest, options, outcome_store,
                            sdk_worker, sources, up_to_date, warm_workers)
@@ -180,6 +183,29 @@ def render_graph(config: JobConfig, path: str) -> None:
     print(f"wrote the job's graph to {path}")
 
 
+@contextlib.contextmanager
+def beam_scratch(pipeline_options: PipelineOptions):
+    """Around building and submitting a job to a runner whose workers run in containers
+    (Dataflow, its dry run included; not the DirectRunner or Dask): Beam 2.77 writes what it
+    stages for a container's workers (the pickled main session, the list of this environment's
+    packages) into a temporary folder of its own that it never removes
+    (``environments.python_sdk_dependencies``), one per build. Folders made in the temporary
+    folder meanwhile go in one of the job's, removed once the job is submitted. Beam's cache of
+    downloaded requirements stays where Beam keeps it across submissions (its
+    ``--requirements_cache`` default, in the temporary folder)."""
+    setup = pipeline_options.view_as(SetupOptions)
+    if setup.requirements_cache is None:
+        setup.requirements_cache = os.path.join(tempfile.gettempdir(), "beam-requirements-cache")
+    scratch = tempfile.mkdtemp(prefix="beam-etl-submission-")
+    previous = tempfile.tempdir
+    tempfile.tempdir = scratch
+    try:
+        yield
+    finally:
+        tempfile.tempdir = previous
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
 def runner_name(pipeline_options: PipelineOptions) -> str | None:
     return pipeline_options.view_as(StandardOptions).runner
 
@@ -255,7 +281,7 @@ def launch(config: JobConfig, pipeline_options: PipelineOptions, command_line: d
     which the same command finds the output up to date (:mod:`beam_etl.beam.up_to_date`)."""
     launch_options = pipeline_options.view_as(options.LaunchOptions)
     if options.is_dry_run(pipeline_options):  # builds the job; touches neither output nor sources
-        with beam.Pipeline(options=pipeline_options) as pipeline:
+        with beam_scratch(pipeline_options), beam.Pipeline(options=pipeline_options) as pipeline:
             _ = pipeline | "Preprocess" >> Preprocess(config)
         return None
     command = lease.command_hash(config.flags())
@@ -316,7 +342,10 @@ def launch(config: JobConfig, pipeline_options: PipelineOptions, command_line: d
             cluster = _on_local_dask_cluster(pipeline_options, launch_options.dask_local_workers)
         watcher = job_progress.Watcher(config.output, ProgressLine("images"),
                                        lambda: sources.count_inputs(config, INPUTS_TO_COUNT))
-        with watcher, beam.Pipeline(runner=local_runner(pipeline_options), options=pipeline_options) as pipeline:
+        on_containers = options.runner_kind(pipeline_options) not in options.PROCESS_AND_DASK_RUNNERS
+        scratch = beam_scratch(pipeline_options) if on_containers else contextlib.nullcontext()
+        runner = local_runner(pipeline_options)
+        with watcher, scratch, beam.Pipeline(runner=runner, options=pipeline_options) as pipeline:
             _ = pipeline | "Preprocess" >> Preprocess(config, holder.run_id)
     except BaseException:
         if cluster is not None:  # its workers stop here: none of them can be mid-commit after this

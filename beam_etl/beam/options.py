@@ -316,8 +316,9 @@ def check_runner_flags(options: PipelineOptions, flags: argparse.Namespace) -> N
                              "files only (a file of another kind there stops the next run): write it elsewhere")
 
 
-# Runners whose workers no --num_workers sizes: this machine's processes, or a Dask cluster.
-_NO_WORKER_POOL = IN_PROCESS_RUNNERS | {"DaskRunner"}
+# Runners whose workers are this machine's processes or a Dask cluster's: no pool of machines
+# for --num_workers to size, no container for Beam to stage files for.
+PROCESS_AND_DASK_RUNNERS = IN_PROCESS_RUNNERS | {"DaskRunner"}
 _SETUP_FILE_NAMES = ("setup.py", "pyproject.toml")
 _PACKAGE_SUFFIXES = (".tar", ".tar.gz", ".whl", ".zip")
 
@@ -332,7 +333,7 @@ def _check_dataflow_worker_flags(options: PipelineOptions, kind: str, runner: st
     for flag, size in sizes.items():
         if size is None:
             continue
-        if kind in _NO_WORKER_POOL:
+        if kind in PROCESS_AND_DASK_RUNNERS:
             raise ValueError(f"{flag} {size}: sizes Dataflow's pool of worker machines, and {runner} has none: "
                              "leave it out (the DirectRunner's processes: --direct_num_workers; a Dask cluster "
                              "the job starts: --dask_local_workers)")

@@ -35,9 +35,10 @@ def dataflow_pipeline(pets_dir, tmp_path_factory):
         "--temp_location", "gs://my-bucket/tmp", "--sdk_container_image", IMAGE,
         "--dry_run=True", "--no_auth", "--sdk_location=container", "--job_name", "beam-etl-test"]
     config, pipeline_options = options_lib.parse_args(argv)
-    pipeline = beam.Pipeline(options=pipeline_options)
-    _ = pipeline | "Preprocess" >> Preprocess(config)
-    result = pipeline.run()
+    with launch.beam_scratch(pipeline_options):  # (as the job's command builds it)
+        pipeline = beam.Pipeline(options=pipeline_options)
+        _ = pipeline | "Preprocess" >> Preprocess(config)
+        result = pipeline.run()
     return result.job.proto_pipeline
 
 
@@ -140,8 +141,10 @@ def test_dry_run_touches_neither_the_output_nor_the_sources(tmp_path):
     that do not exist, and an output that must not be created."""
     out = tmp_path / "out"
     closed = "http://127.0.0.1:9"
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", http_proxy=closed, https_proxy=closed, HTTP_PROXY=closed,
-               HTTPS_PROXY=closed, no_proxy="", NO_PROXY="")
+    temporary = tmp_path / "temporary"  # the command's temporary folder: left as it was found
+    temporary.mkdir()
+    env = dict(os.environ, TMPDIR=str(temporary), TF_CPP_MIN_LOG_LEVEL="2", http_proxy=closed, https_proxy=closed,
+               HTTP_PROXY=closed, HTTPS_PROXY=closed, no_proxy="", NO_PROXY="")
     argv = ["--oxford_pets", "gs://no-such-bucket/pets", "--images", "gs://no-such-bucket/i/*.jpg",
             "--masks", "gs://no-such-bucket/m/*.png", "--output", str(out), "--image_size", "128",
             "--runner", "DataflowRunner", "--project", "my-project", "--region", "us-central1",
@@ -152,3 +155,8 @@ def test_dry_run_touches_neither_the_output_nor_the_sources(tmp_path):
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert not out.exists() and time.monotonic() - started < 120
+    # Beam writes what it would stage for the container's workers, the pickled main session and the
+    # list of this environment's packages, to a folder of its own that it never removes; its cache of
+    # downloaded requirements is meant to stay (empty here: none to download).
+    assert sorted(path.name for path in temporary.iterdir()) == ["beam-requirements-cache"]
+    assert list((temporary / "beam-requirements-cache").iterdir()) == []
