@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import socket
 import sys
@@ -20,7 +19,7 @@ import tensorflow as tf
 from beam_etl.config import flag_type, positive_int
 from beam_etl.progress import ProgressLine
 from beam_etl.output_layout import IncompleteOutputError
-from beam_etl.loader import preview
+from beam_etl.loader import preview, written_file
 from beam_etl.loader.dataset import check_files, load_manifest, make_dataset, normalization_layer, split_files
 
 
@@ -100,17 +99,10 @@ def _check_flags(parser: argparse.ArgumentParser, args) -> None:
         if refusal is not None:
             parser.error(f"--data_service_address {args.data_service_address!r}: no tf.data service "
                          f"dispatcher answers there ({refusal})")
-    if args.preview:
-        if not args.preview.lower().endswith(".png"):
-            parser.error(f"--preview {args.preview!r}: expected a .png file")
-        folder = os.path.dirname(os.path.abspath(args.preview))
-        if "://" not in args.preview:
-            if not os.path.isdir(folder):
-                parser.error(f"--preview {args.preview!r}: folder {folder!r} does not exist")
-            if os.path.isdir(args.preview):
-                parser.error(f"--preview {args.preview!r} is a folder")
-            if not os.access(folder, os.W_OK | os.X_OK, effective_ids=os.access in os.supports_effective_ids):
-                parser.error(f"--preview {args.preview!r}: this user may not write to {folder!r}")
+    if args.preview is not None:
+        refused = written_file.refusal("--preview", args.preview, args.data, ".png")
+        if refused is not None:
+            parser.error(refused)
 
 
 def build_parser(prog: str = "python -m beam_etl.train_loader") -> argparse.ArgumentParser:

@@ -25,9 +25,9 @@ import tensorflow as tf
 from PIL import Image
 
 from beam_etl.config import flag_type, positive_int
-from beam_etl.loader import preview
+from beam_etl.loader import preview, written_file
 from beam_etl.loader.dataset import load_manifest
-from beam_etl.output_layout import IncompleteOutputError, is_within, join
+from beam_etl.output_layout import IncompleteOutputError, join
 
 _THUMBNAIL = 96
 
@@ -174,8 +174,9 @@ def main(argv: list[str] | None = None, prog: str = "python -m beam_etl.loader.r
     parser.add_argument("--seed", type=flag_type(int), default=0, help="Which examples the grid shows.")
     parser.add_argument("--verbose", action="store_true", help="Show TensorFlow's native logs.")
     args = parser.parse_args(argv)
-    if is_within(args.html, args.output):
-        print(f"error: --html {args.html!r} is inside OUT, whose manifest lists exactly its files", file=sys.stderr)
+    refused = written_file.refusal("--html", args.html, args.output)
+    if refused is not None:
+        print(f"error: {refused}", file=sys.stderr)
         return 2
     try:
         page = build_report(args.output, args.examples, args.rejected_per_reason, args.seed)

@@ -113,6 +113,22 @@ def test_the_report_is_never_written_into_the_output(page, capsys):
     assert "inside OUT" in capsys.readouterr().err and not (out / "report.html").exists()
 
 
+@pytest.mark.parametrize("html, named", [
+    ("", "--html '': must name a file"),
+    ("FOLDER/missing/report.html", "--html 'FOLDER/missing/report.html': folder 'FOLDER/missing' does not exist"),
+    ("FOLDER", "--html 'FOLDER' is a folder"),
+])
+def test_a_report_it_could_not_write_is_refused_before_the_output_is_read(page, tmp_path, monkeypatch, capsys,
+                                                                         html, named):
+    _, _, path = page
+    out = path.parent / "out"
+    monkeypatch.setattr(report, "build_report", lambda *args: pytest.fail("the output was read"))
+    html, named = html.replace("FOLDER", str(tmp_path)), named.replace("FOLDER", str(tmp_path))
+    assert report.main([str(out), "--html", html]) == 2
+    assert named in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_an_output_with_no_rejected_input_says_so_without_an_empty_table(tmp_path):
     sample_data.generate(str(tmp_path / "data"), num_images=6, seed=1)
     out = tmp_path / "out"

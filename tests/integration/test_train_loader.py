@@ -266,6 +266,24 @@ def test_cli_refuses_a_wrong_flag_at_once_naming_it(raw_output, tmp_path, capsys
     assert sorted(path.name for path in tmp_path.iterdir()) == []
 
 
+def test_cli_refuses_a_preview_inside_the_output_by_path_or_by_link(raw_output, tmp_path, capsys):
+    """The preview would be one more file than the manifest lists, or, written through a link,
+    would replace one of them (the manifest itself)."""
+    out, _ = raw_output
+    manifest = (out / "manifest.json").read_bytes()
+    listing = sorted(path.relative_to(out) for path in out.rglob("*"))
+    (tmp_path / "grid.png").symlink_to(out / "manifest.json")
+    (tmp_path / "dangling.png").symlink_to(out / "transform_fn" / "grid.png")
+    for picture in (out / "grid.png", out / "transform_fn" / "grid.png", tmp_path / "grid.png",
+                    tmp_path / "dangling.png"):
+        with pytest.raises(SystemExit) as exited:
+            loader.main(["--data", str(out), "--preview", str(picture)])
+        assert exited.value.code == 2
+        assert f"--preview {str(picture)!r} is inside OUT" in capsys.readouterr().err
+    assert (out / "manifest.json").read_bytes() == manifest
+    assert sorted(path.relative_to(out) for path in out.rglob("*")) == listing
+
+
 def test_cli_refuses_a_preview_this_user_may_not_write(raw_output, tmp_path):
     out, _ = raw_output
     tmp_path.chmod(0o555)

@@ -62,6 +62,34 @@ def test_sample_data_refuses_a_folder_that_holds_files(tmp_path, capsys):
     assert sorted(path.name for path in tmp_path.iterdir()) == ["old.jpg"]
 
 
+@pytest.mark.parametrize("output,named", [
+    ("", "--output '': must name a folder"),  # (was the current folder, its files overwritten)
+    ("~/data", "--output '~/data': the shell did not expand '~'"),
+    ("gs://bucket/data", "--output 'gs://bucket/data': a local folder"),
+    ("dangling", "--output 'dangling' is a link to nothing"),
+    ("a_file/data", "--output 'a_file/data': cannot make the folder"),
+])
+def test_sample_data_refuses_an_output_it_cannot_write_cleanly_touching_nothing(tmp_path, monkeypatch, capsys,
+                                                                                output, named):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "Russian_Blue_1.jpg").write_bytes(b"the user's own")
+    (tmp_path / "a_file").write_bytes(b"x")
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    before = sorted((path, path.lstat().st_size) for path in tmp_path.rglob("*"))
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["sample-data", "--output", output, "--num_images", "1"])
+    assert exited.value.code == 2 and named in capsys.readouterr().err
+    assert sorted((path, path.lstat().st_size) for path in tmp_path.rglob("*")) == before
+
+
+def test_sample_data_refuses_more_images_than_the_disk_holds(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["sample-data", "--output", str(tmp_path / "data"), "--num_images", "1000000000000"])
+    assert exited.value.code == 2 and "--num_images 1000000000000: about" in capsys.readouterr().err
+    assert not (tmp_path / "data").exists()
+
+
 def test_the_summary_speaks_of_augmentation_only_when_there_is_some():
     from beam_etl.beam import launch
 
