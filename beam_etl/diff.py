@@ -18,6 +18,7 @@ import json
 import sys
 
 from beam_etl import lineage
+from beam_etl.manifest_checks import manifest_problems
 from beam_etl.output_layout import MANIFEST, join, missing_manifest, parse_manifest
 
 _MARKS = {lineage.ADDED: "+", lineage.REMOVED: "-", lineage.CHANGED: "~"}
@@ -42,6 +43,9 @@ def read_index(output: str) -> tuple[dict, dict[str, dict]]:
         manifest = parse_manifest(_read(path), path)
     except FileNotFoundError:
         raise missing_manifest(path, output) from None
+    problems = manifest_problems(manifest)
+    if problems:
+        raise ValueError(f"{path} says what is not so of an output: {'; '.join(problems)} (edited by hand?)")
     if not manifest.get("lineage"):
         raise ValueError(f"{output} has no lineage index (manifest format {manifest.get('format_version')}; "
                          "outputs have one from format 4): rerun the job to write one")

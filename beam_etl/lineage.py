@@ -83,7 +83,8 @@ def read_index(data: bytes) -> dict[str, dict]:
         try:
             entry = json.loads(text)
             if not (isinstance(entry["key"], str) and isinstance(entry["outcome"], str)
-                    and isinstance(entry["examples"], list)):
+                    and isinstance(entry["examples"], list)
+                    and isinstance(entry["image_sha256"], str) and isinstance(entry["mask_sha256"], str)):
                 raise TypeError
         except (ValueError, KeyError, TypeError):
             raise ValueError(f"line {number} of the lineage index is not an entry: {text[:80]!r}") from None

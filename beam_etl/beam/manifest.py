@@ -19,6 +19,7 @@ from beam_etl import lineage, schema
 from beam_etl.beam import commit, example_cache, filesystem, sink
 from beam_etl.code_version import code_version
 from beam_etl.config import JobConfig
+from beam_etl.manifest_checks import manifest_problems
 from beam_etl.output_layout import (CHANGES_FILE, MANIFEST, TRANSFORM_DIRS, join, missing_manifest, parse_manifest,
                                     staging_dir)
 
@@ -169,6 +170,10 @@ def _write_manifest(parts, config: JobConfig, run_id: str):
     previous = commit.read_manifest_if_any(config.output)
     if previous is not None and previous.get("run_id") != run_id:  # (a retried step: already committed)
         manifest["changes"] = changes_against(config.output, run_id, previous, manifest)
+    problems = manifest_problems(manifest)  # what verify checks of it: never committed untrue
+    if problems:
+        raise RuntimeError(f"the manifest would say what is not so: {'; '.join(problems)}; "
+                           f"--output {config.output!r} was not changed")
     commit.commit(config.output, run_id, manifest, list(manifest["files"]))
     yield manifest
 

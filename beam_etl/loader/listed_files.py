@@ -4,7 +4,8 @@ streams by size; ``verify`` checks every file byte for byte. TensorFlow's file s
 
 A manifest must also agree with itself: each split lists shards of that split, once each, every
 one among the manifest's ``files``, and their records add up to the split's ``num_examples``
-(:func:`split_problems`); a manifest of a format that lists its files lists them.
+(:func:`split_problems`); a manifest of a format that lists its files lists them; and what
+``verify`` checks besides (:mod:`beam_etl.manifest_checks`).
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ import struct
 import google_crc32c
 import tensorflow as tf
 
+from beam_etl.manifest_checks import FILES_FORMAT, is_count
 from beam_etl.output_layout import TRANSFORM_DIRS, is_shard_name
 
 _CHUNK = 8 << 20  # read 8 MB at a time
-FILES_FORMAT = 2  # the first manifest format whose "files" lists every file (bytes, crc32c)
 
 
 class OutputMismatchError(ValueError):
@@ -87,6 +88,8 @@ def lists_files(manifest: dict) -> bool:
     must and it does not (deleting the list would turn every check off)."""
     if "files" in manifest:
         return True
+    if not is_count(manifest.get("format_version", 1)):
+        raise OutputMismatchError("the manifest's 'format_version' is not a count: it was edited")
     if manifest.get("format_version", 1) >= FILES_FORMAT:
         raise OutputMismatchError(f"the manifest (format_version {manifest.get('format_version')}) lists no "
                                   "files, though its format lists every one: it was edited")
@@ -125,3 +128,4 @@ def check_graph_files(data_dir: str, manifest: dict) -> None:
             if problem:
                 raise OutputMismatchError(f"{data_dir.rstrip('/')}/{name}: {problem}: the transform graph is not the "
                                           "one the manifest describes")
+

@@ -18,6 +18,8 @@ import collections
 import html
 import io
 import json
+import os
+import stat
 import sys
 
 import numpy as np
@@ -39,8 +41,11 @@ def _png_uri(picture: np.ndarray) -> str:
 
 
 def thumbnail(uri: str) -> str | None:
-    """A small PNG data URI of the image at ``uri``; None when it cannot be read or decoded."""
+    """A small PNG data URI of the image at ``uri``; None when it cannot be read or decoded, or
+    is not a regular file (a FIFO, as the job found it, would block the reader for ever: not opened)."""
     try:
+        if "://" not in uri and not stat.S_ISREG(os.stat(uri).st_mode):
+            return None
         with tf.io.gfile.GFile(uri, "rb") as handle:
             data = handle.read(64 << 20)
         with Image.open(io.BytesIO(data)) as image:

@@ -14,6 +14,7 @@ import tensorflow as tf
 
 from beam_etl.loader.dataset import load_manifest
 from beam_etl.loader.listed_files import check_file, lists_files, split_problems
+from beam_etl.manifest_checks import manifest_problems, shape_problems
 from beam_etl.output_layout import INCOMPLETE_DIR, MANIFEST, first_format, is_job_file
 
 
@@ -37,15 +38,23 @@ def verify(data_dir: str) -> dict[str, str]:
     if not lists_files(manifest):
         raise ValueError(f"{path} has format_version {manifest.get('format_version')}, which lists "
                          "no checksums: rerun the job to verify its output")
+    shape = shape_problems(manifest)
+    if shape:  # (nothing else can be read of it)
+        return {MANIFEST: "; ".join(shape)}
     problems = {f"{MANIFEST} (splits.{split})": problem for split in sorted(manifest["splits"])
                 for problem in split_problems(manifest, split)[:1]}
+    described = manifest_problems(manifest)
+    if described:  # (the files are checked against a manifest that says what is so)
+        problems[MANIFEST] = "; ".join(described)
+        return problems
     for name, entry in sorted(manifest["files"].items()):
         problem = check_file(f"{data_dir.rstrip('/')}/{name}", entry)
         if problem:
             problems[name] = problem
     for name in _walk(data_dir):
         if (is_job_file(name) and name != MANIFEST and name not in manifest["files"]
-                and not name.startswith(INCOMPLETE_DIR + "/")
+                # (.incomplete as a file: a walk that met a run's folder as the run removed it)
+                and name != INCOMPLETE_DIR and not name.startswith(INCOMPLETE_DIR + "/")
                 and manifest.get("format_version", 0) >= first_format(name)):
             problems[name] = "not listed in the manifest"
     return problems

@@ -177,6 +177,35 @@ def test_diff_refuses_what_is_not_a_complete_output(root, tmp_path, capsys):
     assert not (tmp_path / "a" / CHANGES_FILE).exists() and verify.verify(str(tmp_path / "a")) == {}
 
 
+def _drop_a_lineage_file(manifest):
+    del manifest["files"][manifest["lineage"]["files"].pop()]
+
+
+@pytest.mark.parametrize("edit, named", [
+    (_drop_a_lineage_file, "the lineage index lists 5 files, not one per shard (6)"),  # (diff said: removed)
+    (lambda m: m.update(splits="x"), "'splits' is not an object"),  # (diff said: nothing changed)
+    (lambda m: m.update(files=[]), "'files' is not an object"),  # (a traceback)
+    (lambda m: m.update(flags=[]), "'flags' is not an object"),  # (prune-cache: a traceback)
+])
+def test_diff_and_prune_refuse_a_manifest_edited_to_say_what_is_not_so(root, tmp_path, capsys, edit, named):
+    out = tmp_path / "out"
+    _run(root, out)
+    cache = sorted(path.name for path in (out / ".beam-etl-cache").rglob("*"))
+    manifest_path = out / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    edit(manifest)
+    manifest_path.write_text(json.dumps(manifest))
+    capsys.readouterr()
+    assert diff.main([str(out), str(out)]) == 2
+    assert named in capsys.readouterr().err
+    from beam_etl.beam import prune_cache  # pylint: disable=import-outside-toplevel
+
+    assert prune_cache.main([str(out)]) == 2
+    said = capsys.readouterr().err
+    assert named in said and "nothing was pruned" in said
+    assert sorted(path.name for path in (out / ".beam-etl-cache").rglob("*")) == cache
+
+
 def _first_line_moved(lines: list[str], other: list[str]) -> tuple[list[str], list[str]]:
     """The first line of ``lines`` appended to ``other`` as well (a key in two files)."""
     return lines, [*other, lines[0]]
@@ -211,8 +240,10 @@ def test_a_damaged_lineage_index_is_reported_not_fatal_and_never_read_as_changes
 def test_an_index_read_alone_refuses_a_key_twice():
     from beam_etl import lineage  # pylint: disable=import-outside-toplevel
 
-    line = b'{"examples": [], "key": "a", "outcome": "x"}\n'
+    line = b'{"examples": [], "image_sha256": "i", "key": "a", "mask_sha256": "m", "outcome": "x"}\n'
     assert list(lineage.read_index(line)) == ["a"]
+    with pytest.raises(ValueError, match="line 1 of the lineage index is not an entry"):  # (what prune-cache keeps)
+        lineage.read_index(line.replace(b'"image_sha256": "i", ', b""))
     with pytest.raises(ValueError, match="line 2 of the lineage index names 'a' again"):
         lineage.read_index(line * 2)
     with pytest.raises(ValueError, match="names 'a' in two files"):

@@ -6,8 +6,11 @@ from __future__ import annotations
 import base64
 import html.parser
 import io
+import os
 import shutil
 import subprocess
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -127,6 +130,23 @@ def test_a_report_it_could_not_write_is_refused_before_the_output_is_read(page, 
     assert report.main([str(out), "--html", html]) == 2
     assert named in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_rejected_input_that_is_no_regular_file_is_not_opened_for_its_thumbnail(tmp_path):
+    fifo = tmp_path / "fifo.jpg"  # (the job rejects it as not_a_file, unopened; opening it blocks)
+    os.mkfifo(fifo)
+
+    def unblock():  # a reader that opened it (and would wait for ever) is let go after 3 s
+        time.sleep(3)
+        try:
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        except OSError:  # no reader: nothing to let go
+            pass
+
+    threading.Thread(target=unblock, daemon=True).start()
+    started = time.monotonic()
+    assert report.thumbnail(str(fifo)) is None and report.thumbnail(str(tmp_path)) is None
+    assert time.monotonic() - started < 2
 
 
 def test_an_output_with_no_rejected_input_says_so_without_an_empty_table(tmp_path):

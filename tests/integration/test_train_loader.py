@@ -442,6 +442,61 @@ def test_a_manifest_that_contradicts_itself_is_refused_by_the_loader_and_verify(
         assert any(named in problem for problem in problems.values())
 
 
+def _drop_one_lineage_file(listed):
+    dropped = listed["lineage"]["files"].pop()
+    del listed["files"][dropped]
+
+
+def _list_outside(listed):
+    rejected = listed["files"]["rejected/rejected-00000-of-00001.jsonl"]
+    listed["files"]["../../data/annotations/test.txt"] = dict(rejected)
+
+
+def _lower_the_format(listed):
+    listed["format_version"] = 3
+
+
+@pytest.mark.parametrize("edit, named", [
+    # counts that do not add up
+    (lambda m: m.update(num_inputs=m["num_inputs"] + 993), "num_inputs is 993 more than num_written + num_rejected"),
+    (lambda m: m.update(num_rejected=m["num_rejected"] + 3, num_inputs=m["num_inputs"] + 3),
+     "num_rejected 3 more than the rejected list's"),
+    (lambda m: m.update(num_written=m["num_written"] - 1, num_rejected=m["num_rejected"] + 1),
+     "num_written is 1 less than the splits' num_source_examples"),
+    (lambda m: m.update(num_examples=m["num_examples"] + 1), "num_examples is 1 more than the splits'"),
+    # the lineage index cut down, or its format's checks switched off
+    (_drop_one_lineage_file, "the lineage index lists 5 files, not one per shard (6)"),
+    (lambda m: m.pop("lineage"), "format_version 4 has a lineage index, and this manifest has none"),
+    (_lower_the_format, "lists 'lineage/"),
+    # a file outside the output
+    (_list_outside, "lists '../../data/annotations/test.txt', which is not a file of an output"),
+    # shapes a hand edit makes
+    (lambda m: m.update(files=[]), "'files' is not an object"),
+    (lambda m: m["files"][m["rejected"]["file"]].pop("bytes"), "its 'bytes' is not a count"),
+    (lambda m: m["files"][m["rejected"]["file"]].update(bytes=str(m["files"][m["rejected"]["file"]]["bytes"])),
+     "its 'bytes' is not a count"),
+    (lambda m: m.update(splits="x"), "'splits' is not an object"),
+    (lambda m: m.update(format_version=None), "'format_version' is not a count"),
+    (lambda m: m["splits"]["train"].update(num_examples=str(m["splits"]["train"]["num_examples"])),
+     "splits.train's 'num_examples' is not a count"),
+])
+def test_verify_finds_a_manifest_edited_by_hand_to_say_what_is_not_so(raw_output, tmp_path, capsys, edit, named):
+    """Each edit leaves every listed file as listed: only the manifest's own numbers, names and
+    shape give it away. No traceback: verify says what is wrong (exit status 1)."""
+    copy, _ = _copy_of(raw_output, tmp_path)
+    _edited_manifest(copy, edit)
+    problems = verify.verify(str(copy))
+    assert any(named in problem for problem in problems.values()), problems
+    assert verify.main([str(copy)]) == 1
+    assert named in capsys.readouterr().out
+
+
+def test_verify_passes_over_the_name_of_a_run_folder_that_went_while_it_walked(raw_output, tmp_path):
+    copy, _ = _copy_of(raw_output, tmp_path)
+    (copy / ".incomplete").write_bytes(b"")  # what a walk sees of a folder removed under it
+    assert verify.verify(str(copy)) == {}
+
+
 def test_a_cache_file_holds_one_split_of_one_version(raw_output, tmp_path):
     out, manifest = raw_output
     cache = str(tmp_path / "records")

@@ -1,0 +1,118 @@
+"""What a manifest must say of itself, whatever the files beside it: the shape of its format,
+only names of files of an output inside it, counts that add up (inputs, written, rejected,
+examples), and, from their formats on, a record index and a lineage file for every shard. A hand
+edit that leaves every listed file as listed shows here. Standard library only: the reading
+commands that check it (``verify``, ``diff``, ``prune-cache``) load no TensorFlow for it.
+"""
+
+from __future__ import annotations
+
+from beam_etl.output_layout import INCOMPLETE_DIR, first_format, index_name, is_job_file, lineage_name
+
+FILES_FORMAT = 2  # the first manifest format whose "files" lists every file (bytes, crc32c)
+INDEX_FORMAT = 3  # ... a record index beside every shard
+LINEAGE_FORMAT = 4  # ... a lineage file beside every shard, and the manifest's "lineage"
+_CRC32C_DIGITS = frozenset("0123456789abcdef")
+
+
+def is_count(value) -> bool:
+    return type(value) is int and value >= 0  # (not a bool, not a float: JSON's integers)
+
+
+def shape_problems(manifest: dict) -> list[str]:
+    """Where ``manifest`` lacks the shape of its format (a hand edit's usual trace); empty if none."""
+    if not is_count(manifest.get("format_version")):
+        return ["'format_version' is not a count"]
+    version = manifest["format_version"]
+    splits = manifest.get("splits")
+    if not isinstance(splits, dict):
+        return ["'splits' is not an object"]
+    problems = []
+    for split, info in splits.items():
+        if not isinstance(info, dict) or not isinstance(info.get("files"), list):
+            problems.append(f"splits.{split} is not an object with a list of 'files'")
+            continue
+        problems += [f"splits.{split}'s {key!r} is not a count" for key in ("num_examples", "num_source_examples")
+                     if (key in info or version >= LINEAGE_FORMAT) and not is_count(info.get(key))]
+    if "flags" in manifest and not isinstance(manifest["flags"], dict):
+        problems.append("'flags' is not an object")
+    if version < FILES_FORMAT:
+        return problems
+    counts = ("num_inputs", "num_written", "num_rejected", "num_examples")
+    problems += [f"{key!r} is not a count" for key in counts if not is_count(manifest.get(key))]
+    rejected = manifest.get("rejected")
+    if not (isinstance(rejected, dict) and isinstance(rejected.get("file"), str)
+            and is_count(rejected.get("num_rejected"))):
+        problems.append("'rejected' is not an object with its 'file' and 'num_rejected'")
+    files = manifest.get("files")
+    if not isinstance(files, dict):
+        return problems + ["'files' is not an object"]
+    for name, entry in files.items():
+        if not isinstance(entry, dict):
+            problems.append(f"files.{name} is not an object")
+            continue
+        problems += [f"files.{name}: its {key!r} is not a count" for key in ("bytes", "num_examples", "num_records")
+                     if (key == "bytes" or key in entry) and not is_count(entry.get(key))]
+        crc32c = entry.get("crc32c")
+        if not (isinstance(crc32c, str) and len(crc32c) == 8 and set(crc32c) <= _CRC32C_DIGITS):
+            problems.append(f"files.{name}: its 'crc32c' is not 8 hexadecimal digits")
+    return problems
+
+
+def _difference(count: int, than: int) -> str:
+    return f"{count - than} more than" if count > than else f"{than - count} less than"
+
+
+def manifest_problems(manifest: dict) -> list[str]:
+    """What in ``manifest`` is not so of any output the job writes (empty: nothing): its shape
+    (:func:`shape_problems`, checked first: the rest needs it); a listed name outside the output,
+    or of no file of an output, or of a file its format never held (the format lowered by hand to
+    switch checks off); counts that do not add up (inputs, written, rejected, examples); and, from
+    their formats on, a shard without its record index, or the lineage index not one file per shard."""
+    problems = shape_problems(manifest)
+    version = manifest.get("format_version")
+    if problems or version < FILES_FORMAT:
+        return problems
+    files, splits = manifest["files"], manifest["splits"]
+    for name in files:
+        parts = name.split("/")
+        if name.startswith("/") or "\\" in name or any(part in ("", ".", "..") for part in parts) \
+                or not is_job_file(name) or parts[0] == INCOMPLETE_DIR:
+            problems.append(f"lists {name!r}, which is not a file of an output")
+        elif first_format(name) > version:
+            problems.append(f"lists {name!r}, a file of format {first_format(name)} on, and says format_version {version}")
+    written, rejected = manifest["num_written"], manifest["num_rejected"]
+    if manifest["num_inputs"] != written + rejected:
+        problems.append(f"num_inputs is {_difference(manifest['num_inputs'], written + rejected)} num_written + "
+                        f"num_rejected ({manifest['num_inputs']} against {written} + {rejected})")
+    if rejected != manifest["rejected"]["num_rejected"]:
+        problems.append(f"num_rejected {_difference(rejected, manifest['rejected']['num_rejected'])} the rejected "
+                        f"list's ({rejected} against {manifest['rejected']['num_rejected']})")
+    rejected_entry = files.get(manifest["rejected"]["file"])
+    if rejected_entry is None or rejected_entry.get("num_records") != manifest["rejected"]["num_rejected"]:
+        problems.append(f"the rejected list {manifest['rejected']['file']!r} is not listed with its "
+                        f"{manifest['rejected']['num_rejected']} records")
+    examples = sum(info["num_examples"] for info in splits.values())
+    if manifest["num_examples"] != examples:
+        problems.append(f"num_examples is {_difference(manifest['num_examples'], examples)} the splits' "
+                        f"({manifest['num_examples']} against {examples})")
+    if all("num_source_examples" in info for info in splits.values()):
+        sources = sum(info["num_source_examples"] for info in splits.values())
+        if written != sources:
+            problems.append(f"num_written is {_difference(written, sources)} the splits' num_source_examples "
+                            f"({written} against {sources})")
+    shards = sorted(name for info in splits.values() for name in info["files"] if isinstance(name, str))
+    if version >= INDEX_FORMAT:
+        problems += [f"the shard {shard!r} has no record index listed" for shard in shards
+                     if shard in files and index_name(shard) not in files]
+    if version >= LINEAGE_FORMAT:
+        described = manifest.get("lineage")
+        if not (isinstance(described, dict) and isinstance(described.get("files"), list)):
+            problems.append(f"format_version {version} has a lineage index, and this manifest has none")
+        elif sorted(described["files"]) != sorted(lineage_name(shard) for shard in shards):
+            problems.append(f"the lineage index lists {len(described['files'])} files, not one per shard "
+                            f"({len(shards)}): {sorted(set(map(lineage_name, shards)) ^ set(described['files']))[:3]}")
+        else:
+            problems += [f"the lineage file {name!r} is not among the listed files"
+                         for name in described["files"] if name not in files]
+    return problems
