@@ -51,6 +51,14 @@ def folder_place(text):
     return text if "://" in text else os.path.abspath(text)
 
 
+def output_folder(text):
+    """An output folder named on a reading command's line (``verify OUT``, ``load --data OUT``):
+    not empty (``''`` would be read as the current folder by one reader, the root by another)."""
+    if not text:
+        raise ValueError("must name the job's output folder")
+    return text
+
+
 def positive_int(text):
     value = int(text)
     if value < 1:

@@ -18,6 +18,7 @@ import json
 import sys
 
 from beam_etl import lineage
+from beam_etl.config import flag_type, output_folder
 from beam_etl.manifest_checks import manifest_problems
 from beam_etl.output_layout import MANIFEST, join, missing_manifest, parse_manifest
 
@@ -81,9 +82,11 @@ def shown_key(key: str) -> str:
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m beam_etl.diff") -> int:
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
-    parser.add_argument("old", metavar="OLD", help="The earlier output folder (local or gs://).")
-    parser.add_argument("new", metavar="NEW", help="The later output folder (local or gs://).")
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0], allow_abbrev=False)
+    parser.add_argument("old", metavar="OLD", type=flag_type(output_folder),
+                        help="The earlier output folder (local or gs://).")
+    parser.add_argument("new", metavar="NEW", type=flag_type(output_folder),
+                        help="The later output folder (local or gs://).")
     parser.add_argument("--counts", action="store_true", help="Print the counts only, not the keys.")
     parser.add_argument("--verbose", action="store_true", help="Show TensorFlow's native logs.")
     args = parser.parse_args(argv)

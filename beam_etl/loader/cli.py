@@ -16,7 +16,7 @@ import time
 
 import tensorflow as tf
 
-from beam_etl.config import flag_type, positive_int
+from beam_etl.config import flag_type, output_folder, positive_int
 from beam_etl.progress import ProgressLine
 from beam_etl.output_layout import IncompleteOutputError
 from beam_etl.loader import preview, written_file
@@ -54,12 +54,6 @@ def _keys(text: str) -> list[str]:
     if not keys:
         raise ValueError("expected KEY,KEY,...")
     return keys
-
-
-def _data(text: str) -> str:
-    if not text:
-        raise ValueError("must name the job's output folder")
-    return text
 
 
 def _seed(text: str) -> int:
@@ -108,7 +102,7 @@ def _check_flags(parser: argparse.ArgumentParser, args) -> None:
 def build_parser(prog: str = "python -m beam_etl.train_loader") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog,
                                      description=__doc__.split("\n\n")[0], allow_abbrev=False)
-    parser.add_argument("--data", required=True, type=flag_type(_data), metavar="DIR", help="Output directory of the job (local or gs://).")
+    parser.add_argument("--data", required=True, type=flag_type(output_folder), metavar="DIR", help="Output directory of the job (local or gs://).")
     parser.add_argument("--split", default="train", help="Split to read. Default train.")
     parser.add_argument("--batch_size", type=flag_type(positive_int), default=64, help="Default 64.")
     parser.add_argument("--steps", type=flag_type(positive_int), default=100,
@@ -151,9 +145,13 @@ def main(argv: list[str] | None = None, prog: str = "python -m beam_etl.train_lo
         splits = manifest.get("splits", {})
         if args.split not in splits:
             parser.error(f"--split {args.split!r}: the output has splits {', '.join(sorted(splits))}")
+        if manifest["splits"][args.split].get("num_examples") == 0:
+            parser.error(f"--split {args.split!r}: the output's split {args.split!r} holds no example to load")
         split_files(args.data, manifest, args.split)
         check_files(args.data, manifest, manifest["splits"][args.split]["files"])
-    except (IncompleteOutputError, ValueError) as error:
+    except IncompleteOutputError as error:  # (not an output: a wrong flag)
+        parser.error(f"--data {args.data!r}: {error}")
+    except ValueError as error:  # (an output that is not what its manifest says)
         sys.exit(f"error: --data {args.data!r}: {error}")
     try:
         return _run(args, manifest)

@@ -26,7 +26,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from beam_etl.config import flag_type, positive_int
+from beam_etl.config import flag_type, output_folder, positive_int
 from beam_etl.loader import preview, written_file
 from beam_etl.loader.dataset import load_manifest
 from beam_etl.output_layout import IncompleteOutputError, join
@@ -169,8 +169,9 @@ def build_report(output: str, examples: int = 8, rejected_per_reason: int = 3, s
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m beam_etl.loader.report") -> int:
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
-    parser.add_argument("output", metavar="OUT", help="Output folder of the job (local or gs://).")
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0], allow_abbrev=False)
+    parser.add_argument("output", metavar="OUT", type=flag_type(output_folder),
+                        help="Output folder of the job (local or gs://).")
     parser.add_argument("--html", default="beam-etl-report.html", metavar="PATH",
                         help="Where to write the page (never inside OUT). Default beam-etl-report.html.")
     parser.add_argument("--examples", type=flag_type(positive_int), default=8, help="Examples in the grid. Default 8.")

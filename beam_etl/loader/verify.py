@@ -12,6 +12,7 @@ import sys
 
 import tensorflow as tf
 
+from beam_etl.config import flag_type, output_folder
 from beam_etl.loader.dataset import load_manifest
 from beam_etl.loader.listed_files import check_file, lists_files, split_problems
 from beam_etl.manifest_checks import manifest_problems, shape_problems
@@ -61,8 +62,9 @@ def verify(data_dir: str) -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m beam_etl.loader.verify") -> int:
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
-    parser.add_argument("output", metavar="OUT", help="Output folder of the job (local or gs://).")
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0], allow_abbrev=False)
+    parser.add_argument("output", metavar="OUT", type=flag_type(output_folder),
+                        help="Output folder of the job (local or gs://).")
     parser.add_argument("--verbose", action="store_true", help="Show TensorFlow's native logs.")
     args = parser.parse_args(argv)
     try:

@@ -230,8 +230,21 @@ def test_cli_rejects_bad_flags_naming_them(raw_output, tmp_path, capsys):
     with pytest.raises(SystemExit):
         loader.main(["--data", str(out), "--batch_size", "0"])
     assert "--batch_size: invalid value '0'" in capsys.readouterr().err
-    with pytest.raises(SystemExit, match="--data"):
+    with pytest.raises(SystemExit) as exited:  # not an output: a wrong flag, as the others
         loader.main(["--data", str(tmp_path)])
+    assert exited.value.code == 2 and f"--data {str(tmp_path)!r}: " in capsys.readouterr().err
+
+
+def test_cli_refuses_a_split_with_nothing_to_load_or_show(pets_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    manifest = run_job(pets_dir, out, "--val_fraction", "0")
+    assert manifest["splits"]["val"]["num_examples"] == 0
+    for flags in ([], ["--preview", str(tmp_path / "val.png")]):
+        with pytest.raises(SystemExit) as exited:
+            loader.main(["--data", str(out), "--split", "val", *flags])
+        assert exited.value.code == 2
+        assert "--split 'val': the output's split 'val' holds no example" in capsys.readouterr().err
+    assert not (tmp_path / "val.png").exists()
 
 
 @pytest.mark.parametrize("flags, named", [

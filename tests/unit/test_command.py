@@ -90,6 +90,24 @@ def test_sample_data_refuses_more_images_than_the_disk_holds(tmp_path, capsys):
     assert not (tmp_path / "data").exists()
 
 
+@pytest.mark.parametrize("argv, named", [
+    (["verify", ""], "argument OUT: invalid value '': must name the job's output folder"),
+    (["diff", "", "b"], "argument OLD: invalid value ''"),
+    (["report", ""], "argument OUT: invalid value ''"),
+    (["prune-cache", ""], "argument OUT: invalid value ''"),
+    (["load", "--data", ""], "--data: invalid value ''"),
+    # an abbreviation is a flag the command does not know (as preprocess, load and sample-data)
+    (["diff", "a", "b", "--count"], "unrecognized arguments: --count"),
+    (["verify", "a", "--verb"], "unrecognized arguments: --verb"),
+    (["prune-cache", "a", "--cac", "c"], "unrecognized arguments: --cac"),
+    (["report", "a", "--exam", "3"], "unrecognized arguments: --exam"),
+])
+def test_the_reading_commands_refuse_an_empty_output_or_an_abbreviated_flag(argv, named, capsys):
+    with pytest.raises(SystemExit) as exited:
+        cli.main(argv)
+    assert exited.value.code == 2 and named in capsys.readouterr().err
+
+
 def test_the_summary_speaks_of_augmentation_only_when_there_is_some():
     from beam_etl.beam import launch
 
