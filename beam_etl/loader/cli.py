@@ -102,7 +102,8 @@ def _check_flags(parser: argparse.ArgumentParser, args) -> None:
 def build_parser(prog: str = "python -m beam_etl.train_loader") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog,
                                      description=__doc__.split("\n\n")[0], allow_abbrev=False)
-    parser.add_argument("--data", required=True, type=flag_type(output_folder), metavar="DIR", help="Output directory of the job (local or gs://).")
+    parser.add_argument("--data", required=True, type=flag_type(output_folder), metavar="DIR",
+                        help="Output directory of the job (local or gs://).")
     parser.add_argument("--split", default="train", help="Split to read. Default train.")
     parser.add_argument("--batch_size", type=flag_type(positive_int), default=64, help="Default 64.")
     parser.add_argument("--steps", type=flag_type(positive_int), default=100,
