@@ -159,12 +159,10 @@ def main(argv: list[str] | None = None, prog: str = "python -m beam_etl.train_lo
     except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as error:
         # A record corrupt in place: TensorFlow's reader names no file; the checksums do.
         from beam_etl.loader import verify  # pylint: disable=import-outside-toplevel
-        problems = verify.verify(args.data)
-        if not problems:
+        told = verify.reading_failed(args.data, error)
+        if told is None:
             raise
-        named = "; ".join(f"{name}: {problem}" for name, problem in problems.items())
-        sys.exit(f"error: --data {args.data!r}: reading failed ({error.message.strip().splitlines()[0]}); "
-                 f"checked against the manifest: {named}")
+        sys.exit(f"error: --data {args.data!r}: {told}")
 
 
 def _run(args, manifest: dict) -> dict:

@@ -189,6 +189,13 @@ def main(argv: list[str] | None = None, prog: str = "python -m beam_etl.loader.r
     except (IncompleteOutputError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except tf.errors.OpError as error:  # a file of the output cut short, corrupt or gone
+        from beam_etl.loader import verify  # pylint: disable=import-outside-toplevel
+        told = verify.reading_failed(args.output, error)
+        if told is None:
+            raise
+        print(f"error: {args.output}: {told}", file=sys.stderr)
+        return 1
     with tf.io.gfile.GFile(args.html, "w") as handle:
         handle.write(page)
     print(f"wrote {args.html}: the report of {args.output}")

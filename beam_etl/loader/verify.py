@@ -61,6 +61,18 @@ def verify(data_dir: str) -> dict[str, str]:
     return problems
 
 
+def reading_failed(data_dir: str, error: Exception) -> str | None:
+    """What to tell of a read of ``data_dir`` that failed with TensorFlow's ``error`` (a file cut
+    short, corrupt in place or gone: TensorFlow's readers often name no file): the files that do
+    not match the manifest, named; None when every file matches (the failure is not the output's)."""
+    problems = verify(data_dir)
+    if not problems:
+        return None
+    named = "; ".join(f"{name}: {problem}" for name, problem in problems.items())
+    first = (getattr(error, "message", None) or str(error)).strip().splitlines()[0]
+    return f"reading failed ({first}); checked against the manifest: {named}"
+
+
 def main(argv: list[str] | None = None, prog: str = "python -m beam_etl.loader.verify") -> int:
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0], allow_abbrev=False)
     parser.add_argument("output", metavar="OUT", type=flag_type(output_folder),

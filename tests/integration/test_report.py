@@ -132,6 +132,23 @@ def test_a_report_it_could_not_write_is_refused_before_the_output_is_read(page, 
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("damage", ["a shard cut short", "the rejected list gone"])
+def test_a_damaged_output_is_reported_naming_the_file_not_with_a_traceback(page, tmp_path, capsys, damage):
+    manifest, _, path = page
+    copy = tmp_path / "out"
+    shutil.copytree(path.parent / "out", copy)
+    if damage == "a shard cut short":
+        name = manifest["splits"]["train"]["files"][0]
+        (copy / name).write_bytes((copy / name).read_bytes()[:-100])
+        said = f"{name}: {manifest['files'][name]['bytes'] - 100} bytes"
+    else:
+        name = manifest["rejected"]["file"]
+        (copy / name).unlink()
+        said = f"{name}: missing"
+    assert report.main([str(copy), "--html", str(tmp_path / "report.html"), "--examples", "40"]) == 1
+    assert said in capsys.readouterr().err and not (tmp_path / "report.html").exists()
+
+
 def test_a_rejected_input_that_is_no_regular_file_is_not_opened_for_its_thumbnail(tmp_path):
     fifo = tmp_path / "fifo.jpg"  # (the job rejects it as not_a_file, unopened; opening it blocks)
     os.mkfifo(fifo)
