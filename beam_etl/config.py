@@ -95,7 +95,8 @@ fraction = _within(float, 0.0, 1.0)
 fraction_below_one = _within(float, 0.0, 1.0, below_high=True)
 jpeg_quality = _within(int, 1, 100)
 augment_copies = _within(int, 0, 100)
-num_shards = _within(int, 1, 99999)  # the shard names have five digits
+MAX_SHARDS = 99999  # a split's files: their names have five digits
+num_shards = _within(int, 1, MAX_SHARDS)
 shard_size_mb = _within(float, MIN_SHARD_MB, MAX_SHARD_MB)
 
 

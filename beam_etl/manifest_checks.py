@@ -7,6 +7,8 @@ commands that check it (``verify``, ``diff``, ``prune-cache``) load no TensorFlo
 
 from __future__ import annotations
 
+import collections
+
 from beam_etl.output_layout import INCOMPLETE_DIR, first_format, index_name, is_job_file, lineage_name
 
 FILES_FORMAT = 2  # the first manifest format whose "files" lists every file (bytes, crc32c)
@@ -33,9 +35,13 @@ def shape_problems(manifest: dict) -> list[str]:
             problems.append(f"splits.{split} is not an object with a list of 'files'")
             continue
         problems += [f"splits.{split}'s {key!r} is not a count" for key in ("num_examples", "num_source_examples")
-                     if (key in info or version >= LINEAGE_FORMAT) and not is_count(info.get(key))]
+                     if not is_count(info.get(key))]
     if "flags" in manifest and not isinstance(manifest["flags"], dict):
         problems.append("'flags' is not an object")
+    described = manifest.get("lineage")
+    if described is not None and not (isinstance(described, dict) and isinstance(described.get("files"), list)
+                                      and all(isinstance(name, str) for name in described["files"])):
+        problems.append("'lineage' is not an object with a list of 'files'")
     if version < FILES_FORMAT:
         return problems
     counts = ("num_inputs", "num_written", "num_rejected", "num_examples")
@@ -80,7 +86,8 @@ def manifest_problems(manifest: dict) -> list[str]:
                 or not is_job_file(name) or parts[0] == INCOMPLETE_DIR:
             problems.append(f"lists {name!r}, which is not a file of an output")
         elif first_format(name) > version:
-            problems.append(f"lists {name!r}, a file of format {first_format(name)} on, and says format_version {version}")
+            problems.append(f"lists {name!r}, a file of format {first_format(name)} on, and says "
+                            f"format_version {version}")
     written, rejected = manifest["num_written"], manifest["num_rejected"]
     if manifest["num_inputs"] != written + rejected:
         problems.append(f"num_inputs is {_difference(manifest['num_inputs'], written + rejected)} num_written + "
@@ -107,11 +114,14 @@ def manifest_problems(manifest: dict) -> list[str]:
                      if shard in files and index_name(shard) not in files]
     if version >= LINEAGE_FORMAT:
         described = manifest.get("lineage")
-        if not (isinstance(described, dict) and isinstance(described.get("files"), list)):
+        expected = collections.Counter(map(lineage_name, shards))
+        if described is None:
             problems.append(f"format_version {version} has a lineage index, and this manifest has none")
-        elif sorted(described["files"]) != sorted(lineage_name(shard) for shard in shards):
+        elif collections.Counter(described["files"]) != expected:
+            odd = sorted((collections.Counter(described["files"]) - expected) + (expected - collections.Counter(
+                described["files"])))
             problems.append(f"the lineage index lists {len(described['files'])} files, not one per shard "
-                            f"({len(shards)}): {sorted(set(map(lineage_name, shards)) ^ set(described['files']))[:3]}")
+                            f"({len(shards)}): {', '.join(map(repr, odd[:3]))} differ")
         else:
             problems += [f"the lineage file {name!r} is not among the listed files"
                          for name in described["files"] if name not in files]

@@ -185,14 +185,12 @@ def render_graph(config: JobConfig, path: str) -> None:
 
 @contextlib.contextmanager
 def beam_scratch(pipeline_options: PipelineOptions):
-    """Around building and submitting a job to a runner whose workers run in containers
-    (Dataflow, its dry run included; not the DirectRunner or Dask): Beam 2.77 writes what it
-    stages for a container's workers (the pickled main session, the list of this environment's
-    packages) into a temporary folder of its own that it never removes
-    (``environments.python_sdk_dependencies``), one per build. Folders made in the temporary
-    folder meanwhile go in one of the job's, removed once the job is submitted. Beam's cache of
-    downloaded requirements stays where Beam keeps it across submissions (its
-    ``--requirements_cache`` default, in the temporary folder)."""
+    """Around building and submitting a job for workers in containers: Beam 2.77 writes what it
+    stages for them (the pickled main session, the list of this environment's packages) into a
+    temporary folder of its own that it never removes (``environments.python_sdk_dependencies``),
+    one per build. Folders made in the temporary folder meanwhile go in one of the job's, removed
+    at the end. Beam's cache of downloaded requirements stays where Beam keeps it across
+    submissions (its ``--requirements_cache`` default, in the temporary folder)."""
     setup = pipeline_options.view_as(SetupOptions)
     if setup.requirements_cache is None:
         setup.requirements_cache = os.path.join(tempfile.gettempdir(), "beam-requirements-cache")
@@ -204,6 +202,22 @@ def beam_scratch(pipeline_options: PipelineOptions):
     finally:
         tempfile.tempdir = previous
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+class SubmittingPipeline(beam.Pipeline):
+    """A pipeline for a runner whose workers run in containers (Dataflow, a portable runner; not
+    the DirectRunner or Dask): its :meth:`run`, which builds the job and submits it, runs in
+    :func:`beam_scratch`; the wait for the job (``with``'s exit) does not."""
+
+    def run(self, test_runner_api="AUTO"):
+        with beam_scratch(self._options):
+            return super().run(test_runner_api)
+
+
+def pipeline_for(runner, pipeline_options: PipelineOptions) -> beam.Pipeline:
+    """The job's pipeline on ``runner`` (None: the one ``--runner`` names)."""
+    local = options.runner_kind(pipeline_options) in options.PROCESS_AND_DASK_RUNNERS
+    return (beam.Pipeline if local else SubmittingPipeline)(runner=runner, options=pipeline_options)
 
 
 def runner_name(pipeline_options: PipelineOptions) -> str | None:
@@ -281,7 +295,7 @@ def launch(config: JobConfig, pipeline_options: PipelineOptions, command_line: d
     which the same command finds the output up to date (:mod:`beam_etl.beam.up_to_date`)."""
     launch_options = pipeline_options.view_as(options.LaunchOptions)
     if options.is_dry_run(pipeline_options):  # builds the job; touches neither output nor sources
-        with beam_scratch(pipeline_options), beam.Pipeline(options=pipeline_options) as pipeline:
+        with pipeline_for(None, pipeline_options) as pipeline:
             _ = pipeline | "Preprocess" >> Preprocess(config)
         return None
     command = lease.command_hash(config.flags())
@@ -342,10 +356,7 @@ def launch(config: JobConfig, pipeline_options: PipelineOptions, command_line: d
             cluster = _on_local_dask_cluster(pipeline_options, launch_options.dask_local_workers)
         watcher = job_progress.Watcher(config.output, ProgressLine("images"),
                                        lambda: sources.count_inputs(config, INPUTS_TO_COUNT))
-        on_containers = options.runner_kind(pipeline_options) not in options.PROCESS_AND_DASK_RUNNERS
-        scratch = beam_scratch(pipeline_options) if on_containers else contextlib.nullcontext()
-        runner = local_runner(pipeline_options)
-        with watcher, scratch, beam.Pipeline(runner=runner, options=pipeline_options) as pipeline:
+        with watcher, pipeline_for(local_runner(pipeline_options), pipeline_options) as pipeline:
             _ = pipeline | "Preprocess" >> Preprocess(config, holder.run_id)
     except BaseException:
         if cluster is not None:  # its workers stop here: none of them can be mid-commit after this

@@ -327,7 +327,8 @@ def _check_dataflow_worker_flags(options: PipelineOptions, kind: str, runner: st
     """Beam's flags for Dataflow's workers, which Beam checks on Dataflow only, once the graph is
     built (its options validator, its stager), and other runners ignore: the sizes of the pool of
     machines (refused where the runner has no such pool, for they would size nothing), and the files
-    staged for them (a local one must be there whatever the runner, as Beam's stager checks)."""
+    staged for the workers, by the rules of Beam's stager, on every runner (a local file that is
+    not there is a mistake wherever the command runs; one that is there is harmless locally)."""
     worker = options.view_as(WorkerOptions)
     sizes = {"--num_workers": worker.num_workers, "--max_num_workers": worker.max_num_workers}
     for flag, size in sizes.items():
@@ -342,17 +343,18 @@ def _check_dataflow_worker_flags(options: PipelineOptions, kind: str, runner: st
     if None not in sizes.values() and worker.num_workers > worker.max_num_workers:
         raise ValueError(f"--num_workers {worker.num_workers} is more than --max_num_workers {worker.max_num_workers}")
     setup = options.view_as(SetupOptions)
-    staged = [("--setup_file", setup.setup_file, _SETUP_FILE_NAMES),
-              ("--requirements_file", setup.requirements_file, None),
-              *(("--extra_package", package, _PACKAGE_SUFFIXES) for package in setup.extra_packages or ())]
-    for flag, path, names in staged:
+    staged = [("--setup_file", setup.setup_file, "setup.py or pyproject.toml",
+               lambda base: base in _SETUP_FILE_NAMES),
+              ("--requirements_file", setup.requirements_file, "", lambda base: True),
+              *(("--extra_package", package, "a .tar, .tar.gz, .whl or .zip",
+                 lambda base: base.endswith(_PACKAGE_SUFFIXES)) for package in setup.extra_packages or ())]
+    for flag, path, takes, named_so in staged:
         if path is None or "://" in path:  # (a remote package is Beam's stager's to fetch)
             continue
         if not os.path.isfile(path):
             raise ValueError(f"{flag} {path!r} is not a file (Beam stages it for Dataflow's workers)")
-        base = os.path.basename(path)
-        if names is _SETUP_FILE_NAMES and base not in names or names is _PACKAGE_SUFFIXES and not base.endswith(names):
-            raise ValueError(f"{flag} {path!r}: Beam takes {' or '.join(names)} here")
+        if not named_so(os.path.basename(path)):
+            raise ValueError(f"{flag} {path!r}: Beam takes {takes} here")
 
 
 def _check_folder_flag(flag: str, value: str) -> None:

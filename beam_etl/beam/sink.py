@@ -33,7 +33,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from beam_etl import metadata_schema, tfrecord
 from beam_etl.beam import filesystem
-from beam_etl.config import JobConfig
+from beam_etl.config import MAX_SHARDS, JobConfig
 from beam_etl.hashing import stable_hash
 from beam_etl.output_layout import (RAW_SCHEMA, REJECTED_DIR, REJECTED_FILE, SPILL_DIR, TEMPORARY_DIR, index_name, join,
                                     lineage_name, shard_name, staging_dir)
@@ -78,8 +78,9 @@ def _shard_counts(split_inputs, config: JobConfig, shard_bytes: int):
     record_bytes = expected_record_bytes(config)
     for split, inputs in split_inputs:
         examples = inputs * (1 + config.augment_copies if split == "train" else 1)
-        # never more files than examples: tiny --shard_size_mb values must not make empty files
-        counts[split] = max(1, min(examples, math.ceil(examples * record_bytes / shard_bytes)))
+        # never more files than examples (tiny --shard_size_mb values must not make empty files),
+        # nor more than shard names hold (five digits, as --num_shards)
+        counts[split] = max(1, min(examples, math.ceil(examples * record_bytes / shard_bytes), MAX_SHARDS))
     return sorted(counts.items())
 
 

@@ -21,6 +21,7 @@ from beam_etl.progress import ProgressLine
 from beam_etl.output_layout import IncompleteOutputError
 from beam_etl.loader import preview, written_file
 from beam_etl.loader.dataset import check_files, load_manifest, make_dataset, normalization_layer, split_files
+from beam_etl.loader.listed_files import split_problems
 
 
 def measure_throughput(dataset: tf.data.Dataset, steps: int, record_bytes: float, batch_size: int,
@@ -146,7 +147,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m beam_etl.train_lo
         splits = manifest.get("splits", {})
         if args.split not in splits:
             parser.error(f"--split {args.split!r}: the output has splits {', '.join(sorted(splits))}")
-        if manifest["splits"][args.split].get("num_examples") == 0:
+        info = manifest["splits"][args.split]
+        if isinstance(info, dict) and info.get("num_examples") == 0 and not split_problems(manifest, args.split):
             parser.error(f"--split {args.split!r}: the output's split {args.split!r} holds no example to load")
         split_files(args.data, manifest, args.split)
         check_files(args.data, manifest, manifest["splits"][args.split]["files"])

@@ -50,7 +50,7 @@ def check_file(path: str, entry: dict) -> str | None:
         return "missing"
     if tf.io.gfile.isdir(path):
         return "a folder, not a file"
-    if "://" not in path and not _is_regular(path):
+    if "://" not in path and not is_regular(path):
         return "not a regular file; not opened"
     checksum = google_crc32c.Checksum()
     data = bytearray()  # a shard's bytes, for its framing (shards are --shard_size_mb at most)
@@ -79,7 +79,9 @@ def check_file(path: str, entry: dict) -> str | None:
     return None
 
 
-def _is_regular(path: str) -> bool:
+def is_regular(path: str) -> bool:
+    """Whether the local file at ``path`` (``file://`` or not) is a regular file: only such a
+    file is opened by the readers (a FIFO would block them for ever)."""
     return stat.S_ISREG(os.stat(path.removeprefix("file://")).st_mode)
 
 

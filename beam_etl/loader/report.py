@@ -18,8 +18,6 @@ import collections
 import html
 import io
 import json
-import os
-import stat
 import sys
 
 import numpy as np
@@ -29,6 +27,7 @@ from PIL import Image
 from beam_etl.config import flag_type, output_folder, positive_int
 from beam_etl.loader import preview, written_file
 from beam_etl.loader.dataset import load_manifest
+from beam_etl.loader.listed_files import is_regular
 from beam_etl.output_layout import IncompleteOutputError, join
 
 _THUMBNAIL = 96
@@ -44,7 +43,7 @@ def thumbnail(uri: str) -> str | None:
     """A small PNG data URI of the image at ``uri``; None when it cannot be read or decoded, or
     is not a regular file (a FIFO, as the job found it, would block the reader for ever: not opened)."""
     try:
-        if "://" not in uri and not stat.S_ISREG(os.stat(uri).st_mode):
+        if ("://" not in uri or uri.startswith("file://")) and not is_regular(uri):
             return None
         with tf.io.gfile.GFile(uri, "rb") as handle:
             data = handle.read(64 << 20)

@@ -65,12 +65,15 @@ def reading_failed(data_dir: str, error: Exception) -> str | None:
     """What to tell of a read of ``data_dir`` that failed with TensorFlow's ``error`` (a file cut
     short, corrupt in place or gone: TensorFlow's readers often name no file): the files that do
     not match the manifest, named; None when every file matches (the failure is not the output's)."""
-    problems = verify(data_dir)
+    try:
+        problems = verify(data_dir)
+    except (FileNotFoundError, ValueError):  # (not verifiable: replaced meanwhile, or of a format without checksums)
+        return None
     if not problems:
         return None
     named = "; ".join(f"{name}: {problem}" for name, problem in problems.items())
-    first = (getattr(error, "message", None) or str(error)).strip().splitlines()[0]
-    return f"reading failed ({first}); checked against the manifest: {named}"
+    said = (getattr(error, "message", None) or str(error) or type(error).__name__).strip().splitlines()
+    return f"reading failed ({said[0] if said else type(error).__name__}); checked against the manifest: {named}"
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m beam_etl.loader.verify") -> int:

@@ -200,6 +200,10 @@ def generate(output: str, num_images: int, seed: int = 0, defects: bool = False)
 PAIR_BYTES = 40_000  # a pair's files, about (31 KB measured on 7,390 pairs), and the lists' lines
 
 
+def _size(size: int) -> str:
+    return f"{size / 1e9:,.1f} GB" if size >= 1e9 else f"{size / 1e6:,.0f} MB"
+
+
 def _check_output(output: str, num_images: int) -> None:
     """``--output``: a new or empty local folder that can be made, with room for ``num_images``
     pairs; raises ValueError naming the flag and value. Checked before anything is written."""
@@ -224,8 +228,8 @@ def _check_output(output: str, num_images: int) -> None:
         raise ValueError(f"{shown}: cannot make the folder ({existing!r} is not a folder this user may write to)")
     free = shutil.disk_usage(existing).free
     if num_images * PAIR_BYTES > free:
-        raise ValueError(f"--num_images {num_images}: about {num_images * PAIR_BYTES / 1e9:,.1f} GB, and the disk "
-                         f"of {shown} has {free / 1e9:,.1f} GB free")
+        raise ValueError(f"--num_images {num_images}: about {_size(num_images * PAIR_BYTES)}, and the disk of "
+                         f"{shown} has {_size(free)} free")
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m beam_etl.tools.sample_data") -> None:

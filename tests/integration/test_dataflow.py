@@ -10,7 +10,6 @@ import subprocess
 import sys
 import time
 
-import apache_beam as beam
 import pytest
 from apache_beam.portability.api import beam_runner_api_pb2
 
@@ -35,10 +34,9 @@ def dataflow_pipeline(pets_dir, tmp_path_factory):
         "--temp_location", "gs://my-bucket/tmp", "--sdk_container_image", IMAGE,
         "--dry_run=True", "--no_auth", "--sdk_location=container", "--job_name", "beam-etl-test"]
     config, pipeline_options = options_lib.parse_args(argv)
-    with launch.beam_scratch(pipeline_options):  # (as the job's command builds it)
-        pipeline = beam.Pipeline(options=pipeline_options)
-        _ = pipeline | "Preprocess" >> Preprocess(config)
-        result = pipeline.run()
+    pipeline = launch.pipeline_for(None, pipeline_options)  # (as the job's command builds it)
+    _ = pipeline | "Preprocess" >> Preprocess(config)
+    result = pipeline.run()
     return result.job.proto_pipeline
 
 

@@ -168,7 +168,9 @@ def test_diff_refuses_what_is_not_a_complete_output(root, tmp_path, capsys):
     assert "manifest.json does not exist" in capsys.readouterr().err
     manifest_path = tmp_path / "a" / "manifest.json"
     old_format = {**json.loads(manifest_path.read_text()), "format_version": 3}
-    del old_format["lineage"]
+    shutil.rmtree(tmp_path / "a" / "lineage")  # (format 3 had no lineage index)
+    for name in [*old_format.pop("lineage")["files"], CHANGES_FILE]:
+        old_format["files"].pop(name, None)
     manifest_path.write_text(json.dumps(old_format))
     assert diff.main([str(tmp_path / "a"), str(tmp_path / "a")]) == 2
     assert "has no lineage index" in capsys.readouterr().err
@@ -182,10 +184,10 @@ def _drop_a_lineage_file(manifest):
 
 
 @pytest.mark.parametrize("edit, named", [
-    (_drop_a_lineage_file, "the lineage index lists 5 files, not one per shard (6)"),  # (diff said: removed)
-    (lambda m: m.update(splits="x"), "'splits' is not an object"),  # (diff said: nothing changed)
-    (lambda m: m.update(files=[]), "'files' is not an object"),  # (a traceback)
-    (lambda m: m.update(flags=[]), "'flags' is not an object"),  # (prune-cache: a traceback)
+    (_drop_a_lineage_file, "the lineage index lists 5 files, not one per shard (6)"),
+    (lambda m: m.update(splits="x"), "'splits' is not an object"),
+    (lambda m: m.update(files=[]), "'files' is not an object"),
+    (lambda m: m.update(flags=[]), "'flags' is not an object"),
 ])
 def test_diff_and_prune_refuse_a_manifest_edited_to_say_what_is_not_so(root, tmp_path, capsys, edit, named):
     out = tmp_path / "out"

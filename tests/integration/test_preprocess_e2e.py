@@ -115,6 +115,18 @@ def test_too_many_rejects_fail_the_job_and_leave_no_manifest(pets_dir, tmp_path)
         manifest_lib.read_manifest(str(tmp_path / "out"))
 
 
+def test_a_manifest_that_would_say_what_is_not_so_is_never_committed(pets_dir, tmp_path, monkeypatch):
+    """The job checks its manifest as verify does (beam_etl.manifest_checks) before the commit:
+    a mistake in assembling it fails the run and leaves the earlier output as it was."""
+    out = tmp_path / "out"
+    _run(pets_dir, out, "--image_size", "32", "--num_shards", "2")
+    before = {path: path.read_bytes() for path in out.rglob("*") if path.is_file()}
+    monkeypatch.setattr(manifest_lib, "manifest_problems", lambda manifest: ["num_inputs is 1 more than ..."])
+    with pytest.raises(Exception, match="the manifest would say what is not so: num_inputs is 1 more"):
+        _run(pets_dir, out, "--image_size", "32", "--num_shards", "2", "--overwrite", "--no_cache")
+    assert {path: path.read_bytes() for path in out.rglob("*") if path.is_file()} == before
+
+
 def test_existing_output_needs_overwrite(pets_dir, tmp_path, capsys):
     _run(pets_dir, tmp_path / "out", "--image_size", "32", "--num_shards", "2")
     with pytest.raises(SystemExit) as exited:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import pathlib
 import subprocess
 import sys
+import types
 
 import pytest
 
+from beam_etl.tools import sample_data
 from pipelines import cli
 
 COMMAND = pathlib.Path(sys.executable).parent / "beam-etl"
@@ -63,7 +65,7 @@ def test_sample_data_refuses_a_folder_that_holds_files(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("output,named", [
-    ("", "--output '': must name a folder"),  # (was the current folder, its files overwritten)
+    ("", "--output '': must name a folder"),  # (not the current folder, whose files it would overwrite)
     ("~/data", "--output '~/data': the shell did not expand '~'"),
     ("gs://bucket/data", "--output 'gs://bucket/data': a local folder"),
     ("dangling", "--output 'dangling' is a link to nothing"),
@@ -83,10 +85,13 @@ def test_sample_data_refuses_an_output_it_cannot_write_cleanly_touching_nothing(
     assert sorted((path, path.lstat().st_size) for path in tmp_path.rglob("*")) == before
 
 
-def test_sample_data_refuses_more_images_than_the_disk_holds(tmp_path, capsys):
+def test_sample_data_refuses_more_images_than_the_disk_holds(tmp_path, monkeypatch, capsys):
+    free = 1000 * sample_data.PAIR_BYTES  # a disk with room for 1,000 pairs
+    monkeypatch.setattr(sample_data.shutil, "disk_usage",
+                        lambda path: types.SimpleNamespace(total=free, used=0, free=free))
     with pytest.raises(SystemExit) as exited:
-        cli.main(["sample-data", "--output", str(tmp_path / "data"), "--num_images", "1000000000000"])
-    assert exited.value.code == 2 and "--num_images 1000000000000: about" in capsys.readouterr().err
+        cli.main(["sample-data", "--output", str(tmp_path / "data"), "--num_images", "1001"])
+    assert exited.value.code == 2 and "--num_images 1001: about 40 MB, and the disk" in capsys.readouterr().err
     assert not (tmp_path / "data").exists()
 
 

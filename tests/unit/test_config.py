@@ -123,6 +123,7 @@ def test_arguments_the_job_would_ignore_or_misuse_fail_at_launch(capsys, extra, 
 
 def test_beams_worker_pool_and_staging_flags_that_dataflow_would_take_are_accepted(tmp_path):
     (tmp_path / "setup.py").write_text("")
+    (tmp_path / "pyproject.toml").write_text("")
     (tmp_path / "requirements.txt").write_text("")
     (tmp_path / "extra.whl").write_bytes(b"")
     _, pipeline_options = options.parse_args([
@@ -130,10 +131,13 @@ def test_beams_worker_pool_and_staging_flags_that_dataflow_would_take_are_accept
         "--max_num_workers", "5", "--setup_file", str(tmp_path / "setup.py"), "--requirements_file",
         str(tmp_path / "requirements.txt"), "--extra_package", str(tmp_path / "extra.whl"),
         "--extra_package", "gs://bucket/remote.tar.gz"])  # (a remote package: Beam's stager fetches it)
-    assert (pipeline_options.get_all_options()["num_workers"], pipeline_options.get_all_options()["max_num_workers"]) == (3, 5)
+    given = pipeline_options.get_all_options()
+    assert (given["num_workers"], given["max_num_workers"]) == (3, 5)
+    assert given["extra_packages"] == [str(tmp_path / "extra.whl"), "gs://bucket/remote.tar.gz"]
     # Locally the staging flags are harmless (the workers are this machine's): an existing file is accepted.
-    job, _ = options.parse_args(["--oxford_pets", "d", "--output", "o", "--setup_file", str(tmp_path / "setup.py")])
-    assert job.output == "o"
+    _, pipeline_options = options.parse_args(["--oxford_pets", "d", "--output", "o", "--setup_file",
+                                              str(tmp_path / "pyproject.toml")])
+    assert pipeline_options.get_all_options()["setup_file"] == str(tmp_path / "pyproject.toml")
 
 
 def test_a_view_of_the_options_is_made_once_and_reads_and_writes_what_a_new_one_would():
@@ -194,7 +198,7 @@ def test_a_view_of_the_options_is_made_once_and_reads_and_writes_what_a_new_one_
     (["--output", "OUT", "--runner", "DataflowRunner", "--max_num_workers", "0"], "--max_num_workers 0: "),
     (["--output", "OUT", "--runner", "DataflowRunner", "--num_workers", "5", "--max_num_workers", "2"],
      "--num_workers 5 is more than --max_num_workers 2"),
-    # Files Beam stages for Dataflow's workers, which it looks for only then (no other runner does).
+    # Files Beam stages for Dataflow's workers, which its stager looks for only on Dataflow.
     (["--output", "OUT", "--setup_file", "OUT/nowhere/setup.py"], "--setup_file 'OUT/nowhere/setup.py' is not a file"),
     (["--output", "OUT", "--runner", "DataflowRunner", "--setup_file", "OUT/metadata"],
      "--setup_file 'OUT/metadata' is not a file"),
@@ -204,6 +208,10 @@ def test_a_view_of_the_options_is_made_once_and_reads_and_writes_what_a_new_one_
      "--requirements_file 'OUT/requirements.txt' is not a file"),
     (["--output", "OUT", "--extra_package", "OUT/dist/beam_etl-1.0.tar.gz"],
      "--extra_package 'OUT/dist/beam_etl-1.0.tar.gz' is not a file"),
+    (["--output", "OUT", "--runner", "DataflowRunner", "--extra_package", "OUT/metadata/setup.txt"],
+     "--extra_package 'OUT/metadata/setup.txt': Beam takes a .tar, .tar.gz, .whl or .zip here"),
+    (["--output", "OUT", "--dask_local_workers", "2", "--num_workers", "2"],
+     "--num_workers 2: sizes Dataflow's pool of worker machines, and --dask_local_workers has none"),
 ])
 def test_a_path_or_number_the_job_would_misuse_fails_at_launch_touching_nothing(capsys, tmp_path, extra, named):
     (tmp_path / "OUT" / "metadata").mkdir(parents=True)

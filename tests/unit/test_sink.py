@@ -14,7 +14,9 @@ from beam_etl import lineage
 from beam_etl.beam.sources import oxford
 from beam_etl.config import JobConfig
 from beam_etl.elements import EncodedExample, Rejection, SourceRecord
+from beam_etl.beam import sink
 from beam_etl.beam.sink import ShardCounts, WriteRejected, WriteShards, expected_record_bytes
+from beam_etl.output_layout import shard_name
 
 RUN = "0f1e2d3c"  # the run that stages the files (its lease is not needed to stage them)
 
@@ -116,6 +118,14 @@ def test_shard_counts_from_inputs_and_target_size():
     with TestPipeline(runner=FnApiRunner()) as p:
         fixed = p | beam.Create(records) | ShardCounts(dataclasses.replace(config, num_shards=4), 1)
         assert_that(fixed, equal_to([("train", 4), ("val", 4), ("test", 4)]))
+
+
+def test_a_split_never_gets_more_files_than_shard_names_hold():
+    config = JobConfig(output="o", sources=(oxford.Settings(("r",)),), image_size=(100, 100), image_format="raw")
+    # 200,000 inputs at a byte a file would be 200,000 files: names have five digits (00000-99999)
+    counts = dict(sink._shard_counts([("train", 200_000)], config, shard_bytes=1))  # pylint: disable=protected-access
+    assert counts["train"] == 99999
+    assert shard_name("train", 99998, counts["train"]) == "train-99998-of-99999.tfrecord"
 
 
 def test_rejected_list_is_written_sorted_and_even_when_empty(tmp_path):
