@@ -33,6 +33,7 @@ from beam_etl.output_layout import TRANSFORM_DIRS, join
 
 CHECKSUMS = "checksums.json"  # a template's files, with their crc32c
 ASSET_MAP = "transformed_metadata/asset_map"
+_SCRATCH_PREFIX = "beam_etl_template_"  # a template built in the temporary folder (the cache not writable)
 # The code whose change changes the graph: its source is part of the template's key (found
 # without importing it: tf_decoding imports TensorFlow).
 _GRAPH_MODULES = ("beam_etl.loader.transform_graph", "beam_etl.loader.tf_decoding", "beam_etl.metadata_schema",
@@ -129,7 +130,8 @@ def write_template(directory: str, image_info: dict, mask_values) -> None:
 
 def template(image_info: dict, mask_values, root: str | None = None) -> str:
     """The folder of the template for this record format, written first if the cache has no
-    intact one. Falls back to a fresh temporary folder when ``root`` cannot be written."""
+    intact one. Falls back to a fresh temporary folder when ``root`` cannot be written, which
+    the caller removes once it has read it (:func:`remove_if_scratch`)."""
     root = root or cache_root()
     folder = os.path.join(root, "transform-graphs", template_key(image_info, mask_values))
     if _is_intact(folder):
@@ -138,7 +140,7 @@ def template(image_info: dict, mask_values, root: str | None = None) -> str:
         os.makedirs(os.path.dirname(folder), exist_ok=True)
         building = f"{folder}.{uuid.uuid4().hex}.partial"
     except OSError:
-        building = os.path.join(tempfile.mkdtemp(prefix="beam_etl_template_"), "template")
+        building = os.path.join(tempfile.mkdtemp(prefix=_SCRATCH_PREFIX), "template")
     write_template(building, image_info, mask_values)
     if not building.endswith(".partial"):
         return building
@@ -162,6 +164,14 @@ def template(image_info: dict, mask_values, root: str | None = None) -> str:
     return folder
 
 
+def remove_if_scratch(folder: str) -> None:
+    """Removes ``folder`` if :func:`template` built it in a temporary folder of its own (the
+    cache could not be written); a template in the cache stays."""
+    parent = os.path.dirname(folder)
+    if os.path.basename(parent).startswith(_SCRATCH_PREFIX) and os.path.dirname(parent) == tempfile.gettempdir():
+        shutil.rmtree(parent, ignore_errors=True)
+
+
 def labelled_schema(schema_text: bytes, vocabulary_size: int) -> bytes:
     """The transformed schema with the domain ``tft.apply_vocabulary`` gives the ``label``
     output, which depends on the run's vocabulary: ids -1 (unknown) to its size - 1."""
@@ -182,6 +192,13 @@ def write_transform(staged: str, image_info: dict, mask_values, raw: dict, class
     """The run's ``transform_fn/`` and ``transformed_metadata/`` in ``staged`` (local or
     ``gs://``): the template's files, and this run's statistics as its assets."""
     source = template(image_info, mask_values, root)
+    try:
+        _copy_with_assets(source, staged, image_info, raw, class_names)
+    finally:
+        remove_if_scratch(source)
+
+
+def _copy_with_assets(source: str, staged: str, image_info: dict, raw: dict, class_names: list[str]) -> None:
     assets = {
         f"transform_fn/assets/{transform_graph.STATISTICS}":
             transform_graph.statistics_lines(raw, image_info["channels"]).encode("utf-8"),

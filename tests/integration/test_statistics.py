@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pathlib
+import tempfile
 
 import numpy as np
 import pytest
@@ -249,7 +250,6 @@ def test_a_template_is_written_once_and_a_damaged_one_again(tmp_path, monkeypatc
 def test_a_template_is_built_on_the_fn_api_runner_and_leaves_nothing_in_the_temporary_folder(tmp_path, monkeypatch):
     # Beam 2.77's DirectRunner first tries its PrismRunner, which it downloads from GitHub: the
     # template is built on the runner the job is tested on, with no download and nothing left over.
-    import tempfile  # pylint: disable=import-outside-toplevel
 
     from apache_beam.runners.portability import prism_runner  # pylint: disable=import-outside-toplevel
 
@@ -267,18 +267,23 @@ def test_a_template_is_built_on_the_fn_api_runner_and_leaves_nothing_in_the_temp
 
 
 @pytest.mark.slow
-def test_a_cache_that_cannot_be_written_is_no_error(tmp_path):
+def test_a_cache_that_cannot_be_written_is_no_error_and_leaves_no_template_behind(tmp_path, monkeypatch):
     from beam_etl.beam import transform_template  # pylint: disable=import-outside-toplevel
 
     blocked = tmp_path / "a file"
     blocked.write_text("not a folder")
     staged = tmp_path / "staged"
+    scratch = tmp_path / "temporary"  # the temporary folder, where the template is built instead
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     raw = transform_graph.raw_statistics(Totals(), None, 3)
     raw["num_images"] = np.int64(1)
     transform_template.write_transform(str(staged), IMAGE_INFO, None, raw, ["cat"], root=str(blocked))
     output = tft.TFTransformOutput(str(staged))
     assert output.vocabulary_by_name(transform_graph.CLASS_NAMES) == [b"cat"]
     assert blocked.read_text() == "not a folder"
+    # (TensorFlow's autograph writes its generated code there, and removes it as the process exits)
+    assert [path.name for path in scratch.iterdir() if not path.name.startswith("__autograph_generated_file")] == []
 
 
 def _template_in(root):
