@@ -144,12 +144,13 @@ def test_metrics_count_inputs_writes_and_rejects(pets_dir, tmp_path, defects):
 
     from beam_etl.beam import options
 
-    from beam_etl.beam import lease
+    from beam_etl.beam import launch, lease
     from beam_etl.beam.preprocess import Preprocess
 
     config, pipeline_options = options.parse_args(
         ["--oxford_pets", str(pets_dir), "--output", str(tmp_path / "out"), "--image_size", "32"])
-    pipeline = beam.Pipeline(options=pipeline_options)
+    # (the runner the job's command runs on: Beam's DirectRunner would first try its PrismRunner)
+    pipeline = beam.Pipeline(runner=launch.local_runner(pipeline_options), options=pipeline_options)
     _ = pipeline | Preprocess(config, lease.take(config.output).run_id)
     result = pipeline.run()
     result.wait_until_finish()
