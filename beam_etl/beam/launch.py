@@ -214,10 +214,21 @@ class SubmittingPipeline(beam.Pipeline):
             return super().run(test_runner_api)
 
 
+class HerePipeline(beam.Pipeline):
+    """A pipeline for a runner of this machine's processes or a Dask cluster: the temporary
+    folder Beam makes for every pipeline, used by cross-language transforms only (the job has
+    none), is removed at once, so that a run killed before its end (where Beam would remove it)
+    leaves none behind."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        os.rmdir(self.local_tempdir)  # (Beam removes it again at the end, ignoring that it is gone)
+
+
 def pipeline_for(runner, pipeline_options: PipelineOptions) -> beam.Pipeline:
     """The job's pipeline on ``runner`` (None: the one ``--runner`` names)."""
     local = options.runner_kind(pipeline_options) in options.PROCESS_AND_DASK_RUNNERS
-    return (beam.Pipeline if local else SubmittingPipeline)(runner=runner, options=pipeline_options)
+    return (HerePipeline if local else SubmittingPipeline)(runner=runner, options=pipeline_options)
 
 
 def runner_name(pipeline_options: PipelineOptions) -> str | None:

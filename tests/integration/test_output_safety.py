@@ -36,9 +36,11 @@ def _run(pets_dir, out, *extra) -> dict:
     return preprocess.run(["--oxford_pets", str(pets_dir), "--output", str(out), *FLAGS, *extra])
 
 
-def _run_process(pets_dir, out, *extra, crash_at: str | None = None) -> subprocess.CompletedProcess:
-    """The job as a user starts it, in its own process (killed at ``crash_at``)."""
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+def _run_process(pets_dir, out, *extra, crash_at: str | None = None,
+                 temporary: pathlib.Path | None = None) -> subprocess.CompletedProcess:
+    """The job as a user starts it, in its own process (killed at ``crash_at``; ``temporary``:
+    its temporary folder)."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **({"TMPDIR": str(temporary)} if temporary else {}))
     env.pop("BEAM_ETL_CRASH_AT", None)
     if crash_at:
         env["BEAM_ETL_CRASH_AT"] = crash_at
@@ -303,8 +305,12 @@ def test_a_bad_flag_with_overwrite_leaves_the_earlier_output(earlier, pets_dir, 
 def test_a_run_killed_before_its_manifest_is_in_leaves_the_earlier_output(earlier, pets_dir, tmp_path,
                                                                           crash_at):
     out = _copy(earlier, tmp_path)
-    killed = _run_process(pets_dir, out, "--overwrite", "--image_size", "32", crash_at=crash_at)
+    temporary = tmp_path / "temporary"
+    temporary.mkdir()
+    killed = _run_process(pets_dir, out, "--overwrite", "--image_size", "32", crash_at=crash_at, temporary=temporary)
     assert killed.returncode == -9, killed.stderr[-2000:]
+    # (Beam's own folder for the pipeline is removed when it is made: the job uses none)
+    assert not [path.name for path in temporary.iterdir() if path.name.startswith("beam-pipeline-temp")]
     if crash_at == "before_commit":
         assert _snapshot(out, hidden=False, cache=False) == _without_cache(earlier[1])  # untouched until the swap
         assert verify.verify(str(out)) == {}
