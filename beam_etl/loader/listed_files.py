@@ -130,4 +130,3 @@ def check_graph_files(data_dir: str, manifest: dict) -> None:
             if problem:
                 raise OutputMismatchError(f"{data_dir.rstrip('/')}/{name}: {problem}: the transform graph is not the "
                                           "one the manifest describes")
-
