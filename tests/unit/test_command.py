@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pathlib
 import subprocess
 import sys
@@ -143,6 +144,7 @@ def test_a_failed_run_says_so_in_one_message_and_keeps_the_traceback_in_a_file(p
     path = lines[-1].split("the traceback is in ")[1].split(";")[0]
     with open(path, encoding="utf-8") as handle:
         assert "Traceback (most recent call last)" in handle.read()
+    os.remove(path)  # (the user's to read and remove)
     assert not (tmp_path / "out" / "manifest.json").exists()
 
 
