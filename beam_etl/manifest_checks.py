@@ -71,14 +71,20 @@ def _difference(count: int, than: int) -> str:
 
 def manifest_problems(manifest: dict) -> list[str]:
     """What in ``manifest`` is not so of any output the job writes (empty: nothing): its shape
-    (:func:`shape_problems`, checked first: the rest needs it); a listed name outside the output,
-    or of no file of an output, or of a file its format never held (the format lowered by hand to
-    switch checks off); counts that do not add up (inputs, written, rejected, examples); and, from
-    their formats on, a shard without its record index, or the lineage index not one file per shard."""
-    problems = shape_problems(manifest)
-    version = manifest.get("format_version")
-    if problems or version < FILES_FORMAT:
-        return problems
+    (:func:`shape_problems`), then, once that holds, :func:`consistency_problems`."""
+    return shape_problems(manifest) or consistency_problems(manifest)
+
+
+def consistency_problems(manifest: dict) -> list[str]:
+    """(A manifest of its format's shape: :func:`shape_problems`) a listed name outside the
+    output, or of no file of an output, or of a file its format never held (the format lowered by
+    hand to switch checks off); counts that do not add up (inputs, written, rejected, examples);
+    and, from their formats on, a shard without its record index, or the lineage index not one
+    file per shard."""
+    version = manifest["format_version"]
+    if version < FILES_FORMAT:
+        return []
+    problems = []
     files, splits = manifest["files"], manifest["splits"]
     for name in files:
         parts = name.split("/")

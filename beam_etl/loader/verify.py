@@ -15,7 +15,7 @@ import tensorflow as tf
 from beam_etl.config import flag_type, output_folder
 from beam_etl.loader.dataset import load_manifest
 from beam_etl.loader.listed_files import check_file, lists_files, split_problems
-from beam_etl.manifest_checks import manifest_problems, shape_problems
+from beam_etl.manifest_checks import consistency_problems, shape_problems
 from beam_etl.output_layout import INCOMPLETE_DIR, MANIFEST, first_format, is_job_file
 
 
@@ -44,7 +44,7 @@ def verify(data_dir: str) -> dict[str, str]:
         return {MANIFEST: "; ".join(shape)}
     problems = {f"{MANIFEST} (splits.{split})": problem for split in sorted(manifest["splits"])
                 for problem in split_problems(manifest, split)[:1]}
-    described = manifest_problems(manifest)
+    described = consistency_problems(manifest)
     if described:  # (the files are checked against a manifest that says what is so)
         problems[MANIFEST] = "; ".join(described)
         return problems
