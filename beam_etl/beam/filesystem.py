@@ -137,6 +137,18 @@ def modified(path: str) -> float:
     return os.stat(local_path(path)).st_mtime if is_local(path) else FileSystems.last_updated(path)
 
 
+@contextlib.contextmanager
+def naming(path: str):
+    """Raises an OSError from the block that names no file (a write's or a flush's: the disk is
+    full, the file too large) again naming ``path``, so that a failed run's message says where."""
+    try:
+        yield
+    except OSError as error:
+        if error.filename is not None or error.errno is None:
+            raise
+        raise OSError(error.errno, error.strerror, path) from error
+
+
 def make_parent(path: str) -> None:
     if is_local(path):
         os.makedirs(os.path.dirname(local_path(path)) or ".", exist_ok=True)
@@ -282,13 +294,13 @@ def write_bytes(path: str, data: bytes, sync: bool = False) -> None:
     """Writes ``data`` to ``path``; ``sync``: on disk before returning (local files)."""
     make_parent(path)
     if is_local(path):
-        with open(local_path(path), "wb") as handle:
+        with naming(path), open(local_path(path), "wb") as handle:
             handle.write(data)
             if sync:
                 handle.flush()
                 os.fsync(handle.fileno())
         return
-    with FileSystems.create(path) as handle:
+    with naming(path), FileSystems.create(path) as handle:
         handle.write(data)
 
 
@@ -304,7 +316,7 @@ def create_exclusive(path: str, data: bytes) -> bool:
             descriptor = os.open(local_path(path), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except FileExistsError:
             return False
-        with os.fdopen(descriptor, "wb") as handle:
+        with naming(path), os.fdopen(descriptor, "wb") as handle:
             handle.write(data)
         return True
     if not path.startswith("gs://"):

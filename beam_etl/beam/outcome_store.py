@@ -33,6 +33,7 @@ memory per input and version kept. Entries of old versions stay until the cache 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -163,8 +164,9 @@ class _Writer:
             self._digest_lines.append(line)
             return
         digests = self._file(DIGESTS)
-        digests.write(line)
-        digests.flush()
+        with filesystem.naming(self._base + DIGESTS):
+            digests.write(line)
+            digests.flush()
 
     def write(self, name: str, data: bytes) -> Location:
         """Appends the entry ``data``; returns where it is (in an object store: where it will
@@ -180,12 +182,17 @@ class _Writer:
             return location
         try:
             segment, index = self._file(SEGMENT), self._file(INDEX)
-            segment.write(data)
-            segment.flush()  # in the kernel's hands before the line that names it
-            index.write(line)
-            index.flush()
+            with filesystem.naming(self._base + SEGMENT):
+                segment.write(data)
+                segment.flush()  # in the kernel's hands before the line that names it
+            with filesystem.naming(self._base + INDEX):
+                index.write(line)
+                index.flush()
         except BaseException:
-            self.close()  # where the failed write left the files is not known: new files next
+            # Where the failed write left the files is not known: new files next. (Closing
+            # flushes what the others hold, which may fail the same way: the write's error is the one raised.)
+            with contextlib.suppress(OSError):
+                self.close()
             self._start()
             raise
         self._offset += len(data)
@@ -203,19 +210,29 @@ class _Writer:
         self._start()
 
     def close(self, sync: bool = False) -> None:
-        """Closes the local files; ``sync``: on disk first, their folder's entries too."""
-        for handle in self._files.values():
-            if sync:
-                handle.flush()
-                os.fsync(handle.fileno())
-            handle.close()
-        if sync and self._files:
+        """Closes the local files, every one (the first error is raised after); ``sync``: on
+        disk first, their folder's entries too."""
+        files, self._files = self._files, {}
+        failed = None
+        for suffix, handle in files.items():
+            try:
+                with filesystem.naming(self._base + suffix):
+                    try:
+                        if sync:
+                            handle.flush()
+                            os.fsync(handle.fileno())
+                    finally:
+                        handle.close()
+            except OSError as error:
+                failed = failed or error
+        if failed is not None:
+            raise failed
+        if sync and files:
             folder = os.open(filesystem.local_path(self._folder), os.O_RDONLY)
             try:
                 os.fsync(folder)
             finally:
                 os.close(folder)
-        self._files.clear()
 
 
 class _Known:

@@ -52,7 +52,7 @@ def stage_file(output_dir: str, run_id: str, name: str, chunks) -> dict:
     checksum = google_crc32c.Checksum()
     written = 0
     filesystem.make_parent(temporary)
-    with FileSystems.create(temporary) as handle:
+    with filesystem.naming(final), FileSystems.create(temporary) as handle:
         for chunk in chunks:
             handle.write(chunk)
             checksum.update(chunk)
@@ -147,9 +147,10 @@ class _SpillFn(beam.DoFn):
             self._handle = FileSystems.create(self._uri)
             self._offset = 0
         offset = self._offset
-        for part in parts:
-            self._handle.write(part)
-            self._offset += len(part)
+        with filesystem.naming(self._uri):
+            for part in parts:
+                self._handle.write(part)
+                self._offset += len(part)
         return self._uri, offset
 
     def process(self, example: EncodedExample):
@@ -166,7 +167,8 @@ class _SpillFn(beam.DoFn):
 
     def finish_bundle(self):
         if self._handle is not None:
-            self._handle.close()
+            with filesystem.naming(self._uri):
+                self._handle.close()
             self._handle = None
 
 

@@ -23,7 +23,7 @@ from beam_etl import loader
 from beam_etl.loader import verify
 from beam_etl.tools.sample_data import generate
 from pipelines import preprocess
-from tests.support import file_modes
+from tests.support import file_modes, full_disk
 
 pytestmark = pytest.mark.slow
 
@@ -36,17 +36,18 @@ def _run(pets_dir, out, *extra) -> dict:
     return preprocess.run(["--oxford_pets", str(pets_dir), "--output", str(out), *FLAGS, *extra])
 
 
-def _run_process(pets_dir, out, *extra, crash_at: str | None = None,
-                 temporary: pathlib.Path | None = None) -> subprocess.CompletedProcess:
+def _run_process(pets_dir, out, *extra, crash_at: str | None = None, temporary: pathlib.Path | None = None,
+                 max_file_bytes: int | None = None) -> subprocess.CompletedProcess:
     """The job as a user starts it, in its own process (killed at ``crash_at``; ``temporary``:
-    its temporary folder)."""
+    its temporary folder; ``max_file_bytes``: the largest file it may make, as if the disk were full)."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **({"TMPDIR": str(temporary)} if temporary else {}))
     env.pop("BEAM_ETL_CRASH_AT", None)
     if crash_at:
         env["BEAM_ETL_CRASH_AT"] = crash_at
     return subprocess.run([sys.executable, "-m", "pipelines.preprocess", "--oxford_pets", str(pets_dir),
                            "--output", str(out), *FLAGS, *extra],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+                          preexec_fn=full_disk.limiting_files_to(max_file_bytes) if max_file_bytes else None)
 
 
 def _snapshot(directory: pathlib.Path, hidden: bool = True, cache: bool = True) -> dict[str, bytes]:
@@ -423,6 +424,21 @@ def test_a_failing_run_cleans_up_and_keeps_the_earlier_output(earlier, pets_dir,
         _run(pets_dir, out, "--overwrite", "--max_reject_fraction", "0")
     assert _snapshot(out) == earlier[1]  # no .incomplete/ left, no lease
     assert not (out / ".incomplete").exists()
+
+
+def test_a_run_the_disk_refuses_says_which_file_and_keeps_the_earlier_output(earlier, pets_dir, tmp_path):
+    """A full disk (here: a file size limit the cache's segment outgrows) fails the run with one
+    message naming the file it could not write, and leaves the earlier output as it was."""
+    out = _copy(earlier, tmp_path)
+    failed = _run_process(pets_dir, out, "--overwrite", "--no_statistics", "--image_size", "32",
+                          max_file_bytes=30000)  # (a size the cache holds no outcome of)
+    assert failed.returncode == 1, failed.stderr[-2000:]
+    message = [line for line in failed.stderr.splitlines() if line.startswith("beam-etl: failed: ")]
+    assert len(message) == 1 and "File too large: " in message[0], failed.stderr[-2000:]
+    assert f"'{out / CACHE_DIR}/outcomes/" in message[0] and message[0].endswith(".seg'")
+    os.remove(failed.stderr.split("the traceback is in ")[1].split(";")[0])
+    assert _snapshot(out, cache=False) == _without_cache(earlier[1])  # no .incomplete/ left, no lease
+    assert verify.verify(str(out)) == {}
 
 
 def test_a_staged_file_written_over_after_its_writer_is_never_published(earlier, pets_dir, tmp_path, monkeypatch):

@@ -1,6 +1,7 @@
 """The cache's store: segments and their indexes, the digests of local files, what a crash or
 a damaged file leaves; never a wrong outcome."""
 
+import errno
 import os
 import pathlib
 import subprocess
@@ -10,6 +11,7 @@ import pytest
 
 from beam_etl import file_states
 from beam_etl.beam import outcome_store
+from tests.support import full_disk
 from tests.unit.test_example_cache import OUTCOMES, D
 from tests.unit.test_file_states import _state
 
@@ -277,3 +279,36 @@ def test_a_cache_folder_is_there_only_with_its_segments_folder(tmp_path):
     assert not (tmp_path / "typo").exists()
     assert not outcome_store.OutcomeStore(str(tmp_path)).exists()
     assert _stored(tmp_path, _names(1)).exists()
+
+
+def test_a_write_the_disk_refuses_names_the_file_and_keeps_what_was_written_before(tmp_path):
+    """A full disk (here: a file size limit) fails a write with an error that names no file: the
+    store's names the cache's file, and a reader finds the entries written before it intact."""
+    names = _names(3)
+    store = outcome_store.OutcomeStore(str(tmp_path))
+    store.write(names[0], OUTCOMES[0])
+    (segment,) = (tmp_path / outcome_store.SEGMENTS).glob("*.seg")
+    with full_disk.files_at_most(segment.stat().st_size + 1000), pytest.raises(OSError) as refused:
+        store.write(names[1], OUTCOMES[1])  # 5,000 bytes of example
+    assert refused.value.errno == errno.EFBIG and refused.value.filename == str(segment)
+    store.close()
+    with full_disk.files_at_most(10**6):
+        store.write(names[2], OUTCOMES[2])  # in new files
+        store.close()
+    reader = outcome_store.OutcomeStore(str(tmp_path))
+    assert reader.read(names[0])[0].examples == OUTCOMES[0].examples
+    assert reader.read(names[1])[0] is None and str(reader.read(names[2])[0].rejected) == str(OUTCOMES[2].rejected)
+    reader.close()
+
+
+def test_closing_a_writer_the_disk_refuses_names_the_file_and_closes_every_one(tmp_path):
+    store = outcome_store.OutcomeStore(str(tmp_path))
+    store.write(_names(1)[0], OUTCOMES[0])
+    writer = store._own_writer()  # pylint: disable=protected-access
+    files = dict(writer._files)  # pylint: disable=protected-access
+    index = files[outcome_store.INDEX]
+    index.write("x" * 5000)  # held in the file's buffer, written out at the close
+    with full_disk.files_at_most(1000), pytest.raises(OSError) as refused:
+        writer.close(sync=True)
+    assert refused.value.errno == errno.EFBIG and refused.value.filename == index.name
+    assert all(handle.closed for handle in files.values())

@@ -1,3 +1,4 @@
+import errno
 import dataclasses
 import json
 import pickle
@@ -214,3 +215,27 @@ def test_a_stranger_where_the_job_writes_its_schema_or_an_index_is_refused_at_la
         with pytest.raises(ValueError, match=stranger.replace(".", r"\.")):
             commit.check_output(str(tmp_path), overwrite=True)
         (tmp_path / stranger).unlink()
+
+
+def test_a_shard_or_spill_write_the_disk_refuses_names_the_file(tmp_path):
+    """A full disk (here: a file size limit) fails a write with an error that names no file;
+    the job's names the file it was writing, so that the failed run's message says where."""
+    from beam_etl.beam import sink  # pylint: disable=import-outside-toplevel
+    from beam_etl.elements import EncodedExample  # pylint: disable=import-outside-toplevel
+    from tests.support import full_disk  # pylint: disable=import-outside-toplevel
+
+    out = tmp_path / "out"
+    with full_disk.files_at_most(4096), pytest.raises(OSError) as refused:
+        sink.stage_file(str(out), "run", "train-00000-of-00001.tfrecord", [b"x" * 3000, b"y" * 3000])
+    assert refused.value.errno == errno.EFBIG
+    name = refused.value.filename
+    assert name.startswith(str(out)) and name.endswith("/train-00000-of-00001.tfrecord")
+    spill = sink._SpillFn(str(out))  # pylint: disable=protected-access
+    spill.start_bundle()
+    with full_disk.files_at_most(4096), pytest.raises(OSError) as refused:
+        for i in range(3):
+            list(spill.process(EncodedExample(f"k{i}", "train", 0, b"z" * 3000)))
+        spill.finish_bundle()
+    spilled = spill._uri  # pylint: disable=protected-access
+    assert refused.value.errno == errno.EFBIG and refused.value.filename == spilled
+    assert refused.value.filename.startswith(str(out)) and refused.value.filename.endswith(".bin")
