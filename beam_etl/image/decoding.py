@@ -1,8 +1,9 @@
 """Decoding of raw image and mask bytes into numpy arrays: pure functions, no Beam.
 
 Images come out as ``uint8[H, W, 3]`` RGB whatever they were stored as (grayscale, palette,
-RGBA, CMYK, 16-bit), with EXIF orientation applied. Masks come out as ``uint8[H, W]`` label
-values (palette PNGs by index, not by colour). Bad data raises
+RGBA, CMYK, 16-bit; not 32-bit or floating-point pixels, whose white no header gives), with EXIF
+orientation applied. Masks come out as ``uint8[H, W]`` label values, as stored (palette PNGs by
+index, not by colour; 1-, 2- and 4-bit PNGs by sample, not scaled to 0-255). Bad data raises
 :class:`~beam_etl.elements.RejectedInput` with a short reason code.
 
 The common cases take the fastest decoders measured (BENCHMARKS.md): RGB and grayscale JPEGs
@@ -161,11 +162,13 @@ def _decode_jpeg_fast(data: bytes, max_pixels: int, min_size) -> DecodedImage | 
 
 
 def _to_rgb(image: Image.Image) -> np.ndarray:
-    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        values = np.asarray(image, dtype=np.float64)
-        top = 65535.0 if values.max(initial=0) > 255 else 255.0
-        gray = np.clip(np.rint(values * (255.0 / top)), 0, 255).astype(np.uint8)
+    if image.mode in ("I;16", "I;16B", "I;16L"):  # 16-bit: by its depth, the same for every image
+        gray = np.rint(np.asarray(image, dtype=np.float64) * (255.0 / 65535.0)).astype(np.uint8)
         return np.repeat(gray[:, :, None], 3, axis=2)
+    if image.mode in ("I", "F"):
+        raise RejectedInput("decode_image", "unsupported_mode",
+                            f"{'32-bit integer' if image.mode == 'I' else 'floating-point'} pixels "
+                            f"(mode {image.mode!r}) have no range that says which value is white")
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
     if image.mode != "RGB":
@@ -182,6 +185,13 @@ def _is_gray8_png(data: bytes) -> bool:
             and data[24] == 8 and data[25] == 0)
 
 
+def _png_gray_depth(data: bytes) -> int | None:
+    """The bit depth of a grayscale PNG, from its IHDR chunk; None for any other file."""
+    if len(data) >= 33 and data[:8] == _PNG_SIGNATURE and data[12:16] == b"IHDR" and data[25] == 0:
+        return data[24]
+    return None
+
+
 def decode_mask(data: bytes, *, max_pixels: int) -> np.ndarray:
     """Decodes a segmentation mask to ``uint8[H, W]`` class values."""
     if _is_gray8_png(data):
@@ -194,6 +204,9 @@ def decode_mask(data: bytes, *, max_pixels: int) -> np.ndarray:
     image = _open(data, "decode_mask", max_pixels)
     mode = image.mode
     _load(image, "decode_mask")
+    if mode == "L" and _png_gray_depth(data) in (2, 4):
+        # Pillow scales 2- and 4-bit samples to 0-255 (3 -> 255); a mask's samples are its labels
+        return np.asarray(image) // (255 // (2 ** _png_gray_depth(data) - 1))
     if mode in ("L", "P"):
         return np.asarray(image)  # palette PNG: the indices are the labels
     if mode == "1":

@@ -1,4 +1,6 @@
 import io
+import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -105,3 +107,39 @@ def test_mask_fast_path_rejects_truncated_and_too_large():
     with pytest.raises(RejectedInput) as error:
         decode_mask(data, max_pixels=1000)
     assert error.value.reason == "too_large"
+
+
+def _gray_png(rows: list[list[int]], depth: int) -> bytes:
+    """A grayscale PNG of ``depth``-bit samples, written by hand: Pillow writes no 2- or 4-bit grayscale."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    packed = b""
+    for row in rows:
+        bits = "".join(format(value, f"0{depth}b") for value in row)
+        bits += "0" * (-len(bits) % 8)
+        packed += b"\x00" + int(bits, 2).to_bytes(len(bits) // 8, "big")
+    header = struct.pack(">IIBBBBB", len(rows[0]), len(rows), depth, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(packed)) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("depth", [1, 2, 4])
+def test_low_bit_depth_masks_keep_their_samples_as_labels(depth):
+    """Pillow scales 2- and 4-bit grayscale samples to 0-255; the labels are the samples."""
+    top = 2**depth - 1
+    rows = [[(x + y) % (top + 1) for x in range(7)] for y in range(3)]
+    np.testing.assert_array_equal(decode_mask(_gray_png(rows, depth), max_pixels=BIG), np.array(rows, np.uint8))
+
+
+def test_sixteen_bit_images_scale_by_their_depth_whatever_their_content():
+    """A dark 16-bit image stays dark: the scale is the format's, not the image's brightest pixel's."""
+    for value, expected in ((255, 1), (256, 1), (1000, 4), (32768, 128), (65535, 255)):
+        data = encode(Image.fromarray(np.full((4, 5), value, np.uint16)), "PNG")
+        np.testing.assert_array_equal(decode_image(data, max_pixels=BIG).pixels, np.full((4, 5, 3), expected))
+
+
+@pytest.mark.parametrize("pixels", [np.full((4, 5), 1000, np.int32), np.full((4, 5), 0.5, np.float32)])
+def test_pixels_without_a_range_are_rejected_not_guessed(pixels):
+    with pytest.raises(RejectedInput) as error:
+        decode_image(encode(Image.fromarray(pixels), "TIFF"), max_pixels=BIG)
+    assert error.value.reason == "unsupported_mode" and error.value.stage == "decode_image"
