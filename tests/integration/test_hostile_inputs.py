@@ -203,3 +203,42 @@ def test_a_run_with_an_empty_training_split_completes_without_statistics(tmp_pat
     assert manifest["splits"]["test"]["num_examples"] == 4 and set(manifest["splits"]) == {"test"}
     assert manifest["statistics"] is None and manifest["statistics_absent"] == "the training split is empty"
     assert verify.verify(str(tmp_path / "out")) == {}
+
+
+def test_an_oxford_list_saved_with_a_byte_order_mark_labels_its_first_name(tmp_path):
+    """Some editors begin a UTF-8 file with a byte order mark: it is not part of the first name."""
+    data = tmp_path / "pets"
+    generate(str(data), num_images=6, seed=4)
+    trainval = data / "annotations" / "trainval.txt"
+    lines = [line for line in trainval.read_text().splitlines() if not line.startswith("#")]
+    trainval.write_text("\n".join(lines) + "\n", encoding="utf-8-sig")
+    manifest = preprocess.run(["--oxford_pets", str(data), "--output", str(tmp_path / "out"), "--image_size", "16",
+                               "--no_statistics", "--val_fraction", "0"])
+    first = lines[0].split()[0]
+    assert (manifest["num_inputs"], manifest["num_written"], manifest["num_rejected"]) == (6, 6, 0)
+    train = {example["key"]: example["label"] for example in read_examples(sorted((tmp_path / "out").glob("train-*.tfrecord")))}
+    assert train[first] == int(lines[0].split()[1]) - 1  # listed in trainval, with its class
+
+
+@pytest.mark.parametrize("damage, says", [
+    (b"caf\xe9_1 1 1 1\n", ":{line}: not UTF-8 text (byte 0xe9)"),
+    (b"broken line\n", ":{line}: expected 'NAME CLASS_ID SPECIES BREED_ID', got 'broken line'"),
+    (None, "trainval.txt is not a regular file"),
+])
+def test_an_oxford_list_the_job_cannot_read_is_refused_at_launch_naming_file_and_line(tmp_path, capsys, damage, says):
+    data = tmp_path / "pets"
+    generate(str(data), num_images=6, seed=4)
+    trainval = data / "annotations" / "trainval.txt"
+    says = says.format(line=len(trainval.read_bytes().splitlines()) + 1)
+    if damage is None:
+        trainval.unlink()
+        os.mkfifo(trainval)  # opening it would wait for ever for a writer
+    else:
+        with open(trainval, "ab") as handle:
+            handle.write(damage)
+    with pytest.raises(SystemExit) as refused:
+        preprocess.run(["--oxford_pets", str(data), "--output", str(tmp_path / "out"), "--image_size", "16"])
+    assert refused.value.code == 2
+    error = capsys.readouterr().err
+    assert f"--oxford_pets {str(data)!r}: {trainval}" in error and says in error, error
+    assert not (tmp_path / "out").exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import os
 import posixpath
@@ -35,13 +36,26 @@ def parse_oxford_list(text: str, list_uri: str, split: str):
         yield name, (split, class_id - 1, name.rsplit("_", 1)[0], list_uri, number)
 
 
+def _list_text(list_uri: str) -> str:
+    """A list file's text: UTF-8, with or without the byte order mark some editors write first
+    (which would otherwise begin the first name)."""
+    if filesystem.is_local(list_uri) and not os.path.isfile(filesystem.local_path(list_uri)):
+        raise ValueError(f"{list_uri} is not a regular file")  # (a FIFO's read would wait for ever)
+    data = filesystem.read_bytes(list_uri)
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise ValueError(f"{list_uri}:{line}: not UTF-8 text (byte {data[error.start]:#04x})") from None
+
+
 def _read_oxford_list(entry):
     """An Oxford list file's entries; none where the dataset has no such list."""
     list_uri, split = entry
     if not filesystem.exists(list_uri):
         return
     images = posixpath.join(posixpath.dirname(posixpath.dirname(list_uri)), "images")
-    for stem, meta in parse_oxford_list(filesystem.read_bytes(list_uri).decode("utf-8"), list_uri, split):
+    for stem, meta in parse_oxford_list(_list_text(list_uri), list_uri, split):
         yield stem, (*meta, posixpath.join(images, f"{stem}.jpg"))
 
 
@@ -63,6 +77,12 @@ class ReadOxfordPets(beam.PTransform):
     def check(self, pipeline_options=None) -> None:
         check_glob(self.images_glob, "--oxford_pets")
         check_glob(self.masks_glob, "--oxford_pets")
+        for list_uri, split in self.list_files():  # (small files, read again by the job)
+            try:
+                if filesystem.exists(list_uri):
+                    collections.deque(parse_oxford_list(_list_text(list_uri), list_uri, split), maxlen=0)
+            except (ValueError, OSError) as error:
+                raise ValueError(f"--oxford_pets {self._root!r}: {error}") from None
 
     def count_inputs(self, limit: int) -> int:
         return count_matches(self.images_glob, limit)
