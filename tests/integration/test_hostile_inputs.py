@@ -216,7 +216,8 @@ def test_an_oxford_list_saved_with_a_byte_order_mark_labels_its_first_name(tmp_p
                                "--no_statistics", "--val_fraction", "0"])
     first = lines[0].split()[0]
     assert (manifest["num_inputs"], manifest["num_written"], manifest["num_rejected"]) == (6, 6, 0)
-    train = {example["key"]: example["label"] for example in read_examples(sorted((tmp_path / "out").glob("train-*.tfrecord")))}
+    shards = sorted((tmp_path / "out").glob("train-*.tfrecord"))
+    train = {example["key"]: example["label"] for example in read_examples(shards)}
     assert train[first] == int(lines[0].split()[1]) - 1  # listed in trainval, with its class
 
 
