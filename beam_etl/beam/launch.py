@@ -325,9 +325,9 @@ def launch(config: JobConfig, pipeline_options: PipelineOptions, command_line: d
         breaking = (dead is not None and launch_options.break_lease
                     and lease.is_stale(dead, launch_options.lease_timeout_hours))
         commit.check_output(config.output, overwrite or breaking)
-    except ValueError as error:
+        workers = local_workers(config, pipeline_options)  # (lists the sources' first inputs)
+    except (ValueError, OSError) as error:
         _refuse(error)
-    workers = local_workers(config, pipeline_options)
     if not starts_worker_processes(pipeline_options):
         warm_workers.stop()  # started speculatively (pipelines.preprocess): no worker will need it
     quiet_worker_start()

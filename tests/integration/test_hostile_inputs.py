@@ -17,6 +17,7 @@ from beam_etl.tools.sample_data import generate
 from beam_etl.beam.process_examples import read_uri
 from beam_etl.elements import RejectedInput
 from pipelines import preprocess
+from tests.support import file_modes
 from tests.support.tfrecords import read_examples
 
 pytestmark = pytest.mark.slow
@@ -242,4 +243,22 @@ def test_an_oxford_list_the_job_cannot_read_is_refused_at_launch_naming_file_and
     assert refused.value.code == 2
     error = capsys.readouterr().err
     assert f"--oxford_pets {str(data)!r}: {trainval}" in error and says in error, error
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_folder_under_a_glob_the_job_cannot_list_is_refused_at_launch_naming_it(tmp_path):
+    """Its inputs are neither written nor rejected: the run must not go on without them."""
+    data = tmp_path / "data"
+    _pairs(data / "open", ["a", "b"])
+    _pairs(data / "locked", ["c"])
+    (data / "locked").chmod(0)
+    try:
+        refused = file_modes.run_module("pipelines.preprocess", "--images", str(data / "**" / "*.jpg"),
+                                        "--masks", str(data / "**" / "*.png"), "--output", str(tmp_path / "out"),
+                                        "--image_size", "16", "--no_statistics")
+    finally:
+        (data / "locked").chmod(0o755)
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    assert f"cannot list the folder (Permission denied), so the files of {str(data / '**' / '*.jpg')!r}" \
+        f" in it would be missed: {str(data / 'locked')!r}" in refused.stderr
     assert not (tmp_path / "out").exists()

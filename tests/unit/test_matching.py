@@ -6,6 +6,7 @@ import pytest
 from apache_beam.io.filesystems import FileSystems
 
 from beam_etl.beam.sources import matching
+from tests.support import file_modes
 
 
 def _beam(glob):
@@ -65,3 +66,22 @@ def test_no_file_is_asked_its_size_or_time(tree, monkeypatch):
 def test_other_schemes_go_through_beam(tree):
     with pytest.raises(Exception, match="Unable to get filesystem"):
         list(matching.matches(f"file://{tree}/*.jpg"))
+
+
+def test_a_folder_the_walk_cannot_list_fails_the_listing_naming_it(tree):
+    """Beam's walk passes over a folder it may not list, and what it holds is lost without a word."""
+    locked = tree / "sub" / "deeper"
+    locked.chmod(0)
+    try:
+        listed = file_modes.run_python(
+            "from beam_etl.beam.sources import matching\n"
+            f"for glob in ({str(tree / '*.jpg')!r}, {str(tree / '**' / '*.jpg')!r}):\n"
+            "    try:\n"
+            "        print(len(list(matching.matches(glob))))\n"
+            "    except OSError as error:\n"
+            "        print(type(error).__name__, error.filename, error.strerror)\n")
+    finally:
+        locked.chmod(0o755)
+    shallow, deep = listed.stdout.splitlines()
+    assert shallow == "5"  # a1, b2, abc, link, .hidden: the locked folder is not walked
+    assert deep.startswith(f"PermissionError {locked} cannot list the folder (Permission denied)")

@@ -13,6 +13,8 @@ differs for local globs:
   deeper path (``**``, ``?``, ``[``, or a ``/``).
 - An entry whose ``stat`` fails (a broken link, a file gone meanwhile) is named all the same:
   reading it rejects it with its reason, where Beam's listing dropped it without a word.
+- A folder it must walk but cannot list (no permission) fails the listing, naming the folder,
+  where Beam's walk passes over it and what it holds is lost without a word.
 """
 
 from __future__ import annotations
@@ -59,8 +61,11 @@ def _local_matches(pattern: str) -> Iterator[str]:
         current = pending.pop()
         try:
             entries = list(os.scandir(current))
-        except OSError:
-            continue  # (Beam's walk, too, passes over a folder it cannot list)
+        except FileNotFoundError:
+            continue  # (gone, or never there: nothing in it to miss)
+        except OSError as error:  # Beam's walk passes over it without a word: its inputs would be lost
+            raise OSError(error.errno, f"cannot list the folder ({error.strerror}), so the files of {pattern!r} "
+                                       "in it would be missed", current) from None
         for entry in entries:
             path = os.path.join(current, entry.name)
             try:
