@@ -57,7 +57,8 @@ def run(argv: list[str] | None = None, prog: str = "python -m pipelines.preproce
     replace an output with the same files (:mod:`beam_etl.beam.up_to_date`) leaves it as it is
     and returns its manifest, before Beam loads."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    current = up_to_date.check(argv)
+    code = up_to_date.StartingCode.now()  # before any of the job's code that it describes is imported
+    current = up_to_date.check(argv, code.job)
     if current is not None:
         print(up_to_date.describe(current))
         return current
@@ -71,7 +72,7 @@ def run(argv: list[str] | None = None, prog: str = "python -m pipelines.preproce
     try:
         config, pipeline_options = options.parse_args(
             argv, prog=prog, description=__doc__.split("\n\n", maxsplit=1)[0])
-        return launch.launch(config, pipeline_options, command_line)
+        return launch.launch(config, pipeline_options, command_line, code)
     finally:
         warm_workers.stop()
 

@@ -1,7 +1,8 @@
 """The test-only crash hook: ``BEAM_ETL_CRASH_AT=<point>`` kills the job's process with SIGKILL
 at one of :data:`CRASH_POINTS`, as a crashing machine would; ``<point>:SIGINT`` interrupts it
-there instead (a Ctrl-C), and ``outcomes:N`` kills it once this process has computed and cached
-its N-th input's outcome (a run killed half way through its images)."""
+there instead (a Ctrl-C), ``<point>:SIGSTOP`` stops it there until a ``SIGCONT`` (for a test to
+change something meanwhile), and ``outcomes:N`` kills it once this process has computed and
+cached its N-th input's outcome (a run killed half way through its images)."""
 
 from __future__ import annotations
 
@@ -22,4 +23,4 @@ def crash_point(name: str, count: int | None = None) -> None:
         if how == str(count):
             os.kill(os.getpid(), signal.SIGKILL)
         return
-    os.kill(os.getpid(), signal.SIGINT if how == "SIGINT" else signal.SIGKILL)
+    os.kill(os.getpid(), {"SIGINT": signal.SIGINT, "SIGSTOP": signal.SIGSTOP}.get(how, signal.SIGKILL))

@@ -30,7 +30,7 @@ import json
 
 import google_crc32c
 
-from beam_etl.code_version import code_version
+from beam_etl.code_version import CHAIN_MODULES, code_version
 from beam_etl.elements import EncodedExample, RejectedInput, SourceRecord
 from beam_etl.image.pixel_statistics import ExampleSums
 
@@ -42,14 +42,6 @@ OUTCOME_SETTINGS = ("image_size", "image_format", "resize", "jpeg_quality", "max
 # training split alone, and only its originals carry a share of the statistics. Another split's
 # outcome does not change with them.
 TRAINING_ONLY_SETTINGS = ("augment_copies", "seed", "statistics")
-# The code that makes an outcome: a change in any of them is a new chain. Every module of the job
-# that the chain and this module import, beam_etl.config (constants such as the padding's mask
-# value) included: a test holds the list whole.
-CHAIN_MODULES = ("beam_etl.image.augmentation", "beam_etl.image.chain", "beam_etl.image.decoding",
-                 "beam_etl.image.encoding", "beam_etl.image.pixel_statistics", "beam_etl.image.resizing",
-                 "beam_etl.image.validation", "beam_etl.schema", "beam_etl.tf_example", "beam_etl.hashing",
-                 "beam_etl.elements", "beam_etl.config", "beam_etl.lineage", "beam_etl.code_version",
-                 "beam_etl.beam.example_cache")
 # The libraries the chain calls, by the module it imports: another version of one may decode,
 # resize or encode to other bytes (a new libjpeg-turbo in simplejpeg, a new resize kernel in
 # OpenCV), so it is a new chain.
@@ -62,12 +54,14 @@ def library_versions() -> dict[str, str]:
     return {name: importlib.import_module(name).__version__ for name in CHAIN_LIBRARIES}
 
 
-def version(config, split: str = "train", libraries: dict[str, str] | None = None) -> str:
-    """The chain's code, the versions of its libraries (``libraries``, else
+def version(config, split: str = "train", libraries: dict[str, str] | None = None,
+            code: dict[str, str] | None = None) -> str:
+    """The chain's code (``code``, its :func:`~beam_etl.code_version.code_version` as the run
+    started; else as the files are now), the versions of its libraries (``libraries``, else
     :func:`library_versions`) and the settings of ``config`` that shape an outcome of
     ``split``, hashed."""
     names = [name for name in OUTCOME_SETTINGS if split == "train" or name not in TRAINING_ONLY_SETTINGS]
-    described = {"code": code_version(CHAIN_MODULES),
+    described = {"code": code_version(CHAIN_MODULES) if code is None else code,
                  "libraries": library_versions() if libraries is None else libraries,
                  "settings": {name: getattr(config, name) for name in names}}
     return hashlib.sha256(json.dumps(described, sort_keys=True, default=list).encode()).hexdigest()

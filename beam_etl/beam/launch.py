@@ -298,12 +298,16 @@ def _refuse(error: Exception):
     sys.exit(2)
 
 
-def launch(config: JobConfig, pipeline_options: PipelineOptions, command_line: dict | None = None) -> dict | None:
+def launch(config: JobConfig, pipeline_options: PipelineOptions, command_line: dict | None = None,
+           code: up_to_date.StartingCode | None = None) -> dict | None:
     """Runs the job to completion and returns the manifest (None for a dry run, or a job
     submitted with ``--no_wait_until_finish``). Exits with status 2, having touched nothing,
     when a source or ``--output`` is not usable. ``command_line``, the command it was parsed
     from (:func:`up_to_date.command_line`): a local run over local folders leaves the state by
-    which the same command finds the output up to date (:mod:`beam_etl.beam.up_to_date`)."""
+    which the same command finds the output up to date (:mod:`beam_etl.beam.up_to_date`).
+    ``code``: the job's code as the command started, before it imported any of it (default: as
+    it is now)."""
+    code = up_to_date.StartingCode.now() if code is None else code
     launch_options = pipeline_options.view_as(options.LaunchOptions)
     if options.is_dry_run(pipeline_options):  # builds the job; touches neither output nor sources
         with pipeline_for(None, pipeline_options) as pipeline:
@@ -356,7 +360,7 @@ def launch(config: JobConfig, pipeline_options: PipelineOptions, command_line: d
         except BaseException:
             _abandon(config.output, holder.run_id, made_from)
             raise
-    snapshot = (up_to_date.Snapshot(command_line, config.output, sources.local_roots(config))
+    snapshot = (up_to_date.Snapshot(command_line, config.output, sources.local_roots(config), code.job)
                 if command_line is not None and config.use_cache and runs_here(pipeline_options) else None)
     cluster = None
     started = time.perf_counter()
@@ -368,7 +372,7 @@ def launch(config: JobConfig, pipeline_options: PipelineOptions, command_line: d
         watcher = job_progress.Watcher(config.output, ProgressLine("images"),
                                        lambda: sources.count_inputs(config, INPUTS_TO_COUNT))
         with watcher, pipeline_for(local_runner(pipeline_options), pipeline_options) as pipeline:
-            _ = pipeline | "Preprocess" >> Preprocess(config, holder.run_id)
+            _ = pipeline | "Preprocess" >> Preprocess(config, holder.run_id, code.chain)
     except BaseException:
         if cluster is not None:  # its workers stop here: none of them can be mid-commit after this
             cluster.close()

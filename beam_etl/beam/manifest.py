@@ -17,7 +17,7 @@ import google_crc32c
 import beam_etl
 from beam_etl import lineage, schema
 from beam_etl.beam import commit, example_cache, filesystem, sink
-from beam_etl.code_version import code_version
+from beam_etl.code_version import CHAIN_MODULES, code_version
 from beam_etl.config import JobConfig
 from beam_etl.manifest_checks import manifest_problems
 from beam_etl.output_layout import (CHANGES_FILE, MANIFEST, TRANSFORM_DIRS, join, missing_manifest, parse_manifest,
@@ -58,8 +58,11 @@ def staged_transform_files(output_dir: str, run_id: str) -> dict[str, dict]:
 
 
 def build_manifest(config: JobConfig, parts: list[tuple[str, object]],
-                   transform_files: dict[str, dict] | None = None, run_id: str = "") -> dict:
-    """Assembles the manifest from the writers' reports; raises if any input is unaccounted for."""
+                   transform_files: dict[str, dict] | None = None, run_id: str = "",
+                   chain_code: dict[str, str] | None = None) -> dict:
+    """Assembles the manifest from the writers' reports; raises if any input is unaccounted for.
+    ``chain_code``: the per-image chain's code as the run started (default: as it is now)."""
+    chain_code = code_version(CHAIN_MODULES) if chain_code is None else chain_code
     shards = sorted((info for kind, info in parts if kind == SHARDS), key=lambda i: i["file"])
     (rejected,) = [info for kind, info in parts if kind == REJECTED]
     num_inputs = sum(count for kind, count in parts if kind == INPUTS)
@@ -119,8 +122,8 @@ def build_manifest(config: JobConfig, parts: list[tuple[str, object]],
         # The index of where each example came from, and the hash of the chain's code, of its
         # libraries' versions and of the flags that shape an example (beam_etl.lineage,
         # beam_etl.beam.example_cache).
-        "lineage": {"files": lineage_files, "chain_version": example_cache.version(config),
-                    "chain_code": code_version(example_cache.CHAIN_MODULES),
+        "lineage": {"files": lineage_files, "chain_version": example_cache.version(config, code=chain_code),
+                    "chain_code": chain_code,
                     "chain_libraries": example_cache.library_versions()},
         "versions": {"beam_etl": beam_etl.__version__, "apache_beam": beam.__version__,
                      "python": platform.python_version()},
@@ -162,10 +165,10 @@ def changes_against(output_dir: str, run_id: str, previous: dict, manifest: dict
     return {**changes, "file": CHANGES_FILE, **compared.counts()}
 
 
-def _write_manifest(parts, config: JobConfig, run_id: str):
+def _write_manifest(parts, config: JobConfig, run_id: str, chain_code: dict[str, str]):
     has_transform = any(kind == STATISTICS and not info.get("absent") for kind, info in parts)
-    manifest = build_manifest(config, parts,
-                              staged_transform_files(config.output, run_id) if has_transform else None, run_id)
+    manifest = build_manifest(config, parts, staged_transform_files(config.output, run_id) if has_transform else None,
+                              run_id, chain_code)
     check_reject_fraction(config, manifest)
     previous = commit.read_manifest_if_any(config.output)
     if previous is not None and previous.get("run_id") != run_id:  # (a retried step: already committed)
@@ -192,10 +195,11 @@ class WriteManifest(beam.PTransform):
     Each PCollection of inputs is counted on its own: a count is combined where its elements
     are made, while flattening them first would pass every element to a step of its own."""
 
-    def __init__(self, config: JobConfig, run_id: str):
+    def __init__(self, config: JobConfig, run_id: str, chain_code: dict[str, str]):
         super().__init__()
         self._config = config
         self._run_id = run_id
+        self._chain_code = chain_code
 
     def expand(self, reports: dict):
         unknown = set(reports) - set(KINDS)
@@ -210,4 +214,5 @@ class WriteManifest(beam.PTransform):
         return (tagged
                 | "FlattenReports" >> beam.Flatten()
                 | "CollectReports" >> beam.combiners.ToList()  # [(kind, info)], after every writer
-                | "WriteManifestFile" >> beam.FlatMap(_write_manifest, self._config, self._run_id))
+                | "WriteManifestFile" >> beam.FlatMap(_write_manifest, self._config, self._run_id,
+                                                          self._chain_code))

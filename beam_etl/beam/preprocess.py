@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import apache_beam as beam
 
+from beam_etl import code_version
 from beam_etl.beam import manifest, sink, sources, statistics
 from beam_etl.beam.process_examples import ProcessExamples
 from beam_etl.config import JobConfig
@@ -29,17 +30,21 @@ class Preprocess(beam.PTransform):
     ``run_id`` holds the lease on ``config.output`` (:mod:`beam_etl.beam.lease`): the job stages
     its files in a folder named by it, and the last step commits them only while it still does.
     Without one (the default) the job can be built, drawn or submitted as a dry run, not run.
+    ``chain_code``: the :func:`~beam_etl.code_version.code_version` of the per-image chain as
+    the run started (default: as its files are now), which its outcomes are cached and
+    described under, and which every process running the chain checks its files against.
     """
 
-    def __init__(self, config: JobConfig, run_id: str = ""):
+    def __init__(self, config: JobConfig, run_id: str = "", chain_code: dict[str, str] | None = None):
         super().__init__()
         self._config = config
         self._run_id = run_id
+        self._chain_code = code_version.code_version(code_version.CHAIN_MODULES) if chain_code is None else chain_code
 
     def expand(self, pbegin):
         config = self._config
         records, source_rejected = pbegin | "ReadSources" >> sources.ReadSources(config)
-        examples, rejected, sums = records | "ProcessExamples" >> ProcessExamples(config)
+        examples, rejected, sums = records | "ProcessExamples" >> ProcessExamples(config, self._chain_code)
         shard_counts = records | "ShardCounts" >> sink.ShardCounts(config, config.shard_bytes)
         shards, lineage = examples | "WriteShards" >> sink.WriteShards(config.output, self._run_id, shard_counts)
         reports = {  # each a PCollection of one kind of report (beam_etl.beam.manifest)
@@ -53,4 +58,4 @@ class Preprocess(beam.PTransform):
         }
         if config.statistics:
             reports[manifest.STATISTICS] = sums | "WriteStatistics" >> statistics.WriteStatistics(config, self._run_id)
-        return reports | "WriteManifest" >> manifest.WriteManifest(config, self._run_id)
+        return reports | "WriteManifest" >> manifest.WriteManifest(config, self._run_id, self._chain_code)

@@ -12,7 +12,7 @@ import threading
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from beam_etl import file_states, lineage
+from beam_etl import code_version, file_states, lineage
 from beam_etl.beam import crash, example_cache, filesystem, job_progress, outcome_store
 from beam_etl.config import JobConfig
 from beam_etl.image.chain import process_example
@@ -114,15 +114,21 @@ class ProcessExamplesFn(beam.DoFn):
     input's ``lineage.Entry``), or a ``Rejection``; a training original's share of the
     statistics on the :data:`STATISTICS` output."""
 
-    def __init__(self, config: JobConfig):
+    def __init__(self, config: JobConfig, chain_code: dict[str, str]):
         self._config = config
+        self._chain_code = chain_code
 
     def setup(self):
         config = self._config
+        changed = code_version.changed(self._chain_code)
+        if changed:  # its outcomes would be cached, and described, as another code's
+            raise RuntimeError(f"the per-image code here is not the code the run started with ({', '.join(changed)} "
+                               "changed on disk since, or another version is installed where this worker runs): "
+                               "run the command again")
         self._cache = None
         if config.use_cache:
             self._cache = outcome_store.OutcomeStore(config.cache_dir or join(config.output, CACHE_DIR))
-        self._versions = {split: example_cache.version(config, split) for split in config.splits}
+        self._versions = {split: example_cache.version(config, split, code=self._chain_code) for split in config.splits}
         self._cached = {name: Metrics.counter("beam_etl", f"cache_{name}") for name in ("hits", "misses", "damaged")}
         self._inputs = Metrics.counter("beam_etl", "inputs")
         self._written = {split: Metrics.counter("beam_etl", f"written_{split}")
@@ -240,13 +246,13 @@ class ProcessExamples(beam.PTransform):
     ``sums`` the training originals' shares of the statistics (none with --no_statistics); each
     original example carries its input's line of the lineage index."""
 
-    def __init__(self, config: JobConfig):
+    def __init__(self, config: JobConfig, chain_code: dict[str, str]):
         super().__init__()
         self._config = config
+        self._chain_code = chain_code
 
     def expand(self, records):
-        processed = (records
-                     | "DecodeResizeEncode" >> beam.ParDo(ProcessExamplesFn(self._config)).with_outputs(
-                         STATISTICS, main="examples"))
+        step = ProcessExamplesFn(self._config, self._chain_code)
+        processed = records | "DecodeResizeEncode" >> beam.ParDo(step).with_outputs(STATISTICS, main="examples")
         examples, rejected = processed.examples | "SplitRejections" >> SplitRejections()  # EncodedExample | Rejection
         return examples, rejected, processed[STATISTICS]

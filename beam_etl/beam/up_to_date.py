@@ -28,6 +28,7 @@ Standard library only: :func:`check` runs before Beam (or TensorFlow) is importe
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.util
 import json
@@ -36,7 +37,7 @@ import stat
 import sys
 import time
 
-from beam_etl import file_states
+from beam_etl import code_version, file_states
 from beam_etl.output_layout import CACHE_DIR, INCOMPLETE_DIR, MANIFEST, UP_TO_DATE, parse_manifest
 
 FORMAT = 1
@@ -250,9 +251,10 @@ def read_state(output: str) -> dict | None:
     return state
 
 
-def check(argv: list[str]) -> dict | None:
+def check(argv: list[str], code: str | None = None) -> dict | None:
     """The manifest of ``--output`` when ``argv`` asks to replace it (``--overwrite``) and it is
-    already what ``argv`` would make (see the module's docstring); otherwise None."""
+    already what ``argv`` would make (see the module's docstring); otherwise None. ``code``: the
+    job's :func:`code_digest`, taken as the command started (default: now)."""
     global _checked  # pylint: disable=global-statement
     _checked = None
     output = _option(argv, "--output")
@@ -267,7 +269,7 @@ def check(argv: list[str]) -> dict | None:
     _checked = _take_inputs(state["roots"])
     if _checked[2] != state["inputs"]:
         return None
-    if code_digest() != state["code"]:
+    if (code_digest() if code is None else code) != state["code"]:
         return None
     return _manifest(output)
 
@@ -280,12 +282,28 @@ def describe(manifest: dict) -> str:
             "(--no_cache runs the job again).")
 
 
+@dataclasses.dataclass(frozen=True)
+class StartingCode:
+    """The job's code as a command starts, before it imports any of it: ``job``, its
+    :func:`code_digest`; ``chain``, the per-image chain's
+    :func:`~beam_etl.code_version.code_version`. What the run's outputs, outcomes and state
+    are described by; a file changed while the run goes on is found against them."""
+
+    job: str
+    chain: dict
+
+    @classmethod
+    def now(cls) -> StartingCode:
+        return cls(code_digest(), code_version.code_version(code_version.CHAIN_MODULES))
+
+
 class Snapshot:
     """The inputs' snapshot of a run about to start, written as the state once it has committed
     (:meth:`record`). ``command``: :func:`command_line`; ``roots``: the source folders (None: a
-    source that is not a local folder)."""
+    source that is not a local folder); ``code``: the job's :func:`code_digest` as the command
+    started (default: now)."""
 
-    def __init__(self, command: dict, output: str, roots: list[str] | None):
+    def __init__(self, command: dict, output: str, roots: list[str] | None, code: str | None = None):
         self._output = local_path(output)
         self._state = None
         if self._output is None or roots is None:
@@ -297,14 +315,14 @@ class Snapshot:
         if inputs is None or not file_states.settled(newest, started):
             return
         self._state = {"format": FORMAT, "command": command, "roots": roots, "inputs": inputs,
-                       "code": code_digest()}
+                       "code": code_digest() if code is None else code}
 
     def record(self, run_id: str) -> None:
         """Writes the state beside the output run ``run_id`` committed (atomically: a crash
         leaves none); none once another run has taken the output (its lease, or its manifest,
         seen after the snapshot)."""
-        if self._state is None:
-            return
+        if self._state is None or code_digest() != self._state["code"]:
+            return  # (the code changed while the run went on: which made the output is not known)
         output = _output_digest(self._output)
         committed = _manifest(self._output)
         if output is None or committed is None or committed.get("run_id") != run_id:

@@ -7,19 +7,24 @@ import json
 import os
 import pathlib
 import shutil
+import signal
+import subprocess
+import sys
 import time
 
 import pytest
 
 from beam_etl import file_states
 from beam_etl.beam import example_cache, outcome_store
-from beam_etl.output_layout import CACHE_DIR
+from beam_etl.output_layout import CACHE_DIR, UP_TO_DATE
 from beam_etl.tools import sample_data
 from pipelines import preprocess
 from tests.support import input_edits
 from tests.support.jobs import comparable, output_files
 
 pytestmark = pytest.mark.slow
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -211,3 +216,55 @@ def test_worker_processes_record_digests_too(data, tmp_path):
 
 def _digests(out):
     return outcome_store.OutcomeStore(str(out / CACHE_DIR)).digests()
+
+
+def _stopped(process: subprocess.Popen) -> bool:
+    with open(f"/proc/{process.pid}/stat", encoding="ascii") as stat:
+        return stat.read().rsplit(")", 1)[1].split()[0] == "T"
+
+
+@pytest.mark.parametrize("edited, fails", [("beam_etl/image/chain.py", True), ("beam_etl/beam/sink.py", False),
+                                           (None, False)])
+def test_code_changed_on_disk_while_a_run_goes_on_is_never_cached_or_recorded_as_the_new_code(
+        data, tmp_path, edited, fails):
+    """The job's modules are imported as the command starts; a file changed after that (a ``git
+    pull``, an upgrade) must not put the old code's outcomes in the cache under the new code's
+    version, where the next run would take them, nor leave a state saying the new code made the
+    output. The run, a copy of the code, stops after taking its lease; the test edits a file."""
+    root, _ = data
+    code = tmp_path / "code"
+    for package in ("beam_etl", "pipelines", "beam_dask"):
+        shutil.copytree(ROOT / package, code / package, ignore=shutil.ignore_patterns("__pycache__"))
+    settling = code / "beam_etl" / "file_states.py"  # (inputs written moments ago, and left alone)
+    settling.write_text(settling.read_text().replace("\nSETTLE_SECONDS = 2.0", "\nSETTLE_SECONDS = 0.0"))
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    env = dict(os.environ, BEAM_ETL_CRASH_AT="after_lease:SIGSTOP", TF_CPP_MIN_LOG_LEVEL="2")
+    process = subprocess.Popen(  # (the copy's folder first on the path: its modules are imported)
+        [sys.executable, "-m", "pipelines.preprocess", "--images", str(root / "images" / "*.jpg"),
+         "--masks", str(root / "annotations" / "trimaps" / "*.png"), "--output", str(out), "--image_size", "40x32",
+         "--cache", str(cache), "--no_statistics"],
+        cwd=code, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not _stopped(process) and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _stopped(process), process.communicate()
+        if edited is not None:
+            with open(code / edited, "a", encoding="utf-8") as source:
+                source.write("\nCHANGED_WHILE_THE_RUN_WENT_ON = True\n")
+        process.send_signal(signal.SIGCONT)
+        _, stderr = process.communicate(timeout=300)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    if fails:
+        assert process.returncode == 1, stderr[-3000:]
+        assert ("the per-image code here is not the code the run started with (beam_etl.image.chain changed on "
+                "disk since") in stderr
+        os.remove(stderr.split("the traceback is in ")[1].split(";")[0])
+        assert not outcome_store.OutcomeStore(str(cache)).entries()  # nothing cached under either version
+        assert not out.exists()
+    else:
+        assert process.returncode == 0, stderr[-3000:]
+        # which code made it is not known: no state, and the next run runs
+        assert (out / UP_TO_DATE).exists() == (edited is None)
