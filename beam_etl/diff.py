@@ -20,7 +20,7 @@ import sys
 from beam_etl import lineage
 from beam_etl.config import flag_type, output_folder
 from beam_etl.manifest_checks import manifest_problems
-from beam_etl.output_layout import MANIFEST, join, missing_manifest, parse_manifest
+from beam_etl.output_layout import MANIFEST, join, missing_manifest, parse_manifest, refuse_unless_regular
 
 _MARKS = {lineage.ADDED: "+", lineage.REMOVED: "-", lineage.CHANGED: "~"}
 
@@ -41,6 +41,7 @@ def read_index(output: str) -> tuple[dict, dict[str, dict]]:
     """``(manifest, lineage index: {input key: its line})`` of the complete output in ``output``."""
     path = join(output, MANIFEST)
     try:
+        refuse_unless_regular(path)
         manifest = parse_manifest(_read(path), path)
     except FileNotFoundError:
         raise missing_manifest(path, output) from None

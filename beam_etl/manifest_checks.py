@@ -15,10 +15,21 @@ FILES_FORMAT = 2  # the first manifest format whose "files" lists every file (by
 INDEX_FORMAT = 3  # ... a record index beside every shard
 LINEAGE_FORMAT = 4  # ... a lineage file beside every shard, and the manifest's "lineage"
 _CRC32C_DIGITS = frozenset("0123456789abcdef")
+# Keys of the manifest and the first format that has them: a manifest of an earlier format that
+# holds one had its format lowered by hand (which would turn the later formats' checks off).
+_LATER_KEYS = {"run_id": FILES_FORMAT, "lineage": LINEAGE_FORMAT}
 
 
 def is_count(value) -> bool:
     return type(value) is int and value >= 0  # (not a bool, not a float: JSON's integers)
+
+
+def lowered_format(manifest: dict) -> list[str]:
+    """(A manifest whose ``format_version`` is a count) the keys it holds that its format is
+    older than: the trace of a format lowered by hand."""
+    version = manifest["format_version"]
+    return [f"it holds {key!r}, which no manifest of format_version {version} has (from {first} on)"
+            for key, first in _LATER_KEYS.items() if key in manifest and version < first]
 
 
 def shape_problems(manifest: dict) -> list[str]:
@@ -26,6 +37,9 @@ def shape_problems(manifest: dict) -> list[str]:
     if not is_count(manifest.get("format_version")):
         return ["'format_version' is not a count"]
     version = manifest["format_version"]
+    lowered = lowered_format(manifest)
+    if lowered:
+        return lowered
     splits = manifest.get("splits")
     if not isinstance(splits, dict):
         return ["'splits' is not an object"]

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 
 MANIFEST = "manifest.json"
 REJECTED_DIR = "rejected"
@@ -120,6 +121,19 @@ def is_within(path: str, folder: str) -> bool:
         return path.startswith(folder.rstrip("/") + "/")
     path, folder = os.path.realpath(path), os.path.realpath(folder)
     return os.path.commonpath([path, folder]) == folder
+
+
+def refuse_unless_regular(path: str) -> None:
+    """Raises ValueError when the local ``path`` is there and is not a regular file (or a link
+    to one): a manifest is one, and a read of a FIFO in its place would wait for ever."""
+    if "://" in path and not path.startswith("file://"):
+        return
+    try:
+        mode = os.stat(path.removeprefix("file://")).st_mode
+    except OSError:
+        return  # (not there, or not to be looked at: the read says so)
+    if not stat.S_ISREG(mode):
+        raise ValueError(f"{path} is not a regular file, as a manifest is")
 
 
 def parse_manifest(data: bytes, path: str) -> dict:

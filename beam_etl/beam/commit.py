@@ -26,7 +26,7 @@ from beam_etl.beam.crash import crash_point
 from beam_etl.output_layout import (INCOMPLETE_DIR, JOB_FOLDERS, JOURNAL, LEASE, LINEAGE_DIR, MANIFEST, PREVIOUS_DIR,
                                     PROGRESS_DIR, RAW_SCHEMA, REJECTED_FILE, SPILL_DIR, STAGING_DIR, TEMPORARY_DIR,
                                     TRANSFORM_DIRS, is_index_name, is_job_file, is_shard_name, join, parse_manifest,
-                                    staging_dir)
+                                    refuse_unless_regular, staging_dir)
 
 _log = logging.getLogger(__name__)
 
@@ -42,6 +42,7 @@ def read_manifest_if_any(output: str) -> dict | None:
     if not filesystem.exists(path):
         return None
     try:
+        refuse_unless_regular(path)
         return parse_manifest(filesystem.read_bytes(path), path)
     except (ValueError, OSError):
         return None

@@ -21,7 +21,7 @@ from beam_etl.code_version import CHAIN_MODULES, code_version
 from beam_etl.config import JobConfig
 from beam_etl.manifest_checks import manifest_problems
 from beam_etl.output_layout import (CHANGES_FILE, MANIFEST, TRANSFORM_DIRS, join, missing_manifest, parse_manifest,
-                                    staging_dir)
+                                    refuse_unless_regular, staging_dir)
 
 # 2: "files" lists every file with bytes and crc32c; "run_id".
 # 3: the shards' record indexes (.tfrecord.idx) and metadata/schema.pbtxt.
@@ -40,6 +40,7 @@ def read_manifest(output_dir: str) -> dict:
     path = join(output_dir, MANIFEST)
     if not filesystem.exists(path):
         raise missing_manifest(path, output_dir)
+    refuse_unless_regular(path)
     return parse_manifest(filesystem.read_bytes(path), path)
 
 

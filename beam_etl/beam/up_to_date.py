@@ -38,7 +38,7 @@ import sys
 import time
 
 from beam_etl import code_version, file_states
-from beam_etl.output_layout import CACHE_DIR, INCOMPLETE_DIR, MANIFEST, UP_TO_DATE, parse_manifest
+from beam_etl.output_layout import CACHE_DIR, INCOMPLETE_DIR, MANIFEST, UP_TO_DATE, parse_manifest, refuse_unless_regular
 
 FORMAT = 1
 _ENV_PREFIX = "BEAM_ETL_"
@@ -233,6 +233,7 @@ def _output_digest(output: str) -> str | None:
 def _manifest(output: str) -> dict | None:
     path = os.path.join(output, MANIFEST)
     try:
+        refuse_unless_regular(path)
         with open(path, "rb") as file:
             return parse_manifest(file.read(), path)
     except (OSError, ValueError):

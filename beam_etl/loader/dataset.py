@@ -29,7 +29,7 @@ import tensorflow as tf
 from beam_etl import schema
 from beam_etl.loader import tf_decoding, transform_graph
 from beam_etl.loader.listed_files import OutputMismatchError, check_graph_files, lists_files, split_problems
-from beam_etl.output_layout import MANIFEST, missing_manifest, parse_manifest
+from beam_etl.output_layout import MANIFEST, missing_manifest, parse_manifest, refuse_unless_regular
 
 AUTOTUNE = tf.data.AUTOTUNE
 DEFAULT_SHUFFLE_BUFFER = 2048  # examples; 2048 raw 128x128 records are ~100 MB
@@ -47,6 +47,7 @@ def _manifest_bytes(data_dir: str) -> bytes:
     path = f"{data_dir.rstrip('/')}/{MANIFEST}"
     if not tf.io.gfile.exists(path):
         raise missing_manifest(path, data_dir)
+    refuse_unless_regular(path)
     with tf.io.gfile.GFile(path, "rb") as handle:
         return handle.read()
 

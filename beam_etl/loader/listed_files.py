@@ -17,7 +17,7 @@ import struct
 import google_crc32c
 import tensorflow as tf
 
-from beam_etl.manifest_checks import FILES_FORMAT, is_count
+from beam_etl.manifest_checks import FILES_FORMAT, is_count, lowered_format
 from beam_etl.output_layout import TRANSFORM_DIRS, is_shard_name
 
 _CHUNK = 8 << 20  # read 8 MB at a time
@@ -95,6 +95,9 @@ def lists_files(manifest: dict) -> bool:
     if manifest.get("format_version", 1) >= FILES_FORMAT:
         raise OutputMismatchError(f"the manifest (format_version {manifest.get('format_version')}) lists no "
                                   "files, though its format lists every one: it was edited")
+    lowered = lowered_format({"format_version": 1, **manifest})
+    if lowered:
+        raise OutputMismatchError(f"the manifest lists no files, and {lowered[0]}: it was edited")
     return False
 
 

@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from beam_etl.config import flag_type, output_folder
 from beam_etl.loader.dataset import load_manifest
-from beam_etl.loader.listed_files import check_file, lists_files, split_problems
+from beam_etl.loader.listed_files import OutputMismatchError, check_file, lists_files, split_problems
 from beam_etl.manifest_checks import consistency_problems, shape_problems
 from beam_etl.output_layout import INCOMPLETE_DIR, MANIFEST, first_format, is_job_file
 
@@ -36,7 +36,11 @@ def verify(data_dir: str) -> dict[str, str]:
     """``{name: problem}`` for every file that does not match the manifest (empty: intact)."""
     path = f"{data_dir.rstrip('/')}/{MANIFEST}"
     manifest = load_manifest(data_dir)
-    if not lists_files(manifest):
+    try:
+        listed = lists_files(manifest)
+    except OutputMismatchError as error:  # (its format says it lists them, or it is a later format's)
+        return {MANIFEST: str(error)}
+    if not listed:
         raise ValueError(f"{path} has format_version {manifest.get('format_version')}, which lists "
                          "no checksums: rerun the job to verify its output")
     shape = shape_problems(manifest)

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -20,6 +21,8 @@ from beam_etl.loader import preview, verify
 from tests.support import file_modes
 from tests.support.jobs import run_job
 from tests.support.tfrecords import read_examples
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 pytestmark = pytest.mark.slow  # every test needs the job's output
 
@@ -441,6 +444,7 @@ def _edited_manifest(copy, edit):
      "not a shard of split 'train'"),
     (lambda m: m["splits"]["train"].update(num_examples=m["splits"]["train"]["num_examples"] + 1), "num_examples"),
     (lambda m: m.pop("files"), "lists no files"),
+    (lambda m: (m.pop("files"), m.update(format_version=1)), "it holds 'run_id', which no manifest of format_version 1"),
 ])
 def test_a_manifest_that_contradicts_itself_is_refused_by_the_loader_and_verify(raw_output, tmp_path, edit, named):
     copy, _ = _copy_of(raw_output, tmp_path)
@@ -480,7 +484,7 @@ def _lower_the_format(listed):
     # the lineage index cut down, or its format's checks switched off
     (_drop_one_lineage_file, "the lineage index lists 5 files, not one per shard (6)"),
     (lambda m: m.pop("lineage"), "format_version 4 has a lineage index, and this manifest has none"),
-    (_lower_the_format, "lists 'lineage/"),
+    (_lower_the_format, "it holds 'lineage', which no manifest of format_version 3 has (from 4 on)"),
     # a file outside the output
     (_list_outside, "lists '../../data/annotations/test.txt', which is not a file of an output"),
     # shapes a hand edit makes
@@ -568,3 +572,30 @@ def test_cli_reports_progress_in_whole_lines(raw_output, monkeypatch):
     assert [line.split(" (")[0] for line in log.getvalue().splitlines()] == [
         f"{step} of 4 training steps done" for step in (1, 2, 3, 4)]
     assert "\r" not in log.getvalue()
+
+
+def test_a_manifest_that_is_not_a_regular_file_is_refused_by_every_reader_and_the_job(raw_output, pets_dir,
+                                                                                      tmp_path):
+    """A FIFO where manifest.json should be: a read of it would wait for ever for a writer.
+    Each command runs in a process that an alarm stops after 20 s, as a hang."""
+    copy, _ = _copy_of(raw_output, tmp_path)
+    (copy / "manifest.json").unlink()
+    os.mkfifo(copy / "manifest.json")
+    commands = [["verify", str(copy)], ["load", "--data", str(copy), "--split", "train", "--steps", "1"],
+                ["diff", str(raw_output[0]), str(copy)], ["report", str(copy)], ["prune-cache", str(copy)],
+                ["preprocess", "--oxford_pets", str(pets_dir), "--output", str(copy), "--image_size", "24",
+                 "--overwrite"]]
+    script = ("import signal, sys\n"
+              "from pipelines import cli\n"
+              "def hung(*_):\n"
+              "    print('HUNG'); sys.stdout.flush(); sys.exit(9)\n"
+              "signal.signal(signal.SIGALRM, hung)\n"
+              "signal.alarm(20)\n"
+              "sys.exit(cli.main(sys.argv[1:]))\n")
+    for command in commands:
+        done = subprocess.run([sys.executable, "-c", script, *command], cwd=ROOT, capture_output=True, text=True,
+                              timeout=120, check=False)
+        assert "HUNG" not in done.stdout and done.returncode in (1, 2), (command, done.stdout, done.stderr[-2000:])
+        assert f"{copy}/manifest.json is not a regular file" in done.stderr or "not a beam-etl output" in done.stderr, \
+            (command, done.stderr[-2000:])
+    assert stat.S_ISFIFO(os.lstat(copy / "manifest.json").st_mode) and not (copy / ".incomplete").exists()
