@@ -38,7 +38,8 @@ import sys
 import time
 
 from beam_etl import code_version, file_states
-from beam_etl.output_layout import CACHE_DIR, INCOMPLETE_DIR, MANIFEST, UP_TO_DATE, parse_manifest, refuse_unless_regular
+from beam_etl.output_layout import (CACHE_DIR, INCOMPLETE_DIR, MANIFEST, UP_TO_DATE, parse_manifest,
+                                    refuse_unless_regular)
 
 FORMAT = 1
 _ENV_PREFIX = "BEAM_ETL_"

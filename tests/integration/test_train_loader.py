@@ -444,7 +444,8 @@ def _edited_manifest(copy, edit):
      "not a shard of split 'train'"),
     (lambda m: m["splits"]["train"].update(num_examples=m["splits"]["train"]["num_examples"] + 1), "num_examples"),
     (lambda m: m.pop("files"), "lists no files"),
-    (lambda m: (m.pop("files"), m.update(format_version=1)), "it holds 'run_id', which no manifest of format_version 1"),
+    (lambda m: (m.pop("files"), m.update(format_version=1)),
+     "it holds 'run_id', which no manifest of format_version 1"),
 ])
 def test_a_manifest_that_contradicts_itself_is_refused_by_the_loader_and_verify(raw_output, tmp_path, edit, named):
     copy, _ = _copy_of(raw_output, tmp_path)
