@@ -640,6 +640,16 @@ def test_a_cache_where_the_output_has_its_own_files_is_refused(pets_dir, tmp_pat
     assert not out.exists()
 
 
+def test_a_cache_that_cannot_be_made_is_refused_before_anything_is_touched(pets_dir, tmp_path, capsys):
+    """Under a file there is no folder to make: the run would keep nothing, saying only that the
+    cache is read-only."""
+    (tmp_path / "a-file").write_bytes(b"precious")
+    cache = str(tmp_path / "a-file" / "cache")
+    error = _refused(capsys, lambda: _run(pets_dir, tmp_path / "out", "--cache", cache))
+    assert f"--cache {cache!r}: no cache is there, and none can be made ({tmp_path / 'a-file'} is not a folder)" in error
+    assert (tmp_path / "a-file").read_bytes() == b"precious" and not (tmp_path / "out").exists()
+
+
 def test_a_cache_that_is_a_file_is_refused(pets_dir, tmp_path, capsys):
     cache = tmp_path / "a-file"
     cache.write_bytes(b"precious")
