@@ -50,8 +50,14 @@ def shape_problems(manifest: dict) -> list[str]:
             continue
         problems += [f"splits.{split}'s {key!r} is not a count" for key in ("num_examples", "num_source_examples")
                      if not is_count(info.get(key))]
-    if "flags" in manifest and not isinstance(manifest["flags"], dict):
+    flags = manifest.get("flags", {})
+    if not isinstance(flags, dict):
         problems.append("'flags' is not an object")
+    else:  # (what prune-cache acts on)
+        if "cache_dir" in flags and not (flags["cache_dir"] is None or isinstance(flags["cache_dir"], str)):
+            problems.append("flags.cache_dir is not a folder's name")
+        if "use_cache" in flags and not isinstance(flags["use_cache"], bool):
+            problems.append("flags.use_cache is not true or false")
     described = manifest.get("lineage")
     if described is not None and not (isinstance(described, dict) and isinstance(described.get("files"), list)
                                       and all(isinstance(name, str) for name in described["files"])):

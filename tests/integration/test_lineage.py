@@ -188,6 +188,9 @@ def _drop_a_lineage_file(manifest):
     (lambda m: m.update(splits="x"), "'splits' is not an object"),
     (lambda m: m.update(files=[]), "'files' is not an object"),
     (lambda m: m.update(flags=[]), "'flags' is not an object"),
+    (lambda m: m["flags"].update(cache_dir=123), "flags.cache_dir is not a folder's name"),
+    (lambda m: m["flags"].update(cache_dir=["a"]), "flags.cache_dir is not a folder's name"),
+    (lambda m: m["flags"].update(use_cache="no"), "flags.use_cache is not true or false"),
 ])
 def test_diff_and_prune_refuse_a_manifest_edited_to_say_what_is_not_so(root, tmp_path, capsys, edit, named):
     out = tmp_path / "out"
