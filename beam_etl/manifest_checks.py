@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import collections
 
-from beam_etl.output_layout import INCOMPLETE_DIR, first_format, index_name, is_job_file, lineage_name
+from beam_etl.output_layout import (INCOMPLETE_DIR, TRANSFORM_DIRS, first_format, index_name, is_job_file,
+                                    lineage_name)
 
 FILES_FORMAT = 2  # the first manifest format whose "files" lists every file (bytes, crc32c)
 INDEX_FORMAT = 3  # ... a record index beside every shard
@@ -151,4 +152,33 @@ def consistency_problems(manifest: dict) -> list[str]:
         else:
             problems += [f"the lineage file {name!r} is not among the listed files"
                          for name in described["files"] if name not in files]
+    return problems + _described_as_made(manifest)
+
+
+def _described_as_made(manifest: dict) -> list[str]:
+    """Where what the manifest says of its records (``image``: size, encoding, padding) or of
+    its statistics contradicts the flags it says they were made with, or the files it lists:
+    what the loader decodes by and feeds a model."""
+    flags, image, problems = manifest.get("flags"), manifest.get("image"), []
+    if not isinstance(image, dict):
+        return ["'image' is not an object"]
+    if isinstance(flags, dict):
+        size = flags.get("image_size")
+        size = [size, size] if type(size) is int else size
+        if isinstance(size, list) and [image.get("height"), image.get("width")] != size:
+            problems.append(f"image is {image.get('height')}x{image.get('width')} (height x width), and the "
+                            f"flags say --image_size {'x'.join(map(str, size))}")
+        for key, flag in (("format", "image_format"), ("resize", "resize")):
+            if flag in flags and image.get(key) != flags[flag]:
+                problems.append(f"image.{key} is {image.get(key)!r}, and the flags say --{flag} {flags[flag]!r}")
+        if "resize" in flags and ("mask_ignore_value" in image) != (flags["resize"] == "pad"):
+            problems.append("image.mask_ignore_value is there only for padded records (--resize pad), and "
+                            f"these are {flags['resize']!r}")
+    graph = sorted(name for name in manifest["files"] if name.split("/", 1)[0] in TRANSFORM_DIRS)
+    if manifest.get("statistics") is None and graph:
+        problems.append(f"statistics are null, and it lists the transform graph made from them ({graph[0]!r}, ...)")
+    if manifest.get("statistics") is not None and not graph:
+        problems.append("it has statistics, and lists no transform graph made from them")
+    if isinstance(flags, dict) and flags.get("statistics") is False and manifest.get("statistics") is not None:
+        problems.append("it has statistics, and the flags say --no_statistics")
     return problems

@@ -27,6 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from beam_etl import schema
+from beam_etl.manifest_checks import manifest_problems
 from beam_etl.loader import tf_decoding, transform_graph
 from beam_etl.loader.listed_files import OutputMismatchError, check_graph_files, lists_files, split_problems
 from beam_etl.output_layout import MANIFEST, missing_manifest, parse_manifest, refuse_unless_regular
@@ -62,7 +63,11 @@ def split_files(data_dir: str, manifest: dict, split: str) -> list[str]:
     OutputMismatchError for one that contradicts the rest of the manifest."""
     if split not in manifest["splits"]:
         raise ValueError(f"split {split!r} is not in {data_dir}; it has {sorted(manifest['splits'])}")
+    # the split's contradictions first (the most precise), then its list of files, then the rest
+    # of what it says of itself, the records' size and encoding among it
     problems = split_problems(manifest, split)
+    if not problems and lists_files(manifest):
+        problems = manifest_problems(manifest)
     if problems:
         raise OutputMismatchError(f"{data_dir.rstrip('/')}/{MANIFEST}: {problems[0]}: it was edited")
     files = [f"{data_dir.rstrip('/')}/{name}" for name in manifest["splits"][split]["files"]]

@@ -147,6 +147,7 @@ def test_a_record_that_does_not_parse_names_its_file(raw_output, tmp_path):
         writer.write(tf.train.Example().SerializeToString())  # no image/encoded
     listed = json.loads((broken / "manifest.json").read_text())  # a manifest that agrees with it
     listed["splits"]["train"]["num_examples"] += 1 - listed["files"][bad_file.name]["num_examples"]
+    listed["num_examples"] += 1 - listed["files"][bad_file.name]["num_examples"]
     listed["files"][bad_file.name].update(bytes=bad_file.stat().st_size, num_examples=1)
     (broken / "manifest.json").write_text(json.dumps(listed))
     with pytest.raises(tf.errors.InvalidArgumentError, match=str(bad_file)):
@@ -399,6 +400,7 @@ def test_a_shard_holding_more_or_fewer_records_than_listed_raises_naming_it(raw_
     listed = json.loads((copy / "manifest.json").read_text())
     listed["files"][first]["num_examples"] += listed_change
     listed["splits"]["train"]["num_examples"] += listed_change  # (a manifest that agrees with itself)
+    listed["num_examples"] += listed_change
     (copy / "manifest.json").write_text(json.dumps(listed))
     with pytest.raises(tf.errors.InvalidArgumentError,
                        match=f"{copy / first}.*does not hold the number of records its manifest lists"):
@@ -446,6 +448,11 @@ def _edited_manifest(copy, edit):
     (lambda m: m.pop("files"), "lists no files"),
     (lambda m: (m.pop("files"), m.update(format_version=1)),
      "it holds 'run_id', which no manifest of format_version 1"),
+    # what the loader decodes the records by, against the flags they were made with
+    (lambda m: m["image"].update(height=m["image"]["width"] * 2), "and the flags say --image_size"),
+    (lambda m: m["image"].update(format="jpeg"), "image.format is 'jpeg', and the flags say --image_format 'raw'"),
+    (lambda m: m["image"].update(mask_ignore_value=1), "image.mask_ignore_value is there only for padded records"),
+    (lambda m: m.update(statistics=None), "statistics are null, and it lists the transform graph"),
 ])
 def test_a_manifest_that_contradicts_itself_is_refused_by_the_loader_and_verify(raw_output, tmp_path, edit, named):
     copy, _ = _copy_of(raw_output, tmp_path)
