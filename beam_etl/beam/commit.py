@@ -23,10 +23,9 @@ import time
 
 from beam_etl.beam import filesystem, lease
 from beam_etl.beam.crash import crash_point
-from beam_etl.output_layout import (INCOMPLETE_DIR, JOB_FOLDERS, JOURNAL, LEASE, LINEAGE_DIR, MANIFEST, PREVIOUS_DIR,
-                                    PROGRESS_DIR, RAW_SCHEMA, REJECTED_FILE, SPILL_DIR, STAGING_DIR, TEMPORARY_DIR,
-                                    TRANSFORM_DIRS, is_index_name, is_job_file, is_shard_name, join, parse_manifest,
-                                    refuse_unless_regular, staging_dir)
+from beam_etl.output_layout import (INCOMPLETE_DIR, JOB_FOLDERS, JOURNAL, LEASE, MANIFEST, PREVIOUS_DIR, PROGRESS_DIR,
+                                    REJECTED_FILE, SPILL_DIR, STAGING_DIR, TEMPORARY_DIR, TRANSFORM_DIRS, is_job_file,
+                                    join, parse_manifest, refuse_unless_regular, staging_dir)
 
 _log = logging.getLogger(__name__)
 
@@ -139,7 +138,8 @@ def check_output(output: str, overwrite: bool) -> None:
     name (:data:`JOB_FOLDERS`). Without ``overwrite``:
     any name the job writes already there. With it: such names in a folder that is not a
     beam-etl output (no manifest of ours, no lease of a run of ours), files in ``.incomplete/``
-    that no lease covers, and names a new run may write that the manifest does not list.
+    that no lease covers, and such names (a folder of the job's holds only these) that the
+    manifest does not list.
     """
     _refuse_links(output, ValueError)
     leased = lease.read_holder(output) is not None  # (before the listing: a run may end meanwhile)
@@ -169,11 +169,11 @@ def check_output(output: str, overwrite: bool) -> None:
                          "beam-etl wrote; move those files")
     if manifest is not None:
         owned = set(owned_files(output, manifest))
+        # A name this run may write, it would refuse to replace half way; any other in a folder
+        # of the job's, it would leave beside an output whose manifest does not list it.
         strangers = [name for name in present
-                     if (is_shard_name(name) or is_index_name(name) or name in (REJECTED_FILE, RAW_SCHEMA)
-                         or name.startswith(LINEAGE_DIR + "/"))
-                     and name not in owned]
-        if strangers:  # names this run may write, which it would then refuse to replace
+                     if name != MANIFEST and not name.startswith(INCOMPLETE_DIR + "/") and name not in owned]
+        if strangers:
             raise ValueError(f"--output {output!r} holds {_describe(strangers)}, which its "
                              f"{MANIFEST} does not list: --overwrite replaces only what beam-etl "
                              "wrote; move those files")

@@ -172,13 +172,16 @@ def test_a_runs_own_leftovers_without_a_lease_are_cleared_by_overwrite(earlier, 
     assert verify.verify(str(out)) == {}
 
 
-def test_overwrite_never_replaces_a_file_no_manifest_lists(earlier, pets_dir, tmp_path, capsys):
+@pytest.mark.parametrize("name", ["train-00002-of-00003.tfrecord", "metadata/notes.txt", "rejected/mine.jsonl",
+                                  "transform_fn/assets/extra", "transformed_metadata/x"])
+def test_overwrite_never_replaces_or_leaves_a_file_no_manifest_lists(earlier, pets_dir, tmp_path, capsys, name):
+    """A name the new run may write would be refused half way; any other, in a folder of the
+    job's, would be left beside the new output, whose manifest would not describe its folder."""
     out = _copy(earlier, tmp_path)
-    stranger = out / "train-00002-of-00003.tfrecord"  # a name the new run may write
-    stranger.write_bytes(b"not listed anywhere")
+    (out / name).write_bytes(b"not listed anywhere")
     before = _snapshot(out)
     error = _refused(capsys, lambda: _run(pets_dir, out, "--overwrite", "--num_shards", "3"))
-    assert "train-00002-of-00003.tfrecord, which its manifest.json does not list" in error
+    assert f"{name}, which its manifest.json does not list" in error
     assert _snapshot(out) == before  # the earlier output stands, the stranger too
 
 
