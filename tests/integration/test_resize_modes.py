@@ -3,6 +3,7 @@ statistics leave out and the transform graph and the loader turn into the ignore
 
 from __future__ import annotations
 
+import json
 
 import numpy as np
 import pytest
@@ -93,12 +94,21 @@ def test_inputs_the_modes_cannot_take_are_rejected_with_their_reason(tmp_path):
     void[:5] = 255  # VOC's "void": a value of the source's own
     _pair(data, "void", rng.integers(0, 255, (60, 80, 3), np.uint8), void)
     _pair(data, "strip", rng.integers(0, 255, (3, 600, 3), np.uint8), rng.integers(1, 4, (3, 600), np.uint8))
-    rejected = {}
+    rejected, uris = {}, {}
     for mode in ("stretch", "pad", "crop"):
         manifest = _run_pairs(data, tmp_path / mode, "--resize", mode)
         rejected[mode] = manifest["rejected"]["by_reason"]
+        listed = (tmp_path / mode / "rejected" / "rejected-00000-of-00001.jsonl").read_text().splitlines()
+        uris.update((line["reason"], line["uri"]) for line in map(json.loads, listed))
     assert rejected == {"stretch": {}, "pad": {"reserved_mask_value": 1},
                         "crop": {"extreme_aspect": 1}}  # a 3x600 strip would be scaled to 6400x32
+    # the file at fault: the mask for its values, the image for its shape
+    assert uris == {"reserved_mask_value": str(data / "masks" / "void.png"),
+                    "extreme_aspect": str(data / "images" / "strip.png")}
+    manifest = _run_pairs(data, tmp_path / "values", "--mask_values", "1,2,3")
+    listed = (tmp_path / "values" / "rejected" / "rejected-00000-of-00001.jsonl").read_text().splitlines()
+    (line,) = map(json.loads, listed)
+    assert (line["reason"], line["uri"]) == ("mask_values", str(data / "masks" / "void.png"))
 
 
 def test_pad_without_statistics_gives_the_padding_the_ignore_id_on_the_device_too(tmp_path):
