@@ -278,15 +278,16 @@ def check_cache(config: JobConfig) -> None:
     """Tells of a (local) cache this user may only read (the run uses what it holds and keeps
     no outcome), and of the cache's files this user may not read (another user's, in a shared
     ``--cache``), whose outcomes are computed again. Raises ValueError, naming the flag, for a
-    ``--cache`` that holds no cache and where none can be made (under a file, in a folder this
-    user may not write to): a run there would keep nothing."""
+    local ``--cache`` folder that is not there and cannot be made (under a file, in a folder this
+    user may not write to): a run would neither read nor keep anything there."""
     if not config.use_cache:
         return
     cache = config.cache_dir or join(config.output, CACHE_DIR)
     store = outcome_store.OutcomeStore(cache)
     refusal = store.refusal()
-    if refusal is not None and config.cache_dir and not store.exists():
-        raise ValueError(f"--cache {config.cache_dir!r}: no cache is there, and none can be made ({refusal})")
+    if refusal is not None and config.cache_dir and filesystem.is_local(config.cache_dir) \
+            and not os.path.isdir(filesystem.local_path(config.cache_dir)):
+        raise ValueError(f"--cache {config.cache_dir!r}: no such folder, and none can be made ({refusal})")
     if refusal is not None:
         print(f"beam-etl: the cache {cache} is read-only to this user ({refusal}): the outcomes it holds "
               "are used and none is kept, so a rerun or a resumed run computes the rest again "

@@ -78,7 +78,8 @@ def test_the_files_of_a_cache_this_user_cannot_read_are_passed_over(data, tmp_pa
 @pytest.mark.parametrize("unwritable", ["outcomes", "cache", "parent", "the output's own"])
 def test_a_cache_this_user_may_only_read_is_read_and_left_as_it_is(data, tmp_path, unwritable):
     """A published cache, or one on a read-only mount: the run uses what it holds, writes
-    nothing to it, says so, and writes the output a run without a cache writes."""
+    nothing to it, says so, and writes the output a run without a cache writes. A --cache
+    folder that is not there, in one this user may not write to, is no cache: refused."""
     cache, out = tmp_path / "shared" / "cache", tmp_path / "out"
     flags = ["--cache", str(cache)]
     if unwritable == "the output's own":
@@ -100,6 +101,10 @@ def test_a_cache_this_user_may_only_read_is_read_and_left_as_it_is(data, tmp_pat
     before = sorted(folder.rglob("*"))
     folder.chmod(0o555)
     done = _job(data, out, *flags)
+    if unwritable == "parent":
+        assert done.returncode == 2 and f"--cache {str(cache)!r}: no such folder, and none can be made" in done.stderr
+        assert sorted(folder.rglob("*")) == before and not out.exists()
+        return
     assert done.returncode == 0, done.stderr
     assert f"the cache {cache} is read-only to this user" in done.stderr, done.stderr
     assert sorted(folder.rglob("*")) == before
