@@ -75,13 +75,16 @@ def test_a_folder_the_walk_cannot_list_fails_the_listing_naming_it(tree):
     try:
         listed = file_modes.run_python(
             "from beam_etl.beam.sources import matching\n"
-            f"for glob in ({str(tree / '*.jpg')!r}, {str(tree / '**' / '*.jpg')!r}):\n"
+            f"for glob in ({str(tree / '*.jpg')!r}, {str(tree / 's*' / '*' / '*.jpg')!r}, {str(tree / 'o*' / '*')!r},"
+            f" {str(tree / '**' / '*.jpg')!r}):\n"
             "    try:\n"
             "        print(len(list(matching.matches(glob))))\n"
             "    except OSError as error:\n"
             "        print(type(error).__name__, error.filename, error.strerror)\n")
     finally:
         locked.chmod(0o755)
-    shallow, deep = listed.stdout.splitlines()
+    shallow, under, elsewhere, deep = listed.stdout.splitlines()
     assert shallow == "5"  # a1, b2, abc, link, .hidden: the locked folder is not walked
+    assert under.startswith(f"PermissionError {locked} cannot list the folder (Permission denied)")
+    assert elsewhere == "1"  # other/f.jpg: sub/ cannot hold a match of o*/*, and is not walked
     assert deep.startswith(f"PermissionError {locked} cannot list the folder (Permission denied)")

@@ -44,9 +44,9 @@ def _list_text(list_uri: str) -> str:
     data = filesystem.read_bytes(list_uri)
     try:
         return data.decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        line = data.count(b"\n", 0, error.start) + 1
-        raise ValueError(f"{list_uri}:{line}: not UTF-8 text (byte {data[error.start]:#04x})") from None
+    except UnicodeDecodeError as error:  # (its offsets are in the bytes decoded: after a byte order mark)
+        line = error.object.count(b"\n", 0, error.start) + 1
+        raise ValueError(f"{list_uri}:{line}: not UTF-8 text (byte {error.object[error.start]:#04x})") from None
 
 
 def _read_oxford_list(entry):
