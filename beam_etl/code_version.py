@@ -31,6 +31,14 @@ def code_version(module_names) -> dict[str, str]:
 
 
 def changed(version: dict[str, str]) -> list[str]:
-    """The modules of ``version`` whose source is no longer the one it was taken from."""
-    now = code_version(version)
-    return sorted(name for name, digest in version.items() if now[name] != digest)
+    """The modules of ``version`` whose source is no longer the one it was taken from (or is
+    gone: a module removed or renamed)."""
+    found = []
+    for name, digest in version.items():
+        try:
+            now = code_version([name])[name]
+        except (ImportError, AttributeError, TypeError, OSError):  # (no module, or no source file, of that name)
+            now = None
+        if now != digest:
+            found.append(name)
+    return sorted(found)

@@ -123,9 +123,11 @@ class ProcessExamplesFn(beam.DoFn):
         config = self._config
         changed = code_version.changed(self._chain_code)
         if changed:  # its outcomes would be cached, and described, as another code's
-            raise RuntimeError(f"the per-image code here is not the code the run started with ({', '.join(changed)} "
-                               "changed on disk since, or another version is installed where this worker runs): "
-                               "run the command again")
+            raise RuntimeError(
+                f"the per-image code here is not the code the run started with ({', '.join(changed)}): on this "
+                "machine, it changed on disk since the run started (run the command again); on a cluster "
+                "(Dataflow, Dask), its workers run another version of beam-etl than the command (rebuild the "
+                "workers' image, or install the command's beam-etl on the workers)")
         self._cache = None
         if config.use_cache:
             self._cache = outcome_store.OutcomeStore(config.cache_dir or join(config.output, CACHE_DIR))

@@ -161,8 +161,14 @@ def _decode_jpeg_fast(data: bytes, max_pixels: int, min_size) -> DecodedImage | 
     return DecodedImage(pixels=_apply_orientation(pixels, orientation), height=height, width=width)
 
 
+# Formats whose 32-bit integer mode ("I") holds at most 16-bit samples: a 16-bit PGM, and a 16-bit
+# PNG as Pillow opened it before it had "I;16" for them.
+_SIXTEEN_BIT_AT_MOST = ("PNG", "PPM")
+
+
 def _to_rgb(image: Image.Image) -> np.ndarray:
-    if image.mode in ("I;16", "I;16B", "I;16L"):  # 16-bit: by its depth, the same for every image
+    if image.mode in ("I;16", "I;16B", "I;16L") or (image.mode == "I" and image.format in _SIXTEEN_BIT_AT_MOST):
+        # 16-bit: scaled by its depth, the same for every image
         gray = np.rint(np.asarray(image, dtype=np.float64) * (255.0 / 65535.0)).astype(np.uint8)
         return np.repeat(gray[:, :, None], 3, axis=2)
     if image.mode in ("I", "F"):
@@ -204,9 +210,10 @@ def decode_mask(data: bytes, *, max_pixels: int) -> np.ndarray:
     image = _open(data, "decode_mask", max_pixels)
     mode = image.mode
     _load(image, "decode_mask")
-    if mode == "L" and _png_gray_depth(data) in (2, 4):
+    depth = _png_gray_depth(data)
+    if mode == "L" and depth in (2, 4):
         # Pillow scales 2- and 4-bit samples to 0-255 (3 -> 255); a mask's samples are its labels
-        return np.asarray(image) // (255 // (2 ** _png_gray_depth(data) - 1))
+        return np.asarray(image) // (255 // (2**depth - 1))
     if mode in ("L", "P"):
         return np.asarray(image)  # palette PNG: the indices are the labels
     if mode == "1":

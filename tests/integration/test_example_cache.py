@@ -259,8 +259,8 @@ def test_code_changed_on_disk_while_a_run_goes_on_is_never_cached_or_recorded_as
             process.kill()
     if fails:
         assert process.returncode == 1, stderr[-3000:]
-        assert ("the per-image code here is not the code the run started with (beam_etl.image.chain changed on "
-                "disk since") in stderr
+        assert ("the per-image code here is not the code the run started with (beam_etl.image.chain): on this "
+                "machine, it changed on disk since the run started") in stderr
         os.remove(stderr.split("the traceback is in ")[1].split(";")[0])
         assert not outcome_store.OutcomeStore(str(cache)).entries()  # nothing cached under either version
         assert not out.exists()

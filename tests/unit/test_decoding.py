@@ -131,10 +131,11 @@ def test_low_bit_depth_masks_keep_their_samples_as_labels(depth):
     np.testing.assert_array_equal(decode_mask(_gray_png(rows, depth), max_pixels=BIG), np.array(rows, np.uint8))
 
 
-def test_sixteen_bit_images_scale_by_their_depth_whatever_their_content():
+@pytest.mark.parametrize("kind", ["PNG", "PPM"])  # (Pillow opens a 16-bit PGM in its 32-bit mode "I")
+def test_sixteen_bit_images_scale_by_their_depth_whatever_their_content(kind):
     """A dark 16-bit image stays dark: the scale is the format's, not the image's brightest pixel's."""
     for value, expected in ((255, 1), (256, 1), (1000, 4), (32768, 128), (65535, 255)):
-        data = encode(Image.fromarray(np.full((4, 5), value, np.uint16)), "PNG")
+        data = encode(Image.fromarray(np.full((4, 5), value, np.uint16)), kind)
         np.testing.assert_array_equal(decode_image(data, max_pixels=BIG).pixels, np.full((4, 5, 3), expected))
 
 
