@@ -137,16 +137,23 @@ def modified(path: str) -> float:
     return os.stat(local_path(path)).st_mtime if is_local(path) else FileSystems.last_updated(path)
 
 
+def named(error: OSError, path: str) -> OSError:
+    """``error``, or, where it names no file (a write's or a flush's: the disk is full, the file
+    too large), the same error naming ``path``, so that a failed run's message says where."""
+    if error.filename is not None or error.errno is None:
+        return error
+    renamed = OSError(error.errno, error.strerror, path)
+    renamed.__cause__ = error
+    return renamed
+
+
 @contextlib.contextmanager
 def naming(path: str):
-    """Raises an OSError from the block that names no file (a write's or a flush's: the disk is
-    full, the file too large) again naming ``path``, so that a failed run's message says where."""
+    """Raises an OSError from the block as :func:`named` ``path``."""
     try:
         yield
     except OSError as error:
-        if error.filename is not None or error.errno is None:
-            raise
-        raise OSError(error.errno, error.strerror, path) from error
+        raise named(error, path)  # pylint: disable=raise-missing-from  # (its cause is set: itself, or the error)
 
 
 def make_parent(path: str) -> None:

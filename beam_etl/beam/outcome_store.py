@@ -164,9 +164,11 @@ class _Writer:
             self._digest_lines.append(line)
             return
         digests = self._file(DIGESTS)
-        with filesystem.naming(self._base + DIGESTS):
+        try:
             digests.write(line)
             digests.flush()
+        except OSError as error:
+            raise filesystem.named(error, self._base + DIGESTS)  # pylint: disable=raise-missing-from
 
     def write(self, name: str, data: bytes) -> Location:
         """Appends the entry ``data``; returns where it is (in an object store: where it will
@@ -180,20 +182,23 @@ class _Writer:
             if self._offset >= HELD_BYTES:
                 self.finish()
             return location
+        written = SEGMENT
         try:
             segment, index = self._file(SEGMENT), self._file(INDEX)
-            with filesystem.naming(self._base + SEGMENT):
-                segment.write(data)
-                segment.flush()  # in the kernel's hands before the line that names it
-            with filesystem.naming(self._base + INDEX):
-                index.write(line)
-                index.flush()
-        except BaseException:
+            segment.write(data)
+            segment.flush()  # in the kernel's hands before the line that names it
+            written = INDEX
+            index.write(line)
+            index.flush()
+        except BaseException as error:
+            failed = self._base + written
             # Where the failed write left the files is not known: new files next. (Closing
             # flushes what the others hold, which may fail the same way: the write's error is the one raised.)
             with contextlib.suppress(OSError):
                 self.close()
             self._start()
+            if isinstance(error, OSError):
+                raise filesystem.named(error, failed)  # pylint: disable=raise-missing-from  # (its cause is set)
             raise
         self._offset += len(data)
         return location

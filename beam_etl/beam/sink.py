@@ -52,11 +52,16 @@ def stage_file(output_dir: str, run_id: str, name: str, chunks) -> dict:
     checksum = google_crc32c.Checksum()
     written = 0
     filesystem.make_parent(temporary)
-    with filesystem.naming(final), FileSystems.create(temporary) as handle:
-        for chunk in chunks:
-            handle.write(chunk)
+    with FileSystems.create(temporary) as handle:
+        for chunk in chunks:  # (read from spill files and the cache: an error there is theirs)
+            try:
+                handle.write(chunk)
+            except OSError as error:
+                raise filesystem.named(error, final)  # pylint: disable=raise-missing-from  # (its cause is set)
             checksum.update(chunk)
             written += len(chunk)
+        with filesystem.naming(final):
+            handle.close()  # (its last write: a second close, on leaving, does nothing)
     filesystem.delete_file(final)  # a retried bundle: the earlier attempt's bytes are identical
     filesystem.rename(temporary, final)
     return {"bytes": written, "crc32c": checksum.hexdigest().decode("ascii")}
@@ -147,10 +152,12 @@ class _SpillFn(beam.DoFn):
             self._handle = FileSystems.create(self._uri)
             self._offset = 0
         offset = self._offset
-        with filesystem.naming(self._uri):
-            for part in parts:
+        for part in parts:
+            try:
                 self._handle.write(part)
-                self._offset += len(part)
+            except OSError as error:
+                raise filesystem.named(error, self._uri)  # pylint: disable=raise-missing-from  # (its cause is set)
+            self._offset += len(part)
         return self._uri, offset
 
     def process(self, example: EncodedExample):

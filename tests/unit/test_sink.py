@@ -230,6 +230,14 @@ def test_a_shard_or_spill_write_the_disk_refuses_names_the_file(tmp_path):
     assert refused.value.errno == errno.EFBIG
     name = refused.value.filename
     assert name.startswith(str(out)) and name.endswith("/train-00000-of-00001.tfrecord")
+
+    def failing_read():  # (what a shard is made from: spill files, the cache's segments)
+        yield b"x"
+        raise OSError(errno.EIO, "Input/output error")
+
+    with pytest.raises(OSError) as failed:
+        sink.stage_file(str(out), "run", "train-00000-of-00001.tfrecord", failing_read())
+    assert failed.value.errno == errno.EIO and failed.value.filename is None  # not blamed on the shard
     spill = sink._SpillFn(str(out))  # pylint: disable=protected-access
     spill.start_bundle()
     with full_disk.files_at_most(4096), pytest.raises(OSError) as refused:
