@@ -1,8 +1,10 @@
 """What a manifest must say of itself, whatever the files beside it: the shape of its format,
 only names of files of an output inside it, counts that add up (inputs, written, rejected,
-examples), and, from their formats on, a record index and a lineage file for every shard. A hand
-edit that leaves every listed file as listed shows here. Standard library only: the reading
-commands that check it (``verify``, ``diff``, ``prune-cache``) load no TensorFlow for it.
+examples), from their formats on a record index and a lineage file for every shard, records
+described as the flags it records made them, and statistics with the graph made from them. A
+hand edit that leaves every listed file as listed shows here. Standard library only: the
+commands that check it (``verify``, ``diff``, ``prune-cache``, the loader, the job before its
+commit) load no TensorFlow for it.
 """
 
 from __future__ import annotations
@@ -100,8 +102,9 @@ def consistency_problems(manifest: dict) -> list[str]:
     """(A manifest of its format's shape: :func:`shape_problems`) a listed name outside the
     output, or of no file of an output, or of a file its format never held (the format lowered by
     hand to switch checks off); counts that do not add up (inputs, written, rejected, examples);
-    and, from their formats on, a shard without its record index, or the lineage index not one
-    file per shard."""
+    from their formats on, a shard without its record index, or the lineage index not one file per
+    shard; and records or statistics described otherwise than as they were made
+    (:func:`_described_as_made`)."""
     version = manifest["format_version"]
     if version < FILES_FORMAT:
         return []
