@@ -157,6 +157,10 @@ def check_output(output: str, overwrite: bool) -> None:
     if not overwrite:
         raise ValueError(f"--output {output!r} already holds {_describe(present)}; pass --overwrite "
                          "to replace an earlier beam-etl output there")
+    try:
+        refuse_unless_regular(join(output, MANIFEST))
+    except ValueError as error:
+        raise ValueError(f"--output {output!r}: {error}") from None
     manifest = read_manifest_if_any(output)
     if manifest is None and not leased:
         raise ValueError(f"--output {output!r} is not a beam-etl output (it has no beam-etl "

@@ -44,10 +44,10 @@ def _run_process(pets_dir, out, *extra, crash_at: str | None = None, temporary: 
     env.pop("BEAM_ETL_CRASH_AT", None)
     if crash_at:
         env["BEAM_ETL_CRASH_AT"] = crash_at
-    return subprocess.run([sys.executable, "-m", "pipelines.preprocess", "--oxford_pets", str(pets_dir),
-                           "--output", str(out), *FLAGS, *extra],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
-                          preexec_fn=full_disk.limiting_files_to(max_file_bytes) if max_file_bytes else None)
+    command = (full_disk.module_command("pipelines.preprocess", max_file_bytes) if max_file_bytes
+               else [sys.executable, "-m", "pipelines.preprocess"])
+    return subprocess.run([*command, "--oxford_pets", str(pets_dir), "--output", str(out), *FLAGS, *extra],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 
 
 def _snapshot(directory: pathlib.Path, hidden: bool = True, cache: bool = True) -> dict[str, bytes]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import resource
+import sys
 
 
 @contextlib.contextmanager
@@ -19,9 +20,13 @@ def files_at_most(limit: int):
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
 
 
-def limiting_files_to(limit: int):
-    """A ``preexec_fn`` for :mod:`subprocess`: the child may make no file larger than ``limit``."""
-    def limit_files() -> None:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
-
-    return limit_files
+def module_command(module: str, limit: int) -> list[str]:
+    """``python -m module`` (arguments to follow) in a process that may make no file larger than
+    ``limit`` bytes: the limit set in the child as it starts, not between a fork and an exec of
+    a parent holding threads."""
+    code = ("import resource, runpy, sys\n"
+            "hard = resource.getrlimit(resource.RLIMIT_FSIZE)[1]\n"
+            "resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[1]), hard))\n"
+            f"sys.argv = [{module!r}, *sys.argv[2:]]\n"
+            f"runpy.run_module({module!r}, run_name='__main__', alter_sys=True)\n")
+    return [sys.executable, "-c", code, str(limit)]
