@@ -217,8 +217,12 @@ def commit(output: str, run_id: str, manifest: dict, new_files: list[str]) -> No
     """Moves the ``new_files`` run ``run_id`` staged (and the manifest) into ``output``,
     replacing the earlier output; then clears ``.incomplete/`` and releases the lease."""
     previous = read_manifest_if_any(output)
-    if previous is not None and previous.get("run_id") == run_id:
-        finish(output, run_id)  # a retried commit step: the first attempt got this far
+    if previous is not None and previous.get("run_id") == run_id:  # a retried commit step: the first got this far
+        holder = lease.read_holder(output)
+        if holder is not None and holder.run_id == run_id:
+            finish(output, run_id)
+        else:  # it released the lease, which another run may hold now: .incomplete/ is that run's
+            _remove_staged(output, run_id)
         return
     lease.check(output, run_id)
     _refuse_links(output)  # (one made since the launch looked)

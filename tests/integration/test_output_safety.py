@@ -713,3 +713,19 @@ def test_an_output_beside_the_oxford_layout_s_folders_is_fine(pets_dir, tmp_path
     shutil.copytree(pets_dir, data)
     manifest = _run(data, data / "out")
     assert manifest["num_written"] > 0
+
+
+def test_a_commit_step_retried_after_it_released_the_lease_leaves_the_next_run_s_files(earlier, pets_dir, tmp_path):
+    """A runner retries the commit step of a run that committed (its worker died before saying
+    so) while the next run holds the lease and stages: the retry must not clear that run's
+    .incomplete/ (its staged files, or mid-swap, the earlier output kept in previous/)."""
+    out = _copy(earlier, tmp_path)
+    manifest = json.loads((out / "manifest.json").read_text())
+    taker = lease.Holder(run_id="0b5e55ed", host="another-host", pid=1, process_start="", started=time.time())
+    (out / INCOMPLETE_DIR).mkdir()
+    (out / INCOMPLETE_DIR / "lease.json").write_text(json.dumps(taker.__dict__))
+    staged = sink.stage_file(str(out), taker.run_id, "train-00000-of-00002.tfrecord", [b"the next run's"])
+    before = _snapshot(out)
+    commit.commit(str(out), manifest["run_id"], manifest, list(manifest["files"]))  # the retry
+    assert _snapshot(out) == before and staged["bytes"] == len(b"the next run's")
+    assert lease.read_holder(str(out)).run_id == taker.run_id
