@@ -264,3 +264,17 @@ def test_a_missing_object_is_a_missing_file(gcs_pets):
     for read in (filesystem.read_bytes, lambda path: filesystem.read_range(path, 0, 4)):
         with pytest.raises(FileNotFoundError):
             read(f"{gcs_pets}/no such object")
+
+
+def test_a_folder_marker_is_no_input(gcs_pets):
+    """The Cloud Console's "Create folder" leaves an empty ``images/`` object, which ``*`` and
+    ``**`` match: it would be an input keyed "", rejected, counted."""
+    from google.cloud import storage  # pylint: disable=import-outside-toplevel
+
+    from beam_etl.beam.sources import matching  # pylint: disable=import-outside-toplevel
+
+    bucket = storage.Client.create_anonymous_client().bucket("pets")
+    for name, data in (("marked/images/", b""), ("marked/images/a.jpg", b"x"), ("marked/images/sub/", b"")):
+        bucket.blob(name).upload_from_string(data)
+    for glob in ("gs://pets/marked/images/*", "gs://pets/marked/**", "gs://pets/marked/images/"):
+        assert list(matching.matches(glob)) == ["gs://pets/marked/images/a.jpg"], glob

@@ -14,6 +14,8 @@ differs for local globs:
   and ``*`` only (``DIR/*/images/*.jpg``), only into folders whose names its folders match.
 - An entry whose ``stat`` fails (a broken link, a file gone meanwhile) is named all the same:
   reading it rejects it with its reason, where Beam's listing dropped it without a word.
+- (Other file systems, through Beam.) An object store's folder marker (an empty ``name/``
+  object, which ``*`` matches) is not named: it is no file.
 - A folder it must walk (one that may hold matches) but cannot list (no permission) fails the
   listing, naming the folder, where Beam's walk passes over it and what it holds is lost
   without a word.
@@ -35,7 +37,9 @@ _DEEPER = ("/", "**", "?", "[")  # what in a pattern's tail may match past the f
 def matches(glob: str, limit: int | None = None) -> Iterator[str]:
     """The paths ``glob`` matches, at most ``limit``, in listing order (not sorted)."""
     if "://" in glob:  # (Beam's own errors for schemes it lacks, ``file://`` among them)
-        yield from (m.path for m in FileSystems.match([glob], limits=[limit])[0].metadata_list)
+        # (not the empty ``name/`` objects that mark a folder in an object store: no file's)
+        yield from (m.path for m in FileSystems.match([glob], limits=[limit])[0].metadata_list
+                    if not m.path.endswith("/"))
         return
     count = 0
     for path in _local_matches(glob):
