@@ -1,5 +1,6 @@
 import csv
 import dataclasses
+import hashlib
 import os
 
 import apache_beam as beam
@@ -12,7 +13,7 @@ from beam_etl.config import JobConfig
 from beam_etl.elements import SourceRecord
 from beam_etl.beam import options, sources
 from beam_etl.beam.sources import ReadSources, check_sources, files, oxford
-from beam_etl.beam.sources.pairing import RECORD, count_matches, tag
+from beam_etl.beam.sources.pairing import RECORD, PairAndDedup, count_matches, tag
 from beam_etl.beam.sources.files import ReadImageMaskPairs
 from beam_etl.beam.sources.oxford import parse_oxford_list
 
@@ -233,3 +234,19 @@ def test_a_new_kind_of_source_is_its_module_and_one_line_of_registration(tmp_pat
         options.parse_args(["--output", "o"])
     assert "give at least one source: --images/--masks, --oxford_pets, " \
            "--bigquery_table or --bigquery_query, --uri_list" in capsys.readouterr().err
+
+
+def test_rows_of_one_table_with_one_key_keep_the_same_row_whatever_their_order():
+    """Two BYTES rows of a table under one key have the same URIs: which is kept must not depend
+    on the order the runner groups them in (their bytes decide), and the rejection tells them apart."""
+    rows = [SourceRecord(key="k", image_uri="bigquery://p.d.t/k/image", mask_uri="bigquery://p.d.t/k/mask",
+                         image_bytes=data, mask_bytes=b"mask") for data in (b"first image", b"second image")]
+    kept = min(rows, key=lambda row: hashlib.sha256(row.image_bytes).hexdigest())
+    for ordered in (rows, rows[::-1]):
+        with TestPipeline(runner=FnApiRunner()) as p:
+            records, rejected = (p | beam.Create([("k", (0, RECORD, row)) for row in ordered])
+                                 | PairAndDedup())
+            assert_that(records, equal_to([kept]))
+            assert_that(rejected | beam.Map(lambda r: (r.reason, "; this is bigquery://p.d.t/k/image (image SHA-256 "
+                                                       in r.message)), equal_to([("duplicate_key", True)]),
+                        label="Rejected")

@@ -13,6 +13,7 @@ archive) are not inputs and are skipped.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import posixpath
 
@@ -125,9 +126,21 @@ def tag(pcoll, label: str, source: int, tag: str):
 
 
 def _precedence(record: SourceRecord) -> tuple:
-    """Of records with the same key, the first by this order is kept, whatever the runner."""
+    """Of records with the same key, the first by this order is kept, whatever the runner (two
+    rows of one table holding BYTES have the same URIs: their bytes' SHA-256 decide)."""
     return (record.image_uri, record.mask_uri or "", record.label, record.label_name,
-            record.split or "")
+            record.split or "", *map(_bytes_digest, (record.image_bytes, record.mask_bytes)))
+
+
+def _bytes_digest(data: bytes | None) -> str:
+    return "" if data is None else hashlib.sha256(data).hexdigest()
+
+
+def _told_apart(record: SourceRecord) -> str:
+    """``record``'s image URI, and where it is not a file's, its bytes' SHA-256."""
+    if record.image_bytes is None:
+        return record.image_uri
+    return f"{record.image_uri} (image SHA-256 {_bytes_digest(record.image_bytes)[:16]}...)"
 
 
 class _PairAndDedupFn(beam.DoFn):
@@ -205,8 +218,9 @@ class _PairAndDedupFn(beam.DoFn):
             return
         yield from records[:1]
         for record in records[1:]:
+            this = "" if record.image_bytes is None else f"; this is {_told_apart(record)}"
             yield self._reject(record.image_uri, "duplicate_key",
-                               f"key {key!r} already comes from {records[0].image_uri}", key)
+                               f"key {key!r} already comes from {_told_apart(records[0])}{this}", key)
 
 
 @beam.ptransform_fn
