@@ -49,6 +49,14 @@ def matches(glob: str, limit: int | None = None) -> Iterator[str]:
         yield path
 
 
+def walks_folders(glob: str) -> bool:
+    """Whether listing the local ``glob`` walks folders below the one it starts in (where one
+    that cannot be listed would fail it)."""
+    pattern = glob + "*" if glob.endswith(("/", "\\")) else glob
+    prefix = _LITERAL_PREFIX.match(pattern).group(0)
+    return prefix != pattern and any(part in pattern[len(os.path.dirname(prefix)):].lstrip("/") for part in _DEEPER)
+
+
 def _local_matches(pattern: str) -> Iterator[str]:
     if pattern.endswith(("/", "\\")):  # as Beam: a folder names what is in it
         pattern += "*"

@@ -37,8 +37,9 @@ _CHECKED_MATCHES = 1000  # how far the launch looks for a file that is not hidde
 def check_glob(glob: str, flag: str) -> None:
     """Fails at launch, naming the flag and the glob, when the glob names no input: it matches
     nothing, only hidden files (which are not inputs) among its first matches, or is a folder's
-    name; when it is not UTF-8 text, which Beam cannot carry; or, a local glob (walked whole),
-    when a folder that may hold its matches cannot be listed, which would lose them."""
+    name; when it is not UTF-8 text, which Beam cannot carry; or, a local glob that walks
+    folders (walked whole), when one that may hold its matches cannot be listed, which would
+    lose them."""
     shown = _shown(glob)
     if shown is not None:
         raise ValueError(f"{flag} {shown!r} is not UTF-8 text (its other bytes are shown as \\xNN), "
@@ -46,17 +47,17 @@ def check_glob(glob: str, flag: str) -> None:
     if filesystem.is_local(glob) and not glob.endswith(("/", "\\")) and os.path.isdir(filesystem.local_path(glob)) \
             and not any(c in glob for c in filesystem.GLOB_CHARACTERS):  # ("DIR/" names its files, as in Beam)
         raise ValueError(f"{flag} {glob!r} is a folder, not files: give a glob, such as '{glob}/*.jpg'")
-    local = "://" not in glob
+    whole = "://" not in glob and matching.walks_folders(glob)  # (its folders each listed, at launch)
     seen = inputs = 0
     try:
-        for path in matching.matches(glob, limit=None if local else _CHECKED_MATCHES):
+        for path in matching.matches(glob, limit=None if whole else _CHECKED_MATCHES):
             if not is_hidden(path):
                 inputs += 1
-                if not local:
+                if not whole:
                     break
             seen += 1
     except OSError as error:
-        if local and error.filename is not None:
+        if "://" not in glob and error.filename is not None:
             raise ValueError(f"{flag} {glob!r}: cannot list the folder {error.filename!r} "
                              f"({os.strerror(error.errno)}), which may hold files it matches: give this user "
                              "access to it, or narrow the glob") from None
