@@ -312,7 +312,8 @@ def write_bytes(path: str, data: bytes, sync: bool = False) -> None:
 
 
 def create_exclusive(path: str, data: bytes) -> bool:
-    """Creates ``path`` holding ``data`` only if nothing is there; False if something is.
+    """Creates ``path`` holding ``data`` only if nothing is there; False if something is (on
+    ``gs://``, something else: see below).
 
     Locally ``O_CREAT | O_EXCL``; on ``gs://`` an upload with ``ifGenerationMatch=0``, the
     precondition Cloud Storage checks atomically.
@@ -337,5 +338,11 @@ def create_exclusive(path: str, data: bytes) -> bool:
     try:
         blob.upload_from_string(data, if_generation_match=0)
     except exceptions.PreconditionFailed:
-        return False
+        # The client retries a request whose answer was lost: where the first attempt created the
+        # object, the retry fails its precondition, and what is there is this call's own (every
+        # caller's ``data`` is its own: a run's id, a process and its start).
+        try:
+            return blob.download_as_bytes() == data
+        except exceptions.NotFound:
+            return False
     return True

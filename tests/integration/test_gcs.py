@@ -278,3 +278,16 @@ def test_a_folder_marker_is_no_input(gcs_pets):
         bucket.blob(name).upload_from_string(data)
     for glob in ("gs://pets/marked/images/*", "gs://pets/marked/**", "gs://pets/marked/images/"):
         assert list(matching.matches(glob)) == ["gs://pets/marked/images/a.jpg"], glob
+
+
+def test_an_exclusive_create_whose_object_is_there_with_its_own_bytes_took_it(gcs_pets):
+    """The storage client retries a request whose answer was lost; where the first attempt made
+    the object, the retry fails its precondition: the lease is this run's all the same (it
+    would refuse itself, a run alive on this host), and a lease of other bytes is another's."""
+    from beam_etl.beam import filesystem  # pylint: disable=import-outside-toplevel
+
+    path = "gs://pets/exclusive/lease.json"
+    assert filesystem.create_exclusive(path, b'{"run_id": "mine"}')
+    assert filesystem.create_exclusive(path, b'{"run_id": "mine"}')  # (as a retry finds it)
+    assert not filesystem.create_exclusive(path, b'{"run_id": "another"}')
+    assert emulators.read_bytes(path) == b'{"run_id": "mine"}'
