@@ -28,6 +28,7 @@ import re
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 from apache_beam.io.filesystems import FileSystems
@@ -246,9 +247,11 @@ def bigquery_emulator():
     from google.cloud import bigquery
 
     rest_port, grpc_port = free_port(), free_port()
-    command = [sys.executable, "-m", "tests.support.emulators", "bigquery", "--port", str(rest_port),
-               "--grpc_port", str(grpc_port)]
-    with _server_process(command, rest_port, "bqemulator"):
+    # (a folder of its own for the bodies of uploads, removed with it: its default is one in /tmp
+    # that it never removes)
+    with tempfile.TemporaryDirectory(prefix="bqemulator-uploads-") as uploads, _server_process(
+            [sys.executable, "-m", "tests.support.emulators", "bigquery", "--port", str(rest_port),
+             "--grpc_port", str(grpc_port), "--uploads", uploads], rest_port, "bqemulator"):
         rest_url = f"http://127.0.0.1:{rest_port}"
         _wait_for_port(grpc_port, None, "bqemulator's gRPC server")
         point_beam_at_bigquery(rest_url, f"127.0.0.1:{grpc_port}")
@@ -256,7 +259,7 @@ def bigquery_emulator():
                               client_options={"api_endpoint": rest_url})
 
 
-def _serve_bigquery(port: int, grpc_port: int) -> None:
+def _serve_bigquery(port: int, grpc_port: int, uploads: str) -> None:
     # pylint: disable=import-outside-toplevel
     from bqemulator.config import LogLevel, PersistenceMode, Settings
     from bqemulator.server import run_forever
@@ -264,7 +267,8 @@ def _serve_bigquery(port: int, grpc_port: int) -> None:
     _patch_bigquery_emulator()
     run_forever(Settings(persistence_mode=PersistenceMode.EPHEMERAL, rest_host="127.0.0.1",
                          rest_port=port, grpc_host="127.0.0.1", grpc_port=grpc_port,
-                         default_project_id=BIGQUERY_PROJECT, log_level=LogLevel.ERROR))
+                         default_project_id=BIGQUERY_PROJECT, log_level=LogLevel.ERROR,
+                         upload_staging_dir=pathlib.Path(uploads)))
 
 
 # --- TensorFlow's own GCS client -----------------------------------------------------------------
@@ -518,6 +522,7 @@ def _main() -> None:
     bigquery = commands.add_parser("bigquery")
     bigquery.add_argument("--port", type=int, required=True)
     bigquery.add_argument("--grpc_port", type=int, required=True)
+    bigquery.add_argument("--uploads", required=True)
     proxy = commands.add_parser("proxy")
     proxy.add_argument("--emulator", required=True)
     proxy.add_argument("--certificate", type=pathlib.Path, required=True)
@@ -527,7 +532,7 @@ def _main() -> None:
     if args.server == "gcs":
         _serve_gcs(args.port)
     elif args.server == "bigquery":
-        _serve_bigquery(args.port, args.grpc_port)
+        _serve_bigquery(args.port, args.grpc_port, args.uploads)
     else:
         _GoogleStorageProxy(args.emulator, args.certificate, args.key, args.port).serve_forever()
 
