@@ -123,16 +123,23 @@ def is_within(path: str, folder: str) -> bool:
     return os.path.commonpath([path, folder]) == folder
 
 
+def is_regular(path: str) -> bool:
+    """Whether the local file at ``path`` (``file://`` or not) is a regular file (or a link to
+    one): only such a file is opened by the readers (a FIFO would block them for ever). Raises
+    OSError where it is not there."""
+    return stat.S_ISREG(os.stat(path.removeprefix("file://")).st_mode)
+
+
 def refuse_unless_regular(path: str) -> None:
-    """Raises ValueError when the local ``path`` is there and is not a regular file (or a link
-    to one): a manifest is one, and a read of a FIFO in its place would wait for ever."""
+    """Raises ValueError when the local ``path`` is there and is not a regular file
+    (:func:`is_regular`): a manifest is one, and a read of a FIFO in its place would wait for ever."""
     if "://" in path and not path.startswith("file://"):
         return
     try:
-        mode = os.stat(path.removeprefix("file://")).st_mode
+        regular = is_regular(path)
     except OSError:
         return  # (not there, or not to be looked at: the read says so)
-    if not stat.S_ISREG(mode):
+    if not regular:
         raise ValueError(f"{path} is not a regular file, as a manifest is")
 
 

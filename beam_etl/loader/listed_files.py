@@ -10,15 +10,13 @@ one among the manifest's ``files``, and their records add up to the split's ``nu
 
 from __future__ import annotations
 
-import os
-import stat
 import struct
 
 import google_crc32c
 import tensorflow as tf
 
 from beam_etl.manifest_checks import FILES_FORMAT, is_count, lowered_format
-from beam_etl.output_layout import TRANSFORM_DIRS, is_shard_name
+from beam_etl.output_layout import TRANSFORM_DIRS, is_regular, is_shard_name
 
 _CHUNK = 8 << 20  # read 8 MB at a time
 
@@ -77,12 +75,6 @@ def check_file(path: str, entry: dict) -> str | None:
         if lines != entry["num_records"] or (data and not data.endswith(b"\n")):
             return f"{lines} lines, the manifest lists {entry['num_records']} records"
     return None
-
-
-def is_regular(path: str) -> bool:
-    """Whether the local file at ``path`` (``file://`` or not) is a regular file: only such a
-    file is opened by the readers (a FIFO would block them for ever)."""
-    return stat.S_ISREG(os.stat(path.removeprefix("file://")).st_mode)
 
 
 def lists_files(manifest: dict) -> bool:

@@ -27,7 +27,7 @@ from PIL import Image
 from beam_etl.config import flag_type, output_folder, positive_int
 from beam_etl.loader import preview, written_file
 from beam_etl.loader.dataset import load_manifest
-from beam_etl.loader.listed_files import is_regular
+from beam_etl.output_layout import is_regular
 from beam_etl.output_layout import IncompleteOutputError, join
 
 _THUMBNAIL = 96

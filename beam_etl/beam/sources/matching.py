@@ -49,27 +49,34 @@ def matches(glob: str, limit: int | None = None) -> Iterator[str]:
         yield path
 
 
+def _start(glob: str) -> tuple[str, str | None, str]:
+    """``(pattern, folder, tail)`` of a local glob: the pattern (a folder's name stands for what
+    is in it, as in Beam), the folder before its first wildcard (None: it has none) and the part
+    of the pattern after that folder."""
+    pattern = glob + "*" if glob.endswith(("/", "\\")) else glob
+    prefix = _LITERAL_PREFIX.match(pattern).group(0)
+    if prefix == pattern:
+        return pattern, None, ""
+    folder = os.path.dirname(prefix)
+    return pattern, folder, pattern[len(folder):].lstrip("/")
+
+
 def walks_folders(glob: str) -> bool:
     """Whether listing the local ``glob`` walks folders below the one it starts in (where one
     that cannot be listed would fail it)."""
-    pattern = glob + "*" if glob.endswith(("/", "\\")) else glob
-    prefix = _LITERAL_PREFIX.match(pattern).group(0)
-    return prefix != pattern and any(part in pattern[len(os.path.dirname(prefix)):].lstrip("/") for part in _DEEPER)
+    _, folder, tail = _start(glob)
+    return folder is not None and any(part in tail for part in _DEEPER)
 
 
-def _local_matches(pattern: str) -> Iterator[str]:
-    if pattern.endswith(("/", "\\")):  # as Beam: a folder names what is in it
-        pattern += "*"
-    prefix = _LITERAL_PREFIX.match(pattern).group(0)
-    if prefix == pattern:  # no wildcard: the path itself, if it is there (as Beam: a folder too)
+def _local_matches(glob: str) -> Iterator[str]:
+    pattern, folder, tail = _start(glob)
+    if folder is None:  # no wildcard: the path itself, if it is there (as Beam: a folder too)
         if os.path.lexists(pattern):
             yield pattern
         return
-    folder = os.path.dirname(prefix)
     if not folder:  # as Beam: a pattern with no folder before its first wildcard lists nothing
         return
     match = re.compile(FileSystem.translate_pattern(pattern)).match
-    tail = pattern[len(folder):].lstrip("/")
     deep = any(part in tail for part in _DEEPER)
     # (only "*" and literal names: the n-th folder under ``folder`` must match the n-th part)
     parts = None if any(part in tail for part in ("**", "?", "[")) else [
