@@ -25,7 +25,26 @@ _MASK_REASONS = ("mask_values", "reserved_mask_value")  # (of the validate stage
 STATISTICS = "statistics"  # the tagged output of the examples' shares of the statistics
 
 
-REMOTE_READ_TIMEOUT_S = 600.0  # a remote read that has not finished by then is a rejection
+REMOTE_READ_TIMEOUT_S = 600.0  # a remote read that has not finished by then fails its bundle
+
+
+class PassingReadError(OSError):
+    """A remote read that failed for a fault of the store or the network, not of the input (a
+    429 or 5xx answer after the storage client's own retries, a dropped or stalled connection).
+    It fails the step: the runner retries the bundle where it retries (Dataflow), and otherwise
+    the run fails with the output untouched, its finished work kept in the cache for the next
+    run. Recording such an input as rejected would drop it from the output for a passing fault."""
+
+
+def _passing(error: BaseException) -> bool:
+    """Whether ``error`` is one that the Cloud Storage client itself retries (the predicate Beam's
+    GcsIO retries with), or its retries running out."""
+    try:  # pylint: disable=import-outside-toplevel  # the [gcp] extra's client, loaded where gs:// is read
+        from google.api_core.exceptions import RetryError
+        from google.cloud.storage.retry import _should_retry  # pylint: disable=protected-access  # (as gcsio_retry)
+    except ImportError:  # (a scheme of another store, without the [gcp] extra)
+        return isinstance(error, (ConnectionError, TimeoutError))
+    return isinstance(error, RetryError) or _should_retry(error)
 
 
 def _regular_file_state(path: str, stage: str) -> tuple[int, ...]:
@@ -77,17 +96,21 @@ def _read_remote(uri: str, stage: str, timeout_s: float) -> bytes:
     reader.start()
     reader.join(timeout_s)
     if reader.is_alive():
-        raise RejectedInput(stage, "read_timeout", f"no complete read within {timeout_s:g} s")
+        raise PassingReadError(f"{uri}: no complete read within {timeout_s:g} s; the run fails rather than "
+                               "reject the input for a stalled connection")
     if "error" in outcome:
         error = outcome["error"]
+        if _passing(error):
+            raise PassingReadError(f"{uri}: {type(error).__name__}: {error} (after the storage client's retries); "
+                                   "the run fails rather than reject the input for a fault of the store") from error
         raise RejectedInput(stage, "unreadable", f"{type(error).__name__}: {error}")
     return outcome["data"]
 
 
 def read_uri(uri: str | None, stage: str, timeout_s: float = REMOTE_READ_TIMEOUT_S) -> bytes:
-    """The whole file at ``uri`` (any FileSystems scheme); a missing file is a rejection, and
-    so is a remote read that takes longer than ``timeout_s``: a stalled connection must not
-    hang the job."""
+    """The whole file at ``uri`` (any FileSystems scheme); a missing or unreadable file is a
+    rejection. A remote read that fails for a passing fault, or takes longer than ``timeout_s``
+    (a stalled connection must not hang the job), raises :class:`PassingReadError`."""
     if uri is None:
         raise RejectedInput(stage, "missing_file", "no URI given")
     if filesystem.is_local(uri):

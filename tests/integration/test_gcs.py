@@ -5,6 +5,8 @@ a real local Cloud Storage server (tests/support/emulators.py): Beam reaches it 
 from __future__ import annotations
 
 import json
+import os
+import time
 
 import numpy as np
 import pytest
@@ -291,3 +293,40 @@ def test_an_exclusive_create_whose_object_is_there_with_its_own_bytes_took_it(gc
     assert filesystem.create_exclusive(path, b'{"run_id": "mine"}')  # (as a retry finds it)
     assert not filesystem.create_exclusive(path, b'{"run_id": "another"}')
     assert emulators.read_bytes(path) == b'{"run_id": "mine"}'
+
+
+def test_a_fault_of_the_store_fails_the_read_and_a_refusal_is_a_rejection(gcs_pets):
+    """A 429 or 5xx that outlasts the storage client's retries, or a stalled read, is a passing
+    fault of the store, not of the input: recorded as the input's rejection, it would drop the
+    input from the output. The read raises instead (the runner retries the bundle, or the run
+    fails with its output untouched and its finished work cached). A 403 is the input's: a
+    rejection. A 503 that the client's own retries get past is no fault at all."""
+    # pylint: disable=import-outside-toplevel
+    from google.api_core import exceptions
+
+    from beam_etl.beam.process_examples import PassingReadError, _passing, read_uri
+    from beam_etl.elements import RejectedInput
+
+    uri = sorted(emulators.list_objects(f"{gcs_pets}/images"))[0]
+    name = uri.removeprefix("gs://pets/")
+    data = emulators.read_bytes(uri)
+    endpoint = os.environ["STORAGE_EMULATOR_HOST"]
+    with emulators.failing_gcs_proxy(endpoint, name, 503, times=2) as answered:
+        assert read_uri(uri, "read_image", timeout_s=60.0) == data
+    assert answered[:2] == [503, 503] and 200 in answered
+    with emulators.failing_gcs_proxy(endpoint, name, 403) as answered:
+        with pytest.raises(RejectedInput) as rejected:
+            read_uri(uri, "read_image", timeout_s=60.0)
+    assert rejected.value.reason == "unreadable" and "403" in rejected.value.message and answered == [403]
+    with emulators.failing_gcs_proxy(endpoint, name, 503) as answered:
+        started = time.monotonic()
+        with pytest.raises(PassingReadError, match=f"{uri}: no complete read within 2 s"):
+            read_uri(uri, "read_image", timeout_s=2.0)
+        assert time.monotonic() - started < 5 and len(answered) >= 2 and set(answered) == {503}
+    # What the client raises once its retries run out, and what it does not retry:
+    assert _passing(exceptions.RetryError("Timeout of 120.0s exceeded", exceptions.ServiceUnavailable("x")))
+    for status in (429, 500, 502, 503, 504):
+        assert _passing(exceptions.from_http_status(status, "x")), status
+    for status in (400, 401, 403, 404):
+        assert not _passing(exceptions.from_http_status(status, "x")), status
+    assert not _passing(FileNotFoundError(uri))

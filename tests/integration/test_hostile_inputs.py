@@ -14,7 +14,7 @@ from PIL import Image
 
 from beam_etl.loader import verify
 from beam_etl.tools.sample_data import generate
-from beam_etl.beam.process_examples import read_uri
+from beam_etl.beam.process_examples import PassingReadError, read_uri
 from beam_etl.elements import RejectedInput
 from pipelines import preprocess
 from tests.support import file_modes
@@ -132,7 +132,8 @@ def test_a_local_read_of_a_fifo_is_refused_without_opening_it(tmp_path):
 
 
 def test_a_remote_read_that_stalls_is_given_up_after_its_timeout():
-    """A server that accepts the connection and never answers stands in for a stalled read."""
+    """A server that accepts the connection and never answers stands in for a stalled read: the
+    read fails (a fault of the connection, not of the input), and does not hang the job."""
     import socket
     import time
 
@@ -156,9 +157,9 @@ def test_a_remote_read_that_stalls_is_given_up_after_its_timeout():
     emulators.use_anonymous_credentials()
     try:
         started = time.monotonic()
-        with pytest.raises(RejectedInput, match="no complete read within 1 s") as rejected:
+        with pytest.raises(PassingReadError, match="gs://stalled/images/a.jpg: no complete read within 1 s"):
             read_uri("gs://stalled/images/a.jpg", "read_image", timeout_s=1.0)
-        assert rejected.value.reason == "read_timeout" and time.monotonic() - started < 5
+        assert time.monotonic() - started < 5
     finally:
         if previous is None:
             os.environ.pop("STORAGE_EMULATOR_HOST")

@@ -7,7 +7,9 @@ credentials (see :func:`use_anonymous_credentials`).
 
 TensorFlow's own GCS filesystem (``tf.io.gfile``, ``TFRecordDataset`` and tf.Transform on
 ``gs://``) hard-codes Google's endpoints and honours no emulator variable: it reaches the same
-emulator through a local TLS proxy with a test CA (:func:`tensorflow_gcs_through_proxy`).
+emulator through a local TLS proxy with a test CA (:func:`tensorflow_gcs_through_proxy`). A
+store's passing faults (a 503, say) come from a proxy in front of the emulator that answers
+requests for one object with an error status (:func:`failing_gcs_proxy`).
 
 BigQuery: ``bqemulator`` (DuckDB-backed, REST and Storage Read gRPC), with three
 of its bugs patched (:func:`_patch_bigquery_emulator`) and Beam's clients pointed at it
@@ -29,7 +31,9 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.parse
 
 from apache_beam.io.filesystems import FileSystems
 
@@ -112,6 +116,64 @@ def gcs_emulator():
                 os.environ.pop("STORAGE_EMULATOR_HOST", None)
             else:
                 os.environ["STORAGE_EMULATOR_HOST"] = previous
+
+
+@contextlib.contextmanager
+def failing_gcs_proxy(emulator: str, object_name: str, status: int, times: int | None = None):
+    """A proxy in front of the Cloud Storage ``emulator``, in this process, that answers the first
+    ``times`` requests (None: all) naming ``object_name`` with ``status`` and forwards the rest;
+    ``STORAGE_EMULATOR_HOST`` points at it while the block runs. Yields the list of the statuses
+    it answered that object's requests with."""
+    import http.client  # pylint: disable=import-outside-toplevel
+    import http.server  # pylint: disable=import-outside-toplevel
+
+    answered = []
+    target = urllib.parse.urlsplit(emulator)
+    quoted = urllib.parse.quote(object_name, safe="")
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def _handle(self):
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            if (quoted in self.path or object_name in self.path) and (times is None or len(answered) < times):
+                answered.append(status)
+                message = json.dumps({"error": {"code": status, "message": "injected by the test's proxy"}})
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(message)))
+                self.end_headers()
+                self.wfile.write(message.encode())
+                return
+            if quoted in self.path or object_name in self.path:
+                answered.append(200)
+            connection = http.client.HTTPConnection(target.hostname, target.port, timeout=30)
+            headers = {name: value for name, value in self.headers.items() if name.lower() != "host"}
+            connection.request(self.command, self.path, body=body or None, headers=headers)
+            response = connection.getresponse()
+            data = response.read()
+            self.send_response(response.status)
+            for name, value in response.getheaders():
+                if name.lower() not in ("transfer-encoding", "content-length", "connection"):
+                    self.send_header(name, value)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            connection.close()
+
+        do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _handle
+
+        def log_message(self, *args):  # (quiet)
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    previous = os.environ.get("STORAGE_EMULATOR_HOST")
+    os.environ["STORAGE_EMULATOR_HOST"] = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        yield answered
+    finally:
+        os.environ["STORAGE_EMULATOR_HOST"] = previous if previous is not None else emulator
+        server.shutdown()
+        server.server_close()
 
 
 def create_bucket(name: str) -> None:
