@@ -207,6 +207,42 @@ def delete_file(path: str) -> None:
         FileSystems.delete([escape_glob(path)])
 
 
+def read_version(path: str) -> tuple[bytes, int | None]:
+    """The bytes of the file ``path`` and, on ``gs://``, the generation of the object they are of
+    (None elsewhere), for :func:`delete_version`. A missing file raises FileNotFoundError."""
+    if not path.startswith("gs://"):
+        return read_bytes(path), None
+    from google.api_core import exceptions  # pylint: disable=import-outside-toplevel
+    for _ in range(5):  # (replaced between the object's metadata and its bytes: read the new one)
+        blob = _gcs_blob(path)
+        blob = blob.bucket.get_blob(blob.name)
+        if blob is None:
+            raise FileNotFoundError(path)
+        generation = blob.generation  # (the download sets it again, from its answer's headers)
+        try:
+            return blob.download_as_bytes(if_generation_match=generation), generation
+        except exceptions.NotFound:
+            raise FileNotFoundError(path) from None
+        except exceptions.PreconditionFailed:
+            continue
+    raise OSError(f"{path} was replaced on every one of 5 reads")
+
+
+def delete_version(path: str, generation: int | None) -> bool:
+    """Deletes the file ``path`` if it is still what :func:`read_version` read: on ``gs://``, if its
+    generation is still ``generation`` (a precondition Cloud Storage checks atomically); False if
+    it is not, or is gone. Elsewhere (``generation`` None) an unconditional :func:`delete_file`."""
+    if generation is None:
+        delete_file(path)
+        return True
+    from google.api_core import exceptions  # pylint: disable=import-outside-toplevel
+    try:
+        _gcs_blob(path).delete(if_generation_match=generation)
+    except (exceptions.PreconditionFailed, exceptions.NotFound):
+        return False
+    return True
+
+
 def remove_empty_directories(directory: str, names) -> None:
     """Removes the (local) parent folders of ``names`` under ``directory`` that are now empty."""
     if not is_local(directory):
@@ -329,12 +365,9 @@ def create_exclusive(path: str, data: bytes) -> bool:
         return True
     if not path.startswith("gs://"):
         raise ValueError(f"no exclusive create on {path}: only local paths and gs:// are supported")
-    # pylint: disable=import-outside-toplevel  # the [gcp] extra's client, as Beam's GcsIO makes it
-    from apache_beam.io.gcp.gcsio import GcsIO
-    from google.api_core import exceptions
+    from google.api_core import exceptions  # pylint: disable=import-outside-toplevel
 
-    bucket, _, name = path[len("gs://"):].partition("/")
-    blob = GcsIO().client.bucket(bucket).blob(name)
+    blob = _gcs_blob(path)
     try:
         blob.upload_from_string(data, if_generation_match=0)
     except exceptions.PreconditionFailed:
@@ -346,3 +379,11 @@ def create_exclusive(path: str, data: bytes) -> bool:
         except exceptions.NotFound:
             return False
     return True
+
+
+def _gcs_blob(path: str):
+    """The ``gs://`` object ``path``, through the client of the [gcp] extra as Beam's GcsIO makes it."""
+    from apache_beam.io.gcp.gcsio import GcsIO  # pylint: disable=import-outside-toplevel
+
+    bucket, _, name = path[len("gs://"):].partition("/")
+    return GcsIO().client.bucket(bucket).blob(name)

@@ -104,19 +104,28 @@ def command_hash(flags: dict) -> str:
 
 def read_holder(output: str) -> Holder | None:
     """The lease's holder; None if there is no lease. An unreadable lease is held by ``?``."""
+    return _read_lease(output)[0]
+
+
+def _read_lease(output: str) -> tuple[Holder | None, int | None]:
+    """The lease's holder (:func:`read_holder`), and on ``gs://`` the generation of the lease
+    object it was read from (None where it was not read): a delete of that lease deletes that
+    generation only, never a lease another run made since (:func:`filesystem.delete_version`)."""
     path = join(output, LEASE)
+    generation = None
     try:
-        data = json.loads(filesystem.read_bytes(path))
+        text, generation = filesystem.read_version(path)
+        data = json.loads(text)
         return Holder(**{field.name: data[field.name] if field.default is dataclasses.MISSING
-                         else data.get(field.name, field.default) for field in dataclasses.fields(Holder)})
+                         else data.get(field.name, field.default) for field in dataclasses.fields(Holder)}), generation
     except Exception:  # pylint: disable=broad-except  # missing, truncated, or not ours
         if not filesystem.exists(path):
-            return None
+            return None, None
         try:  # (a run killed between creating it and writing it): as old as the file
             started = filesystem.modified(path)
         except Exception:  # pylint: disable=broad-except  # gone meanwhile
-            return None
-        return Holder(run_id="?", host="?", pid=0, process_start="", started=started)
+            return None, None
+        return Holder(run_id="?", host="?", pid=0, process_start="", started=started), generation
 
 
 def is_stale(holder: Holder, timeout_hours: float) -> bool:
@@ -170,11 +179,11 @@ def take(output: str, break_stale: bool = False, timeout_hours: float = 48.0, lo
     path = join(output, LEASE)
     if filesystem.create_exclusive(path, data):
         return me
-    holder = read_holder(output)
+    holder, generation = _read_lease(output)
     if holder is None:  # released meanwhile
         if filesystem.create_exclusive(path, data):
             return me
-        holder = read_holder(output)
+        holder, generation = _read_lease(output)
     stale = holder is not None and is_stale(holder, timeout_hours)
     if holder is not None and not (break_stale and stale) and not is_resumable(holder, command):
         what = holder.describe() if holder.run_id != "?" else f"an unreadable lease {path}"
@@ -191,7 +200,7 @@ def take(output: str, break_stale: bool = False, timeout_hours: float = 48.0, lo
         raise LeaseError(f"--output {output!r} is leased by {what}: another run is writing there. "
                          f"Wait for it, or if it is gone for good, pass --break_lease once it is "
                          f"older than --lease_timeout_hours={timeout_hours:g}")
-    _remove_stale(path, me.run_id)
+    _remove_stale(path, me.run_id, generation)
     me = dataclasses.replace(me, took_over=holder.run_id if holder is not None else "")
     data = json.dumps(dataclasses.asdict(me), sort_keys=True).encode("utf-8")
     if not filesystem.create_exclusive(path, data):
@@ -199,18 +208,19 @@ def take(output: str, break_stale: bool = False, timeout_hours: float = 48.0, lo
     return me
 
 
-def _remove_stale(path: str, breaker: str) -> None:
-    """Removes the stale lease at ``path``. Locally by a rename to a name of this run's: of two
-    runs breaking it at once, only one rename succeeds, and the other's later create fails.
-    (On ``gs://`` a delete: two runs breaking one lease in the same instant may both go on.)"""
+def _remove_stale(path: str, breaker: str, generation: int | None) -> None:
+    """Removes the stale lease at ``path``, the one read (of ``generation`` on ``gs://``), so that
+    of two runs breaking it at once only one goes on. Locally by a rename to a name of this run's:
+    only one rename succeeds, and the other's later create fails. On ``gs://`` by a delete of that
+    generation: the other run's delete, or the lease it made since, fails that precondition."""
     if filesystem.is_local(path):
         try:
             os.rename(path, f"{path}.broken-by-{breaker}")
         except FileNotFoundError:
             raise LeaseError(f"another run broke the lease {path} first") from None
         os.remove(f"{path}.broken-by-{breaker}")
-    else:
-        filesystem.delete_file(path)
+    elif not filesystem.delete_version(path, generation):
+        raise LeaseError(f"another run broke the lease {path} first")
 
 
 def check(output: str, run_id: str) -> None:
@@ -223,7 +233,8 @@ def check(output: str, run_id: str) -> None:
 
 
 def release(output: str, run_id: str) -> None:
-    """Deletes the lease if ``run_id`` holds it."""
-    holder = read_holder(output)
+    """Deletes the lease if ``run_id`` holds it (on ``gs://``, the lease object read: not one that
+    another run made, having broken this one as stale, since)."""
+    holder, generation = _read_lease(output)
     if holder is not None and holder.run_id == run_id:
-        filesystem.delete_file(join(output, LEASE))
+        filesystem.delete_version(join(output, LEASE), generation)

@@ -330,3 +330,27 @@ def test_a_fault_of_the_store_fails_the_read_and_a_refusal_is_a_rejection(gcs_pe
     for status in (400, 401, 403, 404):
         assert not _passing(exceptions.from_http_status(status, "x")), status
     assert not _passing(FileNotFoundError(uri))
+
+
+def test_a_stale_gs_lease_is_broken_by_one_run_only_and_a_delete_takes_only_what_it_read(gcs_pets):
+    """Two runs that read the same stale lease on gs:// both go on to break it: the second
+    one's delete must not take the lease that the first made since (both would then write
+    one output). The same holds for a run releasing a lease that another broke as stale."""
+    # pylint: disable=import-outside-toplevel,protected-access
+    from beam_etl.beam import filesystem
+
+    output = "gs://pets/leased"
+    path = f"{output}/.incomplete/lease.json"
+    gone = lease.Holder(run_id="gone", host="elsewhere", pid=1, process_start="", started=time.time() - 100 * 3600)
+    assert filesystem.create_exclusive(path, json.dumps(gone.__dict__).encode())
+    (first, first_read), (second, second_read) = lease._read_lease(output), lease._read_lease(output)
+    assert first == second == gone and first_read == second_read is not None
+    lease._remove_stale(path, "first", first_read)
+    taken = lease.take(output, break_stale=True, timeout_hours=1)  # (the first run makes its own)
+    with pytest.raises(lease.LeaseError, match=f"another run broke the lease {path} first"):
+        lease._remove_stale(path, "second", second_read)
+    assert lease.read_holder(output) == taken
+    # A delete of the generation read deletes nothing made since; of the one there, it deletes it.
+    assert not filesystem.delete_version(path, second_read) and lease.read_holder(output) == taken
+    assert filesystem.delete_version(path, lease._read_lease(output)[1]) and lease.read_holder(output) is None
+    assert not filesystem.delete_version(path, second_read)  # (gone: nothing to delete)

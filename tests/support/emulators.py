@@ -534,15 +534,15 @@ def tensorflow_gcs_through_proxy(emulator: str, workdir: pathlib.Path):
 def _serve_gcs(port: int) -> None:
     """gcp-storage-emulator, in memory, with two fixes: an upload with an empty body (TensorFlow
     creates "directories" as empty objects named ``dir/``) crashed its media-upload handler,
-    which takes the missing body for ``None``; and uploads ignored the ``ifGenerationMatch=0``
-    precondition (create only if absent) that Cloud Storage checks, and the job's lease uses."""
+    which takes the missing body for ``None``; and uploads, deletes and downloads ignored the
+    ``ifGenerationMatch`` precondition that Cloud Storage checks, and the job's lease uses (an
+    upload only if absent, ``0``; a delete, or a read, of the generation read before only)."""
     # pylint: disable=import-outside-toplevel,protected-access
     import http
     import logging
 
     from gcp_storage_emulator.exceptions import NotFound
     from gcp_storage_emulator.handlers import objects
-    from gcp_storage_emulator.server import create_server
 
     def unless_it_exists(upload, name_of):
         def checked(request, response, storage):
@@ -565,11 +565,31 @@ def _serve_gcs(port: int) -> None:
             request._data = b""
         return media_upload(request, response, storage)
 
+    def of_the_generation(handler):
+        def checked(request, response, storage, *args, **kwargs):
+            wanted = request.query.get("ifGenerationMatch")
+            if wanted:
+                try:
+                    there = storage.get_file_obj(request.params["bucket_name"], request.params["object_id"])
+                except NotFound:
+                    pass  # (the handler answers 404)
+                else:
+                    if there["generation"] != wanted[0]:
+                        response.status = http.HTTPStatus.PRECONDITION_FAILED
+                        response.json({"error": {"code": 412, "message": "conditionNotMet"}})
+                        return None
+            return handler(request, response, storage, *args, **kwargs)
+        return checked
+
+    for name in ("delete", "download"):
+        setattr(objects, name, of_the_generation(getattr(objects, name)))
     objects._media_upload = unless_it_exists(media_upload_allowing_empty,
                                              lambda request: request.query["name"][0])
     objects._multipart_upload = unless_it_exists(
         objects._multipart_upload,
         lambda request: request.query.get("name", [None])[0] or request.data["meta"].get("name"))
+    from gcp_storage_emulator.server import create_server  # (its routes take the handlers as it loads)
+
     # It logs a warning for every response it sends as a string rather than a stream.
     logging.getLogger("gcp_storage_emulator").setLevel(logging.ERROR)
     create_server("127.0.0.1", port, in_memory=True).run()
