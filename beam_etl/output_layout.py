@@ -118,7 +118,7 @@ def is_within(path: str, folder: str) -> bool:
     """Whether ``path`` is ``folder`` or lies under it: local paths after their links are
     resolved, others (``gs://``) by their text."""
     if "://" in folder or "://" in path:
-        return path.startswith(folder.rstrip("/") + "/")
+        return path.rstrip("/") == folder.rstrip("/") or path.startswith(folder.rstrip("/") + "/")
     path, folder = os.path.realpath(path), os.path.realpath(folder)
     return os.path.commonpath([path, folder]) == folder
 

@@ -354,3 +354,24 @@ def test_a_stale_gs_lease_is_broken_by_one_run_only_and_a_delete_takes_only_what
     assert not filesystem.delete_version(path, second_read) and lease.read_holder(output) == taken
     assert filesystem.delete_version(path, lease._read_lease(output)[1]) and lease.read_holder(output) is None
     assert not filesystem.delete_version(path, second_read)  # (gone: nothing to delete)
+
+
+@pytest.mark.parametrize("flags, place", [
+    (("--images", "{d}/**/*.jpg", "--masks", "{d}/annotations/trimaps/*.png"), ("--output", "{d}/out")),
+    (("--images", "{d}/images/*.jpg", "--masks", "{d}/annotations/trimaps/*.png"), ("--output", "{d}/images")),
+    (("--oxford_pets", "{d}"), ("--output", "{d}/images/out")),
+    (("--oxford_pets", "{d}/"), ("--cache", "{d}/annotations/trimaps/cache")),
+])
+def test_an_output_or_cache_in_a_prefix_the_sources_list_on_gcs_is_refused(gcs_pets, capsys, flags, place):
+    """As for local folders: the job's files would be read as inputs by its next run."""
+    from pipelines import preprocess  # pylint: disable=import-outside-toplevel
+
+    before = sorted(emulators.list_objects("gs://pets"))
+    argv = [arg.format(d=gcs_pets) for arg in flags]
+    flag, value = place[0], place[1].format(d=gcs_pets)
+    argv += [flag, value, "--image_size", "32"] + (["--output", "gs://pets/elsewhere"] if flag == "--cache" else [])
+    with pytest.raises(SystemExit) as exited:
+        preprocess.run(argv)
+    error = capsys.readouterr().err
+    assert exited.value.code == 2 and f"{flag} {value!r} lies in " in error and argv[1] in error
+    assert sorted(emulators.list_objects("gs://pets")) == before

@@ -126,7 +126,7 @@ def check_sources(config, pipeline_options=None) -> None:
     for source in sources_of(config):
         for source_flag, value, folder in source.listed_folders() if hasattr(source, "listed_folders") else []:
             for flag, place in places:
-                if place and folder is not None and "://" not in place and is_within(place, folder):
+                if place and folder is not None and is_within(place, folder):
                     raise ValueError(f"{flag} {place!r} lies in {folder!r}, which {source_flag} {value!r} lists: "
                                      "the job's files would be read as inputs by its next run; choose a "
                                      "folder outside the inputs")

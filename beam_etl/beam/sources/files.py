@@ -7,6 +7,7 @@ import dataclasses
 import apache_beam as beam
 
 from beam_etl.beam import up_to_date
+from beam_etl.beam.sources import matching
 from beam_etl.beam.sources.pairing import IMAGE, MASK, MatchByStem, PairAndDedup, check_glob, count_matches
 
 
@@ -30,9 +31,9 @@ class ReadImageMaskPairs(beam.PTransform):
         return [up_to_date.root_of(self._images_glob), up_to_date.root_of(self._masks_glob)]
 
     def listed_folders(self) -> list[tuple[str, str, str | None]]:
-        """``(flag, value, folder)``: the local folder each glob lists under (None: not local)."""
-        return [("--images", self._images_glob, up_to_date.root_of(self._images_glob)),
-                ("--masks", self._masks_glob, up_to_date.root_of(self._masks_glob))]
+        """``(flag, value, folder)``: the folder each glob lists under (:func:`matching.root`)."""
+        return [("--images", self._images_glob, matching.root(self._images_glob)),
+                ("--masks", self._masks_glob, matching.root(self._masks_glob))]
 
     def entries(self, pbegin, source: int = 0) -> tuple[list, list]:
         """The files as ``(stem, (source, tag, uri))``, before pairing; no rejections yet."""

@@ -30,8 +30,22 @@ from collections.abc import Iterator
 from apache_beam.io.filesystem import FileSystem
 from apache_beam.io.filesystems import FileSystems
 
+from beam_etl.beam import up_to_date
+
 _LITERAL_PREFIX = re.compile(r"^[^[*?]*")
 _DEEPER = ("/", "**", "?", "[")  # what in a pattern's tail may match past the folder it starts in
+
+
+def root(glob: str) -> str | None:
+    """The folder every match of ``glob`` lies under: its components before the first with a
+    wildcard. A local one resolved (:func:`beam_etl.beam.up_to_date.root_of`; None where it cannot
+    be), another (``gs://``) as text."""
+    if "://" not in glob or glob.startswith("file://"):
+        return up_to_date.root_of(glob)
+    scheme, _, path = glob.partition("://")
+    parts = path.split("/")
+    literal = next((index for index, part in enumerate(parts) if any(c in part for c in "*?[")), len(parts) - 1)
+    return f"{scheme}://{'/'.join(parts[:literal])}"
 
 
 def matches(glob: str, limit: int | None = None) -> Iterator[str]:

@@ -92,8 +92,11 @@ class ReadOxfordPets(beam.PTransform):
         return [up_to_date.local_path(self._root)]
 
     def listed_folders(self) -> list[tuple[str, str, str | None]]:
-        """``(flag, value, folder)``: the local folders of its images and masks (None: not local;
-        the root is a path, its glob characters literal)."""
+        """``(flag, value, folder)``: the folders of its images and masks (the root is a path, its
+        glob characters literal; on ``gs://``, prefixes; None for a path that cannot be resolved)."""
+        if "://" in self._root and not self._root.startswith("file://"):
+            return [("--oxford_pets", self._root, f"{self._root.rstrip('/')}/{sub}")
+                    for sub in ("images", "annotations/trimaps")]
         root = up_to_date.local_path(self._root)
         return [("--oxford_pets", self._root, root and os.path.join(root, *sub))
                 for sub in (("images",), ("annotations", "trimaps"))]
