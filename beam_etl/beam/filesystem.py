@@ -4,7 +4,7 @@ Beam's ``FileSystems.match`` and ``FileSystems.delete`` take *patterns*: ``runs/
 ``runs/exp1`` and ``runs/exp2``. Every path the job builds from ``--output`` or
 ``--oxford_pets`` goes through here instead, taken literally whatever characters it holds:
 local paths with :mod:`os`, others through FileSystems with their glob characters escaped
-(:func:`escape_glob`). Only the ``--images``/``--masks`` flags are patterns.
+(:func:`beam_etl.globs.escape_glob`). Only the ``--images``/``--masks`` flags are patterns.
 
 Reads of ``gs://`` objects go through Beam's GCS client, kept: ``FileSystems.open`` makes a
 new client, with its own HTTP connections, for every object it opens. The job reads two small
@@ -24,7 +24,8 @@ import threading
 
 from apache_beam.io.filesystems import FileSystems
 
-GLOB_CHARACTERS = "*?["
+from beam_etl.globs import escape_glob
+
 
 
 def is_local(path: str) -> bool:
@@ -36,9 +37,17 @@ def local_path(path: str) -> str:
     return path[len("file://"):] if path.startswith("file://") else path
 
 
-def escape_glob(path: str) -> str:
-    """``path`` as a FileSystems pattern that matches only itself: ``a[1]`` -> ``a[[]1]``."""
-    return "".join(f"[{c}]" if c in GLOB_CHARACTERS else c for c in path)
+def absolute(path: str, glob: bool = False) -> str:
+    """A local path, or ``glob``, that names the same files from any folder: a relative one joined to
+    the working folder (escaped, in a glob), its ``.`` and empty parts dropped, ``..`` kept (the OS
+    resolves it after links). Others (``gs://``, ``file://``, absolute) as they are. What the
+    output records (its manifest's flags, the lineage index, the rejected list) is then where the
+    files are, not where they were from a folder it does not record."""
+    if not path or "://" in path or os.path.isabs(path):
+        return path
+    parts = [part for part in path.split("/") if part not in (".", "")]
+    here = os.getcwd()
+    return "/".join([(escape_glob(here) if glob else here).rstrip("/"), *parts]) + ("/" if path.endswith("/") else "")
 
 
 def may(path: str, mode: int) -> bool:

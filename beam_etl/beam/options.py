@@ -17,8 +17,8 @@ import os
 from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions, SetupOptions,
                                                   StandardOptions, TestOptions, WorkerOptions)
 
-from beam_etl import config as config_lib
-from beam_etl.beam import filesystem, sources
+from beam_etl import config as config_lib, globs
+from beam_etl.beam import sources
 from beam_etl.config import flag_type, positive_hours, positive_int
 from beam_etl.output_layout import CACHE_DIR, INCOMPLETE_DIR, UP_TO_DATE, is_job_file, is_within, join
 
@@ -387,7 +387,7 @@ def _check_folder_flag(flag: str, value: str) -> None:
 
 def check_output_flag(output: str, statistics: bool) -> None:
     _check_folder_flag("--output", output)
-    if statistics and any(character in output for character in filesystem.GLOB_CHARACTERS):
+    if statistics and any(character in output for character in globs.GLOB_CHARACTERS):
         # The job takes the path literally, but TensorFlow restores a SavedModel's variables by
         # file pattern: tf.Transform's graph could be written there and never loaded.
         raise ValueError(f"--output {output!r} holds a glob character (*, ? or [), and TensorFlow "

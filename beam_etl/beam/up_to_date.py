@@ -37,7 +37,7 @@ import stat
 import sys
 import time
 
-from beam_etl import code_version, file_states
+from beam_etl import code_version, file_states, globs
 from beam_etl.output_layout import (CACHE_DIR, INCOMPLETE_DIR, MANIFEST, UP_TO_DATE, parse_manifest,
                                     refuse_unless_regular)
 
@@ -78,11 +78,8 @@ def root_of(pattern: str) -> str | None:
     path = local_path(pattern)
     if path is None:
         return None
-    parts = path.split("/")
-    for index, part in enumerate(parts):
-        if any(c in part for c in "*?["):
-            return "/".join(parts[:index]) or "/"
-    return os.path.dirname(path)
+    folder, _ = globs.literal_start(path)
+    return os.path.dirname(globs.unescape(path)) if folder is None else folder
 
 
 def _line(name: str, st: os.stat_result, times: bool = True) -> bytes:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 
 import numpy as np
 import pytest
@@ -43,6 +45,31 @@ def test_every_input_is_written_or_rejected(augmented_run, defects, pets_dir):
     assert manifest["num_written"] + manifest["num_rejected"] == manifest["num_inputs"]
     assert manifest["rejected"]["by_reason"] == {reason: list(expected_rejects.values()).count(reason)
                                                  for reason in set(expected_rejects.values())}
+
+
+@pytest.mark.parametrize("sources", [("--oxford_pets", "./data"),
+                                     ("--images", "data/images/*.jpg", "--masks", "data//annotations/trimaps/*.png")])
+def test_relative_sources_are_recorded_where_they_are(pets_dir, tmp_path, monkeypatch, sources):
+    """A relative root or glob is recorded (the manifest's flags, the lineage index, the rejected
+    list) as the files' place, not as a path from a folder the output does not record; the
+    working folder's glob characters stay literal."""
+    here = tmp_path / "run [1] *"
+    shutil.copytree(pets_dir, here / "data")
+    monkeypatch.chdir(here)
+    manifest = preprocess.run([*sources, "--output", str(tmp_path / "out"), "--image_size", "32"])
+    monkeypatch.chdir(tmp_path)  # (read from elsewhere)
+    escaped = str(here).replace("[", "[[]").replace("*", "[*]")
+    expected = ({"oxford_pets": [f"{here}/data"]} if sources[0] == "--oxford_pets" else
+                {"images": [f"{escaped}/data/images/*.jpg"], "masks": [f"{escaped}/data/annotations/trimaps/*.png"]})
+    assert {name: manifest["flags"][name] for name in expected} == expected
+    lineage = [json.loads(line) for path in sorted((tmp_path / "out" / "lineage").glob("*.jsonl"))
+               for line in path.read_text().splitlines()]
+    rejected = [json.loads(line) for line in (tmp_path / "out" / "rejected" / "rejected-00000-of-00001.jsonl")
+                .read_text().splitlines()]
+    assert len(lineage) == manifest["num_written"] and len(rejected) == manifest["num_rejected"] > 0
+    uris = [entry[field] for entry in lineage for field in ("image_uri", "mask_uri")] + [r["uri"] for r in rejected]
+    assert all(uri.startswith(f"{here}/data/") for uri in uris)
+    assert all(os.path.isfile(entry[field]) for entry in lineage for field in ("image_uri", "mask_uri"))
 
 
 def test_shards_read_back_with_tensorflow(augmented_run, defects):

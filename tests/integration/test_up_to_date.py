@@ -261,6 +261,8 @@ def test_the_code_digest_follows_where_modules_are_found(tmp_path, monkeypatch):
     ("file:///data/a.png", "/data"),
     ("gs://bucket/images/*.jpg", None),
     ("/data/link/../other/*.jpg", None),  # after a link, ".." is not where os.path.abspath says
+    ("/runs/run [[]1] [*]/images/*.jpg", "/runs/run [1] */images"),  # (escaped characters are no wildcards)
+    ("/runs/a[[]1]/x.jpg", "/runs/a[1]"),
 ])
 def test_the_folder_a_glob_lies_under(pattern, root):
     assert up_to_date.root_of(pattern) == root

@@ -1,3 +1,5 @@
+import os
+
 import pytest
 
 from beam_etl import config as config_lib
@@ -67,7 +69,7 @@ def test_beam_flags_pass_through():
     job, pipeline_options = options.parse_args(
         ["--oxford_pets", "d", "--output", "o", "--image_size", "64x96", "--runner", "DirectRunner",
          "--direct_num_workers", "2", "--augment_copies", "2"])
-    assert job.image_size == (64, 96) and job.augment_copies == 2 and job.source(oxford.Settings) == oxford.Settings(("d",))
+    assert job.image_size == (64, 96) and job.augment_copies == 2 and job.source(oxford.Settings) == oxford.Settings((os.path.join(os.getcwd(), "d"),))
     assert pipeline_options.get_all_options()["direct_num_workers"] == 2
 
 

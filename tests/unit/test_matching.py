@@ -43,6 +43,25 @@ def test_the_pattern_decides_and_relative_globs_are_listed_as_beam_lists_them(tr
     assert list(matching.matches("*.jpg")) == _beam("*.jpg") == []  # no folder before the wildcard
 
 
+def test_a_folder_whose_glob_characters_are_escaped_is_listed_and_nothing_beside_it(tree, monkeypatch):
+    """An escaped folder (a root or working folder joined into a pattern: ``globs.escape_glob``)
+    is where the listing starts: its glob characters are no wildcards, and a folder beside it,
+    one that cannot be listed among them, is not walked."""
+    from beam_etl import globs  # pylint: disable=import-outside-toplevel
+
+    folder = tree.parent / "run [1] *"
+    (folder / "images").mkdir(parents=True)
+    (folder / "images" / "a.jpg").write_bytes(b"x")
+    glob = f"{globs.escape_glob(str(folder))}/images/*.jpg"
+    assert matching._start(glob)[1:] == (f"{folder}/images", "*.jpg")  # pylint: disable=protected-access
+    assert not matching.walks_folders(glob)
+    assert _beam(glob) == [f"{folder}/images/a.jpg"]  # (Beam's own walk starts at the folder above)
+    monkeypatch.setattr(os, "scandir", lambda path, real=os.scandir: real(path) if path == f"{folder}/images" else
+                        pytest.fail(f"listed {path}"))
+    assert list(matching.matches(glob)) == [f"{folder}/images/a.jpg"]
+    assert list(matching.matches(globs.escape_glob(f"{folder}/images/a.jpg"))) == [f"{folder}/images/a.jpg"]
+
+
 def test_a_limit_stops_the_listing(tree):
     assert len(list(matching.matches(f"{tree}/**", limit=3))) == 3
     assert len(list(matching.matches(f"{tree}/**"))) == 10

@@ -6,7 +6,7 @@ import dataclasses
 
 import apache_beam as beam
 
-from beam_etl.beam import up_to_date
+from beam_etl.beam import filesystem, up_to_date
 from beam_etl.beam.sources import matching
 from beam_etl.beam.sources.pairing import IMAGE, MASK, MatchByStem, PairAndDedup, check_glob, count_matches
 
@@ -87,4 +87,5 @@ def add_flags(parser, group) -> None:
 def settings(flags) -> Settings | None:
     if not (flags.images or flags.masks):
         return None
-    return Settings(images=tuple(flags.images or ()), masks=tuple(flags.masks or ()))
+    return Settings(images=tuple(filesystem.absolute(glob, glob=True) for glob in flags.images or ()),
+                    masks=tuple(filesystem.absolute(glob, glob=True) for glob in flags.masks or ()))

@@ -30,9 +30,9 @@ from collections.abc import Iterator
 from apache_beam.io.filesystem import FileSystem
 from apache_beam.io.filesystems import FileSystems
 
+from beam_etl import globs
 from beam_etl.beam import up_to_date
 
-_LITERAL_PREFIX = re.compile(r"^[^[*?]*")
 _DEEPER = ("/", "**", "?", "[")  # what in a pattern's tail may match past the folder it starts in
 
 
@@ -43,9 +43,8 @@ def root(glob: str) -> str | None:
     if "://" not in glob or glob.startswith("file://"):
         return up_to_date.root_of(glob)
     scheme, _, path = glob.partition("://")
-    parts = path.split("/")
-    literal = next((index for index, part in enumerate(parts) if any(c in part for c in "*?[")), len(parts) - 1)
-    return f"{scheme}://{'/'.join(parts[:literal])}"
+    folder, _ = globs.literal_start(path)
+    return f"{scheme}://{globs.unescape(path).rsplit('/', 1)[0] if folder is None else folder}"
 
 
 def matches(glob: str, limit: int | None = None) -> Iterator[str]:
@@ -65,14 +64,11 @@ def matches(glob: str, limit: int | None = None) -> Iterator[str]:
 
 def _start(glob: str) -> tuple[str, str | None, str]:
     """``(pattern, folder, tail)`` of a local glob: the pattern (a folder's name stands for what
-    is in it, as in Beam), the folder before its first wildcard (None: it has none) and the part
-    of the pattern after that folder."""
+    is in it, as in Beam), the folder before its first wildcard, as a path (None: it has none) and
+    the part of the pattern after that folder (:func:`beam_etl.globs.literal_start`)."""
     pattern = glob + "*" if glob.endswith(("/", "\\")) else glob
-    prefix = _LITERAL_PREFIX.match(pattern).group(0)
-    if prefix == pattern:
-        return pattern, None, ""
-    folder = os.path.dirname(prefix)
-    return pattern, folder, pattern[len(folder):].lstrip("/")
+    folder, tail = globs.literal_start(pattern)
+    return pattern, folder, "" if folder is None else tail
 
 
 def walks_folders(glob: str) -> bool:
@@ -85,8 +81,8 @@ def walks_folders(glob: str) -> bool:
 def _local_matches(glob: str) -> Iterator[str]:
     pattern, folder, tail = _start(glob)
     if folder is None:  # no wildcard: the path itself, if it is there (as Beam: a folder too)
-        if os.path.lexists(pattern):
-            yield pattern
+        if os.path.lexists(globs.unescape(pattern)):
+            yield globs.unescape(pattern)
         return
     if not folder:  # as Beam: a pattern with no folder before its first wildcard lists nothing
         return

@@ -9,6 +9,7 @@ import posixpath
 
 import apache_beam as beam
 
+from beam_etl import globs
 from beam_etl.beam import filesystem, up_to_date
 from beam_etl.beam.sources.pairing import IMAGE, MASK, META, MatchByStem, PairAndDedup, check_glob, count_matches, tag
 from beam_etl.splits import TRAINVAL
@@ -108,11 +109,11 @@ class ReadOxfordPets(beam.PTransform):
 
     @property
     def images_glob(self) -> str:
-        return f"{filesystem.escape_glob(self._root)}/images/*.jpg"
+        return f"{globs.escape_glob(self._root)}/images/*.jpg"
 
     @property
     def masks_glob(self) -> str:
-        return f"{filesystem.escape_glob(self._root)}/annotations/trimaps/*.png"
+        return f"{globs.escape_glob(self._root)}/annotations/trimaps/*.png"
 
     def entries(self, pbegin, source: int = 0) -> tuple[list, list]:
         """Files and list lines as ``(stem, (source, tag, value))``, before pairing; no
@@ -158,4 +159,4 @@ def add_flags(parser, group) -> None:
 
 
 def settings(flags) -> Settings | None:
-    return Settings(oxford_pets=tuple(flags.oxford_pets)) if flags.oxford_pets else None
+    return Settings(oxford_pets=tuple(map(filesystem.absolute, flags.oxford_pets))) if flags.oxford_pets else None

@@ -20,6 +20,7 @@ import posixpath
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
+from beam_etl import globs
 from beam_etl.beam import filesystem
 from beam_etl.beam.rejections import SplitRejections
 from beam_etl.beam.sources import matching
@@ -45,7 +46,7 @@ def check_glob(glob: str, flag: str) -> None:
         raise ValueError(f"{flag} {shown!r} is not UTF-8 text (its other bytes are shown as \\xNN), "
                          "which Beam cannot carry: rename the folder")
     if filesystem.is_local(glob) and not glob.endswith(("/", "\\")) and os.path.isdir(filesystem.local_path(glob)) \
-            and not any(c in glob for c in filesystem.GLOB_CHARACTERS):  # ("DIR/" names its files, as in Beam)
+            and not any(c in glob for c in globs.GLOB_CHARACTERS):  # ("DIR/" names its files, as in Beam)
         raise ValueError(f"{flag} {glob!r} is a folder, not files: give a glob, such as '{glob}/*.jpg'")
     whole = "://" not in glob and matching.walks_folders(glob)  # (its folders each listed, at launch)
     seen = inputs = 0
