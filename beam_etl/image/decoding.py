@@ -57,17 +57,41 @@ def _oriented(orientation: int, first: int, second: int) -> tuple[int, int]:
     return (second, first) if orientation in _TRANSPOSING_ORIENTATIONS else (first, second)
 
 
+# The formats whose end a file cut short lacks: its first bytes, and whether the whole file is there.
+_ENDS = (
+    ("JPEG", lambda data: data[:3] == b"\xff\xd8\xff", lambda data: b"\xff\xd9" in data[-64:]),  # (EOI, or junk after it)
+    ("PNG", lambda data: data[:8] == b"\x89PNG\r\n\x1a\n", lambda data: b"IEND" in data[-64:]),
+    ("GIF", lambda data: data[:6] in (b"GIF87a", b"GIF89a"), lambda data: data.rstrip(b"\0").endswith(b";")),
+    ("WebP", lambda data: data[:4] == b"RIFF" and data[8:12] == b"WEBP",
+     lambda data: len(data) >= 8 + struct.unpack("<I", data[4:8])[0]),  # (the RIFF size says how long)
+    ("BMP", lambda data: data[:2] == b"BM" and data[6:10] == bytes(4),  # (its reserved bytes: no text's)
+     lambda data: len(data) >= struct.unpack("<I", data[2:6])[0]),
+    ("TIFF", lambda data: data[:4] in (b"II*\0", b"MM\0*"), lambda data: True),  # (no end to tell by)
+)
+
+
+def _header_refused(data: bytes, stage: str, error: Exception) -> RejectedInput:
+    """The rejection of a file whose header the decoder cannot read: ``truncated`` where its first
+    bytes name a format whose end it lacks (a copy or upload cut short), ``corrupt_header`` where
+    they name one and it is whole, ``unknown_format`` where they name none."""
+    for name, starts, whole in _ENDS:
+        if starts(data):
+            if not whole(data):
+                return RejectedInput(stage, "truncated", f"a {name} file cut short inside its header ({len(data)} bytes)")
+            return RejectedInput(stage, "corrupt_header",
+                                 f"a {name} file whose header cannot be read: {type(error).__name__}: {error}")
+    if isinstance(error, UnidentifiedImageError):
+        return RejectedInput(stage, "unknown_format", f"not an image format the decoder reads (first bytes {data[:8]!r})")
+    return RejectedInput(stage, "corrupt_header", f"unreadable header: {type(error).__name__}: {error}")
+
+
 def _open(data: bytes, stage: str, max_pixels: int) -> Image.Image:
     if not data:
         raise RejectedInput(stage, "empty_file", "file is empty (0 bytes)")
     try:
         image = Image.open(io.BytesIO(data))
-    except UnidentifiedImageError:
-        raise RejectedInput(stage, "unknown_format",
-                            f"not an image format the decoder reads (first bytes {data[:8]!r})") from None
     except Exception as error:  # pylint: disable=broad-except  # decoders raise many types on bad data
-        raise RejectedInput(stage, "corrupt_header",
-                            f"unreadable header: {type(error).__name__}: {error}") from None
+        raise _header_refused(data, stage, error) from None
     width, height = image.size
     _check_pixels(stage, width, height, max_pixels)
     if width < 1 or height < 1:

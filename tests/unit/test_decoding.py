@@ -71,6 +71,30 @@ def test_bad_bytes_are_rejected_with_a_reason(data, reason):
     assert error.value.reason == reason and error.value.stage == "decode_image"
 
 
+@pytest.mark.parametrize("kind", ["JPEG", "PNG", "GIF", "WEBP", "BMP"])
+def test_a_file_cut_short_inside_its_header_is_truncated_not_of_an_unknown_format(kind):
+    """A copy or upload cut short: the decoder cannot read the header, and the file lacks the
+    end its first bytes promise."""
+    data = encode(Image.fromarray(gradient(64, 64)), kind)
+    for cut in (12, 40):
+        for decode in (decode_image, decode_mask):
+            with pytest.raises(RejectedInput) as error:
+                decode(data[:cut], max_pixels=BIG)
+            assert error.value.reason == "truncated" and f"cut short inside its header ({cut} bytes)" in error.value.message
+
+
+@pytest.mark.parametrize("data, reason", [
+    (b"\xff\xd8\xff\xe0" + b"\x00" * 200 + b"\xff\xd9", "corrupt_header"),  # a JPEG's start and end, no header
+    (b"II*\0" + b"\xff" * 60, "corrupt_header"),  # a TIFF's first bytes: whole or not, nothing says
+    (b"BMW owners' club newsletter, issue 4", "corrupt_header"),  # (Pillow's reader takes "BM" for a BMP's)
+    (b"GIF", "unknown_format"),
+])
+def test_a_header_that_cannot_be_read_is_told_by_what_the_first_bytes_say(data, reason):
+    with pytest.raises(RejectedInput) as error:
+        decode_image(data, max_pixels=BIG)
+    assert error.value.reason == reason, error.value.message
+
+
 def test_masks_keep_label_values():
     labels = (np.arange(60 * 80).reshape(60, 80) % 4).astype(np.uint8)
     np.testing.assert_array_equal(decode_mask(encode(Image.fromarray(labels), "PNG"), max_pixels=BIG), labels)
