@@ -59,7 +59,7 @@ def _oriented(orientation: int, first: int, second: int) -> tuple[int, int]:
 
 # The formats whose end a file cut short lacks: its first bytes, and whether the whole file is there.
 _ENDS = (
-    ("JPEG", lambda data: data[:3] == b"\xff\xd8\xff", lambda data: b"\xff\xd9" in data[-64:]),  # (EOI, or junk after it)
+    ("JPEG", lambda data: data[:3] == b"\xff\xd8\xff", lambda data: b"\xff\xd9" in data[-64:]),  # (junk after EOI)
     ("PNG", lambda data: data[:8] == b"\x89PNG\r\n\x1a\n", lambda data: b"IEND" in data[-64:]),
     ("GIF", lambda data: data[:6] in (b"GIF87a", b"GIF89a"), lambda data: data.rstrip(b"\0").endswith(b";")),
     ("WebP", lambda data: data[:4] == b"RIFF" and data[8:12] == b"WEBP",
@@ -77,11 +77,13 @@ def _header_refused(data: bytes, stage: str, error: Exception) -> RejectedInput:
     for name, starts, whole in _ENDS:
         if starts(data):
             if not whole(data):
-                return RejectedInput(stage, "truncated", f"a {name} file cut short inside its header ({len(data)} bytes)")
+                return RejectedInput(stage, "truncated",
+                                     f"a {name} file cut short inside its header ({len(data)} bytes)")
             return RejectedInput(stage, "corrupt_header",
                                  f"a {name} file whose header cannot be read: {type(error).__name__}: {error}")
     if isinstance(error, UnidentifiedImageError):
-        return RejectedInput(stage, "unknown_format", f"not an image format the decoder reads (first bytes {data[:8]!r})")
+        return RejectedInput(stage, "unknown_format",
+                             f"not an image format the decoder reads (first bytes {data[:8]!r})")
     return RejectedInput(stage, "corrupt_header", f"unreadable header: {type(error).__name__}: {error}")
 
 
