@@ -215,13 +215,19 @@ def test_an_input_that_is_a_link_is_followed_and_a_linked_folder_leaves_no_state
     again = _run(data, out, "--overwrite")
     assert again["run_id"] != first["run_id"] and again["num_rejected"] == first["num_rejected"] + 1
     linked = tmp_path / "linked"
-    (data / "images").rename(linked)
-    (data / "images").symlink_to(linked, target_is_directory=True)
-    folder_out = tmp_path / "out2"  # --oxford_pets: the images folder under its root is a link
+    (data / "annotations" / "trimaps").rename(linked)
+    (data / "annotations" / "trimaps").symlink_to(linked, target_is_directory=True)
+    folder_out = tmp_path / "out2"  # --oxford_pets: its masks' folder, under its annotations, is a link
     preprocess.run(["--oxford_pets", str(data), "--output", str(folder_out), "--image_size", "40x32"])
     assert (folder_out / "manifest.json").is_file() and not (folder_out / UP_TO_DATE).exists()
-    _run(data, out, "--overwrite")  # --images: a glob's own folder may be a link (it is followed)
+    _run(data, out, "--overwrite")  # --masks: a glob's own folder may be a link (it is followed)
     assert (out / UP_TO_DATE).is_file()
+    (data / "images").rename(tmp_path / "linked_images")  # (as --oxford_pets' images folder itself)
+    (data / "images").symlink_to(tmp_path / "linked_images", target_is_directory=True)
+    (data / "annotations" / "trimaps").unlink()
+    linked.rename(data / "annotations" / "trimaps")
+    preprocess.run(["--oxford_pets", str(data), "--output", str(folder_out), "--image_size", "40x32", "--overwrite"])
+    assert (folder_out / UP_TO_DATE).is_file()
 
 
 def test_the_code_digest_follows_the_job_s_sources(tmp_path, monkeypatch):
@@ -282,3 +288,16 @@ def test_a_command_that_asks_for_more_than_the_output_is_never_answered_from_the
     graphs.mkdir()
     again = _run(data, out, "--overwrite", "--render_graph", str(graphs / "graph.dot"))
     assert again["run_id"] != first["run_id"] and (graphs / "graph.dot").read_text().startswith("digraph")
+
+
+def test_an_output_inside_its_oxford_root_is_found_up_to_date(data, settled, decodes):
+    """``--oxford_pets DATA --output DATA/out`` (allowed: the layout reads only its images and
+    annotations): the output's own files are no inputs of the next run's check."""
+    out = data / "out"
+    argv = ["--oxford_pets", str(data), "--output", str(out), "--image_size", "32"]
+    first = preprocess.run(argv)
+    decodes.clear()
+    assert preprocess.run([*argv, "--overwrite"]) == first and decodes == []
+    listed = data / "annotations" / "trainval.txt"
+    listed.write_bytes(listed.read_bytes() + b"# a list is an input\n")
+    assert preprocess.run([*argv, "--overwrite"])["run_id"] != first["run_id"]

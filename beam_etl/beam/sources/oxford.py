@@ -89,8 +89,11 @@ class ReadOxfordPets(beam.PTransform):
         return count_matches(self.images_glob, limit)
 
     def local_roots(self) -> list[str | None]:
-        """The root: its images, masks and lists lie under it."""
-        return [up_to_date.local_path(self._root)]
+        """Its ``images`` and ``annotations`` folders: its images, masks and lists lie under them
+        (not the root: an output inside it, ``DATA/out``, would be an input of the next run's
+        up-to-date check, and never be found up to date)."""
+        root = up_to_date.local_path(self._root)
+        return [root and os.path.join(root, "images"), root and os.path.join(root, "annotations")]
 
     def listed_folders(self) -> list[tuple[str, str, str | None]]:
         """``(flag, value, folder)``: the folders of its images and masks (the root is a path, its
