@@ -9,6 +9,9 @@ is stale, and is broken only with ``--break_lease``; but a lease whose run is de
 ended with its process, and that process no longer runs on this host) is taken over by a run of
 the same command without asking: that is a resume (:func:`is_resumable`).
 The commit checks that the lease is still its own before it touches the output.
+
+The same kind of lease locks a folder for one process at a time (:func:`take_lock`: the prune of
+a cache of outcomes), broken when its holder is gone.
 """
 
 from __future__ import annotations
@@ -111,7 +114,11 @@ def _read_lease(output: str) -> tuple[Holder | None, int | None]:
     """The lease's holder (:func:`read_holder`), and on ``gs://`` the generation of the lease
     object it was read from (None where it was not read): a delete of that lease deletes that
     generation only, never a lease another run made since (:func:`filesystem.delete_version`)."""
-    path = join(output, LEASE)
+    return _read_at(join(output, LEASE))
+
+
+def _read_at(path: str) -> tuple[Holder | None, int | None]:
+    """:func:`_read_lease` of the file ``path``."""
     generation = None
     try:
         text, generation = filesystem.read_version(path)
@@ -221,6 +228,33 @@ def _remove_stale(path: str, breaker: str, generation: int | None) -> None:
         os.remove(f"{path}.broken-by-{breaker}")
     elif not filesystem.delete_version(path, generation):
         raise LeaseError(f"another run broke the lease {path} first")
+
+
+def take_lock(path: str, timeout_hours: float = 48.0) -> Holder | None:
+    """Creates the lock file ``path`` for this process, as a lease (a :class:`Holder`), and returns
+    it; None while another holds it. A lock whose holder is gone (:func:`is_stale`: on this host,
+    its process no longer runs; elsewhere, older than ``timeout_hours``), such as a killed
+    process's, is broken and taken, by one process only where several try at once."""
+    me = this_process(local=True)
+    data = json.dumps(dataclasses.asdict(me), sort_keys=True).encode("utf-8")
+    if filesystem.create_exclusive(path, data):
+        return me
+    holder, generation = _read_at(path)
+    if holder is not None and not is_stale(holder, timeout_hours):
+        return None
+    if holder is not None:
+        try:
+            _remove_stale(path, me.run_id, generation)
+        except LeaseError:
+            return None
+    return me if filesystem.create_exclusive(path, data) else None
+
+
+def release_lock(path: str, holder: Holder) -> None:
+    """Deletes the lock file ``path`` if ``holder`` holds it (not one another process took since)."""
+    now, generation = _read_at(path)
+    if now is not None and now.run_id == holder.run_id:
+        filesystem.delete_version(path, generation)
 
 
 def check(output: str, run_id: str) -> None:

@@ -38,7 +38,6 @@ import dataclasses
 import json
 import os
 import re
-import socket
 import threading
 import time
 import uuid
@@ -46,7 +45,7 @@ import uuid
 import google_crc32c
 
 from beam_etl import file_states
-from beam_etl.beam import filesystem
+from beam_etl.beam import filesystem, lease
 from beam_etl.beam.example_cache import Outcome, decode, encode
 from beam_etl.output_layout import join
 
@@ -438,13 +437,13 @@ class OutcomeStore:
         if refusal is not None:
             raise RuntimeError(f"cannot write to the cache {self._folder}: {refusal}")
         lock = join(self._folder, PRUNE_LOCK)
-        held_by = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "started": time.time()})
-        if not filesystem.create_exclusive(lock, held_by.encode("utf-8")):
-            raise RuntimeError(f"another prune of {self._folder} runs (or one died: delete {lock} if none runs)")
+        holder = lease.take_lock(lock)  # (a killed prune's is broken: its process is gone)
+        if holder is None:
+            raise RuntimeError(f"another prune of {self._folder} runs ({lock})")
         try:
             return self._prune(keep, keep_digests)
         finally:
-            filesystem.delete_file(lock)
+            lease.release_lock(lock, holder)
 
     def _prune(self, keep: set[str], keep_digests: set[str]) -> dict:
         names = [name for name in filesystem.list_files(self._folder) if is_writer_file(name)]

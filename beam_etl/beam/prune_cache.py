@@ -17,7 +17,9 @@ another cache than ``--cache`` names (the same folder spelled another way is the
 with a relative ``--cache`` recorded (before runs recorded it absolute: rerun it); for a cache
 folder that holds no cache of outcomes (a mistyped ``--cache``), or one this user may not write
 to; and while another prune holds the cache. The files of a cache this user may not read or
-delete (another user's, in a shared cache) are left as they are. Only the files the cache's
+delete (another user's, in a shared cache) are left as they are. A prune killed leaves its lock
+(``prune.lock``, a lease: :func:`beam_etl.beam.lease.take_lock`); the next one breaks it once the
+killed process is gone. Only the files the cache's
 writers made are read and deleted (:func:`beam_etl.beam.outcome_store.is_writer_file`).
 
 Run it when no job uses the cache: a run of an output not named (sharing ``--cache``), or one

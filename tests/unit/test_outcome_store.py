@@ -1,7 +1,9 @@
 """The cache's store: segments and their indexes, the digests of local files, what a crash or
 a damaged file leaves; never a wrong outcome."""
 
+import dataclasses
 import errno
+import json
 import os
 import pathlib
 import subprocess
@@ -10,7 +12,7 @@ import sys
 import pytest
 
 from beam_etl import file_states
-from beam_etl.beam import outcome_store
+from beam_etl.beam import lease, outcome_store
 from tests.support import full_disk
 from tests.unit.test_example_cache import OUTCOMES, D
 from tests.unit.test_file_states import _state
@@ -146,7 +148,7 @@ def test_a_failed_write_starts_a_new_segment(tmp_path):
     next entries go to a new segment, where the index says they are."""
     script = f"""
 import resource, signal
-from beam_etl.beam import outcome_store
+from beam_etl.beam import lease, outcome_store
 from tests.unit.test_example_cache import OUTCOMES
 from tests.unit.test_outcome_store import _names
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
@@ -241,6 +243,25 @@ def test_one_prune_at_a_time_and_the_kept_copies_on_disk_before_any_delete(tmp_p
     first_delete = next(i for i, e in enumerate(events) if e != "fsync")
     assert events[:first_delete] == ["fsync"] * 3  # the new segment, its index, their folder
     assert events[-1] == outcome_store.PRUNE_LOCK and not lock.exists()
+
+
+def test_a_killed_prune_s_lock_is_broken_and_a_live_one_s_is_not(tmp_path):
+    """A prune killed (its process gone from this host) left its lock: the next prune takes it
+    over. One whose process runs, or whose lock cannot be read and is young, is another prune's."""
+    names = _names(2)
+    store = _stored(tmp_path, names)
+    lock = tmp_path / outcome_store.SEGMENTS / outcome_store.PRUNE_LOCK
+    ended = subprocess.Popen(["sleep", "0"])
+    ended.wait()
+    dead = dataclasses.replace(lease.this_process(local=True), pid=ended.pid)
+    for holder, refused in ((lease.this_process(local=True), True), (dead, False)):
+        lock.write_text(json.dumps(dataclasses.asdict(holder)))
+        if refused:
+            with pytest.raises(RuntimeError, match="another prune"):
+                store.prune(set(names), set())
+            assert json.loads(lock.read_text())["run_id"] == holder.run_id
+        else:
+            assert store.prune({names[0]}, set())["entries_kept"] == 1 and not lock.exists()
 
 
 def test_only_the_files_its_writers_made_are_the_caches_to_read_or_prune(tmp_path):
