@@ -57,6 +57,27 @@ def test_oxford_lists_give_labels_and_splits(tmp_path):
                     equal_to([(str(root / "images" / "beagle_4.jpg"), "missing_image")]), label="CheckRejected")
 
 
+def test_a_name_with_no_image_is_one_missing_input_however_many_files_and_lines_name_it(tmp_path):
+    """``num_inputs`` counts a complete name once: one with a mask and list lines but no image
+    is one rejection too (the mask's, the file there), naming each of them."""
+    root = tmp_path / "pets"
+    _touch(root / "images" / "Abyssinian_1.jpg")
+    _touch(root / "annotations" / "trimaps" / "Abyssinian_1.png")
+    beagle_mask = _touch(root / "annotations" / "trimaps" / "beagle_4.png")
+    _touch(root / "annotations" / "trainval.txt", b"Abyssinian_1 1 1 1\nbeagle_4 5 2 4\npug_2 6 2 5\n")
+    _touch(root / "annotations" / "test.txt", b"beagle_4 5 2 4\npug_2 6 2 5\n")
+    config = JobConfig(output=str(tmp_path / "out"), sources=(oxford.Settings((str(root),)),))
+    lists = [str(root / "annotations" / name) for name in ("test.txt", "trainval.txt")]
+    with TestPipeline(runner=FnApiRunner()) as p:
+        _, rejected = p | ReadSources(config)
+        assert_that(rejected | beam.Map(lambda r: (r.uri, r.reason, r.key, r.message)), equal_to([
+            (beagle_mask, "missing_image", "beagle_4",
+             f"'beagle_4' has the mask {beagle_mask} and is listed in {lists[0]}:1, {lists[1]}:2, but has no "
+             "image file"),
+            (str(root / "images" / "pug_2.jpg"), "missing_image", "pug_2",
+             f"'pug_2' is listed in {lists[0]}:2, {lists[1]}:3, but has no image file")]))
+
+
 def test_same_key_from_two_sources_is_kept_once(tmp_path):
     first = _touch(tmp_path / "one" / "a.jpg")
     first_mask = _touch(tmp_path / "one" / "a.png")

@@ -169,12 +169,16 @@ class _PairAndDedupFn(beam.DoFn):
         for extra in masks[1:]:
             yield self._reject(extra, "duplicate_key",
                                f"another mask with stem {stem!r} was used: {masks[0]}", stem)
-        if not images:
-            if masks:
+        if not images:  # (one input missing, however many files and lines name it)
+            lines = ", ".join(f"{list_uri}:{number}" for list_uri, number in sorted(meta[3:5] for meta in metas))
+            if masks and metas:
+                yield self._reject(masks[0], "missing_image", f"{stem!r} has the mask {masks[0]} and is listed in "
+                                   f"{lines}, but has no image file", stem)
+            elif masks:
                 yield self._reject(masks[0], "missing_image", f"mask has no image with stem {stem!r}", stem)
-            for *_, list_uri, _, image_uri in metas:
-                yield self._reject(image_uri, "missing_image",
-                                   f"{stem!r} is listed in {list_uri} but has no image file", stem)
+            elif metas:
+                yield self._reject(metas[0][-1], "missing_image", f"{stem!r} is listed in {lines}, but has no image file",
+                                   stem)
             return
         if not masks:
             yield self._reject(images[0], "missing_mask", f"image has no mask with stem {stem!r}", stem)
