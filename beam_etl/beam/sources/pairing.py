@@ -177,8 +177,8 @@ class _PairAndDedupFn(beam.DoFn):
             elif masks:
                 yield self._reject(masks[0], "missing_image", f"mask has no image with stem {stem!r}", stem)
             elif metas:
-                yield self._reject(metas[0][-1], "missing_image", f"{stem!r} is listed in {lines}, but has no image file",
-                                   stem)
+                yield self._reject(metas[0][-1], "missing_image",
+                                   f"{stem!r} is listed in {lines}, but has no image file", stem)
             return
         if not masks:
             yield self._reject(images[0], "missing_mask", f"image has no mask with stem {stem!r}", stem)
