@@ -25,26 +25,36 @@ _MASK_REASONS = ("mask_values", "reserved_mask_value")  # (of the validate stage
 STATISTICS = "statistics"  # the tagged output of the examples' shares of the statistics
 
 
-REMOTE_READ_TIMEOUT_S = 600.0  # a remote read that has not finished by then fails its bundle
+REMOTE_READ_TIMEOUT_S = 600.0  # a remote read that has not finished by then fails its step
 
 
-class PassingReadError(OSError):
-    """A remote read that failed for a fault of the store or the network, not of the input (a
-    429 or 5xx answer after the storage client's own retries, a dropped or stalled connection).
-    It fails the step: the runner retries the bundle where it retries (Dataflow), and otherwise
-    the run fails with the output untouched, its finished work kept in the cache for the next
-    run. Recording such an input as rejected would drop it from the output for a passing fault."""
+class StoreReadError(OSError):
+    """A remote read that failed for a fault not of the input: of the store (a 429 or 5xx answer
+    after the storage client's own retries), of the network (a dropped or stalled connection), or
+    of the job's credentials (a 401, a token that cannot be refreshed). It fails the step: the
+    runner retries the bundle where it retries (Dataflow), and otherwise the run fails with the
+    output untouched, its finished work kept in the cache for the next run. Recording such an
+    input as rejected would drop it from the output for a fault that is not its own."""
 
 
-def _passing(error: BaseException) -> bool:
-    """Whether ``error`` is one that the Cloud Storage client itself retries (the predicate Beam's
-    GcsIO retries with), or its retries running out."""
+# A store's answers that are the object's own: 4xx, but for the credentials (401), the request's
+# time (408) and the store's rate (429).
+_NOT_THE_OBJECT_S = (401, 408, 429)
+
+
+def _of_the_input(error: BaseException) -> bool:
+    """Whether a remote read's ``error`` is the object's own: it is not there (404, 410), this
+    job may not read it (403), or the store refuses the request for it (another 4xx). Anything
+    else (5xx, 429, the client's retries running out, the network, the credentials, an error of
+    no known kind) is not."""
+    if isinstance(error, (FileNotFoundError, PermissionError)):  # (a 404, as filesystem.read_bytes gives it)
+        return True
     try:  # pylint: disable=import-outside-toplevel  # the [gcp] extra's client, loaded where gs:// is read
-        from google.api_core.exceptions import RetryError
-        from google.cloud.storage.retry import _should_retry  # pylint: disable=protected-access  # (as gcsio_retry)
+        from google.api_core.exceptions import GoogleAPICallError
     except ImportError:  # (a scheme of another store, without the [gcp] extra)
-        return isinstance(error, (ConnectionError, TimeoutError))
-    return isinstance(error, RetryError) or _should_retry(error)
+        return False
+    code = error.code if isinstance(error, GoogleAPICallError) else None  # (an HTTP status)
+    return isinstance(code, int) and 400 <= code < 500 and code not in _NOT_THE_OBJECT_S
 
 
 def _regular_file_state(path: str, stage: str) -> tuple[int, ...]:
@@ -96,21 +106,22 @@ def _read_remote(uri: str, stage: str, timeout_s: float) -> bytes:
     reader.start()
     reader.join(timeout_s)
     if reader.is_alive():
-        raise PassingReadError(f"{uri}: no complete read within {timeout_s:g} s; the run fails rather than "
-                               "reject the input for a stalled connection")
+        raise StoreReadError(f"{uri}: no complete read within {timeout_s:g} s; the run fails rather than "
+                             "reject the input for a stalled connection")
     if "error" in outcome:
         error = outcome["error"]
-        if _passing(error):
-            raise PassingReadError(f"{uri}: {type(error).__name__}: {error} (after the storage client's retries); "
-                                   "the run fails rather than reject the input for a fault of the store") from error
+        if not _of_the_input(error):
+            raise StoreReadError(f"{uri}: {type(error).__name__}: {error} (after the storage client's retries); "
+                                 "the run fails rather than reject the input for a fault that is not its own "
+                                 "(of the store, the network or the job's credentials)") from error
         raise RejectedInput(stage, "unreadable", f"{type(error).__name__}: {error}")
     return outcome["data"]
 
 
 def read_uri(uri: str | None, stage: str, timeout_s: float = REMOTE_READ_TIMEOUT_S) -> bytes:
     """The whole file at ``uri`` (any FileSystems scheme); a missing or unreadable file is a
-    rejection. A remote read that fails for a passing fault, or takes longer than ``timeout_s``
-    (a stalled connection must not hang the job), raises :class:`PassingReadError`."""
+    rejection. A remote read that fails for a fault not of the input, or takes longer than
+    ``timeout_s`` (a stalled connection must not hang the job), raises :class:`StoreReadError`."""
     if uri is None:
         raise RejectedInput(stage, "missing_file", "no URI given")
     if filesystem.is_local(uri):

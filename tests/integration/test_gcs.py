@@ -295,16 +295,20 @@ def test_an_exclusive_create_whose_object_is_there_with_its_own_bytes_took_it(gc
     assert emulators.read_bytes(path) == b'{"run_id": "mine"}'
 
 
-def test_a_fault_of_the_store_fails_the_read_and_a_refusal_is_a_rejection(gcs_pets):
-    """A 429 or 5xx that outlasts the storage client's retries, or a stalled read, is a passing
-    fault of the store, not of the input: recorded as the input's rejection, it would drop the
+def test_a_fault_not_of_the_input_fails_the_read_and_the_object_s_own_is_a_rejection(gcs_pets):
+    """A 429 or 5xx that outlasts the storage client's retries, a stalled read, a 401 (the job's
+    credentials), is not the input's fault: recorded as the input's rejection, it would drop the
     input from the output. The read raises instead (the runner retries the bundle, or the run
-    fails with its output untouched and its finished work cached). A 403 is the input's: a
+    fails with its output untouched and its finished work cached). A 403 is the object's: a
     rejection. A 503 that the client's own retries get past is no fault at all."""
-    # pylint: disable=import-outside-toplevel
-    from google.api_core import exceptions
+    # pylint: disable=import-outside-toplevel,protected-access
+    import ssl
 
-    from beam_etl.beam.process_examples import PassingReadError, _passing, read_uri
+    from google.api_core import exceptions
+    from google.auth import exceptions as auth_exceptions
+    from google.resumable_media import DataCorruption
+
+    from beam_etl.beam.process_examples import StoreReadError, _of_the_input, read_uri
     from beam_etl.elements import RejectedInput
 
     uri = sorted(emulators.list_objects(f"{gcs_pets}/images"))[0]
@@ -318,18 +322,26 @@ def test_a_fault_of_the_store_fails_the_read_and_a_refusal_is_a_rejection(gcs_pe
         with pytest.raises(RejectedInput) as rejected:
             read_uri(uri, "read_image", timeout_s=60.0)
     assert rejected.value.reason == "unreadable" and "403" in rejected.value.message and answered == [403]
+    with emulators.failing_gcs_proxy(endpoint, name, 401) as answered:  # (the client would refresh its token)
+        with pytest.raises(StoreReadError, match=f"{uri}: InvalidOperation: Anonymous credentials cannot be refreshed"):
+            read_uri(uri, "read_image", timeout_s=60.0)
+    assert answered == [401]
     with emulators.failing_gcs_proxy(endpoint, name, 503) as answered:
         started = time.monotonic()
-        with pytest.raises(PassingReadError, match=f"{uri}: no complete read within 2 s"):
+        with pytest.raises(StoreReadError, match=f"{uri}: no complete read within 2 s"):
             read_uri(uri, "read_image", timeout_s=2.0)
         assert time.monotonic() - started < 5 and len(answered) >= 2 and set(answered) == {503}
-    # What the client raises once its retries run out, and what it does not retry:
-    assert _passing(exceptions.RetryError("Timeout of 120.0s exceeded", exceptions.ServiceUnavailable("x")))
-    for status in (429, 500, 502, 503, 504):
-        assert _passing(exceptions.from_http_status(status, "x")), status
-    for status in (400, 401, 403, 404):
-        assert not _passing(exceptions.from_http_status(status, "x")), status
-    assert not _passing(FileNotFoundError(uri))
+    # What the client raises once its retries run out, and errors no server here gives:
+    for status in (400, 403, 404, 410, 416):
+        assert _of_the_input(exceptions.from_http_status(status, "x")), status
+    for status in (401, 408, 429, 500, 502, 503, 504):
+        assert not _of_the_input(exceptions.from_http_status(status, "x")), status
+    assert _of_the_input(FileNotFoundError(uri)) and _of_the_input(PermissionError(uri))
+    for error in (exceptions.RetryError("Timeout of 120.0s exceeded", exceptions.ServiceUnavailable("x")),
+                  auth_exceptions.RefreshError("metadata server"), auth_exceptions.TransportError(),
+                  TimeoutError(), ssl.SSLError(), ConnectionResetError(), DataCorruption(None, "crc32c"),
+                  RuntimeError("of no known kind")):
+        assert not _of_the_input(error), error
 
 
 def test_a_stale_gs_lease_is_broken_by_one_run_only_and_a_delete_takes_only_what_it_read(gcs_pets):

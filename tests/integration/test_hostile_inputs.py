@@ -14,7 +14,7 @@ from PIL import Image
 
 from beam_etl.loader import verify
 from beam_etl.tools.sample_data import generate
-from beam_etl.beam.process_examples import PassingReadError, read_uri
+from beam_etl.beam.process_examples import StoreReadError, read_uri
 from beam_etl.elements import RejectedInput
 from pipelines import preprocess
 from tests.support import file_modes
@@ -157,7 +157,7 @@ def test_a_remote_read_that_stalls_is_given_up_after_its_timeout():
     emulators.use_anonymous_credentials()
     try:
         started = time.monotonic()
-        with pytest.raises(PassingReadError, match="gs://stalled/images/a.jpg: no complete read within 1 s"):
+        with pytest.raises(StoreReadError, match="gs://stalled/images/a.jpg: no complete read within 1 s"):
             read_uri("gs://stalled/images/a.jpg", "read_image", timeout_s=1.0)
         assert time.monotonic() - started < 5
     finally:
