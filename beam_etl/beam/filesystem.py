@@ -37,16 +37,25 @@ def local_path(path: str) -> str:
     return path[len("file://"):] if path.startswith("file://") else path
 
 
-def absolute(path: str, glob: bool = False) -> str:
-    """A local path, or ``glob``, that names the same files from any folder: a relative one joined to
-    the working folder (escaped, in a glob), its ``.`` and empty parts dropped, ``..`` kept (the OS
-    resolves it after links). Others (``gs://``, ``file://``, absolute) as they are. What the
-    output records (its manifest's flags, the lineage index, the rejected list) is then where the
-    files are, not where they were from a folder it does not record."""
+def absolute(path: str, flag: str, glob: bool = False) -> str:
+    """A local path, or ``glob``, given as ``flag``, that names the same files from any folder: a
+    relative one joined to the working folder (escaped, in a glob), its ``.`` and empty parts
+    dropped, ``..`` kept (the OS resolves it after links). Others (``gs://``, ``file://``,
+    absolute) as they are, and so is a relative one in a working folder whose name is not UTF-8
+    (Beam carries paths as text). What the output records (its manifest's flags, the lineage
+    index, the rejected list) is then where the files are, not where they were from a folder it
+    does not record. A ``~`` the shell did not expand raises ValueError naming ``flag``."""
+    if path.startswith("~"):
+        raise ValueError(f"{flag} {path!r}: the shell did not expand '~' (it does not after '='): give it with "
+                         "a space, or the full path")
     if not path or "://" in path or os.path.isabs(path):
         return path
-    parts = [part for part in path.split("/") if part not in (".", "")]
     here = os.getcwd()
+    try:
+        here.encode("utf-8")
+    except UnicodeEncodeError:
+        return path
+    parts = [part for part in path.split("/") if part not in (".", "")]
     return "/".join([(escape_glob(here) if glob else here).rstrip("/"), *parts]) + ("/" if path.endswith("/") else "")
 
 

@@ -191,6 +191,9 @@ def take(output: str, break_stale: bool = False, timeout_hours: float = 48.0, lo
         if filesystem.create_exclusive(path, data):
             return me
         holder, generation = _read_lease(output)
+        if holder is None:  # (taken and released again, twice: other runs are at it this moment)
+            raise LeaseError(f"--output {output!r}: other runs are taking and releasing its lease this moment; "
+                             "run again once they are done")
     stale = holder is not None and is_stale(holder, timeout_hours)
     if holder is not None and not (break_stale and stale) and not is_resumable(holder, command):
         what = holder.describe() if holder.run_id != "?" else f"an unreadable lease {path}"
@@ -226,6 +229,9 @@ def _remove_stale(path: str, breaker: str, generation: int | None) -> None:
         except FileNotFoundError:
             raise LeaseError(f"another run broke the lease {path} first") from None
         os.remove(f"{path}.broken-by-{breaker}")
+    elif generation is None:  # (its object could not be read: which one a delete would take is unknown)
+        raise LeaseError(f"the lease {path} could not be read, and is not broken unread: run again, or delete it "
+                         "once no run holds it")
     elif not filesystem.delete_version(path, generation):
         raise LeaseError(f"another run broke the lease {path} first")
 

@@ -387,7 +387,8 @@ def _check_folder_flag(flag: str, value: str) -> None:
 
 def check_output_flag(output: str, statistics: bool) -> None:
     _check_folder_flag("--output", output)
-    if statistics and any(character in output for character in globs.GLOB_CHARACTERS):
+    place = os.path.abspath(output) if "://" not in output else output  # (a relative one: the folder's name too)
+    if statistics and any(character in place for character in globs.GLOB_CHARACTERS):
         # The job takes the path literally, but TensorFlow restores a SavedModel's variables by
         # file pattern: tf.Transform's graph could be written there and never loaded.
         raise ValueError(f"--output {output!r} holds a glob character (*, ? or [), and TensorFlow "

@@ -75,7 +75,7 @@ def local_path(path: str) -> str | None:
 def root_of(pattern: str) -> str | None:
     """The folder a glob's matches all lie under: its components before the first with a
     wildcard (None for a path that is not local)."""
-    path = local_path(pattern)
+    path = local_path(pattern + "*" if pattern.endswith("/") else pattern)  # ("DIR/" names its files)
     if path is None:
         return None
     folder, _ = globs.literal_start(path)

@@ -366,6 +366,11 @@ def test_a_stale_gs_lease_is_broken_by_one_run_only_and_a_delete_takes_only_what
     assert not filesystem.delete_version(path, second_read) and lease.read_holder(output) == taken
     assert filesystem.delete_version(path, lease._read_lease(output)[1]) and lease.read_holder(output) is None
     assert not filesystem.delete_version(path, second_read)  # (gone: nothing to delete)
+    # A lease whose object could not be read (its generation unknown) is not broken blind.
+    assert filesystem.create_exclusive(path, b"{}")
+    with pytest.raises(lease.LeaseError, match="could not be read, and is not broken unread"):
+        lease._remove_stale(path, "third", None)
+    assert emulators.read_bytes(path) == b"{}"
 
 
 @pytest.mark.parametrize("flags, place", [

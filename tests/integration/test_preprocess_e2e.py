@@ -72,6 +72,42 @@ def test_relative_sources_are_recorded_where_they_are(pets_dir, tmp_path, monkey
     assert all(os.path.isfile(entry[field]) for entry in lineage for field in ("image_uri", "mask_uri"))
 
 
+@pytest.mark.parametrize("folder, argv, refused", [
+    ("sub", ["--images", "../data/images/*", "--masks", "../data/annotations/trimaps/*.png", "--output",
+             "../data/images"], "--output '../data/images' lies in '{t}/data/images'"),
+    ("sub", ["--oxford_pets", "../data", "--output", "../data/images/out"], "lies in '{t}/data/images'"),
+    ("sub", ["--images", "{t}/data/annotations/../images/*.jpg", "--masks", "{t}/data/annotations/trimaps/*.png",
+             "--output", "{t}/data/images/out"], "lies in '{t}/data/images'"),
+    ("w[1]", ["--images", "data/images", "--masks", "data/annotations/trimaps", "--output", "o", "--no_statistics"],
+     "is a folder, not files"),
+    ("w[1]", ["--oxford_pets", "data", "--output", "o"], "holds a glob character"),  # (statistics on)
+    ("sub", ["--images=~/data/images/*.jpg", "--masks", "../data/annotations/trimaps/*.png", "--output", "o"],
+     "--images '~/data/images/*.jpg': the shell did not expand '~'"),
+    ("sub", ["--images", "../data/images/", "--masks", "../data/annotations/trimaps/", "--output", "../data/out"],
+     None),  # (a folder's name ending in "/" names its files, and lists no more than them)
+    (b"w\xff", ["--images", "data/images/*.jpg", "--masks", "data/annotations/trimaps/*.png", "--output", "o"],
+     None),  # (a working folder whose name is not UTF-8: the relative globs are kept as they are)
+])
+def test_relative_and_odd_paths_are_refused_or_run_as_the_folders_they_name(pets_dir, defects, tmp_path, monkeypatch,
+                                                                           capsys, folder, argv, refused):
+    here = tmp_path / os.fsdecode(folder)
+    shutil.copytree(pets_dir, tmp_path / "data")
+    if folder != "sub":
+        shutil.copytree(pets_dir, here / "data")
+    here.mkdir(exist_ok=True)
+    monkeypatch.chdir(here)
+    argv = [arg.format(t=tmp_path) for arg in argv] + ["--image_size", "32"]
+    before = sorted(str(path) for path in tmp_path.rglob("*"))
+    if refused is None:
+        manifest = preprocess.run(argv)
+        assert manifest["num_written"] > 0 and manifest["num_inputs"] == 24 + len(defects)
+        return
+    with pytest.raises(SystemExit) as exited:
+        preprocess.run(argv)
+    assert exited.value.code == 2 and refused.format(t=tmp_path) in capsys.readouterr().err
+    assert sorted(str(path) for path in tmp_path.rglob("*")) == before
+
+
 def test_shards_read_back_with_tensorflow(augmented_run, defects):
     out, manifest = augmented_run
     seen_sources = set()

@@ -87,5 +87,5 @@ def add_flags(parser, group) -> None:
 def settings(flags) -> Settings | None:
     if not (flags.images or flags.masks):
         return None
-    return Settings(images=tuple(filesystem.absolute(glob, glob=True) for glob in flags.images or ()),
-                    masks=tuple(filesystem.absolute(glob, glob=True) for glob in flags.masks or ()))
+    return Settings(images=tuple(filesystem.absolute(glob, "--images", glob=True) for glob in flags.images or ()),
+                    masks=tuple(filesystem.absolute(glob, "--masks", glob=True) for glob in flags.masks or ()))

@@ -25,24 +25,28 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from collections.abc import Iterator
 
 from apache_beam.io.filesystem import FileSystem
 from apache_beam.io.filesystems import FileSystems
 
 from beam_etl import globs
-from beam_etl.beam import up_to_date
+from beam_etl.beam import filesystem
 
 _DEEPER = ("/", "**", "?", "[")  # what in a pattern's tail may match past the folder it starts in
 
 
-def root(glob: str) -> str | None:
+def root(glob: str) -> str:
     """The folder every match of ``glob`` lies under: its components before the first with a
-    wildcard. A local one resolved (:func:`beam_etl.beam.up_to_date.root_of`; None where it cannot
-    be), another (``gs://``) as text."""
+    wildcard (a folder's name ending in ``/`` stands for what is in it, as in Beam). A local one
+    resolved as the OS resolves it (links, then ``..``), another (``gs://``) as text."""
+    pattern = glob + "*" if glob.endswith("/") else glob
     if "://" not in glob or glob.startswith("file://"):
-        return up_to_date.root_of(glob)
-    scheme, _, path = glob.partition("://")
+        path = os.path.join(os.getcwd(), filesystem.local_path(pattern))
+        folder, _ = globs.literal_start(path)
+        return os.path.realpath(os.path.dirname(globs.unescape(path)) if folder is None else folder)
+    scheme, _, path = pattern.partition("://")
     folder, _ = globs.literal_start(path)
     return f"{scheme}://{globs.unescape(path).rsplit('/', 1)[0] if folder is None else folder}"
 
@@ -78,6 +82,14 @@ def walks_folders(glob: str) -> bool:
     return folder is not None and any(part in tail for part in _DEEPER)
 
 
+def _compiled(pattern: str) -> re.Pattern:
+    """Beam's regular expression of ``pattern``. (An escaped ``[``, ``[[]``, is a class of one
+    ``[``; Python warns that it might one day read it as a nested class: not a user's concern.)"""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return re.compile(FileSystem.translate_pattern(pattern))
+
+
 def _local_matches(glob: str) -> Iterator[str]:
     pattern, folder, tail = _start(glob)
     if folder is None:  # no wildcard: the path itself, if it is there (as Beam: a folder too)
@@ -86,11 +98,11 @@ def _local_matches(glob: str) -> Iterator[str]:
         return
     if not folder:  # as Beam: a pattern with no folder before its first wildcard lists nothing
         return
-    match = re.compile(FileSystem.translate_pattern(pattern)).match
+    match = _compiled(pattern).match
     deep = any(part in tail for part in _DEEPER)
     # (only "*" and literal names: the n-th folder under ``folder`` must match the n-th part)
     parts = None if any(part in tail for part in ("**", "?", "[")) else [
-        re.compile(FileSystem.translate_pattern(part)).match for part in tail.split("/")[:-1]]
+        _compiled(part).match for part in tail.split("/")[:-1]]
     pending = [(folder, 0)]
     while pending:
         current, depth = pending.pop()

@@ -97,13 +97,12 @@ class ReadOxfordPets(beam.PTransform):
 
     def listed_folders(self) -> list[tuple[str, str, str | None]]:
         """``(flag, value, folder)``: the folders of its images and masks (the root is a path, its
-        glob characters literal; on ``gs://``, prefixes; None for a path that cannot be resolved)."""
+        glob characters literal; on ``gs://``, prefixes)."""
         if "://" in self._root and not self._root.startswith("file://"):
             return [("--oxford_pets", self._root, f"{self._root.rstrip('/')}/{sub}")
                     for sub in ("images", "annotations/trimaps")]
-        root = up_to_date.local_path(self._root)
-        return [("--oxford_pets", self._root, root and os.path.join(root, *sub))
-                for sub in (("images",), ("annotations", "trimaps"))]
+        root = os.path.realpath(filesystem.local_path(self._root))  # (``..`` after links, as the OS)
+        return [("--oxford_pets", self._root, os.path.join(root, *sub)) for sub in (("images",), ("annotations", "trimaps"))]
 
     def list_files(self) -> list[tuple[str, str]]:
         """The list files the layout may have (read in the job, where present: building the job
@@ -162,4 +161,6 @@ def add_flags(parser, group) -> None:
 
 
 def settings(flags) -> Settings | None:
-    return Settings(oxford_pets=tuple(map(filesystem.absolute, flags.oxford_pets))) if flags.oxford_pets else None
+    if not flags.oxford_pets:
+        return None
+    return Settings(oxford_pets=tuple(filesystem.absolute(root, "--oxford_pets") for root in flags.oxford_pets))

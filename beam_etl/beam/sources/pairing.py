@@ -45,8 +45,8 @@ def check_glob(glob: str, flag: str) -> None:
     if shown is not None:
         raise ValueError(f"{flag} {shown!r} is not UTF-8 text (its other bytes are shown as \\xNN), "
                          "which Beam cannot carry: rename the folder")
-    if filesystem.is_local(glob) and not glob.endswith(("/", "\\")) and os.path.isdir(filesystem.local_path(glob)) \
-            and not any(c in glob for c in globs.GLOB_CHARACTERS):  # ("DIR/" names its files, as in Beam)
+    if filesystem.is_local(glob) and not glob.endswith(("/", "\\")) and globs.literal_start(glob)[0] is None \
+            and os.path.isdir(globs.unescape(filesystem.local_path(glob))):  # ("DIR/" names its files, as in Beam)
         raise ValueError(f"{flag} {glob!r} is a folder, not files: give a glob, such as '{glob}/*.jpg'")
     whole = "://" not in glob and matching.walks_folders(glob)  # (its folders each listed, at launch)
     seen = inputs = 0
