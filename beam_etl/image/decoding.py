@@ -57,10 +57,42 @@ def _oriented(orientation: int, first: int, second: int) -> tuple[int, int]:
     return (second, first) if orientation in _TRANSPOSING_ORIENTATIONS else (first, second)
 
 
-# The formats whose end a file cut short lacks: its first bytes, and whether the whole file is there.
+def _jpeg_header_whole(data: bytes) -> bool:
+    """Whether a JPEG's marker segments run whole up to its scan (SOS) or an end (EOI): a
+    segment that runs past the last byte is a file cut inside its header."""
+    index = 2
+    while index + 4 <= len(data):
+        if data[index] != 0xFF:
+            return True  # (not a marker: damaged, not cut)
+        marker = data[index + 1]
+        if marker == 0xFF or marker == 0x01 or 0xD0 <= marker <= 0xD8:  # (a fill byte; markers of no length)
+            index += 1 if marker == 0xFF else 2
+            continue
+        if marker in (0xDA, 0xD9):
+            return True
+        index += 2 + struct.unpack(">H", data[index + 2:index + 4])[0]
+        if index > len(data):
+            return False
+    return False
+
+
+def _png_header_whole(data: bytes) -> bool:
+    """Whether a PNG's chunks run whole up to its first image data (IDAT) or its end (IEND)."""
+    index = 8
+    while index + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[index:index + 8])
+        if kind in (b"IDAT", b"IEND"):
+            return True
+        index += 12 + length
+        if index > len(data):
+            return False
+    return False
+
+
+# The formats a header cut short is told in: their first bytes, and whether the header is whole.
 _ENDS = (
-    ("JPEG", lambda data: data[:3] == b"\xff\xd8\xff", lambda data: b"\xff\xd9" in data[-64:]),  # (junk after EOI)
-    ("PNG", lambda data: data[:8] == b"\x89PNG\r\n\x1a\n", lambda data: b"IEND" in data[-64:]),
+    ("JPEG", lambda data: data[:3] == b"\xff\xd8\xff", _jpeg_header_whole),
+    ("PNG", lambda data: data[:8] == b"\x89PNG\r\n\x1a\n", _png_header_whole),
     ("GIF", lambda data: data[:6] in (b"GIF87a", b"GIF89a"), lambda data: data.rstrip(b"\0").endswith(b";")),
     ("WebP", lambda data: data[:4] == b"RIFF" and data[8:12] == b"WEBP",
      lambda data: len(data) >= 8 + struct.unpack("<I", data[4:8])[0]),  # (the RIFF size says how long)
@@ -72,8 +104,10 @@ _ENDS = (
 
 def _header_refused(data: bytes, stage: str, error: Exception) -> RejectedInput:
     """The rejection of a file whose header the decoder cannot read: ``truncated`` where its first
-    bytes name a format whose end it lacks (a copy or upload cut short), ``corrupt_header`` where
-    they name one and it is whole, ``unknown_format`` where they name none."""
+    bytes name a format and the file ends inside its header (a JPEG's or PNG's segments run past
+    its last byte; a GIF lacks its trailer; a WebP or BMP is shorter than its header says: a copy
+    or upload cut short), ``corrupt_header`` where they name one and the header is whole,
+    ``unknown_format`` where they name none."""
     for name, starts, whole in _ENDS:
         if starts(data):
             if not whole(data):

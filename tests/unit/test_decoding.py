@@ -96,6 +96,20 @@ def test_a_header_that_cannot_be_read_is_told_by_what_the_first_bytes_say(data, 
     assert error.value.reason == reason, error.value.message
 
 
+def test_a_whole_header_that_cannot_be_read_is_corrupt_whatever_follows_the_file_s_end():
+    """A header damaged but whole is no file cut short, bytes after its end (a motion photo's
+    video, a trailer) or not."""
+    jpeg = bytearray(encode(Image.fromarray(gradient(64, 64)), "JPEG"))
+    frame = jpeg.index(b"\xff\xc0")
+    jpeg[frame + 5:frame + 9] = bytes(4)  # (a height and width of 0)
+    png = bytearray(encode(Image.fromarray(gradient(64, 64)), "PNG"))
+    png[16:20] = bytes(4)  # (IHDR's width: 0)
+    for data in (bytes(jpeg), bytes(jpeg) + bytes(200), bytes(png), bytes(png) + bytes(200)):
+        with pytest.raises(RejectedInput) as error:
+            decode_image(data, max_pixels=BIG)
+        assert error.value.reason == "corrupt_header", error.value.message
+
+
 def test_masks_keep_label_values():
     labels = (np.arange(60 * 80).reshape(60, 80) % 4).astype(np.uint8)
     np.testing.assert_array_equal(decode_mask(encode(Image.fromarray(labels), "PNG"), max_pixels=BIG), labels)

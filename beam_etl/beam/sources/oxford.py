@@ -102,7 +102,8 @@ class ReadOxfordPets(beam.PTransform):
             return [("--oxford_pets", self._root, f"{self._root.rstrip('/')}/{sub}")
                     for sub in ("images", "annotations/trimaps")]
         root = os.path.realpath(filesystem.local_path(self._root))  # (``..`` after links, as the OS)
-        return [("--oxford_pets", self._root, os.path.join(root, *sub)) for sub in (("images",), ("annotations", "trimaps"))]
+        return [("--oxford_pets", self._root, os.path.join(root, *sub))
+                for sub in (("images",), ("annotations", "trimaps"))]
 
     def list_files(self) -> list[tuple[str, str]]:
         """The list files the layout may have (read in the job, where present: building the job
