@@ -12,6 +12,7 @@ Standard library only: the launch's up-to-date check reads patterns before Beam 
 
 from __future__ import annotations
 
+import posixpath
 import re
 
 GLOB_CHARACTERS = "*?["
@@ -51,3 +52,12 @@ def literal_start(pattern: str) -> tuple[str | None, str]:
         return None, pattern
     cut = pattern.rfind("/", 0, end)
     return unescape(pattern[:max(cut, 0)]) if cut != 0 else "/", pattern[cut + 1:]
+
+
+def root(pattern: str) -> str:
+    """The folder every match of ``pattern`` (a path or a ``scheme://`` uri) lies under, as a path:
+    the folder before the component that holds its first wildcard, or, with none, the folder of
+    the path it names (``DIR/`` names the files in ``DIR``, as in Beam)."""
+    pattern = pattern + "*" if pattern.endswith("/") else pattern
+    folder, _ = literal_start(pattern)
+    return posixpath.dirname(unescape(pattern)) if folder is None else folder

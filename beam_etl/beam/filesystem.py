@@ -27,7 +27,6 @@ from apache_beam.io.filesystems import FileSystems
 from beam_etl.globs import escape_glob
 
 
-
 def is_local(path: str) -> bool:
     return "://" not in path or path.startswith("file://")
 

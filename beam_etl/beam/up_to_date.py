@@ -75,11 +75,10 @@ def local_path(path: str) -> str | None:
 def root_of(pattern: str) -> str | None:
     """The folder a glob's matches all lie under: its components before the first with a
     wildcard (None for a path that is not local)."""
-    path = local_path(pattern + "*" if pattern.endswith("/") else pattern)  # ("DIR/" names its files)
+    path = local_path(pattern)
     if path is None:
         return None
-    folder, _ = globs.literal_start(path)
-    return os.path.dirname(globs.unescape(path)) if folder is None else folder
+    return globs.root(path + "/" if pattern.endswith("/") else path)  # (os.path.abspath drops a final "/")
 
 
 def _line(name: str, st: os.stat_result, times: bool = True) -> bytes:

@@ -90,7 +90,7 @@ def _png_header_whole(data: bytes) -> bool:
 
 
 # The formats a header cut short is told in: their first bytes, and whether the header is whole.
-_ENDS = (
+_HEADERS = (
     ("JPEG", lambda data: data[:3] == b"\xff\xd8\xff", _jpeg_header_whole),
     ("PNG", lambda data: data[:8] == b"\x89PNG\r\n\x1a\n", _png_header_whole),
     ("GIF", lambda data: data[:6] in (b"GIF87a", b"GIF89a"), lambda data: data.rstrip(b"\0").endswith(b";")),
@@ -108,7 +108,7 @@ def _header_refused(data: bytes, stage: str, error: Exception) -> RejectedInput:
     its last byte; a GIF lacks its trailer; a WebP or BMP is shorter than its header says: a copy
     or upload cut short), ``corrupt_header`` where they name one and the header is whole,
     ``unknown_format`` where they name none."""
-    for name, starts, whole in _ENDS:
+    for name, starts, whole in _HEADERS:
         if starts(data):
             if not whole(data):
                 return RejectedInput(stage, "truncated",

@@ -41,14 +41,9 @@ def root(glob: str) -> str:
     """The folder every match of ``glob`` lies under: its components before the first with a
     wildcard (a folder's name ending in ``/`` stands for what is in it, as in Beam). A local one
     resolved as the OS resolves it (links, then ``..``), another (``gs://``) as text."""
-    pattern = glob + "*" if glob.endswith("/") else glob
     if "://" not in glob or glob.startswith("file://"):
-        path = os.path.join(os.getcwd(), filesystem.local_path(pattern))
-        folder, _ = globs.literal_start(path)
-        return os.path.realpath(os.path.dirname(globs.unescape(path)) if folder is None else folder)
-    scheme, _, path = pattern.partition("://")
-    folder, _ = globs.literal_start(path)
-    return f"{scheme}://{globs.unescape(path).rsplit('/', 1)[0] if folder is None else folder}"
+        return os.path.realpath(globs.root(os.path.join(os.getcwd(), filesystem.local_path(glob))))
+    return globs.root(glob)
 
 
 def matches(glob: str, limit: int | None = None) -> Iterator[str]:
