@@ -125,11 +125,14 @@ def test_a_prune_leaves_the_files_it_cannot_read_and_is_refused_where_it_cannot_
     assert _job(data, tmp_path / "again", "--cache", str(cache)).returncode == 0
     assert _locations(cache) == kept  # what the output uses was kept: its rerun computes nothing
 
-    (cache / outcome_store.SEGMENTS).chmod(0o555)
+    # (The rerun may have added digests: those of inputs that had not settled when ours ran.)
+    folder = cache / outcome_store.SEGMENTS
+    before = sorted((path.name, path.stat().st_size, path.stat().st_mtime_ns) for path in folder.iterdir())
+    folder.chmod(0o555)
     refused = run_module("beam_etl.beam.prune_cache", str(tmp_path / "ours"))
     assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
     assert "cannot write" in refused.stderr and str(cache) in refused.stderr, refused.stderr
-    assert _writer_files(cache) == after
+    assert sorted((path.name, path.stat().st_size, path.stat().st_mtime_ns) for path in folder.iterdir()) == before
 
 
 def test_a_prune_leaves_unreadable_files_it_keeps_nothing_of_and_checks_every_cache_first(data, tmp_path):
