@@ -134,3 +134,31 @@ def test_a_killed_run_on_its_own_dask_cluster_resumes(tmp_path):
     fresh = preprocess.run(_pairs(root, tmp_path / "fresh"))
     assert output_files(out) == output_files(tmp_path / "fresh")
     assert comparable(json.loads((out / "manifest.json").read_text())) == comparable(fresh)
+
+
+def test_a_worker_lost_mid_run_costs_the_output_nothing(tmp_path):
+    """A worker of the cluster killed while the per-image step runs: the scheduler runs its work
+    again elsewhere, and the output is the one a run that lost nothing writes."""
+    root, out = tmp_path / "data", tmp_path / "out"
+    sample_data.generate(str(root), num_images=120, seed=7)
+    with launch.local_dask_cluster(2) as cluster, Client(cluster.scheduler_address) as client:
+        workers = client.run(os.getpid)
+        command = [sys.executable, "-m", "pipelines.preprocess",
+                   *_pairs(root, out, "--runner", "beam_dask.DaskRunner", "--dask_client_address",
+                           cluster.scheduler_address)]
+        job = subprocess.Popen(command, cwd=ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 240
+        while len(_entries(out) if (out / CACHE_DIR).exists() else ()) < 20 and job.poll() is None \
+                and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert job.poll() is None  # still running
+        lost = sorted(workers.values())[0]
+        os.kill(lost, signal.SIGKILL)
+        stdout, stderr = job.communicate(timeout=300)
+        assert job.returncode == 0, stderr[-3000:]
+        assert lost not in client.run(os.getpid).values()  # (its nanny started another)
+    assert "120 inputs -> 120 written (" in stdout and ", 0 rejected" in stdout, stdout
+    fresh = preprocess.run(_pairs(root, tmp_path / "fresh"))
+    assert output_files(out) == output_files(tmp_path / "fresh")
+    assert comparable(json.loads((out / "manifest.json").read_text())) == comparable(fresh)

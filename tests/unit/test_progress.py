@@ -25,6 +25,12 @@ def test_describe_says_done_total_rate_and_time_left():
     assert describe(10, 100_000, "images", 10.0).endswith("about 2 h 46 min left")
 
 
+def test_work_counted_twice_is_never_shown_as_more_than_all_of_it():
+    # A bundle retried after a worker is lost counts again (its first attempt's count stays).
+    assert describe(330, 300, "images", 20.0) == \
+        "300 of 300 images done (100%), and 30 done again (retried work counts twice), 20 images/s"
+
+
 def test_in_a_log_file_whole_lines_and_never_a_carriage_return(monkeypatch):
     clock = iter([0.0, 1.0, 5.0, 11.0, 12.0, 25.0, 26.0])
     monkeypatch.setattr("beam_etl.progress.time.perf_counter", lambda: next(clock))
