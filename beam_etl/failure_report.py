@@ -12,6 +12,7 @@ import datetime
 import os
 import re
 import tempfile
+import threading
 import traceback
 
 _STEP = re.compile(r"\s*\[while running '[^']*'\]")
@@ -42,10 +43,38 @@ def is_interrupt(error: BaseException) -> bool:
     return bool(lines) and lines[-1].split(":")[0].endswith("KeyboardInterrupt")
 
 
-def write_traceback(error: BaseException, command: str) -> str:
-    """Writes ``error``'s traceback to a new file in the temporary folder; returns its path."""
+def write_traceback(error: BaseException, command: str, threads: list[str] = ()) -> str:
+    """Writes ``error``'s traceback to a new file in the temporary folder, and after it those
+    of ``threads`` (:class:`HeldThreadFailures`); returns its path."""
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     fd, path = tempfile.mkstemp(prefix=f"beam-etl-{command}-{stamp}-", suffix=".log")
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write("".join(traceback.format_exception(error)))
+        for failure in threads:
+            handle.write("\n" + failure)
     return path
+
+
+class HeldThreadFailures(list):
+    """While held, the exceptions that end threads (the runner's, as it notices a worker is
+    gone) are kept here as Python would print them, instead of printed: a failed command writes
+    them to its log file (:func:`write_traceback`), a command that did not fail prints them."""
+
+    def __enter__(self):
+        self._hook = threading.excepthook
+        threading.excepthook = self._keep
+        return self
+
+    def _keep(self, args) -> None:
+        if args.exc_type is SystemExit:
+            return
+        name = args.thread.name if args.thread is not None else "?"
+        self.append(f"Exception in thread {name}:\n"
+                    + "".join(traceback.format_exception(args.exc_type, args.exc_value, args.exc_traceback)))
+
+    def __exit__(self, *unused):
+        threading.excepthook = self._hook
+
+    def print(self, stream) -> None:
+        for failure in self:
+            stream.write(failure)

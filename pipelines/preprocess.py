@@ -39,7 +39,9 @@ SILENT = logging.CRITICAL + 10
 CHATTY_LOGGERS = {"distributed": logging.WARNING, "apache_beam.runners.dask": logging.ERROR,
                   "beam_dask": logging.ERROR, "apache_beam.runners.common": SILENT,
                   "apache_beam.runners.portability.local_job_service": SILENT,
-                  "apache_beam.runners.worker.sdk_worker": SILENT}
+                  "apache_beam.runners.worker.sdk_worker": SILENT,
+                  "apache_beam.runners.worker.data_plane": SILENT,
+                  "apache_beam.runners.portability.fn_api_runner.worker_handlers": SILENT}
 
 
 # With none of these, the run may start local worker processes: their warm parent is started
@@ -98,8 +100,13 @@ def main(argv: list[str] | None = None, prog: str = "python -m pipelines.preproc
         os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "critical")
         for name, level in CHATTY_LOGGERS.items():
             logging.getLogger(name).setLevel(level)
+    threads = failure_report.HeldThreadFailures()
     try:
-        run(argv, prog)
+        if verbose:
+            run(argv, prog)
+        else:
+            with threads:
+                run(argv, prog)
     except (KeyboardInterrupt, Exception) as error:  # pylint: disable=broad-except  # told in one message
         if verbose:
             raise
@@ -108,11 +115,32 @@ def main(argv: list[str] | None = None, prog: str = "python -m pipelines.preproc
                 "beam-etl: interrupted. A run on this machine puts --output back as it was and releases it; "
                 "run the same command again to start over (the images it finished come from the cache).")
             return 130
-        path = failure_report.write_traceback(error, "preprocess")
-        print(f"beam-etl: failed: {failure_report.one_line(error)}\n"
+        path = failure_report.write_traceback(error, "preprocess", threads)
+        said = failure_report.one_line(error)
+        killed = warm_workers.killed_workers()
+        if killed:
+            said = (f"{_killed(killed)}; the runner said: {said}. "
+                    "Run the same command again to go on from what it finished")
+        print(f"beam-etl: failed: {said}\n"
               f"  (the traceback is in {path}; --verbose prints it and every log)", file=sys.stderr)
         return 1
+    threads.print(sys.stderr)
     return 0
+
+
+def _killed(workers: list[tuple[int, int]]) -> str:
+    """``"worker process 123 was killed by SIGKILL (...)"`` for each killed worker."""
+    told = []
+    for pid, signum in workers:
+        try:
+            name = signal.Signals(signum).name
+        except ValueError:
+            name = f"signal {signum}"
+        told.append(f"worker process {pid} was killed by {name}")
+    text = ", ".join(told)
+    if any(signum == signal.SIGKILL for _, signum in workers):
+        text += " (the kernel's out-of-memory killer sends SIGKILL: `dmesg` says whether it did)"
+    return text
 
 
 if __name__ == "__main__":

@@ -17,7 +17,9 @@ launcher stops it or is gone, and a child ends when its command does. The parent
 run's ``BEAM_ETL_RUN_ID`` in its environment from its start, as its children do: a resume waits
 for them as for any worker (:func:`beam_etl.beam.lease.is_resumable`). The parent removes its
 socket as it ends; one killed along with its launcher cannot, and the next launch removes what
-it left (:func:`remove_abandoned`).
+it left (:func:`remove_abandoned`). It waits for its children as they end, and writes down those a
+signal killed (:func:`killed_workers`): a failed run names them, since to the runner a killed worker
+is only a closed connection.
 
 Standard library only at import (:mod:`beam_etl.quick_exit` is too): the worker command imports
 this module before anything else.
@@ -26,6 +28,7 @@ this module before anything else.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import os
 import shutil
@@ -53,7 +56,9 @@ _POLL_S = 0.5  # how often a waiting parent checks that the launcher still runs
 _PREFIX = "beam-etl-workers-"  # the folder start() makes for its socket, in the temporary folder
 _ABANDONED_AFTER_S = 10.0  # a refusing socket younger than this may be one about to listen()
 
+_DEATHS = "deaths"  # in the socket's folder: a line "pid signal" per child a signal killed
 _current: dict = {}  # the parent this process started: {"process", "directory", "run_id"}
+_killed: list[tuple[int, int]] = []  # what the stopped parent's children were killed by
 
 
 def start(verbose: bool = False, google_cloud: bool = True) -> str | None:
@@ -92,10 +97,23 @@ def run_id() -> str | None:
     return _current.get("run_id")
 
 
+def killed_workers() -> list[tuple[int, int]]:
+    """``(pid, signal)`` of each worker process forked from this run's parent that a signal
+    killed (the kernel's out-of-memory killer sends SIGKILL), running or stopped."""
+    if not _current:
+        return list(_killed)
+    try:
+        with open(os.path.join(_current["directory"], _DEATHS), encoding="ascii") as deaths:
+            return [(int(pid), int(signum)) for pid, signum in (line.split() for line in deaths)]
+    except (OSError, ValueError):
+        return []
+
+
 def stop() -> None:
     """Ends the warm parent (the workers it forked run on until their runner lets them go)."""
     if not _current:
         return
+    _killed[:] = killed_workers()
     process = _current["process"]
     if process.poll() is None:
         process.terminate()
@@ -204,8 +222,9 @@ def serve(listen_fd: int, launcher_pid: int, verbose: bool, google_cloud: bool =
     launcher stops it or is gone."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C is for the launcher and the workers
     preload(google_cloud)
-    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the system
     listener = socket.socket(fileno=listen_fd)
+    deaths = os.path.join(os.path.dirname(listener.getsockname()), _DEATHS)
+    signal.signal(signal.SIGCHLD, lambda *unused: _reap(deaths))
     listener.settimeout(_POLL_S)
     parent = os.getpid()
     try:
@@ -216,9 +235,29 @@ def serve(listen_fd: int, launcher_pid: int, verbose: bool, google_cloud: bool =
             _remove_socket(listener.getsockname())
 
 
+def _reap(deaths: str) -> None:
+    """(The parent, on SIGCHLD) waits for its ended children; writes to ``deaths`` those a
+    signal killed, for the launcher to tell."""
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        if os.WIFSIGNALED(status):
+            try:
+                with open(deaths, "a", encoding="ascii") as record:
+                    record.write(f"{pid} {os.WTERMSIG(status)}\n")
+            except OSError:
+                pass
+
+
 def _remove_socket(path: str) -> None:
     """Removes the socket at ``path`` and the folder :func:`start` made for it (where nothing
     else is in it): a launcher that was killed leaves them in the temporary folder otherwise."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(os.path.join(os.path.dirname(path), _DEATHS))
     for remove, target in ((os.unlink, path), (os.rmdir, os.path.dirname(path))):
         try:
             remove(target)
@@ -231,7 +270,8 @@ def remove_abandoned(temp_dir: str) -> list[str]:
     (a SIGKILL to the whole process group: neither could remove it); returns their paths.
 
     Only what :func:`start` makes is touched: a folder of this user named ``beam-etl-workers-*``
-    that holds nothing but a socket named ``socket``, which refuses a connection (nothing listens
+    that holds nothing but a socket named ``socket`` (and the parent's record of killed
+    workers), which refuses a connection (nothing listens
     on it) and is older than :data:`_ABANDONED_AFTER_S` (a socket just bound, not yet listening,
     refuses too). A live parent takes the probe as a request that is not a worker command's and
     drops it. (A temporary folder shared by several hosts is not a case it tells apart: another
@@ -246,7 +286,8 @@ def remove_abandoned(temp_dir: str) -> list[str]:
         path = os.path.join(directory, "socket")
         try:
             folder = os.lstat(directory)
-            if not stat.S_ISDIR(folder.st_mode) or folder.st_uid != os.getuid() or os.listdir(directory) != ["socket"]:
+            if not stat.S_ISDIR(folder.st_mode) or folder.st_uid != os.getuid() \
+                    or sorted(os.listdir(directory)) not in (["socket"], [_DEATHS, "socket"]):
                 continue  # (a link is not followed)
             state = os.lstat(path)
         except OSError:

@@ -17,7 +17,9 @@ import time
 
 import pytest
 
-from beam_etl.beam import launch, options, warm_workers
+from beam_etl.beam import launch, options, outcome_store, warm_workers
+from beam_etl.output_layout import CACHE_DIR
+from beam_etl.tools import sample_data
 from tests.support.jobs import output_files
 
 TREE = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -94,6 +96,28 @@ def test_a_child_ends_when_its_command_is_killed(parent):
     command.kill()
     command.wait()
     assert _wait_until_gone(child)
+    assert warm_workers.killed_workers() == []  # (it ended on its own when its command was gone)
+
+
+def test_the_parent_writes_down_the_children_a_signal_killed_and_the_stop_keeps_them(parent):
+    env = {**os.environ, "PYTHONPATH": TREE, "CONTROL_API_SERVICE_DESCRIPTOR": 'url: "localhost:9"'}
+    commands = [subprocess.Popen([sys.executable, "-m", "beam_etl.beam.sdk_worker"], env=env,
+                                 stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    children = [int(re.search(r"worker process (\d+) forked", command.stderr.readline()).group(1))
+                for command in commands]
+    os.kill(children[0], signal.SIGKILL)
+    os.kill(children[1], signal.SIGTERM)
+    assert all(_wait_until_gone(child) for child in children)
+    for command in commands:
+        assert command.wait(timeout=30) == 1  # (the command's status: its child died without a word)
+    deadline = time.monotonic() + 10
+    while len(warm_workers.killed_workers()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    killed = [(children[0], signal.SIGKILL), (children[1], signal.SIGTERM)]
+    assert sorted(warm_workers.killed_workers()) == sorted(killed)
+    directory = os.path.dirname(os.environ[warm_workers.SOCKET_ENV])
+    warm_workers.stop()
+    assert sorted(warm_workers.killed_workers()) == sorted(killed) and not os.path.exists(directory)
 
 
 def test_the_parent_ends_when_its_launcher_is_gone_and_leaves_no_socket_behind(tmp_path):
@@ -180,6 +204,7 @@ def test_only_a_dead_socket_of_the_job_s_own_making_is_removed(short_tmp, monkey
         return str(directory)
 
     abandoned = dead_socket("beam-etl-workers-abandoned")
+    with_deaths = dead_socket("beam-etl-workers-with-deaths", extra="deaths")  # (its parent's record)
     kept = [dead_socket("beam-etl-workers-just-bound", age=1),  # may be about to listen()
             dead_socket("beam-etl-workers-with-more", extra="notes.txt"),  # holds something else
             dead_socket("another-tool-workers")]  # not the job's name
@@ -200,10 +225,10 @@ def test_only_a_dead_socket_of_the_job_s_own_making_is_removed(short_tmp, monkey
         with monkeypatch.context() as another_user:  # whose folders are not this user's to remove
             another_user.setattr(warm_workers.os, "getuid", lambda uid=os.getuid(): uid + 1)
             assert warm_workers.remove_abandoned(str(short_tmp)) == []
-        assert warm_workers.remove_abandoned(str(short_tmp)) == [abandoned]
+        assert sorted(warm_workers.remove_abandoned(str(short_tmp))) == [abandoned, with_deaths]
     finally:
         listening.close()
-    assert not os.path.exists(abandoned)
+    assert not os.path.exists(abandoned) and not os.path.exists(with_deaths)
     assert all(os.path.exists(os.path.join(directory, "socket")) for directory in kept)
     assert warm_workers.remove_abandoned(str(short_tmp / "missing")) == []
 
@@ -245,3 +270,52 @@ def test_only_a_run_that_may_start_local_workers_starts_a_parent(argv, starts):
     from pipelines import preprocess  # pylint: disable=import-outside-toplevel
 
     assert preprocess.may_start_local_workers(argv) == starts
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for name in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{name}/stat", encoding="ascii") as stat:
+                if int(stat.read().rsplit(")", 1)[1].split()[1]) == pid:
+                    found.append(int(name))
+        except (ValueError, OSError):
+            continue
+    return found
+
+
+def _is_warm_parent(pid: int) -> bool:
+    try:
+        return b"beam_etl.beam.warm_workers" in pathlib.Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def test_a_worker_killed_mid_run_is_named_in_the_failure_and_the_rerun_goes_on(tmp_path):
+    """As the kernel's out-of-memory killer would: a SIGKILL to a worker forked from the warm
+    parent. The run fails saying so, in one message, and leaves no output; the same command
+    again finishes the run."""
+    data, out = tmp_path / "data", tmp_path / "out"
+    sample_data.generate(str(data), num_images=450, seed=5)  # (400 inputs or more: 2 worker processes)
+    command = [sys.executable, "-m", "pipelines.preprocess", "--images", str(data / "images" / "*.jpg"),
+               "--masks", str(data / "annotations" / "trimaps" / "*.png"), "--output", str(out), "--image_size", "48"]
+    job = subprocess.Popen(command, cwd=TREE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while job.poll() is None and time.monotonic() < deadline:
+        workers = [child for parent in _children(job.pid) if _is_warm_parent(parent) for child in _children(parent)]
+        segments = list((out / CACHE_DIR / outcome_store.SEGMENTS).glob("*.seg")) if out.exists() else []
+        if len(workers) == 2 and sum(segment.stat().st_size for segment in segments) > 0:
+            break
+        time.sleep(0.02)
+    assert job.poll() is None, job.communicate()
+    os.kill(workers[0], signal.SIGKILL)
+    _, stderr = job.communicate(timeout=120)
+    for log in re.findall(r"the traceback is in (\S+);", stderr):
+        os.unlink(log)
+    assert job.returncode == 1, stderr
+    assert f"beam-etl: failed: worker process {workers[0]} was killed by SIGKILL" in stderr, stderr
+    assert "Traceback" not in stderr and "Exception in thread" not in stderr and "ERROR" not in stderr, stderr
+    assert sorted(os.listdir(out)) == [CACHE_DIR]
+    again = subprocess.run(command, cwd=TREE, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert "450 inputs -> 450 written" in again.stdout

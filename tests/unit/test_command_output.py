@@ -4,6 +4,8 @@ a failure told in one message."""
 from __future__ import annotations
 
 import os
+import sys
+import threading
 
 import pytest
 
@@ -94,6 +96,36 @@ def test_the_traceback_goes_to_a_file():
     finally:
         os.remove(path)
     assert text.startswith("Traceback (most recent call last):") and text.endswith("ValueError: deep down\n")
+
+
+def test_the_threads_that_failed_meanwhile_are_held_then_written_after_the_traceback(capsys):
+    def fail():
+        raise ConnectionError("channel closed")
+
+    held = failure_report.HeldThreadFailures()
+    before = threading.excepthook
+    with held:
+        thread = threading.Thread(target=fail, name="beam_control_read")
+        thread.start()
+        thread.join()
+        exiting = threading.Thread(target=sys.exit)  # (as Python itself, it says nothing of an exit)
+        exiting.start()
+        exiting.join()
+    assert threading.excepthook is before and capsys.readouterr().err == ""
+    assert len(held) == 1 and held[0].startswith("Exception in thread beam_control_read:\nTraceback")
+    assert held[0].endswith("ConnectionError: channel closed\n")
+    try:
+        raise ValueError("deep down")
+    except ValueError as error:
+        path = failure_report.write_traceback(error, "test", held)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    finally:
+        os.remove(path)
+    assert text.index("ValueError: deep down") < text.index("Exception in thread beam_control_read")
+    held.print(sys.stderr)  # (a command that did not fail prints them, as Python would have)
+    assert capsys.readouterr().err == held[0]
 
 
 def test_a_ctrl_c_is_recognised_however_beam_passes_it_on():
