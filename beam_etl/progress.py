@@ -22,11 +22,12 @@ def _duration(seconds: float) -> str:
 
 def describe(done: int, total: int | None, unit: str, rate: float) -> str:
     """``"3,200 of 7,390 images done (43%), 410 images/s, about 10 s left"``. Work a runner
-    retried (a bundle of a lost worker) counts again: past ``total``, what is over is said apart."""
+    retried (a bundle of a lost worker) counts again: past ``total``, no share is claimed."""
     if not total:
         text = f"{done:,} {unit} done"
     elif done > total:
-        text = f"{total:,} of {total:,} {unit} done (100%), and {done - total:,} done again (retried work counts twice)"
+        text = (f"{done:,} {unit} done, more than the {total:,} found "
+                f"(retried work counts again, as do {unit} added since)")
     else:
         text = f"{done:,} of {total:,} {unit} done ({100 * done / total:.0f}%)"
     if rate > 0:

@@ -23,6 +23,7 @@ On Dataflow (docs/dataflow.md for the container)::
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -100,26 +101,32 @@ def main(argv: list[str] | None = None, prog: str = "python -m pipelines.preproc
         os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "critical")
         for name, level in CHATTY_LOGGERS.items():
             logging.getLogger(name).setLevel(level)
+    warm_workers.forget_killed()
     threads = failure_report.HeldThreadFailures()
     try:
-        if verbose:
+        with contextlib.nullcontext() if verbose else threads:
             run(argv, prog)
-        else:
-            with threads:
-                run(argv, prog)
+    except SystemExit:  # a refused flag or output (status 2)
+        threads.print(sys.stderr)
+        raise
     except (KeyboardInterrupt, Exception) as error:  # pylint: disable=broad-except  # told in one message
+        killed = warm_workers.killed_workers()
         if verbose:
+            if killed:
+                print(f"beam-etl: {_killed(killed)}", file=sys.stderr)
             raise
         if failure_report.is_interrupt(error):
-            native_logs.final_message(
-                "beam-etl: interrupted. A run on this machine puts --output back as it was and releases it; "
-                "run the same command again to start over (the images it finished come from the cache).")
+            told = ("beam-etl: interrupted. A run on this machine puts --output back as it was and releases it; "
+                    "run the same command again to start over (the images it finished come from the cache).")
+            if threads:
+                path = failure_report.write_traceback(error, "preprocess", threads)
+                told += f"\n  (what the runner's threads raised is in {path})"
+            native_logs.final_message(told)
             return 130
         path = failure_report.write_traceback(error, "preprocess", threads)
         said = failure_report.one_line(error)
-        killed = warm_workers.killed_workers()
         if killed:
-            said = (f"{_killed(killed)}; the runner said: {said}. "
+            said = (f"{_killed(killed)}; the runner said: {said.rstrip('.')}. "
                     "Run the same command again to go on from what it finished")
         print(f"beam-etl: failed: {said}\n"
               f"  (the traceback is in {path}; --verbose prints it and every log)", file=sys.stderr)
@@ -129,14 +136,14 @@ def main(argv: list[str] | None = None, prog: str = "python -m pipelines.preproc
 
 
 def _killed(workers: list[tuple[int, int]]) -> str:
-    """``"worker process 123 was killed by SIGKILL (...)"`` for each killed worker."""
+    """``"worker process 123 died of SIGKILL (...)"``, for each worker process a signal ended."""
     told = []
     for pid, signum in workers:
         try:
             name = signal.Signals(signum).name
         except ValueError:
             name = f"signal {signum}"
-        told.append(f"worker process {pid} was killed by {name}")
+        told.append(f"worker process {pid} died of {name}")
     text = ", ".join(told)
     if any(signum == signal.SIGKILL for _, signum in workers):
         text += " (the kernel's out-of-memory killer sends SIGKILL: `dmesg` says whether it did)"

@@ -107,6 +107,11 @@ MANY_INPUTS = 400
 INPUTS_TO_COUNT = 10_000_000  # the progress line's total: no more are listed at launch
 
 
+def _counted(total: int | None) -> int | None:
+    """The progress line's total: None (unknown) where the count stopped at its limit."""
+    return None if total is None or total >= INPUTS_TO_COUNT else total
+
+
 def local_workers(config: JobConfig, pipeline_options: PipelineOptions) -> str | None:
     """For a run left to the DirectRunner's defaults (:func:`options.job_chooses_workers`), sets
     how it uses this machine and says so: one worker process per core for :data:`MANY_INPUTS`
@@ -375,7 +380,7 @@ def launch(config: JobConfig, pipeline_options: PipelineOptions, command_line: d
         if launch_options.dask_local_workers:
             cluster = _on_local_dask_cluster(pipeline_options, launch_options.dask_local_workers)
         watcher = job_progress.Watcher(config.output, ProgressLine("images"),
-                                       lambda: sources.count_inputs(config, INPUTS_TO_COUNT))
+                                       lambda: _counted(sources.count_inputs(config, INPUTS_TO_COUNT)))
         with watcher, pipeline_for(local_runner(pipeline_options), pipeline_options) as pipeline:
             _ = pipeline | "Preprocess" >> Preprocess(config, holder.run_id, code.chain)
     except BaseException:

@@ -67,6 +67,7 @@ def start(verbose: bool = False, google_cloud: bool = True) -> str | None:
     whether it loads Beam with its Google Cloud clients (:mod:`beam_etl.beam.lean_import`)."""
     if _current:
         return _current["run_id"]
+    forget_killed()
     if (os.cpu_count() or 1) < 2:
         return None
     remove_abandoned(tempfile.gettempdir())
@@ -98,30 +99,43 @@ def run_id() -> str | None:
 
 
 def killed_workers() -> list[tuple[int, int]]:
-    """``(pid, signal)`` of each worker process forked from this run's parent that a signal
-    killed (the kernel's out-of-memory killer sends SIGKILL), running or stopped."""
+    """``(pid, signal)`` of each worker process forked from the parent of this process's last
+    run (:func:`start`) that a signal killed (the kernel's out-of-memory killer sends SIGKILL),
+    its parent running or stopped."""
     if not _current:
         return list(_killed)
+    return _read_deaths(os.path.join(_current["directory"], _DEATHS))
+
+
+def forget_killed() -> None:
+    """Forgets the killed workers of an earlier run (a run that starts no parent has none)."""
+    _killed.clear()
+
+
+def _read_deaths(path: str) -> list[tuple[int, int]]:
     try:
-        with open(os.path.join(_current["directory"], _DEATHS), encoding="ascii") as deaths:
-            return [(int(pid), int(signum)) for pid, signum in (line.split() for line in deaths)]
-    except (OSError, ValueError):
+        with open(path, encoding="ascii", errors="replace") as deaths:
+            lines = deaths.read().splitlines()
+    except OSError:
         return []
+    return [(int(fields[0]), int(fields[1])) for fields in (line.split() for line in lines)
+            if len(fields) == 2 and fields[0].isdigit() and fields[1].isdigit()]
 
 
 def stop() -> None:
-    """Ends the warm parent (the workers it forked run on until their runner lets them go)."""
+    """Ends the warm parent (the workers it forked run on until their runner lets them go),
+    keeping its record of killed workers (:func:`killed_workers`)."""
     if not _current:
         return
-    _killed[:] = killed_workers()
     process = _current["process"]
     if process.poll() is None:
-        process.terminate()
+        process.terminate()  # (it waits for its ended children first: their record is whole)
         try:
             process.wait(timeout=5)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+    _killed[:] = killed_workers()
     shutil.rmtree(_current["directory"], ignore_errors=True)
     os.environ.pop(SOCKET_ENV, None)
     _current.clear()
@@ -190,11 +204,11 @@ def _child(listener: socket.socket, connection: socket.socket, env: dict, fds: l
             os.close(fd)
         os.environ.clear()
         os.environ.update(env)
+        connection.settimeout(None)
+        connection.sendall(_STARTED)  # (before the line below: one who reads it knows the command has it)
         if verbose:
             print(f"beam-etl: worker process {os.getpid()} forked from the warm parent {os.getppid()}",
                   file=sys.stderr, flush=True)
-        connection.settimeout(None)
-        connection.sendall(_STARTED)
         threading.Thread(target=_exit_when_closed, args=(connection,), name="beam_etl_command", daemon=True).start()
         from beam_etl.beam import sdk_worker  # pylint: disable=import-outside-toplevel
 
@@ -225,6 +239,7 @@ def serve(listen_fd: int, launcher_pid: int, verbose: bool, google_cloud: bool =
     listener = socket.socket(fileno=listen_fd)
     deaths = os.path.join(os.path.dirname(listener.getsockname()), _DEATHS)
     signal.signal(signal.SIGCHLD, lambda *unused: _reap(deaths))
+    signal.signal(signal.SIGTERM, lambda *unused: _reap_and_end(deaths))
     listener.settimeout(_POLL_S)
     parent = os.getpid()
     try:
@@ -232,25 +247,35 @@ def serve(listen_fd: int, launcher_pid: int, verbose: bool, google_cloud: bool =
     finally:  # the launcher is gone: killed, it could not remove the socket's folder (its stop()
         # ends this process with SIGTERM, no finally run, and removes the folder itself)
         if os.getpid() == parent:  # (a forked child never gets here: it ends with os._exit)
+            signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # (no record made anew in the folder removed)
             _remove_socket(listener.getsockname())
+
+
+def _reap_and_end(deaths: str) -> None:
+    """(The parent, on its launcher's SIGTERM) the children that ended are written down before
+    it ends, so that a SIGCHLD not yet handled loses no record."""
+    _reap(deaths)
+    os._exit(0)  # pylint: disable=protected-access
 
 
 def _reap(deaths: str) -> None:
     """(The parent, on SIGCHLD) waits for its ended children; writes to ``deaths`` those a
-    signal killed, for the launcher to tell."""
-    while True:
-        try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
-        if os.WIFSIGNALED(status):
+    signal killed, for the launcher to tell. (Its SIGTERM waits meanwhile: a child reaped is
+    written down.)"""
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    try:
+        while True:
             try:
-                with open(deaths, "a", encoding="ascii") as record:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            if os.WIFSIGNALED(status):
+                with contextlib.suppress(OSError), open(deaths, "a", encoding="ascii") as record:
                     record.write(f"{pid} {os.WTERMSIG(status)}\n")
-            except OSError:
-                pass
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
 
 def _remove_socket(path: str) -> None:

@@ -4,13 +4,18 @@ a failure told in one message."""
 from __future__ import annotations
 
 import os
+import re
+import subprocess
 import sys
+import textwrap
 import threading
 
 import pytest
 
 from beam_etl import failure_report
 from beam_etl.native_logs import LineFilter, is_native_log
+
+TREE = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 NATIVE = [
     b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
@@ -126,6 +131,34 @@ def test_the_threads_that_failed_meanwhile_are_held_then_written_after_the_trace
     assert text.index("ValueError: deep down") < text.index("Exception in thread beam_control_read")
     held.print(sys.stderr)  # (a command that did not fail prints them, as Python would have)
     assert capsys.readouterr().err == held[0]
+
+
+def test_a_failure_names_the_workers_its_own_run_lost_and_no_earlier_run_s():
+    code = textwrap.dedent("""
+        import signal
+        from beam_etl.beam import warm_workers
+        from pipelines import preprocess
+        warm_workers._killed[:] = [(4242, signal.SIGKILL)]  # an earlier run's, in this process
+        def failing(argv, prog):
+            raise ValueError("no inputs match")
+        def losing(argv, prog):  # (as the run's stop() of its warm parent keeps the record)
+            warm_workers._killed[:] = [(77, signal.SIGKILL)]
+            raise RuntimeError("Channel closed prematurely.")
+        for run in (failing, losing):
+            preprocess.run = run
+            print(preprocess.main(["--runner", "DirectRunner"]))
+        """)
+    done = subprocess.run([sys.executable, "-c", code], cwd=TREE, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": TREE}, check=False)
+    for path in re.findall(r"the traceback is in (\S+);", done.stderr):
+        os.remove(path)
+    assert done.stdout.split() == ["1", "1"], done.stderr
+    said = [line for line in done.stderr.splitlines() if line.startswith("beam-etl: failed: ")]
+    assert said == [
+        "beam-etl: failed: no inputs match",
+        "beam-etl: failed: worker process 77 died of SIGKILL (the kernel's out-of-memory killer sends SIGKILL: "
+        "`dmesg` says whether it did); the runner said: Channel closed prematurely. Run the same command again "
+        "to go on from what it finished"], done.stderr
 
 
 def test_a_ctrl_c_is_recognised_however_beam_passes_it_on():

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from beam_etl.beam import job_progress
+from beam_etl.beam import job_progress, launch
 from beam_etl.progress import ProgressLine, describe
 
 
@@ -28,7 +28,10 @@ def test_describe_says_done_total_rate_and_time_left():
 def test_work_counted_twice_is_never_shown_as_more_than_all_of_it():
     # A bundle retried after a worker is lost counts again (its first attempt's count stays).
     assert describe(330, 300, "images", 20.0) == \
-        "300 of 300 images done (100%), and 30 done again (retried work counts twice), 20 images/s"
+        "330 images done, more than the 300 found (retried work counts again, as do images added since), 20 images/s"
+    # A count that stopped at its limit is no total.
+    assert launch._counted(launch.INPUTS_TO_COUNT) is None  # pylint: disable=protected-access
+    assert launch._counted(launch.INPUTS_TO_COUNT - 1) == launch.INPUTS_TO_COUNT - 1  # pylint: disable=protected-access
 
 
 def test_in_a_log_file_whole_lines_and_never_a_carriage_return(monkeypatch):
