@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -14,7 +17,7 @@ import pytest
 from beam_etl.beam import manifest as manifest_lib
 from beam_etl.beam import example_cache, lease, outcome_store, prune_cache
 from beam_etl import diff, loader
-from beam_etl.output_layout import CACHE_DIR, CHANGES_FILE, REJECTED_FILE
+from beam_etl.output_layout import CACHE_DIR, CHANGES_FILE, INCOMPLETE_DIR, REJECTED_FILE
 from beam_etl.elements import EncodedExample
 from beam_etl.loader import verify
 from tests.support import emulators
@@ -22,6 +25,8 @@ from tests.support.jobs import output_files, run_job
 from tests.support.tfrecords import read_examples
 
 pytestmark = pytest.mark.slow
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 FLAGS = ("--augment_copies", "1", "--mask_values", "1,2,3", "--image_format", "raw")
 
@@ -392,3 +397,37 @@ def test_an_output_or_cache_in_a_prefix_the_sources_list_on_gcs_is_refused(gcs_p
     error = capsys.readouterr().err
     assert exited.value.code == 2 and f"{flag} {value!r} lies in " in error and argv[1] in error
     assert sorted(emulators.list_objects("gs://pets")) == before
+
+
+def _kept_objects(prefix: str) -> dict[str, bytes]:
+    """The output's objects with their bytes: not the run's own (``.incomplete/``) or the cache's."""
+    return {uri: emulators.read_bytes(uri) for uri in emulators.list_objects(prefix)
+            if f"{prefix}/{INCOMPLETE_DIR}/" not in uri and f"{prefix}/{CACHE_DIR}/" not in uri}
+
+
+def _job_process(source: str, out: str, *extra: str, crash_at: str) -> subprocess.CompletedProcess:
+    """The job in its own process, killed at ``crash_at`` (:mod:`beam_etl.beam.crash`)."""
+    return subprocess.run([sys.executable, "-m", "pipelines.preprocess", "--oxford_pets", source, "--output", out,
+                           "--num_shards", "2", "--image_size", "32", *extra],
+                          cwd=ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", BEAM_ETL_CRASH_AT=crash_at),
+                          capture_output=True, text=True, timeout=300, check=False)
+
+
+def test_a_gcs_replacement_killed_in_its_swap_is_rolled_back_by_the_next_run(gcs_pets):
+    """Killed with the old files out and the new ones in, before the manifest (the other points
+    of the swap are tested locally, tests/integration/test_output_safety.py): on gs:// each
+    move is a copy and a delete."""
+    out, crash_at = "gs://pets/swapped", "new_files_in"
+    run_job(gcs_pets, out)
+    earlier = _kept_objects(out)
+    assert f"{out}/manifest.json" in earlier and f"{out}/transform_fn/saved_model.pb" in earlier
+    killed = _job_process(gcs_pets, out, "--overwrite", crash_at=crash_at)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert f"{out}/manifest.json" not in emulators.list_objects(out)  # mid-swap: readers refuse the folder
+    with pytest.raises(loader.IncompleteOutputError):
+        loader.make_dataset(out, "train", 4)
+    # The next run breaks the dead run's lease and rolls its swap back before anything else.
+    again = _job_process(gcs_pets, out, "--overwrite", "--break_lease", crash_at="after_lease")
+    assert again.returncode == -9, again.stderr[-2000:]
+    assert _kept_objects(out) == earlier
+    assert verify.verify(out) == {}
