@@ -136,11 +136,14 @@ def test_a_killed_run_on_its_own_dask_cluster_resumes(tmp_path):
     assert comparable(json.loads((out / "manifest.json").read_text())) == comparable(fresh)
 
 
-def test_a_worker_lost_mid_run_costs_the_output_nothing(tmp_path):
+def test_a_worker_lost_mid_run_costs_the_output_nothing(tmp_path, monkeypatch):
     """A worker of the cluster killed while the per-image step runs: the scheduler runs its work
-    again elsewhere, and the output is the one a run that lost nothing writes."""
+    again elsewhere, and the output is the one a run that lost nothing writes. (The cluster's
+    temporary folder is the test's: a killed worker leaves TensorFlow's autograph files there.)"""
     root, out = tmp_path / "data", tmp_path / "out"
     sample_data.generate(str(root), num_images=120, seed=7)
+    (tmp_path / "temporary").mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "temporary"))
     with launch.local_dask_cluster(2) as cluster, Client(cluster.scheduler_address) as client:
         workers = client.run(os.getpid)  # {address: pid}
         command = [sys.executable, "-m", "pipelines.preprocess",

@@ -405,15 +405,16 @@ def _kept_objects(prefix: str) -> dict[str, bytes]:
             if f"{prefix}/{INCOMPLETE_DIR}/" not in uri and f"{prefix}/{CACHE_DIR}/" not in uri}
 
 
-def _job_process(source: str, out: str, *extra: str, crash_at: str) -> subprocess.CompletedProcess:
-    """The job in its own process, killed at ``crash_at`` (:mod:`beam_etl.beam.crash`)."""
+def _job_process(source: str, out: str, *extra: str, crash_at: str, temporary) -> subprocess.CompletedProcess:
+    """The job in its own process, killed at ``crash_at`` (:mod:`beam_etl.beam.crash`), with
+    ``temporary`` as its temporary folder (what a killed TensorFlow leaves there: its autograph files)."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", BEAM_ETL_CRASH_AT=crash_at, TMPDIR=str(temporary))
     return subprocess.run([sys.executable, "-m", "pipelines.preprocess", "--oxford_pets", source, "--output", out,
                            "--num_shards", "2", "--image_size", "32", *extra],
-                          cwd=ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", BEAM_ETL_CRASH_AT=crash_at),
-                          capture_output=True, text=True, timeout=300, check=False)
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
 
 
-def test_a_gcs_replacement_killed_in_its_swap_is_rolled_back_by_the_next_run(gcs_pets):
+def test_a_gcs_replacement_killed_in_its_swap_is_rolled_back_by_the_next_run(gcs_pets, tmp_path):
     """Killed with the old files out and the new ones in, before the manifest (the other points
     of the swap are tested locally, tests/integration/test_output_safety.py): on gs:// each
     move is a copy and a delete."""
@@ -421,13 +422,13 @@ def test_a_gcs_replacement_killed_in_its_swap_is_rolled_back_by_the_next_run(gcs
     run_job(gcs_pets, out)
     earlier = _kept_objects(out)
     assert f"{out}/manifest.json" in earlier and f"{out}/transform_fn/saved_model.pb" in earlier
-    killed = _job_process(gcs_pets, out, "--overwrite", crash_at=crash_at)
+    killed = _job_process(gcs_pets, out, "--overwrite", crash_at=crash_at, temporary=tmp_path)
     assert killed.returncode == -9, killed.stderr[-2000:]
     assert f"{out}/manifest.json" not in emulators.list_objects(out)  # mid-swap: readers refuse the folder
     with pytest.raises(loader.IncompleteOutputError):
         loader.make_dataset(out, "train", 4)
     # The next run breaks the dead run's lease and rolls its swap back before anything else.
-    again = _job_process(gcs_pets, out, "--overwrite", "--break_lease", crash_at="after_lease")
+    again = _job_process(gcs_pets, out, "--overwrite", "--break_lease", crash_at="after_lease", temporary=tmp_path)
     assert again.returncode == -9, again.stderr[-2000:]
     assert _kept_objects(out) == earlier
     assert verify.verify(out) == {}

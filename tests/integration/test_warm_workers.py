@@ -298,15 +298,17 @@ def _is_warm_parent(pid: int) -> bool:
         return False
 
 
-def test_a_worker_killed_mid_run_is_named_in_the_failure_and_the_rerun_goes_on(tmp_path):
+def test_a_worker_killed_mid_run_is_named_in_the_failure_and_the_rerun_goes_on(tmp_path, short_tmp):
     """As the kernel's out-of-memory killer would: a SIGKILL to a worker forked from the warm
     parent. The run fails saying so, in one message, and leaves no output; the same command
-    again finishes the run."""
+    again finishes the run. (Its temporary folder is the test's: the workers the failed run's end
+    cuts short leave TensorFlow's autograph files there.)"""
+    env = dict(os.environ, TMPDIR=str(short_tmp))
     data, out = tmp_path / "data", tmp_path / "out"
     sample_data.generate(str(data), num_images=450, seed=5)  # (400 inputs or more: 2 worker processes)
     command = [sys.executable, "-m", "pipelines.preprocess", "--images", str(data / "images" / "*.jpg"),
                "--masks", str(data / "annotations" / "trimaps" / "*.png"), "--output", str(out), "--image_size", "48"]
-    job = subprocess.Popen(command, cwd=TREE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    job = subprocess.Popen(command, cwd=TREE, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while job.poll() is None and time.monotonic() < deadline:
         workers = [child for parent in _children(job.pid) if _is_warm_parent(parent) for child in _children(parent)]
@@ -323,6 +325,6 @@ def test_a_worker_killed_mid_run_is_named_in_the_failure_and_the_rerun_goes_on(t
     assert f"beam-etl: failed: worker process {workers[0]} died of SIGKILL" in stderr, stderr
     assert "Traceback" not in stderr and "Exception in thread" not in stderr and "ERROR" not in stderr, stderr
     assert sorted(os.listdir(out)) == [CACHE_DIR]
-    again = subprocess.run(command, cwd=TREE, capture_output=True, text=True, timeout=300)
+    again = subprocess.run(command, cwd=TREE, env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr
     assert "450 inputs -> 450 written" in again.stdout
