@@ -67,7 +67,6 @@ def start(verbose: bool = False, google_cloud: bool = True) -> str | None:
     whether it loads Beam with its Google Cloud clients (:mod:`beam_etl.beam.lean_import`)."""
     if _current:
         return _current["run_id"]
-    forget_killed()
     if (os.cpu_count() or 1) < 2:
         return None
     remove_abandoned(tempfile.gettempdir())

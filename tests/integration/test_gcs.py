@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import pathlib
-import subprocess
-import sys
 import time
 
 import numpy as np
@@ -21,12 +18,10 @@ from beam_etl.output_layout import CACHE_DIR, CHANGES_FILE, INCOMPLETE_DIR, REJE
 from beam_etl.elements import EncodedExample
 from beam_etl.loader import verify
 from tests.support import emulators
-from tests.support.jobs import output_files, run_job
+from tests.support.jobs import job_process, output_files, run_job
 from tests.support.tfrecords import read_examples
 
 pytestmark = pytest.mark.slow
-
-ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 FLAGS = ("--augment_copies", "1", "--mask_values", "1,2,3", "--image_format", "raw")
 
@@ -405,15 +400,6 @@ def _kept_objects(prefix: str) -> dict[str, bytes]:
             if f"{prefix}/{INCOMPLETE_DIR}/" not in uri and f"{prefix}/{CACHE_DIR}/" not in uri}
 
 
-def _job_process(source: str, out: str, *extra: str, crash_at: str, temporary) -> subprocess.CompletedProcess:
-    """The job in its own process, killed at ``crash_at`` (:mod:`beam_etl.beam.crash`), with
-    ``temporary`` as its temporary folder (what a killed TensorFlow leaves there: its autograph files)."""
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", BEAM_ETL_CRASH_AT=crash_at, TMPDIR=str(temporary))
-    return subprocess.run([sys.executable, "-m", "pipelines.preprocess", "--oxford_pets", source, "--output", out,
-                           "--num_shards", "2", "--image_size", "32", *extra],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
-
-
 def test_a_gcs_replacement_killed_in_its_swap_is_rolled_back_by_the_next_run(gcs_pets, tmp_path):
     """Killed with the old files out and the new ones in, before the manifest (the other points
     of the swap are tested locally, tests/integration/test_output_safety.py): on gs:// each
@@ -422,13 +408,14 @@ def test_a_gcs_replacement_killed_in_its_swap_is_rolled_back_by_the_next_run(gcs
     run_job(gcs_pets, out)
     earlier = _kept_objects(out)
     assert f"{out}/manifest.json" in earlier and f"{out}/transform_fn/saved_model.pb" in earlier
-    killed = _job_process(gcs_pets, out, "--overwrite", crash_at=crash_at, temporary=tmp_path)
+    flags = ["--oxford_pets", gcs_pets, "--output", out, "--num_shards", "2", "--image_size", "32", "--overwrite"]
+    killed = job_process(flags, crash_at=crash_at, temporary=tmp_path)
     assert killed.returncode == -9, killed.stderr[-2000:]
     assert f"{out}/manifest.json" not in emulators.list_objects(out)  # mid-swap: readers refuse the folder
     with pytest.raises(loader.IncompleteOutputError):
         loader.make_dataset(out, "train", 4)
     # The next run breaks the dead run's lease and rolls its swap back before anything else.
-    again = _job_process(gcs_pets, out, "--overwrite", "--break_lease", crash_at="after_lease", temporary=tmp_path)
+    again = job_process([*flags, "--break_lease"], crash_at="after_lease", temporary=tmp_path)
     assert again.returncode == -9, again.stderr[-2000:]
     assert _kept_objects(out) == earlier
     assert verify.verify(out) == {}

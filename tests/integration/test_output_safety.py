@@ -23,7 +23,8 @@ from beam_etl import loader
 from beam_etl.loader import verify
 from beam_etl.tools.sample_data import generate
 from pipelines import preprocess
-from tests.support import file_modes, full_disk
+from tests.support import file_modes
+from tests.support.jobs import job_process
 
 pytestmark = pytest.mark.slow
 
@@ -38,16 +39,9 @@ def _run(pets_dir, out, *extra) -> dict:
 
 def _run_process(pets_dir, out, *extra, crash_at: str | None = None, temporary: pathlib.Path | None = None,
                  max_file_bytes: int | None = None) -> subprocess.CompletedProcess:
-    """The job as a user starts it, in its own process (killed at ``crash_at``; ``temporary``:
-    its temporary folder; ``max_file_bytes``: the largest file it may make, as if the disk were full)."""
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **({"TMPDIR": str(temporary)} if temporary else {}))
-    env.pop("BEAM_ETL_CRASH_AT", None)
-    if crash_at:
-        env["BEAM_ETL_CRASH_AT"] = crash_at
-    command = (full_disk.module_command("pipelines.preprocess", max_file_bytes) if max_file_bytes
-               else [sys.executable, "-m", "pipelines.preprocess"])
-    return subprocess.run([*command, "--oxford_pets", str(pets_dir), "--output", str(out), *FLAGS, *extra],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    """The job as a user starts it, in its own process (:func:`tests.support.jobs.job_process`)."""
+    return job_process(["--oxford_pets", str(pets_dir), "--output", str(out), *FLAGS, *extra], crash_at=crash_at,
+                       temporary=temporary, max_file_bytes=max_file_bytes)
 
 
 def _snapshot(directory: pathlib.Path, hidden: bool = True, cache: bool = True) -> dict[str, bytes]:

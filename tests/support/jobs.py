@@ -2,16 +2,38 @@
 
 from __future__ import annotations
 
+import os
 import pathlib
+import subprocess
+import sys
 
 from beam_etl.output_layout import CACHE_DIR, CHANGES_FILE, UP_TO_DATE
 from pipelines import preprocess
+from tests.support import full_disk
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def run_job(pets_dir, out, *extra) -> dict:
     """The job on the shared dataset at 40x32 in 2 shards per split; returns the manifest."""
     return preprocess.run(["--oxford_pets", str(pets_dir), "--output", str(out), "--num_shards", "2",
                            "--image_size", "40x32", *extra])
+
+
+def job_process(argv: list[str], crash_at: str | None = None, temporary: pathlib.Path | None = None,
+                max_file_bytes: int | None = None) -> subprocess.CompletedProcess:
+    """The job as a user starts it, with ``argv``, in its own process (killed at ``crash_at``,
+    :mod:`beam_etl.beam.crash`; ``temporary``: its temporary folder, where a killed process that
+    ran TensorFlow leaves its autograph files; ``max_file_bytes``: the largest file it may make, as
+    if the disk were full)."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **({"TMPDIR": str(temporary)} if temporary else {}))
+    env.pop("BEAM_ETL_CRASH_AT", None)
+    if crash_at:
+        env["BEAM_ETL_CRASH_AT"] = crash_at
+    command = (full_disk.module_command("pipelines.preprocess", max_file_bytes) if max_file_bytes
+               else [sys.executable, "-m", "pipelines.preprocess"])
+    return subprocess.run([*command, *argv], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+                          check=False)
 
 
 # Everything but the manifest (its run id and timings) is the same bytes in two runs of the same
