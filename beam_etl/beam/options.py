@@ -194,11 +194,31 @@ def parse_args(argv: list[str], prog: str | None = None,
         job_config = to_config(flags, options)
         check_output_flag(job_config.output, job_config.statistics)
         check_cache_flag(job_config.cache_dir, job_config.output)
+        direct_workers(options, argv)
     except ValueError as error:
         parser.error(str(error))
     if not _names_any(argv, DIRECT_FLAGS) and not flags.dask_local_workers:
         options.view_as(DirectOptions).direct_num_workers = JOB_CHOOSES_WORKERS
     return job_config, options
+
+
+def direct_workers(options: PipelineOptions, argv: list[str]) -> None:
+    """What ``--direct_num_workers N`` asks for, where Beam would not do it: Beam's default
+    mode, in_memory, runs one worker whatever N is (it only warns), so N alone runs N worker
+    processes (multi_processing); with in_memory named, an N other than 1 is refused. 0 is one
+    per core, made a number here (0 with in_memory is how the job marks a run left to it)."""
+    direct = options.view_as(DirectOptions)
+    workers = direct.direct_num_workers
+    if not _names_any(argv, ("--direct_num_workers",)) or workers == 1:
+        return
+    if _names_any(argv, ("--direct_running_mode",)) and direct.direct_running_mode == "in_memory":
+        raise ValueError(f"--direct_num_workers {workers} with --direct_running_mode in_memory: that mode runs "
+                         "one worker whatever the number; give --direct_running_mode multi_processing (or "
+                         "multi_threading), or leave --direct_running_mode out for worker processes")
+    if not _names_any(argv, ("--direct_running_mode",)):
+        direct.direct_running_mode = "multi_processing"
+    if workers == 0:
+        direct.direct_num_workers = os.cpu_count() or 1
 
 
 # The DirectRunner's own flags; with neither, the job chooses (beam_etl.beam.launch.local_workers).

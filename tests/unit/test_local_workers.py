@@ -38,8 +38,9 @@ def test_the_job_chooses_by_the_number_of_inputs(tmp_path, monkeypatch, inputs, 
 
 
 @pytest.mark.parametrize("named", [
-    ["--direct_num_workers", "1"], ["--direct_running_mode=in_memory"], ["--direct_num_workers=2"],
+    ["--direct_num_workers", "1"], ["--direct_running_mode=in_memory"],
     ["--direct_running_mode", "multi_processing", "--direct_num_workers", "3"],
+    ["--direct_running_mode", "multi_threading", "--direct_num_workers", "2"],
     ["--runner", "BundleBasedDirectRunner"],
 ])
 def test_what_the_user_names_is_left_alone(tmp_path, monkeypatch, named):
@@ -49,6 +50,35 @@ def test_what_the_user_names_is_left_alone(tmp_path, monkeypatch, named):
     assert not options.job_chooses_workers(pipeline_options)
     assert launch.local_workers(config, pipeline_options) is None
     assert _direct(pipeline_options) == before
+
+
+@pytest.mark.parametrize("named, expected", [
+    (["--direct_num_workers=2"], ("multi_processing", 2)),
+    (["--direct_num_workers", "0"], ("multi_processing", 3)),  # one per core
+    (["--direct_running_mode", "multi_processing", "--direct_num_workers", "0"], ("multi_processing", 3)),
+    (["--direct_num_workers", "1"], ("in_memory", 1)),
+])
+def test_a_number_of_workers_alone_runs_that_many_worker_processes(tmp_path, monkeypatch, named, expected):
+    """Beam's default mode, in_memory, runs one worker whatever --direct_num_workers says (it
+    only warns): a number given alone is run as worker processes, and 0 is one per core."""
+    monkeypatch.setattr(launch, "MANY_INPUTS", 1000)  # (the job would choose this process)
+    monkeypatch.setattr(options.os, "cpu_count", lambda: 3)
+    config, pipeline_options = options.parse_args([*_touch_pairs(tmp_path, 3), *named])
+    assert _direct(pipeline_options) == expected
+    assert not options.job_chooses_workers(pipeline_options)
+    assert launch.local_workers(config, pipeline_options) is None
+    assert _direct(pipeline_options) == expected
+
+
+@pytest.mark.parametrize("workers", ["2", "0"])
+def test_many_workers_in_the_in_memory_mode_are_refused(tmp_path, capsys, workers):
+    with pytest.raises(SystemExit) as exited:
+        options.parse_args([*_touch_pairs(tmp_path, 3), "--direct_running_mode", "in_memory",
+                            "--direct_num_workers", workers])
+    assert exited.value.code == 2
+    error = capsys.readouterr().err
+    assert f"--direct_num_workers {workers} with --direct_running_mode in_memory" in error
+    assert "runs one worker" in error
 
 
 def test_counting_stops_at_the_limit(tmp_path):
