@@ -22,6 +22,8 @@ import select
 import sys
 import threading
 
+from beam_etl.unread_streams import is_gone_reader, point_at_null
+
 # absl's prefix: severity, MMDD, hh:mm:ss.micros (before logging is set up, "0000 00:00:<epoch>"),
 # thread id, file:line]
 NATIVE_LINE = re.compile(rb"^([IWEF])\d{4} \d\d:\d\d:\d+\.\d+\s+\d+ ([\w./-]+):\d+\] ")
@@ -100,6 +102,18 @@ OWN_PREFIXES = (b"beam-etl:", b"note:", b"error:", b"warning:")
 _DRAIN_MARK = b"\x00beam-etl: drained\x00"
 
 
+def _write(fd: int, data: bytes) -> None:
+    """Writes ``data`` to ``fd``; where nobody reads it any more (a pipe closed), to /dev/null
+    from then on (:mod:`beam_etl.unread_streams`): the pipe behind descriptor 2 is still
+    drained, or every process writing to it would wait once it is full."""
+    try:
+        os.write(fd, data)
+    except OSError as error:
+        if not is_gone_reader(error):
+            raise
+        point_at_null(fd)
+
+
 def _forward(read_fd: int, target_fd: int) -> None:
     lines_filter = LineFilter()
 
@@ -107,7 +121,7 @@ def _forward(read_fd: int, target_fd: int) -> None:
         if _interrupted.is_set():
             lines = [line for line in lines if line.startswith(OWN_PREFIXES)]
         if lines and not _muted.is_set():
-            os.write(target_fd, b"".join(line + b"\n" for line in lines))
+            _write(target_fd, b"".join(line + b"\n" for line in lines))
 
     with os.fdopen(read_fd, "rb", buffering=0) as pipe:
         pending = b""
@@ -130,7 +144,7 @@ def _forward(read_fd: int, target_fd: int) -> None:
                     write(lines_filter.feed(line))
         write(lines_filter.flush())
         if pending and not is_native_log(pending) and not _muted.is_set():
-            os.write(target_fd, pending)
+            _write(target_fd, pending)
 
 
 def filter_native_logs() -> None:
@@ -177,7 +191,7 @@ def final_message(text: str) -> None:
     except (OSError, ValueError):
         pass
     _muted.set()
-    os.write(_active["original"], text.encode("utf-8") + b"\n")
+    _write(_active["original"], text.encode("utf-8") + b"\n")
 
 
 def _restore() -> None:

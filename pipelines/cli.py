@@ -17,7 +17,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-from beam_etl import native_logs, quick_exit
+from beam_etl import native_logs, quick_exit, unread_streams
 
 # command -> (module, function taking (argv, prog=...), what it does)
 COMMANDS = {
@@ -47,6 +47,7 @@ def usage() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    unread_streams.ignore_gone_readers()  # (`beam-etl report OUT | head`)
     if not argv or argv[0] in ("-h", "--help"):
         print(usage(), file=sys.stdout if argv else sys.stderr)
         return 0 if argv else 2

@@ -29,7 +29,7 @@ import os
 import signal
 import sys
 
-from beam_etl import failure_report, native_logs, quick_exit
+from beam_etl import failure_report, native_logs, quick_exit, unread_streams
 from beam_etl.beam import lean_import, up_to_date, warm_workers  # standard library only: Beam loads in run()
 
 # Loggers whose notes are not the user's business unless --verbose: dask.distributed's start-up
@@ -91,6 +91,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m pipelines.preproc
     (the traceback in a log file; ``--verbose`` shows everything instead). Exit status 0, 1 for
     a failed run, 2 for a refused flag or output, 130 after a Ctrl-C."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    unread_streams.ignore_gone_readers()  # a message nobody reads fails no run
     verbose = native_logs.wants_verbose(argv)
     logging.getLogger().setLevel(logging.INFO if verbose else logging.WARNING)
     if not verbose:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import subprocess
@@ -146,6 +147,36 @@ def test_a_failed_run_says_so_in_one_message_and_keeps_the_traceback_in_a_file(p
         assert "Traceback (most recent call last)" in handle.read()
     os.remove(path)  # (the user's to read and remove)
     assert not (tmp_path / "out" / "manifest.json").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("closed, workers", [(("stdout",), []), (("stderr",), []), (("stdout", "stderr"), []),
+                                             (("stdout", "stderr"), ["--direct_num_workers", "2"])])
+def test_a_reader_that_went_away_fails_no_run(pets_dir, tmp_path, closed, workers):
+    """``beam-etl preprocess ... | head -1``: the command's messages are for whoever reads them;
+    a pipe that nobody reads any more neither fails the run nor changes what it writes."""
+    from beam_etl.loader import verify  # pylint: disable=import-outside-toplevel
+
+    ends = {}
+    for name in closed:
+        read_end, ends[name] = os.pipe()
+        os.close(read_end)  # (gone before the command's first line)
+    out = tmp_path / "out"
+    try:
+        ran = subprocess.run([str(COMMAND), "preprocess", "--oxford_pets", str(pets_dir), "--output", str(out),
+                              "--image_size", "24", *workers], stdout=ends.get("stdout", subprocess.DEVNULL),
+                             stderr=ends.get("stderr", subprocess.PIPE), timeout=300, check=False,
+                             env=dict(os.environ, TMPDIR=str(tmp_path)))
+    finally:
+        for end in ends.values():
+            os.close(end)
+    assert ran.returncode == 0, ran.stderr
+    said = (ran.stderr or b"").decode()
+    assert "failed" not in said and "Traceback" not in said and "Broken pipe" not in said, said
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("beam-etl-preprocess-")]  # (no failure's log)
+    assert verify.verify(str(out)) == {}
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["num_written"] + manifest["num_rejected"] == manifest["num_inputs"] > 20
 
 
 @pytest.mark.slow
