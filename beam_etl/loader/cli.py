@@ -21,7 +21,7 @@ from beam_etl.progress import ProgressLine
 from beam_etl.output_layout import IncompleteOutputError
 from beam_etl.loader import preview, written_file
 from beam_etl.loader.dataset import check_files, load_manifest, make_dataset, normalization_layer, split_files
-from beam_etl.loader.listed_files import split_problems
+from beam_etl.loader.listed_files import OutputMismatchError, split_problems
 
 
 def measure_throughput(dataset: tf.data.Dataset, steps: int, record_bytes: float, batch_size: int,
@@ -158,6 +158,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m beam_etl.train_lo
         sys.exit(f"error: --data {args.data!r}: {error}")
     try:
         return _run(args, manifest)
+    except OutputMismatchError as error:  # (a file read whole as the dataset is made: the transform graph's)
+        sys.exit(f"error: --data {args.data!r}: {error}")
     except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as error:
         # A record corrupt in place: TensorFlow's reader names no file; the checksums do.
         from beam_etl.loader import verify  # pylint: disable=import-outside-toplevel

@@ -12,8 +12,9 @@ graph's normalization runs in the model instead (:func:`normalization_layer`), o
 accelerator: twice the images/s on the host, a quarter of the bytes to the device.
 
 The manifest is the truth: every file's size is checked against it when the dataset is made
-(:func:`check_files`), and a file that holds more or fewer records than it lists raises as its
-records are read, naming the file. Records that fail to parse raise an error naming their file:
+(:func:`check_files`), a file that holds more or fewer records than it lists raises as its
+records are read, naming the file, and a file is opened, every epoch, only while the manifest
+is the one the dataset was made from. Records that fail to parse raise an error naming their file:
 each record travels with its file name into ``tf.io.parse_example(example_names=...)``, whose
 errors quote it. (A TFRecord file whose framing is corrupt in place, same size, fails inside
 TensorFlow's reader, which reports the byte offset but not the file; the command line then
@@ -22,6 +23,7 @@ checks every checksum and names it, as ``python -m beam_etl.loader.verify OUT`` 
 
 from __future__ import annotations
 
+import os
 
 import numpy as np
 import tensorflow as tf
@@ -30,7 +32,7 @@ from beam_etl import schema
 from beam_etl.manifest_checks import manifest_problems
 from beam_etl.loader import tf_decoding, transform_graph
 from beam_etl.loader.listed_files import OutputMismatchError, check_graph_files, lists_files, split_problems
-from beam_etl.output_layout import MANIFEST, missing_manifest, parse_manifest, refuse_unless_regular
+from beam_etl.output_layout import MANIFEST, is_regular, missing_manifest, parse_manifest, refuse_unless_regular
 
 AUTOTUNE = tf.data.AUTOTUNE
 DEFAULT_SHUFFLE_BUFFER = 2048  # examples; 2048 raw 128x128 records are ~100 MB
@@ -90,8 +92,11 @@ def check_files(data_dir: str, manifest: dict, names: list[str]) -> list[int | N
             raise OutputMismatchError(f"{path}: the manifest's split lists it, but its files do not")
         try:
             size = tf.io.gfile.stat(path).length
-        except tf.errors.NotFoundError:
+            regular = "://" in path or is_regular(path)
+        except (tf.errors.NotFoundError, FileNotFoundError):
             raise OutputMismatchError(f"{path} is missing: the manifest lists it") from None
+        if not regular:  # (a FIFO has the size of an empty shard, and a reader would wait on it for ever)
+            raise OutputMismatchError(f"{path} is not a regular file; not opened")
         if size != entry["bytes"]:
             raise OutputMismatchError(f"{path} holds {size} bytes, but the manifest lists "
                                       f"{entry['bytes']}: it was cut short, extended or replaced")
@@ -218,6 +223,26 @@ def denormalize(image: np.ndarray, stats: dict | None) -> np.ndarray:
     return np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
 
 
+def share_files(counts: list[int | None], workers: int) -> list[list[int]] | None:
+    """Which files (indices into ``counts``, each file's records) each of ``workers`` input
+    pipelines reads, every file by one: the largest first, each to the pipeline that holds the
+    fewest records so far (the lowest-numbered of those), so that their shares of an epoch are as
+    even as the files allow; by position where the counts are not known (manifests that predate
+    them). None where there are fewer files holding records than pipelines: the pipelines then
+    share each file's records instead (a pipeline without one would end its epochs at once)."""
+    if sum(1 for count in counts if count != 0) < workers:
+        return None
+    if any(count is None for count in counts):
+        return [list(range(index, len(counts), workers)) for index in range(workers)]
+    shares: list[list[int]] = [[] for _ in range(workers)]
+    held = [0] * workers
+    for file in sorted(range(len(counts)), key=lambda i: (-counts[i], i)):
+        fewest = min(range(workers), key=lambda w: (held[w], w))
+        shares[fewest].append(file)
+        held[fewest] += counts[file]
+    return [sorted(share) for share in shares]
+
+
 def _cache_file(cache: str, manifest: dict, split: str, input_context) -> str:
     """The file ``make_dataset(cache=...)`` caches the records in: one per version of the
     output (its run), split and input pipeline. (tf.data reads an existing cache file whatever
@@ -251,8 +276,8 @@ def make_dataset(data_dir: str, split: str = "train", batch_size: int = 64, *, s
 
     ``batch_size`` is the global batch: with an ``input_context`` (from
     ``strategy.distribute_datasets_from_function``) each input pipeline makes batches of
-    ``input_context.get_per_replica_batch_size(batch_size)`` from its own share of the files,
-    so that every example is seen exactly once per epoch across workers. ``drop_remainder``
+    ``input_context.get_per_replica_batch_size(batch_size)`` from its own share of the files
+    (:func:`share_files`), so that every example is seen exactly once per epoch across workers. ``drop_remainder``
     gives static batch shapes (TPUs). ``cache``: True keeps the serialized records in memory,
     a string caches them in files named from it, the output's run and the split (a cache of
     another version or split is never read back). ``deterministic`` with a ``seed`` gives the
@@ -262,6 +287,8 @@ def make_dataset(data_dir: str, split: str = "train", batch_size: int = 64, *, s
     :class:`Decoder`); the model starts with :func:`normalization_layer`. Twice the images/s on
     the host, and a quarter of the bytes to the accelerator.
     """
+    if "://" not in data_dir:  # (every file is opened as the dataset is read: after a chdir, perhaps)
+        data_dir = os.path.abspath(data_dir)
     pinned = _manifest_bytes(data_dir)  # the version read: a file opened later must be of it
     manifest = parse_manifest(pinned, f"{data_dir.rstrip('/')}/{MANIFEST}")
     files = split_files(data_dir, manifest, split)
@@ -270,16 +297,20 @@ def make_dataset(data_dir: str, split: str = "train", batch_size: int = 64, *, s
     raw_spec = {key: spec for key, spec in schema.feature_spec(manifest["features"]).items()
                 if key in decoder.features}
 
+    checked = counts[0] is not None
     record_shard = None  # (count, index): this pipeline's records of every file
     if input_context is not None:
         batch_size = input_context.get_per_replica_batch_size(batch_size)
         workers, index = input_context.num_input_pipelines, input_context.input_pipeline_id
-        if len(files) >= workers:
-            files, counts = files[index::workers], counts[index::workers]
+        shares = share_files(counts, workers)
+        if shares is not None:
+            files, counts = [files[i] for i in shares[index]], [counts[i] for i in shares[index]]
+        elif checked and sum(counts) < workers:
+            raise ValueError(f"split {split!r} of {data_dir} holds {sum(counts)} examples, fewer than the "
+                             f"{workers} input pipelines: a pipeline without one would end every epoch at once")
         else:  # too few files to share out: every pipeline reads all, keeps its records
             record_shard = (workers, index)
 
-    checked = counts[0] is not None
     file_names = tf.data.Dataset.from_tensor_slices(
         (files, [count or 0 for count in counts]))  # (path, records listed)
     if shuffle:
@@ -290,8 +321,12 @@ def make_dataset(data_dir: str, split: str = "train", batch_size: int = 64, *, s
     manifest_path = f"{data_dir.rstrip('/')}/{MANIFEST}"
 
     def read_file(name, count):
+        # The manifest's path made from the file's name (and nothing of it): with a constant path,
+        # TensorFlow's constant folding reads the manifest once, when an iterator starts, and a
+        # repeating dataset would read a version that replaced this one from its second epoch on.
+        path = tf.strings.join([manifest_path, tf.strings.substr(name, 0, 0)])
         unchanged = tf.debugging.Assert(  # (another run's commit moves the manifest out first)
-            tf.equal(tf.io.read_file(manifest_path), pinned),
+            tf.equal(tf.io.read_file(path), pinned),
             [f"{data_dir} was replaced while it was read (its {MANIFEST} changed since the dataset was "
              "made): make the dataset again to read the new version; not opened:", name])
         with tf.control_dependencies([unchanged]):

@@ -17,7 +17,8 @@ import pytest
 import tensorflow as tf
 
 from beam_etl import loader
-from beam_etl.loader import preview, verify
+from beam_etl.loader import cli, preview, verify
+from beam_etl.loader import dataset as dataset_module
 from tests.support import file_modes
 from tests.support.jobs import run_job
 from tests.support.tfrecords import read_examples
@@ -105,6 +106,35 @@ def test_input_contexts_share_out_every_example_once(raw_output, workers):
         shares.append([_digest(image) for images, _ in batches for image in images])
     assert all(shares)
     assert sorted(d for share in shares for d in share) == everything
+
+
+@pytest.mark.parametrize("counts, workers, held", [
+    ([15, 5, 12, 8, 6, 10], 3, [20, 18, 18]),  # by position: 23, 11 and 22
+    ([2, 2, 0, 0, 2], 3, [2, 2, 2]),  # (by position: 2, 2 and 0, a pipeline of empty files)
+    ([7, 0, 0], 1, [7]),
+    ([9, 1, 1, 1, 1, 1], 2, [9, 5]),
+])
+def test_input_pipelines_get_shares_of_files_as_even_as_the_files_allow(counts, workers, held):
+    shares = dataset_module.share_files(counts, workers)
+    assert sorted(i for share in shares for i in share) == list(range(len(counts)))  # every file, once
+    assert [sum(counts[i] for i in share) for share in shares] == held
+
+
+@pytest.mark.parametrize("counts, workers", [([5, 0, 0, 3], 3), ([4], 2)])
+def test_fewer_files_holding_records_than_pipelines_are_shared_by_record(counts, workers):
+    assert dataset_module.share_files(counts, workers) is None
+
+
+def test_counts_unknown_share_files_by_position():
+    assert dataset_module.share_files([None] * 5, 2) == [[0, 2, 4], [1, 3]]
+
+
+def test_fewer_examples_than_input_pipelines_are_refused(raw_output):
+    out, manifest = raw_output
+    workers = manifest["splits"]["val"]["num_examples"] + 1
+    context = tf.distribute.InputContext(num_input_pipelines=workers, input_pipeline_id=0, num_replicas_in_sync=workers)
+    with pytest.raises(ValueError, match=f"fewer than the {workers} input pipelines"):
+        loader.make_dataset(str(out), "val", workers, input_context=context)
 
 
 def test_augment_flips_image_and_mask_together_reproducibly(raw_output):
@@ -431,6 +461,26 @@ def test_a_transform_file_that_differs_from_its_manifest_entry_is_never_applied(
                  lambda: loader.normalization_layer(str(copy))):
         with pytest.raises(loader.OutputMismatchError, match="transform_fn/assets/statistics: crc32c"):
             load()
+    with pytest.raises(SystemExit) as exited:  # the command: one message, no traceback
+        cli.main(["--data", str(copy), "--split", "train", "--steps", "1"])
+    assert "transform_fn/assets/statistics: crc32c" in str(exited.value.code)
+    assert str(exited.value.code).startswith(f"error: --data {str(copy)!r}: ")
+
+
+def test_a_listed_empty_shard_that_is_not_a_regular_file_is_refused_not_opened(tmp_path):
+    """A FIFO has the size of an empty shard (0 bytes): opening it would wait for ever."""
+    os.mkfifo(tmp_path / "val-00000-of-00001.tfrecord")
+    manifest = {"files": {"val-00000-of-00001.tfrecord": {"bytes": 0, "num_examples": 0, "crc32c": "00000000"}}}
+    with pytest.raises(loader.OutputMismatchError, match="val-00000-of-00001.tfrecord is not a regular file"):
+        dataset_module.check_files(str(tmp_path), manifest, ["val-00000-of-00001.tfrecord"])
+
+
+def test_a_dataset_made_from_a_relative_path_reads_the_same_after_a_chdir(raw_output, tmp_path, monkeypatch):
+    out, manifest = raw_output
+    monkeypatch.chdir(out.parent)
+    dataset = loader.make_dataset(out.name, "train", 4, shuffle=False)
+    monkeypatch.chdir(tmp_path)
+    assert len(_examples(dataset)) == manifest["splits"]["train"]["num_examples"]
 
 
 def _edited_manifest(copy, edit):
@@ -542,6 +592,31 @@ def test_an_output_replaced_while_it_is_read_raises_instead_of_mixing_versions(p
             "--resize", "crop", "--overwrite")
     with pytest.raises(tf.errors.InvalidArgumentError, match="was replaced while it was read"):
         _batches(dataset)
+
+
+@pytest.mark.parametrize("change", ["edited", "removed", "folder swapped"])
+def test_a_repeating_dataset_notices_a_replaced_output_at_the_next_epoch(raw_output, tmp_path, change):
+    """One iterator over ``repeat=True`` opens each file again every epoch: each time, of the
+    version the dataset was made for (TensorFlow would read the manifest once, as its iterator
+    starts, were the read's path a constant)."""
+    copy, _ = _copy_of(raw_output, tmp_path)
+    _, manifest = raw_output
+    batches_per_epoch = -(-manifest["splits"]["train"]["num_examples"] // 2)
+    iterator = iter(loader.make_dataset(str(copy), "train", 2, shuffle=False, repeat=True))
+    next(iterator)
+    if change == "edited":  # (a version of the same size and counts would do the same)
+        (copy / "manifest.json").write_bytes((copy / "manifest.json").read_bytes() + b" ")
+    elif change == "removed":
+        (copy / "manifest.json").unlink()
+    else:
+        other, _ = _copy_of(raw_output, tmp_path / "other")
+        (other / "manifest.json").write_bytes((other / "manifest.json").read_bytes() + b" ")
+        copy.rename(tmp_path / "old")
+        other.rename(copy)
+    with pytest.raises((tf.errors.InvalidArgumentError, tf.errors.NotFoundError),
+                       match="was replaced while it was read" if change != "removed" else "manifest.json"):
+        for _ in range(3 * batches_per_epoch):
+            next(iterator)
 
 
 def test_verify_names_what_is_not_a_file_and_never_follows_a_link_back_into_the_output(raw_output, tmp_path):
