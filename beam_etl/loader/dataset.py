@@ -253,10 +253,12 @@ def _cache_file(cache: str, manifest: dict, split: str, input_context) -> str:
 
 
 def _flip(seed: int):
-    """Stateless random left-right flip of each example, the same on image and mask."""
+    """Stateless random left-right flip of each example, the same on image and mask, from the
+    ``seed`` and the batch's own (``tf.data.Dataset.random``'s, of the same ``seed``)."""
 
-    def flip(index, image, mask):
-        coin = tf.random.stateless_uniform([tf.shape(image)[0]], seed=tf.stack([seed, index]))
+    def flip(batch_seed, image, mask):
+        coin = tf.random.stateless_uniform([tf.shape(image)[0]],
+                                           seed=tf.stack([tf.constant(seed, tf.int64), batch_seed]))
         do_flip = coin < 0.5
         image = tf.where(do_flip[:, None, None, None], tf.reverse(image, axis=[2]), image)
         mask = tf.where(do_flip[:, None, None], tf.reverse(mask, axis=[2]), mask)
@@ -353,9 +355,10 @@ def make_dataset(data_dir: str, split: str = "train", batch_size: int = 64, *, s
         return decoder(features, records.shape[0])  # static with drop_remainder
 
     dataset = dataset.map(parse_and_decode, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
-    if augment:
-        dataset = dataset.enumerate().map(lambda i, batch: _flip(seed)(i, *batch),
-                                          num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+    if augment:  # each batch its own coin seed, drawn anew each pass over the dataset (epochs without repeat)
+        coins = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+        dataset = tf.data.Dataset.zip(coins, dataset).map(lambda coin, batch: _flip(seed)(coin, *batch),
+                                                          num_parallel_calls=AUTOTUNE, deterministic=deterministic)
     options = tf.data.Options()
     options.deterministic = deterministic
     if input_context is not None:  # sharded above; tf.distribute must not shard again

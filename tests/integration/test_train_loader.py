@@ -159,6 +159,20 @@ def test_augment_flips_image_and_mask_together_reproducibly(raw_output):
     assert [_digest(i) for i, _ in augmented()] == [_digest(i) for i, _ in augmented()]
 
 
+def test_each_pass_over_one_dataset_flips_anew_and_the_passes_are_reproducible(raw_output):
+    """Keras's epochs without ``repeat``: each pass over the dataset is an epoch; the same
+    examples flipped in every one would make fewer distinct images than the flag promises."""
+    out, _ = raw_output
+
+    def passes():
+        dataset = loader.make_dataset(str(out), "train", 4, shuffle=False, augment=True, deterministic=True, seed=3)
+        return [[_digest(image) for image, _ in _examples(dataset)] for _ in range(3)]
+
+    first = passes()
+    assert first[0] != first[1] and first[1] != first[2]
+    assert passes() == first
+
+
 def test_static_shapes_with_drop_remainder_and_cache(raw_output):
     out, manifest = raw_output
     dataset = loader.make_dataset(str(out), "train", 4, drop_remainder=True, cache=True)
