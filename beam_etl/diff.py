@@ -17,7 +17,7 @@ import argparse
 import json
 import sys
 
-from beam_etl import lineage
+from beam_etl import label_ids, lineage
 from beam_etl.config import flag_type, output_folder
 from beam_etl.manifest_checks import manifest_problems
 from beam_etl.output_layout import MANIFEST, join, missing_manifest, parse_manifest, refuse_unless_regular
@@ -73,6 +73,9 @@ def compare(old: str, new: str) -> tuple[lineage.Changes, list[str]]:
             notes.append(f"the per-image chain's libraries differ ({', '.join(libraries)}): every example is made anew")
         else:
             notes.append("the flags that shape examples differ: the examples they shape are made anew")
+    moved = label_ids.moved(old_manifest, new_manifest)
+    if moved:
+        notes.append(f"the transform graph's label ids differ: {moved} ({label_ids.NOTE})")
     return lineage.compare(old_index, new_index), notes
 
 

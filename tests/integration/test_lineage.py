@@ -161,6 +161,24 @@ def test_diff_names_the_chain_library_that_changed(root, tmp_path, capsys):
             "every example is made anew") in capsys.readouterr().out
 
 
+def test_diff_says_when_the_transform_graphs_label_ids_differ(root, tmp_path, capsys):
+    """A label id is the class name's place in the training split's vocabulary (most frequent
+    first, as tf.Transform orders it): data added to the training split can move them all."""
+    manifest = _run(root, tmp_path / "a")
+    names = manifest["statistics"]["class_names"]
+    assert len(names) >= 2
+    shutil.copytree(tmp_path / "a", tmp_path / "older")
+    older = {**manifest, "statistics": {**manifest["statistics"], "class_names": [names[1], names[0], *names[2:]]}}
+    (tmp_path / "older" / "manifest.json").write_text(json.dumps(older))  # as a version of other counts made it
+    capsys.readouterr()
+    assert diff.main([str(tmp_path / "older"), str(tmp_path / "a"), "--counts"]) == 0  # (no example changed)
+    assert (f"note: the transform graph's label ids differ: {names[0]} 1 -> 0, {names[1]} 0 -> 1 (a label id is "
+            "the class name's place in the training split's vocabulary, most frequent first)"
+            ) in capsys.readouterr().out.splitlines()
+    diff.main([str(tmp_path / "a"), str(tmp_path / "a"), "--counts"])
+    assert "note:" not in capsys.readouterr().out
+
+
 def test_diff_refuses_what_is_not_a_complete_output(root, tmp_path, capsys):
     _run(root, tmp_path / "a")
     capsys.readouterr()

@@ -127,6 +127,30 @@ def test_the_summary_speaks_of_augmentation_only_when_there_is_some():
     assert "9 written (+18 augmented copies: 27 examples), 1 rejected" in augmented
 
 
+def test_the_summary_says_what_came_from_the_cache_and_what_changed():
+    from beam_etl.beam import launch
+
+    manifest = {"num_inputs": 210, "num_written": 205, "num_examples": 205, "num_rejected": 5,
+                "splits": {"train": {"num_examples": 205, "files": ["a"], "bytes": 1}},
+                "rejected": {"by_reason": {"truncated": 5}},
+                "changes": {"against_run": "r1", "file": "lineage/changes.jsonl", "added": 1, "removed": 0,
+                            "changed": 2, "unchanged": 202},
+                "statistics": {"class_names": ["b", "a", "c"]}}
+    lines = launch.summarize(manifest, 2.0, cache={"hits": 206, "misses": 3, "damaged": 1},
+                             replaced={"statistics": {"class_names": ["a", "b", "d"]}}).splitlines()
+    assert "  cache: 206 outcomes taken from it, 4 computed (1 damaged entry among them)" in lines
+    assert ("  against the output replaced: 1 added, 0 removed, 2 changed, 202 unchanged "
+            "(the keys: lineage/changes.jsonl)") in lines
+    assert lines[-1] == ("  note: the transform graph's label ids differ from the replaced output's: "
+                         "b 1 -> 0, a 0 -> 1, c -1 -> 2, d 2 -> -1 (a label id is the class name's place in "
+                         "the training split's vocabulary, most frequent first)")
+    plain = launch.summarize(manifest, 2.0, cache=None, replaced={"statistics": {"class_names": ["b", "a", "c"]}})
+    assert "cache:" not in plain and "note:" not in plain
+    unknown = {**manifest, "changes": {"against_run": "r1", "unknown": "the output replaced has no lineage index"}}
+    assert "  against the output replaced: not known: the output replaced has no lineage index" in \
+        launch.summarize(unknown, 2.0).splitlines()
+
+
 def _lines(text: str) -> list[str]:
     return [line for line in text.splitlines() if line.strip()]
 
