@@ -18,7 +18,8 @@ import tempfile
 import time
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, SetupOptions, StandardOptions
+from apache_beam.options.pipeline_options import (DirectOptions, GoogleCloudOptions, PipelineOptions, SetupOptions,
+                                                  StandardOptions)
 
 from beam_etl import label_ids
 from beam_etl.beam import (commit, crash, filesystem, job_progress, lease, manifest, options, outcome_store,
@@ -360,6 +361,9 @@ def launch(config: JobConfig, pipeline_options: PipelineOptions, command_line: d
     if options.is_dry_run(pipeline_options):  # builds the job; touches neither output nor sources
         with pipeline_for(None, pipeline_options) as pipeline:
             _ = pipeline | "Preprocess" >> Preprocess(config)
+        job_name = pipeline_options.view_as(GoogleCloudOptions).job_name
+        print(f"beam-etl: dry run: DataflowRunner built the job{f' {job_name!r}' if job_name else ''} and submitted "
+              "nothing; nothing was read or written")
         return None
     command = lease.command_hash(config.flags())
     try:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
 
 from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions, SetupOptions,
                                                   StandardOptions, TestOptions, WorkerOptions)
@@ -195,11 +196,33 @@ def parse_args(argv: list[str], prog: str | None = None,
         check_output_flag(job_config.output, job_config.statistics)
         check_cache_flag(job_config.cache_dir, job_config.output)
         direct_workers(options, argv)
+        check_bucket_names(argv)
     except ValueError as error:
         parser.error(str(error))
     if not _names_any(argv, DIRECT_FLAGS) and not flags.dask_local_workers:
         options.view_as(DirectOptions).direct_num_workers = JOB_CHOOSES_WORKERS
     return job_config, options
+
+
+# Cloud Storage's bucket names, as Beam's options validator checks them (3 to 222 characters).
+_BUCKET = re.compile(r"[a-z0-9][-_a-z0-9.]{1,220}[a-z0-9]")
+
+
+def check_bucket_names(argv: list[str]) -> None:
+    """Refuses a ``gs://`` value of any flag whose bucket cannot be one: a wrong name fails here,
+    naming the flag, where Beam, given no valid ``--temp_location`` or ``--staging_location``,
+    would go to make a default bucket over the network first."""
+    for index, arg in enumerate(argv):
+        if not arg.startswith("--"):
+            continue
+        flag, _, value = arg.partition("=")
+        if not _ and index + 1 < len(argv):
+            value = argv[index + 1]
+        if value.startswith("gs://"):
+            bucket = value[len("gs://"):].split("/", 1)[0]
+            if not _BUCKET.fullmatch(bucket):
+                raise ValueError(f"{flag} {value!r}: {bucket!r} is not a Cloud Storage bucket name (3 or more "
+                                 "lowercase letters, digits, '-', '_' and '.', from a letter or digit to one)")
 
 
 def direct_workers(options: PipelineOptions, argv: list[str]) -> None:

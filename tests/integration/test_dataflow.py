@@ -152,6 +152,8 @@ def test_dry_run_touches_neither_the_output_nor_the_sources(tmp_path):
     result = subprocess.run([sys.executable, "-m", "pipelines.preprocess", *argv], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == ("beam-etl: dry run: DataflowRunner built the job 'beam-etl-dry-run' and "
+                                     "submitted nothing; nothing was read or written")
     assert not out.exists() and time.monotonic() - started < 120
     # Beam writes what it would stage for the container's workers, the pickled main session and the
     # list of this environment's packages, to a folder of its own that it never removes; its cache of

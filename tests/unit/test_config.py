@@ -214,6 +214,15 @@ def test_a_view_of_the_options_is_made_once_and_reads_and_writes_what_a_new_one_
      "--extra_package 'OUT/metadata/setup.txt': Beam takes a .tar, .tar.gz, .whl or .zip here"),
     (["--output", "OUT", "--dask_local_workers", "2", "--num_workers", "2"],
      "--num_workers 2: sizes Dataflow's pool of worker machines, and --dask_local_workers has none"),
+    # A bucket named against Cloud Storage's rules: Beam, given no valid --temp_location or
+    # --staging_location, goes to make a default bucket over the network (2 minutes to fail).
+    (["--output", "OUT", "--runner", "DataflowRunner", "--temp_location", "gs://BUCKET/tmp", "--dry_run=True"],
+     "--temp_location 'gs://BUCKET/tmp': 'BUCKET' is not a Cloud Storage bucket name"),
+    (["--output", "OUT", "--staging_location=gs://my_bucket!/s"],
+     "--staging_location 'gs://my_bucket!/s': 'my_bucket!' is not a Cloud Storage bucket name"),
+    (["--output", "gs://Pets/out"], "--output 'gs://Pets/out': 'Pets' is not a Cloud Storage bucket name"),
+    (["--output", "OUT", "--images", "gs:///images/*.jpg", "--masks", "gs://b-1/m/*.png"],
+     "--images 'gs:///images/*.jpg': '' is not a Cloud Storage bucket name"),
 ])
 def test_a_path_or_number_the_job_would_misuse_fails_at_launch_touching_nothing(capsys, tmp_path, extra, named):
     (tmp_path / "OUT" / "metadata").mkdir(parents=True)
