@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 import os
 import re
 
@@ -186,12 +187,15 @@ def parse_args(argv: list[str], prog: str | None = None,
     """Parses and validates ``argv``; exits with status 2 and a message naming the flag on error."""
     parser = _parser(prog, description)
     flags, _ = parser.parse_known_args(argv)  # the job's flags; the rest are Beam's
+    beam_options_log = logging.getLogger("apache_beam.options.pipeline_options")
+    if not any(isinstance(f, _NoDiscardNote) for f in beam_options_log.filters):
+        beam_options_log.addFilter(_NoDiscardNote())
     options = JobOptions(argv)
     try:
         check_runner_flags(options, flags)
         unknown = _unknown_arguments(options, argv)
         if unknown:
-            raise ValueError(f"unrecognized arguments: {' '.join(unknown)}")
+            raise ValueError(_unrecognized(unknown))
         job_config = to_config(flags, options)
         check_output_flag(job_config.output, job_config.statistics)
         check_cache_flag(job_config.cache_dir, job_config.output)
@@ -261,6 +265,26 @@ def job_chooses_workers(options: PipelineOptions) -> bool:
     direct = options.view_as(DirectOptions)
     return (runner_kind(options) in ("DirectRunner", "SwitchingDirectRunner")
             and direct.direct_num_workers == JOB_CHOOSES_WORKERS and direct.direct_running_mode == "in_memory")
+
+
+_SHOWN_UNKNOWN = 5  # unrecognized arguments named in the error; an expanded glob can be thousands
+
+
+def _unrecognized(unknown: list[str]) -> str:
+    shown = " ".join(unknown[:_SHOWN_UNKNOWN])
+    if len(unknown) > _SHOWN_UNKNOWN:
+        shown += f" and {len(unknown) - _SHOWN_UNKNOWN:,} more"
+    if any(not word.startswith("-") and os.path.lexists(word) for word in unknown):
+        shown += " (files the shell listed for an unquoted glob? Quote it: --images 'DIR/*.jpg')"
+    return f"unrecognized arguments: {shown}"
+
+
+class _NoDiscardNote(logging.Filter):
+    """Drops Beam's warning that it discards arguments it cannot parse: the job refuses them,
+    naming them, instead (:func:`parse_args`)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Discarding unparseable args" not in record.getMessage()
 
 
 def _unknown_arguments(options: PipelineOptions, argv: list[str]) -> list[str]:

@@ -60,6 +60,25 @@ def test_unknown_flag_fails_instead_of_being_discarded(capsys):
     assert "--imagesize" in err
 
 
+def test_an_unknown_flag_is_refused_without_beams_warning(capsys, caplog):
+    err = _fail(capsys, ["--oxford_pets", "d", "--output", "o", "--imagesize", "64"])
+    assert err.strip().splitlines()[-1].endswith("error: unrecognized arguments: --imagesize 64")
+    assert "Discarding unparseable args" not in caplog.text + err
+
+
+def test_a_glob_the_shell_expanded_is_refused_with_a_hint_to_quote_it(capsys, tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(40):
+        (images / f"pet_{i:02d}.jpg").write_bytes(b"x")
+    expanded = sorted(str(path) for path in images.iterdir())  # what the shell makes of images/*.jpg
+    err = _fail(capsys, ["--images", *expanded, "--masks", "m/*.png", "--output", str(tmp_path / "o")])
+    last = err.strip().splitlines()[-1]
+    assert f"unrecognized arguments: {expanded[1]} {expanded[2]} {expanded[3]}" in last
+    assert "and 34 more" in last and expanded[-1] not in last  # (not 39 paths)
+    assert "files the shell listed for an unquoted glob? Quote it: --images 'DIR/*.jpg'" in last
+
+
 def test_cross_field_errors(capsys):
     assert "--images" in _fail(capsys, ["--images", "a/*.jpg", "--output", "o"])
     assert "source" in _fail(capsys, ["--output", "o"])
