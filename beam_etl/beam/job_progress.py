@@ -95,7 +95,8 @@ class Watcher:
                 total = None
             if total and not self._stop.is_set():
                 self._line.set_total(total)
-                self._line.message(f"{total:,} inputs found")
+                # (the images the sources list: the summary's inputs count a mask without its image too)
+                self._line.message(f"{total:,} images found")
         interval = _interval(self._output)
         while not self._stop.wait(interval):
             self._line.update(read_done(self._output))

@@ -77,8 +77,9 @@ def test_the_page_holds_the_manifests_numbers(page):
     totals = parsed.attributes["totals"]
     assert [int(totals[f"data-{k}"]) for k in ("inputs", "written", "rejected", "examples")] == [
         manifest["num_inputs"], manifest["num_written"], manifest["num_rejected"], manifest["num_examples"]]
-    splits = {row[0]: [int(cell) for cell in row[1:4]] for row in parsed.tables["splits"][1:]}
-    assert splits == {split: [info["num_examples"], info["num_source_examples"], len(info["files"])]
+    splits = {row[0]: [int(cell) for cell in row[1:4]] + [row[4]] for row in parsed.tables["splits"][1:]}
+    assert splits == {split: [info["num_examples"], info["num_source_examples"], len(info["files"]),
+                              f"{info['bytes'] / (1 << 20):.1f}"]  # (MB as --shard_size_mb and the job's summary count)
                       for split, info in manifest["splits"].items()}
     rejected = {row[0]: int(row[2]) for row in parsed.tables["rejected"][1:]}
     assert rejected == manifest["rejected"]["by_reason"] and sum(rejected.values()) == manifest["num_rejected"]

@@ -164,7 +164,7 @@ def test_a_failed_run_says_so_in_one_message_and_keeps_the_traceback_in_a_file(p
     assert failed.returncode == 1
     lines = _lines(failed.stderr)
     # progress notes, then the failure and where its traceback is: nothing else
-    assert [line for line in lines if not line.endswith(" inputs found") and " images done" not in line] == lines[-2:]
+    assert [line for line in lines if not line.endswith(" images found") and " images done" not in line] == lines[-2:]
     assert lines[-2].startswith("beam-etl: failed: ") and "above --max_reject_fraction=0.01" in lines[-2]
     path = lines[-1].split("the traceback is in ")[1].split(";")[0]
     with open(path, encoding="utf-8") as handle:
