@@ -135,11 +135,11 @@ def check_output(output: str, overwrite: bool) -> None:
     """Launch-time, read-only: refuses an ``output`` this run may not write (ValueError).
 
     A folder of the job's there that is a link (:func:`linked_folders`), or a file by a folder's
-    name (:data:`JOB_FOLDERS`). Without ``overwrite``:
-    any name the job writes already there. With it: such names in a folder that is not a
-    beam-etl output (no manifest of ours, no lease of a run of ours), files in ``.incomplete/``
-    that no lease covers, and such names (a folder of the job's holds only these) that the
-    manifest does not list.
+    name (:data:`JOB_FOLDERS`); a name the job writes, in a folder that is not a beam-etl output
+    (no manifest of ours, no lease of a run of ours: ``overwrite`` would not help, and the error
+    does not suggest it). Without ``overwrite``: any name the job writes already there. With it:
+    files in ``.incomplete/`` that no lease covers, and such names (a folder of the job's holds
+    only these) that the manifest does not list.
     """
     _refuse_links(output, ValueError)
     leased = lease.read_holder(output) is not None  # (before the listing: a run may end meanwhile)
@@ -154,9 +154,6 @@ def check_output(output: str, overwrite: bool) -> None:
                if is_job_file(name) and not (leased and name.startswith(INCOMPLETE_DIR + "/"))]
     if not present:
         return
-    if not overwrite:
-        raise ValueError(f"--output {output!r} already holds {_describe(present)}; pass --overwrite "
-                         "to replace an earlier beam-etl output there")
     try:
         refuse_unless_regular(join(output, MANIFEST))
     except ValueError as error:
@@ -166,6 +163,9 @@ def check_output(output: str, overwrite: bool) -> None:
         raise ValueError(f"--output {output!r} is not a beam-etl output (it has no beam-etl "
                          f"{MANIFEST}) but holds {_describe(present)}: --overwrite replaces only "
                          "what beam-etl wrote; choose another --output or move those files")
+    if not overwrite:
+        raise ValueError(f"--output {output!r} already holds {_describe(present)}; pass --overwrite "
+                         "to replace an earlier beam-etl output there")
     unheld = [] if leased else _strangers_in_incomplete(output, present)
     if unheld:
         raise ValueError(f"--output {output!r} holds {_describe(unheld)}, which no run of beam-etl holds "
