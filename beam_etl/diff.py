@@ -1,6 +1,6 @@
-"""What changed between two outputs of the job, from their lineage indexes (:mod:`beam_etl.lineage`):
-inputs added, removed (gone from the sources, or rejected now) and changed (other records: other
-bytes, metadata or split, or flags or code that shape their examples differently).
+"""What changed between two outputs of the job, from their lineage indexes: inputs added, removed
+(gone from the sources, or rejected now) and changed (other records: other bytes, metadata or
+split, or flags or code that shape their examples differently).
 
     python -m beam_etl.diff OLD NEW            # counts, then one "+ key", "- key" or "~ key" line each
                                                # (a key with a character that does not print: JSON-quoted)

@@ -117,8 +117,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m pipelines.preproc
                 print(f"beam-etl: {_killed(killed)}", file=sys.stderr)
             raise
         if failure_report.is_interrupt(error):
-            told = ("beam-etl: interrupted. A run on this machine puts --output back as it was and releases it; "
-                    "run the same command again to start over (the images it finished come from the cache).")
+            told = interrupted_message(argv)
             if threads:
                 path = failure_report.write_traceback(error, "preprocess", threads)
                 told += f"\n  (what the runner's threads raised is in {path})"
@@ -134,6 +133,14 @@ def main(argv: list[str] | None = None, prog: str = "python -m pipelines.preproc
         return 1
     threads.print(sys.stderr)
     return 0
+
+
+def interrupted_message(argv: list[str]) -> str:
+    """What a Ctrl-C of the command ``argv`` tells."""
+    reused = ("nothing is reused: --no_cache" if "--no_cache" in argv
+              else "the images it finished come from the cache")
+    return ("beam-etl: interrupted. A run on this machine puts --output back as it was and releases it; "
+            f"run the same command again to start over ({reused}).")
 
 
 def _killed(workers: list[tuple[int, int]]) -> str:

@@ -1,4 +1,4 @@
-"""``beam-etl report OUT``: one self-contained HTML page to look at an output.
+"""One self-contained HTML page to look at an output (beam-etl report OUT).
 
 Counts per split, rejected inputs by reason with a few of them shown (a thumbnail where the file
 still decodes, and why it was refused), the statistics as plots (class pixel frequency and image

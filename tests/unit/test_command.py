@@ -34,7 +34,9 @@ def test_each_subcommand_has_help_under_its_own_name(name, capsys):
     with pytest.raises(SystemExit) as exited:
         cli.main([name, "--help"])
     assert exited.value.code == 0
-    assert capsys.readouterr().out.startswith(f"usage: beam-etl {name} ")
+    shown = capsys.readouterr().out
+    assert shown.startswith(f"usage: beam-etl {name} ")
+    assert "``" not in shown and ":mod:`" not in shown  # (the docstrings' markup stays out of --help)
 
 
 def test_an_unknown_command_fails_naming_it(capsys):
@@ -149,6 +151,15 @@ def test_the_summary_says_what_came_from_the_cache_and_what_changed():
     unknown = {**manifest, "changes": {"against_run": "r1", "unknown": "the output replaced has no lineage index"}}
     assert "  against the output replaced: not known: the output replaced has no lineage index" in \
         launch.summarize(unknown, 2.0).splitlines()
+
+
+def test_a_ctrl_c_says_whether_the_rerun_reuses_what_was_finished():
+    from pipelines import preprocess  # pylint: disable=import-outside-toplevel
+
+    assert preprocess.interrupted_message(["--oxford_pets", "d", "--output", "o"]).endswith(
+        "run the same command again to start over (the images it finished come from the cache).")
+    assert preprocess.interrupted_message(["--oxford_pets", "d", "--output", "o", "--no_cache"]).endswith(
+        "run the same command again to start over (nothing is reused: --no_cache).")
 
 
 def _lines(text: str) -> list[str]:
