@@ -93,6 +93,26 @@ def test_same_key_from_two_sources_is_kept_once(tmp_path):
                     equal_to([(second, "duplicate_key")]), label="CheckRejected")
 
 
+def test_the_same_files_from_two_sources_keep_the_label_and_split_one_of_them_gives(tmp_path):
+    """``--oxford_pets ROOT --images 'ROOT/images/*.jpg' ...``: the URIs tie, and the record
+    that says more of the input (its class and split, from the Oxford lists) is the one kept,
+    whichever source is named first."""
+    root = tmp_path / "pets"
+    image = _touch(root / "images" / "Abyssinian_1.jpg")
+    mask = _touch(root / "annotations" / "trimaps" / "Abyssinian_1.png")
+    _touch(root / "annotations" / "trainval.txt", b"Abyssinian_1 1 1 1\n")
+    _touch(root / "annotations" / "test.txt", b"")
+    config = JobConfig(output=str(tmp_path / "out"), val_fraction=0.0, sources=(
+        files.Settings(images=(str(root / "images" / "*.jpg"),), masks=(str(root / "annotations" / "trimaps" / "*.png"),)),
+        oxford.Settings((str(root),))))
+    with TestPipeline(runner=FnApiRunner()) as p:
+        records, rejected = p | ReadSources(config)
+        assert_that(records, equal_to([SourceRecord(key="Abyssinian_1", image_uri=image, mask_uri=mask, label=0,
+                                                    label_name="Abyssinian", split="train")]))
+        assert_that(rejected | beam.Map(lambda r: (r.uri, r.reason)), equal_to([(image, "duplicate_key")]),
+                    label="CheckRejected")
+
+
 def test_glob_matching_nothing_is_an_error_naming_it(tmp_path):
     config = JobConfig(output="o", sources=(files.Settings(images=(str(tmp_path / "nothing" / "*.jpg"),),
                                                     masks=(str(tmp_path / "*.png"),)),))

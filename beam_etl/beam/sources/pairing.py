@@ -24,7 +24,7 @@ from beam_etl import globs
 from beam_etl.beam import filesystem
 from beam_etl.beam.rejections import SplitRejections
 from beam_etl.beam.sources import matching
-from beam_etl.elements import Rejection, SourceRecord, is_reserved_key
+from beam_etl.elements import UNKNOWN_LABEL, Rejection, SourceRecord, is_reserved_key
 
 
 def file_stem(uri: str) -> str:
@@ -128,10 +128,13 @@ def tag(pcoll, label: str, source: int, tag: str):
 
 
 def _precedence(record: SourceRecord) -> tuple:
-    """Of records with the same key, the first by this order is kept, whatever the runner (two
-    rows of one table holding BYTES have the same URIs: their bytes' SHA-256 decide)."""
-    return (record.image_uri, record.mask_uri or "", record.label, record.label_name,
-            record.split or "", *map(_bytes_digest, (record.image_bytes, record.mask_bytes)))
+    """Of records with the same key, the first by this order is kept, whatever the runner: the
+    image URI that sorts first; of the same files, the record that gives a class, then a split
+    (the same files named by ``--images`` and ``--oxford_pets``: the lists' class and split are
+    kept); two rows of one table holding BYTES have the same URIs: their bytes' SHA-256 decide."""
+    return (record.image_uri, record.mask_uri or "", record.label == UNKNOWN_LABEL, record.split is None,
+            record.label, record.label_name, record.split or "",
+            *map(_bytes_digest, (record.image_bytes, record.mask_bytes)))
 
 
 def _bytes_digest(data: bytes | None) -> str:
