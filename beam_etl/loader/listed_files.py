@@ -15,6 +15,7 @@ import struct
 import google_crc32c
 import tensorflow as tf
 
+from beam_etl import schema
 from beam_etl.manifest_checks import FILES_FORMAT, is_count, lowered_format
 from beam_etl.output_layout import TRANSFORM_DIRS, is_regular, is_shard_name
 
@@ -74,6 +75,44 @@ def check_file(path: str, entry: dict) -> str | None:
         lines = data.count(b"\n")
         if lines != entry["num_records"] or (data and not data.endswith(b"\n")):
             return f"{lines} lines, the manifest lists {entry['num_records']} records"
+    return None
+
+
+def first_record(path: str) -> bytes | None:
+    """The first record of the TFRecord file ``path`` (None: it holds none whole)."""
+    with tf.io.gfile.GFile(path, "rb") as handle:
+        header = handle.read(12)
+        if len(header) < 12:
+            return None
+        (length,) = struct.unpack_from("<Q", header)
+        data = handle.read(length)
+    return data if len(data) == length else None
+
+
+def record_problem(record: bytes, image_info: dict) -> str | None:
+    """Where the record says otherwise than the manifest's ``image`` of its pixels (size,
+    channels, encoding), which the loader decodes every record by; None where it agrees."""
+    from tensorflow.core.example import example_pb2  # pylint: disable=import-outside-toplevel
+
+    try:
+        features = example_pb2.Example.FromString(record).features.feature
+    except Exception as error:  # pylint: disable=broad-except  # (protobuf's DecodeError, of no stable module)
+        return f"its first record is not a tf.train.Example: {error}"
+
+    def one(key, kind):
+        values = getattr(features[key], kind).value if key in features else []
+        return values[0] if len(values) == 1 else None
+
+    height, width = one(schema.IMAGE_HEIGHT, "int64_list"), one(schema.IMAGE_WIDTH, "int64_list")
+    if (height, width) != (image_info.get("height"), image_info.get("width")):
+        return (f"its first record is {height}x{width}, the manifest's image says "
+                f"{image_info.get('height')}x{image_info.get('width')}")
+    channels = one(schema.IMAGE_CHANNELS, "int64_list")
+    if channels != image_info.get("channels"):
+        return f"its first record has {channels} channels, the manifest's image says {image_info.get('channels')}"
+    encoding = one(schema.IMAGE_FORMAT, "bytes_list")
+    if encoding is None or encoding.decode("utf-8", "replace") != image_info.get("format"):
+        return f"its first record is of format {encoding!r}, the manifest's image says {image_info.get('format')!r}"
     return None
 
 

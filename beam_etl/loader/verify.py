@@ -1,5 +1,6 @@
 """Checks an output against its manifest: every file there, its size, crc32c and record count,
-and no file of the job's that the manifest does not list. Needs TensorFlow's file systems only.
+each shard's first record of the pixels the manifest describes, and no file of the job's that
+the manifest does not list. Needs TensorFlow's file systems only.
 
     python -m beam_etl.loader.verify OUT        # prints a verdict; exit status 0 if the output is intact
 """
@@ -14,7 +15,8 @@ import tensorflow as tf
 
 from beam_etl.config import flag_type, output_folder
 from beam_etl.loader.dataset import load_manifest
-from beam_etl.loader.listed_files import OutputMismatchError, check_file, lists_files, split_problems
+from beam_etl.loader.listed_files import (OutputMismatchError, check_file, first_record, lists_files, record_problem,
+                                          split_problems)
 from beam_etl.manifest_checks import consistency_problems, shape_problems
 from beam_etl.output_layout import INCOMPLETE_DIR, MANIFEST, first_format, is_job_file
 
@@ -52,8 +54,13 @@ def verify(data_dir: str) -> dict[str, str]:
     if described:  # (the files are checked against a manifest that says what is so)
         problems[MANIFEST] = "; ".join(described)
         return problems
+    shards = {name for info in manifest["splits"].values() for name in info["files"]}
     for name, entry in sorted(manifest["files"].items()):
-        problem = check_file(f"{data_dir.rstrip('/')}/{name}", entry)
+        path = f"{data_dir.rstrip('/')}/{name}"
+        problem = check_file(path, entry)
+        if problem is None and name in shards and entry.get("num_examples"):  # (what the loader decodes by)
+            record = first_record(path)
+            problem = "its first record cannot be read" if record is None else record_problem(record, manifest["image"])
         if problem:
             problems[name] = problem
     for name in _walk(data_dir):

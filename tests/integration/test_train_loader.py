@@ -572,6 +572,10 @@ def _lower_the_format(listed):
     (lambda m: m.update(files={name: entry for name, entry in m["files"].items() if not name.startswith("transform")}),
      "it has statistics, and lists no transform graph made from them"),
     (lambda m: m["flags"].update(statistics=False), "it has statistics, and the flags say --no_statistics"),
+    # what the records are, edited throughout the manifest (raw pixels of one size read as another's)
+    (lambda m: (m["image"].update(height=m["image"]["height"] // 2, width=m["image"]["width"] * 2),
+                m["flags"].update(image_size=[m["image"]["height"], m["image"]["width"]])),
+     "its first record is 40x32, the manifest's image says 20x64"),
 ])
 def test_verify_finds_a_manifest_edited_by_hand_to_say_what_is_not_so(raw_output, tmp_path, capsys, edit, named):
     """Each edit leaves every listed file as listed: only the manifest's own numbers, names and
