@@ -31,7 +31,8 @@ import tensorflow as tf
 from beam_etl import schema
 from beam_etl.manifest_checks import manifest_problems
 from beam_etl.loader import tf_decoding, transform_graph
-from beam_etl.loader.listed_files import OutputMismatchError, check_graph_files, lists_files, split_problems
+from beam_etl.loader.listed_files import (OutputMismatchError, check_graph_files, first_record, lists_files,
+                                          record_problem, split_problems)
 from beam_etl.output_layout import MANIFEST, is_regular, missing_manifest, parse_manifest, refuse_unless_regular
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -102,6 +103,20 @@ def check_files(data_dir: str, manifest: dict, names: list[str]) -> list[int | N
                                       f"{entry['bytes']}: it was cut short, extended or replaced")
         counts.append(entry["num_examples"])
     return counts
+
+
+def check_first_record(files: list[str], counts: list[int | None], image_info: dict) -> None:
+    """Checks the first record of the first of ``files`` that holds one against the manifest's
+    ``image`` (size, channels, encoding: every record is decoded by it, raw pixels reshaped to
+    it); raises OutputMismatchError naming the file. One small read."""
+    for path, count in zip(files, counts):
+        if count == 0:
+            continue
+        record = first_record(path)
+        problem = "its first record cannot be read" if record is None else record_problem(record, image_info)
+        if problem:
+            raise OutputMismatchError(f"{path}: {problem}")
+        return
 
 
 _COUNT_BATCH = 128  # records of a file handled together by the count check
@@ -295,6 +310,7 @@ def make_dataset(data_dir: str, split: str = "train", batch_size: int = 64, *, s
     manifest = parse_manifest(pinned, f"{data_dir.rstrip('/')}/{MANIFEST}")
     files = split_files(data_dir, manifest, split)
     counts = check_files(data_dir, manifest, manifest["splits"][split]["files"])
+    check_first_record(files, counts, manifest["image"])
     decoder = Decoder(data_dir, manifest, on_device=normalize_on_device, split=split)
     raw_spec = {key: spec for key, spec in schema.feature_spec(manifest["features"]).items()
                 if key in decoder.features}

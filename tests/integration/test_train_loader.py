@@ -545,6 +545,16 @@ def _lower_the_format(listed):
     listed["format_version"] = 3
 
 
+def test_the_loader_refuses_records_of_another_size_than_a_manifest_edited_throughout_says(raw_output, tmp_path):
+    """Raw pixels of 40x32 would reshape to 20x64 without a word: the first record is checked."""
+    copy, _ = _copy_of(raw_output, tmp_path)
+    _edited_manifest(copy, lambda m: (m["image"].update(height=20, width=64), m["flags"].update(image_size=[20, 64])))
+    for on_device in (True, False):
+        with pytest.raises(loader.OutputMismatchError,
+                           match="its first record is 40x32, the manifest's image says 20x64"):
+            loader.make_dataset(str(copy), "train", 4, normalize_on_device=on_device)
+
+
 @pytest.mark.parametrize("edit, named", [
     # counts that do not add up
     (lambda m: m.update(num_inputs=m["num_inputs"] + 993), "num_inputs is 993 more than num_written + num_rejected"),
