@@ -208,4 +208,7 @@ def _run(args, manifest: dict) -> dict:
 
 
 if __name__ == "__main__":
+    from beam_etl import unread_streams  # (a message nobody reads, `python -m ... | head`, fails nothing)
+
+    unread_streams.ignore_gone_readers()
     main()

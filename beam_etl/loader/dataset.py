@@ -23,6 +23,7 @@ checks every checksum and names it, as ``python -m beam_etl.loader.verify OUT`` 
 
 from __future__ import annotations
 
+import itertools
 import os
 
 import numpy as np
@@ -108,12 +109,18 @@ def check_files(data_dir: str, manifest: dict, names: list[str]) -> list[int | N
 def check_first_record(files: list[str], counts: list[int | None], image_info: dict) -> None:
     """Checks the first record of the first of ``files`` that holds one against the manifest's
     ``image`` (size, channels, encoding: every record is decoded by it, raw pixels reshaped to
-    it); raises OutputMismatchError naming the file. One small read."""
+    it), its framing's checksums first; raises OutputMismatchError naming the file. One small
+    read. (``counts`` None: a manifest that predates them; an empty file is passed over.)"""
     for path, count in zip(files, counts):
         if count == 0:
             continue
-        record = first_record(path)
-        problem = "its first record cannot be read" if record is None else record_problem(record, image_info)
+        try:
+            record = first_record(path, tf.io.gfile.stat(path).length)
+        except ValueError as error:
+            raise OutputMismatchError(f"{path}: {error}; `beam-etl verify` checks every file") from None
+        if record is None:
+            continue
+        problem = record_problem(record, image_info)
         if problem:
             raise OutputMismatchError(f"{path}: {problem}")
         return
@@ -329,8 +336,12 @@ def make_dataset(data_dir: str, split: str = "train", batch_size: int = 64, *, s
         else:  # too few files to share out: every pipeline reads all, keeps its records
             record_shard = (workers, index)
 
+    # Each file's first record's place in the split, in the manifest's order: where the pipelines
+    # share records, pipeline i keeps the records whose place is i modulo their number, so that
+    # each has its even share of the split (per file, a pipeline past a file's count would get none).
+    offsets = [0, *itertools.accumulate(count or 0 for count in counts)][:len(counts)]
     file_names = tf.data.Dataset.from_tensor_slices(
-        (files, [count or 0 for count in counts]))  # (path, records listed)
+        (files, [count or 0 for count in counts], offsets))  # (path, records listed, first record's place)
     if shuffle:
         file_names = file_names.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
 
@@ -338,7 +349,7 @@ def make_dataset(data_dir: str, split: str = "train", batch_size: int = 64, *, s
 
     manifest_path = f"{data_dir.rstrip('/')}/{MANIFEST}"
 
-    def read_file(name, count):
+    def read_file(name, count, offset):
         # The manifest's path made from the file's name (and nothing of it): with a constant path,
         # TensorFlow's constant folding reads the manifest once, when an iterator starts, and a
         # repeating dataset would read a version that replaced this one from its second epoch on.
@@ -351,7 +362,14 @@ def make_dataset(data_dir: str, split: str = "train", batch_size: int = 64, *, s
             name = tf.identity(name)
         records = _counted(tf.data.TFRecordDataset(name, buffer_size=buffer_size), name,
                            tf.cast(count, tf.int64) if checked else None)
-        return records.shard(*record_shard) if record_shard is not None else records
+        if record_shard is None:
+            return records
+        workers, index = record_shard
+        if not checked:  # (no counts, no places: each file's records shared out by themselves)
+            return records.shard(workers, index)
+        return (records.enumerate()
+                .filter(lambda place, _: tf.equal((tf.cast(offset, tf.int64) + place) % workers, index))
+                .map(lambda _, element: element))
 
     dataset = file_names.interleave(read_file, cycle_length=min(len(files), 16), block_length=1,
                                     num_parallel_calls=AUTOTUNE, deterministic=deterministic)

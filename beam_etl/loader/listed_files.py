@@ -16,6 +16,7 @@ import google_crc32c
 import tensorflow as tf
 
 from beam_etl import schema
+from beam_etl.tfrecord import masked_crc32c
 from beam_etl.manifest_checks import FILES_FORMAT, is_count, lowered_format
 from beam_etl.output_layout import TRANSFORM_DIRS, is_regular, is_shard_name
 
@@ -78,15 +79,27 @@ def check_file(path: str, entry: dict) -> str | None:
     return None
 
 
-def first_record(path: str) -> bytes | None:
-    """The first record of the TFRecord file ``path`` (None: it holds none whole)."""
+def first_record(path: str, size: int) -> bytes | None:
+    """The first record of the TFRecord file ``path``, of ``size`` bytes (None: it is empty).
+    Its framing is checked before its length is trusted (a length read from flipped bits can
+    ask for terabytes): ValueError where the length's or the data's checksum does not match,
+    or the record runs past the file's end."""
+    if size == 0:
+        return None
     with tf.io.gfile.GFile(path, "rb") as handle:
         header = handle.read(12)
         if len(header) < 12:
-            return None
+            raise ValueError("its first record's header is cut short")
         (length,) = struct.unpack_from("<Q", header)
+        if struct.unpack_from("<I", header, 8)[0] != masked_crc32c(header[:8]):
+            raise ValueError("its first record's length does not match its checksum (a corrupt shard)")
+        if 12 + length + 4 > size:
+            raise ValueError("its first record runs past the file's end")
         data = handle.read(length)
-    return data if len(data) == length else None
+        footer = handle.read(4)
+    if len(data) != length or len(footer) != 4 or struct.unpack("<I", footer)[0] != masked_crc32c(data):
+        raise ValueError("its first record does not match its checksum (a corrupt shard)")
+    return data
 
 
 def record_problem(record: bytes, image_info: dict) -> str | None:

@@ -254,4 +254,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m beam_etl.tools.sa
 
 
 if __name__ == "__main__":
+    from beam_etl import unread_streams  # (a message nobody reads, `python -m ... | head`, fails nothing)
+
+    unread_streams.ignore_gone_readers()
     main()

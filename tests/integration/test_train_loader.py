@@ -8,6 +8,7 @@ import os
 import shutil
 import socket
 import stat
+import struct
 import subprocess
 import sys
 import time
@@ -17,7 +18,7 @@ import pytest
 import tensorflow as tf
 
 from beam_etl import loader
-from beam_etl.loader import cli, preview, verify
+from beam_etl.loader import cli, listed_files, preview, verify
 from beam_etl.loader import dataset as dataset_module
 from tests.support import file_modes
 from tests.support.jobs import run_job
@@ -106,6 +107,8 @@ def test_input_contexts_share_out_every_example_once(raw_output, workers):
         shares.append([_digest(image) for images, _ in batches for image in images])
     assert all(shares)
     assert sorted(d for share in shares for d in share) == everything
+    if workers > len(manifest["splits"]["train"]["files"]):  # shared by record: even shares of the split
+        assert max(map(len, shares)) - min(map(len, shares)) <= 1
 
 
 @pytest.mark.parametrize("counts, workers, held", [
@@ -123,6 +126,23 @@ def test_input_pipelines_get_shares_of_files_as_even_as_the_files_allow(counts, 
 @pytest.mark.parametrize("counts, workers", [([5, 0, 0, 3], 3), ([4], 2)])
 def test_fewer_files_holding_records_than_pipelines_are_shared_by_record(counts, workers):
     assert dataset_module.share_files(counts, workers) is None
+
+
+def test_pipelines_sharing_records_get_even_shares_of_the_split_not_of_each_file(raw_output):
+    """More pipelines than the records of any one file: shares of each file's records would
+    leave the last pipelines none (their epochs would end at once); shares of the split do not."""
+    out, manifest = raw_output
+    info = manifest["splits"]["test"]
+    per_file = [manifest["files"][name]["num_examples"] for name in info["files"]]
+    workers = max(per_file) + 1
+    assert workers <= info["num_examples"]  # (two files hold records: the case)
+    shares = []
+    for index in range(workers):
+        context = tf.distribute.InputContext(num_input_pipelines=workers, input_pipeline_id=index,
+                                             num_replicas_in_sync=workers)
+        shares.append(len(_examples(loader.make_dataset(str(out), "test", workers, shuffle=False,
+                                                        input_context=context, normalize_on_device=True))))
+    assert sum(shares) == info["num_examples"] and min(shares) >= 1 and max(shares) - min(shares) <= 1
 
 
 def test_counts_unknown_share_files_by_position():
@@ -543,6 +563,33 @@ def _list_outside(listed):
 
 def _lower_the_format(listed):
     listed["format_version"] = 3
+
+
+def test_a_first_record_whose_length_is_corrupt_is_refused_never_read(raw_output, tmp_path):
+    """Flipped bits in a length ask for terabytes (a read that size kills the process): the
+    length's checksum is checked first, and the file named."""
+    copy, (first, _) = _copy_of(raw_output, tmp_path)
+    data = bytearray((copy / first).read_bytes())
+    data[5] ^= 0x80  # (the length's bit 47: 128 TiB more)
+    (copy / first).write_bytes(bytes(data))
+    with pytest.raises(loader.OutputMismatchError, match=f"{first}: its first record's length does not match"):
+        loader.make_dataset(str(copy), "train", 4, shuffle=False)
+    huge = tmp_path / "huge.tfrecord"
+    huge.write_bytes(struct.pack("<Q", 1 << 40) + bytes(4) + b"x" * 100)
+    with pytest.raises(ValueError, match="length does not match its checksum"):
+        listed_files.first_record(str(huge), huge.stat().st_size)
+
+
+def test_an_empty_first_shard_of_a_manifest_without_counts_is_passed_over(raw_output, tmp_path):
+    out, manifest = raw_output
+    shard = next(name for name in manifest["splits"]["train"]["files"] if manifest["files"][name]["num_examples"])
+    record = listed_files.first_record(str(out / shard), (out / shard).stat().st_size)
+    (tmp_path / "empty.tfrecord").write_bytes(b"")
+    _rewrite(tmp_path / "full.tfrecord", [record])
+    files = [str(tmp_path / "empty.tfrecord"), str(tmp_path / "full.tfrecord")]
+    dataset_module.check_first_record(files, [None, None], manifest["image"])  # (a format-1 output's)
+    with pytest.raises(loader.OutputMismatchError, match="full.tfrecord: its first record is 40x32"):
+        dataset_module.check_first_record(files, [None, None], {**manifest["image"], "height": 20, "width": 64})
 
 
 def test_the_loader_refuses_records_of_another_size_than_a_manifest_edited_throughout_says(raw_output, tmp_path):

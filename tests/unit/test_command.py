@@ -215,6 +215,23 @@ def test_a_reader_that_went_away_fails_no_run(pets_dir, tmp_path, closed, worker
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("module", ["beam_etl.diff", "beam_etl.loader.verify"])
+def test_a_module_run_with_python_m_into_a_closed_pipe_ends_as_it_would(raw_output, tmp_path, module):
+    """``python -m beam_etl.diff OLD NEW | head``: the module forms the README names alike."""
+    out, _ = raw_output
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    argv = [str(out), str(out)] if module == "beam_etl.diff" else [str(out)]
+    try:
+        ran = subprocess.run([sys.executable, "-m", module, *argv], stdout=write_end, stderr=subprocess.PIPE,
+                             timeout=300, check=False, env=dict(os.environ, TMPDIR=str(tmp_path)))
+    finally:
+        os.close(write_end)
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    assert b"Traceback" not in ran.stderr and b"Broken pipe" not in ran.stderr
+
+
+@pytest.mark.slow
 def test_verbose_shows_the_traceback_and_the_logs(pets_dir, tmp_path):
     failed = _run("preprocess", "--oxford_pets", str(pets_dir), "--output", str(tmp_path / "out"),
                   "--image_size", "24", "--max_reject_fraction", "0.01", "--verbose")

@@ -75,7 +75,7 @@ def test_the_watcher_adds_up_every_workers_file(tmp_path, monkeypatch):
         reporters[2].flush()
         time.sleep(0.3)
     lines = log.getvalue().splitlines()
-    assert lines[0] == "beam-etl: 40 inputs found"
+    assert lines[0] == "beam-etl: 40 images found"
     assert lines[-1].startswith("beam-etl: 21 of 40 images done (52%)")
 
 
@@ -84,4 +84,4 @@ def test_no_total_when_the_sources_cannot_say(tmp_path, total):
     log = io.StringIO()
     with job_progress.Watcher(str(tmp_path), ProgressLine("images", stream=log, every_s=0.0), lambda: total):
         pass
-    assert "inputs found" not in log.getvalue()
+    assert " found" not in log.getvalue()
