@@ -251,7 +251,8 @@ def share_files(counts: list[int | None], workers: int) -> list[list[int]] | Non
     fewest records so far (the lowest-numbered of those), so that their shares of an epoch are as
     even as the files allow; by position where the counts are not known (manifests that predate
     them). None where there are fewer files holding records than pipelines: the pipelines then
-    share each file's records instead (a pipeline without one would end its epochs at once)."""
+    read every file and share the split's records instead (a pipeline without a file of records
+    would end its epochs at once)."""
     if sum(1 for count in counts if count != 0) < workers:
         return None
     if any(count is None for count in counts):
