@@ -189,7 +189,8 @@ def summarize(manifest_dict: dict, seconds: float, cache: dict | None = None, re
         if "unknown" in changes:
             lines.append(f"  against the output replaced: not known: {changes['unknown']}")
         else:
-            counts = ", ".join(f"{changes.get(what, 0):,} {what}" for what in ("added", "removed", "changed", "unchanged"))
+            counts = ", ".join(f"{changes.get(what, 0):,} {what}"
+                               for what in ("added", "removed", "changed", "unchanged"))
             lines.append(f"  against the output replaced: {counts} (the keys: {changes['file']})")
     moved = label_ids.moved(replaced, manifest_dict) if replaced else None
     if moved:

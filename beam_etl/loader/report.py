@@ -101,7 +101,8 @@ def build_report(output: str, examples: int = 8, rejected_per_reason: int = 3, s
                 f'resize {html.escape(manifest["image"].get("resize", "stretch"))}.</p>']
     sections.append("<h2>Splits</h2>" + _table(
         ["split", "examples", "of which originals", "files", "MB"],
-        [[split, info["num_examples"], info["num_source_examples"], len(info["files"]), f"{info['bytes'] / (1 << 20):.1f}"]
+        [[split, info["num_examples"], info["num_source_examples"], len(info["files"]),
+          f"{info['bytes'] / (1 << 20):.1f}"]
          for split, info in manifest["splits"].items()], "splits"))
 
     rejected = read_rejected(output, manifest)

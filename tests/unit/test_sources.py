@@ -103,7 +103,8 @@ def test_the_same_files_from_two_sources_keep_the_label_and_split_one_of_them_gi
     _touch(root / "annotations" / "trainval.txt", b"Abyssinian_1 1 1 1\n")
     _touch(root / "annotations" / "test.txt", b"")
     config = JobConfig(output=str(tmp_path / "out"), val_fraction=0.0, sources=(
-        files.Settings(images=(str(root / "images" / "*.jpg"),), masks=(str(root / "annotations" / "trimaps" / "*.png"),)),
+        files.Settings(images=(str(root / "images" / "*.jpg"),),
+                       masks=(str(root / "annotations" / "trimaps" / "*.png"),)),
         oxford.Settings((str(root),))))
     with TestPipeline(runner=FnApiRunner()) as p:
         records, rejected = p | ReadSources(config)
