@@ -291,6 +291,12 @@ def test_the_preview_shows_chosen_keys_in_colours_fixed_per_mask_value(pets_dir,
     np.testing.assert_array_equal(overlay, expected)
     with pytest.raises(SystemExit, match="--keys: no example 'nope'"):
         loader.main(["--data", str(tmp_path / "with"), "--preview", str(tmp_path / "x.png"), "--keys", "nope"])
+    lineage = json.loads((tmp_path / "with" / "manifest.json").read_text())["lineage"]["files"]
+    elsewhere = next(json.loads(line)["key"] for name_ in lineage if "/test-" in name_
+                     for line in (tmp_path / "with" / name_).read_text().splitlines())
+    with pytest.raises(ValueError, match=rf"no example '{elsewhere}' in split 'train' of .*\('{elsewhere}' is in "
+                                         r"split 'test': --split test\)"):
+        preview.read_examples(str(tmp_path / "with"), "train", 0, [elsewhere])
 
 
 def test_cli_rejects_bad_flags_naming_them(raw_output, tmp_path, capsys):
