@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import atexit
 import faulthandler
+import logging
 import os
 import re
 import select
@@ -214,3 +215,23 @@ def _restore() -> None:
 
 def wants_verbose(argv: list[str]) -> bool:
     return "--verbose" in argv
+
+
+class DropNotes(logging.Filter):
+    """Drops the records that hold one of ``notes``."""
+
+    def __init__(self, notes):
+        super().__init__()
+        self.notes = tuple(notes)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(note in message for note in self.notes)
+
+
+def drop_notes(logger_name: str, notes) -> None:
+    """From now on, the Python logger ``logger_name`` drops the records that hold one of ``notes``
+    (a note the command tells otherwise, or that is no news); once, however often it is called."""
+    logger = logging.getLogger(logger_name)
+    if not any(isinstance(f, DropNotes) and f.notes == tuple(notes) for f in logger.filters):
+        logger.addFilter(DropNotes(notes))

@@ -131,8 +131,9 @@ def _refuse_links(output: str, error=RuntimeError) -> None:
                     "folder in its place, or choose another --output")
 
 
-def check_output(output: str, overwrite: bool) -> None:
-    """Launch-time, read-only: refuses an ``output`` this run may not write (ValueError).
+def check_output(output: str, overwrite: bool) -> dict | None:
+    """Launch-time, read-only: refuses an ``output`` this run may not write (ValueError);
+    returns the manifest of the output there (None: none).
 
     A folder of the job's there that is a link (:func:`linked_folders`), or a file by a folder's
     name (:data:`JOB_FOLDERS`); a name the job writes, in a folder that is not a beam-etl output
@@ -153,7 +154,7 @@ def check_output(output: str, overwrite: bool) -> None:
     present = [name for name in names
                if is_job_file(name) and not (leased and name.startswith(INCOMPLETE_DIR + "/"))]
     if not present:
-        return
+        return None
     try:
         refuse_unless_regular(join(output, MANIFEST))
     except ValueError as error:
@@ -181,6 +182,7 @@ def check_output(output: str, overwrite: bool) -> None:
             raise ValueError(f"--output {output!r} holds {_describe(strangers)}, which its "
                              f"{MANIFEST} does not list: --overwrite replaces only what beam-etl "
                              "wrote; move those files")
+    return manifest
 
 
 # What a run leaves in .incomplete/ (besides its lease, which it takes first and keeps if killed;

@@ -10,7 +10,6 @@ run that fails puts the earlier output back and releases it.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import shutil
 import sys
@@ -22,6 +21,7 @@ from apache_beam.options.pipeline_options import (DirectOptions, GoogleCloudOpti
                                                   StandardOptions)
 
 from beam_etl import label_ids
+from beam_etl.native_logs import drop_notes
 from beam_etl.beam import (commit, crash, filesystem, job_progress, lease, manifest, options, outcome_store,
                            sdk_worker, sources, up_to_date, warm_workers)
 from beam_etl.beam.preprocess import Preprocess
@@ -75,30 +75,12 @@ BEAM_WORKER_COUNT_NOTE = "If direct_num_workers is not equal to 1"
 _RUNNER_LOG = "apache_beam.runners.portability.fn_api_runner.fn_runner"
 
 
-class DropNotes(logging.Filter):
-    """Drops the records that hold one of ``notes``."""
-
-    def __init__(self, notes):
-        super().__init__()
-        self.notes = tuple(notes)
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        return not any(note in message for note in self.notes)
-
-
-def _drop_notes(logger_name: str, notes) -> None:
-    logger = logging.getLogger(logger_name)
-    if not any(isinstance(f, DropNotes) and f.notes == tuple(notes) for f in logger.filters):
-        logger.addFilter(DropNotes(notes))
-
-
 def quiet_worker_start() -> None:
-    _drop_notes(_WORKER_LOG, BEAM_WORKER_START_NOTES)
+    drop_notes(_WORKER_LOG, BEAM_WORKER_START_NOTES)
 
 
 def quiet_worker_count() -> None:
-    _drop_notes(_RUNNER_LOG, (BEAM_WORKER_COUNT_NOTE,))
+    drop_notes(_RUNNER_LOG, (BEAM_WORKER_COUNT_NOTE,))
 
 
 # From this many inputs on, a run left to the DirectRunner's defaults uses a worker process per
@@ -403,7 +385,8 @@ def launch(config: JobConfig, pipeline_options: PipelineOptions, command_line: d
         print(f"beam-etl: resuming {resuming.describe()}, which died; {reused}")
     try:
         commit.clear_leftovers(config.output)  # may put back an output a dead run was replacing
-        commit.check_output(config.output, overwrite)  # so again, and another run may have ended
+        # so again, and another run may have ended; the output it replaces (its class ids, for the summary)
+        replaced = commit.check_output(config.output, overwrite)
     except (ValueError, RuntimeError) as error:
         _abandon(config.output, holder.run_id, made_from)
         _refuse(error)
@@ -413,7 +396,6 @@ def launch(config: JobConfig, pipeline_options: PipelineOptions, command_line: d
         except BaseException:
             _abandon(config.output, holder.run_id, made_from)
             raise
-    replaced = commit.read_manifest_if_any(config.output) if overwrite else None  # (its class ids, for the summary)
     snapshot = (up_to_date.Snapshot(command_line, config.output, sources.local_roots(config), code.job)
                 if command_line is not None and config.use_cache and runs_here(pipeline_options) else None)
     cluster = None

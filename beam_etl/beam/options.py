@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import logging
 import os
 import re
 
 from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions, SetupOptions,
                                                   StandardOptions, TestOptions, WorkerOptions)
 
-from beam_etl import config as config_lib, globs
+from beam_etl import config as config_lib, globs, native_logs
 from beam_etl.beam import sources
 from beam_etl.config import flag_type, positive_hours, positive_int
 from beam_etl.output_layout import CACHE_DIR, INCOMPLETE_DIR, UP_TO_DATE, is_job_file, is_within, join
@@ -187,9 +186,8 @@ def parse_args(argv: list[str], prog: str | None = None,
     """Parses and validates ``argv``; exits with status 2 and a message naming the flag on error."""
     parser = _parser(prog, description)
     flags, _ = parser.parse_known_args(argv)  # the job's flags; the rest are Beam's
-    beam_options_log = logging.getLogger("apache_beam.options.pipeline_options")
-    if not any(isinstance(f, _NoDiscardNote) for f in beam_options_log.filters):
-        beam_options_log.addFilter(_NoDiscardNote())
+    # Beam's warning that it discards what it cannot parse: the job refuses it instead, naming it
+    native_logs.drop_notes("apache_beam.options.pipeline_options", ("Discarding unparseable args",))
     options = JobOptions(argv)
     try:
         check_runner_flags(options, flags)
@@ -219,8 +217,8 @@ def check_bucket_names(argv: list[str]) -> None:
     for index, arg in enumerate(argv):
         if not arg.startswith("--"):
             continue
-        flag, _, value = arg.partition("=")
-        if not _ and index + 1 < len(argv):
+        flag, equals, value = arg.partition("=")
+        if not equals and index + 1 < len(argv):
             value = argv[index + 1]
         if value.startswith("gs://"):
             bucket = value[len("gs://"):].split("/", 1)[0]
@@ -238,11 +236,12 @@ def direct_workers(options: PipelineOptions, argv: list[str]) -> None:
     workers = direct.direct_num_workers
     if not _names_any(argv, ("--direct_num_workers",)) or workers == 1:
         return
-    if _names_any(argv, ("--direct_running_mode",)) and direct.direct_running_mode == "in_memory":
+    mode_named = _names_any(argv, ("--direct_running_mode",))
+    if mode_named and direct.direct_running_mode == "in_memory":
         raise ValueError(f"--direct_num_workers {workers} with --direct_running_mode in_memory: that mode runs "
                          "one worker whatever the number; give --direct_running_mode multi_processing (or "
                          "multi_threading), or leave --direct_running_mode out for worker processes")
-    if not _names_any(argv, ("--direct_running_mode",)):
+    if not mode_named:
         direct.direct_running_mode = "multi_processing"
     if workers == 0:
         direct.direct_num_workers = os.cpu_count() or 1
@@ -277,14 +276,6 @@ def _unrecognized(unknown: list[str]) -> str:
     if any(not word.startswith("-") and os.path.lexists(word) for word in unknown):
         shown += " (files the shell listed for an unquoted glob? Quote it: --images 'DIR/*.jpg')"
     return f"unrecognized arguments: {shown}"
-
-
-class _NoDiscardNote(logging.Filter):
-    """Drops Beam's warning that it discards arguments it cannot parse: the job refuses them,
-    naming them, instead (:func:`parse_args`)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "Discarding unparseable args" not in record.getMessage()
 
 
 def _unknown_arguments(options: PipelineOptions, argv: list[str]) -> list[str]:

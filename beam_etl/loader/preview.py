@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import tensorflow as tf
 
-from beam_etl import lineage, schema
+from beam_etl import diff, schema
 from beam_etl.loader.dataset import load_manifest, split_files
 from beam_etl.loader.tf_decoding import decode_images, decode_masks
 
@@ -64,19 +64,15 @@ def read_examples(data_dir: str, split: str, count: int, keys: list[str] | None 
     missing = [key for key in keys if key not in found]
     if missing:
         raise ValueError(f"--keys: no example {', '.join(map(repr, missing))} in split {split!r} of {data_dir}"
-                         f"{_elsewhere(data_dir, manifest, missing)}")
+                         f"{_elsewhere(data_dir, missing)}")
     return [found[key] for key in keys]
 
 
-def _elsewhere(data_dir: str, manifest: dict, keys: list[str]) -> str:
+def _elsewhere(data_dir: str, keys: list[str]) -> str:
     """``" ('k' is in split 'test': --split test)"``: the split the lineage index gives the first
     of ``keys`` it holds; "" where it holds none of them, or cannot be read."""
     try:
-        def read(name):
-            with tf.io.gfile.GFile(f"{data_dir.rstrip('/')}/{name}", "rb") as handle:
-                return handle.read()
-
-        index = lineage.read_described(manifest, read) if manifest.get("lineage") else {}
+        _, index = diff.read_index(data_dir)
     except (OSError, ValueError, KeyError, TypeError, tf.errors.OpError):  # (the index is for diff to judge)
         return ""
     for key in keys:

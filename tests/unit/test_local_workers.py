@@ -1,9 +1,12 @@
 """How a run left to the DirectRunner's defaults uses this machine: a worker process per core
 for many inputs, this process for few; what the user names is left alone."""
 
+import logging
+
 import pytest
 from apache_beam.options.pipeline_options import DirectOptions
 
+from beam_etl import native_logs
 from beam_etl.beam import launch, options
 
 
@@ -92,8 +95,8 @@ def test_counting_stops_at_the_limit(tmp_path):
 def test_the_workers_start_up_notes_are_not_shown(caplog):
     launch.quiet_worker_start()
     launch.quiet_worker_start()  # once is enough, twice is harmless
-    logger = launch.logging.getLogger("apache_beam.runners.portability.local_job_service")
-    assert sum(isinstance(f, launch.DropNotes) for f in logger.filters) == 1
+    logger = logging.getLogger("apache_beam.runners.portability.local_job_service")
+    assert sum(isinstance(f, native_logs.DropNotes) for f in logger.filters) == 1
     with caplog.at_level("WARNING", logger=logger.name):
         logger.warning("Worker: severity: WARN message: \"Discarding unparseable args: ['--output', 'o']\"")
         logger.warning("Worker: severity: WARN message: \"No semi_persistent_directory found: ...\"")
@@ -146,7 +149,7 @@ def test_worker_processes_run_the_harness_that_skips_the_interpreters_teardown(t
 
 def test_the_runners_warning_about_that_mode_is_not_shown(caplog):
     launch.quiet_worker_count()
-    logger = launch.logging.getLogger("apache_beam.runners.portability.fn_api_runner.fn_runner")
+    logger = logging.getLogger("apache_beam.runners.portability.fn_api_runner.fn_runner")
     with caplog.at_level("WARNING", logger=logger.name):
         logger.warning("If direct_num_workers is not equal to 1, direct_running_mode should be ...")
         logger.warning("something else")
