@@ -1,6 +1,12 @@
 """The version of a piece of the job's code, as the SHA-256 of its modules' source: what a cache
 of the code's results is keyed by, so that a change in the code finds no stale result.
 
+Which modules a piece of code is made of is read from their source, not listed by hand
+(:func:`closure`): its entry modules, every module of the job they import (at any depth,
+anywhere in a module: inside a function, relatively), and each package on the way, whose
+``__init__`` runs as they are imported. A helper module added to the chain, or a constant put
+in a package's ``__init__``, is part of the version the moment it is imported.
+
 A version describes the code that runs only if the files did not change between their import
 and their reading: a run takes the version of its per-image chain as it starts, before any of
 it is imported, and each process that runs the chain checks, once it has imported it, that the
@@ -8,26 +14,100 @@ files are still those (:func:`changed`). Standard library only: the command read
 
 from __future__ import annotations
 
+import ast
+import functools
 import hashlib
 import importlib.util
+import os
 
-# The code that makes an outcome (beam_etl.beam.example_cache): a change in any of them is a new
-# chain. Every module of the job that the chain and example_cache import, beam_etl.config
-# (constants such as the padding's mask value) included: a test holds the list whole.
-CHAIN_MODULES = ("beam_etl.image.augmentation", "beam_etl.image.chain", "beam_etl.image.decoding",
-                 "beam_etl.image.encoding", "beam_etl.image.pixel_statistics", "beam_etl.image.resizing",
-                 "beam_etl.image.validation", "beam_etl.schema", "beam_etl.tf_example", "beam_etl.hashing",
-                 "beam_etl.elements", "beam_etl.config", "beam_etl.lineage", "beam_etl.code_version",
-                 "beam_etl.beam.example_cache")
+# The code that makes an outcome (beam_etl.beam.example_cache): the per-image chain, and the
+# module that names, encodes and decodes its entries.
+CHAIN_ENTRIES = ("beam_etl.image.chain", "beam_etl.beam.example_cache")
 
 
-def code_version(module_names) -> dict[str, str]:
-    """``{module name: SHA-256 of its source}``, read without importing the modules."""
+@functools.cache
+def _package_folder(package: str) -> str | None:
+    spec = importlib.util.find_spec(package)
+    return spec.submodule_search_locations[0] if spec and spec.submodule_search_locations else None
+
+
+def source_file(name: str) -> str | None:
+    """The source file of the module or package ``name`` of a package of plain source files
+    (``beam_etl``), found without importing anything but its top-level package; None when
+    there is none of that name (a name defined in a module)."""
+    top, *parts = name.split(".")
+    folder = _package_folder(top)
+    if folder is None:
+        return None
+    base = os.path.join(folder, *parts)
+    for path in (os.path.join(base, "__init__.py"), base + ".py"):
+        if os.path.isfile(path):
+            return path
+    return None
+
+
+def imports(path: str, name: str, top_level_only: bool = False) -> set[str]:
+    """The absolute names the module ``name`` (source file ``path``) imports: each ``import``'s
+    modules, and each ``from`` import's module and ``module.name`` for every name it takes;
+    relative imports resolved against the module's package. ``top_level_only``: only the
+    statements of the module's body (what runs as it is imported)."""
+    with open(path, "rb") as source:
+        tree = ast.parse(source.read(), path)
+    package = name if os.path.basename(path) == "__init__.py" else name.rpartition(".")[0]
+    found = set()
+    for node in tree.body if top_level_only else ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[:len(base) - (node.level - 1)]
+                module = ".".join(base + ([node.module] if node.module else []))
+            else:
+                module = node.module
+            found.add(module)
+            found.update(f"{module}.{alias.name}" for alias in node.names)
+    return found
+
+
+@functools.cache
+def closure(entries: tuple[str, ...]) -> tuple[str, ...]:
+    """``entries``, every module of their top-level packages that they import, at any depth,
+    and every package that holds one of them, by name, sorted."""
+    packages = {entry.split(".")[0] for entry in entries}
+    seen, pending = set(), list(entries)
+    while pending:
+        name = pending.pop()
+        path = source_file(name)
+        if name in seen or path is None:
+            continue
+        seen.add(name)
+        parts = name.split(".")
+        pending.extend(".".join(parts[:end]) for end in range(1, len(parts)))  # its packages
+        pending.extend(found for found in imports(path, name) if found.split(".")[0] in packages)
+    return tuple(sorted(seen))
+
+
+def code_version(module_names, digests: dict[str, bytes] | None = None) -> dict[str, str]:
+    """``{module name: SHA-256 of its source}``, read without importing the modules; a module
+    whose file is in ``digests`` (``{path: SHA-256}``, taken earlier) has that digest."""
     version = {}
     for name in module_names:
-        with open(importlib.util.find_spec(name).origin, "rb") as source:
+        path = source_file(name)
+        if path is None:
+            raise ModuleNotFoundError(f"the job has no module {name}")
+        if digests is not None and path in digests:
+            version[name] = digests[path].hex()
+            continue
+        with open(path, "rb") as source:
             version[name] = hashlib.sha256(source.read()).hexdigest()
     return version
+
+
+def chain_version(digests: dict[str, bytes] | None = None) -> dict[str, str]:
+    """The :func:`code_version` of the per-image chain: of :func:`closure` of
+    :data:`CHAIN_ENTRIES` (``digests``: as for :func:`code_version`)."""
+    return code_version(closure(CHAIN_ENTRIES), digests)
 
 
 def changed(version: dict[str, str]) -> list[str]:
@@ -37,7 +117,7 @@ def changed(version: dict[str, str]) -> list[str]:
     for name, digest in version.items():
         try:
             now = code_version([name])[name]
-        except (ImportError, AttributeError, TypeError, OSError):  # (no module, or no source file, of that name)
+        except (ImportError, OSError):  # (no module, or no source file, of that name)
             now = None
         if now != digest:
             found.append(name)

@@ -150,6 +150,41 @@ def parse_mask_values(text: str) -> tuple[int, ...]:
     return tuple(sorted(values))
 
 
+def mask_format(image_format: str) -> str:
+    """Masks are always lossless: raw next to raw images, PNG otherwise."""
+    return "raw" if image_format == "raw" else "png"
+
+
+@dataclasses.dataclass(frozen=True)
+class ChainSettings:
+    """What the per-image chain (:mod:`beam_etl.image.chain`) is given of the settings: every
+    setting that shapes an outcome, and nothing else. The cache of outcomes
+    (:mod:`beam_etl.beam.example_cache`) hashes exactly these, so a setting the chain reads is
+    always part of an outcome's name: a new one must be a field here (a :class:`JobConfig`
+    field of the same name) before the chain can read it.
+
+    Made by :meth:`JobConfig.chain_settings` for one split: the settings that shape training
+    examples only (augmentation copies and their seed, the statistics' shares of training
+    originals) are neutral for another split, whose outcomes then do not change with them."""
+
+    image_size: tuple[int, int]
+    image_format: str
+    resize: str
+    jpeg_quality: int
+    max_pixels: int
+    mask_values: tuple[int, ...] | None
+    augment_copies: int
+    seed: int
+    statistics: bool
+
+    @property
+    def mask_format(self) -> str:
+        return mask_format(self.image_format)
+
+
+_NEUTRAL_OUTSIDE_TRAINING = {"augment_copies": 0, "seed": 0, "statistics": False}
+
+
 @dataclasses.dataclass(frozen=True)
 class JobConfig:
     """Everything the transforms need to know, validated once at launch."""
@@ -210,8 +245,15 @@ class JobConfig:
 
     @property
     def mask_format(self) -> str:
-        """Masks are always lossless: raw next to raw images, PNG otherwise."""
-        return "raw" if self.image_format == "raw" else "png"
+        """:func:`mask_format` of ``--image_format``."""
+        return mask_format(self.image_format)
+
+    def chain_settings(self, split: str = "train") -> ChainSettings:
+        """The :class:`ChainSettings` of an input of ``split``."""
+        values = {field.name: getattr(self, field.name) for field in dataclasses.fields(ChainSettings)}
+        if split != "train":
+            values.update(_NEUTRAL_OUTSIDE_TRAINING)
+        return ChainSettings(**values)
 
     @property
     def shard_bytes(self) -> int:

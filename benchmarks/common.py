@@ -17,7 +17,7 @@ import tempfile
 import time
 
 from beam_etl import tfrecord
-from beam_etl.config import JobConfig
+from beam_etl.config import ChainSettings, JobConfig
 from beam_etl.elements import SourceRecord
 from beam_etl.image import chain
 from beam_etl.output_layout import MANIFEST
@@ -47,12 +47,12 @@ def subset_dir(records: list[SourceRecord], directory: str) -> str:
 
 # --- the hand-written baseline: a multiprocessing.Pool running the job's per-image chain -------
 
-_CONFIG: JobConfig | None = None
+_SETTINGS: ChainSettings | None = None
 
 
 def _init(config: JobConfig) -> None:
-    global _CONFIG  # pylint: disable=global-statement  # per-process state of the Pool
-    _CONFIG = config
+    global _SETTINGS  # pylint: disable=global-statement  # per-process state of the Pool
+    _SETTINGS = config.chain_settings()
 
 
 def _pool_work(record: SourceRecord) -> list[bytes]:
@@ -60,7 +60,7 @@ def _pool_work(record: SourceRecord) -> list[bytes]:
         image = handle.read()
     with open(record.mask_uri, "rb") as handle:
         mask = handle.read()
-    examples, _ = chain.process_example(record, image, mask, "train", _CONFIG)
+    examples, _ = chain.process_example(record, image, mask, "train", _SETTINGS)
     return [e.serialized for e in examples]
 
 

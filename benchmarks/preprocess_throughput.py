@@ -57,7 +57,7 @@ def run_job(directory: str, size: int, workers: int, output: str, *extra: str) -
 def stage_breakdown(records, size: int, image_format: str, workdir: str) -> dict[str, float]:
     config = JobConfig(output=workdir, sources=(files.Settings(("x",), ("y",)),), image_size=(size, size),
                        image_format=image_format)
-    hint = process.decode_size_hint(config)
+    hint = process.decode_size_hint(config.chain_settings())
     totals = dict.fromkeys(("read", "decode image", "decode mask", "resize", "augment", "encode",
                             "serialize", "write"), 0.0)
     clock = time.perf_counter

@@ -35,13 +35,14 @@ from benchmarks.common import ensure_dataset
 
 def per_image(records, config: JobConfig) -> dict[str, float]:
     serialized = []
+    settings = config.chain_settings()
     started = time.perf_counter()
     for record in records:
         with open(record.image_uri, "rb") as handle:
             image = handle.read()
         with open(record.mask_uri, "rb") as handle:
             mask = handle.read()
-        examples, _ = process.process_example(record, image, mask, "train", config)
+        examples, _ = process.process_example(record, image, mask, "train", settings)
         serialized += [e.serialized for e in examples]
     chain = (time.perf_counter() - started) / len(records)
     framed = [tfrecord.frame(data) for data in serialized]

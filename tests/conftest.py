@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from beam_etl.beam import process_examples
+from beam_etl.beam import example_cache, process_examples
 from beam_etl.tools import sample_data
 from tests.support.jobs import run_job
 
@@ -55,13 +55,13 @@ def decodes(monkeypatch):
     """The keys of the inputs the per-image chain ran on, in order (for runs in this process:
     what the cache of outcomes spared shows as missing)."""
     seen = []
-    real = process_examples.process_example
+    real = example_cache.process_example
 
     def counting(record, *args):
         seen.append(record.key)
         return real(record, *args)
 
-    monkeypatch.setattr(process_examples, "process_example", counting)
+    monkeypatch.setattr(example_cache, "process_example", counting)
     return seen
 
 

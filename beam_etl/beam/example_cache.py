@@ -7,8 +7,9 @@ reason, message). It depends only on
 - the input's bytes (image and mask) and what the source says of it (key, URIs, label, class
   name, output split: the record's ``image/filename`` is its URI, augmentation is for training
   only and seeded by the key);
-- the settings that shape an example (:data:`OUTCOME_SETTINGS`);
-- the code of the chain (:data:`CHAIN_MODULES`, by the hash of their source) and the versions
+- the settings that shape an example (:class:`~beam_etl.config.ChainSettings`, all the chain
+  is given of them);
+- the code of the chain (:func:`~beam_etl.code_version.chain_version`: its modules' source) and the versions
   of the libraries it decodes, resizes and encodes with (:data:`CHAIN_LIBRARIES`);
 
 and its entry's name is the SHA-256 of all of them, so a changed mask, a changed flag that
@@ -30,18 +31,13 @@ import json
 
 import google_crc32c
 
-from beam_etl.code_version import CHAIN_MODULES, code_version
+from beam_etl.code_version import chain_version
+from beam_etl.config import ChainSettings
 from beam_etl.elements import EncodedExample, RejectedInput, SourceRecord
+from beam_etl.image.chain import process_example
 from beam_etl.image.pixel_statistics import ExampleSums
 
 MAGIC = b"beam-etl outcome 2\n"
-# The settings an outcome depends on (JobConfig fields).
-OUTCOME_SETTINGS = ("image_size", "image_format", "resize", "jpeg_quality", "max_pixels", "mask_values",
-                    "augment_copies", "seed", "statistics")
-# Of those, the ones that shape training examples only: copies (and their seed) are made for the
-# training split alone, and only its originals carry a share of the statistics. Another split's
-# outcome does not change with them.
-TRAINING_ONLY_SETTINGS = ("augment_copies", "seed", "statistics")
 # The libraries the chain calls, by the module it imports: another version of one may decode,
 # resize or encode to other bytes (a new libjpeg-turbo in simplejpeg, a new resize kernel in
 # OpenCV), so it is a new chain.
@@ -56,15 +52,41 @@ def library_versions() -> dict[str, str]:
 
 def version(config, split: str = "train", libraries: dict[str, str] | None = None,
             code: dict[str, str] | None = None) -> str:
-    """The chain's code (``code``, its :func:`~beam_etl.code_version.code_version` as the run
+    """The chain's code (``code``, its :func:`~beam_etl.code_version.chain_version` as the run
     started; else as the files are now), the versions of its libraries (``libraries``, else
-    :func:`library_versions`) and the settings of ``config`` that shape an outcome of
-    ``split``, hashed."""
-    names = [name for name in OUTCOME_SETTINGS if split == "train" or name not in TRAINING_ONLY_SETTINGS]
-    described = {"code": code_version(CHAIN_MODULES) if code is None else code,
+    :func:`library_versions`) and ``config``'s :meth:`~beam_etl.config.JobConfig.chain_settings`
+    for ``split``, hashed."""
+    described = {"code": chain_version() if code is None else code,
                  "libraries": library_versions() if libraries is None else libraries,
-                 "settings": {name: getattr(config, name) for name in names}}
+                 "settings": dataclasses.asdict(config.chain_settings(split))}
     return hashlib.sha256(json.dumps(described, sort_keys=True, default=list).encode()).hexdigest()
+
+
+@dataclasses.dataclass(frozen=True)
+class Chain:
+    """The chain as a run runs it for the inputs of one split: the settings it is given, and the
+    :func:`version` its outcomes are named under, made from the same settings (:meth:`of`), so
+    that an outcome is never named by other settings than those it was made with."""
+
+    settings: ChainSettings
+    version: str
+
+    @classmethod
+    def of(cls, config, split: str, code: dict[str, str] | None = None) -> Chain:
+        return cls(config.chain_settings(split), version(config, split, code=code))
+
+    def entry_name(self, record: SourceRecord, image_sha256: str, mask_sha256: str) -> str:
+        """:func:`entry_name` of ``record``'s outcome."""
+        return entry_name(self.version, record, image_sha256, mask_sha256)
+
+    def compute(self, record: SourceRecord, image_bytes: bytes, mask_bytes: bytes) -> Outcome:
+        """What the chain makes of ``record``'s files: its examples and statistics share, or its
+        rejection."""
+        try:
+            examples, sums = process_example(record, image_bytes, mask_bytes, record.split, self.settings)
+        except RejectedInput as rejected:
+            return Outcome(rejected=rejected)
+        return Outcome(examples=tuple(examples), sums=sums)
 
 
 def digest(data: bytes) -> str:

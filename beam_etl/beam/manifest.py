@@ -17,7 +17,7 @@ import google_crc32c
 import beam_etl
 from beam_etl import lineage, schema
 from beam_etl.beam import commit, example_cache, filesystem, sink
-from beam_etl.code_version import CHAIN_MODULES, code_version
+from beam_etl.code_version import chain_version
 from beam_etl.config import JobConfig
 from beam_etl.manifest_checks import manifest_problems
 from beam_etl.output_layout import (CHANGES_FILE, MANIFEST, TRANSFORM_DIRS, join, missing_manifest, parse_manifest,
@@ -63,7 +63,7 @@ def build_manifest(config: JobConfig, parts: list[tuple[str, object]],
                    chain_code: dict[str, str] | None = None) -> dict:
     """Assembles the manifest from the writers' reports; raises if any input is unaccounted for.
     ``chain_code``: the per-image chain's code as the run started (default: as it is now)."""
-    chain_code = code_version(CHAIN_MODULES) if chain_code is None else chain_code
+    chain_code = chain_version() if chain_code is None else chain_code
     shards = sorted((info for kind, info in parts if kind == SHARDS), key=lambda i: i["file"])
     (rejected,) = [info for kind, info in parts if kind == REJECTED]
     num_inputs = sum(count for kind, count in parts if kind == INPUTS)

@@ -30,16 +30,16 @@ class Preprocess(beam.PTransform):
     ``run_id`` holds the lease on ``config.output`` (:mod:`beam_etl.beam.lease`): the job stages
     its files in a folder named by it, and the last step commits them only while it still does.
     Without one (the default) the job can be built, drawn or submitted as a dry run, not run.
-    ``chain_code``: the :func:`~beam_etl.code_version.code_version` of the per-image chain as
-    the run started (default: as its files are now), which its outcomes are cached and
-    described under, and which every process running the chain checks its files against.
+    ``chain_code``: the per-image chain's :func:`~beam_etl.code_version.chain_version` as the
+    run started (default: as its files are now), which its outcomes are cached and described
+    under, and which every process running the chain checks its files against.
     """
 
     def __init__(self, config: JobConfig, run_id: str = "", chain_code: dict[str, str] | None = None):
         super().__init__()
         self._config = config
         self._run_id = run_id
-        self._chain_code = code_version.code_version(code_version.CHAIN_MODULES) if chain_code is None else chain_code
+        self._chain_code = code_version.chain_version() if chain_code is None else chain_code
 
     def expand(self, pbegin):
         config = self._config

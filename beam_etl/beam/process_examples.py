@@ -1,6 +1,8 @@
 """The Beam step around the per-example chain: takes each input's outcome from the cache of
-outcomes, or reads the bytes and runs :func:`beam_etl.image.chain.process_example`, and turns
-bad inputs into ``Rejection`` s."""
+outcomes, or reads the bytes and has :class:`beam_etl.beam.example_cache.Chain` make it, and
+turns bad inputs into ``Rejection`` s. What an outcome holds is the chain's alone: this step
+finds the bytes and the outcome, and changes neither (its code is not part of the version
+outcomes are cached under)."""
 
 from __future__ import annotations
 
@@ -15,7 +17,6 @@ from apache_beam.metrics import Metrics
 from beam_etl import code_version, file_states, lineage
 from beam_etl.beam import crash, example_cache, filesystem, job_progress, outcome_store
 from beam_etl.config import JobConfig
-from beam_etl.image.chain import process_example
 from beam_etl.elements import RejectedInput, SourceRecord
 from beam_etl.output_layout import CACHE_DIR, join
 from beam_etl.beam.rejections import SplitRejections
@@ -165,7 +166,7 @@ class ProcessExamplesFn(beam.DoFn):
         self._cache = None
         if config.use_cache:
             self._cache = outcome_store.OutcomeStore(config.cache_dir or join(config.output, CACHE_DIR))
-        self._versions = {split: example_cache.version(config, split, code=self._chain_code) for split in config.splits}
+        self._chains = {split: example_cache.Chain.of(config, split, self._chain_code) for split in config.splits}
         self._cached = {name: Metrics.counter("beam_etl", f"cache_{name}") for name in ("hits", "misses", "damaged")}
         self._inputs = Metrics.counter("beam_etl", "inputs")
         self._written = {split: Metrics.counter("beam_etl", f"written_{split}")
@@ -236,27 +237,21 @@ class ProcessExamplesFn(beam.DoFn):
         self._cache.record_digest(path, (state, opened, read), input_file.digest)
         return input_file
 
-    def _compute(self, record, image: _InputFile, mask: _InputFile, split) -> example_cache.Outcome:
-        try:
-            examples, sums = process_example(record, image.data, mask.data, split, self._config)
-        except RejectedInput as rejected:
-            return example_cache.Outcome(rejected=rejected)
-        return example_cache.Outcome(examples=tuple(examples), sums=sums)
-
     def _outcome(self, record, image: _InputFile, mask: _InputFile,
                  split) -> tuple[str, example_cache.Outcome, outcome_store.Location | None]:
         """The input's entry name and outcome, from the cache or computed (and cached), and
         where its entry is (None without one); raises RejectedInput when a file that must be read
         now cannot be."""
-        name = example_cache.entry_name(self._versions[split], record, image.digest, mask.digest)
+        chain = self._chains[split]
+        name = chain.entry_name(record, image.digest, mask.digest)
         if self._cache is None:
-            return name, self._compute(record, image, mask, split), None
+            return name, chain.compute(record, image.data, mask.data), None
         outcome, damaged, location = self._cache.read_located(name)
         if outcome is None and (image.data is None or mask.data is None):
             for input_file in (image, mask):  # known by their state only: read them now
                 if input_file.data is None:
                     input_file.read()
-            read_name = example_cache.entry_name(self._versions[split], record, image.digest, mask.digest)
+            read_name = chain.entry_name(record, image.digest, mask.digest)
             if read_name != name:  # (a digest recorded wrongly: the bytes decide)
                 name = read_name
                 outcome, damaged, location = self._cache.read_located(name)
@@ -264,7 +259,7 @@ class ProcessExamplesFn(beam.DoFn):
             self._cached["hits"].inc()
             return name, outcome, location
         self._cached["damaged" if damaged else "misses"].inc()
-        outcome = self._compute(record, image, mask, split)
+        outcome = chain.compute(record, image.data, mask.data)
         location = self._cache.write(name, outcome)
         self._computed += 1
         crash.crash_point("outcomes", self._computed)

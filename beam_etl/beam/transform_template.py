@@ -25,7 +25,7 @@ import uuid
 import google_crc32c
 
 from beam_etl import metadata_schema, schema
-from beam_etl.code_version import code_version
+from beam_etl.code_version import closure, code_version
 from beam_etl.beam import filesystem
 from beam_etl.image import pixel_statistics
 from beam_etl.loader import transform_graph
@@ -34,10 +34,10 @@ from beam_etl.output_layout import TRANSFORM_DIRS, join
 CHECKSUMS = "checksums.json"  # a template's files, with their crc32c
 ASSET_MAP = "transformed_metadata/asset_map"
 _SCRATCH_PREFIX = "beam_etl_template_"  # a template built in the temporary folder (the cache not writable)
-# The code whose change changes the graph: its source is part of the template's key (found
-# without importing it: tf_decoding imports TensorFlow).
-_GRAPH_MODULES = ("beam_etl.loader.transform_graph", "beam_etl.loader.tf_decoding", "beam_etl.metadata_schema",
-                  "beam_etl.schema")
+# The code that makes a template: its source, and that of every module of the job it imports
+# (read from the files, without importing them: tf_decoding imports TensorFlow), is part of the
+# template's key.
+GRAPH_ENTRIES = (__name__, "beam_etl.loader.transform_graph", "beam_etl.loader.tf_decoding")
 
 
 def cache_root() -> str:
@@ -54,7 +54,7 @@ def template_key(image_info: dict, mask_values) -> str:
         "image": {k: image_info[k] for k in ("height", "width", "channels", "format", "mask_format")},
         "mask_values": list(mask_values) if mask_values is not None else None,
         "versions": {name: importlib.metadata.version(name) for name in ("tensorflow", "tensorflow-transform")},
-        "code": code_version(_GRAPH_MODULES),
+        "code": code_version(closure(GRAPH_ENTRIES)),
     }
     return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:32]
 

@@ -28,7 +28,7 @@ Standard library only: :func:`check` runs before Beam (or TensorFlow) is importe
 
 from __future__ import annotations
 
-import dataclasses
+import functools
 import hashlib
 import importlib.util
 import json
@@ -171,18 +171,27 @@ def _importable_names(folder: str) -> list[str]:
                   or (entry.is_dir() and os.path.isfile(os.path.join(entry.path, "__init__.py"))))
 
 
-def code_digest() -> str:
+def source_digests() -> dict[str, bytes]:
+    """``{path: SHA-256}`` of the source of the job's packages."""
+    digests = {}
+    for package in _PACKAGES:
+        for path in _package_files(package):
+            with open(path, "rb") as source:
+                digests[path] = hashlib.sha256(source.read()).digest()
+    return digests
+
+
+def code_digest(sources: dict[str, bytes] | None = None) -> str:
     """SHA-256 of the Python that runs, where it finds modules (``sys.path``, so ``PYTHONPATH``
     too) and which modules and distributions each of those folders holds, and the source of the
-    job's packages. A library edited in place, under the same name and version, is not seen."""
+    job's packages (``sources``: their :func:`source_digests`, default now). A library edited in
+    place, under the same name and version, is not seen."""
     digest = hashlib.sha256(f"{sys.version}\0{sys.prefix}\n".encode())
     for folder in sys.path:
         names = _importable_names(folder or os.getcwd())
         digest.update(f"{folder}\0{names}\n".encode("utf-8", "surrogateescape"))
-    for package in _PACKAGES:
-        for path in _package_files(package):
-            with open(path, "rb") as source:
-                digest.update(f"{path}\0".encode("utf-8", "surrogateescape") + hashlib.sha256(source.read()).digest())
+    for path, source in (source_digests() if sources is None else sources).items():
+        digest.update(f"{path}\0".encode("utf-8", "surrogateescape") + source)
     return digest.hexdigest()
 
 
@@ -280,19 +289,26 @@ def describe(manifest: dict) -> str:
             "(--no_cache runs the job again).")
 
 
-@dataclasses.dataclass(frozen=True)
 class StartingCode:
     """The job's code as a command starts, before it imports any of it: ``job``, its
     :func:`code_digest`; ``chain``, the per-image chain's
-    :func:`~beam_etl.code_version.code_version`. What the run's outputs, outcomes and state
-    are described by; a file changed while the run goes on is found against them."""
+    :func:`~beam_etl.code_version.chain_version`, of the files as they were then. What the
+    run's outputs, outcomes and state are described by; a file changed while the run goes on is
+    found against them."""
 
-    job: str
-    chain: dict
+    def __init__(self, sources: dict[str, bytes]):
+        self._sources = sources
+        self.job = code_digest(sources)
 
     @classmethod
     def now(cls) -> StartingCode:
-        return cls(code_digest(), code_version.code_version(code_version.CHAIN_MODULES))
+        return cls(source_digests())
+
+    @functools.cached_property
+    def chain(self) -> dict[str, str]:
+        # (which modules are the chain's is read when a run asks: a command answered from the
+        # state never parses them)
+        return code_version.chain_version(self._sources)
 
 
 class Snapshot:

@@ -1,7 +1,9 @@
 """The per-example chain: bytes in, serialized records out. Pure functions, no Beam.
 
 ``process_example`` is what the Beam DoFn runs for each input and what the benchmark's
-hand-written ``multiprocessing.Pool`` runs too, so both measure the same work.
+hand-written ``multiprocessing.Pool`` runs too, so both measure the same work. Of the settings
+it sees only :class:`~beam_etl.settings.ChainSettings`, the ones its cached outcomes are named
+by: a setting that shapes an example is added there.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import numpy as np
 
 from beam_etl import schema
 from beam_etl.image import augmentation, decoding, encoding, pixel_statistics, resizing, validation
-from beam_etl.config import PAD_MASK_VALUE, JobConfig
+from beam_etl.config import PAD_MASK_VALUE, ChainSettings
 from beam_etl.hashing import rng_for
 from beam_etl.elements import EncodedExample, RejectedInput, SourceRecord, example_key
 
@@ -21,40 +23,40 @@ from beam_etl.elements import EncodedExample, RejectedInput, SourceRecord, examp
 MAX_CROP_GROWTH = 4
 
 
-def decode_size_hint(config: JobConfig, split: str = "train") -> tuple[int, int]:
+def decode_size_hint(settings: ChainSettings, split: str = "train") -> tuple[int, int]:
     """The smallest decode size that keeps full quality at the output size.
 
     Augmented copies (of training examples only) crop down to ``min_crop_scale`` of the image
     and rotate, so they need that much more resolution to be sharp. Other splits decode as if
     there were none: their records do not depend on the augmentation flags.
     """
-    height, width = config.image_size
-    if config.augment_copies and split == "train":
+    height, width = settings.image_size
+    if settings.augment_copies and split == "train":
         zoom = 1.0 / augmentation.AugmentSettings().min_crop_scale * 1.2
         return int(height * zoom) + 1, int(width * zoom) + 1
     return height, width
 
 
-def encode_example(config: JobConfig, record: SourceRecord, split: str, copy: int,
+def encode_example(settings: ChainSettings, record: SourceRecord, split: str, copy: int,
                    pixels: np.ndarray, mask: np.ndarray,
                    sums: list | None = None, region: tuple[slice, slice] | None = None) -> EncodedExample:
     """One record; with ``sums`` (a list), its share of the statistics is appended to it,
     counting only ``region`` (the part the source fills: not --resize pad's padding)."""
     key = example_key(record.key, copy)
-    encoded = encoding.encode_image(pixels, config.image_format, config.jpeg_quality)
+    encoded = encoding.encode_image(pixels, settings.image_format, settings.jpeg_quality)
     if sums is not None:
-        decoded = pixel_statistics.decoded_record_pixels(pixels, encoded, config.image_format)
+        decoded = pixel_statistics.decoded_record_pixels(pixels, encoded, settings.image_format)
         region = region or (slice(None), slice(None))
         sums.append(pixel_statistics.example_sums(decoded[region], mask[region], record.label_name))
     serialized = schema.build_example(
         image=encoded,
-        image_format=config.image_format,
+        image_format=settings.image_format,
         height=pixels.shape[0],
         width=pixels.shape[1],
         filename=record.image_uri,
         source_id=key,
-        mask=encoding.encode_mask(mask, config.mask_format),
-        mask_format=config.mask_format,
+        mask=encoding.encode_mask(mask, settings.mask_format),
+        mask_format=settings.mask_format,
         label=record.label,
         label_name=record.label_name,
     )
@@ -63,40 +65,43 @@ def encode_example(config: JobConfig, record: SourceRecord, split: str, copy: in
 
 
 def process_example(record: SourceRecord, image_bytes: bytes, mask_bytes: bytes, split: str,
-                    config: JobConfig) -> tuple[list[EncodedExample], pixel_statistics.ExampleSums | None]:
+                    settings: ChainSettings) -> tuple[list[EncodedExample], pixel_statistics.ExampleSums | None]:
     """Decode, validate, resize, augment (training only) and serialize one input; returns its
     records, and its share of the statistics where it counts in them (a training split's
     original, with statistics on), else None.
 
     Raises :class:`~beam_etl.elements.RejectedInput` for bad data.
     """
-    image = decoding.decode_image(image_bytes, max_pixels=config.max_pixels,
-                                  min_size=decode_size_hint(config, split))
-    mask = decoding.decode_mask(mask_bytes, max_pixels=config.max_pixels)
-    validation.validate_pair(image, mask, config.mask_values)
-    if split == "train" and config.augment_copies and not augmentation.can_augment(mask.shape):
+    if not isinstance(settings, ChainSettings):  # (a JobConfig: settings no outcome is named by)
+        raise TypeError(f"the chain takes ChainSettings (JobConfig.chain_settings(split)), "
+                        f"got {type(settings).__name__}")
+    image = decoding.decode_image(image_bytes, max_pixels=settings.max_pixels,
+                                  min_size=decode_size_hint(settings, split))
+    mask = decoding.decode_mask(mask_bytes, max_pixels=settings.max_pixels)
+    validation.validate_pair(image, mask, settings.mask_values)
+    if split == "train" and settings.augment_copies and not augmentation.can_augment(mask.shape):
         raise RejectedInput("augment", "too_small_to_augment",
                             f"{mask.shape[1]}x{mask.shape[0]} pixels leave no room for the crops of "
-                            f"--augment_copies={config.augment_copies}")
-    if config.resize == "pad" and (mask == PAD_MASK_VALUE).any():
+                            f"--augment_copies={settings.augment_copies}")
+    if settings.resize == "pad" and (mask == PAD_MASK_VALUE).any():
         raise RejectedInput("validate", "reserved_mask_value",
                             f"mask holds {PAD_MASK_VALUE}, the value --resize pad gives the padding "
                             "(an ignored value, no class)")
-    if config.resize == "crop":
-        fitted_h, fitted_w = resizing.fitted_size(mask.shape, config.image_size, "crop")
-        bound = MAX_CROP_GROWTH * max(mask.size, config.image_size[0] * config.image_size[1])
+    if settings.resize == "crop":
+        fitted_h, fitted_w = resizing.fitted_size(mask.shape, settings.image_size, "crop")
+        bound = MAX_CROP_GROWTH * max(mask.size, settings.image_size[0] * settings.image_size[1])
         if fitted_h * fitted_w > bound:
             raise RejectedInput("validate", "extreme_aspect",
                                 f"{mask.shape[1]}x{mask.shape[0]} pixels would be scaled to {fitted_w}x{fitted_h} "
-                                f"to cover {config.image_size[1]}x{config.image_size[0]} (--resize crop)")
-    sums = [] if config.statistics and split == "train" else None
-    pixels, resized_mask, region = resizing.resize_pair(image.pixels, mask, config.image_size, config.resize,
+                                f"to cover {settings.image_size[1]}x{settings.image_size[0]} (--resize crop)")
+    sums = [] if settings.statistics and split == "train" else None
+    pixels, resized_mask, region = resizing.resize_pair(image.pixels, mask, settings.image_size, settings.resize,
                                                          PAD_MASK_VALUE)
-    examples = [encode_example(config, record, split, 0, pixels, resized_mask, sums, region)]
+    examples = [encode_example(settings, record, split, 0, pixels, resized_mask, sums, region)]
     if split == "train":
-        for copy in range(1, config.augment_copies + 1):
+        for copy in range(1, settings.augment_copies + 1):
             pixels, copy_mask = augmentation.augment(
-                image.pixels, mask, config.image_size, rng_for(config.seed, record.key, copy),
-                keep_aspect=config.resize != "stretch")
-            examples.append(encode_example(config, record, split, copy, pixels, copy_mask))
+                image.pixels, mask, settings.image_size, rng_for(settings.seed, record.key, copy),
+                keep_aspect=settings.resize != "stretch")
+            examples.append(encode_example(settings, record, split, copy, pixels, copy_mask))
     return examples, (sums[0] if sums else None)

@@ -268,3 +268,38 @@ def test_code_changed_on_disk_while_a_run_goes_on_is_never_cached_or_recorded_as
         assert process.returncode == 0, stderr[-3000:]
         # which code made it is not known: no state, and the next run runs
         assert (out / UP_TO_DATE).exists() == (edited is None)
+
+
+@pytest.mark.parametrize("edit, computed", [
+    ("helper", True),  # a module the chain reaches only through a relative import of another
+    ("package", True),  # a constant in the __init__ of the chain's package
+    ("sink", False),  # code that writes shards, not outcomes
+])
+def test_a_change_in_any_code_the_chain_imports_finds_no_cached_outcome(data, tmp_path, edit, computed):
+    """The chain's version is every module of the job it imports, however it imports them: a
+    rerun after an edit to one takes no outcome of the old code from the cache."""
+    root, _ = data
+    code = tmp_path / "code"
+    for package in ("beam_etl", "pipelines", "beam_dask"):
+        shutil.copytree(ROOT / package, code / package, ignore=shutil.ignore_patterns("__pycache__"))
+    resizing = code / "beam_etl" / "image" / "resizing.py"
+    resizing.write_text(resizing.read_text() + "\nfrom . import scale_helper  # noqa: E402\n")
+    (code / "beam_etl" / "image" / "scale_helper.py").write_text("FACTOR = 1\n")
+    edited = {"helper": code / "beam_etl" / "image" / "scale_helper.py",
+              "package": code / "beam_etl" / "image" / "__init__.py",
+              "sink": code / "beam_etl" / "beam" / "sink.py"}[edit]
+    out, cache = tmp_path / "out", tmp_path / "cache"
+
+    def run():
+        finished = subprocess.run(
+            [sys.executable, "-m", "pipelines.preprocess", "--images", str(root / "images" / "*.jpg"),
+             "--masks", str(root / "annotations" / "trimaps" / "*.png"), "--output", str(out),
+             "--image_size", "40x32", "--cache", str(cache), "--no_statistics", "--overwrite"],
+            cwd=code, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), capture_output=True, text=True, timeout=300)
+        assert finished.returncode == 0, finished.stderr[-3000:]
+        return len(outcome_store.OutcomeStore(str(cache)).entries())
+
+    first = run()
+    assert first == 12
+    edited.write_text(edited.read_text() + "\nEDITED = 2\n")
+    assert run() == (2 * first if computed else first)

@@ -9,7 +9,8 @@ import PIL
 import pytest
 
 from beam_etl.beam import example_cache
-from beam_etl.config import JobConfig
+from beam_etl.image import chain
+from beam_etl.config import ChainSettings, JobConfig
 from beam_etl.elements import EncodedExample, RejectedInput, SourceRecord
 from beam_etl.image.pixel_statistics import ExampleSums
 
@@ -86,35 +87,38 @@ def test_the_version_changes_with_a_library_of_the_chain():
         assert example_cache.version(base, libraries={**libraries, name: "0.0.1"}) != example_cache.version(base)
 
 
-def _project_imports(module_name: str) -> set[str]:
-    """The job's own modules that ``module_name`` imports, read from its source."""
-    import importlib.util  # pylint: disable=import-outside-toplevel
-    import pathlib  # pylint: disable=import-outside-toplevel
-
-    from tests.unit.test_layers import _imports  # pylint: disable=import-outside-toplevel
-
-    names = _imports(pathlib.Path(importlib.util.find_spec(module_name).origin), top_level_only=False)
-    return {name for name in names if name.startswith("beam_etl.") and _is_module(name)}
-
-
-def _is_module(name: str) -> bool:
-    """Whether ``name`` is a module of the job, not a package or a name defined in one."""
-    import importlib.util  # pylint: disable=import-outside-toplevel
-
-    try:
-        spec = importlib.util.find_spec(name)
-    except ModuleNotFoundError:  # (``beam_etl.config.JobConfig``: a name, not a module)
-        return False
-    return spec is not None and spec.submodule_search_locations is None
+def test_the_chain_is_given_only_the_settings_its_outcomes_are_named_by():
+    """A setting the chain reads is one the cache's names hash: the chain refuses the whole
+    config, and every field of what it is given changes the version."""
+    record = SourceRecord(key="a", image_uri="/d/a.jpg", mask_uri="/d/a.png", label=3, label_name="pug", split="train")
+    config = JobConfig(output="o", sources=(_Inputs(),))
+    with pytest.raises(TypeError, match="the chain takes ChainSettings"):
+        chain.process_example(record, b"", b"", "train", config)
+    job_fields = {field.name: field for field in dataclasses.fields(JobConfig)}
+    changed = {"image_size": (64, 64), "image_format": "png", "resize": "pad", "jpeg_quality": 90,
+               "max_pixels": 10, "mask_values": (1, 2), "augment_copies": 1, "seed": 1, "statistics": False}
+    assert set(changed) == {field.name for field in dataclasses.fields(ChainSettings)}
+    assert set(changed) <= set(job_fields)
+    version = example_cache.version(config)
+    for name, value in changed.items():
+        assert example_cache.version(dataclasses.replace(config, **{name: value})) != version, name
 
 
-def test_the_version_hashes_every_module_of_the_job_the_chain_runs():
-    """A module the chain imports (a constant of beam_etl.config, a field of a record) shapes
-    outcomes: leaving one out of the version would give back outcomes of the old code."""
-    seen, todo = set(), ["beam_etl.image.chain", "beam_etl.beam.example_cache"]
-    while todo:
-        name = todo.pop()
-        if name not in seen:
-            seen.add(name)
-            todo.extend(_project_imports(name))
-    assert "beam_etl.config" in seen and seen <= set(example_cache.CHAIN_MODULES)
+def test_outcomes_of_other_splits_do_not_change_with_training_only_settings():
+    config = JobConfig(output="o", sources=(_Inputs(),))
+    for split in ("val", "test"):
+        version = example_cache.version(config, split)
+        for change in ({"augment_copies": 2}, {"seed": 7}, {"statistics": False}):
+            assert example_cache.version(dataclasses.replace(config, **change), split) == version, change
+        assert example_cache.version(dataclasses.replace(config, image_size=(64, 64)), split) != version
+        assert config.chain_settings(split).augment_copies == 0 and not config.chain_settings(split).statistics
+    assert config.chain_settings("train") == ChainSettings(**{
+        field.name: getattr(config, field.name) for field in dataclasses.fields(ChainSettings)})
+
+
+def test_an_outcome_is_named_and_made_with_the_same_settings():
+    config = JobConfig(output="o", sources=(_Inputs(),), augment_copies=2, seed=3)
+    for split in ("train", "val"):
+        made = example_cache.Chain.of(config, split)
+        assert made.settings == config.chain_settings(split)
+        assert made.version == example_cache.version(config, split)

@@ -3,10 +3,11 @@ module imports another in a cycle."""
 
 from __future__ import annotations
 
-import ast
 import pathlib
 
 import pytest
+
+from beam_etl import code_version
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 _HEAVY = ("apache_beam", "tensorflow", "tensorflow_transform", "tfx_bsl", "dask", "distributed")
@@ -18,16 +19,9 @@ def _module_name(path: pathlib.Path) -> str:
 
 
 def _imports(path: pathlib.Path, top_level_only: bool) -> set[str]:
-    tree = ast.parse(path.read_text(), str(path))
-    nodes = tree.body if top_level_only else ast.walk(tree)
-    names = set()
-    for node in nodes:
-        if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-            names.add(node.module)
-            names.update(f"{node.module}.{alias.name}" for alias in node.names)
-    return names
+    """What the module at ``path`` imports (relative imports resolved): the reading of the
+    source the code's versions are made with (:func:`beam_etl.code_version.imports`)."""
+    return code_version.imports(str(path), _module_name(path), top_level_only)
 
 
 def _files(folder: str, recursive: bool = True) -> list[pathlib.Path]:
@@ -39,13 +33,17 @@ def _within(name: str, package: str) -> bool:
     return name == package or name.startswith(package + ".")
 
 
-# folder -> (beam_etl packages it may import, heavy libraries it may import at module level)
+# folder -> (beam_etl packages it may import, heavy libraries it may import at module level,
+# heavy libraries it may import inside a function: only when that function runs)
 RULES = {
-    "beam_etl": ((), ()),  # the top level: its own modules only, neither Beam nor TensorFlow
-    "beam_etl/image": (("beam_etl.image",), ()),
-    "beam_etl/loader": (("beam_etl.image", "beam_etl.loader"), ("tensorflow", "tensorflow_transform")),
-    "beam_etl/tools": (("beam_etl.image", "beam_etl.loader", "beam_etl.tools"), ("tensorflow",)),
-    "beam_etl/beam": (("beam_etl.image", "beam_etl.loader", "beam_etl.beam"), _HEAVY[:-2]),
+    # the top level: its own modules only; TensorFlow only where a reader needs it
+    "beam_etl": ((), (), ("tensorflow",)),
+    "beam_etl/image": (("beam_etl.image",), (), ()),
+    # a trainer needs no Beam
+    "beam_etl/loader": (("beam_etl.image", "beam_etl.loader"), ("tensorflow", "tensorflow_transform"),
+                        ("tensorflow", "tensorflow_transform")),
+    "beam_etl/tools": (("beam_etl.image", "beam_etl.loader", "beam_etl.tools"), ("tensorflow",), ("tensorflow",)),
+    "beam_etl/beam": (("beam_etl.image", "beam_etl.loader", "beam_etl.beam"), _HEAVY[:-2], _HEAVY[:-2]),
 }
 SUBPACKAGES = ("beam_etl.image", "beam_etl.loader", "beam_etl.tools", "beam_etl.beam")
 # The exceptions, each for a reason: the command users know forwards to the loader's command
@@ -55,7 +53,7 @@ EXCEPTIONS = {("beam_etl/train_loader.py", "beam_etl.loader"), ("beam_etl/loader
 
 @pytest.mark.parametrize("folder", sorted(RULES))
 def test_a_folder_imports_only_what_its_layer_may(folder):
-    allowed_packages, allowed_heavy = RULES[folder]
+    allowed_packages, allowed_heavy, allowed_lazily = RULES[folder]
     problems = []
     for path in _files(folder, recursive=folder != "beam_etl"):
         for name in _imports(path, top_level_only=False):
@@ -68,6 +66,17 @@ def test_a_folder_imports_only_what_its_layer_may(folder):
             if any(_within(name, heavy) for heavy in _HEAVY) and not any(
                     _within(name, heavy) for heavy in allowed_heavy):
                 problems.append(f"{path.relative_to(ROOT)} imports {name} at module level")
+        for name in _imports(path, top_level_only=False):
+            if any(_within(name, heavy) for heavy in _HEAVY) and not any(
+                    _within(name, heavy) for heavy in allowed_lazily):
+                problems.append(f"{path.relative_to(ROOT)} imports {name}")
+    assert not problems, problems
+
+
+def test_nothing_imports_the_commands():
+    """``pipelines`` holds the commands: the top of the layers, which no module imports."""
+    problems = [f"{path.relative_to(ROOT)} imports {name}" for path in _files("beam_etl") + _files("beam_dask")
+                for name in _imports(path, top_level_only=False) if _within(name, "pipelines")]
     assert not problems, problems
 
 
