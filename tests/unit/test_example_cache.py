@@ -1,13 +1,17 @@
 """Cache entries: what goes in comes out, and a damaged entry is never taken for an outcome."""
 
+import ast
 import dataclasses
 import importlib.metadata
+import pathlib
+import sys
 
 import cv2
 import numpy as np
 import PIL
 import pytest
 
+from beam_etl import code_version
 from beam_etl.beam import example_cache
 from beam_etl.image import chain
 from beam_etl.config import ChainSettings, JobConfig
@@ -122,3 +126,29 @@ def test_an_outcome_is_named_and_made_with_the_same_settings():
         made = example_cache.Chain.of(config, split)
         assert made.settings == config.chain_settings(split)
         assert made.version == example_cache.version(config, split)
+
+
+# Libraries the chain's modules import that make no byte of an outcome, each for its reason.
+_NOT_SHAPING_OUTCOMES = {
+    "google_crc32c": "the checksums of the cache's entries and of lineage lines",
+    "tensorflow": "beam_etl.schema's record readers, which the chain never calls",
+}
+
+
+def test_every_library_the_chain_imports_is_versioned_or_said_to_shape_nothing():
+    """A library added to the chain (a new decoder) must be among CHAIN_LIBRARIES, whose
+    versions name outcomes; and nothing but the settings and the bytes shapes one: no module of
+    the chain reads the environment."""
+    libraries, environment = set(), []
+    for name in code_version.closure(code_version.CHAIN_ENTRIES):
+        path = code_version.source_file(name)
+        for imported in code_version.imports(path, name):
+            top = imported.split(".")[0]
+            if top not in sys.stdlib_module_names and top not in ("__future__", "beam_etl"):
+                libraries.add(top)
+        tree = ast.parse(pathlib.Path(path).read_text())
+        environment += [f"{name}:{node.lineno}" for node in ast.walk(tree)
+                        if isinstance(node, (ast.Attribute, ast.Name)) and getattr(node, "attr", getattr(node, "id", ""))
+                        in ("environ", "getenv", "environb")]
+    assert libraries - set(_NOT_SHAPING_OUTCOMES) == set(example_cache.CHAIN_LIBRARIES)
+    assert not environment
