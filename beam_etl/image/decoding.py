@@ -3,7 +3,8 @@
 Images come out as ``uint8[H, W, 3]`` RGB whatever they were stored as (grayscale, palette,
 RGBA, CMYK, 16-bit; not 32-bit or floating-point pixels, whose white no header gives), with EXIF
 orientation applied. Masks come out as ``uint8[H, W]`` label values, as stored (palette PNGs by
-index, not by colour; 1-, 2- and 4-bit PNGs by sample, not scaled to 0-255). Bad data raises
+index, not by colour; 1-, 2- and 4-bit PNGs by sample, not scaled to 0-255), with their own
+EXIF orientation applied. Bad data raises
 :class:`~beam_etl.elements.RejectedInput` with a short reason code.
 
 The common cases take the fastest decoders measured (BENCHMARKS.md): RGB and grayscale JPEGs
@@ -189,11 +190,12 @@ def _jpeg_orientation(data: bytes) -> int:
 
 
 def _apply_orientation(pixels: np.ndarray, orientation: int) -> np.ndarray:
-    """numpy equivalent of ``ImageOps.exif_transpose`` for orientations 2-8."""
+    """numpy equivalent of ``ImageOps.exif_transpose`` for orientations 2-8 (of an image's or a
+    mask's pixels)."""
     transforms = {
         2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
-        5: lambda a: a.transpose(1, 0, 2), 6: lambda a: np.rot90(a, -1),
-        7: lambda a: a.transpose(1, 0, 2)[::-1, ::-1], 8: lambda a: np.rot90(a, 1),
+        5: lambda a: np.swapaxes(a, 0, 1), 6: lambda a: np.rot90(a, -1),
+        7: lambda a: np.swapaxes(a, 0, 1)[::-1, ::-1], 8: lambda a: np.rot90(a, 1),
     }
     return np.ascontiguousarray(transforms[orientation](pixels)) if orientation in transforms else pixels
 
@@ -258,8 +260,29 @@ def _png_gray_depth(data: bytes) -> int | None:
     return None
 
 
+def _mask_orientation(data: bytes) -> int:
+    """A mask's own EXIF orientation (a PNG's ``eXIf`` chunk, a JPEG's or a TIFF's tag); only a
+    file that may carry one is parsed for it."""
+    if data[:8] == _PNG_SIGNATURE:
+        if data.find(b"eXIf") == -1:
+            return 1
+    elif data[:3] == _JPEG_SIGNATURE:
+        return _jpeg_orientation(data)
+    try:
+        return _orientation(Image.open(io.BytesIO(data)))
+    except Exception:  # pylint: disable=broad-except  # (decoded already: its pixels are read)
+        return 1
+
+
 def decode_mask(data: bytes, *, max_pixels: int) -> np.ndarray:
-    """Decodes a segmentation mask to ``uint8[H, W]`` class values."""
+    """Decodes a segmentation mask to ``uint8[H, W]`` class values, with its own EXIF
+    orientation applied, as an image's is: each file as a viewer shows it."""
+    values = _mask_values(data, max_pixels)
+    orientation = _mask_orientation(data)
+    return _apply_orientation(values, orientation) if orientation != 1 else values
+
+
+def _mask_values(data: bytes, max_pixels: int) -> np.ndarray:
     if _is_gray8_png(data):
         _check_pixels("decode_mask", *struct.unpack(">II", data[16:24]), max_pixels)
         try:

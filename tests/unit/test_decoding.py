@@ -183,3 +183,25 @@ def test_pixels_without_a_range_are_rejected_not_guessed(pixels):
     with pytest.raises(RejectedInput) as error:
         decode_image(encode(Image.fromarray(pixels), "TIFF"), max_pixels=BIG)
     assert error.value.reason == "unsupported_mode" and error.value.stage == "decode_image"
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+@pytest.mark.parametrize("mode", ["L", "P", "RGB"])  # the fast 8-bit gray path, Pillow's palette and RGB
+def test_a_mask_is_turned_by_its_own_exif_orientation_as_its_image_is(orientation, mode):
+    """Image and mask stored alike, both tagged: they come out aligned, as a viewer shows them."""
+    labels = (np.arange(40 * 64).reshape(40, 64) // 7 % 5).astype(np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    colours = np.array([[0, 0, 0], [255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 255]], np.uint8)
+    image = decode_image(encode(Image.fromarray(colours[labels]), "PNG", exif=exif.tobytes()), max_pixels=BIG)
+    stored = Image.fromarray(labels, "L")
+    if mode == "P":
+        stored = Image.fromarray(labels, "P")
+        stored.putpalette([0, 0, 0] * 256)
+    elif mode == "RGB":
+        stored = stored.convert("RGB")
+    mask = decode_mask(encode(stored, "PNG", exif=exif.tobytes()), max_pixels=BIG)
+    assert mask.shape == image.pixels.shape[:2] == ((64, 40) if orientation >= 5 else (40, 64))
+    np.testing.assert_array_equal(colours[mask], image.pixels)
+    untagged = decode_mask(encode(Image.fromarray(labels, "L"), "PNG"), max_pixels=BIG)
+    np.testing.assert_array_equal(untagged, labels)  # no tag: as stored
