@@ -209,16 +209,24 @@ class _PairAndDedupFn(beam.DoFn):
                 yield self._reject(shown, "file_name_not_utf8",
                                    "the file's name is not UTF-8 text (its other bytes are shown as \\xNN); "
                                    "Beam carries file names as UTF-8: rename the file", key)
-        records = []
+        records, conflicts = [], []
         for source in sorted(by_source):
             grouped = by_source[source]
             made = grouped[RECORD] if RECORD in grouped else self._pair(key, grouped)
             for output in made:
                 if isinstance(output, Rejection):
+                    if output.reason == "conflicting_lists":
+                        conflicts.append(output)
                     yield output
                 else:
                     records.append(output)
         records.sort(key=_precedence)
+        if records and conflicts:  # (a name the lists put in two splits: written by no source)
+            for record in records:
+                yield self._reject(record.image_uri, "conflicting_lists",
+                                   f"key {key!r} is listed with different classes or splits (rejected with "
+                                   f"{conflicts[0].uri}): none of its records is written", key)
+            return
         if records and is_reserved_key(key):
             for record in records:
                 yield self._reject(record.image_uri, "reserved_key",
