@@ -21,7 +21,7 @@ from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions
 from beam_etl import config as config_lib, globs, native_logs
 from beam_etl.beam import sources
 from beam_etl.config import flag_type, positive_hours, positive_int
-from beam_etl.output_layout import CACHE_DIR, INCOMPLETE_DIR, UP_TO_DATE, is_job_file, is_within, join
+from beam_etl.output_layout import CACHE_DIR, INCOMPLETE_DIR, MANIFEST, UP_TO_DATE, is_job_file, is_within, join
 
 
 
@@ -418,8 +418,9 @@ def _check_dataflow_worker_flags(options: PipelineOptions, kind: str, runner: st
 def _check_folder_flag(flag: str, value: str) -> None:
     """A folder flag's value: UTF-8 text (Beam carries paths as text), a local path (Beam's
     FileSystems has no ``file://``) or any other scheme's; locally, not a file, not the root of
-    the filesystem, not a ``~`` left unexpanded, and not inside a folder named like an output's
-    ``.incomplete`` (that output's next run clears it)."""
+    the filesystem, not a ``~`` left unexpanded, not inside a folder named like an output's
+    ``.incomplete`` (that output's next run clears it), and not inside another output where it
+    keeps its own files (``A/lineage/...``: that output's manifest lists what they hold)."""
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
@@ -441,6 +442,12 @@ def _check_folder_flag(flag: str, value: str) -> None:
     if INCOMPLETE_DIR in parts[:-1] or parts[-1] == INCOMPLETE_DIR:
         raise ValueError(f"{flag} {value!r} is inside {INCOMPLETE_DIR!r}, where an output of the job keeps what "
                          "its runs have not committed (its next run clears it): choose a folder of its own")
+    for depth in range(len(parts) - 1, 0, -1) if local else ():
+        output, inside = "/".join(parts[:depth]) or "/", "/".join(parts[depth:])
+        if is_job_file(inside) and os.path.isfile(os.path.join(output, MANIFEST)):
+            raise ValueError(f"{flag} {value!r} is inside {output!r}, an output of the job, where it keeps "
+                             f"{inside.split('/', 1)[0]!r} of its own (its files are listed in its manifest, and "
+                             "its next run refuses or replaces what it does not list): choose a folder of its own")
 
 
 def check_output_flag(output: str, statistics: bool) -> None:

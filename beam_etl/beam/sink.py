@@ -16,7 +16,10 @@ hand-written process pool on the DirectRunner, whose shuffle runs in one process
 its memory grow with the dataset (BENCHMARKS.md). An original example's line of the lineage
 index travels the same way, spilled right after its bytes: the shard writer also writes the
 lineage file beside its shard (no grouping of its own, which cost a multi-process run about half a
-second at 7,390 inputs).
+second at 7,390 inputs). A pointer carries the crc32c of the bytes it points at, taken while they
+were in memory: the shard writer checks what it reads back against it, so a cache segment
+damaged or appended to while the run goes on (or a spill file) fails the run, naming the file,
+rather than put other bytes in a shard.
 """
 
 from __future__ import annotations
@@ -124,7 +127,8 @@ def _placeholders(split_and_count):
 class _SpillFn(beam.DoFn):
     """Appends example bytes (and an original's lineage entry, pickled, right after them) to this
     bundle's spill file; emits ``(split, pointer)``, a pointer being ``(example_key, copy,
-    data_uri, data_offset, data_length, lineage_uri, lineage_offset, lineage_length)``. An
+    data_uri, data_offset, data_length, lineage_uri, lineage_offset, lineage_length, crc32c)``,
+    the crc32c being the example bytes' and then the entry's, as this step had them. An
     example whose bytes are on disk already, in the cache of outcomes (``example.stored``), is
     not written again: its pointer points there, and only its lineage entry is spilled.
 
@@ -169,8 +173,9 @@ class _SpillFn(beam.DoFn):
         else:
             data_uri, data_offset = self._spill(data, entry)
             entry_uri, entry_offset = data_uri, data_offset + len(data)
+        checksum = google_crc32c.extend(google_crc32c.value(data), entry)
         yield example.split, (example.example_key, example.copy, data_uri, data_offset, len(data),
-                              entry_uri, entry_offset, len(entry))
+                              entry_uri, entry_offset, len(entry), checksum)
 
     def finish_bundle(self):
         if self._handle is not None:
@@ -196,9 +201,10 @@ def _assign_shard(element, counts: dict):
 
 def _read_spilled(pointers) -> dict[str, tuple[bytes, bytes]]:
     """``{example_key: (example bytes, pickled lineage entry or b"")}``, reading each file
-    (spill file, or the cache's segment) once, front to back."""
+    (spill file, or the cache's segment) once, front to back; raises where what was read is
+    not what the pointer's checksum says was put there."""
     by_file = collections.defaultdict(list)
-    for key, _, data_uri, data_offset, data_length, entry_uri, entry_offset, entry_length in pointers:
+    for key, _, data_uri, data_offset, data_length, entry_uri, entry_offset, entry_length, _ in pointers:
         by_file[data_uri].append((data_offset, data_length, key, 0))
         if entry_length:
             by_file[entry_uri].append((entry_offset, entry_length, key, 1))
@@ -218,7 +224,14 @@ def _read_spilled(pointers) -> dict[str, tuple[bytes, bytes]]:
                 if len(chunk) != length:
                     raise IOError(f"{uri} is shorter than expected at offset {offset}")
                 parts[key, part] = chunk
-    return {key: (parts[key, 0], parts.get((key, 1), b"")) for key, *_ in pointers}
+    read = {}
+    for key, _, data_uri, data_offset, *_, checksum in pointers:
+        data, entry = parts[key, 0], parts.get((key, 1), b"")
+        if google_crc32c.extend(google_crc32c.value(data), entry) != checksum:
+            raise IOError(f"{data_uri} no longer holds at offset {data_offset} the bytes of {key!r} this run put or "
+                          "found there (the file changed while the run went on); nothing was replaced: run again")
+        read[key] = (data, entry)
+    return read
 
 
 _READ_CHUNK_BYTES = 16 << 20  # 16 MB: how much of a shard the writer holds at once

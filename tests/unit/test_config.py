@@ -196,6 +196,29 @@ def test_a_view_of_the_options_is_made_once_and_reads_and_writes_what_a_new_one_
     assert restored.view_as(DirectOptions).direct_num_workers == 6
 
 
+def test_a_folder_inside_another_output_where_it_keeps_its_own_files_is_refused(capsys, tmp_path):
+    """Another output's ``lineage/``, ``rejected/``, ``transform_fn/``...: its manifest lists what
+    they hold, so a run there would make that output fail verify and refuse its own rerun."""
+    other = tmp_path / "A"
+    (other / "lineage").mkdir(parents=True)
+    (other / "manifest.json").write_text("{}")
+    (tmp_path / "d" / "images").mkdir(parents=True)
+    before = sorted(tmp_path.rglob("*"))
+    for extra, named in [
+            (["--output", "A/lineage"], "--output 'A/lineage' is inside 'A', an output of the job, where it keeps "
+                                        "'lineage' of its own"),
+            (["--output", "A/rejected/C"], "--output 'A/rejected/C' is inside 'A', an output of the job, where it "
+                                           "keeps 'rejected' of its own"),
+            (["--output", "B", "--cache", "A/transform_fn/variables"], "--cache 'A/transform_fn/variables' is inside 'A'"),
+            (["--output", "B", "--cache", "A/lineage"], "--cache 'A/lineage' is inside 'A'")]:
+        argv = ["--oxford_pets", str(tmp_path / "d")] + [str(tmp_path / arg) if arg[:1] in "AB" else arg for arg in extra]
+        assert named in _fail(capsys, argv).replace(f"{tmp_path}/", "")
+        assert sorted(tmp_path.rglob("*")) == before
+    for fine in (["--output", "A/own"], ["--output", "B", "--cache", "A/cache"], ["--output", "A"]):
+        options.parse_args(["--oxford_pets", str(tmp_path / "d")] + [str(tmp_path / a) if a[:1] in "AB" else a
+                                                                   for a in fine])
+
+
 @pytest.mark.parametrize("extra,named", [
     (["--output", "~/out"], "--output '~/out': the shell"),  # (no shell expands ~ after =)
     (["--output", "OUT", "--cache", "~/cache"], "--cache: invalid value '~/cache': the shell"),

@@ -4,8 +4,8 @@ import json
 import pickle
 
 import apache_beam as beam
-import pytest
 import google_crc32c
+import pytest
 import tensorflow as tf
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.testing.test_pipeline import TestPipeline
@@ -158,7 +158,8 @@ def test_shard_bytes_come_back_in_key_order_a_bounded_chunk_at_a_time(tmp_path, 
             for key, data in entries:
                 handle.write(data + key.encode())  # the example, then its (here: fake) lineage entry
                 pointers.append((key, 0, str(tmp_path / name), offset, len(data),
-                                 str(tmp_path / name), offset + len(data), len(key)))
+                                 str(tmp_path / name), offset + len(data), len(key),
+                                 google_crc32c.value(data + key.encode())))
                 offset += len(data) + len(key)
     reads = []
     read_spilled = sink._read_spilled  # pylint: disable=protected-access
@@ -193,6 +194,15 @@ def test_an_example_stored_in_the_cache_is_not_spilled_again_and_reads_back_from
     read_back = list(sink._spilled_in_order(sorted(pointers)))  # pylint: disable=protected-access
     assert [data for data, _ in read_back] == [b"original bytes", b"a copy's"]
     assert pickle.loads(read_back[0][1]) == line and read_back[1][1] == b""
+    (segment,) = (tmp_path / "cache").rglob("*.seg")
+    good = segment.read_bytes()
+    for damaged in (good.replace(b"a copy's", b"a copy!s"),  # a byte changed after the lookup
+                    good[:places[0][1]] + b"    " + good[places[0][1]:]):  # bytes put in before them
+        segment.write_bytes(damaged)
+        with pytest.raises(IOError, match=f"{segment} no longer holds at offset .* the bytes of 'k"):
+            list(sink._spilled_in_order(sorted(pointers)))  # pylint: disable=protected-access
+    segment.write_bytes(good)
+    assert list(sink._spilled_in_order(sorted(pointers))) == read_back  # pylint: disable=protected-access
     for segment in (tmp_path / "cache").rglob("*.seg"):  # pruned while the run went on
         segment.unlink()
     with pytest.raises(FileNotFoundError, match="the cache's file that holds examples of this run, is gone"):
