@@ -8,9 +8,9 @@ anywhere in a module: inside a function, relatively), and each package on the wa
 in a package's ``__init__``, is part of the version the moment it is imported.
 
 A version describes the code that runs only if the files did not change between their import
-and their reading: a run takes the version of its per-image chain as it starts, before any of
-it is imported, and each process that runs the chain checks, once it has imported it, that the
-files are still those (:func:`changed`). Standard library only: the command reads it first."""
+and their reading: a run takes the digests of the job's files as it starts, before any of them
+is imported (the chain's modules are picked among them later), and each process that runs the
+chain checks, once it has imported it, that the files are still those (:func:`changed`). Standard library only: the command reads it first."""
 
 from __future__ import annotations
 
@@ -49,13 +49,14 @@ def source_file(name: str) -> str | None:
 def imports(path: str, name: str, top_level_only: bool = False) -> set[str]:
     """The absolute names the module ``name`` (source file ``path``) imports: each ``import``'s
     modules, and each ``from`` import's module and ``module.name`` for every name it takes;
-    relative imports resolved against the module's package. ``top_level_only``: only the
-    statements of the module's body (what runs as it is imported)."""
+    relative imports resolved against the module's package. ``top_level_only``: only those
+    that run as the module is imported (in its body, its ``try``, ``if`` and ``class`` blocks;
+    not in a function's)."""
     with open(path, "rb") as source:
         tree = ast.parse(source.read(), path)
     package = name if os.path.basename(path) == "__init__.py" else name.rpartition(".")[0]
     found = set()
-    for node in tree.body if top_level_only else ast.walk(tree):
+    for node in _run_on_import(tree) if top_level_only else ast.walk(tree):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -68,6 +69,16 @@ def imports(path: str, name: str, top_level_only: bool = False) -> set[str]:
             found.add(module)
             found.update(f"{module}.{alias.name}" for alias in node.names)
     return found
+
+
+def _run_on_import(tree: ast.AST):
+    """The nodes of ``tree`` outside any function or lambda: what runs as a module is imported."""
+    pending = [tree]
+    while pending:
+        node = pending.pop()
+        yield node
+        pending.extend(child for child in ast.iter_child_nodes(node)
+                       if not isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)))
 
 
 @functools.cache

@@ -68,22 +68,25 @@ class Chain:
     :func:`version` its outcomes are named under, made from the same settings (:meth:`of`), so
     that an outcome is never named by other settings than those it was made with."""
 
+    split: str
     settings: ChainSettings
     version: str
 
     @classmethod
     def of(cls, config, split: str, code: dict[str, str] | None = None) -> Chain:
-        return cls(config.chain_settings(split), version(config, split, code=code))
+        return cls(split, config.chain_settings(split), version(config, split, code=code))
 
     def entry_name(self, record: SourceRecord, image_sha256: str, mask_sha256: str) -> str:
         """:func:`entry_name` of ``record``'s outcome."""
         return entry_name(self.version, record, image_sha256, mask_sha256)
 
     def compute(self, record: SourceRecord, image_bytes: bytes, mask_bytes: bytes) -> Outcome:
-        """What the chain makes of ``record``'s files: its examples and statistics share, or its
-        rejection."""
+        """What the chain makes of ``record``'s files (an input of this chain's split): its
+        examples and statistics share, or its rejection."""
+        if record.split != self.split:
+            raise ValueError(f"{record.key!r} is an input of {record.split!r}, not of {self.split!r}")
         try:
-            examples, sums = process_example(record, image_bytes, mask_bytes, record.split, self.settings)
+            examples, sums = process_example(record, image_bytes, mask_bytes, self.split, self.settings)
         except RejectedInput as rejected:
             return Outcome(rejected=rejected)
         return Outcome(examples=tuple(examples), sums=sums)

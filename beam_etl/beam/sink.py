@@ -127,8 +127,8 @@ def _placeholders(split_and_count):
 class _SpillFn(beam.DoFn):
     """Appends example bytes (and an original's lineage entry, pickled, right after them) to this
     bundle's spill file; emits ``(split, pointer)``, a pointer being ``(example_key, copy,
-    data_uri, data_offset, data_length, lineage_uri, lineage_offset, lineage_length, crc32c)``,
-    the crc32c being the example bytes' and then the entry's, as this step had them. An
+    data_uri, data_offset, data_length, lineage_uri, lineage_offset, lineage_length,
+    data_crc32c, lineage_crc32c)``, the checksums of the bytes as this step had them. An
     example whose bytes are on disk already, in the cache of outcomes (``example.stored``), is
     not written again: its pointer points there, and only its lineage entry is spilled.
 
@@ -173,9 +173,9 @@ class _SpillFn(beam.DoFn):
         else:
             data_uri, data_offset = self._spill(data, entry)
             entry_uri, entry_offset = data_uri, data_offset + len(data)
-        checksum = google_crc32c.extend(google_crc32c.value(data), entry)
         yield example.split, (example.example_key, example.copy, data_uri, data_offset, len(data),
-                              entry_uri, entry_offset, len(entry), checksum)
+                              entry_uri, entry_offset, len(entry), google_crc32c.value(data),
+                              google_crc32c.value(entry))
 
     def finish_bundle(self):
         if self._handle is not None:
@@ -204,7 +204,7 @@ def _read_spilled(pointers) -> dict[str, tuple[bytes, bytes]]:
     (spill file, or the cache's segment) once, front to back; raises where what was read is
     not what the pointer's checksum says was put there."""
     by_file = collections.defaultdict(list)
-    for key, _, data_uri, data_offset, data_length, entry_uri, entry_offset, entry_length, _ in pointers:
+    for key, _, data_uri, data_offset, data_length, entry_uri, entry_offset, entry_length, *_ in pointers:
         by_file[data_uri].append((data_offset, data_length, key, 0))
         if entry_length:
             by_file[entry_uri].append((entry_offset, entry_length, key, 1))
@@ -225,11 +225,13 @@ def _read_spilled(pointers) -> dict[str, tuple[bytes, bytes]]:
                     raise IOError(f"{uri} is shorter than expected at offset {offset}")
                 parts[key, part] = chunk
     read = {}
-    for key, _, data_uri, data_offset, *_, checksum in pointers:
+    for key, _, data_uri, data_offset, _, entry_uri, entry_offset, _, data_crc, entry_crc in pointers:
         data, entry = parts[key, 0], parts.get((key, 1), b"")
-        if google_crc32c.extend(google_crc32c.value(data), entry) != checksum:
-            raise IOError(f"{data_uri} no longer holds at offset {data_offset} the bytes of {key!r} this run put or "
-                          "found there (the file changed while the run went on); nothing was replaced: run again")
+        for uri, offset, part, checksum in ((data_uri, data_offset, data, data_crc),
+                                            (entry_uri, entry_offset, entry, entry_crc)):
+            if google_crc32c.value(part) != checksum:
+                raise IOError(f"{uri} no longer holds at offset {offset} the bytes of {key!r} this run put or found "
+                              "there (the file changed while the run went on); nothing was replaced: run again")
         read[key] = (data, entry)
     return read
 

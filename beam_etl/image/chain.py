@@ -2,7 +2,7 @@
 
 ``process_example`` is what the Beam DoFn runs for each input and what the benchmark's
 hand-written ``multiprocessing.Pool`` runs too, so both measure the same work. Of the settings
-it sees only :class:`~beam_etl.settings.ChainSettings`, the ones its cached outcomes are named
+it sees only :class:`~beam_etl.config.ChainSettings`, the ones its cached outcomes are named
 by: a setting that shapes an example is added there.
 """
 

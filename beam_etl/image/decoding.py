@@ -260,11 +260,24 @@ def _png_gray_depth(data: bytes) -> int | None:
     return None
 
 
+def _png_has_chunk(data: bytes, kind: bytes) -> bool:
+    """Whether a PNG holds a chunk of ``kind``, from the chunks' headers (not their data)."""
+    position = 8
+    while position + 8 <= len(data):
+        length, found = struct.unpack(">I4s", data[position:position + 8])
+        if found == kind:
+            return True
+        if found == b"IEND":
+            return False
+        position += 12 + length
+    return False
+
+
 def _mask_orientation(data: bytes) -> int:
     """A mask's own EXIF orientation (a PNG's ``eXIf`` chunk, a JPEG's or a TIFF's tag); only a
     file that may carry one is parsed for it."""
     if data[:8] == _PNG_SIGNATURE:
-        if data.find(b"eXIf") == -1:
+        if not _png_has_chunk(data, b"eXIf"):
             return 1
     elif data[:3] == _JPEG_SIGNATURE:
         return _jpeg_orientation(data)

@@ -62,6 +62,28 @@ def test_every_way_of_importing_a_module_of_the_package_is_followed(package):
         "pkg.image.relative", "pkg.image.sibling", "pkg.inside_a_function")
 
 
+def test_what_runs_as_a_module_is_imported_is_told_from_what_a_function_imports(tmp_path):
+    path = tmp_path / "module.py"
+    path.write_text(textwrap.dedent("""
+        import top
+        try:
+            import in_try
+        except ImportError:
+            in_try = None
+        if True:
+            from in_if import name
+        class Holder:
+            import in_class
+
+        def function():
+            import in_function
+            return lambda: __import__("x")
+    """))
+    assert code_version.imports(str(path), "module", top_level_only=True) == {
+        "top", "in_try", "in_if", "in_if.name", "in_class"}
+    assert "in_function" in code_version.imports(str(path), "module")
+
+
 def test_a_change_in_a_module_the_code_reaches_only_through_others_is_a_new_version(package):
     root = package({"pkg/__init__.py": "", "pkg/image/__init__.py": "SCALE = 2\n",
                     "pkg/image/chain.py": "from . import helper\n", "pkg/image/helper.py": "FACTOR = 1\n",

@@ -201,7 +201,9 @@ def test_a_folder_inside_another_output_where_it_keeps_its_own_files_is_refused(
     they hold, so a run there would make that output fail verify and refuse its own rerun."""
     other = tmp_path / "A"
     (other / "lineage").mkdir(parents=True)
-    (other / "manifest.json").write_text("{}")
+    (other / "manifest.json").write_text('{"format_version": 2, "splits": {}}')
+    (tmp_path / "W" / "metadata").mkdir(parents=True)  # a manifest.json of something else: no output of the job
+    (tmp_path / "W" / "manifest.json").write_text('{"name": "my app"}')
     (tmp_path / "d" / "images").mkdir(parents=True)
     before = sorted(tmp_path.rglob("*"))
     for extra, named in [
@@ -214,8 +216,9 @@ def test_a_folder_inside_another_output_where_it_keeps_its_own_files_is_refused(
         argv = ["--oxford_pets", str(tmp_path / "d")] + [str(tmp_path / arg) if arg[:1] in "AB" else arg for arg in extra]
         assert named in _fail(capsys, argv).replace(f"{tmp_path}/", "")
         assert sorted(tmp_path.rglob("*")) == before
-    for fine in (["--output", "A/own"], ["--output", "B", "--cache", "A/cache"], ["--output", "A"]):
-        options.parse_args(["--oxford_pets", str(tmp_path / "d")] + [str(tmp_path / a) if a[:1] in "AB" else a
+    for fine in (["--output", "A/own"], ["--output", "B", "--cache", "A/cache"], ["--output", "A"],
+                 ["--output", "W/metadata/out"], ["--output", "B", "--cache", "W/lineage"]):
+        options.parse_args(["--oxford_pets", str(tmp_path / "d")] + [str(tmp_path / a) if a[:1] in "ABW" else a
                                                                    for a in fine])
 
 

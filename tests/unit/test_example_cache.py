@@ -4,6 +4,7 @@ import ast
 import dataclasses
 import importlib.metadata
 import pathlib
+import subprocess
 import sys
 
 import cv2
@@ -126,6 +127,35 @@ def test_an_outcome_is_named_and_made_with_the_same_settings():
         made = example_cache.Chain.of(config, split)
         assert made.settings == config.chain_settings(split)
         assert made.version == example_cache.version(config, split)
+    record = SourceRecord(key="a", image_uri="/d/a.jpg", mask_uri="/d/a.png", split="val")
+    with pytest.raises(ValueError, match="'a' is an input of 'val', not of 'train'"):
+        example_cache.Chain.of(config, "train").compute(record, b"", b"")
+
+
+def test_the_version_a_run_starts_with_is_of_the_files_as_they_were_then():
+    """The digests are taken as the command starts; the chain's modules are picked among them
+    later: a file edited meanwhile keeps its first digest (the workers then find it changed)."""
+    from beam_etl.beam import up_to_date  # pylint: disable=import-outside-toplevel
+
+    sources = up_to_date.source_digests()
+    chain = code_version.closure(code_version.CHAIN_ENTRIES)
+    assert {code_version.source_file(name) for name in chain} <= set(sources)
+    resizing = code_version.source_file("beam_etl.image.resizing")
+    started = up_to_date.StartingCode({**sources, resizing: b"\x00" * 32})
+    assert started.chain["beam_etl.image.resizing"] == "00" * 32
+    assert code_version.changed(started.chain) == ["beam_etl.image.resizing"]
+    assert up_to_date.StartingCode(sources).chain == code_version.chain_version()
+
+
+def test_every_module_of_the_job_the_chain_loads_is_in_its_version():
+    """What the closure reads from the source against what Python loads: a module imported by a
+    name in a string (importlib) would be missing from the version."""
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys, beam_etl.image.chain, beam_etl.beam.example_cache; "
+         "print(' '.join(name for name in sys.modules if name.split('.')[0] == 'beam_etl'))"],
+        capture_output=True, text=True, check=True).stdout.split()
+    assert "beam_etl.image.resizing" in loaded
+    assert set(loaded) <= set(code_version.closure(code_version.CHAIN_ENTRIES))
 
 
 # Libraries the chain's modules import that make no byte of an outcome, each for its reason.

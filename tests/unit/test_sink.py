@@ -159,7 +159,7 @@ def test_shard_bytes_come_back_in_key_order_a_bounded_chunk_at_a_time(tmp_path, 
                 handle.write(data + key.encode())  # the example, then its (here: fake) lineage entry
                 pointers.append((key, 0, str(tmp_path / name), offset, len(data),
                                  str(tmp_path / name), offset + len(data), len(key),
-                                 google_crc32c.value(data + key.encode())))
+                                 google_crc32c.value(data), google_crc32c.value(key.encode())))
                 offset += len(data) + len(key)
     reads = []
     read_spilled = sink._read_spilled  # pylint: disable=protected-access
@@ -203,6 +203,10 @@ def test_an_example_stored_in_the_cache_is_not_spilled_again_and_reads_back_from
             list(sink._spilled_in_order(sorted(pointers)))  # pylint: disable=protected-access
     segment.write_bytes(good)
     assert list(sink._spilled_in_order(sorted(pointers))) == read_back  # pylint: disable=protected-access
+    (spilled_file,) = (tmp_path / "out").rglob("*.bin")  # the lineage entry's file: named when it is at fault
+    spilled_file.write_bytes(spilled_file.read_bytes()[:-1] + b"\x00")
+    with pytest.raises(IOError, match=f"{spilled_file} no longer holds at offset 0 the bytes of 'k'"):
+        list(sink._spilled_in_order(sorted(pointers)))  # pylint: disable=protected-access
     for segment in (tmp_path / "cache").rglob("*.seg"):  # pruned while the run went on
         segment.unlink()
     with pytest.raises(FileNotFoundError, match="the cache's file that holds examples of this run, is gone"):

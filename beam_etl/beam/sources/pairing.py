@@ -224,8 +224,8 @@ class _PairAndDedupFn(beam.DoFn):
         if records and conflicts:  # (a name the lists put in two splits: written by no source)
             for record in records:
                 yield self._reject(record.image_uri, "conflicting_lists",
-                                   f"key {key!r} is listed with different classes or splits (rejected with "
-                                   f"{conflicts[0].uri}): none of its records is written", key)
+                                   f"key {key!r} is listed in the Oxford lists with different classes or "
+                                   "splits (rejected there too): none of its records is written", key)
             return
         if records and is_reserved_key(key):
             for record in records:
