@@ -4,8 +4,9 @@
 
 Each round, on the first 90% of the pairs: a fresh run (empty output, empty cache); the same
 command again with ``--overwrite`` (nothing new: the output is found up to date,
-``beam_etl.beam.up_to_date``); the same after one input's modification time changed (the job
-runs, every outcome from its cache); a run into another folder killed (SIGKILL to
+``beam_etl.beam.up_to_date``); the same after one input's times changed (its bytes are hashed:
+still up to date); the same after a file beside the inputs that the job does not hash changed
+(the job runs, every outcome from its cache); a run into another folder killed (SIGKILL to
 its process group, as a machine dies) once half of the inputs are in its cache, then the same
 command again (the resume); then the whole set with ``--overwrite`` (10% new inputs). Every
 run is the README's command (no runner flags, statistics on) in a fresh process, timed from
@@ -82,8 +83,11 @@ def main(argv=None) -> dict:
     os.makedirs(args.work)
     first = int(len(records) * 0.9)
     directory = subset_dir(records[:first], os.path.join(args.work, "inputs"))
-    touched = "nothing new, one input's times changed"
-    walls = {"fresh": [], "nothing new": [], touched: [], "resumed (killed half way)": [], "10% new": []}
+    touched, beside = "nothing new, one input touched", "nothing new, a file beside them touched (the job runs)"
+    walls = {"fresh": [], "nothing new": [], touched: [], beside: [], "resumed (killed half way)": [], "10% new": []}
+    notes = os.path.join(directory, "images", "notes.txt")  # under a source folder, no input: never hashed
+    with open(notes, "w", encoding="utf-8") as handle:
+        handle.write("not an input\n")
     killed_after = []
     for round_ in range(args.rounds):
         output = os.path.join(args.work, f"out{round_}")
@@ -96,9 +100,12 @@ def main(argv=None) -> dict:
         time.sleep(file_states.SETTLE_SECONDS)  # inputs that settled, as a dataset's have
         walls["fresh"].append(run_job(directory, output))
         walls["nothing new"].append(run_job(directory, output, "--overwrite", up_to_date_expected=True))
-        os.utime(os.path.join(directory, "images", os.listdir(os.path.join(directory, "images"))[0]),
-                 follow_symlinks=False)  # the run cannot vouch for the folder: the job runs, on its cache
-        walls[touched].append(run_job(directory, output, "--overwrite"))
+        os.utime(os.path.join(directory, "images", sorted(os.listdir(os.path.join(directory, "images")))[0]))
+        time.sleep(file_states.SETTLE_SECONDS)
+        walls[touched].append(run_job(directory, output, "--overwrite", up_to_date_expected=True))
+        os.utime(notes)
+        time.sleep(file_states.SETTLE_SECONDS)
+        walls[beside].append(run_job(directory, output, "--overwrite"))
         killed = os.path.join(args.work, f"killed{round_}")
         killed_after.append(kill_half_way(directory, killed, first))
         walls["resumed (killed half way)"].append(run_job(directory, killed))

@@ -21,8 +21,8 @@ from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions
 from beam_etl import config as config_lib, globs, native_logs
 from beam_etl.beam import sources
 from beam_etl.config import flag_type, positive_hours, positive_int
-from beam_etl.output_layout import (CACHE_DIR, INCOMPLETE_DIR, MANIFEST, UP_TO_DATE, is_job_file, is_within, join,
-                                    parse_manifest, refuse_unless_regular)
+from beam_etl.output_layout import (CACHE_DIR, INCOMPLETE_DIR, MANIFEST, UP_TO_DATE, UP_TO_DATE_FILES, is_job_file,
+                                    is_within, join, parse_manifest, refuse_unless_regular)
 
 
 
@@ -487,7 +487,7 @@ def check_cache_flag(cache: str | None, output: str) -> None:
         place, top = (os.path.realpath(cache), os.path.realpath(output)) if local else (cache, output)
         inside = place[len(top.rstrip("/")) + 1:] if place.startswith(top.rstrip("/") + "/") else ""
         first = next((part for part in inside.split("/") if part), "")
-        if first and (is_job_file(first) or first == UP_TO_DATE):
+        if first and (is_job_file(first) or first in (UP_TO_DATE, UP_TO_DATE_FILES)):
             raise ValueError(f"--cache {cache!r} is where --output {output!r} keeps {first!r} of its own: "
                              f"leave --cache out (the cache is then {join(output, CACHE_DIR)}), or name a "
                              "folder of its own")

@@ -11,9 +11,14 @@ tree once committed. A snapshot is the ``lstat`` of every file and folder under 
 type, size, modification and change times in nanoseconds, inode, device.
 
 The rerun (:func:`check`) takes the same snapshots again and leaves the output as it is only
-when everything matches; anything else (a file added, removed, renamed, rewritten even with its
-old size and modification time put back, which moves its change time; a flag; the code; a
+when everything matches; anything else (a file added, removed or renamed; a flag; the code; a
 ``.incomplete/`` of another run) runs the job, which decodes only what its cache has not seen.
+A file whose ``lstat`` alone changed (touched, copied over with the same bytes, rewritten even
+with its old size and modification time put back, which moves its change time) is read and
+hashed: where its SHA-256 is the one the run that made the output recorded for it in the cache
+of outcomes (:data:`FILES` keeps each file's state, the cache's digests file the state's
+SHA-256), the output is still up to date, and the state is taken anew (once the file has
+settled). A file the job never hashed (an Oxford list) runs the job.
 A state is written only when every source is a local folder (links to files are followed; a
 link to a folder under it leaves no state), the sources and the output lie on filesystems whose
 times vouch for their files (:func:`beam_etl.file_states.trusted`: not NFS, FUSE or squashfs),
@@ -28,6 +33,7 @@ Standard library only: :func:`check` runs before Beam (or TensorFlow) is importe
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import importlib.util
@@ -37,11 +43,14 @@ import stat
 import sys
 import time
 
-from beam_etl import code_version, file_states, globs
-from beam_etl.output_layout import (CACHE_DIR, INCOMPLETE_DIR, MANIFEST, UP_TO_DATE, parse_manifest,
+from beam_etl import code_version, file_digests, file_states, globs
+from beam_etl.output_layout import (CACHE_DIR, INCOMPLETE_DIR, MANIFEST, UP_TO_DATE, UP_TO_DATE_FILES, parse_manifest,
                                     refuse_unless_regular)
 
-FORMAT = 1
+FORMAT = 2
+# Each input file's state as the state's snapshot saw it (and digests a check took), beside the
+# state (its SHA-256 is in the state): read only when the inputs' digest differs.
+FILES = UP_TO_DATE_FILES
 _ENV_PREFIX = "BEAM_ETL_"
 _NOT_COMPARED = ("--overwrite",)  # the rerun names it; the run that made the output may not have
 _PACKAGES = ("beam_etl", "pipelines", "beam_dask")  # the code that makes an output
@@ -86,15 +95,22 @@ def _line(name: str, st: os.stat_result, times: bool = True) -> bytes:
     return f"{name}\0{stat.S_IFMT(st.st_mode)}\0{when}\0{st.st_ino}\0{st.st_dev}\n".encode("utf-8", "surrogateescape")
 
 
+def _entry(st: os.stat_result) -> list:
+    """What :data:`FILES` keeps of an entry: its kind, and a file's state."""
+    if stat.S_ISREG(st.st_mode):
+        return ["file", *file_states.file_state(st)]
+    return ["folder"] if stat.S_ISDIR(st.st_mode) else ["other", stat.S_IFMT(st.st_mode)]
+
+
 def tree_digest(root: str, *, skip: tuple[str, ...] = (), links_allowed: bool = False,
-                newest: list | None = None) -> str | None:
+                newest: list | None = None, kept: dict | None = None) -> str | None:
     """SHA-256 of the ``lstat`` of ``root`` (and, for a link, of what it points to) and of every
     entry under it, in name order, leaving out the top-level names in ``skip`` (and names that
     start with one and a dot). Unless ``links_allowed``, a symbolic link to a file adds what
     it points to (a file elsewhere can change without a trace here), and one to a folder makes
     the answer None, as a missing ``root`` does.
     ``newest``, a one-item list, gets the latest modification or change time seen, in
-    nanoseconds."""
+    nanoseconds; ``kept``, a dict, gets each entry's :func:`_entry` by name."""
     digest = hashlib.sha256()
     try:
         top = os.lstat(root)
@@ -126,6 +142,8 @@ def tree_digest(root: str, *, skip: tuple[str, ...] = (), links_allowed: bool = 
                 return None  # (a filesystem whose times do not vouch for a file's bytes)
             digest.update(_line(name, st))
             latest = max(latest, st.st_mtime_ns, st.st_ctime_ns)
+            if kept is not None:
+                kept[name] = _entry(st)
             if stat.S_ISLNK(st.st_mode) and not links_allowed:
                 try:
                     target = os.stat(entry.path)
@@ -136,6 +154,8 @@ def tree_digest(root: str, *, skip: tuple[str, ...] = (), links_allowed: bool = 
                     return None
                 digest.update(_line(f"{name}\0->", target))
                 latest = max(latest, target.st_mtime_ns, target.st_ctime_ns)
+                if kept is not None:
+                    kept[name] = ["link", *file_states.file_state(target)]
             if stat.S_ISDIR(st.st_mode):
                 pending.append((name + "/", entry.path))
     if newest is not None:
@@ -208,10 +228,10 @@ def _checksum(state: dict) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
-def _inputs_digest(roots: list[str], newest: list | None = None) -> str | None:
+def _inputs_digest(roots: list[str], newest: list | None = None, files: dict | None = None) -> str | None:
     digest = hashlib.sha256()
     for root in roots:
-        tree = tree_digest(root, newest=newest)
+        tree = tree_digest(root, newest=newest, kept=None if files is None else files.setdefault(root, {}))
         if tree is None:
             return None
         digest.update(f"{root}\0{tree}\n".encode("utf-8", "surrogateescape"))
@@ -219,14 +239,76 @@ def _inputs_digest(roots: list[str], newest: list | None = None) -> str | None:
 
 
 # The snapshot of the source folders the last check took: (roots, taken at, digest, newest change
-# time). The run that check let go ahead records it (it was taken before the run read a byte)
-# instead of walking the folders again; each check forgets the one before.
+# time, {root: {name: entry}}). The run that check let go ahead records it (it was taken before
+# the run read a byte) instead of walking the folders again; each check forgets the one before.
 _checked: tuple | None = None
 
 
 def _take_inputs(roots: list[str]) -> tuple:
-    started, newest = time.time_ns(), [0]
-    return tuple(roots), started, _inputs_digest(roots, newest), newest[0]
+    started, newest, files = time.time_ns(), [0], {}
+    return tuple(roots), started, _inputs_digest(roots, newest, files), newest[0], files
+
+
+def _read_files(output: str, sha256: str) -> dict | None:
+    """The :data:`FILES` beside ``output`` (``{"entries": {root: {name: entry}}, "digests":
+    {path: sha256}}``), if it is the one its state names."""
+    try:
+        with open(os.path.join(output, FILES), "rb") as file:
+            data = file.read()
+    except OSError:
+        return None
+    if hashlib.sha256(data).hexdigest() != sha256:
+        return None
+    try:
+        files = json.loads(data.decode("utf-8", "surrogateescape"))
+    except ValueError:
+        return None
+    return files if isinstance(files, dict) and files.keys() == {"entries", "digests"} else None
+
+
+def _hashed_now(path: str) -> tuple[str, tuple[int, ...]] | None:
+    """The SHA-256 of a local file's bytes and its state, where the file held still while it was
+    read (its state the same before, as the read began and as it ended); else None."""
+    try:
+        before = file_states.file_state(os.stat(path))
+        with open(path, "rb") as handle:
+            began = file_states.file_state(os.fstat(handle.fileno()))
+            digest = hashlib.sha256(handle.read()).hexdigest()
+            ended = file_states.file_state(os.fstat(handle.fileno()))
+    except OSError:
+        return None
+    return (digest, before) if before == began == ended else None
+
+
+def _same_contents(state: dict, output: str, cache: str | None, now: dict) -> dict | None:
+    """Whether the source folders as they are ``now`` ({root: {name: entry}}) hold the files the
+    output was made from: the same names and kinds, and each file whose state changed holding
+    the bytes whose SHA-256 was known for its state in the snapshot (recorded by the cache, or
+    by the check that took that snapshot). The digests known for ``now``'s states, or None."""
+    then = _read_files(output, state.get("files", ""))
+    if then is None or then["entries"].keys() != now.keys():
+        return None
+    known, changed = {}, []
+    for root, entries in now.items():
+        if entries.keys() != then["entries"][root].keys():
+            return None
+        for name, entry in entries.items():
+            old, path = then["entries"][root][name], os.path.join(root, name)
+            if entry == old or (entry[0] == old[0] == "folder"):
+                if path in then["digests"]:
+                    known[path] = then["digests"][path]
+                continue
+            if entry[0] != old[0] or entry[0] not in ("file", "link"):
+                return None
+            changed.append((path, tuple(old[1:])))
+    recorded = file_digests.recorded(cache) if changed and cache is not None else {}
+    for path, old_state in changed:
+        sha256 = then["digests"].get(path) or recorded.get(path, {}).get(old_state)
+        hashed = _hashed_now(path) if sha256 is not None else None
+        if hashed is None or hashed[0] != sha256:
+            return None
+        known[path] = sha256
+    return known
 
 
 def _output_digest(output: str) -> str | None:
@@ -273,11 +355,21 @@ def check(argv: list[str], code: str | None = None) -> dict | None:
     state = read_state(output)
     if state is None or state["command"] != command_line(argv) or _output_digest(output) != state["output"]:
         return None
-    _checked = _take_inputs(state["roots"])
-    if _checked[2] != state["inputs"]:
-        return None
     if (code_digest() if code is None else code) != state["code"]:
         return None
+    _checked = _take_inputs(state["roots"])
+    roots, started, inputs, newest, files = _checked
+    if inputs is None:
+        return None
+    if inputs != state["inputs"]:
+        cache = _option(argv, "--cache")
+        cache = local_path(cache) if cache else os.path.join(output, CACHE_DIR)
+        known = _same_contents(state, output, cache, files)
+        if known is None:
+            return None
+        if file_states.settled(newest, started):  # (the state of files just written vouches for nothing)
+            with contextlib.suppress(OSError):  # (kept as it was: the next check hashes them again)
+                _write_state(output, {**state, "inputs": inputs}, files, known)
     return _manifest(output)
 
 
@@ -325,11 +417,12 @@ class Snapshot:
         global _checked  # pylint: disable=global-statement
         roots = sorted({os.path.abspath(root) for root in roots})
         checked, _checked = _checked, None
-        _, started, inputs, newest = checked if checked and checked[0] == tuple(roots) else _take_inputs(roots)
+        _, started, inputs, newest, files = checked if checked and checked[0] == tuple(roots) else _take_inputs(roots)
         if inputs is None or not file_states.settled(newest, started):
             return
         self._state = {"format": FORMAT, "command": command, "roots": roots, "inputs": inputs,
                        "code": code_digest() if code is None else code}
+        self._files = files
 
     def record(self, run_id: str) -> None:
         """Writes the state beside the output run ``run_id`` committed (atomically: a crash
@@ -341,11 +434,20 @@ class Snapshot:
         committed = _manifest(self._output)
         if output is None or committed is None or committed.get("run_id") != run_id:
             return
-        state = {**self._state, "output": output,
-                 "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-        state["checksum"] = _checksum(state)
-        path = os.path.join(self._output, UP_TO_DATE)
+        _write_state(self._output, {**self._state, "output": output,
+                                    "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, self._files, {})
+
+
+def _write_state(output: str, state: dict, files: dict, digests: dict) -> None:
+    """The state beside ``output``, and its :data:`FILES`, each written whole (a crash leaves the
+    old one, or a state whose files do not match, which is then not believed)."""
+    data = json.dumps({"entries": files, "digests": digests}, sort_keys=True,
+                      separators=(",", ":")).encode("utf-8", "surrogateescape")
+    state = {**state, "files": hashlib.sha256(data).hexdigest()}
+    state["checksum"] = _checksum(state)
+    for name, body in ((FILES, data), (UP_TO_DATE, json.dumps(state, sort_keys=True).encode("utf-8"))):
+        path = os.path.join(output, name)
         partial = f"{path}.{os.getpid()}.partial"
-        with open(partial, "w", encoding="utf-8") as file:
-            json.dump(state, file, sort_keys=True)
+        with open(partial, "wb") as file:
+            file.write(body)
         os.replace(partial, path)

@@ -4,6 +4,7 @@ any change it could miss runs the job, which ends as a fresh run over the final 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 import time
@@ -163,18 +164,53 @@ def test_a_rerun_walks_the_source_folders_once(data, tmp_path, settled, monkeypa
     real = up_to_date.tree_digest
     monkeypatch.setattr(up_to_date, "tree_digest", lambda root, **k: walked.append(root) or real(root, **k))
     image = sorted((data / "images").glob("*.jpg"))[0]
-    input_edits.rewrite_in_place(image, image.read_bytes())  # the same bytes: the job runs, on its cache
-    again = _run(data, out, "--overwrite")
+    original = image.read_bytes()
+    input_edits.rewrite_in_place(image, original[:-3] + bytes([original[-3] ^ 0xFF]) + original[-2:])
+    again = _run(data, out, "--overwrite")  # other bytes, with the old size and time: the job runs
     roots = {str(data / "images"), str(data / "annotations" / "trimaps")}
     assert sorted(w for w in walked if w in roots) == sorted(roots)
     assert _run(data, out, "--overwrite") == again  # its state, from the check's snapshot, holds
-    input_edits.rewrite_in_place(image, image.read_bytes())
+    input_edits.rewrite_in_place(image, original)
     assert _run(data, out, "--overwrite")["run_id"] != again["run_id"]
     # Only the snapshot of the check of the same run counts: none is kept for a later run.
     walked.clear()
     shutil.rmtree(out)
     _run(data, out)
     assert sorted(w for w in walked if w in roots) == sorted(roots)
+
+
+def test_inputs_touched_or_written_again_with_the_same_bytes_leave_the_output_up_to_date(
+        data, tmp_path, settled, decodes, monkeypatch):
+    """A file whose stat changed is hashed: the bytes its run recorded leave the output as it is
+    (and the state is taken anew); a file the job never hashed, or other bytes, run the job."""
+    (data / "images" / "notes.txt").write_text("not an input, under a source folder")
+    out = tmp_path / "out"
+    first = _run(data, out)
+    image = sorted((data / "images").glob("*.jpg"))[0]
+    mask = sorted((data / "annotations" / "trimaps").glob("*.png"))[-1]
+    decodes.clear()
+    os.utime(image)  # touched
+    assert _run(data, out, "--overwrite") == first and decodes == []
+    state = (out / UP_TO_DATE).read_bytes()
+    os.utime(image)  # again: the digest the last check took is in the state now
+    (mask.parent / "tmp.part").write_bytes(mask.read_bytes())
+    os.replace(mask.parent / "tmp.part", mask)  # written again, another inode: an editor's save
+    assert _run(data, out, "--overwrite") == first and decodes == []
+    assert (out / UP_TO_DATE).read_bytes() != state  # taken anew, with the new states
+    shards = output_files(out)
+    # Changed moments ago: still found the same, but not vouched for by its state.
+    monkeypatch.setattr(file_states, "SETTLE_SECONDS", 3600.0)
+    state = (out / UP_TO_DATE).read_bytes()
+    os.utime(mask)
+    assert _run(data, out, "--overwrite") == first and (out / UP_TO_DATE).read_bytes() == state
+    monkeypatch.setattr(file_states, "SETTLE_SECONDS", 0.0)
+    os.utime(data / "images" / "notes.txt")  # no digest of it: the job runs (on its cache)
+    second = _run(data, out, "--overwrite")
+    assert second["run_id"] != first["run_id"] and decodes == [] and output_files(out) == shards
+    assert _run(data, out, "--overwrite") == second
+    (out / up_to_date.FILES).write_text("{}")  # damaged: not believed
+    os.utime(image)
+    assert _run(data, out, "--overwrite")["run_id"] != second["run_id"]
 
 
 def test_inputs_changed_moments_before_the_run_leave_no_state(data, tmp_path, monkeypatch, decodes):

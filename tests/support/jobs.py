@@ -7,7 +7,7 @@ import pathlib
 import subprocess
 import sys
 
-from beam_etl.output_layout import CACHE_DIR, CHANGES_FILE, UP_TO_DATE
+from beam_etl.output_layout import CACHE_DIR, CHANGES_FILE, UP_TO_DATE, UP_TO_DATE_FILES
 from pipelines import preprocess
 from tests.support import full_disk
 
@@ -40,7 +40,7 @@ def job_process(argv: list[str], crash_at: str | None = None, temporary: pathlib
 # inputs and flags: the transform graph's files too, copied from the one template of the tests'
 # cache (beam_etl.beam.transform_template), its statistics in its assets. (What changed against
 # the output a run replaced is no part of what the run makes of its inputs.)
-_NOT_BYTE_STABLE = {"manifest.json", CHANGES_FILE, UP_TO_DATE}
+_NOT_BYTE_STABLE = {"manifest.json", CHANGES_FILE, UP_TO_DATE, UP_TO_DATE_FILES}
 
 
 def output_files(out: pathlib.Path) -> dict[str, bytes]:
