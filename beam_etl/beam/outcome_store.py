@@ -35,19 +35,22 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import os
 import re
 import threading
 import time
 import uuid
 
+import google_crc32c
+
 from beam_etl import file_states
 from beam_etl.beam import filesystem, lease
 from beam_etl.beam.example_cache import Outcome, decode, encode
-from beam_etl.file_digests import DIGESTS, SEGMENTS, digest_line, read_digests
 from beam_etl.output_layout import join
 
-SEGMENT, INDEX = ".seg", ".idx"  # a writer's files: <writer id><suffix>, and its DIGESTS
+SEGMENTS = "outcomes"  # the folder of segments, in the cache folder
+SEGMENT, INDEX, DIGESTS = ".seg", ".idx", ".dig"  # a writer's files: <writer id><suffix>
 HELD_BYTES = 32 << 20  # (object stores) a writer puts a segment once it holds this much
 PRUNE_LOCK = "prune.lock"  # held by the one prune of the folder at a time
 
@@ -92,6 +95,39 @@ def read_index(text: str, segment: str) -> list[tuple[str, Location]]:
         if matched and int(matched[2]) + int(matched[3]) <= LARGEST_FILE:
             entries.append((matched[1], Location(segment, int(matched[2]), int(matched[3]))))
     return entries
+
+
+def _line_checksum(body: str) -> str:
+    return f"{google_crc32c.value(body.encode('utf-8', 'surrogatepass')):08x}"
+
+
+def digest_line(path: str, state: tuple[int, ...], sha256: str) -> str:
+    """A digests file's line: ``sha256 size mtime_ns ctime_ns inode device "path" crc32c``."""
+    body = f"{sha256} {' '.join(map(str, state))} {json.dumps(path)}"
+    return f"{body} {_line_checksum(body)}\n"
+
+
+def read_digests(text: str) -> list[tuple[str, tuple[int, ...], str]]:
+    """``(path, file_state, sha256)`` of each whole line of a digests file whose checksum holds."""
+    digests = []
+    for line in text.split("\n")[:-1]:
+        body, _, checksum = line.rpartition(" ")
+        if checksum != _line_checksum(body):
+            continue
+        fields = body.split(" ", 6)
+        if len(fields) != 7 or len(fields[0]) != 64 or len(fields[6]) < 2 or fields[6][0] != '"':
+            continue
+        quoted = fields[6]
+        try:
+            # (json.dumps escapes every quote, backslash, control and non-ASCII character: a
+            # path written without a backslash is its own text)
+            path = quoted[1:-1] if "\\" not in quoted else json.loads(quoted)
+            state = tuple(map(int, fields[1:6]))
+        except ValueError:
+            continue
+        if isinstance(path, str):
+            digests.append((path, state, fields[0]))
+    return digests
 
 
 class _Writer:

@@ -15,10 +15,11 @@ when everything matches; anything else (a file added, removed or renamed; a flag
 ``.incomplete/`` of another run) runs the job, which decodes only what its cache has not seen.
 A file whose ``lstat`` alone changed (touched, copied over with the same bytes, rewritten even
 with its old size and modification time put back, which moves its change time) is read and
-hashed: where its SHA-256 is the one the run that made the output recorded for it in the cache
-of outcomes (:data:`FILES` keeps each file's state, the cache's digests file the state's
-SHA-256), the output is still up to date, and the state is taken anew (once the file has
-settled). A file the job never hashed (an Oxford list) runs the job.
+hashed (:data:`FILES` keeps each file's state): where its SHA-256 is the one the output's
+lineage index says its input was made from, the output is still up to date, and the state is
+taken anew (once the file has settled). The lineage index, not the snapshot, is what was read:
+a file changed while the run went on and put back after it is found. A file no written input
+was made from (an Oxford list, a rejected input's) runs the job.
 A state is written only when every source is a local folder (links to files are followed; a
 link to a folder under it leaves no state), the sources and the output lie on filesystems whose
 times vouch for their files (:func:`beam_etl.file_states.trusted`: not NFS, FUSE or squashfs),
@@ -43,13 +44,13 @@ import stat
 import sys
 import time
 
-from beam_etl import code_version, file_digests, file_states, globs
+from beam_etl import code_version, file_states, globs, lineage
 from beam_etl.output_layout import (CACHE_DIR, INCOMPLETE_DIR, MANIFEST, UP_TO_DATE, UP_TO_DATE_FILES, parse_manifest,
                                     refuse_unless_regular)
 
 FORMAT = 2
-# Each input file's state as the state's snapshot saw it (and digests a check took), beside the
-# state (its SHA-256 is in the state): read only when the inputs' digest differs.
+# Each input file's state as the state's snapshot saw it, beside the state (its SHA-256 is in
+# the state): read only when the inputs' digest differs.
 FILES = UP_TO_DATE_FILES
 _ENV_PREFIX = "BEAM_ETL_"
 _NOT_COMPARED = ("--overwrite",)  # the rerun names it; the run that made the output may not have
@@ -147,8 +148,10 @@ def tree_digest(root: str, *, skip: tuple[str, ...] = (), links_allowed: bool = 
             if stat.S_ISLNK(st.st_mode) and not links_allowed:
                 try:
                     target = os.stat(entry.path)
-                except OSError:  # a broken link: what it points to may appear
-                    digest.update(f"{name}\0->\0missing\n".encode("utf-8", "surrogateescape"))
+                except OSError as error:  # a broken link (what it points to may appear), a loop
+                    digest.update(f"{name}\0->\0missing\0{error.errno}\n".encode("utf-8", "surrogateescape"))
+                    if kept is not None:
+                        kept[name] = ["broken link", error.errno]
                     continue
                 if stat.S_ISDIR(target.st_mode) or not file_states.trusted(target.st_dev):
                     return None
@@ -250,8 +253,8 @@ def _take_inputs(roots: list[str]) -> tuple:
 
 
 def _read_files(output: str, sha256: str) -> dict | None:
-    """The :data:`FILES` beside ``output`` (``{"entries": {root: {name: entry}}, "digests":
-    {path: sha256}}``), if it is the one its state names."""
+    """The :data:`FILES` beside ``output`` (``{root: {name: entry}}``), if it is the one its
+    state names."""
     try:
         with open(os.path.join(output, FILES), "rb") as file:
             data = file.read()
@@ -263,52 +266,68 @@ def _read_files(output: str, sha256: str) -> dict | None:
         files = json.loads(data.decode("utf-8", "surrogateescape"))
     except ValueError:
         return None
-    return files if isinstance(files, dict) and files.keys() == {"entries", "digests"} else None
+    return files if isinstance(files, dict) else None
 
 
-def _hashed_now(path: str) -> tuple[str, tuple[int, ...]] | None:
-    """The SHA-256 of a local file's bytes and its state, where the file held still while it was
-    read (its state the same before, as the read began and as it ended); else None."""
+def _made_from(output: str) -> dict[str, str | None]:
+    """``{uri: SHA-256}`` of the files the output's written inputs were made from, as its lineage
+    index says (None for a file read twice with other bytes); empty where it has none."""
+    manifest = _manifest(output)
+
+    def read(name: str) -> bytes:
+        with open(os.path.join(output, name), "rb") as file:
+            return file.read()
+
     try:
-        before = file_states.file_state(os.stat(path))
+        index = lineage.read_described(manifest, read)
+    except (OSError, ValueError, KeyError, TypeError):  # (no manifest, no lineage index: none to compare)
+        return {}
+    made: dict[str, str | None] = {}
+    for entry in index.values():
+        for uri, sha256 in ((entry.get("image_uri"), entry["image_sha256"]), (entry.get("mask_uri"), entry["mask_sha256"])):
+            if isinstance(uri, str):
+                made[uri] = sha256 if made.get(uri, sha256) == sha256 else None
+    return made
+
+
+def _hashed_now(path: str) -> str | None:
+    """The SHA-256 of a local regular file's bytes, where it held still while it was read (its
+    state the same before, as the read began and as it ended); else None (a FIFO is never
+    opened: that would wait for a writer)."""
+    try:
+        before = os.stat(path)
+        if not stat.S_ISREG(before.st_mode):
+            return None
         with open(path, "rb") as handle:
             began = file_states.file_state(os.fstat(handle.fileno()))
             digest = hashlib.sha256(handle.read()).hexdigest()
             ended = file_states.file_state(os.fstat(handle.fileno()))
     except OSError:
         return None
-    return (digest, before) if before == began == ended else None
+    return digest if file_states.file_state(before) == began == ended else None
 
 
-def _same_contents(state: dict, output: str, cache: str | None, now: dict) -> dict | None:
+def _same_contents(state: dict, output: str, now: dict) -> bool:
     """Whether the source folders as they are ``now`` ({root: {name: entry}}) hold the files the
-    output was made from: the same names and kinds, and each file whose state changed holding
-    the bytes whose SHA-256 was known for its state in the snapshot (recorded by the cache, or
-    by the check that took that snapshot). The digests known for ``now``'s states, or None."""
+    output was made from: the same names and kinds as in the state's snapshot, and each file
+    whose state changed holding the bytes the output's lineage index says its input was made
+    from (a file no written input was made from, an Oxford list, a rejected input's: no)."""
     then = _read_files(output, state.get("files", ""))
-    if then is None or then["entries"].keys() != now.keys():
-        return None
-    known, changed = {}, []
+    if then is None or then.keys() != now.keys():
+        return False
+    changed = []
     for root, entries in now.items():
-        if entries.keys() != then["entries"][root].keys():
-            return None
+        if not isinstance(then[root], dict) or entries.keys() != then[root].keys():
+            return False
         for name, entry in entries.items():
-            old, path = then["entries"][root][name], os.path.join(root, name)
+            old = then[root][name]
             if entry == old or (entry[0] == old[0] == "folder"):
-                if path in then["digests"]:
-                    known[path] = then["digests"][path]
                 continue
             if entry[0] != old[0] or entry[0] not in ("file", "link"):
-                return None
-            changed.append((path, tuple(old[1:])))
-    recorded = file_digests.recorded(cache) if changed and cache is not None else {}
-    for path, old_state in changed:
-        sha256 = then["digests"].get(path) or recorded.get(path, {}).get(old_state)
-        hashed = _hashed_now(path) if sha256 is not None else None
-        if hashed is None or hashed[0] != sha256:
-            return None
-        known[path] = sha256
-    return known
+                return False
+            changed.append(os.path.join(root, name))
+    made = _made_from(output) if changed else {}
+    return all(made.get(path) is not None and _hashed_now(path) == made[path] for path in changed)
 
 
 def _output_digest(output: str) -> str | None:
@@ -362,14 +381,11 @@ def check(argv: list[str], code: str | None = None) -> dict | None:
     if inputs is None:
         return None
     if inputs != state["inputs"]:
-        cache = _option(argv, "--cache")
-        cache = local_path(cache) if cache else os.path.join(output, CACHE_DIR)
-        known = _same_contents(state, output, cache, files)
-        if known is None:
+        if not _same_contents(state, output, files):
             return None
         if file_states.settled(newest, started):  # (the state of files just written vouches for nothing)
             with contextlib.suppress(OSError):  # (kept as it was: the next check hashes them again)
-                _write_state(output, {**state, "inputs": inputs}, files, known)
+                _write_state(output, {**state, "inputs": inputs}, files)
     return _manifest(output)
 
 
@@ -435,14 +451,13 @@ class Snapshot:
         if output is None or committed is None or committed.get("run_id") != run_id:
             return
         _write_state(self._output, {**self._state, "output": output,
-                                    "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, self._files, {})
+                                    "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, self._files)
 
 
-def _write_state(output: str, state: dict, files: dict, digests: dict) -> None:
+def _write_state(output: str, state: dict, files: dict) -> None:
     """The state beside ``output``, and its :data:`FILES`, each written whole (a crash leaves the
     old one, or a state whose files do not match, which is then not believed)."""
-    data = json.dumps({"entries": files, "digests": digests}, sort_keys=True,
-                      separators=(",", ":")).encode("utf-8", "surrogateescape")
+    data = json.dumps(files, sort_keys=True, separators=(",", ":")).encode("utf-8", "surrogateescape")
     state = {**state, "files": hashlib.sha256(data).hexdigest()}
     state["checksum"] = _checksum(state)
     for name, body in ((FILES, data), (UP_TO_DATE, json.dumps(state, sort_keys=True).encode("utf-8"))):

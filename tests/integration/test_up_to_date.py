@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import sys
+import threading
 import time
 
 import pytest
@@ -211,6 +212,62 @@ def test_inputs_touched_or_written_again_with_the_same_bytes_leave_the_output_up
     (out / up_to_date.FILES).write_text("{}")  # damaged: not believed
     os.utime(image)
     assert _run(data, out, "--overwrite")["run_id"] != second["run_id"]
+
+
+def test_an_input_changed_while_the_run_went_on_and_put_back_after_it_runs_the_job(
+        data, tmp_path, settled, monkeypatch):
+    """The snapshot is taken before the run reads a byte; what the run read is what its lineage
+    says. A file rewritten after the snapshot, and its old bytes put back once the run ended,
+    holds other bytes than its output was made from."""
+    out = tmp_path / "out"
+    first = _run(data, out)
+    image, other = sorted((data / "images").glob("*.jpg"))[:2]
+    original = image.read_bytes()
+    real = up_to_date.Snapshot.__init__
+
+    def then_rewrite(self, *args, **kwargs):
+        real(self, *args, **kwargs)
+        image.write_bytes(other.read_bytes())  # after the snapshot, before the job reads it
+
+    monkeypatch.setattr(up_to_date.Snapshot, "__init__", then_rewrite)
+    os.utime(data / "images" / other.name)
+    input_edits.rewrite_in_place(other, other.read_bytes()[:-3] + b"\x00\x00\x00")  # the job runs
+    second = _run(data, out, "--overwrite")
+    monkeypatch.setattr(up_to_date.Snapshot, "__init__", real)
+    assert second["run_id"] != first["run_id"]
+    image.write_bytes(original)
+    third = _run(data, out, "--overwrite")
+    assert third["run_id"] != second["run_id"]
+    _fresh_equal(data, out, tmp_path)
+
+
+def test_a_broken_link_that_breaks_otherwise_or_becomes_a_fifo_runs_the_job(data, tmp_path, settled):
+    """A link whose target is missing, then a loop (another error: another rejection); a link
+    retargeted to a FIFO is not opened by the check (it would wait for a writer)."""
+    link = data / "images" / "zed.jpg"
+    target = tmp_path / "elsewhere" / "zed.jpg"
+    target.parent.mkdir()
+    link.symlink_to(target)
+    out = tmp_path / "out"
+    first = _run(data, out)
+    assert _run(data, out, "--overwrite") == first
+    target.symlink_to(link)  # a loop: ELOOP, not ENOENT
+    second = _run(data, out, "--overwrite")
+    assert second["run_id"] != first["run_id"]
+    _fresh_equal(data, out, tmp_path)
+    target.unlink()
+    shutil.copy(sorted((data / "images").glob("*.jpg"))[0], target)
+    _run(data, out, "--overwrite")
+    third = _run(data, out, "--overwrite")
+    target.unlink()
+    os.mkfifo(target)
+    checked = []
+    thread = threading.Thread(target=lambda: checked.append(up_to_date.check(_argv(data, out, "--overwrite"))),
+                              daemon=True)
+    thread.start()
+    thread.join(30)
+    assert not thread.is_alive() and checked == [None]  # not up to date: the job runs, and refuses the FIFO
+    assert _run(data, out, "--overwrite")["run_id"] != third["run_id"]
 
 
 def test_inputs_changed_moments_before_the_run_leave_no_state(data, tmp_path, monkeypatch, decodes):

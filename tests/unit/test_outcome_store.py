@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from beam_etl import file_digests, file_states
+from beam_etl import file_states
 from beam_etl.beam import lease, outcome_store
 from tests.support import full_disk
 from tests.unit.test_example_cache import OUTCOMES, D
@@ -186,16 +186,14 @@ def test_a_digest_is_recorded_only_for_one_settled_state_on_a_trusted_filesystem
     assert cache.record_digest("/d/a", (settled,) * 3, "b" * 64)
     cache.close()
     assert outcome_store.OutcomeStore(str(tmp_path)).digests() == {"/d/a": {settled: "b" * 64}}
-    assert file_digests.recorded(str(tmp_path)) == {"/d/a": {settled: "b" * 64}}  # (read without Beam)
-    assert file_digests.recorded(str(tmp_path / "none")) == {}
 
 
 def test_a_damaged_digest_line_is_no_digest():
-    line = file_digests.digest_line("/d/a \"b\" é", (1, 2, 3, 4, 5), "c" * 64)
-    assert file_digests.read_digests(line) == [("/d/a \"b\" é", (1, 2, 3, 4, 5), "c" * 64)]
-    assert file_digests.read_digests(line.replace(" 3 ", " 9 ")) == []  # a time edited
-    assert file_digests.read_digests(line.replace("c" * 64, "d" * 64)) == []  # another digest
-    assert file_digests.read_digests(line[:-1]) == []  # cut short
+    line = outcome_store.digest_line("/d/a \"b\" é", (1, 2, 3, 4, 5), "c" * 64)
+    assert outcome_store.read_digests(line) == [("/d/a \"b\" é", (1, 2, 3, 4, 5), "c" * 64)]
+    assert outcome_store.read_digests(line.replace(" 3 ", " 9 ")) == []  # a time edited
+    assert outcome_store.read_digests(line.replace("c" * 64, "d" * 64)) == []  # another digest
+    assert outcome_store.read_digests(line[:-1]) == []  # cut short
 
 
 def test_pruning_keeps_one_intact_copy_of_each_kept_entry_and_leaves_files_made_meanwhile(tmp_path):
