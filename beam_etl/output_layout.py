@@ -49,7 +49,9 @@ CACHE_DIR = ".beam-etl-cache"
 # What the last local run knew of its inputs and of this output (beam_etl.beam.up_to_date), so
 # that the same command finds it up to date: not an output file either; a run that ends replaces it.
 UP_TO_DATE = ".beam-etl-up-to-date.json"
-UP_TO_DATE_FILES = UP_TO_DATE + ".files"  # each input file's state as that run saw it, beside it
+# Each input file's state as that run's snapshot saw it (the state holds its SHA-256): read only
+# when the source folders' digest differs.
+UP_TO_DATE_FILES = UP_TO_DATE + ".files"
 
 _RUN_ID = re.compile(r"[0-9A-Za-z_-]+")
 

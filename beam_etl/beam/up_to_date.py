@@ -15,11 +15,13 @@ when everything matches; anything else (a file added, removed or renamed; a flag
 ``.incomplete/`` of another run) runs the job, which decodes only what its cache has not seen.
 A file whose ``lstat`` alone changed (touched, copied over with the same bytes, rewritten even
 with its old size and modification time put back, which moves its change time) is read and
-hashed (:data:`FILES` keeps each file's state): where its SHA-256 is the one the output's
-lineage index says its input was made from, the output is still up to date, and the state is
-taken anew (once the file has settled). The lineage index, not the snapshot, is what was read:
-a file changed while the run went on and put back after it is found. A file no written input
-was made from (an Oxford list, a rejected input's) runs the job.
+hashed (``OUT/.beam-etl-up-to-date.json.files`` keeps each entry's state): where its SHA-256
+is the one the output's lineage index says its input was made from, the output is still up to
+date, and the state is taken anew (once the file has settled). The lineage index, not the
+snapshot, is what the run read: a file changed while the run went on and put back after it is
+found (so is a link retargeted and set back, and every file of a folder whose own state
+changed is hashed: one swapped and put back). A file no written input was made from (an
+Oxford list, a rejected input's) runs the job.
 A state is written only when every source is a local folder (links to files are followed; a
 link to a folder under it leaves no state), the sources and the output lie on filesystems whose
 times vouch for their files (:func:`beam_etl.file_states.trusted`: not NFS, FUSE or squashfs),
@@ -44,14 +46,11 @@ import stat
 import sys
 import time
 
-from beam_etl import code_version, file_states, globs, lineage
+from beam_etl import code_version, file_states, globs
 from beam_etl.output_layout import (CACHE_DIR, INCOMPLETE_DIR, MANIFEST, UP_TO_DATE, UP_TO_DATE_FILES, parse_manifest,
                                     refuse_unless_regular)
 
 FORMAT = 2
-# Each input file's state as the state's snapshot saw it, beside the state (its SHA-256 is in
-# the state): read only when the inputs' digest differs.
-FILES = UP_TO_DATE_FILES
 _ENV_PREFIX = "BEAM_ETL_"
 _NOT_COMPARED = ("--overwrite",)  # the rerun names it; the run that made the output may not have
 _PACKAGES = ("beam_etl", "pipelines", "beam_dask")  # the code that makes an output
@@ -97,10 +96,9 @@ def _line(name: str, st: os.stat_result, times: bool = True) -> bytes:
 
 
 def _entry(st: os.stat_result) -> list:
-    """What :data:`FILES` keeps of an entry: its kind, and a file's state."""
-    if stat.S_ISREG(st.st_mode):
-        return ["file", *file_states.file_state(st)]
-    return ["folder"] if stat.S_ISDIR(st.st_mode) else ["other", stat.S_IFMT(st.st_mode)]
+    """What ``UP_TO_DATE_FILES`` keeps of an entry: its kind and state (a link's, then its target's)."""
+    kind = {stat.S_IFREG: "file", stat.S_IFDIR: "folder", stat.S_IFLNK: "link"}.get(stat.S_IFMT(st.st_mode), "other")
+    return [kind, *file_states.file_state(st)]
 
 
 def tree_digest(root: str, *, skip: tuple[str, ...] = (), links_allowed: bool = False,
@@ -151,14 +149,14 @@ def tree_digest(root: str, *, skip: tuple[str, ...] = (), links_allowed: bool = 
                 except OSError as error:  # a broken link (what it points to may appear), a loop
                     digest.update(f"{name}\0->\0missing\0{error.errno}\n".encode("utf-8", "surrogateescape"))
                     if kept is not None:
-                        kept[name] = ["broken link", error.errno]
+                        kept[name] = ["broken link", *file_states.file_state(st), error.errno]
                     continue
                 if stat.S_ISDIR(target.st_mode) or not file_states.trusted(target.st_dev):
                     return None
                 digest.update(_line(f"{name}\0->", target))
                 latest = max(latest, target.st_mtime_ns, target.st_ctime_ns)
                 if kept is not None:
-                    kept[name] = ["link", *file_states.file_state(target)]
+                    kept[name].extend(file_states.file_state(target))
             if stat.S_ISDIR(st.st_mode):
                 pending.append((name + "/", entry.path))
     if newest is not None:
@@ -253,10 +251,10 @@ def _take_inputs(roots: list[str]) -> tuple:
 
 
 def _read_files(output: str, sha256: str) -> dict | None:
-    """The :data:`FILES` beside ``output`` (``{root: {name: entry}}``), if it is the one its
+    """The ``UP_TO_DATE_FILES`` beside ``output`` (``{root: {name: entry}}``), if it is the one its
     state names."""
     try:
-        with open(os.path.join(output, FILES), "rb") as file:
+        with open(os.path.join(output, UP_TO_DATE_FILES), "rb") as file:
             data = file.read()
     except OSError:
         return None
@@ -272,6 +270,8 @@ def _read_files(output: str, sha256: str) -> dict | None:
 def _made_from(output: str) -> dict[str, str | None]:
     """``{uri: SHA-256}`` of the files the output's written inputs were made from, as its lineage
     index says (None for a file read twice with other bytes); empty where it has none."""
+    from beam_etl import lineage  # pylint: disable=import-outside-toplevel  # (and its crc32c: only here)
+
     manifest = _manifest(output)
 
     def read(name: str) -> bytes:
@@ -279,32 +279,32 @@ def _made_from(output: str) -> dict[str, str | None]:
             return file.read()
 
     try:
-        index = lineage.read_described(manifest, read)
-    except (OSError, ValueError, KeyError, TypeError):  # (no manifest, no lineage index: none to compare)
+        index = lineage.read_described(manifest, read) if manifest is not None else {}
+    except (OSError, ValueError, KeyError, TypeError):  # (no lineage index: none to compare)
         return {}
     made: dict[str, str | None] = {}
     for entry in index.values():
-        for uri, sha256 in ((entry.get("image_uri"), entry["image_sha256"]), (entry.get("mask_uri"), entry["mask_sha256"])):
+        for uri, sha256 in ((entry.get("image_uri"), entry["image_sha256"]),
+                            (entry.get("mask_uri"), entry["mask_sha256"])):
             if isinstance(uri, str):
                 made[uri] = sha256 if made.get(uri, sha256) == sha256 else None
     return made
 
 
-def _hashed_now(path: str) -> str | None:
-    """The SHA-256 of a local regular file's bytes, where it held still while it was read (its
-    state the same before, as the read began and as it ended); else None (a FIFO is never
-    opened: that would wait for a writer)."""
+def _hashed_now(path: str, state: tuple[int, ...]) -> str | None:
+    """The SHA-256 of the bytes of the local regular file at ``path`` in ``state`` (the
+    snapshot's), where it held still in that state while it was read; else None. Opened without
+    waiting: a FIFO put there would wait for a writer."""
     try:
-        before = os.stat(path)
-        if not stat.S_ISREG(before.st_mode):
-            return None
-        with open(path, "rb") as handle:
-            began = file_states.file_state(os.fstat(handle.fileno()))
-            digest = hashlib.sha256(handle.read()).hexdigest()
-            ended = file_states.file_state(os.fstat(handle.fileno()))
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except OSError:
         return None
-    return digest if file_states.file_state(before) == began == ended else None
+    with os.fdopen(descriptor, "rb") as handle:
+        began = os.fstat(handle.fileno())
+        if not stat.S_ISREG(began.st_mode) or file_states.file_state(began) != state:
+            return None
+        digest = hashlib.file_digest(handle, "sha256").hexdigest()
+        return digest if file_states.file_state(os.fstat(handle.fileno())) == state else None
 
 
 def _same_contents(state: dict, output: str, now: dict) -> bool:
@@ -315,19 +315,24 @@ def _same_contents(state: dict, output: str, now: dict) -> bool:
     then = _read_files(output, state.get("files", ""))
     if then is None or then.keys() != now.keys():
         return False
-    changed = []
+    changed = []  # (path, state now) of each file to hash
     for root, entries in now.items():
         if not isinstance(then[root], dict) or entries.keys() != then[root].keys():
             return False
+        moved = {name + "/" for name, entry in entries.items()  # (a folder swapped and put back moves its files)
+                 if entry[0] == "folder" and entry != then[root][name]}
         for name, entry in entries.items():
             old = then[root][name]
-            if entry == old or (entry[0] == old[0] == "folder"):
+            if entry[0] != old[0] or entry[0] not in ("file", "link", "folder"):
+                if entry != old:
+                    return False
                 continue
-            if entry[0] != old[0] or entry[0] not in ("file", "link"):
-                return False
-            changed.append(os.path.join(root, name))
+            if entry[0] != "folder" and (entry != old or any(name.startswith(folder) for folder in moved)):
+                changed.append((os.path.join(root, name), tuple(entry[-5:])))
     made = _made_from(output) if changed else {}
-    return all(made.get(path) is not None and _hashed_now(path) == made[path] for path in changed)
+    if any(made.get(path) is None for path, _ in changed):
+        return False
+    return all(_hashed_now(path, now_state) == made[path] for path, now_state in changed)
 
 
 def _output_digest(output: str) -> str | None:
@@ -377,13 +382,15 @@ def check(argv: list[str], code: str | None = None) -> dict | None:
     if (code_digest() if code is None else code) != state["code"]:
         return None
     _checked = _take_inputs(state["roots"])
-    roots, started, inputs, newest, files = _checked
+    _, started, inputs, newest, files = _checked
     if inputs is None:
         return None
     if inputs != state["inputs"]:
         if not _same_contents(state, output, files):
             return None
-        if file_states.settled(newest, started):  # (the state of files just written vouches for nothing)
+        # (the state of files just written vouches for nothing; an output another run took meanwhile
+        # is that run's to describe)
+        if file_states.settled(newest, started) and _output_digest(output) == state["output"]:
             with contextlib.suppress(OSError):  # (kept as it was: the next check hashes them again)
                 _write_state(output, {**state, "inputs": inputs}, files)
     return _manifest(output)
@@ -455,12 +462,12 @@ class Snapshot:
 
 
 def _write_state(output: str, state: dict, files: dict) -> None:
-    """The state beside ``output``, and its :data:`FILES`, each written whole (a crash leaves the
+    """The state beside ``output``, and its ``UP_TO_DATE_FILES``, each written whole (a crash leaves the
     old one, or a state whose files do not match, which is then not believed)."""
-    data = json.dumps(files, sort_keys=True, separators=(",", ":")).encode("utf-8", "surrogateescape")
+    data = json.dumps(files, sort_keys=True, separators=(",", ":")).encode("ascii")
     state = {**state, "files": hashlib.sha256(data).hexdigest()}
     state["checksum"] = _checksum(state)
-    for name, body in ((FILES, data), (UP_TO_DATE, json.dumps(state, sort_keys=True).encode("utf-8"))):
+    for name, body in ((UP_TO_DATE_FILES, data), (UP_TO_DATE, json.dumps(state, sort_keys=True).encode("utf-8"))):
         path = os.path.join(output, name)
         partial = f"{path}.{os.getpid()}.partial"
         with open(partial, "wb") as file:

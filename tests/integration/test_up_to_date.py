@@ -15,7 +15,7 @@ import pytest
 from beam_etl import file_states
 from beam_etl.beam import up_to_date
 from beam_etl.loader import verify
-from beam_etl.output_layout import INCOMPLETE_DIR, LEASE, UP_TO_DATE
+from beam_etl.output_layout import INCOMPLETE_DIR, LEASE, UP_TO_DATE, UP_TO_DATE_FILES
 from beam_etl.tools import sample_data
 from pipelines import preprocess
 from tests.support import input_edits
@@ -209,7 +209,7 @@ def test_inputs_touched_or_written_again_with_the_same_bytes_leave_the_output_up
     second = _run(data, out, "--overwrite")
     assert second["run_id"] != first["run_id"] and decodes == [] and output_files(out) == shards
     assert _run(data, out, "--overwrite") == second
-    (out / up_to_date.FILES).write_text("{}")  # damaged: not believed
+    (out / UP_TO_DATE_FILES).write_text("{}")  # damaged: not believed
     os.utime(image)
     assert _run(data, out, "--overwrite")["run_id"] != second["run_id"]
 
@@ -239,6 +239,58 @@ def test_an_input_changed_while_the_run_went_on_and_put_back_after_it_runs_the_j
     third = _run(data, out, "--overwrite")
     assert third["run_id"] != second["run_id"]
     _fresh_equal(data, out, tmp_path)
+
+
+@pytest.mark.parametrize("swap", ["a link retargeted", "a folder swapped"])
+def test_what_a_run_read_behind_a_link_or_folder_changed_meanwhile_and_set_back_runs_the_job(
+        swap, data, tmp_path, settled, monkeypatch):
+    """The run reads other bytes than the snapshot saw (a link retargeted, a folder swapped for
+    another after the snapshot), and the sources are set back once it ended: the files' own
+    states are the snapshot's, and the output was not made from them."""
+    images = data / "images"
+    kept, other = tmp_path / "kept", tmp_path / "other"
+    for folder in (kept, other):
+        folder.mkdir()
+    names = sorted(path.name for path in images.glob("*.jpg"))
+    first_image = (images / names[0]).read_bytes()
+    for name in names:  # images/sub/<name>, or images/sub/<name> -> kept/<name>
+        (kept / name).write_bytes((images / name).read_bytes())
+        (other / name).write_bytes(first_image)  # other bytes behind every name
+        (images / name).unlink()
+    (images / "sub").mkdir()
+    for name in names:
+        if swap == "a link retargeted":
+            (images / "sub" / name).symlink_to(kept / name)
+        else:
+            shutil.copy2(kept / name, images / "sub" / name)
+    argv = ["--images", str(images / "*" / "*.jpg"), "--masks", str(data / "annotations" / "trimaps" / "*.png"),
+            "--output", str(tmp_path / "out"), "--image_size", "40x32", "--num_shards", "2"]
+    first = preprocess.run(argv)
+    target = images / "sub" / names[-1]
+    real = up_to_date.Snapshot.__init__
+
+    def then_swap(self, *args, **kwargs):
+        real(self, *args, **kwargs)
+        if swap == "a link retargeted":
+            target.unlink()
+            target.symlink_to(other / names[-1])
+        else:
+            (images / "sub").rename(images / "sub.away")
+            shutil.copytree(other, images / "sub")
+
+    monkeypatch.setattr(up_to_date.Snapshot, "__init__", then_swap)
+    os.utime(data / "annotations" / "trimaps" / sorted(p.name for p in (data / "annotations" / "trimaps").iterdir())[0])
+    second = preprocess.run(argv + ["--overwrite", "--seed", "0"])  # (another command: the job runs)
+    monkeypatch.setattr(up_to_date.Snapshot, "__init__", real)
+    assert second["run_id"] != first["run_id"]
+    if swap == "a link retargeted":
+        target.unlink()
+        target.symlink_to(kept / names[-1])
+    else:
+        shutil.rmtree(images / "sub")
+        (images / "sub.away").rename(images / "sub")
+    third = preprocess.run(argv + ["--overwrite", "--seed", "0"])
+    assert third["run_id"] != second["run_id"]
 
 
 def test_a_broken_link_that_breaks_otherwise_or_becomes_a_fifo_runs_the_job(data, tmp_path, settled):
