@@ -56,9 +56,13 @@ def version(config, split: str = "train", libraries: dict[str, str] | None = Non
     started; else as the files are now), the versions of its libraries (``libraries``, else
     :func:`library_versions`) and ``config``'s :meth:`~beam_etl.config.JobConfig.chain_settings`
     for ``split``, hashed."""
+    return _version(config.chain_settings(split), libraries, code)
+
+
+def _version(settings: ChainSettings, libraries: dict[str, str] | None, code: dict[str, str] | None) -> str:
     described = {"code": chain_version() if code is None else code,
                  "libraries": library_versions() if libraries is None else libraries,
-                 "settings": dataclasses.asdict(config.chain_settings(split))}
+                 "settings": dataclasses.asdict(settings)}
     return hashlib.sha256(json.dumps(described, sort_keys=True, default=list).encode()).hexdigest()
 
 
@@ -74,7 +78,8 @@ class Chain:
 
     @classmethod
     def of(cls, config, split: str, code: dict[str, str] | None = None) -> Chain:
-        return cls(split, config.chain_settings(split), version(config, split, code=code))
+        settings = config.chain_settings(split)
+        return cls(split, settings, _version(settings, None, code))
 
     def entry_name(self, record: SourceRecord, image_sha256: str, mask_sha256: str) -> str:
         """:func:`entry_name` of ``record``'s outcome."""

@@ -19,10 +19,9 @@ from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions
                                                   StandardOptions, TestOptions, WorkerOptions)
 
 from beam_etl import config as config_lib, globs, native_logs
-from beam_etl.beam import sources
+from beam_etl.beam import commit, sources
 from beam_etl.config import flag_type, positive_hours, positive_int
-from beam_etl.output_layout import (CACHE_DIR, INCOMPLETE_DIR, MANIFEST, UP_TO_DATE, UP_TO_DATE_FILES, is_job_file,
-                                    is_within, join, parse_manifest, refuse_unless_regular)
+from beam_etl.output_layout import CACHE_DIR, INCOMPLETE_DIR, UP_TO_DATE, UP_TO_DATE_FILES, is_job_file, is_within, join
 
 
 
@@ -416,20 +415,6 @@ def _check_dataflow_worker_flags(options: PipelineOptions, kind: str, runner: st
             raise ValueError(f"{flag} {path!r}: Beam takes {takes} here")
 
 
-def _is_output(folder: str) -> bool:
-    """Whether the local ``folder`` holds an output of the job: a manifest the job's reader takes."""
-    path = os.path.join(folder, MANIFEST)
-    if not os.path.isfile(path):
-        return False
-    try:
-        refuse_unless_regular(path)
-        with open(path, "rb") as manifest:
-            parse_manifest(manifest.read(), path)
-    except (OSError, ValueError):
-        return False
-    return True
-
-
 def _check_folder_flag(flag: str, value: str) -> None:
     """A folder flag's value: UTF-8 text (Beam carries paths as text), a local path (Beam's
     FileSystems has no ``file://``) or any other scheme's; locally, not a file, not the root of
@@ -459,7 +444,7 @@ def _check_folder_flag(flag: str, value: str) -> None:
                          "its runs have not committed (its next run clears it): choose a folder of its own")
     for depth in range(len(parts) - 1, 0, -1) if local else ():
         output, inside = "/".join(parts[:depth]) or "/", "/".join(parts[depth:])
-        if is_job_file(inside) and _is_output(output):
+        if is_job_file(inside) and commit.read_manifest_if_any(output) is not None:
             raise ValueError(f"{flag} {value!r} is inside {output!r}, an output of the job, where it keeps "
                              f"{inside.split('/', 1)[0]!r} of its own (its files are listed in its manifest, and "
                              "its next run refuses or replaces what it does not list): choose a folder of its own")

@@ -270,17 +270,11 @@ def _read_files(output: str, sha256: str) -> dict | None:
 def _made_from(output: str) -> dict[str, str | None]:
     """``{uri: SHA-256}`` of the files the output's written inputs were made from, as its lineage
     index says (None for a file read twice with other bytes); empty where it has none."""
-    from beam_etl import lineage  # pylint: disable=import-outside-toplevel  # (and its crc32c: only here)
-
-    manifest = _manifest(output)
-
-    def read(name: str) -> bytes:
-        with open(os.path.join(output, name), "rb") as file:
-            return file.read()
+    from beam_etl import diff  # pylint: disable=import-outside-toplevel  # (and its crc32c: only here)
 
     try:
-        index = lineage.read_described(manifest, read) if manifest is not None else {}
-    except (OSError, ValueError, KeyError, TypeError):  # (no lineage index: none to compare)
+        _, index = diff.read_index(output)
+    except (OSError, ValueError, KeyError, TypeError):  # (no manifest, no lineage index: none to compare)
         return {}
     made: dict[str, str | None] = {}
     for entry in index.values():

@@ -77,17 +77,19 @@ def _jpeg_header_whole(data: bytes) -> bool:
     return False
 
 
-def _png_header_whole(data: bytes) -> bool:
-    """Whether a PNG's chunks run whole up to its first image data (IDAT) or its end (IEND)."""
+def _png_chunk_kinds(data: bytes):
+    """The kinds of a PNG's chunks, in order, from their headers (not their data), as far as
+    the headers lie within ``data``."""
     index = 8
     while index + 8 <= len(data):
         length, kind = struct.unpack(">I4s", data[index:index + 8])
-        if kind in (b"IDAT", b"IEND"):
-            return True
+        yield kind
         index += 12 + length
-        if index > len(data):
-            return False
-    return False
+
+
+def _png_header_whole(data: bytes) -> bool:
+    """Whether a PNG's chunks run whole up to its first image data (IDAT) or its end (IEND)."""
+    return any(kind in (b"IDAT", b"IEND") for kind in _png_chunk_kinds(data))
 
 
 # The formats a header cut short is told in: their first bytes, and whether the header is whole.
@@ -260,24 +262,12 @@ def _png_gray_depth(data: bytes) -> int | None:
     return None
 
 
-def _png_has_chunk(data: bytes, kind: bytes) -> bool:
-    """Whether a PNG holds a chunk of ``kind``, from the chunks' headers (not their data)."""
-    position = 8
-    while position + 8 <= len(data):
-        length, found = struct.unpack(">I4s", data[position:position + 8])
-        if found == kind:
-            return True
-        if found == b"IEND":
-            return False
-        position += 12 + length
-    return False
-
-
 def _mask_orientation(data: bytes) -> int:
     """A mask's own EXIF orientation (a PNG's ``eXIf`` chunk, a JPEG's or a TIFF's tag); only a
     file that may carry one is parsed for it."""
     if data[:8] == _PNG_SIGNATURE:
-        if not _png_has_chunk(data, b"eXIf"):
+        before_its_end = (kind for kind in _png_chunk_kinds(data) if kind in (b"eXIf", b"IEND"))
+        if next(before_its_end, None) != b"eXIf":
             return 1
     elif data[:3] == _JPEG_SIGNATURE:
         return _jpeg_orientation(data)
