@@ -41,6 +41,19 @@ def flag_type(parse):
     return convert
 
 
+class FlagParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` that reads any number written with a minus sign (``-inf``, ``-1e5``,
+    ``-nan``) as a flag's value, so that the flag's own check refuses it, naming flag and value;
+    argparse's own reads only ``-1`` and ``-1.5`` so, and calls ``-inf`` a missing value."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = _NEGATIVE_NUMBER
+
+
+_NEGATIVE_NUMBER = re.compile(r"^-(\d+\.?\d*|\.\d+)(e[-+]?\d+)?$|^-(inf|infinity|nan)$", re.IGNORECASE)
+
+
 def folder_place(text):
     """A folder flag's value, a local path made absolute (a ``scheme://`` one as it is): where
     it is recorded (the manifest's ``--cache``) it names the same folder from anywhere."""

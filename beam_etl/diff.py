@@ -13,12 +13,11 @@ systems.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
 from beam_etl import label_ids, lineage
-from beam_etl.config import flag_type, output_folder
+from beam_etl.config import FlagParser, flag_type, output_folder
 from beam_etl.manifest_checks import manifest_problems
 from beam_etl.output_layout import MANIFEST, join, missing_manifest, parse_manifest, refuse_unless_regular
 
@@ -86,7 +85,7 @@ def shown_key(key: str) -> str:
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m beam_etl.diff") -> int:
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0], allow_abbrev=False)
+    parser = FlagParser(prog=prog, description=__doc__.split("\n\n")[0], allow_abbrev=False)
     parser.add_argument("old", metavar="OLD", type=flag_type(output_folder),
                         help="The earlier output folder (local or gs://).")
     parser.add_argument("new", metavar="NEW", type=flag_type(output_folder),

@@ -20,7 +20,7 @@ from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions
 
 from beam_etl import config as config_lib, globs, native_logs
 from beam_etl.beam import commit, sources
-from beam_etl.config import flag_type, positive_hours, positive_int
+from beam_etl.config import FlagParser, flag_type, positive_hours, positive_int
 from beam_etl.output_layout import CACHE_DIR, INCOMPLETE_DIR, UP_TO_DATE, UP_TO_DATE_FILES, is_job_file, is_within, join
 
 
@@ -170,7 +170,7 @@ def to_config(flags: argparse.Namespace, pipeline_options: PipelineOptions | Non
 
 
 def _parser(prog: str | None, description: str | None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = FlagParser(
         prog=prog, description=description, allow_abbrev=False,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Any Beam pipeline option is accepted too, e.g. --runner DirectRunner "

@@ -30,13 +30,12 @@ on disk before any old file is deleted.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
 from beam_etl import diff
 from beam_etl.beam import filesystem, outcome_store
-from beam_etl.config import flag_type, output_folder
+from beam_etl.config import FlagParser, flag_type, output_folder
 from beam_etl.output_layout import CACHE_DIR, LEASE, join
 
 
@@ -93,7 +92,7 @@ def _caches(outputs: list[str], named: str | None) -> dict[str, list[tuple[set[s
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m beam_etl.beam.prune_cache") -> int:
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n", maxsplit=1)[0], allow_abbrev=False)
+    parser = FlagParser(prog=prog, description=__doc__.split("\n\n", maxsplit=1)[0], allow_abbrev=False)
     parser.add_argument("outputs", nargs="+", metavar="OUT", type=flag_type(output_folder),
                         help="Outputs whose outcomes are kept.")
     parser.add_argument("--cache", default=None, metavar="DIR",

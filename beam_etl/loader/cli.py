@@ -16,7 +16,7 @@ import time
 
 import tensorflow as tf
 
-from beam_etl.config import flag_type, output_folder, positive_int
+from beam_etl.config import FlagParser, flag_type, output_folder, positive_int
 from beam_etl.progress import ProgressLine
 from beam_etl.output_layout import IncompleteOutputError
 from beam_etl.loader import preview, written_file
@@ -101,7 +101,7 @@ def _check_flags(parser: argparse.ArgumentParser, args) -> None:
 
 
 def build_parser(prog: str = "python -m beam_etl.train_loader") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog,
+    parser = FlagParser(prog=prog,
                                      description=__doc__.split("\n\n")[0], allow_abbrev=False)
     parser.add_argument("--data", required=True, type=flag_type(output_folder), metavar="DIR",
                         help="Output directory of the job (local or gs://).")

@@ -12,7 +12,6 @@ written where ``--html`` says, never into the output, whose manifest lists exact
 
 from __future__ import annotations
 
-import argparse
 import base64
 import collections
 import html
@@ -24,7 +23,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from beam_etl.config import flag_type, output_folder, positive_int
+from beam_etl.config import FlagParser, flag_type, output_folder, positive_int
 from beam_etl.loader import preview, written_file
 from beam_etl.loader.dataset import load_manifest
 from beam_etl.output_layout import is_regular
@@ -169,7 +168,7 @@ def build_report(output: str, examples: int = 8, rejected_per_reason: int = 3, s
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m beam_etl.loader.report") -> int:
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0], allow_abbrev=False)
+    parser = FlagParser(prog=prog, description=__doc__.split("\n\n")[0], allow_abbrev=False)
     parser.add_argument("output", metavar="OUT", type=flag_type(output_folder),
                         help="Output folder of the job (local or gs://).")
     parser.add_argument("--html", default="beam-etl-report.html", metavar="PATH",

@@ -7,13 +7,12 @@ the manifest does not list. Needs TensorFlow's file systems only.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
 import tensorflow as tf
 
-from beam_etl.config import flag_type, output_folder
+from beam_etl.config import FlagParser, flag_type, output_folder
 from beam_etl.loader.dataset import load_manifest
 from beam_etl.loader.listed_files import (OutputMismatchError, check_file, first_record, lists_files, record_problem,
                                           split_problems)
@@ -91,7 +90,7 @@ def reading_failed(data_dir: str, error: Exception) -> str | None:
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m beam_etl.loader.verify") -> int:
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0], allow_abbrev=False)
+    parser = FlagParser(prog=prog, description=__doc__.split("\n\n")[0], allow_abbrev=False)
     parser.add_argument("output", metavar="OUT", type=flag_type(output_folder),
                         help="Output folder of the job (local or gs://).")
     parser.add_argument("--verbose", action="store_true", help="Show TensorFlow's native logs.")

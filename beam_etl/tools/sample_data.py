@@ -17,7 +17,6 @@ with a reason (truncated, empty, wrong-size mask, image without mask).
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import multiprocessing
@@ -233,7 +232,7 @@ def _check_output(output: str, num_images: int) -> None:
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m beam_etl.tools.sample_data") -> None:
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0],
+    parser = config_lib.FlagParser(prog=prog, description=__doc__.split("\n\n")[0],
                                      allow_abbrev=False)
     parser.add_argument("--output", required=True, help="Directory to write the dataset into.")
     parser.add_argument("--num_images", type=int, default=200, help="Number of regular images. Default 200.")

@@ -117,6 +117,23 @@ def test_the_reading_commands_refuse_an_empty_output_or_an_abbreviated_flag(argv
     assert exited.value.code == 2 and named in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("argv, named", [
+    (["preprocess", "--images", "a/*.jpg", "--masks", "a/*.png", "--output", "o", "--shard_size_mb", "-inf"],
+     "--shard_size_mb: invalid value '-inf': must be within"),
+    (["preprocess", "--images", "a/*.jpg", "--masks", "a/*.png", "--output", "o", "--jpeg_quality", "-1e2"],
+     "--jpeg_quality: invalid value '-1e2'"),
+    (["load", "--data", "o", "--batch_size", "-NaN"], "--batch_size: invalid value '-NaN'"),
+    (["report", "o", "--examples", "-.5E+3"], "--examples: invalid value '-.5E+3'"),
+    (["sample-data", "--output", "o", "--num_images", "-1e3"], "--num_images: invalid int value: '-1e3'"),
+])
+def test_a_number_with_a_minus_sign_is_refused_as_the_flag_s_value_naming_both(argv, named, capsys):
+    # (argparse's own parser calls -inf, -1e5 or -nan an unknown flag and says the flag's value is missing)
+    with pytest.raises(SystemExit) as exited:
+        cli.main(argv)
+    error = capsys.readouterr().err
+    assert exited.value.code == 2 and named in error and "expected one argument" not in error
+
+
 def test_the_summary_speaks_of_augmentation_only_when_there_is_some():
     from beam_etl.beam import launch
 
