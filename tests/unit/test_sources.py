@@ -110,8 +110,61 @@ def test_the_same_files_from_two_sources_keep_the_label_and_split_one_of_them_gi
         records, rejected = p | ReadSources(config)
         assert_that(records, equal_to([SourceRecord(key="Abyssinian_1", image_uri=image, mask_uri=mask, label=0,
                                                     label_name="Abyssinian", split="train")]))
-        assert_that(rejected | beam.Map(lambda r: (r.uri, r.reason)), equal_to([(image, "duplicate_key")]),
-                    label="CheckRejected")
+        # (one input, written: not also rejected as a duplicate of itself, counted twice)
+        assert_that(rejected, equal_to([]), label="CheckRejected")
+
+
+def _assert_paired(entries, records, rejected):
+    """The pairing makes ``records`` and the rejections ``[(uri, reason)]`` of the entries
+    ``(key, (source, tag, value))``."""
+    with TestPipeline(runner=FnApiRunner()) as p:
+        made, refused = p | beam.Create(entries) | PairAndDedup()
+        assert_that(made, equal_to(records))
+        assert_that(refused | beam.Map(lambda r: (r.uri, r.reason)), equal_to(rejected), label="Rejected")
+
+
+def _oxford_meta(split, label, name, number=1):
+    return ("meta", (split, label, name, "/d/annotations/trainval.txt", number, "/d/images/a.jpg"))
+
+
+def test_a_file_that_two_sources_find_unpaired_is_one_input_rejected_once():
+    _assert_paired([("a", (0, "image", "/d/a.jpg")), ("a", (1, "image", "/d/a.jpg"))],
+                   [], [("/d/a.jpg", "missing_mask")])
+
+
+def test_a_name_the_lists_give_two_splits_is_rejected_once_when_another_source_pairs_its_files_too():
+    _assert_paired([("a", (0, "image", "/d/images/a.jpg")), ("a", (0, "mask", "/d/a.png")),
+                    ("a", (0, *_oxford_meta("trainval", 0, "Abyssinian"))),
+                    ("a", (0, *_oxford_meta("test", 0, "Abyssinian", 2))),
+                    ("a", (1, "image", "/d/images/a.jpg")), ("a", (1, "mask", "/d/a.png"))],
+                   [], [("/d/images/a.jpg", "conflicting_lists")])
+
+
+def test_a_duplicate_names_the_file_the_written_record_does_not_use():
+    """Two sources pair one image with two masks: the mask not used is what is rejected, not
+    the image that is written."""
+    _assert_paired([("a", (0, "image", "/d/a.jpg")), ("a", (0, "mask", "/m1/a.png")),
+                    ("a", (1, "image", "/d/a.jpg")), ("a", (1, "mask", "/m2/a.png"))],
+                   [SourceRecord(key="a", image_uri="/d/a.jpg", mask_uri="/m1/a.png")],
+                   [("/m2/a.png", "duplicate_key")])
+
+
+def test_a_file_one_source_passes_over_is_not_rejected_when_another_source_writes_it():
+    """Source 0 sees two images of stem a and no mask; source 1 pairs the second one."""
+    _assert_paired([("a", (0, "image", "/d/a.jpeg")), ("a", (0, "image", "/d/a.jpg")),
+                    ("a", (1, "image", "/d/a.jpg")), ("a", (1, "mask", "/d/a.png"))],
+                   [SourceRecord(key="a", image_uri="/d/a.jpg", mask_uri="/d/a.png")],
+                   [("/d/a.jpeg", "missing_mask")])
+
+
+def test_the_same_files_given_two_classes_by_two_sources_are_rejected_once_and_not_written():
+    rows = [SourceRecord(key="a", image_uri="/d/a.jpg", mask_uri="/d/a.png", label=label, label_name=name,
+                         split="train") for label, name in ((0, "cat"), (1, "dog"))]
+    _assert_paired([("a", (0, RECORD, rows[0])), ("a", (1, RECORD, rows[1]))],
+                   [], [("/d/a.jpg", "conflicting_sources")])
+    # A source that gives no class or split agrees with one that does.
+    quiet = dataclasses.replace(rows[0], label=-1, label_name="", split=None)
+    _assert_paired([("a", (0, RECORD, quiet)), ("a", (1, RECORD, rows[0]))], [rows[0]], [])
 
 
 def test_glob_matching_nothing_is_an_error_naming_it(tmp_path):

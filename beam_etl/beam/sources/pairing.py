@@ -148,19 +148,63 @@ def _told_apart(record: SourceRecord) -> str:
     return f"{record.image_uri} (image SHA-256 {_bytes_digest(record.image_bytes)[:16]}...)"
 
 
+def _one_per_files(records: list[SourceRecord]) -> tuple[list[SourceRecord], list[list[SourceRecord]]]:
+    """``(records, disagreeing)``: records that name the same image and mask files (several
+    sources listing one folder, or one table's rows naming the same files) are one input, kept
+    once, the one that says most of it first (:func:`_precedence`); where they give it different
+    classes or splits, the group is ``disagreeing`` instead."""
+    groups: dict[tuple, list[SourceRecord]] = {}
+    for record in records:
+        files = (record.image_uri, record.mask_uri) if record.image_bytes is None and record.mask_bytes is None \
+            else (id(record),)
+        groups.setdefault(files, []).append(record)
+    kept, disagreeing = [], []
+    for same in groups.values():
+        same.sort(key=_precedence)
+        if all(_agrees(record, same[0]) for record in same[1:]):
+            kept.append(same[0])
+        else:
+            disagreeing.append(same)
+    return kept, disagreeing
+
+
+def _agrees(record: SourceRecord, first: SourceRecord) -> bool:
+    """Whether ``record`` says nothing of an input that ``first`` (which says most) contradicts."""
+    return ((record.label == UNKNOWN_LABEL or (record.label, record.label_name) == (first.label, first.label_name))
+            and (record.split is None or record.split == first.split))
+
+
+def _said(record: SourceRecord) -> str:
+    label = "no class" if record.label == UNKNOWN_LABEL else f"class {record.label_name or record.label}"
+    return f"{label}, split {record.split or 'unset'}"
+
+
+def _unused_file(record: SourceRecord, kept: SourceRecord) -> str:
+    """The file of ``record`` that the kept record of its key does not use (its image, unless
+    they share it)."""
+    shared_image = record.image_bytes is None and kept.image_bytes is None and record.image_uri == kept.image_uri
+    return record.mask_uri if shared_image and record.mask_uri else record.image_uri
+
+
+CONFLICTS = ("conflicting_lists", "conflicting_sources")
+
+
 class _PairAndDedupFn(beam.DoFn):
     """``(key, [(source, tag, value)])`` -> one record, or rejections.
 
     Per source, files are paired by stem (tags ``image``, ``mask`` and an Oxford list's
-    ``meta``; a ``record`` is already whole, a BigQuery row); then, of the records that
-    several sources make for the key, the first by :func:`_precedence` is kept.
+    ``meta``; a ``record`` is already whole, a BigQuery row); records of the same files are one
+    input (:func:`_one_per_files`); then, of the records that several sources make for the
+    key, the first by :func:`_precedence` is kept. A file is rejected at most once, and never
+    one the kept record uses (several sources may each have rejected it, or found it unpaired
+    where another source paired it).
     """
 
     def __init__(self):
         self._rejected = Metrics.counter("beam_etl", "rejected_at_source")
 
-    def _reject(self, uri, reason, message, key):
-        self._rejected.inc()
+    @staticmethod
+    def _reject(uri, reason, message, key):
         return Rejection(uri=uri, stage="pair", reason=reason, message=message, key=key)
 
     def _pair(self, stem, grouped):
@@ -204,40 +248,50 @@ class _PairAndDedupFn(beam.DoFn):
         by_source: dict[int, dict[str, list]] = {}
         for source, tag, value in entries:
             by_source.setdefault(source, {}).setdefault(tag, []).append(value)
-        for grouped in by_source.values():
-            for shown in sorted(grouped.pop(NOT_UTF8, ())):
-                yield self._reject(shown, "file_name_not_utf8",
-                                   "the file's name is not UTF-8 text (its other bytes are shown as \\xNN); "
-                                   "Beam carries file names as UTF-8: rename the file", key)
-        records, conflicts = [], []
+        rejected = [self._reject(shown, "file_name_not_utf8",
+                                 "the file's name is not UTF-8 text (its other bytes are shown as \\xNN); "
+                                 "Beam carries file names as UTF-8: rename the file", key)
+                    for grouped in by_source.values() for shown in sorted(grouped.pop(NOT_UTF8, ()))]
+        records = []
         for source in sorted(by_source):
             grouped = by_source[source]
-            made = grouped[RECORD] if RECORD in grouped else self._pair(key, grouped)
-            for output in made:
-                if isinstance(output, Rejection):
-                    if output.reason == "conflicting_lists":
-                        conflicts.append(output)
-                    yield output
-                else:
-                    records.append(output)
+            for output in grouped[RECORD] if RECORD in grouped else self._pair(key, grouped):
+                (rejected if isinstance(output, Rejection) else records).append(output)
+        records, disagreeing = _one_per_files(records)
+        rejected += [self._reject(same[0].image_uri, "conflicting_sources",
+                                  f"the sources give the files {same[0].image_uri} and {same[0].mask_uri} different "
+                                  f"classes or splits: {'; '.join(sorted({_said(record) for record in same}))}", key)
+                     for same in disagreeing]
         records.sort(key=_precedence)
-        if records and conflicts:  # (a name the lists put in two splits: written by no source)
-            for record in records:
-                yield self._reject(record.image_uri, "conflicting_lists",
-                                   f"key {key!r} is listed in the Oxford lists with different classes or "
-                                   "splits (rejected there too): none of its records is written", key)
-            return
-        if records and is_reserved_key(key):
-            for record in records:
-                yield self._reject(record.image_uri, "reserved_key",
-                                   f"key {key!r} has the form of an augmentation copy's (KEY#aug<N>) and "
-                                   "could collide with one; rename the file", key)
-            return
-        yield from records[:1]
-        for record in records[1:]:
-            this = "" if record.image_bytes is None else f"; this is {_told_apart(record)}"
-            yield self._reject(record.image_uri, "duplicate_key",
-                               f"key {key!r} already comes from {_told_apart(records[0])}{this}", key)
+        kept = records[:1]
+        conflicts = {rejection.reason for rejection in rejected}.intersection(CONFLICTS)
+        if records and conflicts:
+            kept = []  # (a name given two classes or splits: written by no source)
+            reason, said = ("conflicting_lists", "is listed in the Oxford lists") if "conflicting_lists" in conflicts \
+                else ("conflicting_sources", "has files the sources give")
+            rejected += [self._reject(record.image_uri, reason, f"key {key!r} {said} with different classes or "
+                                      "splits (rejected there too): none of its records is written", key)
+                         for record in records]
+        elif records and is_reserved_key(key):
+            kept = []
+            rejected += [self._reject(record.image_uri, "reserved_key",
+                                      f"key {key!r} has the form of an augmentation copy's (KEY#aug<N>) and "
+                                      "could collide with one; rename the file", key) for record in records]
+        else:
+            for record in records[1:]:
+                this = "" if record.image_bytes is None else f"; this is {_told_apart(record)}"
+                rejected.append(self._reject(_unused_file(record, records[0]), "duplicate_key",
+                                             f"key {key!r} already comes from {_told_apart(records[0])}{this}", key))
+        yield from kept
+        # A file is one input, however many sources name it (a row's bytes are each an input).
+        carried = {record.image_uri for record in records if record.image_bytes is not None} | {
+            record.mask_uri for record in records if record.mask_bytes is not None}
+        done = {uri for record in kept for uri in (record.image_uri, record.mask_uri) if uri not in carried}
+        for rejection in rejected:
+            if rejection.uri in carried or rejection.uri not in done:
+                done.add(rejection.uri)
+                self._rejected.inc()
+                yield rejection
 
 
 @beam.ptransform_fn
