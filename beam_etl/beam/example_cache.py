@@ -102,11 +102,16 @@ def digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+_CARRIED_BYTES = ("image_bytes", "mask_bytes")  # (named by their digests)
+
+
 def entry_name(chain_version: str, record: SourceRecord, image_sha256: str, mask_sha256: str) -> str:
-    """The name of ``record``'s outcome, from :func:`version` and its files' :func:`digest` s."""
-    described = {"version": chain_version, "key": record.key, "image_uri": record.image_uri,
-                 "mask_uri": record.mask_uri, "label": record.label, "label_name": record.label_name,
-                 "split": record.split, "image": image_sha256, "mask": mask_sha256}
+    """The name of ``record``'s outcome, from :func:`version`, every field of the record (a field
+    added to :class:`SourceRecord` is part of the name by construction) and its files'
+    :func:`digest` s, which stand for the bytes a record may carry."""
+    described = {field.name: getattr(record, field.name) for field in dataclasses.fields(record)
+                 if field.name not in _CARRIED_BYTES}
+    described.update(version=chain_version, image=image_sha256, mask=mask_sha256)
     return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()
 
 

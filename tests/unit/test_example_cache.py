@@ -57,10 +57,24 @@ def test_the_name_changes_with_what_shapes_the_outcome_only():
     others = [example_cache.entry_name("w", record, D(b"image"), D(b"mask")),
               example_cache.entry_name(version, record, D(b"image"), D(b"mask!")),
               example_cache.entry_name(version, record, D(b"image!"), D(b"mask"))]
-    for field, value in [("key", "b"), ("image_uri", "/e/a.jpg"), ("mask_uri", None), ("label", 4),
-                         ("label_name", "Pug"), ("split", "val")]:
-        others.append(example_cache.entry_name(version, dataclasses.replace(record, **{field: value}), D(b"image"), D(b"mask")))
+    # Every field of a record but the bytes it may carry (named by their digests), a field
+    # added later included: each changes the name.
+    fields = [field.name for field in dataclasses.fields(SourceRecord) if not field.name.endswith("_bytes")]
+    assert {"key", "image_uri", "mask_uri", "label", "label_name", "split"} <= set(fields)
+    for field in fields:
+        value = getattr(record, field)
+        other = value + 1 if isinstance(value, int) else f"{value}!"
+        others.append(example_cache.entry_name(version, dataclasses.replace(record, **{field: other}),
+                                               D(b"image"), D(b"mask")))
     assert name not in others and len(set(others)) == len(others)
+    # A field a newcomer adds to the record is in the name without a word in entry_name.
+    wider = dataclasses.make_dataclass("WiderRecord", [("crop_box", str, "")], bases=(SourceRecord,), frozen=True)
+    widened = [example_cache.entry_name(version, wider(**dataclasses.asdict(record), crop_box=box), D(b"image"),
+                                        D(b"mask")) for box in ("", "0,0,8,8")]
+    assert widened[0] != widened[1]
+    # The bytes a record carries are named by the digests given with them, not twice.
+    carrying = dataclasses.replace(record, image_bytes=b"image", mask_bytes=b"mask")
+    assert example_cache.entry_name(version, carrying, D(b"image"), D(b"mask")) == name
 
 
 @dataclasses.dataclass(frozen=True)
