@@ -16,7 +16,7 @@ from beam_etl.lineage import Entry
 UNKNOWN_LABEL = -1
 # An augmentation copy's key is its source key with this suffix: a source key of that form would
 # share its key with another input's copy, so sources may not give one (the pairing step rejects it).
-_COPY_SUFFIX = re.compile(r"#aug\d+$")
+_COPY_SUFFIX = re.compile(r"#aug[0-9]+\Z")  # (not "$", which matches before a final newline too)
 
 
 def example_key(source_key: str, copy: int) -> str:

@@ -35,6 +35,15 @@ def test_the_same_paths_as_beams_listing(tree, pattern):
     assert sorted(matching.matches(glob)) == _beam(glob)
 
 
+def test_a_backslash_in_a_file_s_name_is_matched_by_a_star_where_beam_passes_over_it(tree):
+    (tree / "x\\y.jpg").write_bytes(b"x")
+    (tree / "sub" / "p\\q").mkdir()
+    (tree / "sub" / "p\\q" / "z.jpg").write_bytes(b"x")
+    assert str(tree / "x\\y.jpg") in matching.matches(f"{tree}/*.jpg")
+    assert str(tree / "x\\y.jpg") not in _beam(f"{tree}/*.jpg")  # (Beam's "*" is [^/\\]*)
+    assert list(matching.matches(f"{tree}/sub/*/z.jpg")) == [str(tree / "sub" / "p\\q" / "z.jpg")]
+
+
 def test_the_pattern_decides_and_relative_globs_are_listed_as_beam_lists_them(tree, monkeypatch):
     monkeypatch.chdir(tree.parent)
     assert sorted(matching.matches("top/*.jpg")) == _beam("top/*.jpg") == [

@@ -149,6 +149,13 @@ def test_a_duplicate_names_the_file_the_written_record_does_not_use():
                    [("/m2/a.png", "duplicate_key")])
 
 
+def test_a_duplicate_names_the_mask_not_used_when_its_image_is_the_written_one_spelt_otherwise():
+    _assert_paired([("a", (0, "image", "/d/a.jpg")), ("a", (0, "mask", "/m1/a.png")),
+                    ("a", (1, "image", "/d/../d/a.jpg")), ("a", (1, "mask", "/m2/a.png"))],
+                   [SourceRecord(key="a", image_uri="/d/../d/a.jpg", mask_uri="/m2/a.png")],
+                   [("/m1/a.png", "duplicate_key")])
+
+
 def test_a_file_one_source_passes_over_is_not_rejected_when_another_source_writes_it():
     """Source 0 sees two images of stem a and no mask; source 1 pairs the second one."""
     _assert_paired([("a", (0, "image", "/d/a.jpeg")), ("a", (0, "image", "/d/a.jpg")),
@@ -165,6 +172,54 @@ def test_the_same_files_given_two_classes_by_two_sources_are_rejected_once_and_n
     # A source that gives no class or split agrees with one that does.
     quiet = dataclasses.replace(rows[0], label=-1, label_name="", split=None)
     _assert_paired([("a", (0, RECORD, quiet)), ("a", (1, RECORD, rows[0]))], [rows[0]], [])
+
+
+def test_a_file_both_globs_match_takes_the_role_its_stem_lacks_and_is_never_its_own_mask():
+    """``--images 'D/*' --masks 'D/*.png'``: ``a.png`` is ``a.jpg``'s mask (not also an extra
+    image), and ``m.png``, a mask alone, is no image of its own."""
+    _assert_paired([("a", (0, "image", "/D/a.jpg")), ("a", (0, "image", "/D/a.png")), ("a", (0, "mask", "/D/a.png")),
+                    ("m", (0, "image", "/D/m.png")), ("m", (0, "mask", "/D/m.png"))],
+                   [SourceRecord(key="a", image_uri="/D/a.jpg", mask_uri="/D/a.png")],
+                   [("/D/m.png", "missing_image")])
+    # With other files for both roles, it is an extra.
+    _assert_paired([("a", (0, "image", "/D/a.jpg")), ("a", (0, "mask", "/D/a.gif")),
+                    ("a", (0, "image", "/D/a.png")), ("a", (0, "mask", "/D/a.png"))],
+                   [SourceRecord(key="a", image_uri="/D/a.jpg", mask_uri="/D/a.gif")],
+                   [("/D/a.png", "duplicate_key")])
+
+
+def test_a_stem_in_several_folders_pairs_the_image_and_mask_that_lie_together():
+    """``--images 'D/**/*.jpg' --masks 'D/**/*.png'`` with ``D/a/x.jpg``, ``D/b/x.jpg`` and
+    ``D/b/x.png``: the mask's own image is written, the other is the duplicate."""
+    _assert_paired([("x", (0, "image", "/D/a/x.jpg")), ("x", (0, "image", "/D/b/x.jpg")),
+                    ("x", (0, "mask", "/D/b/x.png"))],
+                   [SourceRecord(key="x", image_uri="/D/b/x.jpg", mask_uri="/D/b/x.png")],
+                   [("/D/a/x.jpg", "duplicate_key")])
+    # (folders named differently for images and masks: the split's folder decides)
+    _assert_paired([("x", (0, "image", "/D/train/images/x.jpg")), ("x", (0, "image", "/D/val/images/x.jpg")),
+                    ("x", (0, "mask", "/D/val/masks/x.png"))],
+                   [SourceRecord(key="x", image_uri="/D/val/images/x.jpg", mask_uri="/D/val/masks/x.png")],
+                   [("/D/train/images/x.jpg", "duplicate_key")])
+
+
+def test_one_file_spelt_two_ways_by_two_sources_is_one_input_with_the_oxford_class_and_split(tmp_path):
+    """``--oxford_pets ROOT`` with ``--images 'ROOT/../ROOT/images/*.jpg'``, or through a link
+    to ROOT: the same files, whose record from the lists (class, split) is the one kept."""
+    root = tmp_path / "pets"
+    image = _touch(root / "images" / "Abyssinian_1.jpg")
+    mask = _touch(root / "annotations" / "trimaps" / "Abyssinian_1.png")
+    _touch(root / "annotations" / "trainval.txt", b"")
+    _touch(root / "annotations" / "test.txt", b"Abyssinian_1 1 1 1\n")
+    os.symlink(root, tmp_path / "link")
+    for spelt in (f"{tmp_path}/pets/../pets", f"{tmp_path}/link"):
+        config = JobConfig(output=str(tmp_path / "out"), sources=(
+            oxford.Settings((str(root),)),
+            files.Settings(images=(f"{spelt}/images/*.jpg",), masks=(f"{spelt}/annotations/trimaps/*.png",))))
+        with TestPipeline(runner=FnApiRunner()) as p:
+            records, rejected = p | ReadSources(config)
+            assert_that(records, equal_to([SourceRecord(key="Abyssinian_1", image_uri=image, mask_uri=mask, label=0,
+                                                        label_name="Abyssinian", split="test")]))
+            assert_that(rejected, equal_to([]), label="NoneRejected")
 
 
 def test_glob_matching_nothing_is_an_error_naming_it(tmp_path):
@@ -221,6 +276,26 @@ def test_oxford_list_parsing():
         ("yorkshire_terrier_9", ("test", 36, "yorkshire_terrier", "l.txt", 4))]
     with pytest.raises(ValueError, match=r"l.txt:2"):
         list(parse_oxford_list("a 1 1 1\nbroken line\n", "l.txt", "test"))
+
+
+def test_an_oxford_list_s_lines_are_numbered_as_an_editor_numbers_them():
+    """A form feed or a Unicode line separator inside a line (a comment's) neither moves the
+    line numbers the rejections give nor starts a line of its own."""
+    text = "# exported\x0c# page 2\r\nAbyssinian_1 1 1 1\n# from\u2028the sheet\npug_2 25 2 12\n"
+    assert [meta[4] for _, meta in parse_oxford_list(text, "l.txt", "test")] == [2, 4]
+
+
+@pytest.mark.parametrize("line", ["a 1 cat 1", "a 1 1 0", "a +1 1 1", "a \u0661 1 1", "a 1 1 1_0"])
+def test_an_oxford_line_s_numbers_are_counted_from_one_in_ascii_digits(line):
+    with pytest.raises(ValueError, match=r"l.txt:1: expected 'NAME CLASS_ID SPECIES BREED_ID'"):
+        list(parse_oxford_list(line, "l.txt", "test"))
+
+
+def test_only_a_key_that_ends_in_an_augmentation_copy_s_suffix_is_reserved():
+    from beam_etl.elements import example_key, is_reserved_key
+
+    assert is_reserved_key(example_key("x", 1)) and is_reserved_key("x#aug12")
+    assert not any(map(is_reserved_key, ["x#aug1\n", "x#aug\u0661", "x#aug", "x#aug1 "]))
 
 
 def test_the_generic_steps_know_no_kind_of_source():

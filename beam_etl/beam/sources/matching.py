@@ -12,6 +12,9 @@ differs for local globs:
 - A folder is walked below its top only when the part of the pattern after it could match a
   deeper path (``**``, ``?``, ``[``, or a ``/``); where that part is folders of literal names
   and ``*`` only (``DIR/*/images/*.jpg``), only into folders whose names its folders match.
+- ``*`` matches a backslash in a name, as the shell does: it is an ordinary character of a
+  POSIX file name, and Beam's ``*`` (``[^/\\]*``, for Windows paths) passed over such a file
+  without a word.
 - An entry whose ``stat`` fails (a broken link, a file gone meanwhile) is named all the same:
   reading it rejects it with its reason, where Beam's listing dropped it without a word.
 - (Other file systems, through Beam.) An object store's folder marker (an empty ``name/``
@@ -78,11 +81,15 @@ def walks_folders(glob: str) -> bool:
 
 
 def _compiled(pattern: str) -> re.Pattern:
-    """Beam's regular expression of ``pattern``. (An escaped ``[``, ``[[]``, is a class of one
-    ``[``; Python warns that it might one day read it as a nested class: not a user's concern.)"""
+    """Beam's regular expression of the local ``pattern``, its ``*`` taking a backslash in a
+    name. (An escaped ``[``, ``[[]``, is a class of one ``[``; Python warns that it might one day
+    read it as a nested class: not a user's concern.)"""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        return re.compile(FileSystem.translate_pattern(pattern))
+        return re.compile(FileSystem.translate_pattern(pattern).replace(_BEAM_STAR, "[^/]*"))
+
+
+_BEAM_STAR = r"[^/\\]*"  # what translate_pattern writes for ``*`` (any other character is escaped)
 
 
 def _local_matches(glob: str) -> Iterator[str]:

@@ -21,20 +21,29 @@ def parse_oxford_list(text: str, list_uri: str, split: str):
     """Lines ``Abyssinian_100 1 1 1`` (name, class id 1-37, species, breed id); ``#`` comments.
 
     Yields ``(stem, (split, label, breed_name, list_uri, line_number))`` with label = class id - 1.
+    Lines end at ``\n`` (``\r\n`` too) only, as a text editor numbers them: not at the form
+    feeds and Unicode separators that ``str.splitlines`` also ends a line at.
     """
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(text.split("\n"), start=1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
         fields = line.split()
         try:
-            name, class_id = fields[0], int(fields[1])
-            if len(fields) != 4 or not 1 <= class_id <= 9999:
+            name, class_id = fields[0], _number(fields[1])
+            if len(fields) != 4 or not 1 <= class_id <= 9999 or min(map(_number, fields[2:])) < 1:
                 raise ValueError
         except (ValueError, IndexError):
             raise ValueError(f"{list_uri}:{number}: expected 'NAME CLASS_ID SPECIES BREED_ID', "
                              f"got {line!r}") from None
         yield name, (split, class_id - 1, name.rsplit("_", 1)[0], list_uri, number)
+
+
+def _number(text: str) -> int:
+    """A list's number: ASCII digits only (``int`` would take ``+1``, ``1_0`` or Arabic-Indic digits)."""
+    if not (text.isascii() and text.isdigit()):
+        raise ValueError(text)
+    return int(text)
 
 
 def _list_text(list_uri: str) -> str:

@@ -150,17 +150,20 @@ def _told_apart(record: SourceRecord) -> str:
 
 def _one_per_files(records: list[SourceRecord]) -> tuple[list[SourceRecord], list[list[SourceRecord]]]:
     """``(records, disagreeing)``: records that name the same image and mask files (several
-    sources listing one folder, or one table's rows naming the same files) are one input, kept
-    once, the one that says most of it first (:func:`_precedence`); where they give it different
-    classes or splits, the group is ``disagreeing`` instead."""
+    sources listing one folder, however spelt, or one table's rows naming the same files) are one
+    input, kept once: the record that gives a class, then a split, then the first by
+    :func:`_precedence`; where they give it different classes or splits, the group is
+    ``disagreeing`` instead."""
+    if len(records) < 2:
+        return records, []
     groups: dict[tuple, list[SourceRecord]] = {}
     for record in records:
-        files = (record.image_uri, record.mask_uri) if record.image_bytes is None and record.mask_bytes is None \
-            else (id(record),)
+        files = (_identity(record.image_uri), record.mask_uri and _identity(record.mask_uri)) \
+            if record.image_bytes is None and record.mask_bytes is None else (id(record),)
         groups.setdefault(files, []).append(record)
     kept, disagreeing = [], []
     for same in groups.values():
-        same.sort(key=_precedence)
+        same.sort(key=lambda record: (record.label == UNKNOWN_LABEL, record.split is None, _precedence(record)))
         if all(_agrees(record, same[0]) for record in same[1:]):
             kept.append(same[0])
         else:
@@ -182,11 +185,46 @@ def _said(record: SourceRecord) -> str:
 def _unused_file(record: SourceRecord, kept: SourceRecord) -> str:
     """The file of ``record`` that the kept record of its key does not use (its image, unless
     they share it)."""
-    shared_image = record.image_bytes is None and kept.image_bytes is None and record.image_uri == kept.image_uri
+    shared_image = record.image_bytes is None and kept.image_bytes is None and \
+        _identity(record.image_uri) == _identity(kept.image_uri)
     return record.mask_uri if shared_image and record.mask_uri else record.image_uri
 
 
 CONFLICTS = ("conflicting_lists", "conflicting_sources")
+
+
+def _roles(images: list[str], masks: list[str]) -> tuple[list[str], list[str], list[str]]:
+    """``(images, masks, both)``: a file that the images' and the masks' globs both match (they
+    overlap: ``--images 'D/*' --masks 'D/*.png'``) is no pair of its own; it is the one role its
+    stem lacks, or, where the stem has other files for both roles, an extra (``both``)."""
+    both = sorted(set(images) & set(masks))
+    if not both:
+        return images, masks, []
+    images = [image for image in images if image not in both]
+    masks = [mask for mask in masks if mask not in both]
+    if images and masks:
+        return images, masks, both
+    return (images, both, []) if images else (both if masks else [], masks or both, [])
+
+
+def _closest_first(images: list[str], masks: list[str]) -> tuple[list[str], list[str]]:
+    """``images`` and ``masks`` of one stem, each with the file of the pair that lies closest
+    first (the most leading folders in common, then the first by name): where a glob that walks
+    folders finds a stem in several, ``D/b/x.jpg`` pairs with ``D/b/x.png``, not ``D/a/x.jpg``."""
+    if not (images and masks) or (len(images) < 2 and len(masks) < 2):
+        return images, masks
+    _, image, mask = min((-_common_folders(image, mask), image, mask) for image in images for mask in masks)
+    return [image] + [i for i in images if i != image], [mask] + [m for m in masks if m != mask]
+
+
+def _common_folders(first: str, second: str) -> int:
+    return len(os.path.commonprefix([posixpath.dirname(first).split("/"), posixpath.dirname(second).split("/")]))
+
+
+def _identity(uri: str) -> str:
+    """What tells files apart: a local path resolved as the OS resolves it (``..``, links), so
+    that one file spelt two ways is one input; another URI as it is."""
+    return os.path.realpath(filesystem.local_path(uri)) if filesystem.is_local(uri) else uri
 
 
 class _PairAndDedupFn(beam.DoFn):
@@ -208,8 +246,13 @@ class _PairAndDedupFn(beam.DoFn):
         return Rejection(uri=uri, stage="pair", reason=reason, message=message, key=key)
 
     def _pair(self, stem, grouped):
-        images, masks = sorted(grouped.get(IMAGE, ())), sorted(grouped.get(MASK, ()))
+        images, masks = sorted(set(grouped.get(IMAGE, ()))), sorted(set(grouped.get(MASK, ())))
         metas = sorted(grouped.get(META, ()))
+        images, masks, both = _roles(images, masks)
+        for extra in both:
+            yield self._reject(extra, "duplicate_key", f"matches both the images' and the masks' globs, and "
+                               f"{images[0]} and {masks[0]} are the image and mask of stem {stem!r}", stem)
+        images, masks = _closest_first(images, masks)
         for extra in images[1:]:
             yield self._reject(extra, "duplicate_key",
                                f"another image with stem {stem!r} was used: {images[0]}", stem)
@@ -283,13 +326,17 @@ class _PairAndDedupFn(beam.DoFn):
                 rejected.append(self._reject(_unused_file(record, records[0]), "duplicate_key",
                                              f"key {key!r} already comes from {_told_apart(records[0])}{this}", key))
         yield from kept
-        # A file is one input, however many sources name it (a row's bytes are each an input).
+        if not rejected:
+            return
+        # A file is one input, however many sources name it, however spelt (a row's bytes are each an input).
         carried = {record.image_uri for record in records if record.image_bytes is not None} | {
             record.mask_uri for record in records if record.mask_bytes is not None}
-        done = {uri for record in kept for uri in (record.image_uri, record.mask_uri) if uri not in carried}
+        done = {_identity(uri) for record in kept for uri in (record.image_uri, record.mask_uri)
+                if uri is not None and uri not in carried}
         for rejection in rejected:
-            if rejection.uri in carried or rejection.uri not in done:
-                done.add(rejection.uri)
+            identity = None if rejection.uri in carried else _identity(rejection.uri)
+            if identity is None or identity not in done:
+                done.add(identity)
                 self._rejected.inc()
                 yield rejection
 
