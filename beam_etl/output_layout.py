@@ -120,23 +120,33 @@ def join(directory: str, name: str) -> str:
 def is_within(path: str, folder: str) -> bool:
     """Whether ``path`` is ``folder`` or lies under it: local paths after their links are
     resolved, others (``gs://``) by their text."""
-    if "://" in folder or "://" in path:
+    if not (is_local(folder) and is_local(path)):
         return path.rstrip("/") == folder.rstrip("/") or path.startswith(folder.rstrip("/") + "/")
-    path, folder = os.path.realpath(path), os.path.realpath(folder)
+    path, folder = os.path.realpath(local_path(path)), os.path.realpath(local_path(folder))
     return os.path.commonpath([path, folder]) == folder
+
+
+def is_local(path: str) -> bool:
+    """Whether ``path`` is on this machine's file system: no scheme, or ``file://``."""
+    return "://" not in path or path.startswith("file://")
+
+
+def local_path(path: str) -> str:
+    """``file://x`` -> ``x``; a local path as it is."""
+    return path.removeprefix("file://")
 
 
 def is_regular(path: str) -> bool:
     """Whether the local file at ``path`` (``file://`` or not) is a regular file (or a link to
     one): only such a file is opened by the readers (a FIFO would block them for ever). Raises
     OSError where it is not there."""
-    return stat.S_ISREG(os.stat(path.removeprefix("file://")).st_mode)
+    return stat.S_ISREG(os.stat(local_path(path)).st_mode)
 
 
 def refuse_unless_regular(path: str) -> None:
     """Raises ValueError when the local ``path`` is there and is not a regular file
     (:func:`is_regular`): a manifest is one, and a read of a FIFO in its place would wait for ever."""
-    if "://" in path and not path.startswith("file://"):
+    if not is_local(path):
         return
     try:
         regular = is_regular(path)

@@ -25,15 +25,7 @@ import threading
 from apache_beam.io.filesystems import FileSystems
 
 from beam_etl.globs import escape_glob
-
-
-def is_local(path: str) -> bool:
-    return "://" not in path or path.startswith("file://")
-
-
-def local_path(path: str) -> str:
-    """``file://x`` -> ``x``; a local path as it is."""
-    return path[len("file://"):] if path.startswith("file://") else path
+from beam_etl.output_layout import is_local, local_path
 
 
 def absolute(path: str, flag: str, glob: bool = False) -> str:

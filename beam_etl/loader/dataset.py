@@ -34,7 +34,8 @@ from beam_etl.manifest_checks import manifest_problems
 from beam_etl.loader import tf_decoding, transform_graph
 from beam_etl.loader.listed_files import (OutputMismatchError, check_graph_files, first_record, lists_files,
                                           record_problem, split_problems)
-from beam_etl.output_layout import MANIFEST, is_regular, missing_manifest, parse_manifest, refuse_unless_regular
+from beam_etl.output_layout import (MANIFEST, is_local, is_regular, missing_manifest, parse_manifest,
+                                    refuse_unless_regular)
 
 AUTOTUNE = tf.data.AUTOTUNE
 DEFAULT_SHUFFLE_BUFFER = 2048  # examples; 2048 raw 128x128 records are ~100 MB
@@ -94,7 +95,7 @@ def check_files(data_dir: str, manifest: dict, names: list[str]) -> list[int | N
             raise OutputMismatchError(f"{path}: the manifest's split lists it, but its files do not")
         try:
             size = tf.io.gfile.stat(path).length
-            regular = "://" in path or is_regular(path)
+            regular = not is_local(path) or is_regular(path)
         except (tf.errors.NotFoundError, FileNotFoundError):
             raise OutputMismatchError(f"{path} is missing: the manifest lists it") from None
         if not regular:  # (a FIFO has the size of an empty shard, and a reader would wait on it for ever)

@@ -18,7 +18,7 @@ import tensorflow as tf
 from beam_etl import schema
 from beam_etl.tfrecord import masked_crc32c
 from beam_etl.manifest_checks import FILES_FORMAT, is_count, lowered_format
-from beam_etl.output_layout import TRANSFORM_DIRS, is_regular, is_shard_name
+from beam_etl.output_layout import TRANSFORM_DIRS, is_local, is_regular, is_shard_name
 
 _CHUNK = 8 << 20  # read 8 MB at a time
 
@@ -50,7 +50,7 @@ def check_file(path: str, entry: dict) -> str | None:
         return "missing"
     if tf.io.gfile.isdir(path):
         return "a folder, not a file"
-    if "://" not in path and not is_regular(path):
+    if is_local(path) and not is_regular(path):
         return "not a regular file; not opened"
     checksum = google_crc32c.Checksum()
     data = bytearray()  # a shard's bytes, for its framing (shards are --shard_size_mb at most)

@@ -26,8 +26,7 @@ from PIL import Image
 from beam_etl.config import FlagParser, flag_type, output_folder, positive_int
 from beam_etl.loader import preview, written_file
 from beam_etl.loader.dataset import load_manifest
-from beam_etl.output_layout import is_regular
-from beam_etl.output_layout import IncompleteOutputError, join
+from beam_etl.output_layout import IncompleteOutputError, is_local, is_regular, join
 
 _THUMBNAIL = 96
 
@@ -42,7 +41,7 @@ def thumbnail(uri: str) -> str | None:
     """A small PNG data URI of the image at ``uri``; None when it cannot be read or decoded, or
     is not a regular file (a FIFO, as the job found it, would block the reader for ever: not opened)."""
     try:
-        if ("://" not in uri or uri.startswith("file://")) and not is_regular(uri):
+        if is_local(uri) and not is_regular(uri):
             return None
         with tf.io.gfile.GFile(uri, "rb") as handle:
             data = handle.read(64 << 20)

@@ -17,7 +17,7 @@ from beam_etl.loader.dataset import load_manifest
 from beam_etl.loader.listed_files import (OutputMismatchError, check_file, first_record, lists_files, record_problem,
                                           split_problems)
 from beam_etl.manifest_checks import consistency_problems, shape_problems
-from beam_etl.output_layout import INCOMPLETE_DIR, MANIFEST, first_format, is_job_file
+from beam_etl.output_layout import INCOMPLETE_DIR, MANIFEST, first_format, is_job_file, is_local, local_path
 
 
 def _walk(data_dir: str) -> list[str]:
@@ -27,8 +27,8 @@ def _walk(data_dir: str) -> list[str]:
     names = []
     for directory, folders, files in tf.io.gfile.walk(root):
         relative = directory[len(root):].strip("/")
-        if "://" not in root:
-            folders[:] = [name for name in folders if not os.path.islink(os.path.join(directory, name))]
+        if is_local(root):
+            folders[:] = [name for name in folders if not os.path.islink(os.path.join(local_path(directory), name))]
         names += [f"{relative}/{name}" if relative else name for name in files]
     return names
 

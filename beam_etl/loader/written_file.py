@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 
-from beam_etl.output_layout import is_within
+from beam_etl.output_layout import is_local, is_within, local_path
 
 
 def refusal(flag: str, path: str, output: str, suffix: str | None = None) -> str | None:
@@ -21,8 +21,9 @@ def refusal(flag: str, path: str, output: str, suffix: str | None = None) -> str
         return f"{shown}: must name a file"
     if is_within(path, output):
         return f"{shown} is inside OUT ({output!r}), whose manifest lists exactly its files: write it elsewhere"
-    if "://" in path:
+    if not is_local(path):
         return None
+    path = local_path(path)
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         return f"{shown}: folder {folder!r} does not exist"

@@ -710,6 +710,28 @@ def test_verify_names_what_is_not_a_file_and_never_follows_a_link_back_into_the_
     assert verify.verify(str(copy)) == {first: "not a regular file; not opened", second: "a folder, not a file"}
 
 
+def test_a_file_uri_output_s_fifo_is_named_not_opened_by_verify_and_the_loader(raw_output, tmp_path):
+    """``file://OUT`` is as local as ``OUT``: a FIFO in a shard's place is refused by its type,
+    where a read of it would wait for ever. Each command in a process an alarm stops after 20 s."""
+    copy, (first, _) = _copy_of(raw_output, tmp_path)
+    (copy / first).unlink()
+    os.mkfifo(copy / first)
+    script = ("import signal, sys\n"
+              "from pipelines import cli\n"
+              "def hung(*_):\n"
+              "    print('HUNG'); sys.stdout.flush(); sys.exit(9)\n"
+              "signal.signal(signal.SIGALRM, hung)\n"
+              "signal.alarm(20)\n"
+              "sys.exit(cli.main(sys.argv[1:]))\n")
+    for command, status, said in [(["verify", f"file://{copy}"], 1, "not a regular file; not opened"),
+                                  (["load", "--data", f"file://{copy}", "--split", "train", "--steps", "1"], 1,
+                                   "is not a regular file")]:
+        done = subprocess.run([sys.executable, "-c", script, *command], cwd=ROOT, capture_output=True, text=True,
+                              timeout=120, check=False)
+        assert "HUNG" not in done.stdout and done.returncode == status, (command, done.stdout, done.stderr[-2000:])
+        assert said in done.stdout + done.stderr, (command, done.stdout, done.stderr[-2000:])
+
+
 def test_the_loader_and_verify_need_tensorflow_only():
     """A trainer imports the loader without Apache Beam, Beam's Dask runner or dask."""
     code = ("import sys, beam_etl.loader.dataset, beam_etl.loader.verify; "

@@ -267,3 +267,18 @@ def test_the_loader_prints_no_tensorflow_chatter(raw_output):
     as_module = subprocess.run([sys.executable, "-m", "beam_etl.loader.verify", str(out)], capture_output=True,
                                text=True, timeout=300)
     assert as_module.returncode == 0 and as_module.stderr == "" and "every file matches" in as_module.stdout
+
+
+def test_a_file_uri_is_the_local_place_it_names(tmp_path):
+    """``file://OUT`` and ``OUT`` are one folder: what lies in one lies in the other, and a
+    report is not written into either."""
+    from beam_etl.loader import written_file
+    from beam_etl.output_layout import is_local, is_within, local_path
+
+    out = tmp_path / "out"
+    out.mkdir()
+    assert is_local(f"file://{out}") and local_path(f"file://{out}") == str(out) and not is_local("gs://b/o")
+    assert is_within(f"file://{out}/a.html", str(out)) and is_within(f"{out}/a.html", f"file://{out}")
+    assert not is_within(f"file://{tmp_path}/a.html", str(out)) and not is_within(f"gs:/{out}/a", str(out))
+    assert "is inside OUT" in written_file.refusal("--html", f"file://{out}/r.html", str(out))
+    assert "does not exist" in written_file.refusal("--html", f"file://{tmp_path}/none/r.html", str(out))
