@@ -16,8 +16,7 @@ import os
 import re
 
 from beam_etl import schema
-
-SPLITS = ("train", "val", "test")
+from beam_etl.output_layout import SHARD_DIGITS, SPLITS
 IMAGE_FORMATS = ("jpeg", "png", "raw")
 # How an image meets --image_size: stretched to it, its whole fitted inside and padded, or its
 # short side fitted and the centre cropped (beam_etl.image.resizing).
@@ -108,7 +107,7 @@ fraction = _within(float, 0.0, 1.0)
 fraction_below_one = _within(float, 0.0, 1.0, below_high=True)
 jpeg_quality = _within(int, 1, 100)
 augment_copies = _within(int, 0, 100)
-MAX_SHARDS = 99999  # a split's files: their names have five digits
+MAX_SHARDS = 10 ** SHARD_DIGITS - 1  # a split's files: the digits of their names
 num_shards = _within(int, 1, MAX_SHARDS)
 shard_size_mb = _within(float, MIN_SHARD_MB, MAX_SHARD_MB)
 

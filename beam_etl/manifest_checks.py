@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import collections
 
-from beam_etl.output_layout import (INCOMPLETE_DIR, TRANSFORM_DIRS, first_format, index_name, is_job_file,
-                                    lineage_name)
+from beam_etl.output_layout import TRANSFORM_DIRS, first_format, index_name, is_listable_name, lineage_name
 
 FILES_FORMAT = 2  # the first manifest format whose "files" lists every file (bytes, crc32c)
 INDEX_FORMAT = 3  # ... a record index beside every shard
@@ -111,9 +110,7 @@ def consistency_problems(manifest: dict) -> list[str]:
     problems = []
     files, splits = manifest["files"], manifest["splits"]
     for name in files:
-        parts = name.split("/")
-        if name.startswith("/") or "\\" in name or any(part in ("", ".", "..") for part in parts) \
-                or not is_job_file(name) or parts[0] == INCOMPLETE_DIR:
+        if not is_listable_name(name):
             problems.append(f"lists {name!r}, which is not a file of an output")
         elif first_format(name) > version:
             problems.append(f"lists {name!r}, a file of format {first_format(name)} on, and says "

@@ -42,6 +42,11 @@ PROGRESS_DIR = f"{INCOMPLETE_DIR}/progress"  # each worker's count of inputs don
 PREVIOUS_DIR = f"{INCOMPLETE_DIR}/previous"  # the replaced output, during the commit only
 JOURNAL = f"{INCOMPLETE_DIR}/commit.json"  # the commit in progress: what moves where
 TEMPORARY_DIR = f"{INCOMPLETE_DIR}/tmp"  # a file being written, before it is renamed into staged/
+BROKEN_SUFFIX = ".broken-by-"  # LEASE + it + a run id: a dead run's lease, while that run breaks it
+# What a run leaves in .incomplete/ (besides its lease, which it takes first and keeps if killed;
+# only a run killed while it broke a dead run's lease leaves these without one).
+RUN_FOLDERS = (STAGING_DIR, SPILL_DIR, PROGRESS_DIR, PREVIOUS_DIR, TEMPORARY_DIR)
+RUN_FILES = (JOURNAL, JOURNAL + ".tmp")
 # Each input's outcome by content (beam_etl.beam.example_cache), and the digests of the local
 # files read, in segments (beam_etl.beam.outcome_store), kept across runs: not an output file (no
 # manifest lists it, verify and the ownership checks pass it by), and never deleted.
@@ -65,13 +70,14 @@ def staging_dir(run_id: str) -> str:
     return f"{STAGING_DIR}/{run_id}"
 
 
-SPLITS = ("train", "val", "test")
-_SHARD = re.compile(r"(train|val|test)-(\d{5})-of-(\d{5})\.tfrecord")
+SPLITS = ("train", "val", "test")  # the output's splits, in the order they are reported
+SHARD_DIGITS = 5  # a shard's number and count in its name: at most 99,999 files a split
+_SHARD = re.compile(rf"({'|'.join(SPLITS)})-([0-9]{{{SHARD_DIGITS}}})-of-([0-9]{{{SHARD_DIGITS}}})\.tfrecord")
 _INDEX = re.compile(_SHARD.pattern + r"\.idx")
 
 
 def shard_name(split: str, shard: int, num_shards: int) -> str:
-    return f"{split}-{shard:05d}-of-{num_shards:05d}.tfrecord"
+    return f"{split}-{shard:0{SHARD_DIGITS}d}-of-{num_shards:0{SHARD_DIGITS}d}.tfrecord"
 
 
 def is_shard_name(name: str) -> bool:
@@ -110,6 +116,21 @@ def is_job_file(name: str) -> bool:
     write or replace there, so one a run refuses to find beside it without ``--overwrite``."""
     return (name == MANIFEST or is_shard_name(name) or is_index_name(name)
             or name.split("/", 1)[0] in JOB_FOLDERS)
+
+
+def is_listable_name(name: str) -> bool:
+    """Whether a manifest may list ``name``: relative, ``/``-separated, without empty, ``.`` or
+    ``..`` parts, a name the job writes (:func:`is_job_file`), and not in ``.incomplete/``. A
+    commit owns, moves and deletes only such names, whatever a (hand-edited) manifest lists."""
+    return (isinstance(name, str) and not name.startswith("/") and "\\" not in name
+            and all(part not in ("", ".", "..") for part in name.split("/"))
+            and is_job_file(name) and name.split("/", 1)[0] != INCOMPLETE_DIR)
+
+
+def is_run_leftover(name: str) -> bool:
+    """Whether ``name`` (relative to ``--output``) is one a run writes in ``.incomplete/``."""
+    return (name.startswith(tuple(f"{folder}/" for folder in RUN_FOLDERS)) or name in RUN_FILES
+            or (name.startswith(LEASE + BROKEN_SUFFIX) and "/" not in name[len(LEASE):]))
 
 
 def join(directory: str, name: str) -> str:

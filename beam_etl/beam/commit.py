@@ -23,9 +23,9 @@ import time
 
 from beam_etl.beam import filesystem, lease
 from beam_etl.beam.crash import crash_point
-from beam_etl.output_layout import (INCOMPLETE_DIR, JOB_FOLDERS, JOURNAL, LEASE, MANIFEST, PREVIOUS_DIR, PROGRESS_DIR,
-                                    REJECTED_FILE, SPILL_DIR, STAGING_DIR, TEMPORARY_DIR, TRANSFORM_DIRS, is_job_file,
-                                    join, parse_manifest, refuse_unless_regular, staging_dir)
+from beam_etl.output_layout import (INCOMPLETE_DIR, JOB_FOLDERS, JOURNAL, LEASE, MANIFEST, PREVIOUS_DIR, REJECTED_FILE,
+                                    STAGING_DIR, TRANSFORM_DIRS, is_job_file, is_listable_name, is_run_leftover, join,
+                                    parse_manifest, refuse_unless_regular, staging_dir)
 
 _log = logging.getLogger(__name__)
 
@@ -47,14 +47,6 @@ def read_manifest_if_any(output: str) -> dict | None:
         return None
 
 
-def is_safe_name(name: str) -> bool:
-    """A name a manifest may list: relative, without ``.``/``..`` parts, a name the job writes."""
-    parts = name.split("/")
-    return (isinstance(name, str) and not name.startswith("/") and "\\" not in name
-            and all(part not in ("", ".", "..") for part in parts)
-            and is_job_file(name) and not name.startswith(INCOMPLETE_DIR + "/"))
-
-
 def owned_files(output: str, manifest: dict) -> list[str]:
     """The files ``manifest`` says the job wrote in ``output`` (relative names). A name that
     could reach outside ``output`` or is not one the job writes is never the job's, whatever a
@@ -67,7 +59,7 @@ def owned_files(output: str, manifest: dict) -> list[str]:
             if filesystem.is_local(output) and os.path.islink(join(output, directory)):
                 continue  # never follow a link out of the output
             names += [f"{directory}/{name}" for name in filesystem.list_files(join(output, directory))]
-    return sorted(name for name in names if is_safe_name(name))
+    return sorted(name for name in names if is_listable_name(name))
 
 
 def _job_folders(root: str) -> list[str]:
@@ -183,18 +175,6 @@ def check_output(output: str, overwrite: bool) -> dict | None:
                              f"{MANIFEST} does not list: --overwrite replaces only what beam-etl "
                              "wrote; move those files")
     return manifest
-
-
-# What a run leaves in .incomplete/ (besides its lease, which it takes first and keeps if killed;
-# only a run killed while it broke a dead run's lease leaves these without one).
-_RUN_FOLDERS = tuple(f"{folder}/" for folder in (STAGING_DIR, SPILL_DIR, PROGRESS_DIR, PREVIOUS_DIR, TEMPORARY_DIR))
-_RUN_FILES = (JOURNAL, JOURNAL + ".tmp")
-
-
-def is_run_leftover(name: str) -> bool:
-    """Whether ``name`` (relative to ``--output``) is one a run writes in ``.incomplete/``."""
-    return (name.startswith(_RUN_FOLDERS) or name in _RUN_FILES
-            or (name.startswith(LEASE + ".broken-by-") and "/" not in name[len(LEASE):]))
 
 
 def _strangers_in_incomplete(output: str, present: list[str]) -> list[str]:

@@ -26,7 +26,7 @@ import time
 import uuid
 
 from beam_etl.beam import filesystem
-from beam_etl.output_layout import LEASE, join
+from beam_etl.output_layout import BROKEN_SUFFIX, LEASE, join
 
 
 class LeaseError(ValueError):
@@ -225,10 +225,10 @@ def _remove_stale(path: str, breaker: str, generation: int | None) -> None:
     generation: the other run's delete, or the lease it made since, fails that precondition."""
     if filesystem.is_local(path):
         try:
-            os.rename(path, f"{path}.broken-by-{breaker}")
+            os.rename(path, f"{path}{BROKEN_SUFFIX}{breaker}")
         except FileNotFoundError:
             raise LeaseError(f"another run broke the lease {path} first") from None
-        os.remove(f"{path}.broken-by-{breaker}")
+        os.remove(f"{path}{BROKEN_SUFFIX}{breaker}")
     elif generation is None:  # (its object could not be read: which one a delete would take is unknown)
         raise LeaseError(f"the lease {path} could not be read, and is not broken unread: run again, or delete it "
                          "once no run holds it")
