@@ -18,45 +18,14 @@ import sys
 
 from beam_etl import label_ids, lineage
 from beam_etl.config import FlagParser, flag_type, output_folder
-from beam_etl.manifest_checks import manifest_problems
-from beam_etl.output_layout import MANIFEST, join, missing_manifest, parse_manifest, refuse_unless_regular
 
 _MARKS = {lineage.ADDED: "+", lineage.REMOVED: "-", lineage.CHANGED: "~"}
 
 
-def _read(path: str) -> bytes:
-    if "://" not in path or path.startswith("file://"):
-        with open(path.removeprefix("file://"), "rb") as handle:
-            return handle.read()
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel  # only for remote outputs
-
-    if not tf.io.gfile.exists(path):
-        raise FileNotFoundError(path)
-    with tf.io.gfile.GFile(path, "rb") as handle:
-        return handle.read()
-
-
-def read_index(output: str) -> tuple[dict, dict[str, dict]]:
-    """``(manifest, lineage index: {input key: its line})`` of the complete output in ``output``."""
-    path = join(output, MANIFEST)
-    try:
-        refuse_unless_regular(path)
-        manifest = parse_manifest(_read(path), path)
-    except FileNotFoundError:
-        raise missing_manifest(path, output) from None
-    problems = manifest_problems(manifest)
-    if problems:
-        raise ValueError(f"{path} says what is not so of an output: {'; '.join(problems)} (edited by hand?)")
-    if not manifest.get("lineage"):
-        raise ValueError(f"{output} has no lineage index (manifest format {manifest.get('format_version')}; "
-                         "outputs have one from format 4): rerun the job to write one")
-    return manifest, lineage.read_described(manifest, lambda name: _read(join(output, name)))
-
-
 def compare(old: str, new: str) -> tuple[lineage.Changes, list[str]]:
     """What changed from the output ``old`` to ``new``, and notes on why (flags, code)."""
-    old_manifest, old_index = read_index(old)
-    new_manifest, new_index = read_index(new)
+    old_manifest, old_index = lineage.read_output(old)
+    new_manifest, new_index = lineage.read_output(new)
     notes = []
     old_lineage, new_lineage = old_manifest["lineage"], new_manifest["lineage"]
     if old_lineage["chain_version"] != new_lineage["chain_version"]:

@@ -1,4 +1,5 @@
-"""Where every example came from, and what changed between two outputs. No Beam, no TensorFlow.
+"""Where every example came from, and what changed between two outputs. No Beam; TensorFlow only
+to read an output that is not local (:func:`read_output`).
 
 ``OUT/lineage/<split>-SSSSS-of-NNNNN.jsonl``, beside each shard, holds one JSON line per input
 whose original example is in that shard, sorted by key::
@@ -30,6 +31,10 @@ import hashlib
 import json
 
 import google_crc32c
+
+from beam_etl.manifest_checks import manifest_problems
+from beam_etl.output_layout import (MANIFEST, is_local, join, local_path, missing_manifest, parse_manifest,
+                                    refuse_unless_regular)
 
 ADDED, REMOVED, CHANGED = "added", "removed", "changed"
 
@@ -160,3 +165,33 @@ def compare(old: dict[str, dict], new: dict[str, dict]) -> Changes:
     changed = tuple(sorted(key for key in both if _differ(old[key], new[key])))
     return Changes(added=tuple(sorted(new.keys() - old.keys())), removed=tuple(sorted(old.keys() - new.keys())),
                    changed=changed, unchanged=len(both) - len(changed))
+
+
+def _read(path: str) -> bytes:
+    """A file's bytes: a local one read directly, another (``gs://``) through TensorFlow's file systems."""
+    if is_local(path):
+        with open(local_path(path), "rb") as handle:
+            return handle.read()
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel  # only for remote outputs
+
+    if not tf.io.gfile.exists(path):
+        raise FileNotFoundError(path)
+    with tf.io.gfile.GFile(path, "rb") as handle:
+        return handle.read()
+
+
+def read_output(output: str) -> tuple[dict, dict[str, dict]]:
+    """``(manifest, lineage index: {input key: its line})`` of the complete output in ``output``."""
+    path = join(output, MANIFEST)
+    try:
+        refuse_unless_regular(path)
+        manifest = parse_manifest(_read(path), path)
+    except FileNotFoundError:
+        raise missing_manifest(path, output) from None
+    problems = manifest_problems(manifest)
+    if problems:
+        raise ValueError(f"{path} says what is not so of an output: {'; '.join(problems)} (edited by hand?)")
+    if not manifest.get("lineage"):
+        raise ValueError(f"{output} has no lineage index (manifest format {manifest.get('format_version')}; "
+                         "outputs have one from format 4): rerun the job to write one")
+    return manifest, read_described(manifest, lambda name: _read(join(output, name)))

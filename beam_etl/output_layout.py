@@ -118,6 +118,11 @@ def is_job_file(name: str) -> bool:
             or name.split("/", 1)[0] in JOB_FOLDERS)
 
 
+def cache_folder(output: str, cache_dir: str | None) -> str:
+    """Where the outcomes of a run into ``output`` are cached: ``--cache``, else inside the output."""
+    return cache_dir or join(output, CACHE_DIR)
+
+
 def is_listable_name(name: str) -> bool:
     """Whether a manifest may list ``name``: relative, ``/``-separated, without empty, ``.`` or
     ``..`` parts, a name the job writes (:func:`is_job_file`), and not in ``.incomplete/``. A

@@ -26,7 +26,7 @@ from beam_etl.beam import (commit, crash, filesystem, job_progress, lease, manif
                            sdk_worker, sources, up_to_date, warm_workers)
 from beam_etl.beam.preprocess import Preprocess
 from beam_etl.config import JobConfig
-from beam_etl.output_layout import CACHE_DIR, join
+from beam_etl.output_layout import cache_folder
 from beam_etl.progress import ProgressLine
 
 _MB = 1 << 20
@@ -309,7 +309,7 @@ def check_cache(config: JobConfig) -> None:
     user may not write to): a run would neither read nor keep anything there."""
     if not config.use_cache:
         return
-    cache = config.cache_dir or join(config.output, CACHE_DIR)
+    cache = cache_folder(config.output, config.cache_dir)
     store = outcome_store.OutcomeStore(cache)
     refusal = store.refusal()
     if refusal is not None and config.cache_dir and filesystem.is_local(config.cache_dir) \

@@ -18,7 +18,7 @@ from beam_etl import code_version, file_states, lineage
 from beam_etl.beam import crash, example_cache, filesystem, job_progress, outcome_store
 from beam_etl.config import JobConfig
 from beam_etl.elements import RejectedInput, SourceRecord
-from beam_etl.output_layout import CACHE_DIR, join
+from beam_etl.output_layout import cache_folder
 from beam_etl.beam.rejections import SplitRejections
 
 _MASK_STAGES = ("read_mask", "decode_mask")
@@ -165,7 +165,7 @@ class ProcessExamplesFn(beam.DoFn):
                 "workers' image, or install the command's beam-etl on the workers)")
         self._cache = None
         if config.use_cache:
-            self._cache = outcome_store.OutcomeStore(config.cache_dir or join(config.output, CACHE_DIR))
+            self._cache = outcome_store.OutcomeStore(cache_folder(config.output, config.cache_dir))
         self._chains = {split: example_cache.Chain.of(config, split, self._chain_code) for split in config.splits}
         self._cached = {name: Metrics.counter("beam_etl", f"cache_{name}") for name in ("hits", "misses", "damaged")}
         self._inputs = Metrics.counter("beam_etl", "inputs")

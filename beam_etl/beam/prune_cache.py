@@ -33,19 +33,19 @@ from __future__ import annotations
 import os
 import sys
 
-from beam_etl import diff
+from beam_etl import lineage
 from beam_etl.beam import filesystem, outcome_store
 from beam_etl.config import FlagParser, flag_type, output_folder
-from beam_etl.output_layout import CACHE_DIR, LEASE, join
+from beam_etl.output_layout import CACHE_DIR, LEASE, cache_folder, join
 
 
 def used_by(output: str) -> tuple[str | None, set[str], set[str]]:
     """``(cache, outcome names, input SHA-256s)`` of the complete output in ``output``: the
     cache it was made with (its manifest's ``--cache``, else its own; None with ``--no_cache``),
     and what of the cache it was made from."""
-    manifest, index = diff.read_index(output)
+    manifest, index = lineage.read_output(output)
     flags = manifest.get("flags", {})
-    cache = None if not flags.get("use_cache", True) else (flags.get("cache_dir") or join(output, CACHE_DIR))
+    cache = None if not flags.get("use_cache", True) else cache_folder(output, flags.get("cache_dir"))
     outcomes = {entry["outcome"] for entry in index.values()}
     digests = {entry[field] for entry in index.values() for field in ("image_sha256", "mask_sha256")}
     return cache, outcomes, digests

@@ -270,10 +270,10 @@ def _read_files(output: str, sha256: str) -> dict | None:
 def _made_from(output: str) -> dict[str, str | None]:
     """``{uri: SHA-256}`` of the files the output's written inputs were made from, as its lineage
     index says (None for a file read twice with other bytes); empty where it has none."""
-    from beam_etl import diff  # pylint: disable=import-outside-toplevel  # (and its crc32c: only here)
+    from beam_etl import lineage  # pylint: disable=import-outside-toplevel  # (and its crc32c: only here)
 
     try:
-        _, index = diff.read_index(output)
+        _, index = lineage.read_output(output)
     except (OSError, ValueError, KeyError, TypeError):  # (no manifest, no lineage index: none to compare)
         return {}
     made: dict[str, str | None] = {}

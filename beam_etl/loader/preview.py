@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import tensorflow as tf
 
-from beam_etl import diff, schema
+from beam_etl import lineage, schema
 from beam_etl.loader.dataset import load_manifest, split_files
 from beam_etl.loader.tf_decoding import decode_images, decode_masks
 
@@ -72,7 +72,7 @@ def _elsewhere(data_dir: str, keys: list[str]) -> str:
     """``" ('k' is in split 'test': --split test)"``: the split the lineage index gives the first
     of ``keys`` it holds; "" where it holds none of them, or cannot be read."""
     try:
-        _, index = diff.read_index(data_dir)
+        _, index = lineage.read_output(data_dir)
     except (OSError, ValueError, KeyError, TypeError, tf.errors.OpError):  # (the index is for diff to judge)
         return ""
     for key in keys:

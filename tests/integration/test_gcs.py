@@ -13,7 +13,7 @@ import pytest
 
 from beam_etl.beam import manifest as manifest_lib
 from beam_etl.beam import example_cache, lease, outcome_store, prune_cache
-from beam_etl import diff, loader
+from beam_etl import diff, lineage, loader
 from beam_etl.output_layout import CACHE_DIR, CHANGES_FILE, INCOMPLETE_DIR, REJECTED_FILE
 from beam_etl.elements import EncodedExample
 from beam_etl.loader import verify
@@ -210,7 +210,7 @@ def test_prune_cache_on_gcs_keeps_what_the_output_was_made_from(outputs, gcs_pet
     assert prune_cache.main(["gs://pets/out"]) == 0
     after = set(emulators.list_objects(folder))
     assert not before & after and sorted(uri.rsplit(".", 1)[1] for uri in after) == ["idx", "seg"]
-    _, index = diff.read_index("gs://pets/out")
+    _, index = lineage.read_output("gs://pets/out")
     assert sorted(outcome_store.OutcomeStore(cache).entries()) == sorted(entry["outcome"] for entry in index.values())
     decodes.clear()
     again = run_job(gcs_pets, "gs://pets/out", *FLAGS, "--overwrite", "--num_shards", "3")  # the job runs, on the cache
