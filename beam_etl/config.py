@@ -238,14 +238,19 @@ class JobConfig:
         if self.resize == "pad" and self.mask_values is not None and PAD_MASK_VALUE in self.mask_values:
             raise ValueError(f"--mask_values {list(self.mask_values)} holds {PAD_MASK_VALUE}, the value "
                              "--resize pad gives the padding: it cannot also be a class")
-        for name, check in BOUNDS.items():
+        for name, parse in FLAG_PARSERS.items():  # (a value is taken from code as from its flag's text)
             value = getattr(self, name)
-            if value is None and name == "num_shards":
+            if value is None and name in ("num_shards", "mask_values"):
                 continue
             try:
-                check(value)
+                parsed = parse(_FLAG_TEXT.get(name, str)(value))
             except (TypeError, ValueError) as error:
                 raise ValueError(f"--{name} {value!r}: {error}") from None
+            if parsed != value:
+                raise ValueError(f"--{name} {value!r}: its flag would read {parsed!r}")
+        for field in dataclasses.fields(self):
+            if field.type == "bool" and not isinstance(getattr(self, field.name), bool):
+                raise ValueError(f"{field.name} {getattr(self, field.name)!r}: expected True or False")
 
     @property
     def splits(self) -> tuple[str, ...]:
@@ -298,16 +303,26 @@ class JobConfig:
         return json_ready(values)
 
 
-# The bound of each numeric setting: the flag's argparse type, and checked again by JobConfig
-# for configs built in code.
-BOUNDS = {
+# The parser of each setting's flag text (its argparse type, with its bounds): JobConfig parses
+# a value built in code from the text its flag would hold (``_FLAG_TEXT``, else ``str``) and
+# refuses it unless it reads back the same, so code and command line accept the same values.
+FLAG_PARSERS = {
+    "image_size": parse_image_size,
     "jpeg_quality": jpeg_quality,
     "max_pixels": positive_int,
+    "mask_values": parse_mask_values,
     "augment_copies": augment_copies,
+    "seed": int,
     "val_fraction": fraction_below_one,
+    "split_fractions": parse_split_fractions,
     "num_shards": num_shards,
     "shard_size_mb": shard_size_mb,
     "max_reject_fraction": fraction,
+}
+_FLAG_TEXT = {
+    "image_size": lambda size: "x".join(map(str, size)),
+    "mask_values": lambda values: ",".join(map(str, values)),
+    "split_fractions": lambda fractions: ",".join(f"{name}={fraction!r}" for name, fraction in fractions),
 }
 
 

@@ -111,14 +111,36 @@ def test_help_lists_every_flag(capsys):
 def test_a_bound_is_one_function_for_the_flag_and_for_code(capsys, name, good, bad):
     flag = f"--{name}"
     types = {action.dest: action.type for action in options._parser(None, None)._actions}  # pylint: disable=protected-access
-    assert types[name].parse is config_lib.BOUNDS[name]
+    assert types[name].parse is config_lib.FLAG_PARSERS[name]
     job, _ = options.parse_args(["--oxford_pets", "d", "--output", "o", flag, good])
-    assert getattr(job, name) == config_lib.BOUNDS[name](good)
+    assert getattr(job, name) == config_lib.FLAG_PARSERS[name](good)
     err = _fail(capsys, ["--oxford_pets", "d", "--output", "o", flag, bad])
     assert flag in err and bad in err
     value = type(getattr(job, name))(float(bad))
     with pytest.raises(ValueError, match=f"^{flag} "):
         config_lib.JobConfig(output="o", sources=(oxford.Settings(("d",)),), **{name: value})
+
+
+def test_every_parsed_setting_is_refused_from_code_where_its_flag_is_refused():
+    """A config built in code takes a value exactly when its flag would: the flag's parser reads
+    the text it would hold, and must read back the same value."""
+    types = {action.dest: action.type for action in options._parser(None, None)._actions}  # pylint: disable=protected-access
+    for name, parse in config_lib.FLAG_PARSERS.items():
+        assert getattr(types[name], "parse", types[name]) is parse, name
+    sources = (oxford.Settings(("d",)),)
+    for name, value in [("image_size", (0, -5)), ("image_size", (128,)), ("image_size", [128, 128]),
+                        ("image_size", (128.5, 128)), ("split_fractions", (("train", 0.3),)),
+                        ("split_fractions", (("train", 0.5), ("train", 0.5))), ("mask_values", (300,)),
+                        ("mask_values", (2, 1)), ("mask_values", ()), ("seed", "x"), ("seed", 1.5), ("seed", True),
+                        ("jpeg_quality", 95.7), ("augment_copies", True), ("num_shards", 2.0)]:
+        with pytest.raises(ValueError, match=f"^--{name} "):
+            config_lib.JobConfig(output="o", sources=sources, **{name: value})
+    for name in ("overwrite", "statistics", "use_cache"):
+        with pytest.raises(ValueError, match=f"^{name} 'no': expected True or False"):
+            config_lib.JobConfig(output="o", sources=sources, **{name: "no"})
+    accepted = config_lib.JobConfig(output="o", sources=sources, image_size=(96, 128), seed=-3, mask_values=(1, 2, 3),
+                                    split_fractions=(("train", 0.7), ("test", 0.3)), shard_size_mb=1)
+    assert accepted.image_size == (96, 128) and accepted.mask_values == (1, 2, 3)
 
 
 def test_the_dask_runner_is_named_by_its_package_and_its_flags_are_known(capsys):
