@@ -76,6 +76,9 @@ def run(argv: list[str] | None = None, prog: str = "python -m pipelines.preproce
         config, pipeline_options = options.parse_args(
             argv, prog=prog, description=__doc__.split("\n\n", maxsplit=1)[0])
         return launch.launch(config, pipeline_options, command_line, code)
+    except Exception:
+        warm_workers.stop(until_workers_end=True)  # (a worker killed is written down: the failure names it)
+        raise
     finally:
         warm_workers.stop()
 

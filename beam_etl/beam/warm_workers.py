@@ -19,7 +19,9 @@ for them as for any worker (:func:`beam_etl.beam.lease.is_resumable`). The paren
 socket as it ends; one killed along with its launcher cannot, and the next launch removes what
 it left (:func:`remove_abandoned`). It waits for its children as they end, and writes down those a
 signal killed (:func:`killed_workers`): a failed run names them, since to the runner a killed worker
-is only a closed connection.
+is only a closed connection. A worker's connection closes as it dies, a moment before the kernel
+reports its death, so a failed run stops the parent with ``until_workers_end``: the parent then
+waits (a while at most) for its children to end before it ends, and misses no record.
 
 Standard library only at import (:mod:`beam_etl.quick_exit` is too): the worker command imports
 this module before anything else.
@@ -55,6 +57,8 @@ _HEADER = struct.Struct("!I")  # the length of the JSON that follows the descrip
 _POLL_S = 0.5  # how often a waiting parent checks that the launcher still runs
 _PREFIX = "beam-etl-workers-"  # the folder start() makes for its socket, in the temporary folder
 _ABANDONED_AFTER_S = 10.0  # a refusing socket younger than this may be one about to listen()
+_WORKERS_END_S = 3.0  # how long a parent stopped until_workers_end waits for its children
+_UNTIL_WORKERS_END = signal.SIGUSR1  # the launcher's stop(until_workers_end=True), to the parent
 
 _DEATHS = "deaths"  # in the socket's folder: a line "pid signal" per child a signal killed
 _current: dict = {}  # the parent this process started: {"process", "directory", "run_id"}
@@ -121,16 +125,19 @@ def _read_deaths(path: str) -> list[tuple[int, int]]:
             if len(fields) == 2 and fields[0].isdigit() and fields[1].isdigit()]
 
 
-def stop() -> None:
+def stop(until_workers_end: bool = False) -> None:
     """Ends the warm parent (the workers it forked run on until their runner lets them go),
-    keeping its record of killed workers (:func:`killed_workers`)."""
+    keeping its record of killed workers (:func:`killed_workers`). ``until_workers_end`` (a run
+    that failed, whose killed workers are to be named): the parent first waits, a few seconds at
+    most, for its children to end, so that a worker whose death the runner saw is written down."""
     if not _current:
         return
     process = _current["process"]
     if process.poll() is None:
-        process.terminate()  # (it waits for its ended children first: their record is whole)
+        # (either way it waits for its ended children first: their record is whole)
+        process.send_signal(_UNTIL_WORKERS_END if until_workers_end else signal.SIGTERM)
         try:
-            process.wait(timeout=5)
+            process.wait(timeout=5 + (_WORKERS_END_S if until_workers_end else 0))
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
@@ -239,6 +246,7 @@ def serve(listen_fd: int, launcher_pid: int, verbose: bool, google_cloud: bool =
     deaths = os.path.join(os.path.dirname(listener.getsockname()), _DEATHS)
     signal.signal(signal.SIGCHLD, lambda *unused: _reap(deaths))
     signal.signal(signal.SIGTERM, lambda *unused: _reap_and_end(deaths))
+    signal.signal(_UNTIL_WORKERS_END, lambda *unused: _reap_and_end(deaths, _WORKERS_END_S))
     listener.settimeout(_POLL_S)
     parent = os.getpid()
     try:
@@ -250,31 +258,48 @@ def serve(listen_fd: int, launcher_pid: int, verbose: bool, google_cloud: bool =
             _remove_socket(listener.getsockname())
 
 
-def _reap_and_end(deaths: str) -> None:
-    """(The parent, on its launcher's SIGTERM) the children that ended are written down before
-    it ends, so that a SIGCHLD not yet handled loses no record."""
-    _reap(deaths)
+# (the parent) SIGCHLD handlers at work (nested); a stop that came meanwhile: how long it waits for children
+_reaping = {"depth": 0, "end": None}
+
+
+def _reap_and_end(deaths: str, within_s: float = 0.0) -> None:
+    """(The parent, on its launcher's stop) the children that ended are written down before it
+    ends, so that a SIGCHLD not yet handled loses no record; ``within_s``: it first waits that
+    long at most for every child to end. Python may run this handler inside the SIGCHLD one,
+    between its wait for a child and its record of it: then that one ends the parent once it has
+    written its record."""
+    if _reaping["depth"]:
+        _reaping["end"] = max(_reaping["end"] or 0.0, within_s)
+        return
+    deadline = time.monotonic() + within_s
+    while _reap(deaths) and time.monotonic() < deadline:
+        time.sleep(0.01)
     os._exit(0)  # pylint: disable=protected-access
 
 
-def _reap(deaths: str) -> None:
+def _reap(deaths: str) -> bool:
     """(The parent, on SIGCHLD) waits for its ended children; writes to ``deaths`` those a
-    signal killed, for the launcher to tell. (Its SIGTERM waits meanwhile: a child reaped is
-    written down.)"""
-    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    signal killed, for the launcher to tell. Whether children still run."""
+    _reaping["depth"] += 1
+    running = False
     try:
         while True:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
-                return
+                break
             if pid == 0:
-                return
+                running = True
+                break
             if os.WIFSIGNALED(status):
                 with contextlib.suppress(OSError), open(deaths, "a", encoding="ascii") as record:
                     record.write(f"{pid} {os.WTERMSIG(status)}\n")
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        _reaping["depth"] -= 1
+    if _reaping["end"] is not None and not _reaping["depth"]:
+        within_s, _reaping["end"] = _reaping["end"], None
+        _reap_and_end(deaths, within_s)
+    return running
 
 
 def _remove_socket(path: str) -> None:

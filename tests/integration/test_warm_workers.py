@@ -120,11 +120,39 @@ def test_the_parent_writes_down_the_children_a_signal_killed_and_the_stop_keeps_
     for command in commands:
         assert command.wait(timeout=30) == 1  # (the command's status: its child died without a word)
     directory = os.path.dirname(os.environ[warm_workers.SOCKET_ENV])
-    warm_workers.stop()  # at once: what the parent had not yet written down, it writes as it ends
+    # At once, as a failed run stops it: what the parent had not yet written down, it writes as it
+    # ends, a child whose connection closed but whose death the kernel had not yet reported too.
+    warm_workers.stop(until_workers_end=True)
     killed = [(children[0], signal.SIGKILL), (children[1], signal.SIGTERM)]
     assert sorted(warm_workers.killed_workers()) == sorted(killed) and not os.path.exists(directory)
     assert warm_workers.start(verbose=True)  # a new run: none of its workers was killed
     assert warm_workers.killed_workers() == []
+
+
+def test_a_sigterm_handled_between_a_child_s_wait_and_its_record_loses_no_record(tmp_path):
+    """Python may run the parent's SIGTERM handler inside its SIGCHLD handler, right after that
+    one has waited for a killed child and before it writes the child down: the parent must still
+    write it down before it ends (a run failed by a killed worker names it)."""
+    script = ("import os, signal, sys\n"
+              "from beam_etl.beam import warm_workers\n"
+              "child = os.fork()\n"
+              "if child == 0:\n"
+              "    os.kill(os.getpid(), signal.SIGKILL)\n"
+              "os.waitid(os.P_PID, child, os.WEXITED | os.WNOWAIT)  # (dead, not yet reaped)\n"
+              "wait = os.waitpid\n"
+              "def waitpid(*args):\n"
+              "    reaped = wait(*args)\n"
+              "    if reaped[0]:\n"
+              "        warm_workers._reap_and_end(sys.argv[1])  # the launcher's SIGTERM, handled here\n"
+              "    return reaped\n"
+              "os.waitpid = waitpid\n"
+              "warm_workers._reap(sys.argv[1])\n"
+              "print(child, 'the parent went on')\n")
+    deaths = tmp_path / "deaths"
+    done = subprocess.run([sys.executable, "-c", script, str(deaths)], cwd=TREE, capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert done.returncode == 0 and "went on" not in done.stdout, (done.stdout, done.stderr[-2000:])
+    assert warm_workers._read_deaths(str(deaths)) and warm_workers._read_deaths(str(deaths))[0][1] == signal.SIGKILL
 
 
 def test_the_parent_ends_when_its_launcher_is_gone_and_leaves_no_socket_behind(tmp_path):
