@@ -66,14 +66,20 @@ class Rejection:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
 
 
-class RejectedInput(Exception):
-    """Raised by the per-image functions for bad data; the DoFn turns it into a Rejection."""
+MASK_STAGES = ("read_mask", "decode_mask")  # the stages of the mask's own file
 
-    def __init__(self, stage: str, reason: str, message: str):
+
+class RejectedInput(Exception):
+    """Raised by the per-image functions for bad data; the DoFn turns it into a Rejection that
+    names the file at fault: the mask where ``of_mask`` (said where it is raised; by default,
+    whether the stage is one of the mask's own), else the image."""
+
+    def __init__(self, stage: str, reason: str, message: str, of_mask: bool | None = None):
         super().__init__(f"{stage}/{reason}: {message}")
         self.stage = stage
         self.reason = reason
         self.message = message
+        self.of_mask = stage in MASK_STAGES if of_mask is None else of_mask
 
     def to_rejection(self, uri: str, key: str | None) -> Rejection:
         return Rejection(uri=uri, stage=self.stage, reason=self.reason,

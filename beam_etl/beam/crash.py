@@ -15,8 +15,12 @@ CRASH_POINTS = ("after_lease", "outcomes", "before_commit", "old_manifest_out", 
 
 def crash_point(name: str, count: int | None = None) -> None:
     """Kills or interrupts this process when ``BEAM_ETL_CRASH_AT`` names ``name`` (and, for a
-    counted point, ``count``)."""
+    counted point, ``count``). A name that is not a crash point, in the code or in the variable,
+    is an error: a misspelt one would never crash, and a test of it would pass unknowing."""
     point, _, how = os.environ.get("BEAM_ETL_CRASH_AT", "").partition(":")
+    for named in (name, point or name):
+        if named not in CRASH_POINTS:
+            raise ValueError(f"{named!r} is not a crash point: {', '.join(CRASH_POINTS)}")
     if point != name:
         return
     if count is not None:

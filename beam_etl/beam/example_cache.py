@@ -135,7 +135,8 @@ def encode(name: str, outcome: Outcome) -> bytes:
                      for e in outcome.examples],
         "sums": dict(vars(outcome.sums)) if outcome.sums is not None else None,  # (asdict deep-copies: 20 us)
         "rejected": ({"stage": outcome.rejected.stage, "reason": outcome.rejected.reason,
-                      "message": outcome.rejected.message} if outcome.rejected is not None else None),
+                      "message": outcome.rejected.message, "of_mask": outcome.rejected.of_mask}
+                     if outcome.rejected is not None else None),
     }
     body = json.dumps(header, sort_keys=True).encode("utf-8") + b"\n" + b"".join(e.serialized for e in outcome.examples)
     return MAGIC + _checksum(body) + b"\n" + body
@@ -165,6 +166,7 @@ def decode(name: str, data: bytes) -> Outcome | None:
         return Outcome(
             examples=tuple(examples),
             sums=ExampleSums(**{k: tuple(v) if isinstance(v, list) else v for k, v in sums.items()}) if sums else None,
-            rejected=RejectedInput(rejected["stage"], rejected["reason"], rejected["message"]) if rejected else None)
+            rejected=RejectedInput(rejected["stage"], rejected["reason"], rejected["message"], rejected.get("of_mask"))
+            if rejected else None)
     except (ValueError, KeyError, TypeError):
         return None

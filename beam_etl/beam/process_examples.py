@@ -21,8 +21,6 @@ from beam_etl.elements import RejectedInput, SourceRecord
 from beam_etl.output_layout import cache_folder
 from beam_etl.beam.rejections import SplitRejections
 
-_MASK_STAGES = ("read_mask", "decode_mask")
-_MASK_REASONS = ("mask_values", "reserved_mask_value")  # (of the validate stage: the mask's values)
 STATISTICS = "statistics"  # the tagged output of the examples' shares of the statistics
 
 
@@ -269,8 +267,7 @@ class ProcessExamplesFn(beam.DoFn):
         if rejected.reason not in self._rejected:
             self._rejected[rejected.reason] = Metrics.counter("beam_etl", f"rejected_{rejected.reason}")
         self._rejected[rejected.reason].inc()
-        of_mask = rejected.stage in _MASK_STAGES or rejected.reason in _MASK_REASONS
-        uri = record.mask_uri if of_mask else record.image_uri
+        uri = record.mask_uri if rejected.of_mask else record.image_uri
         return rejected.to_rejection(uri, record.key)
 
 

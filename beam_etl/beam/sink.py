@@ -1,7 +1,7 @@
 """Writers built on GroupByKey, so they behave the same on every runner (Beam's own file
 sinks rely on a finalize step that not every runner executes).
 
-Shards: each example goes to shard ``stable_hash(example_key) % num_shards`` of its split;
+Shards: each example goes to shard ``stable_hash("shard", example_key) % num_shards`` of its split;
 a shard's records are sorted by key; so the same inputs give byte-identical files whatever
 the runner, worker count or bundle order. Every file is written to a temporary name and renamed
 into the run's staging folder (``.incomplete/staged/<run id>/``) once complete, with its size and
@@ -28,6 +28,7 @@ import collections
 import math
 import pickle
 import uuid
+from typing import NamedTuple
 
 import apache_beam as beam
 import google_crc32c
@@ -173,15 +174,34 @@ class _SpillFn(beam.DoFn):
         else:
             data_uri, data_offset = self._spill(data, entry)
             entry_uri, entry_offset = data_uri, data_offset + len(data)
-        yield example.split, (example.example_key, example.copy, data_uri, data_offset, len(data),
-                              entry_uri, entry_offset, len(entry), google_crc32c.value(data),
-                              google_crc32c.value(entry))
+        yield example.split, tuple(Pointer(example.example_key, example.copy, data_uri, data_offset, len(data),
+                                           entry_uri, entry_offset, len(entry), google_crc32c.value(data),
+                                           google_crc32c.value(entry)))
 
     def finish_bundle(self):
         if self._handle is not None:
             with filesystem.naming(self._uri):
                 self._handle.close()
             self._handle = None
+
+
+class Pointer(NamedTuple):
+    """Where the spill step put an example's bytes and its lineage entry (or found them, in the
+    cache's segment), with their crc32c: what crosses the shuffle instead of the bytes. It
+    crosses as the plain tuple of these fields (Beam encodes a tuple of strings and numbers
+    itself, and would pickle a NamedTuple); a step reads one with ``Pointer._make``. Pointers
+    sort by example key first: a shard's records are in key order."""
+
+    key: str
+    copy: int
+    data_uri: str
+    data_offset: int
+    data_length: int
+    entry_uri: str  # ("" with no entry: an augmented copy's)
+    entry_offset: int
+    entry_length: int
+    data_crc: int
+    entry_crc: int
 
 
 def shard_of(example_key: str, num_shards: int) -> int:
@@ -196,7 +216,7 @@ def _assign_shard(element, counts: dict):
     if pointer is _EMPTY:
         return element
     num_shards = counts[split]
-    return (split, shard_of(pointer[0], num_shards), num_shards), pointer
+    return (split, shard_of(Pointer._make(pointer).key, num_shards), num_shards), pointer
 
 
 def _read_spilled(pointers) -> dict[str, tuple[bytes, bytes]]:
@@ -204,10 +224,10 @@ def _read_spilled(pointers) -> dict[str, tuple[bytes, bytes]]:
     (spill file, or the cache's segment) once, front to back; raises where what was read is
     not what the pointer's checksum says was put there."""
     by_file = collections.defaultdict(list)
-    for key, _, data_uri, data_offset, data_length, entry_uri, entry_offset, entry_length, *_ in pointers:
-        by_file[data_uri].append((data_offset, data_length, key, 0))
-        if entry_length:
-            by_file[entry_uri].append((entry_offset, entry_length, key, 1))
+    for pointer in pointers:
+        by_file[pointer.data_uri].append((pointer.data_offset, pointer.data_length, pointer.key, 0))
+        if pointer.entry_length:
+            by_file[pointer.entry_uri].append((pointer.entry_offset, pointer.entry_length, pointer.key, 1))
     parts = {}
     for uri, wanted in sorted(by_file.items()):
         try:
@@ -225,14 +245,15 @@ def _read_spilled(pointers) -> dict[str, tuple[bytes, bytes]]:
                     raise IOError(f"{uri} is shorter than expected at offset {offset}")
                 parts[key, part] = chunk
     read = {}
-    for key, _, data_uri, data_offset, _, entry_uri, entry_offset, _, data_crc, entry_crc in pointers:
-        data, entry = parts[key, 0], parts.get((key, 1), b"")
-        for uri, offset, part, checksum in ((data_uri, data_offset, data, data_crc),
-                                            (entry_uri, entry_offset, entry, entry_crc)):
+    for pointer in pointers:
+        data, entry = parts[pointer.key, 0], parts.get((pointer.key, 1), b"")
+        for uri, offset, part, checksum in ((pointer.data_uri, pointer.data_offset, data, pointer.data_crc),
+                                            (pointer.entry_uri, pointer.entry_offset, entry, pointer.entry_crc)):
             if google_crc32c.value(part) != checksum:
-                raise IOError(f"{uri} no longer holds at offset {offset} the bytes of {key!r} this run put or found "
-                              "there (the file changed while the run went on); nothing was replaced: run again")
-        read[key] = (data, entry)
+                raise IOError(f"{uri} no longer holds at offset {offset} the bytes of {pointer.key!r} this run put "
+                              "or found there (the file changed while the run went on); nothing was replaced: "
+                              "run again")
+        read[pointer.key] = (data, entry)
     return read
 
 
@@ -240,20 +261,20 @@ _READ_CHUNK_BYTES = 16 << 20  # 16 MB: how much of a shard the writer holds at o
 
 
 def _spilled_in_order(pointers, chunk_bytes: int = _READ_CHUNK_BYTES):
-    """``(example bytes, pickled lineage entry or b"")`` of ``pointers``, in their order,
+    """``(example bytes, pickled lineage entry or b"")`` of ``pointers`` (:class:`Pointer`), in their order,
     holding about ``chunk_bytes`` at a time (not the whole shard): each chunk of consecutive
     pointers reads the spill files it needs once, front to back."""
     chunk, size = [], 0
     for pointer in pointers:
         chunk.append(pointer)
-        size += pointer[4] + pointer[7]
+        size += pointer.data_length + pointer.entry_length
         if size >= chunk_bytes:
             data = _read_spilled(chunk)
-            yield from (data[key] for key, *_ in chunk)
+            yield from (data[pointer.key] for pointer in chunk)
             chunk, size = [], 0
     if chunk:
         data = _read_spilled(chunk)
-        yield from (data[key] for key, *_ in chunk)
+        yield from (data[pointer.key] for pointer in chunk)
 
 
 class _WriteShardFn(beam.DoFn):
@@ -266,7 +287,7 @@ class _WriteShardFn(beam.DoFn):
 
     def process(self, element):
         (split, shard, num_shards), values = element
-        pointers = sorted(value for value in values if value is not _EMPTY)
+        pointers = sorted(Pointer._make(value) for value in values if value is not _EMPTY)
         name = shard_name(split, shard, num_shards)
         index = []  # (offset, size) of each framed record: the shard's index, made in this pass
         entries = []  # the lineage entries the originals carried
@@ -287,7 +308,7 @@ class _WriteShardFn(beam.DoFn):
             "split": split,
             "file": name,
             "num_examples": len(pointers),
-            "num_source_examples": sum(1 for _, copy, *_ in pointers if copy == 0),
+            "num_source_examples": sum(1 for pointer in pointers if pointer.copy == 0),
             **written,
             "index": {"file": index_name(name), **index_written},
         }

@@ -86,7 +86,7 @@ def process_example(record: SourceRecord, image_bytes: bytes, mask_bytes: bytes,
     if settings.resize == "pad" and (mask == PAD_MASK_VALUE).any():
         raise RejectedInput("validate", "reserved_mask_value",
                             f"mask holds {PAD_MASK_VALUE}, the value --resize pad gives the padding "
-                            "(an ignored value, no class)")
+                            "(an ignored value, no class)", of_mask=True)
     if settings.resize == "crop":
         fitted_h, fitted_w = resizing.fitted_size(mask.shape, settings.image_size, "crop")
         bound = MAX_CROP_GROWTH * max(mask.size, settings.image_size[0] * settings.image_size[1])

@@ -21,4 +21,4 @@ def validate_pair(image: DecodedImage, mask: np.ndarray,
         if unexpected:
             raise RejectedInput(
                 "validate", "mask_values",
-                f"mask holds values {unexpected} outside --mask_values {list(allowed_values)}")
+                f"mask holds values {unexpected} outside --mask_values {list(allowed_values)}", of_mask=True)

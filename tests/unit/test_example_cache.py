@@ -25,6 +25,7 @@ OUTCOMES = [
         sums=ExampleSums((1, 2, 3), (4, 5, 6), (1, 3), (10, 6), "pug")),
     example_cache.Outcome(examples=(EncodedExample("b", "val", 0, b"x" * 5000),)),
     example_cache.Outcome(rejected=RejectedInput("decode_image", "truncated", "ends after 12 bytes: é")),
+    example_cache.Outcome(rejected=RejectedInput("validate", "mask_values", "mask holds [7]", of_mask=True)),
 ]
 D = example_cache.digest
 N = "ab" * 32  # an entry's name
@@ -36,8 +37,8 @@ def test_an_entry_gives_back_its_outcome(outcome):
     assert back.examples == outcome.examples and back.sums == outcome.sums
     assert (back.rejected is None) == (outcome.rejected is None)
     if outcome.rejected is not None:
-        assert (back.rejected.stage, back.rejected.reason, back.rejected.message) == \
-            (outcome.rejected.stage, outcome.rejected.reason, outcome.rejected.message)
+        assert (back.rejected.stage, back.rejected.reason, back.rejected.message, back.rejected.of_mask) == \
+            (outcome.rejected.stage, outcome.rejected.reason, outcome.rejected.message, outcome.rejected.of_mask)
 
 
 @pytest.mark.parametrize("outcome", OUTCOMES)

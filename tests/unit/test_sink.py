@@ -124,7 +124,7 @@ def test_shard_counts_from_inputs_and_target_size():
 def test_a_split_never_gets_more_files_than_shard_names_hold():
     config = JobConfig(output="o", sources=(oxford.Settings(("r",)),), image_size=(100, 100), image_format="raw")
     # 200,000 inputs at a byte a file would be 200,000 files: names have five digits (00000-99999)
-    counts = dict(sink._shard_counts([("train", 200_000)], config, shard_bytes=1))  # pylint: disable=protected-access
+    counts = dict(sink._shard_counts([("train", 200_000)], config, shard_bytes=1))
     assert counts["train"] == 99999
     assert shard_name("train", 99998, counts["train"]) == "train-99998-of-99999.tfrecord"
 
@@ -162,9 +162,9 @@ def test_shard_bytes_come_back_in_key_order_a_bounded_chunk_at_a_time(tmp_path, 
                                  google_crc32c.value(data), google_crc32c.value(key.encode())))
                 offset += len(data) + len(key)
     reads = []
-    read_spilled = sink._read_spilled  # pylint: disable=protected-access
+    read_spilled = sink._read_spilled
     monkeypatch.setattr(sink, "_read_spilled", lambda chunk: reads.append(len(chunk)) or read_spilled(chunk))
-    ordered = list(sink._spilled_in_order(sorted(pointers), chunk_bytes=11))  # pylint: disable=protected-access
+    ordered = list(sink._spilled_in_order(sorted(map(sink.Pointer._make, pointers)), chunk_bytes=11))
     assert ordered == [(b"zero", b"k0"), (b"one", b"k1"), (b"two!", b"k2"), (b"three", b"k3")]
     assert reads == [2, 2]  # never more than ~11 bytes held: two pointers per chunk
 
@@ -183,15 +183,16 @@ def test_an_example_stored_in_the_cache_is_not_spilled_again_and_reads_back_from
     places = outcome_store.example_places(location, outcome)
     line = lineage.Entry(key="k", split="train", image_uri="/i/k.jpg", mask_uri="/m/k.png", image_sha256="a" * 64,
                          mask_sha256="b" * 64, outcome="ab" * 32, records_sha256="d" * 64, example_keys=("k", "k#aug1"))
-    spill = sink._SpillFn(str(tmp_path / "out"))  # pylint: disable=protected-access
+    spill = sink._SpillFn(str(tmp_path / "out"))
     spill.start_bundle()
     pointers = [pointer for example, place in zip(outcome.examples, places)
                 for _, pointer in spill.process(dataclasses.replace(
                     example, stored=place, lineage=line if example.copy == 0 else None))]
     spill.finish_bundle()
+    assert {type(pointer) for pointer in pointers} == {tuple}  # (what Beam encodes itself, not pickled)
     spilled = b"".join(p.read_bytes() for p in (tmp_path / "out").rglob("*.bin"))
     assert b"original bytes" not in spilled and b"a copy's" not in spilled and len(spilled) > 0
-    read_back = list(sink._spilled_in_order(sorted(pointers)))  # pylint: disable=protected-access
+    read_back = list(sink._spilled_in_order(sorted(map(sink.Pointer._make, pointers))))
     assert [data for data, _ in read_back] == [b"original bytes", b"a copy's"]
     assert pickle.loads(read_back[0][1]) == line and read_back[1][1] == b""
     (segment,) = (tmp_path / "cache").rglob("*.seg")
@@ -200,17 +201,17 @@ def test_an_example_stored_in_the_cache_is_not_spilled_again_and_reads_back_from
                     good[:places[0][1]] + b"    " + good[places[0][1]:]):  # bytes put in before them
         segment.write_bytes(damaged)
         with pytest.raises(IOError, match=f"{segment} no longer holds at offset .* the bytes of 'k"):
-            list(sink._spilled_in_order(sorted(pointers)))  # pylint: disable=protected-access
+            list(sink._spilled_in_order(sorted(map(sink.Pointer._make, pointers))))
     segment.write_bytes(good)
-    assert list(sink._spilled_in_order(sorted(pointers))) == read_back  # pylint: disable=protected-access
+    assert list(sink._spilled_in_order(sorted(map(sink.Pointer._make, pointers)))) == read_back
     (spilled_file,) = (tmp_path / "out").rglob("*.bin")  # the lineage entry's file: named when it is at fault
     spilled_file.write_bytes(spilled_file.read_bytes()[:-1] + b"\x00")
     with pytest.raises(IOError, match=f"{spilled_file} no longer holds at offset 0 the bytes of 'k'"):
-        list(sink._spilled_in_order(sorted(pointers)))  # pylint: disable=protected-access
+        list(sink._spilled_in_order(sorted(map(sink.Pointer._make, pointers))))
     for segment in (tmp_path / "cache").rglob("*.seg"):  # pruned while the run went on
         segment.unlink()
     with pytest.raises(FileNotFoundError, match="the cache's file that holds examples of this run, is gone"):
-        list(sink._spilled_in_order(sorted(pointers)))  # pylint: disable=protected-access
+        list(sink._spilled_in_order(sorted(map(sink.Pointer._make, pointers))))
 
 
 def test_a_stranger_where_the_job_writes_its_schema_or_an_index_is_refused_at_launch(tmp_path):
@@ -252,12 +253,12 @@ def test_a_shard_or_spill_write_the_disk_refuses_names_the_file(tmp_path):
     with pytest.raises(OSError) as failed:
         sink.stage_file(str(out), "run", "train-00000-of-00001.tfrecord", failing_read())
     assert failed.value.errno == errno.EIO and failed.value.filename is None  # not blamed on the shard
-    spill = sink._SpillFn(str(out))  # pylint: disable=protected-access
+    spill = sink._SpillFn(str(out))
     spill.start_bundle()
     with full_disk.files_at_most(4096), pytest.raises(OSError) as refused:
         for i in range(3):
             list(spill.process(EncodedExample(f"k{i}", "train", 0, b"z" * 3000)))
         spill.finish_bundle()
-    spilled = spill._uri  # pylint: disable=protected-access
+    spilled = spill._uri
     assert refused.value.errno == errno.EFBIG and refused.value.filename == spilled
     assert refused.value.filename.startswith(str(out)) and refused.value.filename.endswith(".bin")

@@ -23,3 +23,10 @@ def test_mask_values_outside_the_allowed_set():
     with pytest.raises(RejectedInput) as error:
         validate_pair(_image(2, 2), mask, (1, 2, 3))
     assert error.value.reason == "mask_values" and "[7]" in error.value.message
+    assert error.value.of_mask  # (the rejection names the mask's file)
+
+
+def test_a_rejection_names_the_mask_in_the_mask_s_own_stages_or_where_its_raiser_says_so():
+    assert RejectedInput("decode_mask", "truncated", "m").of_mask and RejectedInput("read_mask", "unreadable", "m").of_mask
+    assert not RejectedInput("decode_image", "truncated", "m").of_mask
+    assert not RejectedInput("validate", "size_mismatch", "m").of_mask
