@@ -9,6 +9,14 @@ from beam_etl.hashing import stable_fraction
 TRAINVAL = "trainval"  # Oxford-IIIT list name: train, less --val_fraction held out as val
 
 
+def may_land_in(source_split: str, config: JobConfig) -> tuple[str, ...]:
+    """The output splits an input whose source says ``source_split`` may land in
+    (:func:`assign_split`'s)."""
+    if source_split == TRAINVAL:
+        return ("train", "val") if config.val_fraction > 0 else ("train",)
+    return (source_split,)
+
+
 def assign_split(key: str, source_split: str | None, config: JobConfig) -> str:
     """The output split of an example whose source said ``source_split``."""
     if source_split == TRAINVAL:

@@ -12,7 +12,7 @@ import apache_beam as beam
 from beam_etl import globs
 from beam_etl.beam import filesystem, up_to_date
 from beam_etl.beam.sources.pairing import IMAGE, MASK, META, MatchByStem, PairAndDedup, check_glob, count_matches, tag
-from beam_etl.splits import TRAINVAL
+from beam_etl.splits import TRAINVAL, may_land_in
 
 OXFORD_LISTS = (("trainval.txt", TRAINVAL), ("test.txt", "test"))
 
@@ -148,8 +148,8 @@ class Settings:
     oxford_pets: tuple[str, ...] = ()
 
     def splits(self, config) -> tuple[str, ...]:
-        """The lists name train (trainval) and test; val is cut from trainval."""
-        return ("train", "val", "test") if config.val_fraction > 0 else ("train", "test")
+        """The splits of its lists' inputs (val is cut from trainval)."""
+        return tuple(name for split in dict(OXFORD_LISTS).values() for name in may_land_in(split, config))
 
 
 FLAGS = "--oxford_pets"
