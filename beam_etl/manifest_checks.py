@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import collections
 
-from beam_etl.output_layout import TRANSFORM_DIRS, first_format, index_name, is_listable_name, lineage_name
+from beam_etl.output_layout import (TRANSFORM_DIRS, first_format, index_name, is_listable_name, is_shard_name,
+                                    lineage_name)
 
 FILES_FORMAT = 2  # the first manifest format whose "files" lists every file (bytes, crc32c)
 INDEX_FORMAT = 3  # ... a record index beside every shard
@@ -101,9 +102,10 @@ def consistency_problems(manifest: dict) -> list[str]:
     """(A manifest of its format's shape: :func:`shape_problems`) a listed name outside the
     output, or of no file of an output, or of a file its format never held (the format lowered by
     hand to switch checks off); counts that do not add up (inputs, written, rejected, examples);
-    from their formats on, a shard without its record index, or the lineage index not one file per
-    shard; and records or statistics described otherwise than as they were made
-    (:func:`_described_as_made`)."""
+    a split's files that are not its shards, or hold other than its examples
+    (:func:`split_problems`); from their formats on, a shard without its record index, or the
+    lineage index not one file per shard; and records or statistics described otherwise than as
+    they were made (:func:`_described_as_made`)."""
     version = manifest["format_version"]
     if version < FILES_FORMAT:
         return []
@@ -135,6 +137,8 @@ def consistency_problems(manifest: dict) -> list[str]:
         if written != sources:
             problems.append(f"num_written is {_difference(written, sources)} the splits' num_source_examples "
                             f"({written} against {sources})")
+    for split in sorted(splits):
+        problems += split_problems(manifest, split)
     shards = sorted(name for info in splits.values() for name in info["files"] if isinstance(name, str))
     if version >= INDEX_FORMAT:
         problems += [f"the shard {shard!r} has no record index listed" for shard in shards
@@ -153,6 +157,27 @@ def consistency_problems(manifest: dict) -> list[str]:
             problems += [f"the lineage file {name!r} is not among the listed files"
                          for name in described["files"] if name not in files]
     return problems + _described_as_made(manifest)
+
+
+def split_problems(manifest: dict, split: str) -> list[str]:
+    """What in the manifest's ``split`` contradicts the rest of it (empty: nothing)."""
+    info = manifest["splits"][split]
+    listed = manifest.get("files")
+    problems, seen = [], set()
+    for name in info["files"]:
+        if not (isinstance(name, str) and is_shard_name(name) and name.startswith(f"{split}-")):
+            problems.append(f"split {split!r} lists {name!r}, which is not a shard of split {split!r}")
+        elif name in seen:
+            problems.append(f"split {split!r} lists {name!r} twice")
+        elif listed is not None and name not in listed:
+            problems.append(f"split {split!r} lists {name!r}, which the manifest's files do not")
+        seen.add(name)
+    if not problems and listed is not None:
+        records = sum(listed[name].get("num_examples", 0) for name in info["files"])
+        if records != info["num_examples"]:
+            problems.append(f"split {split!r}: its files hold {records} records, its num_examples says "
+                            f"{info['num_examples']}")
+    return problems
 
 
 def _described_as_made(manifest: dict) -> list[str]:

@@ -21,7 +21,8 @@ from beam_etl.progress import ProgressLine
 from beam_etl.output_layout import IncompleteOutputError
 from beam_etl.loader import preview, written_file
 from beam_etl.loader.dataset import check_files, load_manifest, make_dataset, normalization_layer, split_files
-from beam_etl.loader.listed_files import OutputMismatchError, split_problems
+from beam_etl.loader.listed_files import OutputMismatchError
+from beam_etl.manifest_checks import split_problems
 
 
 def measure_throughput(dataset: tf.data.Dataset, steps: int, record_bytes: float, batch_size: int,

@@ -30,10 +30,10 @@ import numpy as np
 import tensorflow as tf
 
 from beam_etl import schema
-from beam_etl.manifest_checks import manifest_problems
+from beam_etl.manifest_checks import manifest_problems, split_problems
 from beam_etl.loader import tf_decoding, transform_graph
 from beam_etl.loader.listed_files import (OutputMismatchError, check_graph_files, first_record, lists_files,
-                                          record_problem, split_problems)
+                                          record_problem)
 from beam_etl.output_layout import (MANIFEST, is_local, is_regular, missing_manifest, parse_manifest,
                                     refuse_unless_regular)
 

@@ -18,7 +18,7 @@ import tensorflow as tf
 from beam_etl import schema
 from beam_etl.tfrecord import masked_crc32c
 from beam_etl.manifest_checks import FILES_FORMAT, is_count, lowered_format
-from beam_etl.output_layout import TRANSFORM_DIRS, is_local, is_regular, is_shard_name
+from beam_etl.output_layout import TRANSFORM_DIRS, is_local, is_regular
 
 _CHUNK = 8 << 20  # read 8 MB at a time
 
@@ -143,27 +143,6 @@ def lists_files(manifest: dict) -> bool:
     if lowered:
         raise OutputMismatchError(f"the manifest lists no files, and {lowered[0]}: it was edited")
     return False
-
-
-def split_problems(manifest: dict, split: str) -> list[str]:
-    """What in the manifest's ``split`` contradicts the rest of it (empty: nothing)."""
-    info = manifest["splits"][split]
-    listed = manifest.get("files")
-    problems, seen = [], set()
-    for name in info["files"]:
-        if not (isinstance(name, str) and is_shard_name(name) and name.startswith(f"{split}-")):
-            problems.append(f"split {split!r} lists {name!r}, which is not a shard of split {split!r}")
-        elif name in seen:
-            problems.append(f"split {split!r} lists {name!r} twice")
-        elif listed is not None and name not in listed:
-            problems.append(f"split {split!r} lists {name!r}, which the manifest's files do not")
-        seen.add(name)
-    if not problems and listed is not None:
-        records = sum(listed[name].get("num_examples", 0) for name in info["files"])
-        if records != info["num_examples"]:
-            problems.append(f"split {split!r}: its files hold {records} records, its num_examples says "
-                            f"{info['num_examples']}")
-    return problems
 
 
 def check_graph_files(data_dir: str, manifest: dict) -> None:

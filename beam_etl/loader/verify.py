@@ -14,9 +14,8 @@ import tensorflow as tf
 
 from beam_etl.config import FlagParser, flag_type, output_folder
 from beam_etl.loader.dataset import load_manifest
-from beam_etl.loader.listed_files import (OutputMismatchError, check_file, first_record, lists_files, record_problem,
-                                          split_problems)
-from beam_etl.manifest_checks import consistency_problems, shape_problems
+from beam_etl.loader.listed_files import OutputMismatchError, check_file, first_record, lists_files, record_problem
+from beam_etl.manifest_checks import consistency_problems, shape_problems, split_problems
 from beam_etl.output_layout import INCOMPLETE_DIR, MANIFEST, first_format, is_job_file, is_local, local_path
 
 
@@ -47,12 +46,12 @@ def verify(data_dir: str) -> dict[str, str]:
     shape = shape_problems(manifest)
     if shape:  # (nothing else can be read of it)
         return {MANIFEST: "; ".join(shape)}
-    problems = {f"{MANIFEST} (splits.{split})": problem for split in sorted(manifest["splits"])
-                for problem in split_problems(manifest, split)[:1]}
-    described = consistency_problems(manifest)
+    # (its splits' files, in a format that lists none: consistency_problems checks them from the next)
+    described = consistency_problems(manifest) or [problem for split in sorted(manifest["splits"])
+                                                   for problem in split_problems(manifest, split)[:1]]
     if described:  # (the files are checked against a manifest that says what is so)
-        problems[MANIFEST] = "; ".join(described)
-        return problems
+        return {MANIFEST: "; ".join(described)}
+    problems = {}
     shards = {name for info in manifest["splits"].values() for name in info["files"]}
     for name, entry in sorted(manifest["files"].items()):
         path = f"{data_dir.rstrip('/')}/{name}"

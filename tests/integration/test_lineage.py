@@ -209,6 +209,8 @@ def _drop_a_lineage_file(manifest):
     (lambda m: m["flags"].update(cache_dir=123), "flags.cache_dir is not a folder's name"),
     (lambda m: m["flags"].update(cache_dir=["a"]), "flags.cache_dir is not a folder's name"),
     (lambda m: m["flags"].update(use_cache="no"), "flags.use_cache is not true or false"),
+    (lambda m: m["splits"]["val"]["files"].append(m["splits"]["train"]["files"][0]),
+     "which is not a shard of split 'val'"),
 ])
 def test_diff_and_prune_refuse_a_manifest_edited_to_say_what_is_not_so(root, tmp_path, capsys, edit, named):
     out = tmp_path / "out"
