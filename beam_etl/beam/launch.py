@@ -338,7 +338,10 @@ def launch(config: JobConfig, pipeline_options: PipelineOptions, command_line: d
     from (:func:`up_to_date.command_line`): a local run over local folders leaves the state by
     which the same command finds the output up to date (:mod:`beam_etl.beam.up_to_date`).
     ``code``: the job's code as the command started, before it imported any of it (default: as
-    it is now)."""
+    it is now).
+
+    In turn: the checks, which touch nothing (:func:`_checked`); the output's lease, and what a
+    dead run left cleared (:func:`_held`); the run (:func:`_run_held`)."""
     code = up_to_date.StartingCode.now() if code is None else code
     launch_options = pipeline_options.view_as(options.LaunchOptions)
     if options.is_dry_run(pipeline_options):  # builds the job; touches neither output nor sources
@@ -349,6 +352,21 @@ def launch(config: JobConfig, pipeline_options: PipelineOptions, command_line: d
               "nothing; nothing was read or written")
         return None
     command = lease.command_hash(config.flags())
+    resuming, workers = _checked(config, pipeline_options, launch_options, command)
+    if not starts_worker_processes(pipeline_options):
+        warm_workers.stop()  # started speculatively (pipelines.preprocess): no worker will need it
+    quiet_worker_start()
+    if workers:
+        print(f"beam-etl: running {workers} (--direct_running_mode and --direct_num_workers choose)")
+    made_from = _first_missing(config.output)
+    holder, replaced = _held(config, pipeline_options, launch_options, command, resuming, made_from)
+    return _run_held(config, pipeline_options, holder, made_from, replaced, command_line, code)
+
+
+def _checked(config: JobConfig, pipeline_options: PipelineOptions, launch_options, command: str):
+    """``(resuming, workers)``: the dead run this one resumes (None: none), and the worker
+    processes it runs, once the sources, ``--output`` and ``--cache`` are checked; exits with
+    status 2 where one is not usable, having touched nothing."""
     try:
         sources.check_sources(config, pipeline_options)
         commit.check_writable(config.output)
@@ -364,29 +382,30 @@ def launch(config: JobConfig, pipeline_options: PipelineOptions, command_line: d
         breaking = (dead is not None and launch_options.break_lease
                     and lease.is_stale(dead, launch_options.lease_timeout_hours))
         commit.check_output(config.output, overwrite or breaking)
-        workers = local_workers(config, pipeline_options)  # (lists the sources' first inputs)
+        return resuming, local_workers(config, pipeline_options)  # (lists the sources' first inputs)
     except (ValueError, OSError) as error:
         _refuse(error)
-    if not starts_worker_processes(pipeline_options):
-        warm_workers.stop()  # started speculatively (pipelines.preprocess): no worker will need it
-    quiet_worker_start()
-    if workers:
-        print(f"beam-etl: running {workers} (--direct_running_mode and --direct_num_workers choose)")
-    made_from = _first_missing(config.output)
+
+
+def _held(config: JobConfig, pipeline_options: PipelineOptions, launch_options, command: str, resuming,
+          made_from: str | None):
+    """``(holder, replaced)``: the output's lease taken (a dead run's, this command's, resumed),
+    what a dead run left cleared, and the output this run replaces (None: none); exits with
+    status 2 where the output is another's or not to be replaced, giving the lease back."""
     try:
         holder = lease.take(config.output, launch_options.break_lease, launch_options.lease_timeout_hours,
                             local=runs_here(pipeline_options), command=command, run_id=warm_workers.run_id())
     except lease.LeaseError as error:
         _refuse(error)
     if resuming is not None and holder.took_over != resuming.run_id:  # released meanwhile: no resume
-        resuming, overwrite = None, config.overwrite
+        resuming = None
     if resuming is not None:
         reused = "its finished images come from the cache" if config.use_cache else "--no_cache: nothing is reused"
         print(f"beam-etl: resuming {resuming.describe()}, which died; {reused}")
     try:
         commit.clear_leftovers(config.output)  # may put back an output a dead run was replacing
         # so again, and another run may have ended; the output it replaces (its class ids, for the summary)
-        replaced = commit.check_output(config.output, overwrite)
+        replaced = commit.check_output(config.output, config.overwrite or resuming is not None)
     except (ValueError, RuntimeError) as error:
         _abandon(config.output, holder.run_id, made_from)
         _refuse(error)
@@ -396,6 +415,14 @@ def launch(config: JobConfig, pipeline_options: PipelineOptions, command_line: d
         except BaseException:
             _abandon(config.output, holder.run_id, made_from)
             raise
+    return holder, replaced
+
+
+def _run_held(config: JobConfig, pipeline_options: PipelineOptions, holder, made_from: str | None, replaced,
+              command_line: dict | None, code: up_to_date.StartingCode) -> dict | None:
+    """Runs the job into the output ``holder`` holds; returns the manifest it wrote (None: the
+    job was submitted and runs on). A run that fails here gives the output back as it was."""
+    launch_options = pipeline_options.view_as(options.LaunchOptions)
     snapshot = (up_to_date.Snapshot(command_line, config.output, sources.local_roots(config), code.job)
                 if command_line is not None and config.use_cache and runs_here(pipeline_options) else None)
     cluster = None
