@@ -291,6 +291,53 @@ def _flip(seed: int):
     return flip
 
 
+def _this_pipeline_s(files: list[str], counts: list, input_context: tf.distribute.InputContext, split_named: str):
+    """``(files, counts, record_shard)`` of this input pipeline: its share of the files
+    (:func:`share_files`), or, where too few files hold records to share them out, every file
+    and ``record_shard`` ``(pipelines, index)``: it keeps the records whose place in the split is
+    its index modulo their number."""
+    workers, index = input_context.num_input_pipelines, input_context.input_pipeline_id
+    shares = share_files(counts, workers)
+    if shares is not None:
+        return [files[i] for i in shares[index]], [counts[i] for i in shares[index]], None
+    if counts[0] is not None and sum(counts) < workers:
+        raise ValueError(f"{split_named} holds {sum(counts)} examples, fewer than the {workers} input "
+                         "pipelines: a pipeline without one would end every epoch at once")
+    return files, counts, (workers, index)
+
+
+def _file_reader(data_dir: str, pinned: bytes, checked: bool, record_shard: tuple[int, int] | None):
+    """``(file name, records listed, first record's place) -> records``: the file's records,
+    counted against the manifest where ``checked``, and (``record_shard``) this pipeline's of them;
+    each file is opened only while the manifest is still ``pinned``, the version the dataset was made of."""
+    buffer_size = read_buffer_size(data_dir)
+    manifest_path = f"{data_dir.rstrip('/')}/{MANIFEST}"
+
+    def read_file(name, count, offset):
+        # The manifest's path made from the file's name (and nothing of it): with a constant path,
+        # TensorFlow's constant folding reads the manifest once, when an iterator starts, and a
+        # repeating dataset would read a version that replaced this one from its second epoch on.
+        path = tf.strings.join([manifest_path, tf.strings.substr(name, 0, 0)])
+        unchanged = tf.debugging.Assert(  # (another run's commit moves the manifest out first)
+            tf.equal(tf.io.read_file(path), pinned),
+            [f"{data_dir} was replaced while it was read (its {MANIFEST} changed since the dataset was "
+             "made): make the dataset again to read the new version; not opened:", name])
+        with tf.control_dependencies([unchanged]):
+            name = tf.identity(name)
+        records = _counted(tf.data.TFRecordDataset(name, buffer_size=buffer_size), name,
+                           tf.cast(count, tf.int64) if checked else None)
+        if record_shard is None:
+            return records
+        workers, index = record_shard
+        if not checked:  # (no counts, no places: each file's records shared out by themselves)
+            return records.shard(workers, index)
+        return (records.enumerate()
+                .filter(lambda place, _: tf.equal((tf.cast(offset, tf.int64) + place) % workers, index))
+                .map(lambda _, element: element))
+
+    return read_file
+
+
 def make_dataset(data_dir: str, split: str = "train", batch_size: int = 64, *, shuffle: bool = True,
                  repeat: bool = False, augment: bool = False, cache: bool | str = False,
                  deterministic: bool = False, seed: int = 0,
@@ -328,15 +375,7 @@ def make_dataset(data_dir: str, split: str = "train", batch_size: int = 64, *, s
     record_shard = None  # (count, index): this pipeline's records of every file
     if input_context is not None:
         batch_size = input_context.get_per_replica_batch_size(batch_size)
-        workers, index = input_context.num_input_pipelines, input_context.input_pipeline_id
-        shares = share_files(counts, workers)
-        if shares is not None:
-            files, counts = [files[i] for i in shares[index]], [counts[i] for i in shares[index]]
-        elif checked and sum(counts) < workers:
-            raise ValueError(f"split {split!r} of {data_dir} holds {sum(counts)} examples, fewer than the "
-                             f"{workers} input pipelines: a pipeline without one would end every epoch at once")
-        else:  # too few files to share out: every pipeline reads all, keeps its records
-            record_shard = (workers, index)
+        files, counts, record_shard = _this_pipeline_s(files, counts, input_context, f"split {split!r} of {data_dir}")
 
     # Each file's first record's place in the split, in the manifest's order: where the pipelines
     # share records, pipeline i keeps the records whose place is i modulo their number, so that
@@ -347,32 +386,7 @@ def make_dataset(data_dir: str, split: str = "train", batch_size: int = 64, *, s
     if shuffle:
         file_names = file_names.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
 
-    buffer_size = read_buffer_size(data_dir)
-
-    manifest_path = f"{data_dir.rstrip('/')}/{MANIFEST}"
-
-    def read_file(name, count, offset):
-        # The manifest's path made from the file's name (and nothing of it): with a constant path,
-        # TensorFlow's constant folding reads the manifest once, when an iterator starts, and a
-        # repeating dataset would read a version that replaced this one from its second epoch on.
-        path = tf.strings.join([manifest_path, tf.strings.substr(name, 0, 0)])
-        unchanged = tf.debugging.Assert(  # (another run's commit moves the manifest out first)
-            tf.equal(tf.io.read_file(path), pinned),
-            [f"{data_dir} was replaced while it was read (its {MANIFEST} changed since the dataset was "
-             "made): make the dataset again to read the new version; not opened:", name])
-        with tf.control_dependencies([unchanged]):
-            name = tf.identity(name)
-        records = _counted(tf.data.TFRecordDataset(name, buffer_size=buffer_size), name,
-                           tf.cast(count, tf.int64) if checked else None)
-        if record_shard is None:
-            return records
-        workers, index = record_shard
-        if not checked:  # (no counts, no places: each file's records shared out by themselves)
-            return records.shard(workers, index)
-        return (records.enumerate()
-                .filter(lambda place, _: tf.equal((tf.cast(offset, tf.int64) + place) % workers, index))
-                .map(lambda _, element: element))
-
+    read_file = _file_reader(data_dir, pinned, checked, record_shard)
     dataset = file_names.interleave(read_file, cycle_length=min(len(files), 16), block_length=1,
                                     num_parallel_calls=AUTOTUNE, deterministic=deterministic)
     # (serialized record, file name, False)
