@@ -135,19 +135,19 @@ def test_a_number_with_a_minus_sign_is_refused_as_the_flag_s_value_naming_both(a
 
 
 def test_the_summary_speaks_of_augmentation_only_when_there_is_some():
-    from beam_etl.beam import launch
+    from beam_etl.beam import run_summary
 
     manifest = {"num_inputs": 10, "num_written": 9, "num_examples": 9, "num_rejected": 1,
                 "splits": {"train": {"num_examples": 9, "files": ["a"], "bytes": 1}},
                 "rejected": {"by_reason": {"truncated": 1}}}
-    assert launch.summarize(manifest, 2.0).splitlines()[0] == (
+    assert run_summary.summarize(manifest, 2.0).splitlines()[0] == (
         "beam-etl: 10 inputs -> 9 written, 1 rejected, in 2.0 s (5.0 images/s)")
-    augmented = launch.summarize({**manifest, "num_examples": 27}, 2.0).splitlines()[0]
+    augmented = run_summary.summarize({**manifest, "num_examples": 27}, 2.0).splitlines()[0]
     assert "9 written (+18 augmented copies: 27 examples), 1 rejected" in augmented
 
 
 def test_the_summary_says_what_came_from_the_cache_and_what_changed():
-    from beam_etl.beam import launch
+    from beam_etl.beam import run_summary
 
     manifest = {"num_inputs": 210, "num_written": 205, "num_examples": 205, "num_rejected": 5,
                 "splits": {"train": {"num_examples": 205, "files": ["a"], "bytes": 1}},
@@ -155,7 +155,7 @@ def test_the_summary_says_what_came_from_the_cache_and_what_changed():
                 "changes": {"against_run": "r1", "file": "lineage/changes.jsonl", "added": 1, "removed": 0,
                             "changed": 2, "unchanged": 202},
                 "statistics": {"class_names": ["b", "a", "c"]}}
-    lines = launch.summarize(manifest, 2.0, cache={"hits": 206, "misses": 3, "damaged": 1},
+    lines = run_summary.summarize(manifest, 2.0, cache={"hits": 206, "misses": 3, "damaged": 1},
                              replaced={"statistics": {"class_names": ["a", "b", "d"]}}).splitlines()
     assert "  cache: 206 outcomes taken from it, 4 computed (1 damaged entry among them)" in lines
     assert ("  against the output replaced: 1 added, 0 removed, 2 changed, 202 unchanged "
@@ -163,11 +163,11 @@ def test_the_summary_says_what_came_from_the_cache_and_what_changed():
     assert lines[-1] == ("  note: the transform graph's label ids differ from the replaced output's: "
                          "b 1 -> 0, a 0 -> 1, c -1 -> 2, d 2 -> -1 (a label id is the class name's place in "
                          "the training split's vocabulary, most frequent first)")
-    plain = launch.summarize(manifest, 2.0, cache=None, replaced={"statistics": {"class_names": ["b", "a", "c"]}})
+    plain = run_summary.summarize(manifest, 2.0, cache=None, replaced={"statistics": {"class_names": ["b", "a", "c"]}})
     assert "cache:" not in plain and "note:" not in plain
     unknown = {**manifest, "changes": {"against_run": "r1", "unknown": "the output replaced has no lineage index"}}
     assert "  against the output replaced: not known: the output replaced has no lineage index" in \
-        launch.summarize(unknown, 2.0).splitlines()
+        run_summary.summarize(unknown, 2.0).splitlines()
 
 
 def test_a_ctrl_c_says_whether_the_rerun_reuses_what_was_finished():
