@@ -205,6 +205,7 @@ def _child(listener: socket.socket, connection: socket.socket, env: dict, fds: l
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(_UNTIL_WORKERS_END, signal.SIG_DFL)  # (the parent's stop, not a worker's)
         for target, fd in zip((0, 1, 2), fds):
             os.dup2(fd, target)
             os.close(fd)

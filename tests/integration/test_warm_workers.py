@@ -112,18 +112,19 @@ def test_a_child_ends_when_its_command_is_killed(parent):
 def test_the_parent_writes_down_the_children_a_signal_killed_and_the_stop_keeps_them(parent):
     env = {**os.environ, "PYTHONPATH": TREE, "CONTROL_API_SERVICE_DESCRIPTOR": 'url: "localhost:9"'}
     commands = [subprocess.Popen([sys.executable, "-m", "beam_etl.beam.sdk_worker"], env=env,
-                                 stderr=subprocess.PIPE, text=True) for _ in range(2)]
+                                 stderr=subprocess.PIPE, text=True) for _ in range(3)]
     children = [int(re.search(r"worker process (\d+) forked", command.stderr.readline()).group(1))
                 for command in commands]
     os.kill(children[0], signal.SIGKILL)
     os.kill(children[1], signal.SIGTERM)
+    os.kill(children[2], signal.SIGUSR1)  # (the parent's own stop signal: to a worker, as to any process)
     for command in commands:
         assert command.wait(timeout=30) == 1  # (the command's status: its child died without a word)
     directory = os.path.dirname(os.environ[warm_workers.SOCKET_ENV])
     # At once, as a failed run stops it: what the parent had not yet written down, it writes as it
     # ends, a child whose connection closed but whose death the kernel had not yet reported too.
     warm_workers.stop(until_workers_end=True)
-    killed = [(children[0], signal.SIGKILL), (children[1], signal.SIGTERM)]
+    killed = [(children[0], signal.SIGKILL), (children[1], signal.SIGTERM), (children[2], signal.SIGUSR1)]
     assert sorted(warm_workers.killed_workers()) == sorted(killed) and not os.path.exists(directory)
     assert warm_workers.start(verbose=True)  # a new run: none of its workers was killed
     assert warm_workers.killed_workers() == []

@@ -222,6 +222,73 @@ def test_one_file_spelt_two_ways_by_two_sources_is_one_input_with_the_oxford_cla
             assert_that(rejected, equal_to([]), label="NoneRejected")
 
 
+def _pairing_of(entries, key="k"):
+    """``(records, [(uri, reason, message)])``: the pairing step run on one key's grouped entries."""
+    from beam_etl.beam.sources.pairing import _PairAndDedupFn  # pylint: disable=import-outside-toplevel
+
+    outputs = list(_PairAndDedupFn().process((key, entries)))
+    return ([output for output in outputs if isinstance(output, SourceRecord)],
+            [(output.uri, output.reason, output.message) for output in outputs if not isinstance(output, SourceRecord)])
+
+
+def test_a_key_refused_whole_names_each_record_s_file_that_nothing_else_names():
+    """Two sources pair one image with two masks under a reserved key (or a key the sources
+    give two classes): each mask is accounted for, the second record by its mask."""
+    records, rejected = _pairing_of([(0, "image", "/d/x#aug1.jpg"), (0, "mask", "/m1/x#aug1.png"),
+                                     (1, "image", "/d/x#aug1.jpg"), (1, "mask", "/m2/x#aug1.png")], key="x#aug1")
+    assert records == [] and [(uri, reason) for uri, reason, _ in rejected] == [
+        ("/d/x#aug1.jpg", "reserved_key"), ("/m2/x#aug1.png", "reserved_key")]
+    rows = [SourceRecord(key="k", image_uri="/d/a.jpg", mask_uri="/d/a.png", label=label, label_name=name)
+            for label, name in ((0, "cat"), (1, "dog"))]
+    records, rejected = _pairing_of([(0, RECORD, rows[0]), (1, RECORD, rows[1]),
+                                     (2, "image", "/d/a.jpg"), (2, "mask", "/m2/a.png")])
+    assert records == [] and [(uri, reason) for uri, reason, _ in rejected] == [
+        ("/d/a.jpg", "conflicting_sources"), ("/m2/a.png", "conflicting_sources")]
+
+
+def test_a_record_that_lost_to_another_is_named_by_its_file_the_winner_does_not_use():
+    """Source 0 pairs D/x.png with M/x.png, source 1 D/x.jpg with D/x.png: the second is written,
+    and the first is named by M/x.png, the file of it that nothing else accounts for."""
+    records, rejected = _pairing_of([(0, "image", "/D/x.png"), (0, "mask", "/M/x.png"),
+                                     (1, "image", "/D/x.jpg"), (1, "mask", "/D/x.png")])
+    assert records == [SourceRecord(key="k", image_uri="/D/x.jpg", mask_uri="/D/x.png")]
+    assert [(uri, reason) for uri, reason, _ in rejected] == [("/M/x.png", "duplicate_key")]
+
+
+def test_a_name_that_is_not_utf8_is_its_own_input_and_is_told_by_its_real_path_whatever_the_order():
+    shown = "/d/a\\xff.jpg"  # (how the name with the byte 0xff is shown; also a file of its own, literally)
+    records, rejected = _pairing_of([(0, "not_utf8", (shown, shown)), (0, "image", shown), (0, "mask", "/m/a.png")])
+    assert records == [SourceRecord(key="k", image_uri=shown, mask_uri="/m/a.png")]
+    assert [(uri, reason) for uri, reason, _ in rejected] == [(shown, "file_name_not_utf8")]
+    through_link = [(0, "not_utf8", ("/d/a\\xff.jpg", "/d/a\\xff.jpg")),
+                    (1, "not_utf8", ("/link/a\\xff.jpg", "/d/a\\xff.jpg"))]
+    for entries in (through_link, through_link[::-1]):
+        assert [rejection[:2] for rejection in _pairing_of(entries)[1]] == [("/d/a\\xff.jpg", "file_name_not_utf8")]
+
+
+def test_a_file_refused_by_two_sources_beside_a_row_that_carries_bytes_under_its_name_is_refused_once():
+    row = SourceRecord(key="k", image_uri="/d/x.jpg", mask_uri="/d/x.png", image_bytes=b"i", mask_bytes=b"m")
+    records, rejected = _pairing_of([(0, "image", "/d/x.jpg"), (1, "image", "/d/x.jpg"), (2, RECORD, row)])
+    assert records == [row] and [(uri, reason) for uri, reason, _ in rejected] == [("/d/x.jpg", "missing_mask")]
+
+
+def test_sources_that_each_give_part_of_what_an_input_is_agree_and_are_merged():
+    rows = [SourceRecord(key="k", image_uri="/d/a.jpg", mask_uri="/d/a.png", label=0, label_name="cat"),
+            SourceRecord(key="k", image_uri="/d/a.jpg", mask_uri="/d/a.png", split="train")]
+    assert _pairing_of([(0, RECORD, rows[0]), (1, RECORD, rows[1])]) == (
+        [dataclasses.replace(rows[0], split="train")], [])
+
+
+def test_a_file_both_globs_match_is_refused_naming_the_pair_that_is_written():
+    records, rejected = _pairing_of([(0, "image", "/D/a/x.jpg"), (0, "image", "/D/b/x.jpg"),
+                                     (0, "mask", "/D/b/sub/x.png"), (0, "image", "/D/e/x.png"),
+                                     (0, "mask", "/D/e/x.png")])
+    assert records == [SourceRecord(key="k", image_uri="/D/b/x.jpg", mask_uri="/D/b/sub/x.png")]
+    both = [message for uri, _, message in rejected if uri == "/D/e/x.png"]
+    assert both == ["matches both the images' and the masks' globs, and /D/b/x.jpg and /D/b/sub/x.png are the image "
+                    "and mask of stem 'k'"]
+
+
 def test_glob_matching_nothing_is_an_error_naming_it(tmp_path):
     config = JobConfig(output="o", sources=(files.Settings(images=(str(tmp_path / "nothing" / "*.jpg"),),
                                                     masks=(str(tmp_path / "*.png"),)),))

@@ -13,6 +13,7 @@ archive) are not inputs and are skipped.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import posixpath
@@ -101,8 +102,8 @@ def _entries(glob: str, source: int, tag_: str):
         shown = _shown(path)
         if shown is None:
             yield file_stem(path), (source, tag_, path)
-        else:  # (rejected by the pairing, under the name shown)
-            yield file_stem(shown), (source, NOT_UTF8, shown)
+        else:  # (rejected by the pairing, under the name shown; told apart by its real path)
+            yield file_stem(shown), (source, NOT_UTF8, (shown, _shown(os.path.realpath(path)) or path))
     if not found:  # (checked at launch; gone since)
         raise FileNotFoundError(f"{glob!r} matches no file")
 
@@ -119,7 +120,7 @@ def MatchByStem(pbegin, glob: str, source: int, tag_: str):  # pylint: disable=i
 # row); or a meta line, a list's word on the stem: (split, label, label_name, list_uri,
 # line_number, image_uri), where image_uri is the image the list expects (named when missing).
 IMAGE, MASK, META, RECORD = "image", "mask", "meta", "record"
-NOT_UTF8 = "not_utf8"  # a file whose name is not UTF-8: the name, its bytes escaped (_shown)
+NOT_UTF8 = "not_utf8"  # a file whose name is not UTF-8: (its name, its real path), their bytes escaped (_shown)
 
 
 def tag(pcoll, label: str, source: int, tag: str):
@@ -151,30 +152,26 @@ def _told_apart(record: SourceRecord) -> str:
 def _one_per_files(records: list[SourceRecord]) -> tuple[list[SourceRecord], list[list[SourceRecord]]]:
     """``(records, disagreeing)``: records that name the same image and mask files (several
     sources listing one folder, however spelt, or one table's rows naming the same files) are one
-    input, kept once: the record that gives a class, then a split, then the first by
-    :func:`_precedence`; where they give it different classes or splits, the group is
-    ``disagreeing`` instead."""
+    input, kept once: the one that gives a class, then a split, then the first by
+    :func:`_precedence` (its URIs are the ones written), with the class and the split that any of
+    them gives; where they give it different classes or splits, the group is ``disagreeing``."""
     if len(records) < 2:
         return records, []
     groups: dict[tuple, list[SourceRecord]] = {}
     for record in records:
-        files = (_identity(record.image_uri), record.mask_uri and _identity(record.mask_uri)) \
-            if record.image_bytes is None and record.mask_bytes is None else (id(record),)
-        groups.setdefault(files, []).append(record)
+        groups.setdefault(tuple(identity for identity, _ in _files_of(record)) or (id(record),), []).append(record)
     kept, disagreeing = [], []
     for same in groups.values():
         same.sort(key=lambda record: (record.label == UNKNOWN_LABEL, record.split is None, _precedence(record)))
-        if all(_agrees(record, same[0]) for record in same[1:]):
-            kept.append(same[0])
-        else:
+        labels = {(record.label, record.label_name) for record in same if record.label != UNKNOWN_LABEL}
+        splits = {record.split for record in same if record.split is not None}
+        if len(labels) > 1 or len(splits) > 1:
             disagreeing.append(same)
+            continue
+        label, label_name = labels.pop() if labels else (UNKNOWN_LABEL, "")
+        kept.append(dataclasses.replace(same[0], label=label, label_name=label_name,
+                                        split=splits.pop() if splits else None))
     return kept, disagreeing
-
-
-def _agrees(record: SourceRecord, first: SourceRecord) -> bool:
-    """Whether ``record`` says nothing of an input that ``first`` (which says most) contradicts."""
-    return ((record.label == UNKNOWN_LABEL or (record.label, record.label_name) == (first.label, first.label_name))
-            and (record.split is None or record.split == first.split))
 
 
 def _said(record: SourceRecord) -> str:
@@ -182,12 +179,35 @@ def _said(record: SourceRecord) -> str:
     return f"{label}, split {record.split or 'unset'}"
 
 
-def _unused_file(record: SourceRecord, kept: SourceRecord) -> str:
-    """The file of ``record`` that the kept record of its key does not use (its image, unless
-    they share it)."""
-    shared_image = record.image_bytes is None and kept.image_bytes is None and \
-        _identity(record.image_uri) == _identity(kept.image_uri)
-    return record.mask_uri if shared_image and record.mask_uri else record.image_uri
+def _files_of(record: SourceRecord) -> tuple[tuple[str, str], ...]:
+    """``((identity, uri), ...)`` of the files a record is made of, image first; none for a row
+    that carries its bytes (an input of its own, whatever its URIs)."""
+    if record.image_bytes is not None or record.mask_bytes is not None:
+        return ()
+    return tuple((_identity(uri), uri) for uri in (record.image_uri, record.mask_uri) if uri is not None)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Refused:
+    """A refusal on its way to a :class:`Rejection`: the files it is of (``(identity, uri)``: an
+    unpaired file; a record's image and mask), the first not yet written or rejected becoming
+    its uri; or, with no files (a row that carries its bytes, an input of its own), ``uri``."""
+
+    files: tuple[tuple[str, str], ...]
+    reason: str
+    message: str
+    uri: str = ""
+
+
+def _refused(uris, reason: str, message: str) -> _Refused:
+    return _Refused(tuple((_identity(uri), uri) for uri in uris), reason, message)
+
+
+def _record_refused(record: SourceRecord, reason: str, message: str) -> _Refused:
+    return _Refused(_files_of(record), reason, message, record.image_uri)
+
+
+_NOT_UTF8_IDENTITY = "\0not UTF-8: "  # + the real path shown: (a NUL is in no path)
 
 
 CONFLICTS = ("conflicting_lists", "conflicting_sources")
@@ -233,51 +253,47 @@ class _PairAndDedupFn(beam.DoFn):
     Per source, files are paired by stem (tags ``image``, ``mask`` and an Oxford list's
     ``meta``; a ``record`` is already whole, a BigQuery row); records of the same files are one
     input (:func:`_one_per_files`); then, of the records that several sources make for the
-    key, the first by :func:`_precedence` is kept. A file is rejected at most once, and never
-    one the kept record uses (several sources may each have rejected it, or found it unpaired
-    where another source paired it).
+    key, the first by :func:`_precedence` is kept. Every file is written or rejected once: a
+    refusal names the first of its files that is neither (an unpaired file, or a record's image
+    or else its mask), and none where each is, written or named already (several sources may
+    each have refused one file, or found it unpaired where another source paired it).
     """
 
     def __init__(self):
         self._rejected = Metrics.counter("beam_etl", "rejected_at_source")
 
     @staticmethod
-    def _reject(uri, reason, message, key):
-        return Rejection(uri=uri, stage="pair", reason=reason, message=message, key=key)
-
-    def _pair(self, stem, grouped):
+    def _pair(stem, grouped):
+        """One source's files and list lines of ``stem`` -> its record, and :class:`_Refused` s."""
         images, masks = sorted(set(grouped.get(IMAGE, ()))), sorted(set(grouped.get(MASK, ())))
         metas = sorted(grouped.get(META, ()))
         images, masks, both = _roles(images, masks)
-        for extra in both:
-            yield self._reject(extra, "duplicate_key", f"matches both the images' and the masks' globs, and "
-                               f"{images[0]} and {masks[0]} are the image and mask of stem {stem!r}", stem)
         images, masks = _closest_first(images, masks)
+        for extra in both:
+            yield _refused([extra], "duplicate_key", f"matches both the images' and the masks' globs, and "
+                           f"{images[0]} and {masks[0]} are the image and mask of stem {stem!r}")
         for extra in images[1:]:
-            yield self._reject(extra, "duplicate_key",
-                               f"another image with stem {stem!r} was used: {images[0]}", stem)
+            yield _refused([extra], "duplicate_key", f"another image with stem {stem!r} was used: {images[0]}")
         for extra in masks[1:]:
-            yield self._reject(extra, "duplicate_key",
-                               f"another mask with stem {stem!r} was used: {masks[0]}", stem)
+            yield _refused([extra], "duplicate_key", f"another mask with stem {stem!r} was used: {masks[0]}")
         if not images:  # (one input missing, however many files and lines name it)
             lines = ", ".join(f"{list_uri}:{number}" for list_uri, number in sorted(meta[3:5] for meta in metas))
             if masks and metas:
-                yield self._reject(masks[0], "missing_image", f"{stem!r} has the mask {masks[0]} and is listed in "
-                                   f"{lines}, but has no image file", stem)
+                yield _refused(masks[:1], "missing_image",
+                               f"{stem!r} has the mask {masks[0]} and is listed in {lines}, but has no image file")
             elif masks:
-                yield self._reject(masks[0], "missing_image", f"mask has no image with stem {stem!r}", stem)
+                yield _refused(masks[:1], "missing_image", f"mask has no image with stem {stem!r}")
             elif metas:
-                yield self._reject(metas[0][-1], "missing_image",
-                                   f"{stem!r} is listed in {lines}, but has no image file", stem)
+                yield _refused([metas[0][-1]], "missing_image", f"{stem!r} is listed in {lines}, but has no image file")
             return
         if not masks:
-            yield self._reject(images[0], "missing_mask", f"image has no mask with stem {stem!r}", stem)
+            yield _refused(images[:1], "missing_mask", f"image has no mask with stem {stem!r}")
             return
         conflicting = sorted({(split, label) for split, label, *_ in metas})
         if len(conflicting) > 1:
             lines = [f"{uri}:{number} ({split}, class {label + 1})" for split, label, _, uri, number, _ in metas]
-            yield self._reject(images[0], "conflicting_lists",
-                               f"{stem!r} is listed with different classes or splits: {'; '.join(lines)}", stem)
+            yield _refused([images[0], masks[0]], "conflicting_lists",
+                           f"{stem!r} is listed with different classes or splits: {'; '.join(lines)}")
             return
         if metas:
             split, label, label_name, *_ = metas[0]
@@ -291,54 +307,51 @@ class _PairAndDedupFn(beam.DoFn):
         by_source: dict[int, dict[str, list]] = {}
         for source, tag, value in entries:
             by_source.setdefault(source, {}).setdefault(tag, []).append(value)
-        rejected = [self._reject(shown, "file_name_not_utf8",
-                                 "the file's name is not UTF-8 text (its other bytes are shown as \\xNN); "
-                                 "Beam carries file names as UTF-8: rename the file", key)
-                    for grouped in by_source.values() for shown in sorted(grouped.pop(NOT_UTF8, ()))]
-        records = []
+        refused, records = [], []
         for source in sorted(by_source):
             grouped = by_source[source]
+            refused += [_Refused(((_NOT_UTF8_IDENTITY + real, shown),), "file_name_not_utf8", _NOT_UTF8_MESSAGE)
+                        for shown, real in sorted(grouped.pop(NOT_UTF8, ()))]
             for output in grouped[RECORD] if RECORD in grouped else self._pair(key, grouped):
-                (rejected if isinstance(output, Rejection) else records).append(output)
+                (refused if isinstance(output, _Refused) else records).append(output)
         records, disagreeing = _one_per_files(records)
-        rejected += [self._reject(same[0].image_uri, "conflicting_sources",
-                                  f"the sources give the files {same[0].image_uri} and {same[0].mask_uri} different "
-                                  f"classes or splits: {'; '.join(sorted({_said(record) for record in same}))}", key)
-                     for same in disagreeing]
+        refused += [_record_refused(same[0], "conflicting_sources",
+                                    f"the sources give the files {same[0].image_uri} and {same[0].mask_uri} different "
+                                    f"classes or splits: {'; '.join(sorted({_said(record) for record in same}))}")
+                    for same in disagreeing]
         records.sort(key=_precedence)
         kept = records[:1]
-        conflicts = {rejection.reason for rejection in rejected}.intersection(CONFLICTS)
+        conflicts = {refusal.reason for refusal in refused}.intersection(CONFLICTS)
         if records and conflicts:
             kept = []  # (a name given two classes or splits: written by no source)
             reason, said = ("conflicting_lists", "is listed in the Oxford lists") if "conflicting_lists" in conflicts \
                 else ("conflicting_sources", "has files the sources give")
-            rejected += [self._reject(record.image_uri, reason, f"key {key!r} {said} with different classes or "
-                                      "splits (rejected there too): none of its records is written", key)
-                         for record in records]
+            refused += [_record_refused(record, reason, f"key {key!r} {said} with different classes or splits "
+                                        "(rejected there too): none of its records is written") for record in records]
         elif records and is_reserved_key(key):
             kept = []
-            rejected += [self._reject(record.image_uri, "reserved_key",
-                                      f"key {key!r} has the form of an augmentation copy's (KEY#aug<N>) and "
-                                      "could collide with one; rename the file", key) for record in records]
+            refused += [_record_refused(record, "reserved_key", f"key {key!r} has the form of an augmentation "
+                                        "copy's (KEY#aug<N>) and could collide with one; rename the file")
+                        for record in records]
         else:
             for record in records[1:]:
                 this = "" if record.image_bytes is None else f"; this is {_told_apart(record)}"
-                rejected.append(self._reject(_unused_file(record, records[0]), "duplicate_key",
-                                             f"key {key!r} already comes from {_told_apart(records[0])}{this}", key))
+                refused.append(_record_refused(record, "duplicate_key",
+                                               f"key {key!r} already comes from {_told_apart(records[0])}{this}"))
         yield from kept
-        if not rejected:
-            return
-        # A file is one input, however many sources name it, however spelt (a row's bytes are each an input).
-        carried = {record.image_uri for record in records if record.image_bytes is not None} | {
-            record.mask_uri for record in records if record.mask_bytes is not None}
-        done = {_identity(uri) for record in kept for uri in (record.image_uri, record.mask_uri)
-                if uri is not None and uri not in carried}
-        for rejection in rejected:
-            identity = None if rejection.uri in carried else _identity(rejection.uri)
-            if identity is None or identity not in done:
-                done.add(identity)
-                self._rejected.inc()
-                yield rejection
+        done = {identity for record in kept for identity, _ in _files_of(record)}
+        for refusal in refused:
+            uri = next((uri for identity, uri in refusal.files if identity not in done), None) if refusal.files \
+                else refusal.uri
+            if uri is None:
+                continue  # (each of its files written, or named by a rejection already)
+            done.update(identity for identity, _ in refusal.files)
+            self._rejected.inc()
+            yield Rejection(uri=uri, stage="pair", reason=refusal.reason, message=refusal.message, key=key)
+
+
+_NOT_UTF8_MESSAGE = ("the file's name is not UTF-8 text (its other bytes are shown as \\xNN); Beam carries file "
+                     "names as UTF-8: rename the file")
 
 
 @beam.ptransform_fn
