@@ -339,6 +339,8 @@ class _PairAndDedupFn(beam.DoFn):
                 refused.append(_record_refused(record, "duplicate_key",
                                                f"key {key!r} already comes from {_told_apart(records[0])}{this}"))
         yield from kept
+        if not refused:
+            return  # (most keys: their files' real paths are not looked up)
         done = {identity for record in kept for identity, _ in _files_of(record)}
         for refusal in refused:
             uri = next((uri for identity, uri in refusal.files if identity not in done), None) if refusal.files \
