@@ -279,14 +279,48 @@ def test_sources_that_each_give_part_of_what_an_input_is_agree_and_are_merged():
         [dataclasses.replace(rows[0], split="train")], [])
 
 
-def test_a_file_both_globs_match_is_refused_naming_the_pair_that_is_written():
+def test_a_file_both_globs_match_is_refused_with_a_reason_true_whatever_becomes_of_the_others():
     records, rejected = _pairing_of([(0, "image", "/D/a/x.jpg"), (0, "image", "/D/b/x.jpg"),
                                      (0, "mask", "/D/b/sub/x.png"), (0, "image", "/D/e/x.png"),
                                      (0, "mask", "/D/e/x.png")])
     assert records == [SourceRecord(key="k", image_uri="/D/b/x.jpg", mask_uri="/D/b/sub/x.png")]
     both = [message for uri, _, message in rejected if uri == "/D/e/x.png"]
-    assert both == ["matches both the images' and the masks' globs, and /D/b/x.jpg and /D/b/sub/x.png are the image "
-                    "and mask of stem 'k'"]
+    assert both == ["matches both the images' and the masks' globs, and the stem 'k' has other files for both: "
+                    "one input per stem"]
+
+
+def test_one_file_spelt_two_ways_within_a_source_is_one_file(tmp_path):
+    """Through a link to its folder: never an image and its own mask, never its own duplicate."""
+    folder = tmp_path / "a"
+    folder.mkdir()
+    for name in ("x.png", "x.jpg"):
+        (folder / name).write_bytes(b"x")
+    os.symlink(folder, tmp_path / "link")
+    a, link = str(folder), str(tmp_path / "link")
+    assert _pairing_of([(0, "image", f"{a}/x.png"), (0, "mask", f"{link}/x.png")]) == (
+        [], [(f"{a}/x.png", "missing_image", "mask has no image with stem 'k'")])
+    records, rejected = _pairing_of([(0, "image", f"{a}/x.jpg"), (0, "image", f"{link}/x.jpg")])
+    assert records == [] and [(uri, reason) for uri, reason, _ in rejected] == [(f"{a}/x.jpg", "missing_mask")]
+
+
+def test_the_file_a_written_row_reads_is_not_also_rejected():
+    """A row that carries its image's bytes and names its mask's file: that file is used."""
+    row = SourceRecord(key="k", image_uri="bigquery://p:d.t/k/image", mask_uri="/d/x.png", image_bytes=b"i")
+    assert _pairing_of([(0, RECORD, row), (1, "mask", "/d/x.png")]) == ([row], [])
+
+
+def test_rows_that_differ_only_in_their_mask_s_bytes_are_told_apart():
+    rows = [SourceRecord(key="k", image_uri="bigquery://t/k/image", mask_uri="bigquery://t/k/mask", image_bytes=b"i",
+                         mask_bytes=mask) for mask in (b"m1", b"m2", b"m3")]
+    records, rejected = _pairing_of([(0, RECORD, row) for row in rows])
+    assert len(records) == 1 and len(rejected) == 2 and len({message for _, _, message in rejected}) == 2
+
+
+def test_groups_of_disagreeing_rows_are_refused_alike_in_any_order():
+    rows = [SourceRecord(key="k", image_uri="/d/x.jpg", mask_uri=mask, label=label, label_name=name)
+            for mask in ("/d/x.png", "/e/x.png") for label, name in ((0, "cat"), (1, "dog"))]
+    entries = [(0, RECORD, row) for row in rows]
+    assert _pairing_of(entries) == _pairing_of(entries[::-1]) == _pairing_of([entries[i] for i in (2, 0, 3, 1)])
 
 
 def test_glob_matching_nothing_is_an_error_naming_it(tmp_path):

@@ -143,10 +143,10 @@ def _bytes_digest(data: bytes | None) -> str:
 
 
 def _told_apart(record: SourceRecord) -> str:
-    """``record``'s image URI, and where it is not a file's, its bytes' SHA-256."""
-    if record.image_bytes is None:
-        return record.image_uri
-    return f"{record.image_uri} (image SHA-256 {_bytes_digest(record.image_bytes)[:16]}...)"
+    """``record``'s image URI, and where it carries bytes, their SHA-256 (the image's, the mask's)."""
+    digests = [f"{part} SHA-256 {_bytes_digest(data)[:16]}..." for part, data in
+               (("image", record.image_bytes), ("mask", record.mask_bytes)) if data is not None]
+    return f"{record.image_uri} ({', '.join(digests)})" if digests else record.image_uri
 
 
 def _one_per_files(records: list[SourceRecord]) -> tuple[list[SourceRecord], list[list[SourceRecord]]]:
@@ -158,10 +158,13 @@ def _one_per_files(records: list[SourceRecord]) -> tuple[list[SourceRecord], lis
     if len(records) < 2:
         return records, []
     groups: dict[tuple, list[SourceRecord]] = {}
-    for record in records:
-        groups.setdefault(tuple(identity for identity, _ in _files_of(record)) or (id(record),), []).append(record)
+    for record in records:  # (a row that carries bytes: its bytes are what it is made of)
+        made_of = tuple(identity for identity, _ in _files_of(record))
+        if _carries_bytes(record):
+            made_of += ("", record.image_uri, *map(_bytes_digest, (record.image_bytes, record.mask_bytes)))
+        groups.setdefault(made_of, []).append(record)
     kept, disagreeing = [], []
-    for same in groups.values():
+    for _, same in sorted(groups.items()):  # (in an order of their own, not the runner's)
         same.sort(key=lambda record: (record.label == UNKNOWN_LABEL, record.split is None, _precedence(record)))
         labels = {(record.label, record.label_name) for record in same if record.label != UNKNOWN_LABEL}
         splits = {record.split for record in same if record.split is not None}
@@ -179,24 +182,29 @@ def _said(record: SourceRecord) -> str:
     return f"{label}, split {record.split or 'unset'}"
 
 
+def _carries_bytes(record: SourceRecord) -> bool:
+    return record.image_bytes is not None or record.mask_bytes is not None
+
+
 def _files_of(record: SourceRecord) -> tuple[tuple[str, str], ...]:
-    """``((identity, uri), ...)`` of the files a record is made of, image first; none for a row
-    that carries its bytes (an input of its own, whatever its URIs)."""
-    if record.image_bytes is not None or record.mask_bytes is not None:
-        return ()
-    return tuple((_identity(uri), uri) for uri in (record.image_uri, record.mask_uri) if uri is not None)
+    """``((identity, uri), ...)`` of the files a record is read from, image first (a row's
+    bytes are none: the part it carries is read from no file)."""
+    return tuple((_identity(uri), uri) for uri, data in ((record.image_uri, record.image_bytes),
+                                                         (record.mask_uri, record.mask_bytes))
+                 if uri is not None and data is None)
 
 
 @dataclasses.dataclass(frozen=True)
 class _Refused:
     """A refusal on its way to a :class:`Rejection`: the files it is of (``(identity, uri)``: an
     unpaired file; a record's image and mask), the first not yet written or rejected becoming
-    its uri; or, with no files (a row that carries its bytes, an input of its own), ``uri``."""
+    its uri; a row that carries bytes, an input of its own, is refused under ``carried_uri``
+    whatever else is."""
 
     files: tuple[tuple[str, str], ...]
     reason: str
     message: str
-    uri: str = ""
+    carried_uri: str | None = None
 
 
 def _refused(uris, reason: str, message: str) -> _Refused:
@@ -204,7 +212,20 @@ def _refused(uris, reason: str, message: str) -> _Refused:
 
 
 def _record_refused(record: SourceRecord, reason: str, message: str) -> _Refused:
-    return _Refused(_files_of(record), reason, message, record.image_uri)
+    return _Refused(_files_of(record), reason, message, record.image_uri if _carries_bytes(record) else None)
+
+
+def _distinct(uris) -> list[str]:
+    """``uris`` sorted, each file once (the first spelling of a file named two ways: ``..``, a link)."""
+    uris = sorted(set(uris))
+    if len(uris) < 2:
+        return uris
+    seen, distinct = set(), []
+    for uri in uris:
+        if _identity(uri) not in seen:
+            seen.add(_identity(uri))
+            distinct.append(uri)
+    return distinct
 
 
 _NOT_UTF8_IDENTITY = "\0not UTF-8: "  # + the real path shown: (a NUL is in no path)
@@ -217,11 +238,16 @@ def _roles(images: list[str], masks: list[str]) -> tuple[list[str], list[str], l
     """``(images, masks, both)``: a file that the images' and the masks' globs both match (they
     overlap: ``--images 'D/*' --masks 'D/*.png'``) is no pair of its own; it is the one role its
     stem lacks, or, where the stem has other files for both roles, an extra (``both``)."""
-    both = sorted(set(images) & set(masks))
-    if not both:
+    names = {posixpath.basename(image) for image in images}
+    if not set(images) & set(masks) and not any(posixpath.basename(mask) in names for mask in masks):
+        return images, masks, []  # (no file can be in both: most stems, whose real paths are not looked up)
+    first_spelling = {_identity(image): image for image in reversed(images)}
+    shared = set(first_spelling) & {_identity(mask) for mask in masks}
+    if not shared:
         return images, masks, []
-    images = [image for image in images if image not in both]
-    masks = [mask for mask in masks if mask not in both]
+    both = sorted(first_spelling[identity] for identity in shared)
+    images = [image for image in images if _identity(image) not in shared]
+    masks = [mask for mask in masks if _identity(mask) not in shared]
     if images and masks:
         return images, masks, both
     return (images, both, []) if images else (both if masks else [], masks or both, [])
@@ -265,17 +291,19 @@ class _PairAndDedupFn(beam.DoFn):
     @staticmethod
     def _pair(stem, grouped):
         """One source's files and list lines of ``stem`` -> its record, and :class:`_Refused` s."""
-        images, masks = sorted(set(grouped.get(IMAGE, ()))), sorted(set(grouped.get(MASK, ())))
+        images, masks = _distinct(grouped.get(IMAGE, ())), _distinct(grouped.get(MASK, ()))
         metas = sorted(grouped.get(META, ()))
         images, masks, both = _roles(images, masks)
         images, masks = _closest_first(images, masks)
         for extra in both:
-            yield _refused([extra], "duplicate_key", f"matches both the images' and the masks' globs, and "
-                           f"{images[0]} and {masks[0]} are the image and mask of stem {stem!r}")
+            yield _refused([extra], "duplicate_key", f"matches both the images' and the masks' globs, and the stem "
+                           f"{stem!r} has other files for both: one input per stem")
         for extra in images[1:]:
-            yield _refused([extra], "duplicate_key", f"another image with stem {stem!r} was used: {images[0]}")
+            yield _refused([extra], "duplicate_key", f"the stem {stem!r} has {len(images)} images, one input per "
+                           f"stem: {images[0]} is the one paired, or refused, for it")
         for extra in masks[1:]:
-            yield _refused([extra], "duplicate_key", f"another mask with stem {stem!r} was used: {masks[0]}")
+            yield _refused([extra], "duplicate_key", f"the stem {stem!r} has {len(masks)} masks, one input per "
+                           f"stem: {masks[0]} is the one paired, or refused, for it")
         if not images:  # (one input missing, however many files and lines name it)
             lines = ", ".join(f"{list_uri}:{number}" for list_uri, number in sorted(meta[3:5] for meta in metas))
             if masks and metas:
@@ -343,8 +371,7 @@ class _PairAndDedupFn(beam.DoFn):
             return  # (most keys: their files' real paths are not looked up)
         done = {identity for record in kept for identity, _ in _files_of(record)}
         for refusal in refused:
-            uri = next((uri for identity, uri in refusal.files if identity not in done), None) if refusal.files \
-                else refusal.uri
+            uri = refusal.carried_uri or next((uri for identity, uri in refusal.files if identity not in done), None)
             if uri is None:
                 continue  # (each of its files written, or named by a rejection already)
             done.update(identity for identity, _ in refusal.files)
