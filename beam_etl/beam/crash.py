@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import signal
 
-CRASH_POINTS = ("after_lease", "outcomes", "before_commit", "old_manifest_out", "old_files_out", "new_files_in",
+CRASH_POINTS = ("lease_taken", "after_lease", "outcomes", "before_commit", "old_manifest_out", "old_files_out", "new_files_in",
                 "manifest_in")
 
 

@@ -344,24 +344,24 @@ def _held(config: JobConfig, pipeline_options: PipelineOptions, launch_options, 
                             local=runs_here(pipeline_options), command=command, run_id=warm_workers.run_id())
     except lease.LeaseError as error:
         _refuse(error)
-    if resuming is not None and holder.took_over != resuming.run_id:  # released meanwhile: no resume
-        resuming = None
-    if resuming is not None:
-        reused = "its finished images come from the cache" if config.use_cache else "--no_cache: nothing is reused"
-        print(f"beam-etl: resuming {resuming.describe()}, which died; {reused}")
-    try:
+    try:  # (from here a failure, a refusal or a Ctrl-C puts the output back and releases it)
+        crash.crash_point("lease_taken")
+        if resuming is not None and holder.took_over != resuming.run_id:  # released meanwhile: no resume
+            resuming = None
+        if resuming is not None:
+            reused = "its finished images come from the cache" if config.use_cache else "--no_cache: nothing is reused"
+            print(f"beam-etl: resuming {resuming.describe()}, which died; {reused}")
         commit.clear_leftovers(config.output)  # may put back an output a dead run was replacing
         # so again, and another run may have ended; the output it replaces (its class ids, for the summary)
         replaced = commit.check_output(config.output, config.overwrite or resuming is not None)
+        if launch_options.render_graph:  # once the run holds the output: a refused run draws nothing
+            render_graph(config, launch_options.render_graph)
     except (ValueError, RuntimeError) as error:
         _abandon(config.output, holder.run_id, made_from)
         _refuse(error)
-    if launch_options.render_graph:  # once the run holds the output: a refused run draws nothing
-        try:
-            render_graph(config, launch_options.render_graph)
-        except BaseException:
-            _abandon(config.output, holder.run_id, made_from)
-            raise
+    except BaseException:
+        _abandon(config.output, holder.run_id, made_from)
+        raise
     return holder, replaced
 
 
@@ -370,12 +370,12 @@ def _run_held(config: JobConfig, pipeline_options: PipelineOptions, holder, made
     """Runs the job into the output ``holder`` holds; returns the manifest it wrote (None: the
     job was submitted and runs on). A run that fails here gives the output back as it was."""
     launch_options = pipeline_options.view_as(options.LaunchOptions)
-    snapshot = (up_to_date.Snapshot(command_line, config.output, sources.local_roots(config), code.job)
-                if command_line is not None and config.use_cache and runs_here(pipeline_options) else None)
     cluster = None
     started = time.perf_counter()
     os.environ[lease.RUN_ENV] = holder.run_id  # for the processes the run starts (lease.is_resumable)
     try:
+        snapshot = (up_to_date.Snapshot(command_line, config.output, sources.local_roots(config), code.job)
+                    if command_line is not None and config.use_cache and runs_here(pipeline_options) else None)
         crash.crash_point("after_lease")
         if launch_options.dask_local_workers:
             cluster = _on_local_dask_cluster(pipeline_options, launch_options.dask_local_workers)

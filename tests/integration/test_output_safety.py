@@ -319,7 +319,7 @@ def test_a_run_killed_before_its_manifest_is_in_leaves_the_earlier_output(earlie
     assert verify.verify(str(out)) == {}
 
 
-@pytest.mark.parametrize("crash_at", ["after_lease:SIGINT", "before_commit:SIGINT"])  # before, inside a step
+@pytest.mark.parametrize("crash_at", ["lease_taken:SIGINT", "after_lease:SIGINT", "before_commit:SIGINT"])
 def test_ctrl_c_leaves_the_earlier_output_and_no_lease(earlier, pets_dir, tmp_path, crash_at):
     out = _copy(earlier, tmp_path)
     interrupted = _run_process(pets_dir, out, "--overwrite", crash_at=crash_at)
@@ -330,12 +330,12 @@ def test_ctrl_c_leaves_the_earlier_output_and_no_lease(earlier, pets_dir, tmp_pa
     assert _snapshot(out, cache=False) == _without_cache(earlier[1])
 
 
-@pytest.mark.parametrize("crash_at", ["after_lease:SIGINT", "before_commit:SIGINT"])
+@pytest.mark.parametrize("crash_at", ["lease_taken:SIGINT", "after_lease:SIGINT", "before_commit:SIGINT"])
 def test_ctrl_c_into_a_new_folder_leaves_no_folder_or_only_its_cache(pets_dir, tmp_path, crash_at):
     out = tmp_path / "new"
     interrupted = _run_process(pets_dir, out, crash_at=crash_at)
     assert interrupted.returncode == 130 and "Traceback" not in interrupted.stderr
-    if crash_at.startswith("after_lease"):  # nothing computed yet: no folder, as before the run
+    if not crash_at.startswith("before_commit"):  # nothing computed yet: no folder, as before the run
         assert not out.exists()
     else:  # what it computed is kept, for the next run: nothing else
         assert {p.name for p in out.iterdir()} == {CACHE_DIR}
