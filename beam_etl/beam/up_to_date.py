@@ -42,11 +42,13 @@ import hashlib
 import importlib.util
 import json
 import os
+import re
 import stat
 import sys
 import time
 
 from beam_etl import code_version, file_states, globs
+from beam_etl.processes import is_running
 from beam_etl.output_layout import (CACHE_DIR, INCOMPLETE_DIR, MANIFEST, UP_TO_DATE, UP_TO_DATE_FILES, parse_manifest,
                                     refuse_unless_regular)
 
@@ -455,12 +457,30 @@ class Snapshot:
                                     "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, self._files)
 
 
+_PARTIAL = re.compile(re.escape(UP_TO_DATE) + r"(?:\.files)?\.([0-9]+)\.partial")
+
+
+def _remove_dead_partials(output: str) -> None:
+    """Removes the state's files that a process killed while it wrote them left (named by its
+    pid: those of a process still running are its to finish)."""
+    try:
+        names = os.listdir(output)
+    except OSError:
+        return
+    for name in names:
+        match = _PARTIAL.fullmatch(name)
+        if match and not is_running(int(match.group(1))):
+            with contextlib.suppress(OSError):
+                os.remove(os.path.join(output, name))
+
+
 def _write_state(output: str, state: dict, files: dict) -> None:
     """The state beside ``output``, and its ``UP_TO_DATE_FILES``, each written whole (a crash leaves the
     old one, or a state whose files do not match, which is then not believed)."""
     data = json.dumps(files, sort_keys=True, separators=(",", ":")).encode("ascii")
     state = {**state, "files": hashlib.sha256(data).hexdigest()}
     state["checksum"] = _checksum(state)
+    _remove_dead_partials(output)
     for name, body in ((UP_TO_DATE_FILES, data), (UP_TO_DATE, json.dumps(state, sort_keys=True).encode("utf-8"))):
         path = os.path.join(output, name)
         partial = f"{path}.{os.getpid()}.partial"

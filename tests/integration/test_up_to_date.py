@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import sys
 import threading
 import time
@@ -446,3 +447,23 @@ def test_an_output_inside_its_oxford_root_is_found_up_to_date(data, settled, dec
     listed = data / "annotations" / "trainval.txt"
     listed.write_bytes(listed.read_bytes() + b"# a list is an input\n")
     assert preprocess.run([*argv, "--overwrite"])["run_id"] != first["run_id"]
+
+
+def test_the_state_s_partial_files_a_killed_writer_left_are_removed_by_the_next_writer(tmp_path):
+    """A process killed while it wrote the state leaves ``<state>.<pid>.partial``: the next run
+    that writes the state removes those of processes no longer running, and no other file."""
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        for pid in (gone.pid, alive.pid):
+            (tmp_path / f"{UP_TO_DATE}.{pid}.partial").write_bytes(b"{")
+            (tmp_path / f"{UP_TO_DATE}.files.{pid}.partial").write_bytes(b"{")
+        (tmp_path / "notes.partial").write_bytes(b"mine")
+        up_to_date._write_state(str(tmp_path), {"format": up_to_date.FORMAT}, {})  # pylint: disable=protected-access
+        assert sorted(path.name for path in tmp_path.iterdir()) == sorted([
+            UP_TO_DATE, f"{UP_TO_DATE}.files", f"{UP_TO_DATE}.{alive.pid}.partial",
+            f"{UP_TO_DATE}.files.{alive.pid}.partial", "notes.partial"])
+    finally:
+        alive.kill()
+        alive.wait()
