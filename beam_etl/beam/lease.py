@@ -155,8 +155,9 @@ def is_resumable(holder: Holder | None, command: str) -> bool:
     """Whether a run of ``command`` may take ``holder``'s lease over without ``--break_lease``:
     the holder ran the same command, on this host and in this PID namespace (a container
     sharing the host's name has pids of its own), its workers end with it, its process is gone,
-    and so is every process it started (Beam's worker processes can outlive a killed launcher
-    for a while). A job on Dataflow may commit after its launcher died: never."""
+    and so is every process it started (a worker process can outlive a killed launcher: a
+    cold one until its connection to the runner times out, a forked one about a second). A job
+    on Dataflow may commit after its launcher died: never."""
     return (holder is not None and holder.local and bool(command) and holder.command == command
             and bool(holder.pid_ns) and holder.pid_ns == _pid_namespace()
             and _process_gone(holder) and _tagged_processes(holder.run_id) == [])  # (None: cannot tell)

@@ -33,6 +33,7 @@ import atexit
 import contextlib
 import json
 import os
+import select
 import shutil
 import signal
 import socket
@@ -47,6 +48,7 @@ import traceback
 import uuid
 
 from beam_etl import quick_exit
+from beam_etl.processes import is_running
 
 SOCKET_ENV = "BEAM_ETL_WORKER_SOCKET"  # where the worker command finds the warm parent
 RUN_ENV = "BEAM_ETL_RUN_ID"  # beam_etl.beam.lease.RUN_ENV (not imported: that module loads Beam)
@@ -198,7 +200,30 @@ def _exit_when_closed(connection: socket.socket) -> None:
         os._exit(1)  # pylint: disable=protected-access
 
 
-def _child(listener: socket.socket, connection: socket.socket, env: dict, fds: list[int], verbose: bool) -> None:
+def _exit_when_launcher_gone(launcher: tuple[int, int | None]) -> None:
+    """In a child: the launcher's runner is the only one its harness works for, so once the
+    launcher is gone (killed alone, its worker commands left running) the child ends, and with
+    it its command, rather than wait minutes for the runner's connection to time out while the
+    output's next run is refused for processes of this one."""
+    pid, pidfd = launcher
+    if pidfd is not None:
+        select.select([pidfd], [], [])  # (readable once the launcher has ended)
+    else:
+        while is_running(pid):
+            time.sleep(_POLL_S)
+    os._exit(1)  # pylint: disable=protected-access
+
+
+def _pidfd(pid: int) -> int | None:
+    """A descriptor that becomes readable when process ``pid`` ends (Linux 5.3 on); None elsewhere."""
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return None
+
+
+def _child(listener: socket.socket, connection: socket.socket, env: dict, fds: list[int], verbose: bool,
+           launcher: tuple[int, int | None]) -> None:
     status = 1
     try:
         listener.close()
@@ -217,6 +242,8 @@ def _child(listener: socket.socket, connection: socket.socket, env: dict, fds: l
             print(f"beam-etl: worker process {os.getpid()} forked from the warm parent {os.getppid()}",
                   file=sys.stderr, flush=True)
         threading.Thread(target=_exit_when_closed, args=(connection,), name="beam_etl_command", daemon=True).start()
+        threading.Thread(target=_exit_when_launcher_gone, args=(launcher,), name="beam_etl_launcher",
+                         daemon=True).start()
         from beam_etl.beam import sdk_worker  # pylint: disable=import-outside-toplevel
 
         status = sdk_worker.run_harness()
@@ -251,7 +278,7 @@ def serve(listen_fd: int, launcher_pid: int, verbose: bool, google_cloud: bool =
     listener.settimeout(_POLL_S)
     parent = os.getpid()
     try:
-        _accept_until_orphaned(listener, launcher_pid, verbose)
+        _accept_until_orphaned(listener, (launcher_pid, _pidfd(launcher_pid)), verbose)
     finally:  # the launcher is gone: killed, it could not remove the socket's folder (its stop()
         # ends this process with SIGTERM, no finally run, and removes the folder itself)
         if os.getpid() == parent:  # (a forked child never gets here: it ends with os._exit)
@@ -365,8 +392,8 @@ def _refuses(path: str) -> bool:
     return False
 
 
-def _accept_until_orphaned(listener: socket.socket, launcher_pid: int, verbose: bool) -> None:
-    while os.getppid() == launcher_pid:
+def _accept_until_orphaned(listener: socket.socket, launcher: tuple[int, int | None], verbose: bool) -> None:
+    while os.getppid() == launcher[0]:
         try:
             connection, _ = listener.accept()
         except socket.timeout:
@@ -383,7 +410,7 @@ def _accept_until_orphaned(listener: socket.socket, launcher_pid: int, verbose: 
             connection.close()
             continue
         if os.fork() == 0:
-            _child(listener, connection, env, fds, verbose)
+            _child(listener, connection, env, fds, verbose, launcher)
         for fd in fds:
             os.close(fd)
         connection.close()

@@ -170,6 +170,29 @@ def test_the_parent_ends_when_its_launcher_is_gone_and_leaves_no_socket_behind(t
     assert not os.path.exists(directory)  # the parent removed it as it ended
 
 
+def test_a_worker_and_its_command_end_soon_after_their_launcher_is_killed_alone():
+    """Killed alone (not its process group), the launcher leaves worker commands whose harness
+    waits for a runner that is gone: the forked worker ends within a second or so, and its
+    command with it, where they waited a minute or two for the connection to time out (and the
+    output's next run was refused meanwhile for processes of this one)."""
+    script = ("import os, re, subprocess, sys, time\nfrom beam_etl.beam import warm_workers\n"
+              "warm_workers.start(verbose=True)\n"
+              "env = {**os.environ, 'CONTROL_API_SERVICE_DESCRIPTOR': 'url: \"localhost:9\"'}\n"
+              "command = subprocess.Popen([sys.executable, '-m', 'beam_etl.beam.sdk_worker'], env=env, "
+              "stderr=subprocess.PIPE, text=True)\n"
+              "child = re.search(r'worker process (\\d+) forked', command.stderr.readline()).group(1)\n"
+              "print(command.pid, child, flush=True)\n"
+              "time.sleep(600)\n")
+    launcher = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+                                env={**os.environ, "PYTHONPATH": TREE})
+    command, child = map(int, launcher.stdout.readline().split())
+    time.sleep(1.0)
+    assert _alive(command) and _alive(child)  # waiting for the runner
+    launcher.send_signal(signal.SIGKILL)
+    launcher.wait()
+    assert _wait_until_gone(child, seconds=10.0) and _wait_until_gone(command, seconds=10.0)
+
+
 def _killed_launch(temp_dir) -> str:
     """Starts a process that starts a warm parent with ``temp_dir`` as its temporary folder, kills
     the process group of both with SIGKILL (neither can clean up), and returns the folder of the
