@@ -10,7 +10,7 @@ def is_running(pid: int) -> bool:
     """Whether process ``pid`` runs on this host (one of another user's too)."""
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):  # (a number no pid can be: none)
         return False
     except PermissionError:
         return True  # (another user's)

@@ -354,14 +354,18 @@ def _held(config: JobConfig, pipeline_options: PipelineOptions, launch_options, 
         commit.clear_leftovers(config.output)  # may put back an output a dead run was replacing
         # so again, and another run may have ended; the output it replaces (its class ids, for the summary)
         replaced = commit.check_output(config.output, config.overwrite or resuming is not None)
-        if launch_options.render_graph:  # once the run holds the output: a refused run draws nothing
-            render_graph(config, launch_options.render_graph)
     except (ValueError, RuntimeError) as error:
         _abandon(config.output, holder.run_id, made_from)
         _refuse(error)
     except BaseException:
         _abandon(config.output, holder.run_id, made_from)
         raise
+    if launch_options.render_graph:  # once the run holds the output: a refused run draws nothing
+        try:  # (a graph that cannot be drawn fails the run, with its traceback: no refusal of a flag)
+            render_graph(config, launch_options.render_graph)
+        except BaseException:
+            _abandon(config.output, holder.run_id, made_from)
+            raise
     return holder, replaced
 
 
@@ -371,11 +375,11 @@ def _run_held(config: JobConfig, pipeline_options: PipelineOptions, holder, made
     job was submitted and runs on). A run that fails here gives the output back as it was."""
     launch_options = pipeline_options.view_as(options.LaunchOptions)
     cluster = None
-    started = time.perf_counter()
     os.environ[lease.RUN_ENV] = holder.run_id  # for the processes the run starts (lease.is_resumable)
     try:
         snapshot = (up_to_date.Snapshot(command_line, config.output, sources.local_roots(config), code.job)
                     if command_line is not None and config.use_cache and runs_here(pipeline_options) else None)
+        started = time.perf_counter()
         crash.crash_point("after_lease")
         if launch_options.dask_local_workers:
             cluster = _on_local_dask_cluster(pipeline_options, launch_options.dask_local_workers)

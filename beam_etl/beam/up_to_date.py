@@ -460,9 +460,13 @@ class Snapshot:
 _PARTIAL = re.compile(re.escape(UP_TO_DATE) + r"(?:\.files)?\.([0-9]+)\.partial")
 
 
+_PARTIAL_LEFT_S = 60.0  # a state's partial file is written in milliseconds: one older than this was left
+
+
 def _remove_dead_partials(output: str) -> None:
-    """Removes the state's files that a process killed while it wrote them left (named by its
-    pid: those of a process still running are its to finish)."""
+    """Removes the state's files that a process killed while it wrote them left: named by a pid
+    that no process of this host has, and older than a writer takes (a writer in another pid
+    namespace, a container's, writes beside the same output under a pid this host may not know)."""
     try:
         names = os.listdir(output)
     except OSError:
@@ -470,8 +474,10 @@ def _remove_dead_partials(output: str) -> None:
     for name in names:
         match = _PARTIAL.fullmatch(name)
         if match and not is_running(int(match.group(1))):
+            path = os.path.join(output, name)
             with contextlib.suppress(OSError):
-                os.remove(os.path.join(output, name))
+                if time.time() - os.lstat(path).st_mtime > _PARTIAL_LEFT_S:
+                    os.remove(path)
 
 
 def _write_state(output: str, state: dict, files: dict) -> None:

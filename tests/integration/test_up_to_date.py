@@ -451,19 +451,25 @@ def test_an_output_inside_its_oxford_root_is_found_up_to_date(data, settled, dec
 
 def test_the_state_s_partial_files_a_killed_writer_left_are_removed_by_the_next_writer(tmp_path):
     """A process killed while it wrote the state leaves ``<state>.<pid>.partial``: the next run
-    that writes the state removes those of processes no longer running, and no other file."""
+    that writes the state removes those of processes no longer running, once older than a writer
+    takes (a writer of another pid namespace has a pid this host may not know), and no other file."""
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
     alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        for pid in (gone.pid, alive.pid):
-            (tmp_path / f"{UP_TO_DATE}.{pid}.partial").write_bytes(b"{")
-            (tmp_path / f"{UP_TO_DATE}.files.{pid}.partial").write_bytes(b"{")
+        names = [f"{UP_TO_DATE}{files}.{pid}.partial" for pid in (gone.pid, alive.pid, 2 ** 40)
+                 for files in ("", ".files")]
+        for name in names:
+            (tmp_path / name).write_bytes(b"{")
+            os.utime(tmp_path / name, (time.time() - 120, time.time() - 120))
+        (tmp_path / f"{UP_TO_DATE}.{gone.pid + 100000}.partial").write_bytes(b"{")  # (just written)
         (tmp_path / "notes.partial").write_bytes(b"mine")
+        os.utime(tmp_path / "notes.partial", (time.time() - 120, time.time() - 120))
         up_to_date._write_state(str(tmp_path), {"format": up_to_date.FORMAT}, {})  # pylint: disable=protected-access
         assert sorted(path.name for path in tmp_path.iterdir()) == sorted([
             UP_TO_DATE, f"{UP_TO_DATE}.files", f"{UP_TO_DATE}.{alive.pid}.partial",
-            f"{UP_TO_DATE}.files.{alive.pid}.partial", "notes.partial"])
+            f"{UP_TO_DATE}.files.{alive.pid}.partial", f"{UP_TO_DATE}.{gone.pid + 100000}.partial",
+            "notes.partial"])
     finally:
         alive.kill()
         alive.wait()

@@ -282,3 +282,23 @@ def test_a_file_uri_is_the_local_place_it_names(tmp_path):
     assert not is_within(f"file://{tmp_path}/a.html", str(out)) and not is_within(f"gs:/{out}/a", str(out))
     assert "is inside OUT" in written_file.refusal("--html", f"file://{out}/r.html", str(out))
     assert "does not exist" in written_file.refusal("--html", f"file://{tmp_path}/none/r.html", str(out))
+
+
+def test_no_step_of_the_job_makes_beam_warn_of_a_process_that_yields_and_returns():
+    """Beam reads each DoFn's ``process`` as text and warns (on the command's stderr, among its
+    own messages) of one with both ``yield`` and ``return ...`` lines: a trailing comment on a
+    bare ``return`` is enough."""
+    import apache_beam as beam
+    from apache_beam.transforms import core
+
+    from beam_etl.beam import preprocess  # (every step of the job)
+
+    def subclasses(cls):
+        for sub in cls.__subclasses__():
+            yield sub
+            yield from subclasses(sub)
+
+    assert preprocess.Preprocess
+    steps = [cls for cls in subclasses(beam.DoFn) if cls.__module__.startswith("beam_etl.")]
+    warned = core._check_fn_use_yield_and_return  # pylint: disable=protected-access
+    assert len(steps) >= 6 and [cls.__name__ for cls in steps if warned(cls.process)] == []

@@ -367,8 +367,12 @@ class _PairAndDedupFn(beam.DoFn):
                 refused.append(_record_refused(record, "duplicate_key",
                                                f"key {key!r} already comes from {_told_apart(records[0])}{this}"))
         yield from kept
-        if not refused:
-            return  # (most keys: their files' real paths are not looked up)
+        if refused:  # (most keys have none: their files' real paths are not looked up)
+            yield from self._rejections(key, kept, refused)
+
+    def _rejections(self, key: str, kept: list[SourceRecord], refused: list[_Refused]):
+        """A :class:`Rejection` per refusal that names a file nothing else accounts for (Beam
+        warns of a ``process`` that both yields and returns: this is a generator of its own)."""
         done = {identity for record in kept for identity, _ in _files_of(record)}
         for refusal in refused:
             uri = refusal.carried_uri or next((uri for identity, uri in refusal.files if identity not in done), None)
