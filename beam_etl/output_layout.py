@@ -15,8 +15,8 @@ and, while a run holds it, ``.incomplete/``: the run's lease (also the marker th
 a beam-etl output being written), the files it stages before the commit (in a folder named by
 its run id), its spill files, the workers' progress counts, files being written (``tmp/``), and
 during the commit the replaced output and the commit's journal. (tf.Transform traces its graph
-in the system's temporary folder, once per machine: :mod:`beam_etl.beam.transform_template`.) Names are relative, ``/``-separated;
-:func:`is_job_file` tells the job's own from a user's.
+in the system's temporary folder, once per machine: :mod:`beam_etl.beam.transform_template`.)
+Names are relative, ``/``-separated; :func:`is_job_file` tells the job's own from a user's.
 """
 
 from __future__ import annotations

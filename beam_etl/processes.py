@@ -1,5 +1,6 @@
-"""Whether a process of this host runs. Standard library only: the worker command and the
-launch's up-to-date check use it before Beam loads."""
+"""Whether a process of this host runs (the lease's holder, a worker's launcher, a writer of the
+up-to-date state). Standard library only: the worker command and the launch's up-to-date check
+use it before Beam loads."""
 
 from __future__ import annotations
 

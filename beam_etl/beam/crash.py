@@ -9,8 +9,8 @@ from __future__ import annotations
 import os
 import signal
 
-CRASH_POINTS = ("lease_taken", "after_lease", "outcomes", "before_commit", "old_manifest_out", "old_files_out", "new_files_in",
-                "manifest_in")
+CRASH_POINTS = ("lease_taken", "after_lease", "outcomes", "before_commit", "old_manifest_out", "old_files_out",
+                "new_files_in", "manifest_in")
 
 
 def crash_point(name: str, count: int | None = None) -> None:

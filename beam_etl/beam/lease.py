@@ -26,6 +26,7 @@ import time
 import uuid
 
 from beam_etl.beam import filesystem
+from beam_etl.processes import is_running
 from beam_etl.output_layout import BROKEN_SUFFIX, LEASE, join
 
 
@@ -167,12 +168,8 @@ def _process_gone(holder: Holder) -> bool:
     """Whether ``holder``'s process is gone from this host (False for another host's)."""
     if holder.host != socket.gethostname():
         return False
-    try:
-        os.kill(holder.pid, 0)
-    except ProcessLookupError:
+    if not is_running(holder.pid):
         return True
-    except PermissionError:
-        pass  # runs, as another user
     return bool(holder.process_start) and _process_start(holder.pid) != holder.process_start
 
 

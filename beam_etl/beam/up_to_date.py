@@ -457,9 +457,7 @@ class Snapshot:
                                     "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, self._files)
 
 
-_PARTIAL = re.compile(re.escape(UP_TO_DATE) + r"(?:\.files)?\.([0-9]+)\.partial")
-
-
+_PARTIAL = re.compile(f"(?:{re.escape(UP_TO_DATE)}|{re.escape(UP_TO_DATE_FILES)})" + r"\.([0-9]+)\.partial")
 _PARTIAL_LEFT_S = 60.0  # a state's partial file is written in milliseconds: one older than this was left
 
 

@@ -220,12 +220,8 @@ def _distinct(uris) -> list[str]:
     uris = sorted(set(uris))
     if len(uris) < 2:
         return uris
-    seen, distinct = set(), []
-    for uri in uris:
-        if _identity(uri) not in seen:
-            seen.add(_identity(uri))
-            distinct.append(uri)
-    return distinct
+    first_spelling = {_identity(uri): uri for uri in reversed(uris)}
+    return sorted(first_spelling.values())
 
 
 _NOT_UTF8_IDENTITY = "\0not UTF-8: "  # + the real path shown: (a NUL is in no path)
@@ -241,13 +237,13 @@ def _roles(images: list[str], masks: list[str]) -> tuple[list[str], list[str], l
     names = {posixpath.basename(image) for image in images}
     if not set(images) & set(masks) and not any(posixpath.basename(mask) in names for mask in masks):
         return images, masks, []  # (no file can be in both: most stems, whose real paths are not looked up)
-    first_spelling = {_identity(image): image for image in reversed(images)}
-    shared = set(first_spelling) & {_identity(mask) for mask in masks}
+    image_ids, mask_ids = {image: _identity(image) for image in images}, {mask: _identity(mask) for mask in masks}
+    shared = set(image_ids.values()) & set(mask_ids.values())
     if not shared:
         return images, masks, []
-    both = sorted(first_spelling[identity] for identity in shared)
-    images = [image for image in images if _identity(image) not in shared]
-    masks = [mask for mask in masks if _identity(mask) not in shared]
+    both = [image for image in images if image_ids[image] in shared]  # (one spelling each: _distinct)
+    images = [image for image in images if image_ids[image] not in shared]
+    masks = [mask for mask in masks if mask_ids[mask] not in shared]
     if images and masks:
         return images, masks, both
     return (images, both, []) if images else (both if masks else [], masks or both, [])
