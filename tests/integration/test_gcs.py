@@ -282,6 +282,26 @@ def test_a_folder_marker_is_no_input(gcs_pets):
         assert list(matching.matches(glob)) == ["gs://pets/marked/images/a.jpg"], glob
 
 
+def test_star_matches_a_backslash_in_an_object_s_name_as_locally(gcs_pets):
+    """``*`` takes a ``\\`` in an object's name, as in a local file's and as ``gsutil``'s ``*``
+    does: Beam's ``*`` (``[^/\\\\]*``, for Windows paths) passed over such an input without a
+    word. ``*`` still stays within a folder, ``**`` crosses folders, and a limit still holds."""
+    from google.cloud import storage  # pylint: disable=import-outside-toplevel
+
+    from beam_etl.beam.sources import matching  # pylint: disable=import-outside-toplevel
+
+    bucket = storage.Client.create_anonymous_client().bucket("pets")
+    for name in ("odd/images/a\\b.jpg", "odd/images/c.jpg", "odd/images/sub/d.jpg", "odd/images/e.png"):
+        bucket.blob(name).upload_from_string(b"x")
+    here = "gs://pets/odd/images/"
+    assert sorted(matching.matches(here + "*.jpg")) == [here + "a\\b.jpg", here + "c.jpg"]
+    assert sorted(matching.matches(here + "a*")) == [here + "a\\b.jpg"]
+    assert sorted(matching.matches("gs://pets/odd/**.jpg")) == [here + "a\\b.jpg", here + "c.jpg", here + "sub/d.jpg"]
+    assert sorted(matching.matches(here)) == [here + "a\\b.jpg", here + "c.jpg", here + "e.png"]
+    assert list(matching.matches(here + "a\\b.jpg")) == [here + "a\\b.jpg"]
+    assert len(list(matching.matches(here + "*", limit=2))) == 2
+
+
 def test_an_exclusive_create_whose_object_is_there_with_its_own_bytes_took_it(gcs_pets):
     """The storage client retries a request whose answer was lost; where the first attempt made
     the object, the retry fails its precondition: the lease is this run's all the same (it

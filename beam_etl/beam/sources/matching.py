@@ -14,7 +14,7 @@ differs for local globs:
   and ``*`` only (``DIR/*/images/*.jpg``), only into folders whose names its folders match.
 - ``*`` matches a backslash in a name, as the shell does: it is an ordinary character of a
   POSIX file name, and Beam's ``*`` (``[^/\\]*``, for Windows paths) passed over such a file
-  without a word.
+  without a word. (On every file system: ``gsutil``'s ``*`` takes it in an object's name too.)
 - An entry whose ``stat`` fails (a broken link, a file gone meanwhile) is named all the same:
   reading it rejects it with its reason, where Beam's listing dropped it without a word.
 - (Other file systems, through Beam.) An object store's folder marker (an empty ``name/``
@@ -51,17 +51,25 @@ def root(glob: str) -> str:
 
 def matches(glob: str, limit: int | None = None) -> Iterator[str]:
     """The paths ``glob`` matches, at most ``limit``, in listing order (not sorted)."""
-    if "://" in glob:  # (Beam's own errors for schemes it lacks, ``file://`` among them)
-        # (not the empty ``name/`` objects that mark a folder in an object store: no file's)
-        yield from (m.path for m in FileSystems.match([glob], limits=[limit])[0].metadata_list
-                    if not m.path.endswith("/"))
-        return
     count = 0
-    for path in _local_matches(glob):
+    for path in _listed_matches(glob) if "://" in glob else _local_matches(glob):
         if limit is not None and count >= limit:
             return
         count += 1
         yield path
+
+
+def _listed_matches(glob: str) -> Iterator[str]:
+    """The matches of a glob of another file system (``gs://``): Beam lists the folder or prefix
+    before its first wildcard, as for its own match, and :func:`_compiled` tests each path.
+    (Beam's own errors for schemes it lacks, ``file://`` among them.)"""
+    pattern = glob + "*" if glob.endswith(("/", "\\")) else glob
+    prefix = re.match(r"[^[*?]*", pattern).group(0)
+    # (``**`` after the prefix: everything Beam's match of the pattern lists, none filtered out)
+    listed = FileSystems.match([pattern if prefix == pattern else prefix + "**"])[0].metadata_list
+    match = _compiled(pattern).match
+    # (not the empty ``name/`` objects that mark a folder in an object store: no file's)
+    yield from (m.path for m in listed if not m.path.endswith("/") and match(m.path))
 
 
 def _start(glob: str) -> tuple[str, str | None, str]:
