@@ -45,8 +45,8 @@ def read_examples(data_dir: str, split: str, count: int, keys: list[str] | None 
     manifest = load_manifest(data_dir)
     info = manifest["image"]
     records = tf.data.TFRecordDataset(split_files(data_dir, manifest, split))
-    if keys is None:
-        records = records.shuffle(4096, seed=seed).take(count)
+    if keys is None:  # (past the split's size, every example: also a count past what take holds)
+        records = records.shuffle(4096, seed=seed).take(min(count, manifest["splits"][split]["num_examples"]))
     found = {}
     for serialized in records:
         features = tf.io.parse_single_example(serialized, schema.feature_spec())

@@ -110,6 +110,23 @@ def test_a_browser_renders_it(page, tmp_path):
     assert (pixels < 200).any(axis=-1).mean() > 0.02  # text, tables, pictures: not a blank page
 
 
+def _grid(path) -> np.ndarray:
+    parsed = _Page()
+    parsed.feed(path.read_text())
+    return _decoded(next(image["src"] for image in parsed.images if "masks overlaid" in image.get("alt", "")))
+
+
+def test_more_examples_than_the_split_holds_shows_them_all(page, tmp_path):
+    """``--examples`` past what TensorFlow's ``take`` holds (an int64) is every example of the
+    split, as any count past the split's size is: the same grid."""
+    manifest, _, path = page
+    out = path.parent / "out"
+    every, huge = tmp_path / "every.html", tmp_path / "huge.html"
+    assert report.main([str(out), "--html", str(every), "--examples", str(manifest["splits"]["train"]["num_examples"])]) == 0
+    assert report.main([str(out), "--html", str(huge), "--examples", "9" * 22]) == 0
+    assert np.array_equal(_grid(every), _grid(huge)) and _grid(huge).shape[0] > _grid(path).shape[0]
+
+
 def test_the_report_is_never_written_into_the_output(page, capsys):
     manifest, _, path = page
     out = path.parent / "out"
