@@ -32,6 +32,7 @@ import json
 
 import google_crc32c
 
+from beam_etl import regular_files
 from beam_etl.manifest_checks import manifest_problems
 from beam_etl.output_layout import (MANIFEST, is_local, join, local_path, missing_manifest, parse_manifest,
                                     refuse_unless_regular)
@@ -170,8 +171,7 @@ def compare(old: dict[str, dict], new: dict[str, dict]) -> Changes:
 def _read(path: str) -> bytes:
     """A file's bytes: a local one read directly, another (``gs://``) through TensorFlow's file systems."""
     if is_local(path):
-        with open(local_path(path), "rb") as handle:
-            return handle.read()
+        return regular_files.read(local_path(path))  # (a FIFO in a file's place is refused, never waited on)
     import tensorflow as tf  # pylint: disable=import-outside-toplevel  # only for remote outputs
 
     if not tf.io.gfile.exists(path):

@@ -24,6 +24,7 @@ import threading
 
 from apache_beam.io.filesystems import FileSystems
 
+from beam_etl import regular_files
 from beam_etl.globs import escape_glob
 from beam_etl.output_layout import is_local, local_path
 
@@ -321,6 +322,8 @@ def _read_gcs(path: str, offset: int = 0, length: int | None = None) -> bytes:
 
 def read_bytes(path: str) -> bytes:
     """The whole file ``path``. A missing local or ``gs://`` file raises FileNotFoundError."""
+    if is_local(path):  # (a FIFO in a file's place is refused, never waited on)
+        return regular_files.read(local_path(path))
     if path.startswith("gs://"):
         return _read_gcs(path)
     with FileSystems.open(path) as handle:
@@ -332,9 +335,7 @@ def read_range(path: str, offset: int, length: int) -> bytes:
     (Beam's reader of a ``gs://`` object fetches 16 MiB at a time). A missing local or ``gs://``
     file raises FileNotFoundError."""
     if is_local(path):
-        with open(local_path(path), "rb") as handle:
-            present = os.fstat(handle.fileno()).st_size - offset  # (a length past the end: no buffer for it)
-            return os.pread(handle.fileno(), max(0, min(length, present)), offset)
+        return regular_files.read(local_path(path), offset, length)
     if path.startswith("gs://"):
         return _read_gcs(path, offset, length)
     with FileSystems.open(path) as handle:

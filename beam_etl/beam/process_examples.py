@@ -14,7 +14,7 @@ import threading
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from beam_etl import code_version, file_states, lineage
+from beam_etl import code_version, file_states, lineage, regular_files
 from beam_etl.beam import crash, example_cache, filesystem, job_progress, outcome_store
 from beam_etl.config import JobConfig
 from beam_etl.elements import RejectedInput, SourceRecord
@@ -72,12 +72,15 @@ def _regular_file_state(path: str, stage: str) -> tuple[int, ...]:
 
 def _read_local_in_states(path: str, stage: str) -> tuple[bytes, tuple[int, ...], tuple[int, ...]]:
     """A local file's bytes, and the states of the open file (``fstat``) as the read began and
-    as it ended: what was read, whatever the path pointed at meanwhile."""
+    as it ended: what was read, whatever the path pointed at meanwhile (a FIFO put in its place
+    since its ``stat`` is refused, never waited on)."""
     try:
-        with open(path, "rb") as handle:
+        with regular_files.open_regular(path) as handle:
             opened = file_states.file_state(os.fstat(handle.fileno()))
             data = handle.read()
             read = file_states.file_state(os.fstat(handle.fileno()))
+    except regular_files.NotRegularFileError as error:
+        raise RejectedInput(stage, "not_a_file", f"not a regular file (file type {error.file_type!r}); not read") from None
     except OSError as error:
         raise RejectedInput(stage, "unreadable", f"{type(error).__name__}: {error}") from None
     return data, opened, read

@@ -47,10 +47,9 @@ import stat
 import sys
 import time
 
-from beam_etl import code_version, file_states, globs
+from beam_etl import code_version, file_states, globs, regular_files
 from beam_etl.processes import is_running
-from beam_etl.output_layout import (CACHE_DIR, INCOMPLETE_DIR, MANIFEST, UP_TO_DATE, UP_TO_DATE_FILES, parse_manifest,
-                                    refuse_unless_regular)
+from beam_etl.output_layout import CACHE_DIR, INCOMPLETE_DIR, MANIFEST, UP_TO_DATE, UP_TO_DATE_FILES, parse_manifest
 
 FORMAT = 2
 _ENV_PREFIX = "BEAM_ETL_"
@@ -256,8 +255,7 @@ def _read_files(output: str, sha256: str) -> dict | None:
     """The ``UP_TO_DATE_FILES`` beside ``output`` (``{root: {name: entry}}``), if it is the one its
     state names."""
     try:
-        with open(os.path.join(output, UP_TO_DATE_FILES), "rb") as file:
-            data = file.read()
+        data = regular_files.read(os.path.join(output, UP_TO_DATE_FILES))  # (a FIFO: refused, never waited on)
     except OSError:
         return None
     if hashlib.sha256(data).hexdigest() != sha256:
@@ -341,9 +339,7 @@ def _output_digest(output: str) -> str | None:
 def _manifest(output: str) -> dict | None:
     path = os.path.join(output, MANIFEST)
     try:
-        refuse_unless_regular(path)
-        with open(path, "rb") as file:
-            return parse_manifest(file.read(), path)
+        return parse_manifest(regular_files.read(path), path)
     except (OSError, ValueError):
         return None
 
@@ -351,8 +347,7 @@ def _manifest(output: str) -> dict | None:
 def read_state(output: str) -> dict | None:
     """The state beside ``output``, or None (none, unreadable, or not matching its checksum)."""
     try:
-        with open(os.path.join(output, UP_TO_DATE), encoding="utf-8") as file:
-            state = json.load(file)
+        state = json.loads(regular_files.read(os.path.join(output, UP_TO_DATE)))  # (a FIFO: refused, not waited on)
     except (OSError, ValueError):
         return None
     if not isinstance(state, dict) or state.get("format") != FORMAT or state.get("checksum") != _checksum(state):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 
 import numpy as np
@@ -17,6 +18,7 @@ from beam_etl.loader import verify
 from beam_etl.output_layout import CHANGES_FILE
 from beam_etl.tools import sample_data
 from pipelines import preprocess
+from tests.support.jobs import hang_guarded
 from tests.support.tfrecords import read_examples
 
 pytestmark = pytest.mark.slow
@@ -260,6 +262,31 @@ def test_a_damaged_lineage_index_is_reported_not_fatal_and_never_read_as_changes
     replacing = _run(root, out, "--overwrite")  # the replacement goes on; what changed is unknown
     assert replacing["changes"]["unknown"].startswith("the output replaced has an unreadable lineage index")
     assert "added" not in replacing["changes"] and verify.verify(str(out)) == {}
+
+
+def test_a_fifo_in_place_of_a_lineage_file_is_named_never_waited_on(root, tmp_path):
+    """Every reader of the lineage index refuses a FIFO in a file's place by its type: a read of
+    it would wait for ever for a writer (a replacing run holding its lease meanwhile). Each
+    command in a process an alarm stops."""
+    out = tmp_path / "a"
+    _run(root, out)
+    name = json.loads((out / "manifest.json").read_text())["lineage"]["files"][0]
+    (out / name).unlink()
+    os.mkfifo(out / name)
+    refused = f"{out / name}: not a regular file"
+    for command, status, said in [
+            (["diff", out, out], 2, refused),
+            (["prune-cache", out], 2, refused),
+            (["load", "--data", out, "--preview", tmp_path / "p.png", "--keys", "no-such-key"], 1, "no example"),
+            (["preprocess", "--oxford_pets", root, "--output", out, "--image_size", "40x32", "--num_shards", "2",
+              "--augment_copies", "1", "--overwrite"], 0, "unreadable lineage index")]:
+        done = hang_guarded(command, seconds=120)
+        assert "HUNG" not in done.stdout and done.returncode == status, (command, done.stdout, done.stderr[-2000:])
+        assert said in done.stdout + done.stderr, (command, done.stdout, done.stderr[-2000:])
+    # (the replacing run took the FIFO's name back with the file it wrote there, and let go of the output)
+    assert verify.verify(str(out)) == {} and not (out / "lease.json").exists()
+    assert json.loads((out / "manifest.json").read_text())["changes"]["unknown"].startswith(
+        f"the output replaced has an unreadable lineage index: {refused}")
 
 
 def test_an_index_read_alone_refuses_a_key_twice():

@@ -21,7 +21,7 @@ from beam_etl import loader
 from beam_etl.loader import cli, listed_files, preview, verify
 from beam_etl.loader import dataset as dataset_module
 from tests.support import file_modes
-from tests.support.jobs import run_job
+from tests.support.jobs import hang_guarded, run_job
 from tests.support.tfrecords import read_examples
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -710,17 +710,6 @@ def test_verify_names_what_is_not_a_file_and_never_follows_a_link_back_into_the_
     assert verify.verify(str(copy)) == {first: "not a regular file; not opened", second: "a folder, not a file"}
 
 
-# A command of ``beam-etl`` run by ``python -c``, which an alarm stops after 20 s with "HUNG"
-# (a read of a FIFO waits for ever for a writer).
-_HANG_GUARDED = ("import signal, sys\n"
-                 "from pipelines import cli\n"
-                 "def hung(*_):\n"
-                 "    print('HUNG'); sys.stdout.flush(); sys.exit(9)\n"
-                 "signal.signal(signal.SIGALRM, hung)\n"
-                 "signal.alarm(20)\n"
-                 "sys.exit(cli.main(sys.argv[1:]))\n")
-
-
 def test_a_file_uri_output_s_fifo_is_named_not_opened_by_verify_and_the_loader(raw_output, tmp_path):
     """``file://OUT`` is as local as ``OUT``: a FIFO in a shard's place is refused by its type,
     where a read of it would wait for ever. Each command in a process an alarm stops after 20 s."""
@@ -730,8 +719,7 @@ def test_a_file_uri_output_s_fifo_is_named_not_opened_by_verify_and_the_loader(r
     for command, status, said in [(["verify", f"file://{copy}"], 1, "not a regular file; not opened"),
                                   (["load", "--data", f"file://{copy}", "--split", "train", "--steps", "1"], 1,
                                    "is not a regular file")]:
-        done = subprocess.run([sys.executable, "-c", _HANG_GUARDED, *command], cwd=ROOT, capture_output=True, text=True,
-                              timeout=120, check=False)
+        done = hang_guarded(command)
         assert "HUNG" not in done.stdout and done.returncode == status, (command, done.stdout, done.stderr[-2000:])
         assert said in done.stdout + done.stderr, (command, done.stdout, done.stderr[-2000:])
 
@@ -781,8 +769,7 @@ def test_a_manifest_that_is_not_a_regular_file_is_refused_by_every_reader_and_th
                 (["preprocess", "--oxford_pets", str(pets_dir), "--output", str(copy), "--image_size", "24",
                   "--overwrite"], 2)]
     for command, status in commands:
-        done = subprocess.run([sys.executable, "-c", _HANG_GUARDED, *command], cwd=ROOT, capture_output=True, text=True,
-                              timeout=120, check=False)
+        done = hang_guarded(command)
         assert "HUNG" not in done.stdout and done.returncode == status, (command, done.stdout, done.stderr[-2000:])
         assert f"{copy}/manifest.json is not a regular file, as a manifest is" in done.stderr, (command, done.stderr)
     assert stat.S_ISFIFO(os.lstat(copy / "manifest.json").st_mode) and not (copy / ".incomplete").exists()

@@ -36,6 +36,25 @@ def job_process(argv: list[str], crash_at: str | None = None, temporary: pathlib
                           check=False)
 
 
+# A command of ``beam-etl`` run by ``python -c``, which an alarm stops after its seconds with "HUNG"
+# (a read of a FIFO waits for ever for a writer).
+_HANG_GUARDED = ("import signal, sys\n"
+                 "from pipelines import cli\n"
+                 "def hung(*_):\n"
+                 "    print('HUNG'); sys.stdout.flush(); sys.exit(9)\n"
+                 "signal.signal(signal.SIGALRM, hung)\n"
+                 "signal.alarm(int(sys.argv[1]))\n"
+                 "sys.exit(cli.main(sys.argv[2:]))\n")
+
+
+def hang_guarded(command: list, seconds: int = 20) -> subprocess.CompletedProcess:
+    """``beam-etl COMMAND`` in its own process, stopped after ``seconds`` with "HUNG" on stdout."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    env.pop("BEAM_ETL_CRASH_AT", None)
+    return subprocess.run([sys.executable, "-c", _HANG_GUARDED, str(seconds), *map(str, command)], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=seconds + 100, check=False)
+
+
 # Everything but the manifest (its run id and timings) is the same bytes in two runs of the same
 # inputs and flags: the transform graph's files too, copied from the one template of the tests'
 # cache (beam_etl.beam.transform_template), its statistics in its assets. (What changed against
