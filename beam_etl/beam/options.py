@@ -191,12 +191,15 @@ def parse_args(argv: list[str], prog: str | None = None,
     options = JobOptions(argv)
     try:
         check_runner_flags(options, flags)
+        check_dask_flags(options, flags, argv)
         unknown = _unknown_arguments(options, argv)
         if unknown:
             raise ValueError(_unrecognized(unknown))
         job_config = to_config(flags, options)
         check_output_flag(job_config.output, job_config.statistics)
         check_cache_flag(job_config.cache_dir, job_config.output)
+        # (absolute, as --cache and the sources are: a cluster's workers run in folders of their own)
+        job_config = dataclasses.replace(job_config, output=config_lib.folder_place(job_config.output))
         direct_workers(options, argv)
         check_bucket_names(argv)
     except ValueError as error:
@@ -372,6 +375,47 @@ def check_runner_flags(options: PipelineOptions, flags: argparse.Namespace) -> N
         if output and "://" not in output and is_within(graph, output):
             raise ValueError(f"--render_graph {graph!r} is inside --output {output!r}, which holds the job's "
                              "files only (a file of another kind there stops the next run): write it elsewhere")
+
+
+# Beam's Dask flags that take a count: each must be 1 or more (Beam passes a negative one on, and
+# its dask.Bag of the inputs comes out empty: a run of nothing; it reads a timeout it cannot parse
+# as none).
+_DASK_COUNTS = ("--dask_npartitions", "--dask_partition_size", "--dask_connection_timeout",
+                "--dask_connection_limit")
+
+
+def check_dask_flags(options: PipelineOptions, flags: argparse.Namespace, argv: list[str]) -> None:
+    """Beam's Dask flags, on the Dask runner: counts of 1 or more, a scheduler file that is there,
+    a cluster named (Beam's own LocalCluster would run without the workers' environment and end with
+    this command, which its lease would not know), and the job waited for (its tasks are this
+    command's client's: the cluster drops them when the command exits)."""
+    given = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    for flag in (*_DASK_COUNTS, "--dask_scheduler_file"):
+        given.add_argument(flag)
+    raw = vars(given.parse_known_args(argv)[0])
+    dask = bool(flags.dask_local_workers) or options.view_as(StandardOptions).runner in (DASK_RUNNER, "DaskRunner")
+    named = [flag for flag in (*_DASK_COUNTS, "--dask_scheduler_file", "--dask_client_address")
+             if _names_any(argv, (flag,))]
+    if named and not dask:
+        raise ValueError(f"{named[0]} is a flag of the Dask runner: give --runner {DASK_RUNNER} with it")
+    if not dask:
+        return
+    for flag in _DASK_COUNTS:
+        text = raw[flag.lstrip("-")]
+        if text is not None and not (text.strip().isdigit() and int(text) >= 1):
+            raise ValueError(f"{flag} {text!r}: expected a whole number, 1 or more")
+    if flags.dask_local_workers:
+        return
+    everything = options.get_all_options()
+    scheduler_file = raw["dask_scheduler_file"]
+    if scheduler_file is not None and not os.path.isfile(scheduler_file):
+        raise ValueError(f"--dask_scheduler_file {scheduler_file!r} is not a file (dask would wait for it for ever)")
+    if not everything.get("address") and scheduler_file is None:
+        raise ValueError(f"--runner {DASK_RUNNER} runs on a cluster you name: give --dask_client_address "
+                         "(or --dask_scheduler_file), or --dask_local_workers N to start one on this machine")
+    if options.view_as(StandardOptions).no_wait_until_finish:
+        raise ValueError("--no_wait_until_finish: the job's tasks belong to this command's Dask client, and the "
+                         "cluster drops them when the command exits; leave the flag out")
 
 
 # Runners whose workers are this machine's processes or a Dask cluster's: no pool of machines

@@ -92,6 +92,15 @@ def test_beam_flags_pass_through():
     assert pipeline_options.get_all_options()["direct_num_workers"] == 2
 
 
+def test_a_relative_output_is_made_absolute_where_the_command_starts(tmp_path, monkeypatch):
+    """The job's workers may run elsewhere (a Dask cluster's, in their own working folder): a
+    relative --output would be another folder to each of them, as --cache and the sources would."""
+    monkeypatch.chdir(tmp_path)
+    job, _ = options.parse_args(["--oxford_pets", "d", "--output", "rel/out", "--cache", "c"])
+    assert (job.output, job.cache_dir) == (str(tmp_path / "rel" / "out"), str(tmp_path / "c"))
+    assert options.parse_args(["--oxford_pets", "d", "--output", "gs://bucket/out"])[0].output == "gs://bucket/out"
+
+
 def test_help_lists_every_flag(capsys):
     with pytest.raises(SystemExit):
         options.parse_args(["--help"])
@@ -159,6 +168,21 @@ def test_the_dask_runner_is_named_by_its_package_and_its_flags_are_known(capsys)
     (["--oxford_pets", "d", "--dry_run=True"], "--dry_run"),  # only Dataflow builds without running
     (["--oxford_pets", "d", "--runner", "direct", "--no_wait_until_finish"], "--no_wait_until_finish"),
     (["--oxford_pets", "d", "--dask_local_workers", "2", "--dask_client_address", "h:1"], "--dask_client_address"),
+    # Beam's Dask flags: a negative count ran a job of nothing; a timeout it cannot parse was none;
+    # a scheduler file not there, or no cluster named, or not waiting for the job, lost the run.
+    *[(["--oxford_pets", "d", "--runner", "beam_dask.DaskRunner", "--dask_client_address", "h:1", flag, value],
+       f"{flag} {value!r}: expected a whole number, 1 or more")
+      for flag, value in (("--dask_npartitions", "-1"), ("--dask_partition_size", "0"),
+                          ("--dask_connection_timeout", "abc"), ("--dask_connection_timeout", "-5"),
+                          ("--dask_connection_limit", "0"))],
+    (["--oxford_pets", "d", "--dask_local_workers", "2", "--dask_npartitions", "-1"], "--dask_npartitions '-1'"),
+    (["--oxford_pets", "d", "--runner", "beam_dask.DaskRunner", "--dask_scheduler_file", "/no/such.json"],
+     "--dask_scheduler_file '/no/such.json' is not a file"),
+    (["--oxford_pets", "d", "--runner", "beam_dask.DaskRunner"], "give --dask_client_address"),
+    (["--oxford_pets", "d", "--runner", "beam_dask.DaskRunner", "--dask_client_address", "h:1",
+      "--no_wait_until_finish"], "--no_wait_until_finish: the job's tasks belong to this command's Dask client"),
+    (["--oxford_pets", "d", "--dask_client_address", "h:1"],
+     "--dask_client_address is a flag of the Dask runner: give --runner beam_dask.DaskRunner"),
 ])
 def test_arguments_the_job_would_ignore_or_misuse_fail_at_launch(capsys, extra, named):
     assert named in _fail(capsys, ["--output", "o", *extra])
