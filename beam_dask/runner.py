@@ -13,6 +13,7 @@ from apache_beam.pipeline import PTransformOverride
 from apache_beam.runners.dask import dask_runner as upstream
 from apache_beam.runners.dask import transform_evaluator as evaluator
 from apache_beam.runners.dask.overrides import dask_overrides
+from apache_beam.runners.runner import PipelineState
 from apache_beam.transforms.combiners import LiftedCombinePerKey
 from apache_beam.transforms.core import CombinePerKey, ParDo
 
@@ -127,7 +128,15 @@ class _LiftCombiners(PTransformOverride):
 class _Result(upstream.DaskRunnerResult):
     def wait_until_finish(self, duration=None):
         try:
-            return super().wait_until_finish(duration)
+            state = super().wait_until_finish(duration)
+            # Fix 11: upstream's as_completed(with_results=True) yields a cancelled task's
+            # CancelledError rather than raising it, and the job read as done.
+            unfinished = sorted({future.status for future in self.futures} - {"finished"})
+            if state == PipelineState.DONE and unfinished:
+                self._state = PipelineState.FAILED
+                raise RuntimeError(f"the job's tasks on the Dask cluster were {' and '.join(unfinished)} before "
+                                   "they finished (the cluster restarted, or lost its scheduler or the client)")
+            return state
         finally:  # the job is over: let the cluster go without the client trying to reconnect
             self.client.close()
 

@@ -20,6 +20,7 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import (DirectOptions, GoogleCloudOptions, PipelineOptions, SetupOptions,
                                                   StandardOptions)
 
+from beam_etl import host_ports
 from beam_etl.native_logs import drop_notes
 from beam_etl.beam import (commit, crash, filesystem, job_progress, lease, manifest, options, outcome_store,
                            sdk_worker, sources, up_to_date, warm_workers)
@@ -310,12 +311,25 @@ def launch(config: JobConfig, pipeline_options: PipelineOptions, command_line: d
     return _run_held(config, pipeline_options, holder, made_from, replaced, command_line, code)
 
 
+def _check_scheduler(pipeline_options: PipelineOptions, launch_options) -> None:
+    """A Dask scheduler named by ``--dask_client_address`` answers, before the output's lease is
+    taken: dask's client waits for its timeout (30 s) and then fails the run, which leaves a
+    cluster's run its lease."""
+    address = pipeline_options.get_all_options().get("address")
+    if not address or launch_options.dask_local_workers or ("://" in address and not address.startswith("tcp://")):
+        return
+    refused = host_ports.refusal(*host_ports.parse(address, "tcp"))
+    if refused is not None:
+        raise ValueError(f"--dask_client_address {address!r}: no Dask scheduler answers there ({refused})")
+
+
 def _checked(config: JobConfig, pipeline_options: PipelineOptions, launch_options, command: str):
     """``(resuming, workers)``: the dead run this one resumes (None: none), and the worker
     processes it runs, once the sources, ``--output`` and ``--cache`` are checked; exits with
     status 2 where one is not usable, having touched nothing."""
     try:
         sources.check_sources(config, pipeline_options)
+        _check_scheduler(pipeline_options, launch_options)
         commit.check_writable(config.output)
         check_cache(config)
         dead = lease.read_holder(config.output)
@@ -369,6 +383,25 @@ def _held(config: JobConfig, pipeline_options: PipelineOptions, launch_options, 
     return holder, replaced
 
 
+def _committed(output: str, run_id: str, pipeline_options: PipelineOptions, made_from: str | None) -> dict:
+    """The manifest run ``run_id`` committed in ``output``, once its runner said the job ended
+    well. A manifest of another run there (the output it was to replace) is not its result: a
+    runner that took a job cancelled on it for a finished one would have it reported as such."""
+    try:
+        written = manifest.read_manifest(output)
+    except FileNotFoundError:
+        written = None
+    if written is not None and written.get("run_id") == run_id:
+        return written
+    held = "keeps its lease until then; a later run with --break_lease clears what it left"
+    if runs_here(pipeline_options):
+        _abandon(output, run_id, made_from)
+        held = "was given back as it was"
+    found = "no output" if written is None else f"the output of run {written.get('run_id')!r}, as before"
+    raise RuntimeError(f"{runner_name(pipeline_options)} said the job ended, but it committed nothing: --output "
+                       f"{output!r} holds {found}. The job may have been stopped on the runner's side; --output {held}")
+
+
 def _run_held(config: JobConfig, pipeline_options: PipelineOptions, holder, made_from: str | None, replaced,
               command_line: dict | None, code: up_to_date.StartingCode) -> dict | None:
     """Runs the job into the output ``holder`` holds; returns the manifest it wrote (None: the
@@ -407,8 +440,8 @@ def _run_held(config: JobConfig, pipeline_options: PipelineOptions, holder, made
         print(f"submitted to {runner_name(pipeline_options)}: the job commits {config.output} (and "
               "releases its lease) when it ends")
         return None
+    written = _committed(config.output, holder.run_id, pipeline_options, made_from)
     if snapshot is not None:
         snapshot.record(holder.run_id)
-    written = manifest.read_manifest(config.output)
     print(summarize(written, seconds, cache_counts(pipeline.result) if config.use_cache else None, replaced))
     return written

@@ -18,7 +18,7 @@ import re
 from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions, SetupOptions,
                                                   StandardOptions, TestOptions, WorkerOptions)
 
-from beam_etl import config as config_lib, globs, native_logs
+from beam_etl import config as config_lib, globs, host_ports, native_logs
 from beam_etl.beam import commit, sources
 from beam_etl.config import FlagParser, flag_type, positive_hours, positive_int
 from beam_etl.output_layout import CACHE_DIR, INCOMPLETE_DIR, UP_TO_DATE, UP_TO_DATE_FILES, is_job_file, is_within, join
@@ -407,10 +407,16 @@ def check_dask_flags(options: PipelineOptions, flags: argparse.Namespace, argv: 
     if flags.dask_local_workers:
         return
     everything = options.get_all_options()
+    address = everything.get("address")
+    if address and ("://" not in address or address.startswith("tcp://")):  # (tls://, ucx://: dask's own)
+        try:
+            host_ports.parse(address, "tcp")
+        except ValueError as error:
+            raise ValueError(f"--dask_client_address {address!r}: {error}") from None
     scheduler_file = raw["dask_scheduler_file"]
     if scheduler_file is not None and not os.path.isfile(scheduler_file):
         raise ValueError(f"--dask_scheduler_file {scheduler_file!r} is not a file (dask would wait for it for ever)")
-    if not everything.get("address") and scheduler_file is None:
+    if not address and scheduler_file is None:
         raise ValueError(f"--runner {DASK_RUNNER} runs on a cluster you name: give --dask_client_address "
                          "(or --dask_scheduler_file), or --dask_local_workers N to start one on this machine")
     if options.view_as(StandardOptions).no_wait_until_finish:

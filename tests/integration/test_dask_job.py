@@ -8,6 +8,7 @@ import os
 import pathlib
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -165,3 +166,46 @@ def test_a_worker_lost_mid_run_costs_the_output_nothing(tmp_path, monkeypatch):
     fresh = preprocess.run(_pairs(root, tmp_path / "fresh"))
     assert output_files(out) == output_files(tmp_path / "fresh")
     assert comparable(json.loads((out / "manifest.json").read_text())) == comparable(fresh)
+
+
+def test_a_job_its_cluster_cancels_fails_and_never_reports_the_output_it_was_to_replace(tmp_path):
+    """A cluster restarted while the job runs cancels its tasks. Beam's Dask result took a
+    cancelled task for a finished one, and the command printed the counts of the output it was
+    to replace as its own, with status 0. The run fails, and the output is the one it was."""
+    root, out = tmp_path / "data", tmp_path / "out"
+    sample_data.generate(str(root), num_images=120, seed=7)
+    replaced = preprocess.run(_pairs(root, out))
+    files = output_files(out)
+    with launch.local_dask_cluster(2) as cluster, Client(cluster.scheduler_address) as client:
+        command = [sys.executable, "-m", "pipelines.preprocess",
+                   *_pairs(root, out, "--image_size", "24", "--overwrite", "--runner", "beam_dask.DaskRunner",
+                           "--dask_client_address", cluster.scheduler_address)]
+        job = subprocess.Popen(command, cwd=ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 240
+        while len(_entries(out)) < 130 and job.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert job.poll() is None  # still running, some of its images done
+        client.restart()
+        stdout, stderr = job.communicate(timeout=300)
+    assert job.returncode == 1, (stdout, stderr[-3000:])
+    assert "inputs ->" not in stdout and "cancelled" in stderr, (stdout, stderr[-3000:])
+    assert json.loads((out / "manifest.json").read_text())["run_id"] == replaced["run_id"]
+    assert {name: data for name, data in output_files(out).items() if name in files} == files
+
+
+def test_a_scheduler_address_where_none_answers_is_refused_before_the_output_is_touched(tmp_path):
+    """dask's client waited 30 s for it after the output's lease was taken, then failed the run,
+    which left a cluster's run its lease."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]  # (closed again: nothing listens there)
+    root, out = tmp_path / "data", tmp_path / "out"
+    sample_data.generate(str(root), num_images=4, seed=1)
+    address = f"tcp://127.0.0.1:{port}"
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "pipelines.preprocess",
+                           *_pairs(root, out, "--runner", "beam_dask.DaskRunner", "--dask_client_address", address)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 2 and f"--dask_client_address {address!r}: no Dask scheduler answers there" in done.stderr
+    assert time.monotonic() - started < 25 and not out.exists()

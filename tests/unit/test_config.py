@@ -183,6 +183,8 @@ def test_the_dask_runner_is_named_by_its_package_and_its_flags_are_known(capsys)
       "--no_wait_until_finish"], "--no_wait_until_finish: the job's tasks belong to this command's Dask client"),
     (["--oxford_pets", "d", "--dask_client_address", "h:1"],
      "--dask_client_address is a flag of the Dask runner: give --runner beam_dask.DaskRunner"),
+    (["--oxford_pets", "d", "--runner", "beam_dask.DaskRunner", "--dask_client_address", "not an address"],
+     "--dask_client_address 'not an address': expected [tcp://]HOST:PORT"),
 ])
 def test_arguments_the_job_would_ignore_or_misuse_fail_at_launch(capsys, extra, named):
     assert named in _fail(capsys, ["--output", "o", *extra])
