@@ -121,6 +121,32 @@ def chain_version(digests: dict[str, bytes] | None = None) -> dict[str, str]:
     return code_version(closure(CHAIN_ENTRIES), digests)
 
 
+@functools.cache
+def as_imported(entries: tuple[str, ...]) -> dict[str, str]:
+    """The :func:`code_version` of :func:`closure` of ``entries`` as this process first took it.
+    A module takes it as it is imported: it is then the code the process runs, which a
+    long-lived process (a Dask cluster's worker) keeps while the files change under it."""
+    return code_version(closure(entries))
+
+
+def stale(version: dict[str, str], entries: tuple[str, ...]) -> list[str]:
+    """The modules of ``version`` (the code a run started with) that this process runs another
+    version of: changed on disk since (:func:`changed`), or imported before they changed
+    (:func:`as_imported` of ``entries``)."""
+    imported = as_imported(entries)
+    return sorted(set(changed(version)) | {name for name in version.keys() | imported.keys()
+                                           if version.get(name) != imported.get(name)})
+
+
+def stale_message(what: str, modules: list[str]) -> str:
+    """Why a worker refuses to run the ``what`` code (``modules``, :func:`stale`)."""
+    return (f"the {what} code here is not the code the run started with ({', '.join(modules)}): on this "
+            "machine, it changed on disk since the run started (run the command again); on a cluster "
+            "(Dataflow, Dask), its workers run another version of beam-etl than the command, or imported it "
+            "before it changed (restart the workers; rebuild the workers' image, or install the command's "
+            "beam-etl on them)")
+
+
 def changed(version: dict[str, str]) -> list[str]:
     """The modules of ``version`` whose source is no longer the one it was taken from (or is
     gone: a module removed or renamed)."""

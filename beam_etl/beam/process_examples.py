@@ -22,6 +22,7 @@ from beam_etl.output_layout import cache_folder
 from beam_etl.beam.rejections import SplitRejections
 
 STATISTICS = "statistics"  # the tagged output of the examples' shares of the statistics
+code_version.as_imported(code_version.CHAIN_ENTRIES)  # (the chain this process runs: imported above)
 
 
 REMOTE_READ_TIMEOUT_S = 600.0  # a remote read that has not finished by then fails its step
@@ -157,13 +158,9 @@ class ProcessExamplesFn(beam.DoFn):
 
     def setup(self):
         config = self._config
-        changed = code_version.changed(self._chain_code)
-        if changed:  # its outcomes would be cached, and described, as another code's
-            raise RuntimeError(
-                f"the per-image code here is not the code the run started with ({', '.join(changed)}): on this "
-                "machine, it changed on disk since the run started (run the command again); on a cluster "
-                "(Dataflow, Dask), its workers run another version of beam-etl than the command (rebuild the "
-                "workers' image, or install the command's beam-etl on the workers)")
+        stale = code_version.stale(self._chain_code, code_version.CHAIN_ENTRIES)
+        if stale:  # its outcomes would be cached, and described, as another code's
+            raise RuntimeError(code_version.stale_message("per-image", stale))
         self._cache = None
         if config.use_cache:
             self._cache = outcome_store.OutcomeStore(cache_folder(config.output, config.cache_dir))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import apache_beam as beam
 
+from beam_etl import code_version
 from beam_etl.beam import transform_template
 from beam_etl.config import JobConfig
 from beam_etl.image.pixel_statistics import ExampleSums, Totals
@@ -42,9 +43,15 @@ class SumStatistics(beam.CombineFn):
         return accumulator
 
 
-def write_statistics(totals: Totals, output: str, run_id: str, image_info: dict, mask_values) -> dict:
+def write_statistics(totals: Totals, output: str, run_id: str, image_info: dict, mask_values,
+                     graph_code: dict[str, str] | None = None) -> dict:
     """The transform graph staged by run ``run_id`` in ``output``; returns the manifest's ``statistics``, or
-    ``{"absent": reason}`` (and no graph) when the training split is empty."""
+    ``{"absent": reason}`` (and no graph) when the training split is empty. ``graph_code``: the
+    version of the graph's code the run started with (:data:`transform_template.GRAPH_ENTRIES`),
+    which this worker must run: a template made by other code would be cached as this code's."""
+    stale = code_version.stale(graph_code, transform_template.GRAPH_ENTRIES) if graph_code is not None else []
+    if stale:
+        raise RuntimeError(code_version.stale_message("transform graph's", stale))
     if totals.num_images == 0:
         return {"absent": EMPTY_TRAINING_SPLIT}
     raw = transform_graph.raw_statistics(totals, mask_values, image_info["channels"])
@@ -68,4 +75,5 @@ class WriteStatistics(beam.PTransform):
         return (sums
                 | "SumShares" >> beam.CombineGlobally(SumStatistics())
                 | "WriteTransformGraph" >> beam.Map(write_statistics, config.output, self._run_id, config.image_info(),
-                                                    config.mask_values))
+                                                    config.mask_values,
+                                                    code_version.as_imported(transform_template.GRAPH_ENTRIES)))

@@ -25,7 +25,7 @@ import uuid
 import google_crc32c
 
 from beam_etl import metadata_schema, schema
-from beam_etl.code_version import closure, code_version
+from beam_etl.code_version import as_imported
 from beam_etl.beam import filesystem
 from beam_etl.image import pixel_statistics
 from beam_etl.loader import transform_graph
@@ -38,6 +38,7 @@ _SCRATCH_PREFIX = "beam_etl_template_"  # a template built in the temporary fold
 # (read from the files, without importing them: tf_decoding imports TensorFlow), is part of the
 # template's key.
 GRAPH_ENTRIES = (__name__, "beam_etl.loader.transform_graph", "beam_etl.loader.tf_decoding")
+as_imported(GRAPH_ENTRIES)  # (the code this process writes templates with: a long-lived worker keeps it)
 
 
 def cache_root() -> str:
@@ -54,7 +55,7 @@ def template_key(image_info: dict, mask_values) -> str:
         "image": {k: image_info[k] for k in ("height", "width", "channels", "format", "mask_format")},
         "mask_values": list(mask_values) if mask_values is not None else None,
         "versions": {name: importlib.metadata.version(name) for name in ("tensorflow", "tensorflow-transform")},
-        "code": code_version(closure(GRAPH_ENTRIES)),
+        "code": as_imported(GRAPH_ENTRIES),  # (the code that writes it, whatever the files hold now)
     }
     return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:32]
 

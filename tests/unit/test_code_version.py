@@ -4,12 +4,18 @@ reaches in any way Python imports one is part of its version."""
 from __future__ import annotations
 
 import hashlib
+import pathlib
+import shutil
+import subprocess
+import sys
 import textwrap
 
 import pytest
 
 from beam_etl import code_version
 from beam_etl.beam import example_cache, transform_template
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -118,3 +124,48 @@ def test_the_chain_and_the_transform_graph_are_versioned_with_what_they_import()
     assert {"beam_etl.beam.transform_template", "beam_etl.loader", "beam_etl.loader.transform_graph",
             "beam_etl.loader.tf_decoding", "beam_etl.metadata_schema", "beam_etl.schema"} <= set(graph)
     assert example_cache.version.__module__ in chain
+
+
+_LONG_LIVED_WORKER = """
+from beam_etl import code_version
+from beam_etl.beam import process_examples, statistics, transform_template  # (as a worker that ran a job)
+from beam_etl.image.pixel_statistics import Totals
+
+def started_with():  # (what a command started now takes: the files as they are)
+    return (code_version.code_version(code_version.closure(code_version.CHAIN_ENTRIES)),
+            code_version.code_version(code_version.closure(transform_template.GRAPH_ENTRIES)))
+
+chain, graph = started_with()
+print("BEFORE", code_version.stale(chain, code_version.CHAIN_ENTRIES),
+      code_version.stale(graph, transform_template.GRAPH_ENTRIES))
+for name in ("beam_etl/image/chain.py", "beam_etl/loader/transform_graph.py"):
+    with open(name, "a", encoding="utf-8") as source:
+        source.write("\\nEDITED_AFTER_THE_WORKER_IMPORTED_IT = True\\n")
+chain, graph = started_with()
+try:
+    process_examples.ProcessExamplesFn(None, chain).setup()
+except RuntimeError as error:
+    print("CHAIN", error)
+try:
+    statistics.write_statistics(Totals(), "out", "run", {}, None, graph)
+except RuntimeError as error:
+    print("GRAPH", error)
+"""
+
+
+def test_a_long_lived_worker_that_imported_the_code_before_it_changed_runs_no_job_of_the_new_code(tmp_path):
+    """A Dask cluster's worker keeps the modules it imported while their files change: a run of
+    the new code found the files as it expected, and the worker cached the old chain's outcomes
+    and the old graph's template under the new code's versions. A copy of the code, edited after
+    a process imported it."""
+    for package in ("beam_etl", "pipelines", "beam_dask"):
+        shutil.copytree(ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__"))
+    done = subprocess.run([sys.executable, "-c", _LONG_LIVED_WORKER], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    assert lines[0] == "BEFORE [] []"
+    assert lines[1].startswith("CHAIN the per-image code here is not the code the run started with "
+                               "(beam_etl.image.chain): ") and "imported it before it changed" in lines[1]
+    assert lines[2].startswith("GRAPH the transform graph's code here is not the code the run started with "
+                               "(beam_etl.loader.transform_graph): ")
