@@ -346,6 +346,9 @@ def check_runner_flags(options: PipelineOptions, flags: argparse.Namespace) -> N
     if flags.dask_local_workers and options.get_all_options().get("address"):
         raise ValueError("--dask_local_workers runs on a cluster it starts: leave out --dask_client_address")
     kind = type(runner).__name__ if runner is not None else "DirectRunner"
+    if kind == "DaskRunner" and type(runner).__module__.split(".")[0] != DASK_RUNNER.split(".", maxsplit=1)[0]:
+        raise ValueError(f"{flag}: Beam's own Dask runner mixes up a step's tagged outputs and loses what a step "
+                         f"makes as a bundle ends (beam_dask/README.md); give --runner {DASK_RUNNER}")
     if options.view_as(StandardOptions).no_wait_until_finish and (kind in IN_PROCESS_RUNNERS or flags.dask_local_workers):
         raise ValueError(f"--no_wait_until_finish: the job ends with this process ({flag if name else 'the DirectRunner'}), "
                          "before it could finish; leave the flag out")

@@ -179,6 +179,8 @@ def test_the_dask_runner_is_named_by_its_package_and_its_flags_are_known(capsys)
     (["--oxford_pets", "d", "--runner", "beam_dask.DaskRunner", "--dask_scheduler_file", "/no/such.json"],
      "--dask_scheduler_file '/no/such.json' is not a file"),
     (["--oxford_pets", "d", "--runner", "beam_dask.DaskRunner"], "give --dask_client_address"),
+    (["--oxford_pets", "d", "--runner", "apache_beam.runners.dask.dask_runner.DaskRunner", "--dask_client_address",
+      "h:1"], "Beam's own Dask runner mixes up a step's tagged outputs"),
     (["--oxford_pets", "d", "--runner", "beam_dask.DaskRunner", "--dask_client_address", "h:1",
       "--no_wait_until_finish"], "--no_wait_until_finish: the job's tasks belong to this command's Dask client"),
     (["--oxford_pets", "d", "--dask_client_address", "h:1"],
