@@ -2,15 +2,17 @@
 only names of files of an output inside it, counts that add up (inputs, written, rejected,
 examples), from their formats on a record index and a lineage file for every shard, records
 described as the flags it records made them, and statistics with the graph made from them. A
-hand edit that leaves every listed file as listed shows here. Standard library only: the
-commands that check it (``verify``, ``diff``, ``prune-cache``, the loader, the job before its
-commit) load no TensorFlow for it.
+hand edit that leaves every listed file as listed shows here. Standard library only (and the
+job's own modules of names and settings): the commands that check it (``verify``, ``diff``,
+``prune-cache``, the loader, the job before its commit) load no TensorFlow for it.
 """
 
 from __future__ import annotations
 
 import collections
 
+from beam_etl import schema
+from beam_etl.config import IMAGE_FORMATS, PAD_MASK_VALUE, mask_format
 from beam_etl.output_layout import (TRANSFORM_DIRS, first_format, index_name, is_listable_name, is_shard_name,
                                     lineage_name)
 
@@ -180,10 +182,29 @@ def split_problems(manifest: dict, split: str) -> list[str]:
     return problems
 
 
+def _feature_problems(features) -> list[str]:
+    """Where the manifest's ``features`` (what the loader parses every record by) differ from
+    what the job writes: every format's records hold :data:`schema.FEATURES`, the same keys of
+    the same types since format 1 (a change to them is a new format, to be told apart here)."""
+    if not isinstance(features, dict):
+        return ["'features' is not an object"]
+    problems = [f"features lacks {key!r}, which the job writes in every record"
+                for key in schema.FEATURES if key not in features]
+    problems += [f"features has {key!r}, which the job writes in no record"
+                 for key in features if key not in schema.FEATURES]
+    for key, (dtype, _) in schema.FEATURES.items():
+        entry = features.get(key, {"dtype": dtype})
+        if not isinstance(entry, dict):
+            problems.append(f"features.{key} is not an object with its 'dtype'")
+        elif entry.get("dtype") != dtype:
+            problems.append(f"features.{key} is of dtype {entry.get('dtype')!r}, and the job writes it as {dtype!r}")
+    return problems
+
+
 def _described_as_made(manifest: dict) -> list[str]:
-    """Where what the manifest says of its records (``image``: size, encoding, padding) or of
-    its statistics contradicts the flags it says they were made with, or the files it lists:
-    what the loader decodes by and feeds a model."""
+    """Where what the manifest says of its records (``image``: size, encodings, padding;
+    ``features``) or of its statistics contradicts the flags it says they were made with, what
+    the job writes, or the files it lists: what the loader decodes by and feeds a model."""
     flags, image, problems = manifest.get("flags"), manifest.get("image"), []
     if not isinstance(image, dict):
         return ["'image' is not an object"]
@@ -199,6 +220,16 @@ def _described_as_made(manifest: dict) -> list[str]:
         if "resize" in flags and ("mask_ignore_value" in image) != (flags["resize"] == "pad"):
             problems.append("image.mask_ignore_value is there only for padded records (--resize pad), and "
                             f"these are {flags['resize']!r}")
+    # (the flag the records were made with, else what the manifest says they are)
+    made = flags["image_format"] if isinstance(flags, dict) and "image_format" in flags else image.get("format")
+    if made in IMAGE_FORMATS and image.get("mask_format") != mask_format(made):
+        problems.append(f"image.mask_format is {image.get('mask_format')!r}, and the job stores the masks of "
+                        f"--image_format {made!r} records as {mask_format(made)!r}")
+    ignored = image.get("mask_ignore_value", PAD_MASK_VALUE)
+    if type(ignored) is not int or ignored != PAD_MASK_VALUE:  # (not true, not 255.0: JSON's integer)
+        problems.append(f"image.mask_ignore_value is {ignored!r}, and the job gives the padding of --resize pad "
+                        f"{PAD_MASK_VALUE}")
+    problems += _feature_problems(manifest.get("features"))
     graph = sorted(name for name in manifest["files"] if name.split("/", 1)[0] in TRANSFORM_DIRS)
     if manifest.get("statistics") is None and graph:
         problems.append(f"statistics are null, and it lists the transform graph made from them ({graph[0]!r}, ...)")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import socket
 import sys
@@ -66,6 +67,32 @@ def _seed(text: str) -> int:
     return value
 
 
+def _batch_size(text: str) -> int:
+    """A batch size tf.data holds (an int64)."""
+    value = positive_int(text)
+    if value >= 2 ** 63:
+        raise ValueError("must be at most 2**63 - 1 (a tf.data batch's size is a 64-bit integer)")
+    return value
+
+
+def _batch_refusal(batch_size: int, image_info: dict | None) -> str | None:
+    """Why a batch of ``batch_size`` examples as the manifest's ``image`` describes them cannot
+    be held in this machine's memory (a repeating dataset would grow until the process is
+    killed, never filling it), or None. Counted as the loader yields them: float32 images and
+    int32 masks, 4 bytes a value."""
+    sizes = [image_info.get(key) for key in ("height", "width", "channels")] if isinstance(image_info, dict) else []
+    if len(sizes) != 3 or not all(type(size) is int and size > 0 for size in sizes):
+        return None  # (what the manifest says of its records is checked as the dataset is made)
+    height, width, channels = sizes
+    needed = batch_size * height * width * (channels + 1) * 4
+    memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    if needed <= memory:
+        return None
+    return (f"--batch_size {batch_size}: a batch of {batch_size} decoded {height}x{width} examples (float32 images "
+            f"of {channels} channels, int32 masks) needs {needed} bytes, more than this machine's memory "
+            f"({memory} bytes)")
+
+
 DISPATCHER_TIMEOUT_S = 10.0  # to connect to a tf.data service dispatcher
 _ADDRESS = re.compile(r"(?:grpc://)?(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]+):([0-9]{1,5})")
 
@@ -107,7 +134,7 @@ def build_parser(prog: str = "python -m beam_etl.train_loader") -> argparse.Argu
     parser.add_argument("--data", required=True, type=flag_type(output_folder), metavar="DIR",
                         help="Output directory of the job (local or gs://).")
     parser.add_argument("--split", default="train", help="Split to read. Default train.")
-    parser.add_argument("--batch_size", type=flag_type(positive_int), default=64, help="Default 64.")
+    parser.add_argument("--batch_size", type=flag_type(_batch_size), default=64, help="Default 64.")
     parser.add_argument("--steps", type=flag_type(positive_int), default=100,
                         help="Batches to time for the throughput figures. Default 100.")
     parser.add_argument("--json", action="store_true", help="Print the figures as one JSON line.")
@@ -153,6 +180,9 @@ def main(argv: list[str] | None = None, prog: str = "python -m beam_etl.train_lo
             parser.error(f"--split {args.split!r}: the output's split {args.split!r} holds no example to load")
         split_files(args.data, manifest, args.split)
         check_files(args.data, manifest, manifest["splits"][args.split]["files"])
+        refusal = None if args.preview else _batch_refusal(args.batch_size, manifest.get("image"))
+        if refusal is not None:
+            parser.error(refusal)
     except IncompleteOutputError as error:  # (not an output: a wrong flag)
         parser.error(f"--data {args.data!r}: {error}")
     except ValueError as error:  # (an output that is not what its manifest says)

@@ -1,6 +1,7 @@
 """An output's files against its manifest: what a reader checks before it trusts them. The
-loader checks what it reads whole (the transform graph's files) byte for byte and the shards it
-streams by size; ``verify`` checks every file byte for byte. TensorFlow's file systems only.
+loader checks what it reads whole (the transform graph's files) byte for byte, and that the
+manifest lists every file in the graph's folders, and the shards it streams by size; ``verify``
+checks every file byte for byte. TensorFlow's file systems only.
 
 A manifest must also agree with itself: each split lists shards of that split, once each, every
 one among the manifest's ``files``, and their records add up to the split's ``num_examples``
@@ -10,6 +11,7 @@ one among the manifest's ``files``, and their records add up to the split's ``nu
 
 from __future__ import annotations
 
+import os
 import struct
 
 import google_crc32c
@@ -18,9 +20,10 @@ import tensorflow as tf
 from beam_etl import schema
 from beam_etl.tfrecord import masked_crc32c
 from beam_etl.manifest_checks import FILES_FORMAT, is_count, lowered_format
-from beam_etl.output_layout import TRANSFORM_DIRS, is_local, is_regular
+from beam_etl.output_layout import TRANSFORM_DIRS, is_local, is_regular, local_path
 
 _CHUNK = 8 << 20  # read 8 MB at a time
+LINKED_FOLDER = "a link to a folder, which the job never writes; not followed"
 
 
 class OutputMismatchError(ValueError):
@@ -104,7 +107,8 @@ def first_record(path: str, size: int) -> bytes | None:
 
 def record_problem(record: bytes, image_info: dict) -> str | None:
     """Where the record says otherwise than the manifest's ``image`` of its pixels (size,
-    channels, encoding), which the loader decodes every record by; None where it agrees."""
+    channels, encodings of image and mask), which the loader decodes every record by; None where
+    it agrees."""
     from tensorflow.core.example import example_pb2  # pylint: disable=import-outside-toplevel
 
     try:
@@ -126,6 +130,10 @@ def record_problem(record: bytes, image_info: dict) -> str | None:
     encoding = one(schema.IMAGE_FORMAT, "bytes_list")
     if encoding is None or encoding.decode("utf-8", "replace") != image_info.get("format"):
         return f"its first record is of format {encoding!r}, the manifest's image says {image_info.get('format')!r}"
+    encoding = one(schema.MASK_FORMAT, "bytes_list")
+    if encoding is None or encoding.decode("utf-8", "replace") != image_info.get("mask_format"):
+        return (f"its first record's mask is of format {encoding!r}, the manifest's image.mask_format says "
+                f"{image_info.get('mask_format')!r}")
     return None
 
 
@@ -145,9 +153,32 @@ def lists_files(manifest: dict) -> bool:
     return False
 
 
+def walk(data_dir: str, folder: str = "") -> tuple[list[str], list[str]]:
+    """``(files, links)``: every file under ``data_dir`` (or its ``folder``), relative to
+    ``data_dir``, and every folder there that is a link, which is not followed (a link looping
+    back would list the output again and again; the job writes no link, so it is told, and the
+    files behind it are not passed over unseen)."""
+    root = data_dir.rstrip("/")
+    top = f"{root}/{folder}" if folder else root
+    if folder and is_local(root) and os.path.islink(local_path(top)):
+        return [], [folder]
+    names, links = [], []
+    for directory, folders, files in tf.io.gfile.walk(top):  # (nothing where ``top`` is not there)
+        relative = directory[len(root):].strip("/")
+        if is_local(root):
+            linked = [name for name in folders if os.path.islink(os.path.join(local_path(directory), name))]
+            links += [f"{relative}/{name}" if relative else name for name in linked]
+            folders[:] = [name for name in folders if name not in linked]
+        names += [f"{relative}/{name}" if relative else name for name in files]
+    return names, links
+
+
 def check_graph_files(data_dir: str, manifest: dict) -> None:
     """Checks the transform graph's files (read whole by whoever loads the graph) byte for byte
-    against the manifest; raises OutputMismatchError naming the first that differs."""
+    against the manifest, and that the manifest lists every file in the graph's folders (whoever
+    loads the graph reads what is there: an asset dropped from the list could be changed at
+    will); raises OutputMismatchError naming the first that differs, is not listed, or is a
+    folder's link (whose files would be read unchecked)."""
     if not lists_files(manifest):
         return
     for name, entry in sorted(manifest["files"].items()):
@@ -156,3 +187,11 @@ def check_graph_files(data_dir: str, manifest: dict) -> None:
             if problem:
                 raise OutputMismatchError(f"{data_dir.rstrip('/')}/{name}: {problem}: the transform graph is not the "
                                           "one the manifest describes")
+    for folder in TRANSFORM_DIRS:
+        names, links = walk(data_dir, folder)
+        problems = [(name, LINKED_FOLDER) for name in links]
+        problems += [(name, "not listed in the manifest") for name in names if name not in manifest["files"]]
+        if problems:
+            name, problem = min(problems)
+            raise OutputMismatchError(f"{data_dir.rstrip('/')}/{name}: {problem}: the transform graph is not the "
+                                      "one the manifest describes")

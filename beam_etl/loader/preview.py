@@ -88,9 +88,10 @@ def _text(canvas: np.ndarray, text: str, x: int, y: int) -> None:
 
 def preview_grid(examples: list[dict], columns: int = 2, names: dict[int, str] | None = None,
                  alpha: float = 0.45) -> np.ndarray:
-    """uint8 picture: ``columns`` examples a row, each its image and its mask overlaid side by
-    side with a caption, and a legend of every mask value shown."""
+    """uint8 picture: ``columns`` examples a row (fewer examples: one row of them), each its image
+    and its mask overlaid side by side with a caption, and a legend of every mask value shown."""
     names = names or {}
+    columns = min(columns, len(examples))  # (a canvas of empty columns: terabytes for --columns 100000000)
     height, width = examples[0]["image"].shape[:2]
     zoom = max(1, 128 // height)  # small outputs are hard to see: at least 128 px high
     cell_h, cell_w = height * zoom + _CAPTION, 2 * width * zoom

@@ -1,35 +1,21 @@
 """Checks an output against its manifest: every file there, its size, crc32c and record count,
 each shard's first record of the pixels the manifest describes, and no file of the job's that
-the manifest does not list. Needs TensorFlow's file systems only.
+the manifest does not list, nor a folder of the job's that is a link (the job writes none, and the
+files behind it are not walked). Needs TensorFlow's file systems only.
 
     python -m beam_etl.loader.verify OUT        # prints a verdict; exit status 0 if the output is intact
 """
 
 from __future__ import annotations
 
-import os
 import sys
-
-import tensorflow as tf
 
 from beam_etl.config import FlagParser, flag_type, output_folder
 from beam_etl.loader.dataset import load_manifest
-from beam_etl.loader.listed_files import OutputMismatchError, check_file, first_record, lists_files, record_problem
+from beam_etl.loader.listed_files import (LINKED_FOLDER, OutputMismatchError, check_file, first_record,
+                                          lists_files, record_problem, walk)
 from beam_etl.manifest_checks import consistency_problems, shape_problems, split_problems
-from beam_etl.output_layout import INCOMPLETE_DIR, MANIFEST, first_format, is_job_file, is_local, local_path
-
-
-def _walk(data_dir: str) -> list[str]:
-    """Every file under ``data_dir``, relative; a link to a folder is not followed (a link
-    looping back would list the output again and again)."""
-    root = data_dir.rstrip("/")
-    names = []
-    for directory, folders, files in tf.io.gfile.walk(root):
-        relative = directory[len(root):].strip("/")
-        if is_local(root):
-            folders[:] = [name for name in folders if not os.path.islink(os.path.join(local_path(directory), name))]
-        names += [f"{relative}/{name}" if relative else name for name in files]
-    return names
+from beam_etl.output_layout import INCOMPLETE_DIR, MANIFEST, first_format, is_job_file
 
 
 def verify(data_dir: str) -> dict[str, str]:
@@ -64,13 +50,21 @@ def verify(data_dir: str) -> dict[str, str]:
                 problem = str(error)
         if problem:
             problems[name] = problem
-    for name in _walk(data_dir):
+    names, links = walk(data_dir)
+    for name in names:
         if (is_job_file(name) and name != MANIFEST and name not in manifest["files"]
                 # (.incomplete as a file: a walk that met a run's folder as the run removed it)
-                and name != INCOMPLETE_DIR and not name.startswith(INCOMPLETE_DIR + "/")
-                and manifest.get("format_version", 0) >= first_format(name)):
+                and not _of_a_run(name) and manifest.get("format_version", 0) >= first_format(name)):
             problems[name] = "not listed in the manifest"
+    for name in links:  # (a job's folder: whatever is behind it would be passed over unseen)
+        if is_job_file(name) and not _of_a_run(name):
+            problems[name] = LINKED_FOLDER
     return problems
+
+
+def _of_a_run(name: str) -> bool:
+    """Whether ``name`` is the folder of a run that writes here now, or in it (not the output's)."""
+    return name == INCOMPLETE_DIR or name.startswith(INCOMPLETE_DIR + "/")
 
 
 def reading_failed(data_dir: str, error: Exception) -> str | None:

@@ -267,6 +267,20 @@ def test_cli_preview_draws_images_and_mask_overlays(raw_output, tmp_path):
         assert (legend == preview.colour_of(value)).all(axis=-1).sum() >= 6 * 10
 
 
+def test_a_preview_with_more_columns_than_examples_is_as_wide_as_its_examples(raw_output, tmp_path):
+    """--columns past the examples shown: one row of them (a canvas of the columns asked for
+    would be terabytes wide)."""
+    out, _ = raw_output
+    pictures = []
+    for columns in ("3", "100000000"):
+        path = tmp_path / f"grid{columns}.png"
+        loader.main(["--data", str(out), "--preview", str(path), "--preview_count", "3", "--columns", columns])
+        pictures.append(np.asarray(tf.io.decode_png(path.read_bytes())))
+    zoom, caption, gap = 128 // 40, 16, 4
+    assert pictures[1].shape == (40 * zoom + caption + gap + caption + gap, 3 * (2 * 32 * zoom + gap) - gap, 3)
+    assert np.array_equal(*pictures)
+
+
 def test_the_preview_shows_chosen_keys_in_colours_fixed_per_mask_value(pets_dir, tmp_path):
     """The same examples give the same picture with and without statistics (whose transform
     renumbers mask values): colours belong to the values the records hold."""
@@ -332,6 +346,7 @@ def test_cli_refuses_a_split_with_nothing_to_load_or_show(pets_dir, tmp_path, ca
     (["--preview", "FOLDER/missing/grid.png"], "--preview 'FOLDER/missing/grid.png': folder 'FOLDER/missing' does not exist"),
     (["--preview", "FOLDER/grid.txt"], "--preview 'FOLDER/grid.txt': expected a .png file"),
     (["--data", ""], "--data: invalid value ''"),
+    (["--batch_size", str(2 ** 64)], f"--batch_size: invalid value '{2 ** 64}': must be at most 2**63 - 1"),
 ])
 def test_cli_refuses_a_wrong_flag_at_once_naming_it(raw_output, tmp_path, capsys, flags, named):
     """Before reading a record, with exit status 2 and no traceback: a wrong split, a seed
@@ -351,6 +366,24 @@ def test_cli_refuses_a_wrong_flag_at_once_naming_it(raw_output, tmp_path, capsys
     assert named in capsys.readouterr().err
     assert time.perf_counter() - started < 30
     assert sorted(path.name for path in tmp_path.iterdir()) == []
+
+
+def test_cli_refuses_a_batch_larger_than_the_machine_s_memory_naming_the_flag(raw_output, capsys, monkeypatch):
+    """A batch of 10**12 would grow the process until it is killed (a repeating dataset never fills it):
+    refused once the manifest gives the examples' size, with what it needs and what the machine has,
+    before a dataset is made (here a dataset made fails the test rather than fill the memory)."""
+    out, _ = raw_output
+    monkeypatch.setattr(cli, "make_dataset", lambda *args, **kwargs: pytest.fail("a dataset was made"))
+    memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    started = time.perf_counter()
+    with pytest.raises(SystemExit) as exited:
+        loader.main(["--data", str(out), "--batch_size", str(10 ** 12), "--steps", "1"])
+    assert exited.value.code == 2
+    needed = 10 ** 12 * 40 * 32 * (3 + 1) * 4  # (float32 images of 3 channels, int32 masks)
+    said = capsys.readouterr().err
+    assert f"--batch_size {10 ** 12}: a batch of {10 ** 12} decoded 40x32 examples" in said
+    assert f"needs {needed} bytes, more than this machine's memory ({memory} bytes)" in said
+    assert time.perf_counter() - started < 30
 
 
 def test_cli_refuses_a_preview_inside_the_output_by_path_or_by_link(raw_output, tmp_path, capsys):
@@ -507,6 +540,50 @@ def test_a_transform_file_that_differs_from_its_manifest_entry_is_never_applied(
     assert str(exited.value.code).startswith(f"error: --data {str(copy)!r}: ")
 
 
+def _statistics_tripled(statistics):
+    """The asset's channel sums (its lines 2 to 4) times 3: the graph would normalize with 3x the mean."""
+    lines = statistics.read_text().split("\n")
+    lines[1:4] = [str(int(line) * 3) for line in lines[1:4]]
+    statistics.write_text("\n".join(lines))
+
+
+@pytest.mark.parametrize("linked", [False, True])
+def test_a_transform_file_the_manifest_does_not_list_is_never_applied(raw_output, tmp_path, linked):
+    """The statistics asset dropped from the manifest's files, then changed: every file in the
+    graph's folders must be listed. (``linked``: transform_fn a link to a folder elsewhere, which the
+    job never writes: named, its files never walked.)"""
+    copy, _ = _copy_of(raw_output, tmp_path)
+    _edited_manifest(copy, lambda m: m["files"].pop("transform_fn/assets/statistics"))
+    _statistics_tripled(copy / "transform_fn" / "assets" / "statistics")
+    named = "transform_fn/assets/statistics: not listed in the manifest"
+    if linked:
+        shutil.move(copy / "transform_fn", tmp_path / "elsewhere")
+        (copy / "transform_fn").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+        named = "transform_fn: a link to a folder, which the job never writes"
+    for load in (lambda: loader.make_dataset(str(copy), "train", 4),
+                 lambda: loader.make_dataset(str(copy), "train", 4, normalize_on_device=True),
+                 lambda: loader.normalization_layer(str(copy))):
+        with pytest.raises(loader.OutputMismatchError, match=f"{copy}/{named}"):
+            load()
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["--data", str(copy), "--split", "train", "--steps", "1"])
+    assert str(exited.value.code).startswith(f"error: --data {str(copy)!r}: {copy}/{named}")
+    problems = verify.verify(str(copy))
+    assert (problems == {"transform_fn": "a link to a folder, which the job never writes; not followed"} if linked
+            else problems == {"transform_fn/assets/statistics": "not listed in the manifest"})
+
+
+def test_verify_names_a_job_folder_that_is_a_link_rather_than_pass_over_its_files(raw_output, tmp_path, capsys):
+    """lineage/ a link to a copy that holds one file more: not followed (it could loop back), and named."""
+    copy, _ = _copy_of(raw_output, tmp_path)
+    shutil.move(copy / "lineage", tmp_path / "lineage")
+    (tmp_path / "lineage" / "train-00002-of-00003.jsonl").write_text("{}\n")
+    (copy / "lineage").symlink_to(tmp_path / "lineage", target_is_directory=True)
+    assert verify.verify(str(copy)) == {"lineage": "a link to a folder, which the job never writes; not followed"}
+    assert verify.main([str(copy)]) == 1
+    assert f"FAIL {copy}/lineage: a link to a folder" in capsys.readouterr().out
+
+
 def test_a_listed_empty_shard_that_is_not_a_regular_file_is_refused_not_opened(tmp_path):
     """A FIFO has the size of an empty shard (0 bytes): opening it would wait for ever."""
     os.mkfifo(tmp_path / "val-00000-of-00001.tfrecord")
@@ -543,6 +620,18 @@ def _edited_manifest(copy, edit):
     (lambda m: m["image"].update(format="jpeg"), "image.format is 'jpeg', and the flags say --image_format 'raw'"),
     (lambda m: m["image"].update(mask_ignore_value=1), "image.mask_ignore_value is there only for padded records"),
     (lambda m: m.update(statistics=None), "statistics are null, and it lists the transform graph"),
+    # what the records are parsed by
+    (lambda m: m["features"].pop("image/segmentation/class/encoded"),
+     "features lacks 'image/segmentation/class/encoded', which the job writes in every record"),
+    (lambda m: m["features"]["image/encoded"].update(dtype="float"),
+     "features.image/encoded is of dtype 'float', and the job writes it as 'string'"),
+    (lambda m: m["features"]["image/class/text"].update(dtype="int64"),
+     "features.image/class/text is of dtype 'int64', and the job writes it as 'string'"),
+    (lambda m: m.pop("features"), "'features' is not an object"),
+    (lambda m: m["features"].update({"image/depth": {"dtype": "int64"}}),
+     "features has 'image/depth', which the job writes in no record"),
+    (lambda m: m["image"].update(mask_format="png"),
+     "image.mask_format is 'png', and the job stores the masks of --image_format 'raw' records as 'raw'"),
 ])
 def test_a_manifest_that_contradicts_itself_is_refused_by_the_loader_and_verify(raw_output, tmp_path, edit, named):
     copy, _ = _copy_of(raw_output, tmp_path)
@@ -555,6 +644,52 @@ def test_a_manifest_that_contradicts_itself_is_refused_by_the_loader_and_verify(
         assert "lists no" in str(error)
     else:
         assert any(named in problem for problem in problems.values())
+
+
+@pytest.mark.parametrize("edit, named", [
+    (lambda m: m.pop("features"), "'features' is not an object"),
+    (lambda m: m["features"]["image/encoded"].update(dtype="float"), "features.image/encoded is of dtype 'float'"),
+    (lambda m: m["image"].update(mask_format="png"), "image.mask_format is 'png'"),
+])
+def test_cli_refuses_a_manifest_whose_features_or_mask_format_were_edited_naming_the_field(raw_output, tmp_path,
+                                                                                        edit, named):
+    """One line naming the manifest and the field, not a KeyError or TensorFlow's traceback."""
+    copy, _ = _copy_of(raw_output, tmp_path)
+    _edited_manifest(copy, edit)
+    for on_device in ([], ["--normalize_on_device"]):
+        with pytest.raises(SystemExit) as exited:
+            cli.main(["--data", str(copy), "--steps", "2", "--batch_size", "4", *on_device])
+        assert str(exited.value.code).startswith(f"error: --data {str(copy)!r}: {copy}/manifest.json: {named}")
+
+
+def test_a_padded_output_s_mask_ignore_value_edited_is_refused_naming_it(pets_dir, tmp_path):
+    """The job gives the padding of --resize pad one value: another would turn a class into the
+    ignore id (and the padding into a class) without a word."""
+    out = tmp_path / "pad"
+    run_job(pets_dir, out, "--resize", "pad", "--no_statistics", "--image_format", "raw")
+    _edited_manifest(out, lambda m: m["image"].update(mask_ignore_value=2))
+    named = "image.mask_ignore_value is 2, and the job gives the padding of --resize pad 255"
+    with pytest.raises(loader.OutputMismatchError, match=named):
+        loader.make_dataset(str(out), "train", 4)
+    assert any(named in problem for problem in verify.verify(str(out)).values())
+    _edited_manifest(out, lambda m: m["image"].update(mask_ignore_value=255))
+    masks = np.concatenate([mask for _, mask in _batches(loader.make_dataset(str(out), "train", 4, shuffle=False))])
+    assert -1 in masks and 255 not in masks  # (the padding: the ignore id)
+
+
+def test_a_manifest_of_the_first_format_reads_as_before(raw_output, tmp_path):
+    """Format 1 listed no files: none of the checks of what it says of itself apply to it."""
+    copy, _ = _copy_of(raw_output, tmp_path)
+    _, manifest = raw_output
+
+    def first_format(listed):  # (what format 1 had not: the list of files, the run's id, the lineage index)
+        for key in ("files", "run_id", "lineage"):
+            del listed[key]
+        listed["format_version"] = 1
+
+    _edited_manifest(copy, first_format)
+    examples = _examples(loader.make_dataset(str(copy), "train", 4, shuffle=False))
+    assert len(examples) == manifest["splits"]["train"]["num_examples"]
 
 
 def _drop_one_lineage_file(listed):
@@ -596,6 +731,9 @@ def test_an_empty_first_shard_of_a_manifest_without_counts_is_passed_over(raw_ou
     dataset_module.check_first_record(files, [None, None], manifest["image"])  # (a format-1 output's)
     with pytest.raises(loader.OutputMismatchError, match="full.tfrecord: its first record is 40x32"):
         dataset_module.check_first_record(files, [None, None], {**manifest["image"], "height": 20, "width": 64})
+    with pytest.raises(loader.OutputMismatchError, match="full.tfrecord: its first record's mask is of format b'raw', "
+                                                         "the manifest's image.mask_format says 'png'"):
+        dataset_module.check_first_record(files, [None, None], {**manifest["image"], "mask_format": "png"})
 
 
 def test_the_loader_refuses_records_of_another_size_than_a_manifest_edited_throughout_says(raw_output, tmp_path):
@@ -707,7 +845,8 @@ def test_verify_names_what_is_not_a_file_and_never_follows_a_link_back_into_the_
     (copy / second).unlink()
     (copy / second).mkdir()
     (copy / "lineage" / "loop").symlink_to(copy, target_is_directory=True)
-    assert verify.verify(str(copy)) == {first: "not a regular file; not opened", second: "a folder, not a file"}
+    assert verify.verify(str(copy)) == {first: "not a regular file; not opened", second: "a folder, not a file",
+                                        "lineage/loop": "a link to a folder, which the job never writes; not followed"}
 
 
 def test_a_file_uri_output_s_fifo_is_named_not_opened_by_verify_and_the_loader(raw_output, tmp_path):
