@@ -23,6 +23,7 @@ import time
 
 from beam_etl.beam import filesystem, lease
 from beam_etl.beam.crash import crash_point
+from beam_etl.manifest_checks import manifest_problems
 from beam_etl.output_layout import (INCOMPLETE_DIR, JOB_FOLDERS, JOURNAL, LEASE, MANIFEST, PREVIOUS_DIR, REJECTED_FILE,
                                     STAGING_DIR, TRANSFORM_DIRS, is_job_file, is_listable_name, is_run_leftover, join,
                                     parse_manifest, refuse_unless_regular, staging_dir)
@@ -36,15 +37,19 @@ def _describe(names: list[str], limit: int = 5) -> str:
 
 
 def read_manifest_if_any(output: str) -> dict | None:
-    """``output``'s manifest if it is a beam-etl manifest; None if there is none or it is not."""
+    """``output``'s manifest if it is a beam-etl manifest; None if there is none or it is not.
+    One the readers' checks refuse (:func:`beam_etl.manifest_checks.manifest_problems`: a file
+    with a manifest's keys and little else, an output's manifest edited) is not one: the files it
+    lists are not taken for the job's, to replace or to delete."""
     path = join(output, MANIFEST)
     if not filesystem.exists(path):
         return None
     try:
         refuse_unless_regular(path)
-        return parse_manifest(filesystem.read_bytes(path), path)
+        manifest = parse_manifest(filesystem.read_bytes(path), path)
     except (ValueError, OSError):
         return None
+    return None if manifest_problems(manifest) else manifest
 
 
 def owned_files(output: str, manifest: dict) -> list[str]:
@@ -153,9 +158,10 @@ def check_output(output: str, overwrite: bool) -> dict | None:
         raise ValueError(f"--output {output!r}: {error}") from None
     manifest = read_manifest_if_any(output)
     if manifest is None and not leased:
-        raise ValueError(f"--output {output!r} is not a beam-etl output (it has no beam-etl "
-                         f"{MANIFEST}) but holds {_describe(present)}: --overwrite replaces only "
-                         "what beam-etl wrote; choose another --output or move those files")
+        has = (f"its {MANIFEST} is not one beam-etl wrote, or was edited since: the readers refuse it"
+               if MANIFEST in present else f"it has no beam-etl {MANIFEST}")
+        raise ValueError(f"--output {output!r} is not a beam-etl output ({has}) but holds {_describe(present)}: "
+                         "--overwrite replaces only what beam-etl wrote; choose another --output or move those files")
     if not overwrite:
         raise ValueError(f"--output {output!r} already holds {_describe(present)}; pass --overwrite "
                          "to replace an earlier beam-etl output there")

@@ -108,6 +108,30 @@ def test_overwrite_refuses_a_folder_that_beam_etl_did_not_write(pets_dir, tmp_pa
     assert _snapshot(out) == before
 
 
+@pytest.mark.parametrize("edit", ["a manifest of few words", "an earlier output's manifest, its counts edited"])
+def test_overwrite_takes_no_manifest_the_readers_refuse_for_the_job_s(earlier, pets_dir, tmp_path, capsys, edit):
+    """A manifest.json that only has the keys of one (``format_version``, ``splits``) made the
+    folder's files the job's to replace: --overwrite deleted every shard-named file and every
+    file under transform_fn/ that the readers' own checks would never have taken for an output's."""
+    if edit == "a manifest of few words":
+        out = tmp_path / "theirs"
+        (out / "transform_fn" / "variables").mkdir(parents=True)
+        (out / "train-00000-of-00001.tfrecord").write_bytes(b"someone's shard")
+        (out / "transform_fn" / "saved_model.pb").write_bytes(b"someone's model")
+        (out / "transform_fn" / "variables" / "variables.index").write_bytes(b"someone's index")
+        (out / "manifest.json").write_text(json.dumps(
+            {"format_version": 1, "splits": {"train": {"files": ["train-00000-of-00001.tfrecord"]}}}))
+    else:
+        out = _copy(earlier, tmp_path)
+        manifest = json.loads((out / "manifest.json").read_text())
+        manifest["num_inputs"] += 1
+        (out / "manifest.json").write_text(json.dumps(manifest))
+    before = _snapshot(out)
+    error = _refused(capsys, lambda: _run(pets_dir, out, "--overwrite"))
+    assert "is not a beam-etl output" in error and "manifest.json" in error, error
+    assert _snapshot(out) == before
+
+
 def test_a_folder_named_incomplete_without_a_lease_is_not_the_jobs(pets_dir, tmp_path, capsys):
     out = tmp_path / "out"
     (out / ".incomplete").mkdir(parents=True)
@@ -175,7 +199,9 @@ def test_overwrite_never_replaces_or_leaves_a_file_no_manifest_lists(earlier, pe
 
 
 def test_a_manifest_naming_files_outside_the_output_cannot_make_the_job_delete_them(earlier, pets_dir,
-                                                                                   tmp_path):
+                                                                                   tmp_path, capsys):
+    """Such a manifest is refused by the readers' checks, and so is not one the job replaces
+    (what it lists is never taken for the job's: :func:`commit.owned_files` drops such names too)."""
     out = _copy(earlier, tmp_path)
     victim = tmp_path / "victim.txt"
     victim.write_text("outside")
@@ -183,8 +209,11 @@ def test_a_manifest_naming_files_outside_the_output_cannot_make_the_job_delete_t
     listed["files"]["../victim.txt"] = {"bytes": 7, "crc32c": "0"}
     listed["files"]["/etc/hostname"] = {"bytes": 7, "crc32c": "0"}
     (out / "manifest.json").write_text(json.dumps(listed))
-    _run(pets_dir, out, "--overwrite", "--no_statistics")
-    assert victim.read_text() == "outside" and verify.verify(str(out)) == {}
+    before = _snapshot(out)
+    assert "is not a beam-etl output" in _refused(capsys, lambda: _run(pets_dir, out, "--overwrite", "--no_statistics"))
+    assert victim.read_text() == "outside" and _snapshot(out) == before
+    assert commit.owned_files(str(out), listed) == commit.owned_files(str(earlier[0]), json.loads(
+        (earlier[0] / "manifest.json").read_text()))
 
 
 @pytest.mark.parametrize("linked", ["lineage", "metadata", "transform_fn/variables", ".incomplete"])
