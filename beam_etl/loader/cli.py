@@ -10,13 +10,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
-import socket
 import sys
 import time
 
 import tensorflow as tf
 
+from beam_etl import host_ports
 from beam_etl.config import FlagParser, flag_type, output_folder, positive_int
 from beam_etl.progress import ProgressLine
 from beam_etl.output_layout import IncompleteOutputError
@@ -93,32 +92,15 @@ def _batch_refusal(batch_size: int, image_info: dict | None) -> str | None:
             f"({memory} bytes)")
 
 
-DISPATCHER_TIMEOUT_S = 10.0  # to connect to a tf.data service dispatcher
-_ADDRESS = re.compile(r"(?:grpc://)?(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]+):([0-9]{1,5})")
-
-
 def _service_address(text: str) -> str:
-    matched = _ADDRESS.fullmatch(text)
-    if not matched or not 1 <= int(matched[2]) <= 65535:
-        raise ValueError("expected [grpc://]HOST:PORT, a port within [1, 65535]")
+    host_ports.parse(text, "grpc")
     return text
-
-
-def _dispatcher_refusal(address: str) -> str | None:
-    """Why no tf.data service dispatcher can be reached at ``address``, or None: TensorFlow
-    would wait for one forever. (Whether what answers is a dispatcher, TensorFlow finds.)"""
-    host, port = _ADDRESS.fullmatch(address).groups()
-    try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=DISPATCHER_TIMEOUT_S):
-            return None
-    except OSError as error:
-        return error.strerror or str(error) or type(error).__name__
 
 
 def _check_flags(parser: argparse.ArgumentParser, args) -> None:
     """The flags checked before anything is read: exits with status 2 naming flag and value."""
-    if args.data_service_address:
-        refusal = _dispatcher_refusal(args.data_service_address)
+    if args.data_service_address:  # (TensorFlow would wait for a dispatcher for ever)
+        refusal = host_ports.refusal(*host_ports.parse(args.data_service_address, "grpc"))
         if refusal is not None:
             parser.error(f"--data_service_address {args.data_service_address!r}: no tf.data service "
                          f"dispatcher answers there ({refusal})")
