@@ -198,8 +198,11 @@ def parse_args(argv: list[str], prog: str | None = None,
         job_config = to_config(flags, options)
         check_output_flag(job_config.output, job_config.statistics)
         check_cache_flag(job_config.cache_dir, job_config.output)
-        # (absolute, as --cache and the sources are: a cluster's workers run in folders of their own)
-        job_config = dataclasses.replace(job_config, output=config_lib.folder_place(job_config.output))
+        # (absolute, as --cache and the sources are: a cluster's workers run in folders of their own;
+        # kept as given below a working folder whose name Beam cannot carry, not UTF-8)
+        placed = config_lib.folder_place(job_config.output)
+        if placed.encode("utf-8", "surrogateescape").decode("utf-8", "replace") == placed:
+            job_config = dataclasses.replace(job_config, output=placed)
         direct_workers(options, argv)
         check_bucket_names(argv)
     except ValueError as error:

@@ -74,7 +74,7 @@ def test_relative_sources_are_recorded_where_they_are(pets_dir, tmp_path, monkey
 
 @pytest.mark.parametrize("folder, argv, refused", [
     ("sub", ["--images", "../data/images/*", "--masks", "../data/annotations/trimaps/*.png", "--output",
-             "../data/images"], "--output '../data/images' lies in '{t}/data/images'"),
+             "../data/images"], "--output '{t}/data/images' lies in '{t}/data/images'"),  # (made absolute)
     ("sub", ["--oxford_pets", "../data", "--output", "../data/images/out"], "lies in '{t}/data/images'"),
     ("sub", ["--images", "{t}/data/annotations/../images/*.jpg", "--masks", "{t}/data/annotations/trimaps/*.png",
              "--output", "{t}/data/images/out"], "lies in '{t}/data/images'"),
