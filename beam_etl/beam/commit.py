@@ -36,11 +36,12 @@ def _describe(names: list[str], limit: int = 5) -> str:
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
-def read_manifest_if_any(output: str) -> dict | None:
+def read_manifest_if_any(output: str, checked: bool = True) -> dict | None:
     """``output``'s manifest if it is a beam-etl manifest; None if there is none or it is not.
     One the readers' checks refuse (:func:`beam_etl.manifest_checks.manifest_problems`: a file
     with a manifest's keys and little else, an output's manifest edited) is not one: the files it
-    lists are not taken for the job's, to replace or to delete."""
+    lists are not taken for the job's, to replace or to delete. (``checked=False``: it is, where
+    what is asked is whether a folder may be another output, to be kept out of.)"""
     path = join(output, MANIFEST)
     if not filesystem.exists(path):
         return None
@@ -49,7 +50,7 @@ def read_manifest_if_any(output: str) -> dict | None:
         manifest = parse_manifest(filesystem.read_bytes(path), path)
     except (ValueError, OSError):
         return None
-    return None if manifest_problems(manifest) else manifest
+    return None if checked and manifest_problems(manifest) else manifest
 
 
 def owned_files(output: str, manifest: dict) -> list[str]:

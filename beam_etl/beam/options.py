@@ -500,7 +500,7 @@ def _check_folder_flag(flag: str, value: str) -> None:
                          "its runs have not committed (its next run clears it): choose a folder of its own")
     for depth in range(len(parts) - 1, 0, -1) if local else ():
         output, inside = "/".join(parts[:depth]) or "/", "/".join(parts[depth:])
-        if is_job_file(inside) and commit.read_manifest_if_any(output) is not None:
+        if is_job_file(inside) and commit.read_manifest_if_any(output, checked=False) is not None:
             raise ValueError(f"{flag} {value!r} is inside {output!r}, an output of the job, where it keeps "
                              f"{inside.split('/', 1)[0]!r} of its own (its files are listed in its manifest, and "
                              "its next run refuses or replaces what it does not list): choose a folder of its own")
