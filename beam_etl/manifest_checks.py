@@ -105,9 +105,9 @@ def consistency_problems(manifest: dict) -> list[str]:
     output, or of no file of an output, or of a file its format never held (the format lowered by
     hand to switch checks off); counts that do not add up (inputs, written, rejected, examples);
     a split's files that are not its shards, or hold other than its examples
-    (:func:`split_problems`); from their formats on, a shard without its record index, or the
-    lineage index not one file per shard; and records or statistics described otherwise than as
-    they were made (:func:`_described_as_made`)."""
+    (:func:`split_problems`), or a shard of no split; from their formats on, a shard without its
+    record index, or the lineage index not one file per shard; and records or statistics
+    described otherwise than as they were made (:func:`_described_as_made`)."""
     version = manifest["format_version"]
     if version < FILES_FORMAT:
         return []
@@ -142,6 +142,8 @@ def consistency_problems(manifest: dict) -> list[str]:
     for split in sorted(splits):
         problems += split_problems(manifest, split)
     shards = sorted(name for info in splits.values() for name in info["files"] if isinstance(name, str))
+    problems += [f"lists the shard {name!r}, which no split lists" for name in sorted(set(files) - set(shards))
+                 if is_shard_name(name)]
     if version >= INDEX_FORMAT:
         problems += [f"the shard {shard!r} has no record index listed" for shard in shards
                      if shard in files and index_name(shard) not in files]

@@ -613,6 +613,8 @@ def _edited_manifest(copy, edit):
      "not a shard of split 'train'"),
     (lambda m: m["splits"]["train"].update(num_examples=m["splits"]["train"]["num_examples"] + 1), "num_examples"),
     (lambda m: m.pop("files"), "lists no files"),
+    (lambda m: m["files"].update({"val-00009-of-00010.tfrecord": m["files"][m["splits"]["train"]["files"][0]]}),
+     "lists the shard 'val-00009-of-00010.tfrecord', which no split lists"),
     (lambda m: (m.pop("files"), m.update(format_version=1)),
      "it holds 'run_id', which no manifest of format_version 1"),
     # what the loader decodes the records by, against the flags they were made with
