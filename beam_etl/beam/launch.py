@@ -315,11 +315,10 @@ def _check_scheduler(pipeline_options: PipelineOptions, launch_options) -> None:
     """A Dask scheduler named by ``--dask_client_address`` answers, before the output's lease is
     taken: dask's client waits for its timeout (30 s) and then fails the run, which leaves a
     cluster's run its lease."""
-    address = pipeline_options.get_all_options().get("address")
-    if not address or launch_options.dask_local_workers or ("://" in address and not address.startswith("tcp://")):
-        return
-    refused = host_ports.refusal(*host_ports.parse(address, "tcp"))
+    scheduler = None if launch_options.dask_local_workers else options.tcp_scheduler(pipeline_options)
+    refused = host_ports.refusal(*scheduler) if scheduler is not None else None
     if refused is not None:
+        address = pipeline_options.get_all_options()["address"]
         raise ValueError(f"--dask_client_address {address!r}: no Dask scheduler answers there ({refused})")
 
 

@@ -390,6 +390,16 @@ _DASK_COUNTS = ("--dask_npartitions", "--dask_partition_size", "--dask_connectio
                 "--dask_connection_limit")
 
 
+def tcp_scheduler(options: PipelineOptions) -> tuple[str, int] | None:
+    """``(host, port)`` of the Dask scheduler ``--dask_client_address`` names over TCP (``tcp://``
+    or no scheme); None where it names none, or one of another scheme (``tls://``, ``ucx://``:
+    dask's own to reach). ValueError for an address that is no ``[tcp://]HOST:PORT``."""
+    address = options.get_all_options().get("address")
+    if not address or ("://" in address and not address.startswith("tcp://")):
+        return None
+    return host_ports.parse(address, "tcp")
+
+
 def check_dask_flags(options: PipelineOptions, flags: argparse.Namespace, argv: list[str]) -> None:
     """Beam's Dask flags, on the Dask runner: counts of 1 or more, a scheduler file that is there,
     a cluster named (Beam's own LocalCluster would run without the workers' environment and end with
@@ -412,13 +422,11 @@ def check_dask_flags(options: PipelineOptions, flags: argparse.Namespace, argv: 
             raise ValueError(f"{flag} {text!r}: expected a whole number, 1 or more")
     if flags.dask_local_workers:
         return
-    everything = options.get_all_options()
-    address = everything.get("address")
-    if address and ("://" not in address or address.startswith("tcp://")):  # (tls://, ucx://: dask's own)
-        try:
-            host_ports.parse(address, "tcp")
-        except ValueError as error:
-            raise ValueError(f"--dask_client_address {address!r}: {error}") from None
+    address = options.get_all_options().get("address")
+    try:
+        tcp_scheduler(options)
+    except ValueError as error:
+        raise ValueError(f"--dask_client_address {address!r}: {error}") from None
     scheduler_file = raw["dask_scheduler_file"]
     if scheduler_file is not None and not os.path.isfile(scheduler_file):
         raise ValueError(f"--dask_scheduler_file {scheduler_file!r} is not a file (dask would wait for it for ever)")
