@@ -1,8 +1,9 @@
-"""A dask.distributed ``LocalCluster`` to run a pipeline on, with the workers' environment set
-before they start."""
+"""The dask.distributed clusters a pipeline runs on: a ``LocalCluster`` with the workers'
+environment set before they start, and whether a scheduler answers at an address."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 
 import dask
@@ -20,3 +21,32 @@ def local_cluster(workers: int, environ: Mapping[str, object] | None = None):
                           for name, value in (environ or {}).items()}):
         return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                             dashboard_address=":0")
+
+
+def scheduler_refusal(address: str, timeout_s: float) -> str | None:
+    """Why no Dask scheduler answers at ``address`` within ``timeout_s`` (a phrase: "no Dask
+    scheduler answers there (...)", "a Dask Worker answers there, not a scheduler"), or None
+    where one does. dask's client waits for ever for the handshake of a service that accepts its
+    connection and never answers as Dask does; this asks the service who it is under a
+    deadline."""
+    from distributed.comm import connect  # pylint: disable=import-outside-toplevel  # heavy
+
+    async def identity():
+        comm = await connect(address, timeout=timeout_s)
+        try:
+            await comm.write({"op": "identity", "reply": True})
+            return await comm.read()
+        finally:
+            comm.abort()
+
+    try:
+        answer = asyncio.run(asyncio.wait_for(identity(), timeout_s))
+    except asyncio.TimeoutError:
+        return f"no Dask scheduler answers there (nothing answered Dask's handshake within {timeout_s:g} s)"
+    except Exception as error:  # pylint: disable=broad-except  # what a service that is not Dask's sends
+        return f"no Dask scheduler answers there ({type(error).__name__}: {error})"
+    kind = answer.get("type") if isinstance(answer, dict) else None
+    if kind == "Scheduler":
+        return None
+    return f"a Dask {kind} answers there, not a scheduler" if isinstance(kind, str) else \
+        f"no Dask scheduler answers there (it answered {str(answer)[:80]!r})"

@@ -17,9 +17,11 @@ from apache_beam.runners.runner import PipelineState
 from apache_beam.transforms.combiners import LiftedCombinePerKey
 from apache_beam.transforms.core import CombinePerKey, ParDo
 
+from beam_dask.cluster import scheduler_refusal
 from beam_dask.shuffle import GroupByKey, elements_of
 from beam_dask.stages import Stage, Step, build_order, leaf_transforms, plan_stages, run_stage
 
+_HANDSHAKE_TIMEOUT_S = 30  # dask's own default for a connection (distributed.comm.timeouts.connect)
 # ParDos are not translated one by one: they run in fused stages (fix 10, ``_Translator``).
 _TRANSLATIONS = {**{kind: op for kind, op in evaluator.TRANSLATIONS.items() if kind is not ParDo},
                  evaluator._GroupByKeyOnly: GroupByKey}  # pylint: disable=protected-access
@@ -150,6 +152,15 @@ class DaskRunner(upstream.DaskRunner):
         dask_options = options.view_as(upstream.DaskOptions).get_all_options(
             drop_default=True, current_only=True)
         bag_kwargs = upstream.DaskOptions._extract_bag_kwargs(dask_options)  # pylint: disable=protected-access
+        # Fix 12: the client waits for ever where a service that is not Dask's takes the
+        # connection, and a worker's address fails the job only once the client is running.
+        address = dask_options.get("address")
+        if isinstance(address, str) and ("://" not in address or address.startswith("tcp://")):
+            timeout = dask_options.get("timeout")
+            refused = scheduler_refusal(address if "://" in address else f"tcp://{address}",
+                                        timeout if isinstance(timeout, int) and timeout > 0 else _HANDSHAKE_TIMEOUT_S)
+            if refused is not None:
+                raise RuntimeError(f"--dask_client_address {address!r}: {refused}")
         client = ddist.Client(**dask_options)
         # Lifting first: the GroupByKey it introduces is then translated like any other.
         pipeline.replace_all([_LiftCombiners(), *dask_overrides()])

@@ -313,13 +313,21 @@ def launch(config: JobConfig, pipeline_options: PipelineOptions, command_line: d
 
 def _check_scheduler(pipeline_options: PipelineOptions, launch_options) -> None:
     """A Dask scheduler named by ``--dask_client_address`` answers, before the output's lease is
-    taken: dask's client waits for its timeout (30 s) and then fails the run, which leaves a
-    cluster's run its lease."""
+    taken: where nothing does, dask's client waits for its timeout (30 s) and then fails the run,
+    which leaves a cluster's run its lease; where a service that is not Dask's does, it waits for
+    ever; a worker's address fails the run."""
     scheduler = None if launch_options.dask_local_workers else options.tcp_scheduler(pipeline_options)
-    refused = host_ports.refusal(*scheduler) if scheduler is not None else None
+    if scheduler is None:
+        return
+    address = pipeline_options.get_all_options()["address"]
+    refused = host_ports.refusal(*scheduler)
     if refused is not None:
-        address = pipeline_options.get_all_options()["address"]
         raise ValueError(f"--dask_client_address {address!r}: no Dask scheduler answers there ({refused})")
+    from beam_dask.cluster import scheduler_refusal  # pylint: disable=import-outside-toplevel  # the [dask] extra
+
+    refused = scheduler_refusal(address if "://" in address else f"tcp://{address}", host_ports.CONNECT_TIMEOUT_S)
+    if refused is not None:
+        raise ValueError(f"--dask_client_address {address!r}: {refused}")
 
 
 def _checked(config: JobConfig, pipeline_options: PipelineOptions, launch_options, command: str):

@@ -5,8 +5,10 @@ from __future__ import annotations
 import collections
 import json
 import os
+import socket
 import subprocess
 import sys
+import time
 import uuid
 
 import apache_beam as beam
@@ -353,3 +355,25 @@ def _probe():
 def test_local_cluster_sets_the_environment_its_workers_start_with():
     with local_cluster(1, {"BEAM_DASK_PROBE": "set before start"}) as cluster, Client(cluster) as client:
         assert list(client.run(_probe).values()) == ["set before start"]
+
+
+def test_a_pipeline_pointed_at_a_service_that_is_not_dask_fails_instead_of_waiting_for_ever():
+    # Fix 12: dask's client waited for ever for the handshake of a service that takes the
+    # connection and never answers as Dask does.
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        address = f"tcp://127.0.0.1:{silent.getsockname()[1]}"
+        started = time.monotonic()
+        with pytest.raises(RuntimeError) as refused:
+            with beam.Pipeline(options=_on_cluster(address, "--dask_connection_timeout", "2")) as pipeline:
+                _ = pipeline | beam.Create([1, 2])
+    assert str(refused.value) == (f"--dask_client_address {address!r}: no Dask scheduler answers there "
+                                  "(nothing answered Dask's handshake within 2 s)")
+    assert time.monotonic() - started < 20
+
+
+def test_a_pipeline_pointed_at_a_dask_worker_fails_naming_it(scheduler_address):
+    with Client(scheduler_address) as client:
+        worker = sorted(client.scheduler_info()["workers"])[0]
+    with pytest.raises(RuntimeError, match="a Dask Worker answers there, not a scheduler"):
+        with beam.Pipeline(options=_on_cluster(worker)) as pipeline:
+            _ = pipeline | beam.Create([1, 2])

@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -209,3 +210,60 @@ def test_a_scheduler_address_where_none_answers_is_refused_before_the_output_is_
                           cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 2 and f"--dask_client_address {address!r}: no Dask scheduler answers there" in done.stderr
     assert time.monotonic() - started < 25 and not out.exists()
+
+
+@pytest.fixture()
+def answering_server():
+    """``serve(reply)``: the tcp:// address of a server that accepts connections and writes
+    ``reply`` (b"": nothing) on each, a service that is not Dask's."""
+    listeners, connections = [], []
+
+    def serve(reply: bytes) -> str:
+        listener = socket.create_server(("127.0.0.1", 0))
+        listeners.append(listener)
+
+        def accept():
+            while True:
+                try:
+                    connection, _ = listener.accept()
+                except OSError:
+                    return
+                connections.append(connection)
+                connection.sendall(reply)
+
+        threading.Thread(target=accept, daemon=True).start()
+        return f"tcp://127.0.0.1:{listener.getsockname()[1]}"
+
+    yield serve
+    for opened in (*connections, *listeners):
+        opened.close()
+
+
+@pytest.mark.parametrize("reply", [b"", b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"], ids=["silent", "http"])
+def test_an_address_where_a_service_that_is_not_dask_answers_is_refused_before_the_output_is_touched(
+        tmp_path, answering_server, reply):
+    """dask's client waits for ever for the handshake of a service that accepts its connection
+    and never answers as Dask does; the run then hung holding the output's lease."""
+    address = answering_server(reply)
+    root, out = tmp_path / "data", tmp_path / "out"
+    sample_data.generate(str(root), num_images=4, seed=1)
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "pipelines.preprocess",
+                           *_pairs(root, out, "--runner", "beam_dask.DaskRunner", "--dask_client_address", address)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert f"--dask_client_address {address!r}: no Dask scheduler answers there" in done.stderr
+    assert time.monotonic() - started < 40 and not out.exists()
+
+
+def test_the_address_of_a_dask_worker_is_refused_naming_what_answers(tmp_path, scheduler_address):
+    with Client(scheduler_address) as client:
+        worker = sorted(client.scheduler_info()["workers"])[0]
+    root, out = tmp_path / "data", tmp_path / "out"
+    sample_data.generate(str(root), num_images=4, seed=1)
+    done = subprocess.run([sys.executable, "-m", "pipelines.preprocess",
+                           *_pairs(root, out, "--runner", "beam_dask.DaskRunner", "--dask_client_address", worker)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert f"--dask_client_address {worker!r}: a Dask Worker answers there, not a scheduler" in done.stderr
+    assert not out.exists()
