@@ -1,10 +1,15 @@
-"""What a manifest must say of itself, whatever the files beside it: the shape of its format,
-only names of files of an output inside it, counts that add up (inputs, written, rejected,
-examples), from their formats on a record index and a lineage file for every shard, records
-described as the flags it records made them, and statistics with the graph made from them. A
-hand edit that leaves every listed file as listed shows here. Standard library only (and the
-job's own modules of names and settings): the commands that check it (``verify``, ``diff``,
-``prune-cache``, the loader, the job before its commit) load no TensorFlow for it.
+"""What a manifest must say of itself, whatever the files beside it: the shape of its format
+(and no key a later format's job wrote: a format lowered by hand), only names of files of an
+output inside it, counts that add up (inputs, written, rejected, examples), from their formats on
+a record index and a lineage file for every shard, and every count it gives twice the same both
+times (a shard's records and its record index's, a split's bytes and its shards', its inputs and
+its lineage files', the rejected by reason and by stage, the changes and the inputs written),
+records described as the flags it records made them, and statistics with the graph made from
+them. A hand edit that leaves every listed file as listed shows here; what the files themselves
+say of one another, ``verify`` holds together (:mod:`beam_etl.loader.cross_checks`). Standard
+library only (and the job's own modules of names and settings): the commands that check it
+(``verify``, ``diff``, ``prune-cache``, the loader, the job before its commit) load no TensorFlow
+for it.
 """
 
 from __future__ import annotations
@@ -13,16 +18,21 @@ import collections
 
 from beam_etl import schema
 from beam_etl.config import IMAGE_FORMATS, PAD_MASK_VALUE, mask_format
-from beam_etl.output_layout import (TRANSFORM_DIRS, first_format, index_name, is_listable_name, is_shard_name,
-                                    lineage_name)
+from beam_etl.output_layout import (LINEAGE_DIR, REJECTED_DIR, TRANSFORM_DIRS, first_format, index_name,
+                                    is_index_name, is_listable_name, is_shard_name, lineage_name)
 
 FILES_FORMAT = 2  # the first manifest format whose "files" lists every file (bytes, crc32c)
 INDEX_FORMAT = 3  # ... a record index beside every shard
 LINEAGE_FORMAT = 4  # ... a lineage file beside every shard, and the manifest's "lineage"
 _CRC32C_DIGITS = frozenset("0123456789abcdef")
-# Keys of the manifest and the first format that has them: a manifest of an earlier format that
-# holds one had its format lowered by hand (which would turn the later formats' checks off).
-_LATER_KEYS = {"run_id": FILES_FORMAT, "lineage": LINEAGE_FORMAT}
+# Keys of the manifest (``flags.x``: key x of its ``flags``) and the first format whose job wrote
+# them: a manifest of an earlier format that holds one had its format lowered by hand (which would
+# turn the later formats' checks off). Format 4's job is the first with a cache of outcomes
+# (--cache, --no_cache) and --resize; earlier ones wrote neither flag, nor the image's resize.
+_LATER_KEYS = {"run_id": FILES_FORMAT, "statistics_absent": FILES_FORMAT, "lineage": LINEAGE_FORMAT,
+               "changes": LINEAGE_FORMAT, "flags.use_cache": LINEAGE_FORMAT, "flags.cache_dir": LINEAGE_FORMAT,
+               "flags.resize": LINEAGE_FORMAT, "image.resize": LINEAGE_FORMAT,
+               "image.mask_ignore_value": LINEAGE_FORMAT}
 
 
 def is_count(value) -> bool:
@@ -34,7 +44,17 @@ def lowered_format(manifest: dict) -> list[str]:
     older than: the trace of a format lowered by hand."""
     version = manifest["format_version"]
     return [f"it holds {key!r}, which no manifest of format_version {version} has (from {first} on)"
-            for key, first in _LATER_KEYS.items() if key in manifest and version < first]
+            for key, first in _LATER_KEYS.items() if version < first and _holds(manifest, key)]
+
+
+def _holds(manifest: dict, key: str) -> bool:
+    """Whether ``manifest`` holds ``key`` (``a.b``: key b of its object a)."""
+    *outer, last = key.split(".")
+    for part in outer:
+        manifest = manifest.get(part)
+        if not isinstance(manifest, dict):
+            return False
+    return last in manifest
 
 
 def shape_problems(manifest: dict) -> list[str]:
@@ -83,11 +103,20 @@ def shape_problems(manifest: dict) -> list[str]:
             problems.append(f"files.{name} is not an object")
             continue
         problems += [f"files.{name}: its {key!r} is not a count" for key in ("bytes", "num_examples", "num_records")
-                     if (key == "bytes" or key in entry) and not is_count(entry.get(key))]
+                     if (key in ("bytes", _count_key(name)) or key in entry) and not is_count(entry.get(key))]
         crc32c = entry.get("crc32c")
         if not (isinstance(crc32c, str) and len(crc32c) == 8 and set(crc32c) <= _CRC32C_DIGITS):
             problems.append(f"files.{name}: its 'crc32c' is not 8 hexadecimal digits")
     return problems
+
+
+def _count_key(name: str) -> str | None:
+    """The key of the count that the job lists with the file ``name``: ``num_examples`` for a
+    shard (its records), ``num_records`` for its record index and the files of a line per record
+    (the lineage index, the rejected list, the changes); None for the rest."""
+    if is_shard_name(name):
+        return "num_examples"
+    return "num_records" if is_index_name(name) or name.split("/", 1)[0] in (LINEAGE_DIR, REJECTED_DIR) else None
 
 
 def _difference(count: int, than: int) -> str:
@@ -103,11 +132,13 @@ def manifest_problems(manifest: dict) -> list[str]:
 def consistency_problems(manifest: dict) -> list[str]:
     """(A manifest of its format's shape: :func:`shape_problems`) a listed name outside the
     output, or of no file of an output, or of a file its format never held (the format lowered by
-    hand to switch checks off); counts that do not add up (inputs, written, rejected, examples);
-    a split's files that are not its shards, or hold other than its examples
-    (:func:`split_problems`), or a shard of no split; from their formats on, a shard without its
-    record index, or the lineage index not one file per shard; and records or statistics
-    described otherwise than as they were made (:func:`_described_as_made`)."""
+    hand to switch checks off); counts that do not add up (inputs, written, rejected, examples;
+    the rejected by reason and by stage); a split's files that are not its shards, or hold other
+    than its examples or bytes (:func:`split_problems`), or a shard of no split; from their formats
+    on, a shard without its record index or listed with other than its index's count, the lineage
+    index not one file per shard or of other than its splits' inputs, and changes that contradict
+    their list or the inputs written; and records or statistics described otherwise than as they
+    were made (:func:`_described_as_made`)."""
     version = manifest["format_version"]
     if version < FILES_FORMAT:
         return []
@@ -130,6 +161,13 @@ def consistency_problems(manifest: dict) -> list[str]:
     if rejected_entry is None or rejected_entry.get("num_records") != manifest["rejected"]["num_rejected"]:
         problems.append(f"the rejected list {manifest['rejected']['file']!r} is not listed with its "
                         f"{manifest['rejected']['num_rejected']} records")
+    for key in ("by_reason", "by_stage"):  # (each rejection has one reason and one stage)
+        counts = manifest["rejected"].get(key, {})
+        if not (isinstance(counts, dict) and all(map(is_count, counts.values()))):
+            problems.append(f"rejected.{key} is not an object of counts")
+        elif sum(counts.values()) != manifest["rejected"]["num_rejected"]:
+            problems.append(f"rejected.{key} counts {sum(counts.values())} rejections, and rejected.num_rejected "
+                            f"says {manifest['rejected']['num_rejected']}")
     examples = sum(info["num_examples"] for info in splits.values())
     if manifest["num_examples"] != examples:
         problems.append(f"num_examples is {_difference(manifest['num_examples'], examples)} the splits' "
@@ -147,6 +185,10 @@ def consistency_problems(manifest: dict) -> list[str]:
     if version >= INDEX_FORMAT:
         problems += [f"the shard {shard!r} has no record index listed" for shard in shards
                      if shard in files and index_name(shard) not in files]
+        problems += [f"the shard {shard!r} is listed with {files[shard]['num_examples']} records, and its record "
+                     f"index {index_name(shard)!r} with {files[index_name(shard)]['num_records']}" for shard in shards
+                     if is_shard_name(shard) and shard in files and index_name(shard) in files
+                     and files[shard]["num_examples"] != files[index_name(shard)]["num_records"]]
     if version >= LINEAGE_FORMAT:
         described = manifest.get("lineage")
         expected = collections.Counter(map(lineage_name, shards))
@@ -160,7 +202,46 @@ def consistency_problems(manifest: dict) -> list[str]:
         else:
             problems += [f"the lineage file {name!r} is not among the listed files"
                          for name in described["files"] if name not in files]
+            problems += _lineage_counts(manifest)
+        problems += _changes_counts(manifest)
     return problems + _described_as_made(manifest)
+
+
+def _lineage_counts(manifest: dict) -> list[str]:
+    """(Format 4 on, one lineage file listed per shard) where a split's lineage files, a line per
+    input whose original example is in their shards, index other than its ``num_source_examples``."""
+    files, problems = manifest["files"], []
+    for split, info in sorted(manifest["splits"].items()):
+        indexed = sum(files[lineage_name(shard)]["num_records"] for shard in info["files"] if isinstance(shard, str))
+        if indexed != info["num_source_examples"]:
+            problems.append(f"split {split!r}: its lineage files are listed with {indexed} inputs, its "
+                            f"num_source_examples says {info['num_source_examples']}")
+    return problems
+
+
+def _changes_counts(manifest: dict) -> list[str]:
+    """(Format 4 on) where the manifest's ``changes`` (counts of inputs added, removed, changed and
+    unchanged against the output replaced) contradict the written inputs, or the list of them
+    (a line per key added, removed or changed) it names."""
+    changes = manifest.get("changes")
+    if not (isinstance(changes, dict) and "file" in changes):  # (none, or unknown: no list)
+        return []
+    if not isinstance(changes["file"], str):
+        return ["changes.file is not a file's name"]
+    counts = {key: changes.get(key) for key in ("added", "removed", "changed", "unchanged")}
+    if not all(map(is_count, counts.values())):
+        return ["changes' added, removed, changed and unchanged are not counts"]
+    problems = []
+    listed = manifest["files"].get(changes["file"])
+    keyed = counts["added"] + counts["removed"] + counts["changed"]
+    if listed is None or listed.get("num_records") != keyed:
+        problems.append(f"the changes' list {changes['file']!r} is not listed with their {keyed} keys "
+                        "(added, removed, changed)")
+    written = counts["added"] + counts["changed"] + counts["unchanged"]
+    if written != manifest["num_written"]:
+        problems.append(f"changes count {written} inputs written (added, changed, unchanged), and num_written "
+                        f"says {manifest['num_written']}")
+    return problems
 
 
 def split_problems(manifest: dict, split: str) -> list[str]:
@@ -177,10 +258,14 @@ def split_problems(manifest: dict, split: str) -> list[str]:
             problems.append(f"split {split!r} lists {name!r}, which the manifest's files do not")
         seen.add(name)
     if not problems and listed is not None:
-        records = sum(listed[name].get("num_examples", 0) for name in info["files"])
+        entries = [listed[name] if isinstance(listed[name], dict) else {} for name in info["files"]]
+        records = sum(entry.get("num_examples", 0) for entry in entries)
         if records != info["num_examples"]:
             problems.append(f"split {split!r}: its files hold {records} records, its num_examples says "
                             f"{info['num_examples']}")
+        size = sum(entry.get("bytes", 0) for entry in entries if is_count(entry.get("bytes")))
+        if "bytes" in info and size != info["bytes"]:  # (every format's job wrote their sum)
+            problems.append(f"split {split!r}: its files hold {size} bytes, its bytes says {info['bytes']}")
     return problems
 
 

@@ -9,7 +9,8 @@
     beam-etl sample-data --output DATA --num_images 200 --seed 0
 
 Each is the module users may also run with ``python -m`` (named in ``--help``), imported only
-when its command runs: ``beam-etl load`` and ``beam-etl verify`` load TensorFlow, not Beam.
+when its command runs: ``beam-etl load`` and ``beam-etl verify`` load TensorFlow, not Beam, and
+only once their flags are parsed (a wrong flag is refused at once).
 """
 
 from __future__ import annotations

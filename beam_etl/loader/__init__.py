@@ -15,8 +15,8 @@ import sys
 from beam_etl import native_logs, output_layout
 
 # ``python -m beam_etl.loader.verify`` (or ``.report``, ``.cli``): Python imports this package
-# first, with sys.argv[0] "-m" while it locates the module, and the module loads TensorFlow before
-# its main() runs. Its command line is quiet as ``beam-etl``'s are (not a program importing us).
+# first, with sys.argv[0] "-m" while it locates the module, and the command loads TensorFlow once
+# its flags are parsed. Its command line is quiet as ``beam-etl``'s are (not a program importing us).
 if sys.argv[:1] == ["-m"] and not native_logs.wants_verbose(sys.argv):
     native_logs.filter_native_logs()
 

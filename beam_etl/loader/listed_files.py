@@ -31,24 +31,32 @@ class OutputMismatchError(ValueError):
     manifest contradicts itself."""
 
 
-def count_records(data: bytes | bytearray) -> int:
-    """Records in TFRecord ``data``, from its framing (8-byte length, 4-byte crc, data, 4-byte
-    crc); raises ValueError where the framing does not end exactly at the end."""
-    offset, count = 0, 0
+def record_spans(data: bytes | bytearray) -> list[tuple[int, int]]:
+    """``(offset, size)`` of each framed record in TFRecord ``data`` (8-byte length, 4-byte crc,
+    data, 4-byte crc), as its record index lists them; raises ValueError where the framing does
+    not end exactly at the end."""
+    offset, spans = 0, []
     while offset < len(data):
         if offset + 12 > len(data):
             raise ValueError(f"a record header is cut short at byte {offset}")
         (length,) = struct.unpack_from("<Q", data, offset)
+        spans.append((offset, 12 + length + 4))
         offset += 12 + length + 4
-        count += 1
     if offset != len(data):
         raise ValueError("the last record is cut short")
-    return count
+    return spans
 
 
-def check_file(path: str, entry: dict) -> str | None:
+def count_records(data: bytes | bytearray) -> int:
+    """Records in TFRecord ``data``, from its framing (:func:`record_spans`)."""
+    return len(record_spans(data))
+
+
+def check_file(path: str, entry: dict, read_back=None) -> str | None:
     """What is wrong with ``path`` against its manifest ``entry``; None if nothing. Only a
-    regular file is opened (a FIFO would block the reader for ever)."""
+    regular file is opened (a FIFO would block the reader for ever). ``read_back(data)``: what
+    else is wrong with the bytes of a counted file (a shard, a file of a line per record) that
+    matched its entry."""
     if not tf.io.gfile.exists(path):
         return "missing"
     if tf.io.gfile.isdir(path):
@@ -79,7 +87,8 @@ def check_file(path: str, entry: dict) -> str | None:
         lines = data.count(b"\n")
         if lines != entry["num_records"] or (data and not data.endswith(b"\n")):
             return f"{lines} lines, the manifest lists {entry['num_records']} records"
-    return None
+    counted = "num_examples" in entry or "num_records" in entry
+    return read_back(data) if read_back is not None and counted else None
 
 
 def first_record(path: str, size: int) -> bytes | None:

@@ -16,7 +16,7 @@ from beam_etl.beam import example_cache, lease, outcome_store, prune_cache
 from beam_etl import diff, lineage, loader
 from beam_etl.output_layout import CACHE_DIR, CHANGES_FILE, INCOMPLETE_DIR, REJECTED_FILE
 from beam_etl.elements import EncodedExample
-from beam_etl.loader import verify
+from beam_etl.loader import verification
 from tests.support import emulators
 from tests.support.jobs import job_process, output_files, run_job
 from tests.support.tfrecords import read_examples
@@ -139,7 +139,7 @@ def test_gcs_paths_are_literal_and_leased(gcs_pets, capsys):
     second = run_job(gcs_pets, "gs://pets/exp[12]", "--no_statistics", "--overwrite")
     assert first["num_inputs"] == second["num_inputs"] > 0
     assert {uri: emulators.read_bytes(uri) for uri in emulators.list_objects("gs://pets/exp1")} == sibling
-    assert verify.verify("gs://pets/exp[12]") == {}
+    assert verification.verify("gs://pets/exp[12]") == {}
     holder = lease.take("gs://pets/exp1")
     with pytest.raises(lease.LeaseError, match=f"leased by run {holder.run_id}"):
         lease.take("gs://pets/exp1")
@@ -161,7 +161,7 @@ def test_the_cache_lineage_and_diff_on_gcs(outputs, gcs_pets, pets_dir, tmp_path
     assert again["changes"] == {"against_run": remote["run_id"], "file": CHANGES_FILE, "added": 0, "removed": 0,
                                 "changed": 0, "unchanged": remote["num_written"]}
     assert {k: v for k, v in again["files"].items() if k != CHANGES_FILE} == remote["files"]
-    assert verify.verify("gs://pets/out") == {}
+    assert verification.verify("gs://pets/out") == {}
     capsys.readouterr()
     assert diff.main(["gs://pets/out", "gs://pets/out", "--counts"]) == 0
     assert capsys.readouterr().out.strip().endswith(f"0 changed, {remote['num_written']} unchanged")
@@ -438,4 +438,4 @@ def test_a_gcs_replacement_killed_in_its_swap_is_rolled_back_by_the_next_run(gcs
     again = job_process([*flags, "--break_lease"], crash_at="after_lease", temporary=tmp_path)
     assert again.returncode == -9, again.stderr[-2000:]
     assert _kept_objects(out) == earlier
-    assert verify.verify(out) == {}
+    assert verification.verify(out) == {}

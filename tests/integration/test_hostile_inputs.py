@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from beam_etl.loader import verify
+from beam_etl.loader import verification
 from beam_etl.tools.sample_data import generate
 from beam_etl.beam.process_examples import StoreReadError, read_uri
 from beam_etl.elements import RejectedInput
@@ -113,7 +113,7 @@ def test_a_file_whose_name_is_not_utf8_is_an_input_rejected_with_its_name_shown(
                         (f"{data}/masks/bad\\xff.png", "file_name_not_utf8", "pair"),
                         (f"{data}/masks/half.png", "missing_image", "pair")]
     assert (manifest["num_written"], manifest["num_rejected"]) == (3, 4)
-    assert verify.verify(str(tmp_path / "out")) == {}
+    assert verification.verify(str(tmp_path / "out")) == {}
 
 
 def test_a_key_of_the_form_of_an_augmented_copys_is_rejected_never_merged(tmp_path):
@@ -127,7 +127,7 @@ def test_a_key_of_the_form_of_an_augmented_copys_is_rejected_never_merged(tmp_pa
     keys = [example["key"] for example in read_examples(
         [tmp_path / "out" / name for name in manifest["splits"]["train"]["files"]])]
     assert sorted(keys) == ["cat_1", "cat_1#aug1", "cat_1#augment", "cat_1#augment#aug1"]
-    assert verify.verify(str(tmp_path / "out")) == {}
+    assert verification.verify(str(tmp_path / "out")) == {}
 
 
 def test_a_local_read_of_a_fifo_is_refused_without_opening_it(tmp_path):
@@ -211,7 +211,7 @@ def test_a_run_whose_every_input_is_rejected_completes_without_statistics(tmp_pa
     assert (manifest["num_inputs"], manifest["num_written"], manifest["num_rejected"]) == (3, 0, 3)
     assert manifest["statistics"] is None and manifest["statistics_absent"] == "the training split is empty"
     assert not (tmp_path / "out" / "transform_fn").exists()  # a placeholder's graph is not published
-    assert verify.verify(str(tmp_path / "out")) == {}
+    assert verification.verify(str(tmp_path / "out")) == {}
 
 
 def test_a_run_with_an_empty_training_split_completes_without_statistics(tmp_path):
@@ -220,7 +220,7 @@ def test_a_run_with_an_empty_training_split_completes_without_statistics(tmp_pat
     manifest = _run(data, tmp_path / "out", "--split_fractions", "test=1")
     assert manifest["splits"]["test"]["num_examples"] == 4 and set(manifest["splits"]) == {"test"}
     assert manifest["statistics"] is None and manifest["statistics_absent"] == "the training split is empty"
-    assert verify.verify(str(tmp_path / "out")) == {}
+    assert verification.verify(str(tmp_path / "out")) == {}
 
 
 def test_an_oxford_list_saved_with_a_byte_order_mark_labels_its_first_name(tmp_path):

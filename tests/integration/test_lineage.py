@@ -14,7 +14,7 @@ from PIL import Image
 
 from beam_etl import diff
 from beam_etl.beam import example_cache
-from beam_etl.loader import verify
+from beam_etl.loader import verification
 from beam_etl.output_layout import CHANGES_FILE
 from beam_etl.tools import sample_data
 from pipelines import preprocess
@@ -67,7 +67,7 @@ def test_every_example_says_where_it_came_from(root, tmp_path):
         for kind in ("image", "mask"):
             with open(line[f"{kind}_uri"], "rb") as handle:
                 assert line[f"{kind}_sha256"] == hashlib.sha256(handle.read()).hexdigest()
-    assert verify.verify(str(out)) == {} and "changes" not in manifest
+    assert verification.verify(str(out)) == {} and "changes" not in manifest
 
 
 def _run_globs(root, out, *extra):
@@ -100,7 +100,7 @@ def test_a_replacing_run_says_what_changed_and_diff_agrees(tmp_path, capsys):
     assert [json.loads(line) for line in (out / CHANGES_FILE).read_text().splitlines()] == sorted(
         [{"change": "changed", "key": kept[0]}, {"change": "removed", "key": kept[1]},
          {"change": "added", "key": "new_pet_1"}], key=lambda line: line["key"])
-    assert verify.verify(str(out)) == {}
+    assert verification.verify(str(out)) == {}
 
     assert diff.main([str(before), str(out)]) == 1
     printed = capsys.readouterr().out.splitlines()
@@ -191,12 +191,15 @@ def test_diff_refuses_what_is_not_a_complete_output(root, tmp_path, capsys):
     shutil.rmtree(tmp_path / "a" / "lineage")  # (format 3 had no lineage index)
     for name in [*old_format.pop("lineage")["files"], CHANGES_FILE]:
         old_format["files"].pop(name, None)
+    for key in ("use_cache", "cache_dir", "resize"):  # (nor these flags, which came with format 4)
+        old_format["flags"].pop(key)
+    old_format["image"].pop("resize")
     manifest_path.write_text(json.dumps(old_format))
     assert diff.main([str(tmp_path / "a"), str(tmp_path / "a")]) == 2
     assert "has no lineage index" in capsys.readouterr().err
     replacing = _run(root, tmp_path / "a", "--overwrite")  # over an output written before lineage
     assert replacing["changes"]["unknown"].startswith("the output replaced has no lineage index")
-    assert not (tmp_path / "a" / CHANGES_FILE).exists() and verify.verify(str(tmp_path / "a")) == {}
+    assert not (tmp_path / "a" / CHANGES_FILE).exists() and verification.verify(str(tmp_path / "a")) == {}
 
 
 def _drop_a_lineage_file(manifest):
@@ -261,7 +264,7 @@ def test_a_damaged_lineage_index_is_reported_not_fatal_and_never_read_as_changes
     assert "is not the file the manifest describes" in capsys.readouterr().err
     replacing = _run(root, out, "--overwrite")  # the replacement goes on; what changed is unknown
     assert replacing["changes"]["unknown"].startswith("the output replaced has an unreadable lineage index")
-    assert "added" not in replacing["changes"] and verify.verify(str(out)) == {}
+    assert "added" not in replacing["changes"] and verification.verify(str(out)) == {}
 
 
 def test_a_fifo_in_place_of_a_lineage_file_is_named_never_waited_on(root, tmp_path):
@@ -284,7 +287,7 @@ def test_a_fifo_in_place_of_a_lineage_file_is_named_never_waited_on(root, tmp_pa
         assert "HUNG" not in done.stdout and done.returncode == status, (command, done.stdout, done.stderr[-2000:])
         assert said in done.stdout + done.stderr, (command, done.stdout, done.stderr[-2000:])
     # (the replacing run took the FIFO's name back with the file it wrote there, and let go of the output)
-    assert verify.verify(str(out)) == {} and not (out / "lease.json").exists()
+    assert verification.verify(str(out)) == {} and not (out / "lease.json").exists()
     assert json.loads((out / "manifest.json").read_text())["changes"]["unknown"].startswith(
         f"the output replaced has an unreadable lineage index: {refused}")
 

@@ -20,7 +20,7 @@ import pytest
 from beam_etl.beam import commit, lease, options, sink
 from beam_etl.output_layout import CACHE_DIR, INCOMPLETE_DIR
 from beam_etl import loader
-from beam_etl.loader import verify
+from beam_etl.loader import verification
 from beam_etl.tools.sample_data import generate
 from pipelines import preprocess
 from tests.support import file_modes
@@ -92,7 +92,7 @@ def test_user_files_beside_and_inside_the_output_survive(pets_dir, tmp_path):
     assert (out / "notes.txt").read_text() == "mine" and (out / "photos" / "cat.jpg").read_bytes() == b"not yours"
     assert not (out / "transform_fn" / "saved_model.pb").exists()  # the earlier run's: replaced
     assert manifest["statistics"] is None and manifest["statistics_absent"] == "--no_statistics"
-    assert verify.verify(str(out)) == {}  # the user's files lie beside the output, not in its folders
+    assert verification.verify(str(out)) == {}  # the user's files lie beside the output, not in its folders
 
 
 def test_overwrite_refuses_a_folder_that_beam_etl_did_not_write(pets_dir, tmp_path, capsys):
@@ -182,7 +182,7 @@ def test_a_runs_own_leftovers_without_a_lease_are_cleared_by_overwrite(earlier, 
     assert "pass --overwrite" in _refused(capsys, lambda: _run(pets_dir, out))
     manifest = _run(pets_dir, out, "--overwrite")
     assert manifest["num_inputs"] > 0 and not (out / ".incomplete").exists()
-    assert verify.verify(str(out)) == {}
+    assert verification.verify(str(out)) == {}
 
 
 @pytest.mark.parametrize("name", ["train-00002-of-00003.tfrecord", "metadata/notes.txt", "rejected/mine.jsonl",
@@ -237,7 +237,7 @@ def test_a_folder_of_the_output_that_is_a_link_is_refused_and_nothing_behind_it_
         (out / linked).unlink()
         shutil.copytree(archive, out / linked)
         (out / linked / "mine.txt").unlink()
-        assert verify.verify(str(out)) == {}  # the earlier output, whole again
+        assert verification.verify(str(out)) == {}  # the earlier output, whole again
 
 
 @pytest.mark.parametrize("unwritable", ["the folder it is made in", "the output", "metadata", "transform_fn/variables"])
@@ -309,7 +309,7 @@ def test_glob_characters_in_output_and_oxford_root_are_literal(earlier, tmp_path
     second = _run(data, out, "--overwrite", "--no_statistics")
     assert first["num_inputs"] == second["num_inputs"] == 6  # not the decoy's 9 as well
     assert {name: _snapshot(runs / name) for name in ("exp1", "exp2")} == siblings
-    assert verify.verify(str(out)) == {}
+    assert verification.verify(str(out)) == {}
 
 
 # 3. A replacement, not a deletion ---------------------------------------------------------------
@@ -335,7 +335,7 @@ def test_a_run_killed_before_its_manifest_is_in_leaves_the_earlier_output(earlie
     assert not [path.name for path in temporary.iterdir() if path.name.startswith("beam-pipeline-temp")]
     if crash_at == "before_commit":
         assert _snapshot(out, hidden=False, cache=False) == _without_cache(earlier[1])  # untouched until the swap
-        assert verify.verify(str(out)) == {}
+        assert verification.verify(str(out)) == {}
     else:  # mid-swap: no manifest, so a reader refuses the folder instead of reading a mix
         with pytest.raises(loader.IncompleteOutputError):
             loader.make_dataset(str(out), "train", 4)
@@ -345,7 +345,7 @@ def test_a_run_killed_before_its_manifest_is_in_leaves_the_earlier_output(earlie
     again = _run_process(pets_dir, out, "--overwrite", "--break_lease", crash_at="after_lease")
     assert again.returncode == -9, again.stderr[-2000:]
     assert _snapshot(out, hidden=False, cache=False) == _without_cache(earlier[1])
-    assert verify.verify(str(out)) == {}
+    assert verification.verify(str(out)) == {}
 
 
 @pytest.mark.parametrize("crash_at", ["lease_taken:SIGINT", "after_lease:SIGINT", "before_commit:SIGINT"])
@@ -393,7 +393,7 @@ def test_the_new_files_are_on_disk_before_the_swap_and_the_swap_before_the_old_f
     first_delete = next(i for i, e in enumerate(events) if e[0] == "remove" and e[1].startswith(previous + "/"))
     folders = {str(out), *(str((out / name).parent) for name in manifest["files"])}
     assert folders <= {e[1] for e in events[manifest_in:first_delete] if e[0] == "fsync"}
-    assert verify.verify(str(out)) == {}
+    assert verification.verify(str(out)) == {}
 
 
 @pytest.mark.parametrize("crash_at", ["old_manifest_out", "old_files_out", "new_files_in"])
@@ -426,7 +426,7 @@ def test_a_swap_killed_under_the_earlier_staging_layout_is_rolled_back(earlier, 
     (out / INCOMPLETE_DIR / "commit.json").write_text(json.dumps(journal))
     assert commit.rollback(str(out))
     assert _snapshot(out, hidden=False, cache=False) == _without_cache(earlier[1])
-    assert verify.verify(str(out)) == {}
+    assert verification.verify(str(out)) == {}
 
 
 def test_a_run_killed_after_its_manifest_is_in_has_replaced_the_output(earlier, pets_dir, tmp_path):
@@ -434,7 +434,7 @@ def test_a_run_killed_after_its_manifest_is_in_has_replaced_the_output(earlier, 
     killed = _run_process(pets_dir, out, "--overwrite", "--image_size", "32", crash_at="manifest_in")
     assert killed.returncode == -9, killed.stderr[-2000:]
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["image"]["height"] == 32 and verify.verify(str(out)) == {}
+    assert manifest["image"]["height"] == 32 and verification.verify(str(out)) == {}
     images, _ = next(iter(loader.make_dataset(str(out), "train", 2)))
     assert images.shape[1:3] == (32, 32)
 
@@ -459,7 +459,7 @@ def test_a_run_the_disk_refuses_says_which_file_and_keeps_the_earlier_output(ear
     assert f"'{out / CACHE_DIR}/outcomes/" in message[0] and message[0].endswith(".seg'")
     os.remove(failed.stderr.split("the traceback is in ")[1].split(";")[0])
     assert _snapshot(out, cache=False) == _without_cache(earlier[1])  # no .incomplete/ left, no lease
-    assert verify.verify(str(out)) == {}
+    assert verification.verify(str(out)) == {}
 
 
 def test_a_staged_file_written_over_after_its_writer_is_never_published(earlier, pets_dir, tmp_path, monkeypatch):
@@ -497,7 +497,7 @@ def test_a_run_that_lost_its_lease_never_writes_over_the_staged_files_of_the_run
     monkeypatch.setattr(lease, "check", a_zombie_stages)
     manifest = _run(pets_dir, out, "--overwrite", "--image_size", "32")
     assert manifest["files"][name]["bytes"] == (out / name).stat().st_size
-    assert b"zzzzzzzz" not in (out / name).read_bytes() and verify.verify(str(out)) == {}
+    assert b"zzzzzzzz" not in (out / name).read_bytes() and verification.verify(str(out)) == {}
     assert not (out / INCOMPLETE_DIR).exists()  # the other run's folder cleared with the rest
 
 
@@ -525,7 +525,7 @@ def test_a_run_that_lost_its_lease_as_its_commit_began_moves_nothing(earlier, pe
     with pytest.raises(lease.LeaseError, match="lost its lease"):
         _run(pets_dir, out, "--overwrite", "--image_size", "32")
     assert _snapshot(out, hidden=False, cache=False) == _without_cache(earlier[1])
-    assert verify.verify(str(out)) == {} and lease.read_holder(str(out)) == taker
+    assert verification.verify(str(out)) == {} and lease.read_holder(str(out)) == taker
     assert not list((out / INCOMPLETE_DIR / "staged").rglob("*"))  # its own staged files removed
 
 
@@ -573,7 +573,7 @@ def test_a_stale_lease_is_broken_only_when_asked(earlier, pets_dir, tmp_path, ca
     assert "leased by run dead-run" in error and "no longer running; pass --break_lease" in error
     manifest = _run(pets_dir, out, "--overwrite", "--break_lease")
     assert manifest["run_id"] != "dead-run" and not (out / ".incomplete").exists()
-    assert verify.verify(str(out)) == {}
+    assert verification.verify(str(out)) == {}
 
 
 def test_break_lease_never_takes_over_a_run_alive_on_this_host(earlier, pets_dir, tmp_path, capsys):
@@ -607,7 +607,7 @@ def test_two_runs_started_together_leave_one_consistent_output(earlier, pets_dir
     for code, stderr in results:
         assert code == 0 or (code == 2 and "leased by run" in stderr), stderr[-2000:]
     manifest = json.loads((out / "manifest.json").read_text())
-    assert verify.verify(str(out)) == {} and not (out / ".incomplete").exists()
+    assert verification.verify(str(out)) == {} and not (out / ".incomplete").exists()
     images, masks = next(iter(loader.make_dataset(str(out), "train", 2)))
     side = manifest["image"]["height"]
     assert side in (32, 48) and images.shape[1:3] == masks.shape[1:3] == (side, side)
@@ -687,7 +687,7 @@ def test_a_cache_in_a_folder_of_its_own_inside_the_output_is_kept_across_runs(pe
     second = _run(pets_dir, out, "--cache", str(cache), "--no_statistics", "--overwrite", "--num_shards", "3")
     assert second["num_written"] == first["num_written"] > 0
     assert set(entries) <= {p.name for p in (cache / "outcomes").iterdir()}
-    assert verify.verify(str(out)) == {}  # (a folder of the user's: not the job's, not its manifest's)
+    assert verification.verify(str(out)) == {}  # (a folder of the user's: not the job's, not its manifest's)
 
 
 def test_the_filesystem_root_is_refused_as_output(pets_dir, capsys):

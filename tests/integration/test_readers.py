@@ -4,6 +4,12 @@ decoding (``tf.io.decode_image`` on the encoded keys, never reading ``image/form
 
 from __future__ import annotations
 
+import json
+import re
+import shutil
+import struct
+
+import google_crc32c
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -11,7 +17,8 @@ import tensorflow_transform as tft
 from google.protobuf import text_format
 from tensorflow_metadata.proto.v0 import schema_pb2
 
-from beam_etl import schema
+from beam_etl import loader, schema
+from beam_etl.loader import verification
 from tests.support.jobs import run_job
 from tests.support.tfrecords import read_examples
 
@@ -123,7 +130,8 @@ def test_each_shard_has_the_record_index_dali_reads(jpeg_output):
     for path in _records(out, manifest):
         data = path.read_bytes()
         index = (out / f"{path.name}.idx").read_text().splitlines()
-        assert manifest["files"][f"{path.name}.idx"]["num_records"] == len(index) == manifest["files"][path.name]["num_examples"]
+        assert (manifest["files"][f"{path.name}.idx"]["num_records"] == len(index)
+                == manifest["files"][path.name]["num_examples"])
         keys, end = [], 0
         for line in index:
             offset, size = map(int, line.split())
@@ -138,14 +146,260 @@ def test_each_shard_has_the_record_index_dali_reads(jpeg_output):
 
 
 def test_verify_names_an_index_that_lost_a_line(jpeg_output, tmp_path):
-    import shutil
-
-    from beam_etl.loader import verify
-
     out, manifest = jpeg_output
     copy = tmp_path / "copy"
     shutil.copytree(out, copy)
     shard = next(name for name, entry in manifest["files"].items() if entry.get("num_examples", 0) > 1)
     index = copy / f"{shard}.idx"
     index.write_text("".join(index.read_text().splitlines(keepends=True)[:-1]))
-    assert verify.verify(str(copy)).keys() == {f"{shard}.idx"}
+    assert verification.verify(str(copy)).keys() == {f"{shard}.idx"}
+
+
+# What a hostile user does to an output: a record copied into a shard, and the counts and checksums
+# of every file it touched edited to match, in the manifest and in as many files beside it as
+# they care to. Each file that counts or names the shard's records must still tell.
+
+
+def _copy(output, tmp_path):
+    out, _ = output
+    shutil.copytree(out, tmp_path / "copy")
+    return tmp_path / "copy", json.loads((tmp_path / "copy" / "manifest.json").read_text())
+
+
+def _framed(data: bytes) -> list[bytes]:
+    records, offset = [], 0
+    while offset < len(data):
+        (length,) = struct.unpack_from("<Q", data, offset)
+        records.append(data[offset:offset + 16 + length])
+        offset += 16 + length
+    return records
+
+
+def _relisted(copy, manifest, *names):
+    """Writes ``manifest`` with the entries of ``names`` made to match their files (size, crc32c)."""
+    for name in names:
+        data = (copy / name).read_bytes()
+        manifest["files"][name].update(bytes=len(data), crc32c=f"{google_crc32c.value(data):08x}")
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+
+
+def _key(record: bytes) -> str:
+    example = tf.train.Example.FromString(record[12:-4])
+    return example.features.feature[schema.IMAGE_SOURCE_ID].bytes_list.value[0].decode()
+
+
+def _lineage_line(copy, manifest, example_key):
+    """``(lineage file, line number, line)`` of the input one of whose examples is ``example_key``."""
+    for name in manifest["lineage"]["files"]:
+        for number, line in enumerate((copy / name).read_text().splitlines()):
+            entry = json.loads(line)
+            if any(example["key"] == example_key for example in entry["examples"]):
+                return name, number, entry
+    raise AssertionError(example_key)
+
+
+def _copied_record(copy, manifest, forged):
+    """A shard's first record copied to its end; the manifest's counts of it edited to match, and
+    ``forged`` files beside it too ("index": a line for it; "lineage": it named again, or under
+    a new key); returns ``(shard, its records before, the copied record's key)``."""
+    shard = next(name for name in manifest["splits"]["train"]["files"] if manifest["files"][name]["num_examples"])
+    records = _framed((copy / shard).read_bytes())
+    (copy / shard).write_bytes(b"".join(records + records[:1]))
+    manifest["files"][shard]["num_examples"] += 1
+    for counts in (manifest["splits"]["train"], manifest):
+        counts["num_examples"] += 1
+    manifest["splits"]["train"]["bytes"] += len(records[0])
+    edited = [shard]
+    if forged != "counts":
+        index = copy / f"{shard}.idx"
+        index.write_text(index.read_text() + f"{sum(map(len, records))} {len(records[0])}\n")
+        manifest["files"][f"{shard}.idx"]["num_records"] += 1
+        edited.append(f"{shard}.idx")
+    key = _key(records[0])
+    if forged.startswith("lineage"):
+        name, number, entry = _lineage_line(copy, manifest, key)
+        entry["examples"].append({"key": key if forged == "lineage" else f"{key}#aug9", "shard": shard})
+        lines = (copy / name).read_text().splitlines(keepends=True)
+        lines[number] = json.dumps(entry, sort_keys=True) + "\n"
+        (copy / name).write_text("".join(lines))
+        edited.append(name)
+    _relisted(copy, manifest, *edited)
+    return shard, len(records), key
+
+
+def test_verify_names_a_shard_with_a_record_copied_in_and_every_count_of_it_edited_to_match(raw_output, tmp_path):
+    """The manifest alone gives it away (its shard's record index is listed with a record less):
+    the loader refuses it too, before reading a record."""
+    copy, manifest = _copy(raw_output, tmp_path)
+    shard, records, _ = _copied_record(copy, manifest, "counts")
+    said = (f"the shard {shard!r} is listed with {records + 1} records, and its record index "
+            f"'{shard}.idx' with {records}")
+    assert verification.verify(str(copy)) == {"manifest.json": said}
+    with pytest.raises(loader.OutputMismatchError, match=re.escape(f"manifest.json: {said}")):
+        loader.make_dataset(str(copy), "train", 4)
+
+
+@pytest.mark.parametrize("forged", ["index", "lineage", "lineage, a new key"])
+def test_verify_names_a_record_copied_in_whatever_files_beside_it_were_edited_to_match(raw_output, tmp_path,
+                                                                                     forged):
+    """Its record index forged too: the lineage index still names one record less in the shard.
+    The lineage forged as well: it names an example twice, or a key no record has; the shard
+    holds two records of one key."""
+    copy, manifest = _copy(raw_output, tmp_path)
+    shard, records, key = _copied_record(copy, manifest, forged)
+    problems = verification.verify(str(copy))
+    if forged == "index":
+        assert problems == {shard: f"holds {records + 1} records; the lineage index names {records} in it "
+                                   f"(2 records of key {key!r}, named 1)"}
+    elif forged == "lineage":
+        name, _, _ = _lineage_line(copy, manifest, key)
+        assert problems == {name: f"names the example {key!r} twice",
+                            shard: f"holds 2 records of key {key!r}: a key is one example's"}
+    else:
+        assert problems == {shard: f"holds 2 records of key {key!r}; the lineage index names 1 in it"}
+
+
+def test_verify_names_a_record_index_whose_lines_are_not_its_shard_s_records(raw_output, tmp_path):
+    """As many lines as records, the right total, two lines swapped: DALI would read each record
+    at another's offset."""
+    copy, manifest = _copy(raw_output, tmp_path)
+    shard = next(name for name in manifest["splits"]["train"]["files"] if manifest["files"][name]["num_examples"] > 1)
+    index = copy / f"{shard}.idx"
+    lines = index.read_text().splitlines(keepends=True)
+    assert lines[0] != lines[1]
+    index.write_text("".join([lines[1], lines[0], *lines[2:]]))
+    _relisted(copy, manifest, f"{shard}.idx")
+    (offset, size), (other, other_size) = (map(int, line.split()) for line in lines[:2])
+    assert verification.verify(str(copy)) == {shard: f"its record 1 is at offset {offset}, of {size} bytes; its record "
+                                               f"index {shard}.idx says offset {other}, of {other_size} bytes"}
+
+
+def _lowered(manifest, version):
+    """``manifest`` as a job of format ``version`` wrote it, but for the files beside it: without
+    the keys and files the later formats added."""
+    manifest["format_version"] = version
+    for key in ("lineage", "changes", *(("run_id", "statistics_absent", "files") if version < 2 else ())):
+        manifest.pop(key, None)
+    for key in ("use_cache", "cache_dir", "resize"):
+        manifest["flags"].pop(key)
+    for key in ("resize", "mask_ignore_value"):
+        manifest["image"].pop(key, None)
+    for name in list(manifest.get("files", ())):
+        if name.startswith("lineage/") or (version < 3 and (name.endswith(".idx") or name.startswith("metadata/"))):
+            del manifest["files"][name]
+
+
+@pytest.mark.parametrize("version", [3, 2])
+def test_a_manifest_whose_format_was_lowered_is_refused(raw_output, tmp_path, version):
+    """Lowered with the later format's files taken out of its list: its flags and image still
+    hold what only format 4's job wrote, which the loader refuses too; with those taken out as
+    well, the later format's files beside the shards, which no job of its format wrote, are named."""
+    copy, manifest = _copy(raw_output, tmp_path)
+    _lowered(manifest, version)
+    with_flags = {**manifest, "flags": {**manifest["flags"], "use_cache": True}}
+    (copy / "manifest.json").write_text(json.dumps(with_flags))
+    said = f"it holds 'flags.use_cache', which no manifest of format_version {version} has (from 4 on)"
+    assert verification.verify(str(copy)) == {"manifest.json": said}
+    with pytest.raises(loader.OutputMismatchError, match=re.escape(said)):
+        loader.make_dataset(str(copy), "train", 4)
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    later = [name for name in raw_output[1]["files"] if name not in manifest["files"]]
+    assert later and all(name.startswith("lineage/") or version < 3 for name in later)
+    assert verification.verify(str(copy)) == {
+        name: f"a file of format {4 if name.startswith('lineage/') else 3} on, beside a manifest of format_version "
+              f"{version}, whose job never wrote it (its format lowered by hand?)" for name in later}
+    for name in later:
+        (copy / name).unlink()
+    assert verification.verify(str(copy)) == {}  # (an output as that format's job wrote it)
+
+
+def test_verify_names_a_record_copied_into_a_shard_of_an_output_without_a_lineage_index(raw_output, tmp_path):
+    """Format 3 had no lineage index: a shard's records are their keys' only ones."""
+    copy, manifest = _copy(raw_output, tmp_path)
+    shard, _, key = _copied_record(copy, manifest, "index")
+    _lowered(manifest, 3)
+    shutil.rmtree(copy / "lineage")
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    assert verification.verify(str(copy)) == {shard: f"holds 2 records of key {key!r}: a key is one example's"}
+
+
+def _moved_source_example(manifest):
+    manifest["splits"]["train"]["num_source_examples"] -= 1
+    manifest["splits"]["test"]["num_source_examples"] += 1
+
+
+def _one_rejection_more_by_reason(manifest):
+    reason = sorted(manifest["rejected"]["by_reason"])[0]
+    manifest["rejected"]["by_reason"][reason] += 1
+
+
+def _uncounted_shard(manifest):
+    """A shard's count taken out, and the split's and the output's lowered by it: nothing else
+    would count its records."""
+    count = manifest["files"][manifest["splits"]["train"]["files"][0]].pop("num_examples")
+    for counts in (manifest["splits"]["train"], manifest):
+        counts["num_examples"] -= count
+
+
+@pytest.mark.parametrize("edit, said", [
+    (lambda m: m["splits"]["train"].update(bytes=m["splits"]["train"]["bytes"] + 1),
+     "split 'train': its files hold {train_bytes} bytes, its bytes says {train_bytes_plus_one}"),
+    (_moved_source_example,
+     "split 'test': its lineage files are listed with {test_sources} inputs, its num_source_examples says "
+     "{test_sources_plus_one}"),
+    (_one_rejection_more_by_reason,
+     "rejected.by_reason counts {rejected_plus_one} rejections, and rejected.num_rejected says {rejected}"),
+    (_uncounted_shard, "files.{first_train_shard}: its 'num_examples' is not a count"),
+])
+def test_a_manifest_whose_counts_of_the_same_files_disagree_is_refused(raw_output, tmp_path, edit, said):
+    copy, manifest = _copy(raw_output, tmp_path)
+    train, test = manifest["splits"]["train"], manifest["splits"]["test"]
+    said = said.format(train_bytes=train["bytes"], train_bytes_plus_one=train["bytes"] + 1,
+                       test_sources=test["num_source_examples"], test_sources_plus_one=test["num_source_examples"] + 1,
+                       rejected=manifest["num_rejected"], rejected_plus_one=manifest["num_rejected"] + 1,
+                       first_train_shard=train["files"][0])
+    edit(manifest)
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    assert said in verification.verify(str(copy))["manifest.json"].split("; ")
+    with pytest.raises(loader.OutputMismatchError, match=re.escape(said)):
+        loader.make_dataset(str(copy), "train", 4)
+
+
+def test_verify_names_a_rejected_list_whose_reasons_are_not_the_manifest_s(raw_output, tmp_path):
+    copy, manifest = _copy(raw_output, tmp_path)
+    name = manifest["rejected"]["file"]
+    lines = [json.loads(line) for line in (copy / name).read_text().splitlines()]
+    was, now = lines[0]["reason"], next(reason for reason in manifest["rejected"]["by_reason"]
+                                        if reason != lines[0]["reason"])
+    lines[0]["reason"] = now
+    (copy / name).write_text("".join(json.dumps(line, sort_keys=True) + "\n" for line in lines))
+    _relisted(copy, manifest, name)
+    first = min(was, now)
+    held = sum(line["reason"] == first for line in lines)
+    assert verification.verify(str(copy)) == {name: f"holds {held} rejection(s) of reason {first!r}; the manifest's "
+                                              f"rejected.by_reason says {manifest['rejected']['by_reason'][first]}"}
+
+
+def test_verify_names_a_list_of_changes_that_the_counts_or_the_lineage_index_contradict(pets_dir, raw_output,
+                                                                                        tmp_path):
+    copy, _ = _copy(raw_output, tmp_path)
+    manifest = run_job(pets_dir, copy, "--image_format", "raw", "--augment_copies", "2", "--mask_values", "1,2,3",
+                       "--seed", "5", "--overwrite")  # (other copies of the training split's inputs: changed)
+    name = manifest["changes"]["file"]
+    assert manifest["changes"]["changed"] > 0 and verification.verify(str(copy)) == {}
+    lines = [json.loads(line) for line in (copy / name).read_text().splitlines()]
+    assert lines[0]["change"] == "changed"
+    lines[0]["change"] = "removed"  # (a key the lineage index still indexes)
+    (copy / name).write_text("".join(json.dumps(line, sort_keys=True) + "\n" for line in lines))
+    _relisted(copy, manifest, name)
+    changed = manifest["changes"]["changed"]
+    assert verification.verify(str(copy)) == {name: f"holds {changed - 1} key(s) changed; the manifest's changes.changed "
+                                              f"says {changed}"}
+    manifest["changes"].update(removed=1, changed=manifest["changes"]["changed"] - 1)
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    assert verification.verify(str(copy)) == {"manifest.json": (
+        f"changes count {manifest['num_written'] - 1} inputs written (added, changed, unchanged), and num_written "
+        f"says {manifest['num_written']}")}
+    manifest["changes"]["unchanged"] += 1
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    assert verification.verify(str(copy)) == {name: f"says {lines[0]['key']!r} was removed, and the lineage index indexes it"}

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from beam_etl.loader import report
+from beam_etl.loader import report, report_page
 from beam_etl.tools import sample_data
 from tests.support.jobs import run_job
 
@@ -143,7 +143,7 @@ def test_a_report_it_could_not_write_is_refused_before_the_output_is_read(page, 
                                                                          html, named):
     _, _, path = page
     out = path.parent / "out"
-    monkeypatch.setattr(report, "build_report", lambda *args: pytest.fail("the output was read"))
+    monkeypatch.setattr(report_page, "build_report", lambda *args: pytest.fail("the output was read"))
     html, named = html.replace("FOLDER", str(tmp_path)), named.replace("FOLDER", str(tmp_path))
     assert report.main([str(out), "--html", html]) == 2
     assert named in capsys.readouterr().err
@@ -180,7 +180,7 @@ def test_a_rejected_input_that_is_no_regular_file_is_not_opened_for_its_thumbnai
 
     threading.Thread(target=unblock, daemon=True).start()
     started = time.monotonic()
-    assert report.thumbnail(str(fifo)) is None and report.thumbnail(str(tmp_path)) is None
+    assert report_page.thumbnail(str(fifo)) is None and report_page.thumbnail(str(tmp_path)) is None
     assert time.monotonic() - started < 2
 
 

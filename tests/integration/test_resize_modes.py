@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from beam_etl import loader
-from beam_etl.loader import preview, verify
+from beam_etl.loader import preview, verification
 from tests.support.jobs import run_job
 from tests.support.tfrecords import read_examples
 
@@ -25,7 +25,7 @@ def test_pad_marks_the_padding_and_the_statistics_leave_it_out(pets_dir, tmp_pat
     out = tmp_path / "out"
     manifest = run_job(pets_dir, out, "--resize", "pad", "--image_size", "40x32", "--augment_copies", "1")
     assert manifest["image"]["resize"] == "pad" and manifest["image"]["mask_ignore_value"] == 255
-    assert manifest["flags"]["resize"] == "pad" and verify.verify(str(out)) == {}
+    assert manifest["flags"]["resize"] == "pad" and verification.verify(str(out)) == {}
     originals = _originals(out, manifest)
     padded = [example for example in originals if (example["mask"] == 255).any()]
     assert padded and len(padded) < len(originals) + 1  # photos of other aspects than 40x32 are padded

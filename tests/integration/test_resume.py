@@ -15,7 +15,7 @@ import time
 import pytest
 
 from beam_etl.beam import lease
-from beam_etl.loader import verify
+from beam_etl.loader import verification
 from beam_etl.output_layout import CACHE_DIR
 from beam_etl.tools import sample_data
 from pipelines import preprocess
@@ -60,7 +60,7 @@ def _assert_uninterrupted(out, manifest, uninterrupted):
     assert output_files(out) == files
     assert comparable(manifest) == comparable(expected)
     assert comparable(json.loads((out / "manifest.json").read_text())) == comparable(expected)
-    assert verify.verify(str(out)) == {}
+    assert verification.verify(str(out)) == {}
 
 
 @pytest.mark.parametrize("crash_at, decoded_again", [

@@ -18,7 +18,7 @@ import pytest
 import tensorflow as tf
 
 from beam_etl import loader
-from beam_etl.loader import cli, listed_files, preview, verify
+from beam_etl.loader import cli, listed_files, load_run, preview, verification, verify
 from beam_etl.loader import dataset as dataset_module
 from tests.support import file_modes
 from tests.support.jobs import hang_guarded, run_job
@@ -212,7 +212,9 @@ def test_a_record_that_does_not_parse_names_its_file(raw_output, tmp_path):
     listed = json.loads((broken / "manifest.json").read_text())  # a manifest that agrees with it
     listed["splits"]["train"]["num_examples"] += 1 - listed["files"][bad_file.name]["num_examples"]
     listed["num_examples"] += 1 - listed["files"][bad_file.name]["num_examples"]
+    listed["splits"]["train"]["bytes"] += bad_file.stat().st_size - listed["files"][bad_file.name]["bytes"]
     listed["files"][bad_file.name].update(bytes=bad_file.stat().st_size, num_examples=1)
+    listed["files"][f"{bad_file.name}.idx"]["num_records"] = 1
     (broken / "manifest.json").write_text(json.dumps(listed))
     with pytest.raises(tf.errors.InvalidArgumentError, match=str(bad_file)):
         _batches(loader.make_dataset(str(broken), "train", 4))
@@ -373,7 +375,7 @@ def test_cli_refuses_a_batch_larger_than_the_machine_s_memory_naming_the_flag(ra
     refused once the manifest gives the examples' size, with what it needs and what the machine has,
     before a dataset is made (here a dataset made fails the test rather than fill the memory)."""
     out, _ = raw_output
-    monkeypatch.setattr(cli, "make_dataset", lambda *args, **kwargs: pytest.fail("a dataset was made"))
+    monkeypatch.setattr(load_run, "make_dataset", lambda *args, **kwargs: pytest.fail("a dataset was made"))
     memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     started = time.perf_counter()
     with pytest.raises(SystemExit) as exited:
@@ -493,7 +495,7 @@ def test_a_shard_that_differs_from_its_manifest_entry_raises_naming_it(raw_outpu
         shutil.copyfile(copy / second, target)
     with pytest.raises(loader.OutputMismatchError, match=f"{target} holds .* bytes, but the manifest lists"):
         loader.make_dataset(str(copy), "train", 4)
-    assert set(verify.verify(str(copy))) == {first}
+    assert set(verification.verify(str(copy))) == {first}
 
 
 @pytest.mark.parametrize("listed_change", [-1, 1])
@@ -502,6 +504,7 @@ def test_a_shard_holding_more_or_fewer_records_than_listed_raises_naming_it(raw_
     copy, (first, _) = _copy_of(raw_output, tmp_path)
     listed = json.loads((copy / "manifest.json").read_text())
     listed["files"][first]["num_examples"] += listed_change
+    listed["files"][f"{first}.idx"]["num_records"] += listed_change
     listed["splits"]["train"]["num_examples"] += listed_change  # (a manifest that agrees with itself)
     listed["num_examples"] += listed_change
     (copy / "manifest.json").write_text(json.dumps(listed))
@@ -568,7 +571,7 @@ def test_a_transform_file_the_manifest_does_not_list_is_never_applied(raw_output
     with pytest.raises(SystemExit) as exited:
         cli.main(["--data", str(copy), "--split", "train", "--steps", "1"])
     assert str(exited.value.code).startswith(f"error: --data {str(copy)!r}: {copy}/{named}")
-    problems = verify.verify(str(copy))
+    problems = verification.verify(str(copy))
     assert (problems == {"transform_fn": "a link to a folder, which the job never writes; not followed"} if linked
             else problems == {"transform_fn/assets/statistics": "not listed in the manifest"})
 
@@ -579,7 +582,7 @@ def test_verify_names_a_job_folder_that_is_a_link_rather_than_pass_over_its_file
     shutil.move(copy / "lineage", tmp_path / "lineage")
     (tmp_path / "lineage" / "train-00002-of-00003.jsonl").write_text("{}\n")
     (copy / "lineage").symlink_to(tmp_path / "lineage", target_is_directory=True)
-    assert verify.verify(str(copy)) == {"lineage": "a link to a folder, which the job never writes; not followed"}
+    assert verification.verify(str(copy)) == {"lineage": "a link to a folder, which the job never writes; not followed"}
     assert verify.main([str(copy)]) == 1
     assert f"FAIL {copy}/lineage: a link to a folder" in capsys.readouterr().out
 
@@ -641,7 +644,7 @@ def test_a_manifest_that_contradicts_itself_is_refused_by_the_loader_and_verify(
     with pytest.raises((loader.OutputMismatchError, ValueError), match=named):
         loader.make_dataset(str(copy), "train", 4)
     try:
-        problems = verify.verify(str(copy))
+        problems = verification.verify(str(copy))
     except ValueError as error:  # (a manifest without its list of files cannot be verified)
         assert "lists no" in str(error)
     else:
@@ -673,7 +676,7 @@ def test_a_padded_output_s_mask_ignore_value_edited_is_refused_naming_it(pets_di
     named = "image.mask_ignore_value is 2, and the job gives the padding of --resize pad 255"
     with pytest.raises(loader.OutputMismatchError, match=named):
         loader.make_dataset(str(out), "train", 4)
-    assert any(named in problem for problem in verify.verify(str(out)).values())
+    assert any(named in problem for problem in verification.verify(str(out)).values())
     _edited_manifest(out, lambda m: m["image"].update(mask_ignore_value=255))
     masks = np.concatenate([mask for _, mask in _batches(loader.make_dataset(str(out), "train", 4, shuffle=False))])
     assert -1 in masks and 255 not in masks  # (the padding: the ignore id)
@@ -684,9 +687,12 @@ def test_a_manifest_of_the_first_format_reads_as_before(raw_output, tmp_path):
     copy, _ = _copy_of(raw_output, tmp_path)
     _, manifest = raw_output
 
-    def first_format(listed):  # (what format 1 had not: the list of files, the run's id, the lineage index)
-        for key in ("files", "run_id", "lineage"):
+    def first_format(listed):  # (what format 1 had not: the list of files, the run's id, the lineage index,
+        for key in ("files", "run_id", "lineage", "statistics_absent"):  # why statistics are absent,
             del listed[key]
+        for key in ("use_cache", "cache_dir", "resize"):  # the flags of format 4's job on)
+            del listed["flags"][key]
+        del listed["image"]["resize"]
         listed["format_version"] = 1
 
     _edited_manifest(copy, first_format)
@@ -785,7 +791,7 @@ def test_verify_finds_a_manifest_edited_by_hand_to_say_what_is_not_so(raw_output
     shape give it away. No traceback: verify says what is wrong (exit status 1)."""
     copy, _ = _copy_of(raw_output, tmp_path)
     _edited_manifest(copy, edit)
-    problems = verify.verify(str(copy))
+    problems = verification.verify(str(copy))
     assert any(named in problem for problem in problems.values()), problems
     assert verify.main([str(copy)]) == 1
     assert named in capsys.readouterr().out
@@ -794,7 +800,7 @@ def test_verify_finds_a_manifest_edited_by_hand_to_say_what_is_not_so(raw_output
 def test_verify_passes_over_the_name_of_a_run_folder_that_went_while_it_walked(raw_output, tmp_path):
     copy, _ = _copy_of(raw_output, tmp_path)
     (copy / ".incomplete").write_bytes(b"")  # what a walk sees of a folder removed under it
-    assert verify.verify(str(copy)) == {}
+    assert verification.verify(str(copy)) == {}
 
 
 def test_a_cache_file_holds_one_split_of_one_version(raw_output, tmp_path):
@@ -847,7 +853,7 @@ def test_verify_names_what_is_not_a_file_and_never_follows_a_link_back_into_the_
     (copy / second).unlink()
     (copy / second).mkdir()
     (copy / "lineage" / "loop").symlink_to(copy, target_is_directory=True)
-    assert verify.verify(str(copy)) == {first: "not a regular file; not opened", second: "a folder, not a file",
+    assert verification.verify(str(copy)) == {first: "not a regular file; not opened", second: "a folder, not a file",
                                         "lineage/loop": "a link to a folder, which the job never writes; not followed"}
 
 
@@ -867,7 +873,7 @@ def test_a_file_uri_output_s_fifo_is_named_not_opened_by_verify_and_the_loader(r
 
 def test_the_loader_and_verify_need_tensorflow_only():
     """A trainer imports the loader without Apache Beam, Beam's Dask runner or dask."""
-    code = ("import sys, beam_etl.loader.dataset, beam_etl.loader.verify; "
+    code = ("import sys, beam_etl.loader.dataset, beam_etl.loader.verification; "
             "print(sorted(m for m in ('apache_beam', 'dask', 'distributed') if m in sys.modules))")
     printed = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True,
                              env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}).stdout
@@ -880,12 +886,11 @@ def test_cli_reports_progress_in_whole_lines(raw_output, monkeypatch):
     import functools
     import io
 
-    from beam_etl.loader import cli
     from beam_etl.progress import ProgressLine
 
     out, _ = raw_output
     log = io.StringIO()
-    monkeypatch.setattr(cli, "ProgressLine", functools.partial(ProgressLine, stream=log, every_s=0.0))
+    monkeypatch.setattr(load_run, "ProgressLine", functools.partial(ProgressLine, stream=log, every_s=0.0))
     loader.main(["--data", str(out), "--batch_size", "4", "--steps", "3"])
     assert [line.split(" (")[0] for line in log.getvalue().splitlines()] == [
         f"{step} of 3 batches done" for step in (1, 2, 3)]

@@ -15,7 +15,7 @@ import pytest
 
 from beam_etl import file_states
 from beam_etl.beam import up_to_date
-from beam_etl.loader import verify
+from beam_etl.loader import verification
 from beam_etl.output_layout import INCOMPLETE_DIR, LEASE, UP_TO_DATE, UP_TO_DATE_FILES
 from beam_etl.tools import sample_data
 from pipelines import preprocess
@@ -124,7 +124,7 @@ def test_a_changed_input_runs_the_job_and_ends_as_a_fresh_run(change, data, tmp_
     again = _run(data, out, "--overwrite")
     assert again["run_id"] != first["run_id"] and len(decodes) == new_decodes  # the rest from the cache
     _fresh_equal(data, out, tmp_path)
-    assert verify.verify(str(out)) == {}
+    assert verification.verify(str(out)) == {}
 
 
 def test_an_output_file_rewritten_in_place_is_made_again(data, tmp_path, settled):
@@ -134,9 +134,9 @@ def test_an_output_file_rewritten_in_place_is_made_again(data, tmp_path, settled
     tampered = bytearray(shard.read_bytes())
     tampered[len(tampered) // 2] ^= 0xFF
     input_edits.rewrite_in_place(shard, bytes(tampered))
-    assert shard.name in verify.verify(str(out))
+    assert shard.name in verification.verify(str(out))
     again = _run(data, out, "--overwrite")
-    assert again["run_id"] != first["run_id"] and verify.verify(str(out)) == {}
+    assert again["run_id"] != first["run_id"] and verification.verify(str(out)) == {}
 
 
 def test_a_flag_the_environment_the_folder_or_a_dead_run_s_lease_runs_the_job(data, tmp_path, settled, monkeypatch):

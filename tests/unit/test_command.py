@@ -134,6 +134,68 @@ def test_a_number_with_a_minus_sign_is_refused_as_the_flag_s_value_naming_both(a
     assert exited.value.code == 2 and named in error and "expected one argument" not in error
 
 
+_HEAVY = ("tensorflow", "tensorflow_transform", "keras")
+_LOAD = [["-m", "beam_etl.train_loader"], ["-m", "beam_etl.loader.cli"], [str(COMMAND), "load"]]
+_VERIFY = [["-m", "beam_etl.loader.verify"], [str(COMMAND), "verify"]]
+_REPORT = [["-m", "beam_etl.loader.report"], [str(COMMAND), "report"]]
+
+
+@pytest.mark.parametrize("command, argv, named", [
+    *[(command, ["--data", "OUT", "--bogus"], "unrecognized arguments: --bogus") for command in _LOAD],
+    *[(command, ["--data", "OUT", "--batch_size", "0"], "--batch_size: invalid value '0': must be a positive")
+      for command in _LOAD],
+    (_LOAD[0], ["--data", "OUT", "--steps", str(2 ** 63)],
+     f"--steps: invalid value '{2 ** 63}': must be at most 2**63 - 1"),
+    (_LOAD[0], ["--data", "OUT", "--preview", "MISSING/grid.png"],
+     "--preview 'MISSING/grid.png': folder 'MISSING' does not exist"),
+    *[(command, ["OUT", "--bogus"], "unrecognized arguments: --bogus") for command in _VERIFY],
+    *[(command, [""], "argument OUT: invalid value '': must name the job's output folder") for command in _VERIFY],
+    *[(command, ["OUT", "--bogus"], "unrecognized arguments: --bogus") for command in _REPORT],
+    *[(command, ["OUT", "--examples", "0"], "--examples: invalid value '0': must be a positive")
+      for command in _REPORT],
+    (_REPORT[0], ["OUT", "--html", "MISSING/report.html"],
+     "--html 'MISSING/report.html': folder 'MISSING' does not exist"),
+])
+def test_a_reading_command_refuses_a_wrong_flag_before_it_loads_tensorflow(tmp_path, command, argv, named):
+    """A wrong flag or value is refused at once, naming both: TensorFlow, which takes seconds
+    to load, is imported only once the flags are right (``-X importtime`` lists each import)."""
+    argv = [arg.replace("OUT", str(tmp_path / "out")).replace("MISSING", str(tmp_path / "missing")) for arg in argv]
+    named = named.replace("MISSING", str(tmp_path / "missing"))
+    done = subprocess.run([sys.executable, "-X", "importtime", *command, *argv], capture_output=True, text=True,
+                          timeout=300, check=False)
+    said = [line for line in done.stderr.splitlines() if not line.startswith("import time:")]
+    loaded = [line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")]
+    assert done.returncode == 2 and any(named in line for line in said), done.stderr[-3000:]
+    assert [name for name in loaded if name.split(".")[0] in _HEAVY] == []
+    assert list(tmp_path.iterdir()) == []  # (nothing read or written)
+
+
+@pytest.mark.parametrize("command", [["-m", "beam_etl.beam.prune_cache"], [str(COMMAND), "prune-cache"]])
+def test_prune_cache_refuses_a_wrong_flag_before_it_loads_beam(tmp_path, command):
+    """Beam (its file systems, for gs://) takes seconds to load: only once the flags are right."""
+    done = subprocess.run([sys.executable, "-X", "importtime", *command, str(tmp_path / "out"), "--bogus"],
+                          capture_output=True, text=True, timeout=300, check=False)
+    loaded = [line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")]
+    assert done.returncode == 2 and "unrecognized arguments: --bogus" in done.stderr, done.stderr[-3000:]
+    assert [name for name in loaded if name.split(".")[0] in ("apache_beam", *_HEAVY)] == []
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("steps", [str(2 ** 63), str(10 ** 30), "0", "-1"])
+@pytest.mark.parametrize("flag", ["--steps", "--train_steps"])
+def test_load_refuses_a_count_of_steps_tensorflow_cannot_hold_naming_flag_and_value(flag, steps, capsys):
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["load", "--data", "o", flag, steps])
+    assert exited.value.code == 2 and f"{flag}: invalid value '{steps}': must be " in capsys.readouterr().err
+
+
+def test_load_takes_the_largest_count_of_steps_tensorflow_holds(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exited:  # (past the flags: there is no output there)
+        cli.main(["load", "--data", str(tmp_path), "--steps", str(2 ** 63 - 1), "--train_steps", str(2 ** 63 - 1)])
+    said = capsys.readouterr().err
+    assert exited.value.code == 2 and f"--data {str(tmp_path)!r}: " in said and "steps:" not in said
+
+
 def test_the_summary_speaks_of_augmentation_only_when_there_is_some():
     from beam_etl.beam import run_summary
 
@@ -207,7 +269,7 @@ def test_a_failed_run_says_so_in_one_message_and_keeps_the_traceback_in_a_file(p
 def test_a_reader_that_went_away_fails_no_run(pets_dir, tmp_path, closed, workers):
     """``beam-etl preprocess ... | head -1``: the command's messages are for whoever reads them;
     a pipe that nobody reads any more neither fails the run nor changes what it writes."""
-    from beam_etl.loader import verify  # pylint: disable=import-outside-toplevel
+    from beam_etl.loader import verification  # pylint: disable=import-outside-toplevel
 
     ends = {}
     for name in closed:
@@ -226,7 +288,7 @@ def test_a_reader_that_went_away_fails_no_run(pets_dir, tmp_path, closed, worker
     said = (ran.stderr or b"").decode()
     assert "failed" not in said and "Traceback" not in said and "Broken pipe" not in said, said
     assert not [p for p in tmp_path.iterdir() if p.name.startswith("beam-etl-preprocess-")]  # (no failure's log)
-    assert verify.verify(str(out)) == {}
+    assert verification.verify(str(out)) == {}
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["num_written"] + manifest["num_rejected"] == manifest["num_inputs"] > 20
 
