@@ -7,6 +7,7 @@ outcomes are cached under)."""
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
 import stat
 import threading
@@ -64,7 +65,7 @@ def _regular_file_state(path: str, stage: str) -> tuple[int, ...]:
     try:
         stat_result = os.stat(path)
     except OSError as error:
-        raise RejectedInput(stage, "unreadable", f"{type(error).__name__}: {error}") from None
+        raise _local_read_refused(error, stage) from None
     if not stat.S_ISREG(stat_result.st_mode):
         raise RejectedInput(stage, "not_a_file",
                             f"not a regular file (file type {stat.filemode(stat_result.st_mode)[0]!r}); not opened")
@@ -83,8 +84,23 @@ def _read_local_in_states(path: str, stage: str) -> tuple[bytes, tuple[int, ...]
     except regular_files.NotRegularFileError as error:
         raise RejectedInput(stage, "not_a_file", f"not a regular file (file type {error.file_type!r}); not read") from None
     except OSError as error:
-        raise RejectedInput(stage, "unreadable", f"{type(error).__name__}: {error}") from None
+        raise _local_read_refused(error, stage) from None
     return data, opened, read
+
+
+# A local read's failures that are of the process or the machine, not of the file: too many files
+# open (in this process, or in the system), no memory left to the kernel.
+_NOT_THE_FILES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM})
+
+
+def _local_read_refused(error: OSError, stage: str) -> Exception:
+    """What a local read's ``error`` is: the input's rejection (the file is not there, this job
+    may not read it, ...), or the error itself where the fault is not the file's, which fails the
+    step: a rejection would stand in the output, and the next run of the same files would call
+    it up to date."""
+    if error.errno in _NOT_THE_FILES:
+        return error
+    return RejectedInput(stage, "unreadable", f"{type(error).__name__}: {error}")
 
 
 def _read_local(uri: str, stage: str) -> bytes:

@@ -5,7 +5,10 @@ RGBA, CMYK, 16-bit; not 32-bit or floating-point pixels, whose white no header g
 orientation applied. Masks come out as ``uint8[H, W]`` label values, as stored (palette PNGs by
 index, not by colour; 1-, 2- and 4-bit PNGs by sample, not scaled to 0-255), with their own
 EXIF orientation applied. Bad data raises
-:class:`~beam_etl.elements.RejectedInput` with a short reason code.
+:class:`~beam_etl.elements.RejectedInput` with a short reason code; running out of memory, a
+fault of the process and not of the file, raises ``MemoryError`` as it is, wherever a decoder
+runs: a rejection would be cached under the file's bytes, and a good input rejected in every
+later run.
 
 The common cases take the fastest decoders measured (BENCHMARKS.md): RGB and grayscale JPEGs
 go to libjpeg-turbo through simplejpeg, with DCT scaling when the output is smaller; 8-bit
@@ -129,6 +132,8 @@ def _open(data: bytes, stage: str, max_pixels: int) -> Image.Image:
         raise RejectedInput(stage, "empty_file", "file is empty (0 bytes)")
     try:
         image = Image.open(io.BytesIO(data))
+    except MemoryError:  # (this process's fault, not the file's: the module's docstring)
+        raise
     except Exception as error:  # pylint: disable=broad-except  # decoders raise many types on bad data
         raise _header_refused(data, stage, error) from None
     width, height = image.size
@@ -143,6 +148,8 @@ def _load(image: Image.Image, stage: str) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Pillow warns on odd EXIF; the data is still usable
             image.load()
+    except MemoryError:  # (this process's fault, not the file's: the module's docstring)
+        raise
     except Exception as error:  # pylint: disable=broad-except  # decoders raise many types on bad data
         reason = "truncated" if "truncated" in str(error) or isinstance(error, EOFError) else "corrupt_data"
         raise RejectedInput(stage, reason,
@@ -152,6 +159,8 @@ def _load(image: Image.Image, stage: str) -> None:
 def _orientation(image: Image.Image) -> int:
     try:
         return int(image.getexif().get(0x0112, 1))
+    except MemoryError:  # (this process's fault, not the file's: the module's docstring)
+        raise
     except Exception:  # pylint: disable=broad-except  # malformed EXIF: treat as upright
         return 1
 
@@ -273,6 +282,8 @@ def _mask_orientation(data: bytes) -> int:
         return _jpeg_orientation(data)
     try:
         return _orientation(Image.open(io.BytesIO(data)))
+    except MemoryError:  # (this process's fault, not the file's: the module's docstring)
+        raise
     except Exception:  # pylint: disable=broad-except  # (decoded already: its pixels are read)
         return 1
 

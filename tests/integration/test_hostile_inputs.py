@@ -3,9 +3,11 @@ run with nothing to learn statistics from still completes with a manifest that s
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
+import resource
 import threading
 
 import numpy as np
@@ -137,6 +139,24 @@ def test_a_local_read_of_a_fifo_is_refused_without_opening_it(tmp_path):
         read_uri(str(fifo), "read_image")
     with pytest.raises(RejectedInput, match="not a regular file"):
         read_uri(str(tmp_path), "read_image")  # a folder
+
+
+def test_a_local_read_that_fails_for_a_fault_of_the_process_fails_the_step_never_rejects_the_input(tmp_path):
+    """Too many files open is this process's fault, not the file's: a rejection would stand in
+    the output, and the next run of the same files would call it up to date."""
+    image = tmp_path / "x.jpg"
+    image.write_bytes(b"any bytes")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    lowest_free = os.dup(0)
+    os.close(lowest_free)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (lowest_free, hard))  # (the next file opened: EMFILE)
+    try:
+        with pytest.raises(OSError) as raised:
+            read_uri(str(image), "read_image")
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert raised.value.errno == errno.EMFILE and not isinstance(raised.value, StoreReadError)
+    assert read_uri(str(image), "read_image") == b"any bytes"
 
 
 def test_a_remote_read_that_stalls_is_given_up_after_its_timeout():

@@ -205,3 +205,24 @@ def test_a_mask_is_turned_by_its_own_exif_orientation_as_its_image_is(orientatio
     np.testing.assert_array_equal(colours[mask], image.pixels)
     untagged = decode_mask(encode(Image.fromarray(labels, "L"), "PNG"), max_pixels=BIG)
     np.testing.assert_array_equal(untagged, labels)  # no tag: as stored
+
+
+def _raise_memory_error(*unused, **unused_too):
+    raise MemoryError()
+
+
+@pytest.mark.parametrize("where", ["open", "load", "getexif"])
+@pytest.mark.parametrize("decode", ["image", "mask"])
+def test_running_out_of_memory_while_decoding_fails_the_step_never_rejects_the_input(monkeypatch, where, decode):
+    """This process's fault, not the file's: a rejection would be cached under the file's bytes,
+    and every later run would reject a good input (and call its output up to date)."""
+    exif = Image.Exif()
+    exif[0x0112] = 1
+    if decode == "image":  # (a PNG: Pillow decodes it; an EXIF block, which is read for its orientation)
+        data = encode(Image.fromarray(gradient()), "PNG", exif=exif.tobytes())
+    else:  # (a palette mask: Pillow's, not the 8-bit gray fast path)
+        data = encode(Image.fromarray(gradient()[..., 0] % 4).convert("P"), "PNG", exif=exif.tobytes())
+    target = {"open": (Image, "open"), "load": (Image.Image, "load"), "getexif": (Image.Image, "getexif")}[where]
+    monkeypatch.setattr(*target, _raise_memory_error)
+    with pytest.raises(MemoryError):
+        (decode_image if decode == "image" else decode_mask)(data, max_pixels=BIG)
