@@ -6,9 +6,11 @@ split, or flags or code that shape their examples differently).
                                                # (a key with a character that does not print: JSON-quoted)
     python -m beam_etl.diff OLD NEW --counts   # the counts only
 
-Exit status 0 when nothing changed, 1 when something did, 2 when either is not a complete output
-with a lineage index. Reads local folders directly, others (``gs://``) through TensorFlow's file
-systems.
+Exit status 0 when no example changed, 1 when one did, 2 when either is not a complete output
+with a lineage index. Notes say why (flags, code) and which of the transform graph's label ids and
+mask class ids moved (:mod:`beam_etl.label_ids`): a move changes no example's records, so alone it
+leaves the exit status 0. Reads local folders directly, others (``gs://``) through TensorFlow's
+file systems.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ _MARKS = {lineage.ADDED: "+", lineage.REMOVED: "-", lineage.CHANGED: "~"}
 
 
 def compare(old: str, new: str) -> tuple[lineage.Changes, list[str]]:
-    """What changed from the output ``old`` to ``new``, and notes on why (flags, code)."""
+    """What changed from the output ``old`` to ``new``, and notes on why (flags, code) and on the
+    transform graph's ids that moved."""
     old_manifest, old_index = lineage.read_output(old)
     new_manifest, new_index = lineage.read_output(new)
     notes = []
@@ -41,9 +44,8 @@ def compare(old: str, new: str) -> tuple[lineage.Changes, list[str]]:
             notes.append(f"the per-image chain's libraries differ ({', '.join(libraries)}): every example is made anew")
         else:
             notes.append("the flags that shape examples differ: the examples they shape are made anew")
-    moved = label_ids.moved(old_manifest, new_manifest)
-    if moved:
-        notes.append(f"the transform graph's label ids differ: {moved} ({label_ids.NOTE})")
+    for what, moved, note in label_ids.moves(old_manifest, new_manifest):
+        notes.append(f"the transform graph's {what} differ: {moved} ({note})")
     return lineage.compare(old_index, new_index), notes
 
 

@@ -1,5 +1,6 @@
 """What the command prints when a run ends: its counts, each split's files, rejections by
-reason, what came from the cache of outcomes, and what changed against the output replaced."""
+reason, what came from the cache of outcomes, and what changed against the output replaced
+(examples, and the transform graph's label ids and mask class ids that moved)."""
 
 from __future__ import annotations
 
@@ -35,10 +36,8 @@ def summarize(manifest_dict: dict, seconds: float, cache: dict | None = None, re
             counts = ", ".join(f"{changes.get(what, 0):,} {what}"
                                for what in ("added", "removed", "changed", "unchanged"))
             lines.append(f"  against the output replaced: {counts} (the keys: {changes['file']})")
-    moved = label_ids.moved(replaced, manifest_dict) if replaced else None
-    if moved:
-        lines.append(f"  note: the transform graph's label ids differ from the replaced output's: {moved} "
-                     f"({label_ids.NOTE})")
+    for what, moved, note in label_ids.moves(replaced, manifest_dict) if replaced else ():
+        lines.append(f"  note: the transform graph's {what} differ from the replaced output's: {moved} ({note})")
     return "\n".join(lines)
 
 

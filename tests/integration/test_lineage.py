@@ -181,6 +181,32 @@ def test_diff_says_when_the_transform_graphs_label_ids_differ(root, tmp_path, ca
     assert "note:" not in capsys.readouterr().out
 
 
+def test_a_replacing_run_and_diff_say_when_the_mask_class_ids_differ(tmp_path, capsys):
+    """A mask value's class id is its place in the statistics' class_values: a value added to
+    them (``--mask_values``, or a training mask holding one more) moves the ids every unchanged
+    record's mask loads with, though no record changed."""
+    root = tmp_path / "data"
+    sample_data.generate(str(root), num_images=10, seed=4)
+    out, before = tmp_path / "out", tmp_path / "before"
+    assert _run_globs(root, out)["statistics"]["class_values"] == [1, 2, 3]
+    shutil.copytree(out, before)
+    capsys.readouterr()
+    manifest = _run_globs(root, out, "--overwrite", "--mask_values", "0-3")
+    assert manifest["statistics"]["class_values"] == [0, 1, 2, 3]
+    assert {key: manifest["changes"][key] for key in ("added", "removed", "changed", "unchanged")} == {
+        "added": 0, "removed": 0, "changed": 0, "unchanged": manifest["num_written"]}
+    moved = "value 0 -1 -> 0, value 1 0 -> 1, value 2 1 -> 2, value 3 2 -> 3"
+    note = "(a mask value's class id is its place in statistics.class_values, -1 where it has none)"
+    assert (f"  note: the transform graph's mask class ids differ from the replaced output's: {moved} {note}"
+            ) in capsys.readouterr().out.splitlines()
+    assert diff.main([str(before), str(out), "--counts"]) == 0  # (no example changed, as for label ids)
+    printed = capsys.readouterr().out.splitlines()
+    assert f"note: the transform graph's mask class ids differ: {moved} {note}" in printed
+    assert diff.main([str(out), str(before), "--counts"]) == 0
+    assert ("note: the transform graph's mask class ids differ: value 1 1 -> 0, value 2 2 -> 1, value 3 3 -> 2, "
+            f"value 0 0 -> -1 {note}") in capsys.readouterr().out.splitlines()
+
+
 def test_diff_refuses_what_is_not_a_complete_output(root, tmp_path, capsys):
     _run(root, tmp_path / "a")
     capsys.readouterr()

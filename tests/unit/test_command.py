@@ -232,6 +232,32 @@ def test_the_summary_says_what_came_from_the_cache_and_what_changed():
         run_summary.summarize(unknown, 2.0).splitlines()
 
 
+def test_the_summary_names_the_mask_values_whose_class_ids_moved():
+    from beam_etl.beam import run_summary
+
+    manifest = {"num_inputs": 3, "num_written": 3, "num_examples": 3, "num_rejected": 0,
+                "splits": {"train": {"num_examples": 3, "files": ["a"], "bytes": 1}}, "rejected": {"by_reason": {}},
+                "statistics": {"class_names": ["b", "a"], "class_values": [0, 1, 2, 3, 7]}}
+    replaced = {"statistics": {"class_names": ["a", "b"], "class_values": [1, 2, 3, 5]}}
+    lines = run_summary.summarize(manifest, 2.0, replaced=replaced).splitlines()
+    assert lines[-2:] == [
+        "  note: the transform graph's label ids differ from the replaced output's: b 1 -> 0, a 0 -> 1 (a label id "
+        "is the class name's place in the training split's vocabulary, most frequent first)",
+        "  note: the transform graph's mask class ids differ from the replaced output's: value 0 -1 -> 0, "
+        "value 1 0 -> 1, value 2 1 -> 2, value 3 2 -> 3, value 7 -1 -> 4, value 5 3 -> -1 (a mask value's class id "
+        "is its place in statistics.class_values, -1 where it has none)"]
+    same = {"statistics": {"class_names": ["a", "b"], "class_values": [0, 1, 2, 3, 7]}}
+    assert "mask class ids" not in run_summary.summarize(manifest, 2.0, replaced=same)
+    unknown = {"statistics": {"class_names": ["b", "a"]}}  # (a manifest that does not say its class values)
+    assert "note:" not in run_summary.summarize(manifest, 2.0, replaced=unknown)
+    many = {**manifest, "statistics": {"class_names": ["b", "a"], "class_values": list(range(14))}}
+    assert run_summary.summarize(many, 2.0, replaced=same).splitlines()[-1] == (
+        "  note: the transform graph's mask class ids differ from the replaced output's: value 4 -1 -> 4, "
+        "value 5 -1 -> 5, value 6 -1 -> 6, value 7 4 -> 7, value 8 -1 -> 8, value 9 -1 -> 9, value 10 -1 -> 10, "
+        "value 11 -1 -> 11 and 2 more (a mask value's class id is its place in statistics.class_values, "
+        "-1 where it has none)")
+
+
 def test_a_ctrl_c_says_whether_the_rerun_reuses_what_was_finished():
     from pipelines import preprocess  # pylint: disable=import-outside-toplevel
 
