@@ -31,16 +31,40 @@ def one_line(error: BaseException) -> str:
 
 def is_interrupt(error: BaseException) -> bool:
     """Whether ``error`` is a Ctrl-C, as raised or as Beam re-raised it from a step (a
-    RuntimeError whose message, or whose worker's traceback, ends in KeyboardInterrupt)."""
+    RuntimeError whose message, or whose worker's traceback, ends in KeyboardInterrupt), or
+    what was raised from one (:class:`AfterCommit`)."""
     seen = set()
     cause = error
     while cause is not None and id(cause) not in seen:
         if isinstance(cause, KeyboardInterrupt):
             return True
+        lines = [line.strip() for line in _STEP.sub("", str(cause)).splitlines() if line.strip()]
+        if lines and lines[-1].split(":")[0].endswith("KeyboardInterrupt"):
+            return True
         seen.add(id(cause))
         cause = cause.__cause__ or cause.__context__
-    lines = [line.strip() for line in _STEP.sub("", str(error)).splitlines() if line.strip()]
-    return bool(lines) and lines[-1].split(":")[0].endswith("KeyboardInterrupt")
+    return False
+
+
+class AfterCommit(Exception):
+    """A run's failure or Ctrl-C (its ``__cause__``) once it had committed its output: ``told``
+    says what is true of ``--output`` then (this run's complete output, and what was left to do),
+    which the command tells instead of what a run that fails before its commit leaves."""
+
+    def __init__(self, cause: BaseException, told: str):
+        super().__init__(f"{one_line(cause).rstrip('.')}, after the commit: {told}")
+        self.told = told
+
+
+def after_commit(error: BaseException) -> AfterCommit | None:
+    """The :class:`AfterCommit` that is ``error``, or that Beam re-raised it from; None if none."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, AfterCommit):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
 
 
 def write_traceback(error: BaseException, command: str, threads: list[str] = ()) -> str:

@@ -119,8 +119,9 @@ def main(argv: list[str] | None = None, prog: str = "python -m pipelines.preproc
             if killed:
                 print(f"beam-etl: {_killed(killed)}", file=sys.stderr)
             raise
+        committed = failure_report.after_commit(error)  # (the run had replaced the output)
         if failure_report.is_interrupt(error):
-            told = interrupted_message(argv)
+            told = interrupted_message(argv, committed)
             if threads:
                 path = failure_report.write_traceback(error, "preprocess", threads)
                 told += f"\n  (what the runner's threads raised is in {path})"
@@ -129,8 +130,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m pipelines.preproc
         path = failure_report.write_traceback(error, "preprocess", threads)
         said = failure_report.one_line(error)
         if killed:
-            said = (f"{_killed(killed)}; the runner said: {said.rstrip('.')}. "
-                    "Run the same command again to go on from what it finished")
+            said = f"{_killed(killed)}; the runner said: {said.rstrip('.')}"
+            said += "" if committed else ". Run the same command again to go on from what it finished"
         print(f"beam-etl: failed: {said}\n"
               f"  (the traceback is in {path}; --verbose prints it and every log)", file=sys.stderr)
         return 1
@@ -138,8 +139,11 @@ def main(argv: list[str] | None = None, prog: str = "python -m pipelines.preproc
     return 0
 
 
-def interrupted_message(argv: list[str]) -> str:
-    """What a Ctrl-C of the command ``argv`` tells."""
+def interrupted_message(argv: list[str], committed: failure_report.AfterCommit | None = None) -> str:
+    """What a Ctrl-C of the command ``argv`` tells; ``committed``: the run had committed its
+    output, which is what it tells of."""
+    if committed is not None:
+        return f"beam-etl: interrupted after the commit: {committed.told}."
     reused = ("nothing is reused: --no_cache" if "--no_cache" in argv
               else "the images it finished come from the cache")
     return ("beam-etl: interrupted. A run on this machine puts --output back as it was and releases it; "

@@ -10,6 +10,7 @@ run that fails puts the earlier output back and releases it.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import sys
@@ -20,16 +21,17 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import (DirectOptions, GoogleCloudOptions, PipelineOptions, SetupOptions,
                                                   StandardOptions)
 
-from beam_etl import host_ports
+from beam_etl import failure_report, host_ports
 from beam_etl.native_logs import drop_notes
 from beam_etl.beam import (commit, crash, filesystem, job_progress, lease, manifest, options, outcome_store,
                            sdk_worker, sources, up_to_date, warm_workers)
 from beam_etl.beam.run_summary import cache_counts, summarize
 from beam_etl.beam.preprocess import Preprocess
 from beam_etl.config import JobConfig
-from beam_etl.output_layout import cache_folder
+from beam_etl.output_layout import INCOMPLETE_DIR, cache_folder
 from beam_etl.progress import ProgressLine
 
+_log = logging.getLogger(__name__)
 
 # Environment of the workers of a Dask cluster the job starts (--dask_local_workers); docs/dask.md
 # says how to set the same on a cluster of your own. (An explicit value in the launching
@@ -307,8 +309,8 @@ def launch(config: JobConfig, pipeline_options: PipelineOptions, command_line: d
     if workers:
         print(f"beam-etl: running {workers} (--direct_running_mode and --direct_num_workers choose)")
     made_from = _first_missing(config.output)
-    holder, replaced = _held(config, pipeline_options, launch_options, command, resuming, made_from)
-    return _run_held(config, pipeline_options, holder, made_from, replaced, command_line, code)
+    holder, replaced, resumed = _held(config, pipeline_options, launch_options, command, resuming, made_from)
+    return _run_held(config, pipeline_options, holder, made_from, replaced, command_line, code, resumed)
 
 
 def _check_scheduler(pipeline_options: PipelineOptions, launch_options) -> None:
@@ -357,9 +359,11 @@ def _checked(config: JobConfig, pipeline_options: PipelineOptions, launch_option
 
 def _held(config: JobConfig, pipeline_options: PipelineOptions, launch_options, command: str, resuming,
           made_from: str | None):
-    """``(holder, replaced)``: the output's lease taken (a dead run's, this command's, resumed),
-    what a dead run left cleared, and the output this run replaces (None: none); exits with
-    status 2 where the output is another's or not to be replaced, giving the lease back."""
+    """``(holder, replaced, resumed)``: the output's lease taken (a dead run's, this command's,
+    resumed), what a dead run left cleared, the output this run replaces (None: none), and the id
+    of the dead run it resumes where that run had committed it ("" otherwise: this run makes the
+    dead run's output again, :func:`beam_etl.beam.manifest.changes_against`); exits with status 2
+    where the output is another's or not to be replaced, giving the lease back."""
     try:
         holder = lease.take(config.output, launch_options.break_lease, launch_options.lease_timeout_hours,
                             local=runs_here(pipeline_options), command=command, run_id=warm_workers.run_id())
@@ -387,7 +391,8 @@ def _held(config: JobConfig, pipeline_options: PipelineOptions, launch_options, 
         except BaseException:
             _abandon(config.output, holder.run_id, made_from)
             raise
-    return holder, replaced
+    resumed = resuming.run_id if resuming is not None and (replaced or {}).get("run_id") == resuming.run_id else ""
+    return holder, replaced, resumed
 
 
 def _committed(output: str, run_id: str, pipeline_options: PipelineOptions, made_from: str | None) -> dict:
@@ -409,12 +414,55 @@ def _committed(output: str, run_id: str, pipeline_options: PipelineOptions, made
                        f"{output!r} holds {found}. The job may have been stopped on the runner's side; --output {held}")
 
 
+def _committed_by(output: str, run_id: str) -> bool:
+    """Whether the manifest in ``output`` is run ``run_id``'s: it committed its output there."""
+    try:
+        return manifest.read_manifest(output).get("run_id") == run_id
+    except (OSError, ValueError):
+        return False
+
+
+def _after_commit(output: str, run_id: str, recorded: bool, pipeline_options: PipelineOptions) -> str:
+    """What is true of ``output`` once run ``run_id`` committed it and then failed or was
+    interrupted (``recorded``: the up-to-date check's state was written)."""
+    found = ", and the same command again finds it up to date" if recorded else ""
+    holder = lease.read_holder(output)
+    if holder is None or holder.run_id != run_id:
+        left = "its lease is released"
+    elif runs_here(pipeline_options):  # (what abandon could not clear: logged)
+        left = (f"its lease is still held, with what it left in {INCOMPLETE_DIR}/: the same command again "
+                "clears them (another, with --break_lease)")
+    else:
+        left = "the job releases its lease as it ends (once it has ended, --break_lease clears what it left)"
+    return f"--output {output!r} holds this run's complete output (run {run_id}){found}; {left}"
+
+
+def _failed_after_commit(error: BaseException, output: str, run_id: str, snapshot, pipeline_options) -> None:
+    """Raises :class:`~beam_etl.failure_report.AfterCommit` from ``error`` where run ``run_id``
+    had committed ``output`` (what was left, the clean-up, done): the output is its complete
+    output, not the earlier one put back. The up-to-date check's state is written first, as the
+    run would have, so that its command again leaves the output as it is, as after a run that
+    was never interrupted."""
+    if not _committed_by(output, run_id):
+        return
+    recorded = False
+    if snapshot is not None:
+        try:
+            recorded = snapshot.record(run_id)
+        except OSError:  # (none written: the same command runs the job again)
+            _log.exception("could not record the state of %s after run %s", output, run_id)
+    raise failure_report.AfterCommit(error, _after_commit(output, run_id, recorded, pipeline_options)) from error
+
+
 def _run_held(config: JobConfig, pipeline_options: PipelineOptions, holder, made_from: str | None, replaced,
-              command_line: dict | None, code: up_to_date.StartingCode) -> dict | None:
+              command_line: dict | None, code: up_to_date.StartingCode, resumed: str = "") -> dict | None:
     """Runs the job into the output ``holder`` holds; returns the manifest it wrote (None: the
-    job was submitted and runs on). A run that fails here gives the output back as it was."""
+    job was submitted and runs on). A run that fails here before its commit gives the output back
+    as it was; one that fails or is interrupted after it raises
+    :class:`~beam_etl.failure_report.AfterCommit`, which says so. ``resumed``: the dead run it
+    resumes, whose output is committed (:func:`_held`)."""
     launch_options = pipeline_options.view_as(options.LaunchOptions)
-    cluster = None
+    cluster = snapshot = None
     os.environ[lease.RUN_ENV] = holder.run_id  # for the processes the run starts (lease.is_resumable)
     try:
         snapshot = (up_to_date.Snapshot(command_line, config.output, sources.local_roots(config), code.job)
@@ -426,17 +474,18 @@ def _run_held(config: JobConfig, pipeline_options: PipelineOptions, holder, made
         watcher = job_progress.Watcher(config.output, ProgressLine("images"),
                                        lambda: _counted(sources.count_inputs(config, INPUTS_TO_COUNT)))
         with watcher, pipeline_for(local_runner(pipeline_options), pipeline_options) as pipeline:
-            _ = pipeline | "Preprocess" >> Preprocess(config, holder.run_id, code.chain)
-    except BaseException:
+            _ = pipeline | "Preprocess" >> Preprocess(config, holder.run_id, code.chain, resumed)
+    except BaseException as error:
         if cluster is not None:  # its workers stop here: none of them can be mid-commit after this
             cluster.close()
             cluster = None
         if runs_here(pipeline_options):
-            _abandon(config.output, holder.run_id, made_from)
-        else:  # the job may still run (and commit) elsewhere: leave it its lease and files
+            _abandon(config.output, holder.run_id, made_from)  # (a committed output is kept: cleared up)
+        elif not _committed_by(config.output, holder.run_id):  # the job may still run (and commit) elsewhere
             print(f"note: the job may still be running on {runner_name(pipeline_options)}; --output "
                   f"{config.output!r} keeps its lease until it ends. Once it has, a later run with "
                   "--break_lease clears what it left.", file=sys.stderr)
+        _failed_after_commit(error, config.output, holder.run_id, snapshot, pipeline_options)
         raise
     finally:
         if cluster is not None:
@@ -448,7 +497,11 @@ def _run_held(config: JobConfig, pipeline_options: PipelineOptions, holder, made
               "releases its lease) when it ends")
         return None
     written = _committed(config.output, holder.run_id, pipeline_options, made_from)
-    if snapshot is not None:
-        snapshot.record(holder.run_id)
-    print(summarize(written, seconds, cache_counts(pipeline.result) if config.use_cache else None, replaced))
+    recorded = False
+    try:
+        recorded = snapshot is not None and snapshot.record(holder.run_id)
+        print(summarize(written, seconds, cache_counts(pipeline.result) if config.use_cache else None, replaced))
+    except BaseException as error:
+        told = _after_commit(config.output, holder.run_id, recorded, pipeline_options)
+        raise failure_report.AfterCommit(error, told) from error
     return written

@@ -147,10 +147,17 @@ def _index(directory: str, described: dict) -> dict[str, dict]:
     return lineage.read_described(described, lambda name: filesystem.read_bytes(join(directory, name)))
 
 
-def changes_against(output_dir: str, run_id: str, previous: dict, manifest: dict) -> dict:
+def changes_against(output_dir: str, run_id: str, previous: dict, manifest: dict, resumed: bool = False) -> dict | None:
     """Stages ``lineage/changes.jsonl``: what changed from the ``previous`` output in
     ``output_dir`` (its manifest) to run ``run_id``'s (staged, described by ``manifest``); returns the
-    manifest's ``changes`` (counts), or why they cannot be told."""
+    manifest's ``changes`` (counts), or why they cannot be told.
+
+    ``resumed``: ``previous`` is the output of the dead run this one resumes, committed before it
+    died. Where this run's lineage index is that output's, this run made the same output again:
+    it keeps what the dead run recorded against the output it replaced (its ``changes``, and its
+    list's bytes; None where it replaced none), as the run, had it not died, would have left it.
+    Otherwise inputs changed since, and what changed is told against the dead run's output, as a
+    later run's would be."""
     changes = {"against_run": previous.get("run_id", "")}
     if not (previous.get("lineage") and manifest.get("lineage")):
         return {**changes, "unknown": "the output replaced has no lineage index (written before format 4)"}
@@ -159,6 +166,10 @@ def changes_against(output_dir: str, run_id: str, previous: dict, manifest: dict
     except (OSError, ValueError) as error:
         return {**changes, "unknown": f"the output replaced has an unreadable lineage index: {error}"}
     new = _index(join(output_dir, staging_dir(run_id)), manifest)
+    if resumed and old == new:
+        kept = _kept_changes(output_dir, run_id, previous, manifest)
+        if kept is not _UNREADABLE:
+            return kept
     compared = lineage.compare(old, new)
     staged = sink.stage_file(output_dir, run_id, CHANGES_FILE, [compared.lines()])
     manifest["files"] = dict(sorted({**manifest["files"], CHANGES_FILE: {
@@ -166,14 +177,43 @@ def changes_against(output_dir: str, run_id: str, previous: dict, manifest: dict
     return {**changes, "file": CHANGES_FILE, **compared.counts()}
 
 
-def _write_manifest(parts, config: JobConfig, run_id: str, chain_code: dict[str, str]):
+_UNREADABLE = object()  # (what _kept_changes returns for a record it cannot vouch for)
+
+
+def _kept_changes(output_dir: str, run_id: str, previous: dict, manifest: dict):
+    """(:func:`changes_against`) The ``previous`` output's ``changes``, its list staged again as
+    run ``run_id``'s, into ``manifest``; None where it has none. :data:`_UNREADABLE` where its list
+    is not the file its manifest describes (cut short, edited): the record is made anew."""
+    record = previous.get("changes")
+    if not isinstance(record, dict) or "file" not in record:  # (none, or not known: no list to keep)
+        return record
+    listed = previous.get("files", {}).get(CHANGES_FILE)
+    if record["file"] != CHANGES_FILE or not isinstance(listed, dict):
+        return _UNREADABLE
+    try:
+        data = filesystem.read_bytes(join(output_dir, CHANGES_FILE))
+    except OSError:
+        return _UNREADABLE
+    if {"bytes": len(data), "crc32c": google_crc32c.Checksum(data).hexdigest().decode("ascii")} != \
+            {"bytes": listed.get("bytes"), "crc32c": listed.get("crc32c")}:
+        return _UNREADABLE
+    staged = sink.stage_file(output_dir, run_id, CHANGES_FILE, [data])
+    manifest["files"] = dict(sorted({**manifest["files"], CHANGES_FILE: {
+        **staged, "num_records": listed["num_records"]}}.items()))
+    return dict(record)
+
+
+def _write_manifest(parts, config: JobConfig, run_id: str, chain_code: dict[str, str], resumed: str = ""):
     has_transform = any(kind == STATISTICS and not info.get("absent") for kind, info in parts)
     manifest = build_manifest(config, parts, staged_transform_files(config.output, run_id) if has_transform else None,
                               run_id, chain_code)
     check_reject_fraction(config, manifest)
     previous = commit.read_manifest_if_any(config.output)
     if previous is not None and previous.get("run_id") != run_id:  # (a retried step: already committed)
-        manifest["changes"] = changes_against(config.output, run_id, previous, manifest)
+        changes = changes_against(config.output, run_id, previous, manifest,
+                                  resumed=bool(resumed) and previous.get("run_id") == resumed)
+        if changes is not None:
+            manifest["changes"] = changes
     problems = manifest_problems(manifest)  # what verify checks of it: never committed untrue
     if problems:
         raise RuntimeError(f"the manifest would say what is not so: {'; '.join(problems)}; "
@@ -194,13 +234,17 @@ class WriteManifest(beam.PTransform):
     output's lease); yields the manifest dict.
 
     Each PCollection of inputs is counted on its own: a count is combined where its elements
-    are made, while flattening them first would pass every element to a step of its own."""
+    are made, while flattening them first would pass every element to a step of its own.
 
-    def __init__(self, config: JobConfig, run_id: str, chain_code: dict[str, str]):
+    ``resumed``: the dead run this one resumes, where it had committed its output
+    (:func:`changes_against`)."""
+
+    def __init__(self, config: JobConfig, run_id: str, chain_code: dict[str, str], resumed: str = ""):
         super().__init__()
         self._config = config
         self._run_id = run_id
         self._chain_code = chain_code
+        self._resumed = resumed
 
     def expand(self, reports: dict):
         unknown = set(reports) - set(KINDS)
@@ -216,4 +260,4 @@ class WriteManifest(beam.PTransform):
                 | "FlattenReports" >> beam.Flatten()
                 | "CollectReports" >> beam.combiners.ToList()  # [(kind, info)], after every writer
                 | "WriteManifestFile" >> beam.FlatMap(_write_manifest, self._config, self._run_id,
-                                                          self._chain_code))
+                                                          self._chain_code, self._resumed))

@@ -32,13 +32,17 @@ class Preprocess(beam.PTransform):
     Without one (the default) the job can be built, drawn or submitted as a dry run, not run.
     ``chain_code``: the per-image chain's :func:`~beam_etl.code_version.chain_version` as the
     run started (default: as its files are now), which its outcomes are cached and described
-    under, and which every process running the chain checks its files against.
+    under, and which every process running the chain checks its files against. ``resumed``: the
+    dead run this one resumes, where that run had committed its output before it died (its record
+    of what changed is kept where this run makes the same output: :func:`manifest.changes_against`).
     """
 
-    def __init__(self, config: JobConfig, run_id: str = "", chain_code: dict[str, str] | None = None):
+    def __init__(self, config: JobConfig, run_id: str = "", chain_code: dict[str, str] | None = None,
+                 resumed: str = ""):
         super().__init__()
         self._config = config
         self._run_id = run_id
+        self._resumed = resumed
         self._chain_code = code_version.chain_version() if chain_code is None else chain_code
 
     def expand(self, pbegin):
@@ -58,4 +62,5 @@ class Preprocess(beam.PTransform):
         }
         if config.statistics:
             reports[manifest.STATISTICS] = sums | "WriteStatistics" >> statistics.WriteStatistics(config, self._run_id)
-        return reports | "WriteManifest" >> manifest.WriteManifest(config, self._run_id, self._chain_code)
+        return reports | "WriteManifest" >> manifest.WriteManifest(config, self._run_id, self._chain_code,
+                                                                        self._resumed)

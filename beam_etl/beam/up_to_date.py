@@ -53,6 +53,9 @@ from beam_etl.output_layout import CACHE_DIR, INCOMPLETE_DIR, MANIFEST, UP_TO_DA
 
 FORMAT = 2
 _ENV_PREFIX = "BEAM_ETL_"
+# The tests' crash hook (beam_etl.beam.crash): it decides where a run stops, never what it makes; a
+# run interrupted after its commit records its state, which its command without the hook finds.
+_NOT_RECORDED_ENV = ("BEAM_ETL_CRASH_AT",)
 _NOT_COMPARED = ("--overwrite",)  # the rerun names it; the run that made the output may not have
 _PACKAGES = ("beam_etl", "pipelines", "beam_dask")  # the code that makes an output
 # Flags that ask for more than the output (a file elsewhere, the usage): a command with one is
@@ -219,10 +222,11 @@ def code_digest(sources: dict[str, bytes] | None = None) -> str:
 
 def command_line(argv: list[str]) -> dict:
     """What the state records of a command: ``argv`` (but ``--overwrite``), the working folder
-    and the ``BEAM_ETL_*`` environment, taken as the command starts (the job sets some of its
-    own later)."""
+    and the ``BEAM_ETL_*`` environment (but the crash hook), taken as the command starts (the job
+    sets some of its own later)."""
     return {"argv": [arg for arg in argv if arg not in _NOT_COMPARED], "cwd": os.getcwd(),
-            "environ": {k: v for k, v in sorted(os.environ.items()) if k.startswith(_ENV_PREFIX)}}
+            "environ": {k: v for k, v in sorted(os.environ.items())
+                        if k.startswith(_ENV_PREFIX) and k not in _NOT_RECORDED_ENV}}
 
 
 def _checksum(state: dict) -> str:
@@ -438,18 +442,19 @@ class Snapshot:
                        "code": code_digest() if code is None else code}
         self._files = files
 
-    def record(self, run_id: str) -> None:
+    def record(self, run_id: str) -> bool:
         """Writes the state beside the output run ``run_id`` committed (atomically: a crash
         leaves none); none once another run has taken the output (its lease, or its manifest,
-        seen after the snapshot)."""
+        seen after the snapshot). Returns whether it wrote one."""
         if self._state is None or code_digest() != self._state["code"]:
-            return  # (the code changed while the run went on: which made the output is not known)
+            return False  # (the code changed while the run went on: which made the output is not known)
         output = _output_digest(self._output)
         committed = _manifest(self._output)
         if output is None or committed is None or committed.get("run_id") != run_id:
-            return
+            return False
         _write_state(self._output, {**self._state, "output": output,
                                     "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, self._files)
+        return True
 
 
 _PARTIAL = re.compile(f"(?:{re.escape(UP_TO_DATE)}|{re.escape(UP_TO_DATE_FILES)})" + r"\.([0-9]+)\.partial")

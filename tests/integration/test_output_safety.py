@@ -17,9 +17,9 @@ import time
 
 import pytest
 
-from beam_etl.beam import commit, lease, options, sink
+from beam_etl.beam import commit, lease, options, sink, up_to_date
 from beam_etl.output_layout import CACHE_DIR, INCOMPLETE_DIR
-from beam_etl import loader
+from beam_etl import failure_report, loader
 from beam_etl.loader import verification
 from beam_etl.tools.sample_data import generate
 from pipelines import preprocess
@@ -437,6 +437,36 @@ def test_a_run_killed_after_its_manifest_is_in_has_replaced_the_output(earlier, 
     assert manifest["image"]["height"] == 32 and verification.verify(str(out)) == {}
     images, _ = next(iter(loader.make_dataset(str(out), "train", 2)))
     assert images.shape[1:3] == (32, 32)
+
+
+def test_ctrl_c_after_the_commit_says_the_output_is_the_run_s(earlier, pets_dir, tmp_path):
+    """Once its manifest is in, an interrupted run has replaced the output: it says so (not that
+    the earlier output is put back), clears what is left and releases its lease."""
+    out = _copy(earlier, tmp_path)
+    interrupted = _run_process(pets_dir, out, "--overwrite", "--image_size", "32", crash_at="manifest_in:SIGINT")
+    assert interrupted.returncode == 130 and "Traceback" not in interrupted.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["image"]["height"] == 32 and verification.verify(str(out)) == {}
+    assert interrupted.stderr.strip().splitlines()[-1] == (
+        f"beam-etl: interrupted after the commit: --output {str(out)!r} holds this run's complete output "
+        f"(run {manifest['run_id']}), and the same command again finds it up to date; its lease is released.")
+    assert not (out / INCOMPLETE_DIR).exists()
+
+
+def test_a_failure_after_the_commit_says_the_output_is_the_run_s(earlier, pets_dir, tmp_path, monkeypatch):
+    out = _copy(earlier, tmp_path)
+
+    def fails(*_):  # (what a run does once its output is committed: the state of the up-to-date check)
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(up_to_date.Snapshot, "record", fails)
+    with pytest.raises(failure_report.AfterCommit) as failed:
+        _run(pets_dir, out, "--overwrite", "--image_size", "32")
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["image"]["height"] == 32 and verification.verify(str(out)) == {}
+    assert str(failed.value) == (f"No space left on device, after the commit: --output {str(out)!r} holds this "
+                                 f"run's complete output (run {manifest['run_id']}); its lease is released")
+    assert lease.read_holder(str(out)) is None and not (out / INCOMPLETE_DIR).exists()
 
 
 def test_a_failing_run_cleans_up_and_keeps_the_earlier_output(earlier, pets_dir, tmp_path):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 import time
@@ -16,7 +17,7 @@ import pytest
 
 from beam_etl.beam import lease
 from beam_etl.loader import verification
-from beam_etl.output_layout import CACHE_DIR
+from beam_etl.output_layout import CACHE_DIR, CHANGES_FILE
 from beam_etl.tools import sample_data
 from pipelines import preprocess
 from tests.support.jobs import comparable, output_files
@@ -47,12 +48,18 @@ def _flags(root, out, *extra):
             "--output", str(out), "--image_size", "40x32", "--num_shards", "2", "--augment_copies", "1", *extra]
 
 
-def _killed(root, out, crash_at, *extra) -> subprocess.CompletedProcess:
+def _killed(root, out, crash_at, *extra, status: int = -9) -> subprocess.CompletedProcess:
+    """The job killed (``status`` -9), or interrupted (130: a Ctrl-C), at ``crash_at``."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", BEAM_ETL_CRASH_AT=crash_at)
     done = subprocess.run([sys.executable, "-m", "pipelines.preprocess", *_flags(root, out, *extra)],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == -9, done.stderr[-3000:]
+    assert done.returncode == status, done.stderr[-3000:]
     return done
+
+
+def _changes_file(out) -> bytes | None:
+    path = out / CHANGES_FILE
+    return path.read_bytes() if path.exists() else None
 
 
 def _assert_uninterrupted(out, manifest, uninterrupted):
@@ -60,6 +67,8 @@ def _assert_uninterrupted(out, manifest, uninterrupted):
     assert output_files(out) == files
     assert comparable(manifest) == comparable(expected)
     assert comparable(json.loads((out / "manifest.json").read_text())) == comparable(expected)
+    # What changed against the output replaced (none here: the uninterrupted run replaced none)
+    assert manifest.get("changes") == expected.get("changes") and _changes_file(out) is None
     assert verification.verify(str(out)) == {}
 
 
@@ -153,3 +162,86 @@ def test_a_lease_from_another_pid_namespace_is_never_resumed(data, tmp_path, cap
     with pytest.raises(SystemExit):
         preprocess.run(_flags(data, out))
     assert "pass --break_lease" in capsys.readouterr().err
+
+
+# A replacement killed or interrupted once its manifest was in: the dead run had replaced the
+# earlier output, and recorded what changed against it, before it died.
+
+@pytest.fixture(scope="module")
+def versions(tmp_path_factory):
+    """``(link, first, second)``: the folder ``link`` names (always the same path, as the uris the
+    lineage records are), pointed at the first version of the data or at the second (more
+    images, some of them other images under the same names)."""
+    root = tmp_path_factory.mktemp("versions")
+    sample_data.generate(str(root / "first"), num_images=INPUTS, seed=11)
+    sample_data.generate(str(root / "second"), num_images=INPUTS + 4, seed=11)
+    return root / "data", root / "first", root / "second"
+
+
+def _point(link: pathlib.Path, target: pathlib.Path) -> None:
+    if link.is_symlink():
+        link.unlink()
+    link.symlink_to(target)
+
+
+@pytest.fixture(scope="module")
+def replaced(versions, tmp_path_factory):
+    """``(earlier, expected)``: an output of the first version (a copy to start from), and the
+    uninterrupted replacement of it by the second's: (files, manifest, changes file's bytes)."""
+    link, first, second = versions
+    earlier = tmp_path_factory.mktemp("earlier") / "out"
+    _point(link, first)
+    preprocess.run(_flags(link, earlier))
+    out = tmp_path_factory.mktemp("replaced") / "out"
+    shutil.copytree(earlier, out, symlinks=True)
+    _point(link, second)
+    manifest = preprocess.run(_flags(link, out, "--overwrite"))
+    assert manifest["changes"]["added"] == 4 and manifest["changes"]["against_run"]
+    return earlier, (output_files(out), manifest, _changes_file(out))
+
+
+@pytest.mark.parametrize("crash_at, status, rerun_says", [
+    ("manifest_in", -9, "resuming run"),  # killed: the same command resumes it
+    ("manifest_in:SIGINT", 130, "is up to date"),  # a Ctrl-C: the run cleared up and said what it left
+])
+def test_a_replacement_that_died_after_its_commit_keeps_what_it_recorded_as_changed(
+        versions, replaced, tmp_path, capsys, decodes, crash_at, status, rerun_says):
+    """The rerun ends as the uninterrupted replacement did: the same files and the same record of
+    what changed against the earlier output (the manifest's changes and lineage/changes.jsonl),
+    not "nothing changed" against the dead run's own output."""
+    link, _, second = versions
+    earlier, (files, expected, expected_changes) = replaced
+    out = tmp_path / "out"
+    shutil.copytree(earlier, out, symlinks=True)
+    _point(link, second)
+    died = _killed(link, out, crash_at, "--overwrite", status=status)
+    dead = json.loads((out / "manifest.json").read_text())
+    assert dead["changes"] == expected["changes"]  # the record the user never saw
+    capsys.readouterr()
+    decodes.clear()
+    manifest = preprocess.run(_flags(link, out, "--overwrite"))
+    assert rerun_says in capsys.readouterr().out and decodes == []
+    assert output_files(out) == files
+    assert comparable(manifest) == comparable(expected)
+    assert manifest["changes"] == expected["changes"] and _changes_file(out) == expected_changes
+    assert json.loads((out / "manifest.json").read_text())["changes"] == expected["changes"]
+    assert verification.verify(str(out)) == {} and not (out / ".incomplete").exists()
+    if status == 130:  # (what the interrupted run said it left is what the rerun found)
+        assert f"holds this run's complete output (run {dead['run_id']})" in died.stderr
+
+
+def test_a_resumed_replacement_whose_inputs_changed_since_records_against_the_dead_run_s_output(
+        versions, replaced, tmp_path):
+    """Inputs changed after the dead run committed: its output was complete, and is what this run
+    replaces (as if it had finished and this were a later run)."""
+    link, first, second = versions
+    earlier, _ = replaced
+    out = tmp_path / "out"
+    shutil.copytree(earlier, out, symlinks=True)
+    _point(link, second)
+    _killed(link, out, "manifest_in", "--overwrite")
+    dead = json.loads((out / "manifest.json").read_text())
+    _point(link, first)
+    manifest = preprocess.run(_flags(link, out, "--overwrite"))
+    assert manifest["changes"]["against_run"] == dead["run_id"] and manifest["changes"]["removed"] == 4
+    assert manifest["changes"]["added"] == 0 and verification.verify(str(out)) == {}
