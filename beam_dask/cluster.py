@@ -4,6 +4,7 @@ environment set before they start, and whether a scheduler answers at an address
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 from collections.abc import Mapping
 
 import dask
@@ -23,13 +24,20 @@ def local_cluster(workers: int, environ: Mapping[str, object] | None = None):
                             dashboard_address=":0")
 
 
-def scheduler_refusal(address: str, timeout_s: float) -> str | None:
-    """Why no Dask scheduler answers at ``address`` within ``timeout_s`` (a phrase: "no Dask
-    scheduler answers there (...)", "a Dask Worker answers there, not a scheduler"), or None
-    where one does. dask's client waits for ever for the handshake of a service that accepts its
-    connection and never answers as Dask does; this asks the service who it is under a
-    deadline."""
+HANDSHAKE_TIMEOUT_S = 30  # dask's own default for a connection (distributed.comm.timeouts.connect)
+
+
+def scheduler_refusal(address: str, timeout_s=None) -> str | None:
+    """Why no Dask scheduler answers at ``address`` (``tcp://`` or no scheme) within
+    ``timeout_s`` (``--dask_connection_timeout``'s value: seconds, else dask's 30), as a phrase
+    ("no Dask scheduler answers there (...)", "a Dask Worker answers there, not a scheduler"), or
+    None where one does. dask's client waits for ever for the handshake of a service that accepts
+    its connection and never answers as Dask does; this asks the service who it is under a
+    deadline, on a thread of its own (the caller may be running an event loop: a notebook)."""
     from distributed.comm import connect  # pylint: disable=import-outside-toplevel  # heavy
+
+    address = address if "://" in address else f"tcp://{address}"
+    timeout_s = timeout_s if isinstance(timeout_s, (int, float)) and timeout_s > 0 else HANDSHAKE_TIMEOUT_S
 
     async def identity():
         comm = await connect(address, timeout=timeout_s)
@@ -40,7 +48,8 @@ def scheduler_refusal(address: str, timeout_s: float) -> str | None:
             comm.abort()
 
     try:
-        answer = asyncio.run(asyncio.wait_for(identity(), timeout_s))
+        with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="beam_dask_identity") as pool:
+            answer = pool.submit(lambda: asyncio.run(asyncio.wait_for(identity(), timeout_s))).result()
     except asyncio.TimeoutError:
         return f"no Dask scheduler answers there (nothing answered Dask's handshake within {timeout_s:g} s)"
     except Exception as error:  # pylint: disable=broad-except  # what a service that is not Dask's sends

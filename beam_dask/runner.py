@@ -21,7 +21,6 @@ from beam_dask.cluster import scheduler_refusal
 from beam_dask.shuffle import GroupByKey, elements_of
 from beam_dask.stages import Stage, Step, build_order, leaf_transforms, plan_stages, run_stage
 
-_HANDSHAKE_TIMEOUT_S = 30  # dask's own default for a connection (distributed.comm.timeouts.connect)
 # ParDos are not translated one by one: they run in fused stages (fix 10, ``_Translator``).
 _TRANSLATIONS = {**{kind: op for kind, op in evaluator.TRANSLATIONS.items() if kind is not ParDo},
                  evaluator._GroupByKeyOnly: GroupByKey}  # pylint: disable=protected-access
@@ -156,9 +155,7 @@ class DaskRunner(upstream.DaskRunner):
         # connection, and a worker's address fails the job only once the client is running.
         address = dask_options.get("address")
         if isinstance(address, str) and ("://" not in address or address.startswith("tcp://")):
-            timeout = dask_options.get("timeout")
-            refused = scheduler_refusal(address if "://" in address else f"tcp://{address}",
-                                        timeout if isinstance(timeout, int) and timeout > 0 else _HANDSHAKE_TIMEOUT_S)
+            refused = scheduler_refusal(address, dask_options.get("timeout"))
             if refused is not None:
                 raise RuntimeError(f"--dask_client_address {address!r}: {refused}")
         client = ddist.Client(**dask_options)

@@ -29,20 +29,25 @@ def one_line(error: BaseException) -> str:
     return " ".join(line.strip() for line in text.splitlines() if line.strip()) or type(error).__name__
 
 
+def _causes(error: BaseException):
+    """``error``, then what it was raised from or during, and so on."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        yield error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+
+
 def is_interrupt(error: BaseException) -> bool:
     """Whether ``error`` is a Ctrl-C, as raised or as Beam re-raised it from a step (a
     RuntimeError whose message, or whose worker's traceback, ends in KeyboardInterrupt), or
     what was raised from one (:class:`AfterCommit`)."""
-    seen = set()
-    cause = error
-    while cause is not None and id(cause) not in seen:
+    for cause in _causes(error):
         if isinstance(cause, KeyboardInterrupt):
             return True
         lines = [line.strip() for line in _STEP.sub("", str(cause)).splitlines() if line.strip()]
         if lines and lines[-1].split(":")[0].endswith("KeyboardInterrupt"):
             return True
-        seen.add(id(cause))
-        cause = cause.__cause__ or cause.__context__
     return False
 
 
@@ -58,13 +63,7 @@ class AfterCommit(Exception):
 
 def after_commit(error: BaseException) -> AfterCommit | None:
     """The :class:`AfterCommit` that is ``error``, or that Beam re-raised it from; None if none."""
-    seen = set()
-    while error is not None and id(error) not in seen:
-        if isinstance(error, AfterCommit):
-            return error
-        seen.add(id(error))
-        error = error.__cause__ or error.__context__
-    return None
+    return next((cause for cause in _causes(error) if isinstance(cause, AfterCommit)), None)
 
 
 def write_traceback(error: BaseException, command: str, threads: list[str] = ()) -> str:

@@ -27,10 +27,11 @@ LINEAGE_FORMAT = 4  # ... a lineage file beside every shard, and the manifest's 
 _CRC32C_DIGITS = frozenset("0123456789abcdef")
 # Keys of the manifest (``flags.x``: key x of its ``flags``) and the first format whose job wrote
 # them: a manifest of an earlier format that holds one had its format lowered by hand (which would
-# turn the later formats' checks off). Format 4's job is the first with a cache of outcomes
-# (--cache, --no_cache) and --resize; earlier ones wrote neither flag, nor the image's resize.
+# turn the later formats' checks off). The cache of outcomes (--cache, --no_cache) came with
+# format 3's job, late in its life; --resize, and the image's resize and ignore value,
+# with format 4's.
 _LATER_KEYS = {"run_id": FILES_FORMAT, "statistics_absent": FILES_FORMAT, "lineage": LINEAGE_FORMAT,
-               "changes": LINEAGE_FORMAT, "flags.use_cache": LINEAGE_FORMAT, "flags.cache_dir": LINEAGE_FORMAT,
+               "changes": LINEAGE_FORMAT, "flags.use_cache": INDEX_FORMAT, "flags.cache_dir": INDEX_FORMAT,
                "flags.resize": LINEAGE_FORMAT, "image.resize": LINEAGE_FORMAT,
                "image.mask_ignore_value": LINEAGE_FORMAT}
 
@@ -200,9 +201,9 @@ def consistency_problems(manifest: dict) -> list[str]:
             problems.append(f"the lineage index lists {len(described['files'])} files, not one per shard "
                             f"({len(shards)}): {', '.join(map(repr, odd[:3]))} differ")
         else:
-            problems += [f"the lineage file {name!r} is not among the listed files"
-                         for name in described["files"] if name not in files]
-            problems += _lineage_counts(manifest)
+            unlisted = [f"the lineage file {name!r} is not among the listed files"
+                        for name in described["files"] if name not in files]
+            problems += unlisted or _lineage_counts(manifest)  # (the counts of files listed)
         problems += _changes_counts(manifest)
     return problems + _described_as_made(manifest)
 

@@ -10,7 +10,6 @@ run that fails puts the earlier output back and releases it.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import shutil
 import sys
@@ -31,7 +30,6 @@ from beam_etl.config import JobConfig
 from beam_etl.output_layout import INCOMPLETE_DIR, cache_folder
 from beam_etl.progress import ProgressLine
 
-_log = logging.getLogger(__name__)
 
 # Environment of the workers of a Dask cluster the job starts (--dask_local_workers); docs/dask.md
 # says how to set the same on a cluster of your own. (An explicit value in the launching
@@ -327,7 +325,7 @@ def _check_scheduler(pipeline_options: PipelineOptions, launch_options) -> None:
         raise ValueError(f"--dask_client_address {address!r}: no Dask scheduler answers there ({refused})")
     from beam_dask.cluster import scheduler_refusal  # pylint: disable=import-outside-toplevel  # the [dask] extra
 
-    refused = scheduler_refusal(address if "://" in address else f"tcp://{address}", host_ports.CONNECT_TIMEOUT_S)
+    refused = scheduler_refusal(address, pipeline_options.get_all_options().get("timeout"))
     if refused is not None:
         raise ValueError(f"--dask_client_address {address!r}: {refused}")
 
@@ -445,13 +443,22 @@ def _failed_after_commit(error: BaseException, output: str, run_id: str, snapsho
     was never interrupted."""
     if not _committed_by(output, run_id):
         return
-    recorded = False
-    if snapshot is not None:
-        try:
-            recorded = snapshot.record(run_id)
-        except OSError:  # (none written: the same command runs the job again)
-            _log.exception("could not record the state of %s after run %s", output, run_id)
+    recorded = _recorded(snapshot, output, run_id)
     raise failure_report.AfterCommit(error, _after_commit(output, run_id, recorded, pipeline_options)) from error
+
+
+def _recorded(snapshot, output: str, run_id: str) -> bool:
+    """Writes the up-to-date check's state (``snapshot``, None: none) of ``output``, which run
+    ``run_id`` committed; returns whether it did. A state that cannot be written (a full disk)
+    costs the same command's next run its shortcut, not the output: a note says so."""
+    if snapshot is None:
+        return False
+    try:
+        return snapshot.record(run_id)
+    except OSError as error:
+        print(f"note: --output {output!r} is complete, but the state by which the same command finds it up to "
+              f"date could not be written ({error}): that command runs the job again", file=sys.stderr)
+        return False
 
 
 def _run_held(config: JobConfig, pipeline_options: PipelineOptions, holder, made_from: str | None, replaced,
@@ -499,9 +506,9 @@ def _run_held(config: JobConfig, pipeline_options: PipelineOptions, holder, made
     written = _committed(config.output, holder.run_id, pipeline_options, made_from)
     recorded = False
     try:
-        recorded = snapshot is not None and snapshot.record(holder.run_id)
+        recorded = _recorded(snapshot, config.output, holder.run_id)
         print(summarize(written, seconds, cache_counts(pipeline.result) if config.use_cache else None, replaced))
-    except BaseException as error:
+    except BaseException as error:  # (a Ctrl-C, a standard output that fails)
         told = _after_commit(config.output, holder.run_id, recorded, pipeline_options)
         raise failure_report.AfterCommit(error, told) from error
     return written

@@ -46,7 +46,10 @@ def read_manifest(output_dir: str) -> dict:
 
 def file_entry(path: str) -> dict:
     """``{"bytes", "crc32c"}`` of a file, read back (tf.Transform's files: small)."""
-    data = filesystem.read_bytes(path)
+    return _entry_of(filesystem.read_bytes(path))
+
+
+def _entry_of(data: bytes) -> dict:
     return {"bytes": len(data), "crc32c": google_crc32c.Checksum(data).hexdigest().decode("ascii")}
 
 
@@ -194,8 +197,7 @@ def _kept_changes(output_dir: str, run_id: str, previous: dict, manifest: dict):
         data = filesystem.read_bytes(join(output_dir, CHANGES_FILE))
     except OSError:
         return _UNREADABLE
-    if {"bytes": len(data), "crc32c": google_crc32c.Checksum(data).hexdigest().decode("ascii")} != \
-            {"bytes": listed.get("bytes"), "crc32c": listed.get("crc32c")}:
+    if _entry_of(data) != {"bytes": listed.get("bytes"), "crc32c": listed.get("crc32c")}:
         return _UNREADABLE
     staged = sink.stage_file(output_dir, run_id, CHANGES_FILE, [data])
     manifest["files"] = dict(sorted({**manifest["files"], CHANGES_FILE: {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import json
 import os
@@ -22,6 +23,7 @@ from distributed.diagnostics.plugin import SchedulerPlugin
 from distributed.protocol import dumps, loads, to_serialize
 
 from beam_dask import local_cluster, shuffle
+from beam_dask.cluster import scheduler_refusal
 
 pytestmark = pytest.mark.slow
 
@@ -377,3 +379,11 @@ def test_a_pipeline_pointed_at_a_dask_worker_fails_naming_it(scheduler_address):
     with pytest.raises(RuntimeError, match="a Dask Worker answers there, not a scheduler"):
         with beam.Pipeline(options=_on_cluster(worker)) as pipeline:
             _ = pipeline | beam.Create([1, 2])
+
+
+def test_a_scheduler_is_found_from_a_running_event_loop(scheduler_address):
+    # (a notebook runs one: asyncio.run would refuse to start another in its thread)
+    async def from_a_loop():
+        return scheduler_refusal(scheduler_address, 10)
+
+    assert asyncio.run(from_a_loop()) is None

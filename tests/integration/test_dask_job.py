@@ -249,11 +249,14 @@ def test_an_address_where_a_service_that_is_not_dask_answers_is_refused_before_t
     sample_data.generate(str(root), num_images=4, seed=1)
     started = time.monotonic()
     done = subprocess.run([sys.executable, "-m", "pipelines.preprocess",
-                           *_pairs(root, out, "--runner", "beam_dask.DaskRunner", "--dask_client_address", address)],
+                           *_pairs(root, out, "--runner", "beam_dask.DaskRunner", "--dask_client_address", address,
+                                   "--dask_connection_timeout", "5")],
                           cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 2, done.stderr[-3000:]
-    assert f"--dask_client_address {address!r}: no Dask scheduler answers there" in done.stderr
+    assert f"--dask_client_address {address!r}: no Dask scheduler answers there (" in done.stderr
     assert time.monotonic() - started < 40 and not out.exists()
+    if not reply:  # (a service that sends nothing: the handshake waited for, as long as the flag says)
+        assert "(nothing answered Dask's handshake within 5 s)" in done.stderr
 
 
 def test_the_address_of_a_dask_worker_is_refused_naming_what_answers(tmp_path, scheduler_address):

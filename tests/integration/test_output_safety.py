@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from beam_etl.beam import commit, lease, options, sink, up_to_date
+from beam_etl.beam import commit, launch, lease, options, sink, up_to_date
 from beam_etl.output_layout import CACHE_DIR, INCOMPLETE_DIR
 from beam_etl import failure_report, loader
 from beam_etl.loader import verification
@@ -456,17 +456,35 @@ def test_ctrl_c_after_the_commit_says_the_output_is_the_run_s(earlier, pets_dir,
 def test_a_failure_after_the_commit_says_the_output_is_the_run_s(earlier, pets_dir, tmp_path, monkeypatch):
     out = _copy(earlier, tmp_path)
 
-    def fails(*_):  # (what a run does once its output is committed: the state of the up-to-date check)
-        raise OSError("No space left on device")
+    def fails(*_):  # (what a run does once its output is committed: its summary)
+        raise RuntimeError("the summary failed")
 
-    monkeypatch.setattr(up_to_date.Snapshot, "record", fails)
+    monkeypatch.setattr(launch, "summarize", fails)
     with pytest.raises(failure_report.AfterCommit) as failed:
         _run(pets_dir, out, "--overwrite", "--image_size", "32")
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["image"]["height"] == 32 and verification.verify(str(out)) == {}
-    assert str(failed.value) == (f"No space left on device, after the commit: --output {str(out)!r} holds this "
-                                 f"run's complete output (run {manifest['run_id']}); its lease is released")
+    assert str(failed.value) == (f"the summary failed, after the commit: --output {str(out)!r} holds this "
+                                 f"run's complete output (run {manifest['run_id']}), and the same command again "
+                                 "finds it up to date; its lease is released")
     assert lease.read_holder(str(out)) is None and not (out / INCOMPLETE_DIR).exists()
+
+
+def test_a_run_that_cannot_record_its_up_to_date_state_still_ends_well_and_says_so(earlier, pets_dir, tmp_path,
+                                                                                    monkeypatch, capsys):
+    """The state only spares the same command's next run the job: the output is complete."""
+    out = _copy(earlier, tmp_path)
+
+    def fails(*_):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(up_to_date.Snapshot, "record", fails)
+    written = _run(pets_dir, out, "--overwrite", "--image_size", "32")
+    assert written["run_id"] == json.loads((out / "manifest.json").read_text())["run_id"]
+    assert verification.verify(str(out)) == {} and lease.read_holder(str(out)) is None
+    said = capsys.readouterr().err
+    assert (f"note: --output {str(out)!r} is complete, but the state by which the same command finds it up to date "
+            "could not be written (No space left on device): that command runs the job again") in said
 
 
 def test_a_failing_run_cleans_up_and_keeps_the_earlier_output(earlier, pets_dir, tmp_path):

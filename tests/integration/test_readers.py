@@ -280,7 +280,7 @@ def _lowered(manifest, version):
     manifest["format_version"] = version
     for key in ("lineage", "changes", *(("run_id", "statistics_absent", "files") if version < 2 else ())):
         manifest.pop(key, None)
-    for key in ("use_cache", "cache_dir", "resize"):
+    for key in ("use_cache", "cache_dir", "resize") if version < 3 else ("resize",):  # (the cache: from 3 on)
         manifest["flags"].pop(key)
     for key in ("resize", "mask_ignore_value"):
         manifest["image"].pop(key, None)
@@ -291,14 +291,16 @@ def _lowered(manifest, version):
 
 @pytest.mark.parametrize("version", [3, 2])
 def test_a_manifest_whose_format_was_lowered_is_refused(raw_output, tmp_path, version):
-    """Lowered with the later format's files taken out of its list: its flags and image still
-    hold what only format 4's job wrote, which the loader refuses too; with those taken out as
-    well, the later format's files beside the shards, which no job of its format wrote, are named."""
+    """Lowered with the later format's files taken out of its list: its flags still hold what only
+    a later format's job wrote, which the loader refuses too; with those taken out as well, the
+    later format's files beside the shards, which no job of its format wrote, are named; with
+    those gone, it is an output as that format's job wrote it (format 3's: with the cache's flags)."""
     copy, manifest = _copy(raw_output, tmp_path)
     _lowered(manifest, version)
-    with_flags = {**manifest, "flags": {**manifest["flags"], "use_cache": True}}
+    flag, first = ("resize", 4) if version == 3 else ("use_cache", 3)
+    with_flags = {**manifest, "flags": {**manifest["flags"], flag: raw_output[1]["flags"][flag]}}
     (copy / "manifest.json").write_text(json.dumps(with_flags))
-    said = f"it holds 'flags.use_cache', which no manifest of format_version {version} has (from 4 on)"
+    said = f"it holds 'flags.{flag}', which no manifest of format_version {version} has (from {first} on)"
     assert verification.verify(str(copy)) == {"manifest.json": said}
     with pytest.raises(loader.OutputMismatchError, match=re.escape(said)):
         loader.make_dataset(str(copy), "train", 4)
@@ -350,6 +352,8 @@ def _uncounted_shard(manifest):
     (_one_rejection_more_by_reason,
      "rejected.by_reason counts {rejected_plus_one} rejections, and rejected.num_rejected says {rejected}"),
     (_uncounted_shard, "files.{first_train_shard}: its 'num_examples' is not a count"),
+    (lambda m: m["files"].pop(m["lineage"]["files"][0]),  # (its counts not read: they are not there)
+     "the lineage file {first_lineage_file!r} is not among the listed files"),
 ])
 def test_a_manifest_whose_counts_of_the_same_files_disagree_is_refused(raw_output, tmp_path, edit, said):
     copy, manifest = _copy(raw_output, tmp_path)
@@ -357,7 +361,7 @@ def test_a_manifest_whose_counts_of_the_same_files_disagree_is_refused(raw_outpu
     said = said.format(train_bytes=train["bytes"], train_bytes_plus_one=train["bytes"] + 1,
                        test_sources=test["num_source_examples"], test_sources_plus_one=test["num_source_examples"] + 1,
                        rejected=manifest["num_rejected"], rejected_plus_one=manifest["num_rejected"] + 1,
-                       first_train_shard=train["files"][0])
+                       first_train_shard=train["files"][0], first_lineage_file=manifest["lineage"]["files"][0])
     edit(manifest)
     (copy / "manifest.json").write_text(json.dumps(manifest))
     assert said in verification.verify(str(copy))["manifest.json"].split("; ")

@@ -690,7 +690,7 @@ def test_a_manifest_of_the_first_format_reads_as_before(raw_output, tmp_path):
     def first_format(listed):  # (what format 1 had not: the list of files, the run's id, the lineage index,
         for key in ("files", "run_id", "lineage", "statistics_absent"):  # why statistics are absent,
             del listed[key]
-        for key in ("use_cache", "cache_dir", "resize"):  # the flags of format 4's job on)
+        for key in ("use_cache", "cache_dir", "resize"):  # the flags of format 3's and 4's jobs on)
             del listed["flags"][key]
         del listed["image"]["resize"]
         listed["format_version"] = 1
