@@ -31,9 +31,12 @@ def scheduler_refusal(address: str, timeout_s=None) -> str | None:
     """Why no Dask scheduler answers at ``address`` (``tcp://`` or no scheme) within
     ``timeout_s`` (``--dask_connection_timeout``'s value: seconds, else dask's 30), as a phrase
     ("no Dask scheduler answers there (...)", "a Dask Worker answers there, not a scheduler"), or
-    None where one does. dask's client waits for ever for the handshake of a service that accepts
+    None where one does, or where ``address`` is of another scheme (``tls://``, ``ucx://``: dask's
+    own to reach). dask's client waits for ever for the handshake of a service that accepts
     its connection and never answers as Dask does; this asks the service who it is under a
     deadline, on a thread of its own (the caller may be running an event loop: a notebook)."""
+    if "://" in address and not address.startswith("tcp://"):
+        return None
     from distributed.comm import connect  # pylint: disable=import-outside-toplevel  # heavy
 
     address = address if "://" in address else f"tcp://{address}"

@@ -154,10 +154,9 @@ class DaskRunner(upstream.DaskRunner):
         # Fix 12: the client waits for ever where a service that is not Dask's takes the
         # connection, and a worker's address fails the job only once the client is running.
         address = dask_options.get("address")
-        if isinstance(address, str) and ("://" not in address or address.startswith("tcp://")):
-            refused = scheduler_refusal(address, dask_options.get("timeout"))
-            if refused is not None:
-                raise RuntimeError(f"--dask_client_address {address!r}: {refused}")
+        refused = scheduler_refusal(address, dask_options.get("timeout")) if isinstance(address, str) else None
+        if refused is not None:
+            raise RuntimeError(f"--dask_client_address {address!r}: {refused}")
         client = ddist.Client(**dask_options)
         # Lifting first: the GroupByKey it introduces is then translated like any other.
         pipeline.replace_all([_LiftCombiners(), *dask_overrides()])

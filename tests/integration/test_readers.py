@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import struct
 
 import google_crc32c
 import numpy as np
@@ -19,6 +18,7 @@ from tensorflow_metadata.proto.v0 import schema_pb2
 
 from beam_etl import loader, schema
 from beam_etl.loader import verification
+from beam_etl.loader.listed_files import record_spans
 from tests.support.jobs import run_job
 from tests.support.tfrecords import read_examples
 
@@ -167,12 +167,7 @@ def _copy(output, tmp_path):
 
 
 def _framed(data: bytes) -> list[bytes]:
-    records, offset = [], 0
-    while offset < len(data):
-        (length,) = struct.unpack_from("<Q", data, offset)
-        records.append(data[offset:offset + 16 + length])
-        offset += 16 + length
-    return records
+    return [data[offset:offset + size] for offset, size in record_spans(data)]
 
 
 def _relisted(copy, manifest, *names):
